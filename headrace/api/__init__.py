@@ -1,0 +1,1 @@
+"""The HTTP API: job status, live progress and full-text search."""

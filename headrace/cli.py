@@ -1,0 +1,257 @@
+"""The `headrace` command: one entry point for every role (demo, run, worker, migrate, search, ...)."""
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from headrace import logs
+
+T = TypeVar("T")
+
+DATABASE_URL_ENV = ["HEADRACE_DATABASE_URL", "DATABASE_URL"]
+database_url_option = click.option(
+    "--database-url",
+    envvar=DATABASE_URL_ENV,
+    help="Postgres URL (env HEADRACE_DATABASE_URL or DATABASE_URL).",
+)
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".headrace"),
+    show_default=True,
+    help="Where the embedded Postgres keeps its data when no --database-url is given.",
+)
+
+
+def _run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+@contextmanager
+def _database(url: str | None, data_dir: Path) -> Iterator[str]:
+    """The given database, or the embedded one under data_dir."""
+    if url:
+        yield url
+        return
+    from headrace.local import embedded_postgres
+
+    with embedded_postgres(data_dir) as embedded:
+        yield embedded
+
+
+def _with_pool(dsn: str, work: Callable[[Any], Awaitable[T]], *, max_size: int = 4) -> T:
+    from headrace.store.db import open_pool
+
+    async def go() -> T:
+        async with open_pool(dsn, max_size=max_size) as pool:
+            return await work(pool)
+
+    return _run(go())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "text"]),
+    envvar="HEADRACE_LOG_FORMAT",
+    default=None,
+    help="Log format; defaults to text on a terminal and JSON elsewhere.",
+)
+@click.option("--log-level", envvar="HEADRACE_LOG_LEVEL", default="INFO", show_default=True)
+@click.version_option(package_name="headrace")
+def main(log_format: str | None, log_level: str) -> None:
+    """Headrace: document ingestion on Kubernetes, and on your laptop."""
+    logs.configure(log_format or ("text" if sys.stderr.isatty() else "json"), log_level)  # type: ignore[arg-type]
+
+
+@main.command()
+@database_url_option
+@data_dir_option
+def migrate(database_url: str | None, data_dir: Path) -> None:
+    """Apply the database migrations (safe to run concurrently)."""
+    from headrace.store import migrate as migrations
+
+    with _database(database_url, data_dir) as dsn:
+        applied = _with_pool(dsn, migrations.migrate)
+    click.echo(f"Applied {len(applied)} migrations; schema is at version {migrations.expected_version()}.")
+
+
+@main.command()
+@click.option("--job", "job_uid", required=True, type=click.UUID, help="uid of the IngestionJob to work on.")
+@database_url_option
+@click.option(
+    "--volume-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HEADRACE_VOLUME_ROOT",
+    default=Path("/"),
+    show_default=True,
+    help="Folder that spec.source.volume.path is relative to.",
+)
+@click.option("--lease-seconds", type=click.FloatRange(1, 3600), default=30.0, show_default=True)
+@click.option(
+    "--grace-seconds",
+    type=click.FloatRange(0, 3600),
+    default=25.0,
+    show_default=True,
+    help="On SIGTERM, how long the current task may run before it is handed back.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    envvar="HEADRACE_METRICS_PORT",
+    default=None,
+    help="Serve Prometheus metrics on this port.",
+)
+def worker(
+    job_uid: uuid.UUID,
+    database_url: str | None,
+    volume_root: Path,
+    lease_seconds: float,
+    grace_seconds: float,
+    metrics_port: int | None,
+) -> None:
+    """Lease and process the job's tasks until its queue is drained (exit 0) or SIGTERM (exit 143)."""
+    from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+    from headrace.store.db import create_pool
+    from headrace.worker.loop import Worker
+
+    if not database_url:
+        raise click.UsageError("a database URL is needed: --database-url or HEADRACE_DATABASE_URL")
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+
+    # The database may come up after the pod does: keep trying for a minute before giving up.
+    connect = retry(
+        retry=retry_if_exception_type((OSError, ConnectionError)),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        stop=stop_after_delay(60),
+        reraise=True,
+    )(create_pool)
+
+    async def go() -> int:
+        pool = await connect(database_url, min_size=1, max_size=3)
+        try:
+            loop = Worker(
+                pool, job_uid, volume_root=volume_root, lease_seconds=lease_seconds, grace_seconds=grace_seconds
+            )
+            loop.install_signal_handlers()
+            return await loop.run()
+        finally:
+            await pool.close()
+
+    sys.exit(_run(go()))
+
+
+def _run_manifest(
+    manifest: Path, workers: int, database_url: str | None, data_dir: Path, console: Console
+) -> uuid.UUID:
+    from headrace.local import print_summary, run_job
+    from headrace.model import InvalidManifest, load_manifest
+
+    try:
+        job = load_manifest(manifest)
+    except InvalidManifest as exc:
+        raise click.ClickException(str(exc)) from None
+    with _database(database_url, data_dir) as dsn:
+        result = _with_pool(
+            dsn,
+            lambda pool: run_job(
+                pool, dsn, job, volume_root=manifest.resolve().parent, workers=workers, console=console
+            ),
+        )
+    print_summary(result, console)
+    if result.state.error or any(code != 0 for code in result.worker_exit_codes):
+        raise click.ClickException(f"run did not finish cleanly (worker exit codes {result.worker_exit_codes})")
+    return result.job_uid
+
+
+@main.command()
+@click.option(
+    "-f",
+    "--filename",
+    "manifest",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="IngestionJob manifest (the same YAML you would kubectl apply).",
+)
+@click.option("-w", "--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@database_url_option
+@data_dir_option
+def run(manifest: Path, workers: int, database_url: str | None, data_dir: Path) -> None:
+    """Run an IngestionJob manifest locally, to the end, with N worker processes."""
+    _run_manifest(manifest, workers, database_url, data_dir, Console(stderr=True))
+
+
+def print_hits(console: Console, query: str, hits: list[Any]) -> None:
+    from headrace.store.search import SNIPPET_START, SNIPPET_STOP
+
+    console.print(f"\n[bold]Search:[/bold] {escape(query)}  ({len(hits)} results)")
+    for n, hit in enumerate(hits, 1):
+        snippet = escape(" ".join(hit.snippet.split()))
+        snippet = snippet.replace(escape(SNIPPET_START), "[bold yellow]").replace(escape(SNIPPET_STOP), "[/]")
+        console.print(f"{n:>2}. [cyan]{escape(hit.uri)}[/cyan] [dim]#{hit.ordinal} score {hit.score:.3f}[/dim]")
+        console.print(f"    {escape(hit.title)}", style="bold")
+        console.print(f"    {snippet}")
+
+
+@main.command()
+@click.argument("query")
+@click.option("--namespace", help="Only this namespace.")
+@click.option("--job", help="Only this IngestionJob (by name).")
+@click.option("--prefix", "uri_prefix", help="Only documents whose URI starts with this.")
+@click.option("-n", "--limit", type=click.IntRange(1, 100), default=5, show_default=True)
+@database_url_option
+@data_dir_option
+def search(
+    query: str,
+    namespace: str | None,
+    job: str | None,
+    uri_prefix: str | None,
+    limit: int,
+    database_url: str | None,
+    data_dir: Path,
+) -> None:
+    """Search the index: websearch syntax ("quoted phrase", or, -not), ranked, with highlighted snippets."""
+    from headrace.store import search as store_search
+
+    where = store_search.SearchFilter(namespaces=[namespace] if namespace else None, job=job, uri_prefix=uri_prefix)
+    with _database(database_url, data_dir) as dsn:
+        page = _with_pool(dsn, lambda pool: store_search.search(pool, query, where=where, limit=limit))
+    print_hits(Console(), query, page.hits)
+
+
+DEMO_QUERIES = ["politics", '"hacker ethic"', "marriage -divorce"]
+
+
+@main.command()
+@click.option("-w", "--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@data_dir_option
+def demo(workers: int, data_dir: Path) -> None:
+    """Ingest the bundled sample corpus into an embedded Postgres and search it."""
+    from headrace.store import search as store_search
+
+    console = Console()
+    with resources.as_file(resources.files("headrace.samples") / "demo" / "job.yaml") as manifest:
+        console.print(f"[bold]Ingesting the sample corpus[/bold] ({manifest.parent / 'corpus'})")
+        _run_manifest(manifest, workers, None, data_dir, console)
+    with _database(None, data_dir) as dsn:
+
+        async def searches(pool: Any) -> None:
+            for query in DEMO_QUERIES:
+                page = await store_search.search(pool, query, limit=3)
+                print_hits(console, query, page.hits)
+
+        _with_pool(dsn, searches)
+    console.print('\nTry your own: [bold]headrace search "your words here"[/bold]')

@@ -1,0 +1,21 @@
+"""Prometheus metrics, one definition for every process that records them."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TASKS_LEASED = Counter("headrace_tasks_leased_total", "Tasks leased by workers.", ["kind"])
+TASKS_ACKED = Counter("headrace_tasks_acked_total", "Tasks completed and acknowledged.", ["kind"])
+TASKS_FAILED = Counter("headrace_tasks_failed_total", "Task attempts that failed.", ["kind", "outcome"])
+TASK_DURATION = Histogram(
+    "headrace_task_duration_seconds",
+    "Time from lease to ack or failure.",
+    ["kind"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+DOCUMENTS = Counter("headrace_documents_total", "Documents processed, by outcome.", ["outcome"])
+DOCUMENT_BYTES = Counter("headrace_document_bytes_total", "Bytes of documents ingested.")
+CHUNKS = Counter("headrace_chunks_total", "Chunks written.")
+TASKS_PENDING = Gauge(
+    "headrace_tasks_pending",
+    "Tasks waiting to be leased, per job: the backlog the workers' HPA scales on.",
+    ["namespace", "job"],
+)

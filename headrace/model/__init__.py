@@ -1,0 +1,66 @@
+"""Pydantic models of the IngestionJob: the single source of truth for the CRD, the operator and the worker."""
+
+from headrace.model.base import KubeModel, field_errors
+from headrace.model.manifest import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    IngestionJob,
+    InvalidManifest,
+    ObjectMeta,
+    load_manifest,
+    parse_manifest,
+)
+from headrace.model.spec import (
+    Autoscaling,
+    Chunking,
+    FailurePolicy,
+    IngestionJobSpec,
+    Limits,
+    Retries,
+    Source,
+    VolumeSource,
+    Workers,
+)
+from headrace.model.status import (
+    TERMINAL_PHASES,
+    Condition,
+    IngestionJobStatus,
+    Phase,
+    Progress,
+    RunSummary,
+    WorkerStatus,
+)
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KIND",
+    "PLURAL",
+    "TERMINAL_PHASES",
+    "VERSION",
+    "Autoscaling",
+    "Chunking",
+    "Condition",
+    "FailurePolicy",
+    "IngestionJob",
+    "IngestionJobSpec",
+    "IngestionJobStatus",
+    "InvalidManifest",
+    "KubeModel",
+    "Limits",
+    "ObjectMeta",
+    "Phase",
+    "Progress",
+    "Retries",
+    "RunSummary",
+    "Source",
+    "VolumeSource",
+    "WorkerStatus",
+    "Workers",
+    "field_errors",
+    "load_manifest",
+    "parse_manifest",
+]

@@ -1,0 +1,285 @@
+"""The IngestionJob spec: what to ingest, how to split it, and how many workers do it.
+
+Every field's docstring becomes its `kubectl explain` text once the CRD is generated from these models.
+"""
+
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from croniter import croniter
+from pydantic import Field, StringConstraints, field_validator, model_validator
+
+from headrace.model.base import KubeModel
+
+MiB = 1024 * 1024
+
+# Bump when extraction or chunking changes what is stored for the same input, so every
+# document is re-processed on the next run instead of being skipped as unchanged.
+PIPELINE_VERSION = 1
+
+DNS1123Subdomain = Annotated[
+    str,
+    StringConstraints(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+]
+Glob = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Quantity = Annotated[str, StringConstraints(pattern=r"^[+]?[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")]
+
+
+class VolumeSource(KubeModel):
+    """Documents on a filesystem: a PersistentVolumeClaim in the cluster, a local folder in local mode."""
+
+    claim_name: DNS1123Subdomain | None = None
+    """Name of a PersistentVolumeClaim in the job's namespace, mounted read-only in every worker pod.
+    Required in a cluster; ignored by `headrace run`, which reads the local filesystem."""
+
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = "."
+    """Folder to ingest, relative to the root of the claim. In local mode, relative to the folder
+    holding the manifest (or absolute)."""
+
+    include: Annotated[list[Glob], Field(min_length=1, max_length=64)] = ["**/*"]
+    """Glob patterns, relative to `path`, of the files to ingest. `**` matches any number of folders."""
+
+    exclude: Annotated[list[Glob], Field(max_length=64)] = []
+    """Glob patterns, relative to `path`, of files to skip even when `include` matches them."""
+
+    @field_validator("path")
+    @classmethod
+    def _no_parent_segments(cls, value: str) -> str:
+        if ".." in value.replace("\\", "/").split("/"):
+            raise ValueError("must not contain '..' segments")
+        return value
+
+
+class Source(KubeModel):
+    """Where the documents come from. Set exactly one source."""
+
+    volume: VolumeSource | None = None
+    """Ingest files from a volume."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Source":
+        chosen = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            options = ", ".join(type(self).model_fields)
+            raise ValueError(f"set exactly one source ({options}); got {len(chosen)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The name of the source that is set, e.g. `volume`."""
+        return next(name for name in type(self).model_fields if getattr(self, name) is not None)
+
+
+class Chunking(KubeModel):
+    """How extracted text is split into chunks, the unit that search returns."""
+
+    target_size: Annotated[int, Field(ge=100, le=20_000)] = 1500
+    """Target chunk length in characters. A chunk is cut at the last boundary before this length."""
+
+    overlap: Annotated[int, Field(ge=0, le=5_000)] = 150
+    """Characters at the end of a chunk repeated at the start of the next, so a passage that spans
+    a cut is still found whole. Must be less than half of `targetSize`."""
+
+    boundary: Literal["paragraph", "sentence", "none"] = "paragraph"
+    """Preferred place to cut: at paragraph breaks (falling back to sentences, then words),
+    at sentence ends (falling back to words), or anywhere at a word break."""
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "Chunking":
+        if self.overlap * 2 > self.target_size:
+            raise ValueError(f"overlap ({self.overlap}) must be at most half of targetSize ({self.target_size})")
+        return self
+
+
+class Autoscaling(KubeModel):
+    """Who sets the worker count while a run is active."""
+
+    mode: Literal["hpa", "builtin", "none"] = "hpa"
+    """`hpa`: a HorizontalPodAutoscaler scales the IngestionJob through its /scale subresource.
+    `builtin`: the operator sets replicas to ceil(pending tasks / tasksPerWorker), clamped to
+    [min, max], for clusters without a metrics pipeline. `none`: replicas are left to you
+    (`kubectl scale`)."""
+
+    target_cpu_utilization: Annotated[int, Field(ge=1, le=100)] = 80
+    """Average CPU utilisation of the worker pods, in percent of their request, that the HPA aims for."""
+
+    tasks_pending_per_worker: Annotated[int | None, Field(ge=1, le=100_000)] = None
+    """When set, the HPA also scales on the External metric `headrace_tasks_pending`, aiming for
+    this many pending tasks per worker. Needs the chart's prometheus-adapter rule."""
+
+
+class Toleration(KubeModel):
+    """A Kubernetes toleration for the worker pods (see core/v1 Toleration)."""
+
+    key: str | None = None
+    """Taint key the toleration applies to. Empty with operator Exists matches all taints."""
+
+    operator: Literal["Exists", "Equal"] | None = None
+    """Exists or Equal (the default)."""
+
+    value: str | None = None
+    """Taint value the toleration matches, with operator Equal."""
+
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all effects."""
+
+    toleration_seconds: int | None = None
+    """For NoExecute, how long the pod stays bound after the taint appears."""
+
+
+class Resources(KubeModel):
+    """Compute resources of each worker container (see core/v1 ResourceRequirements)."""
+
+    requests: dict[Literal["cpu", "memory", "ephemeral-storage"], Quantity] = {
+        "cpu": "500m",
+        "memory": "512Mi",
+    }
+    """Resources the scheduler reserves for each worker. The HPA's CPU target is relative to the
+    cpu request."""
+
+    limits: dict[Literal["cpu", "memory", "ephemeral-storage"], Quantity] = {"memory": "1Gi"}
+    """Hard caps for each worker container."""
+
+
+class Workers(KubeModel):
+    """How many worker pods process the job, and how they scale."""
+
+    min: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Fewest workers while the job has work."""
+
+    max: Annotated[int, Field(ge=1, le=1000)] = 4
+    """Most workers at once."""
+
+    replicas: Annotated[int | None, Field(ge=0, le=1000)] = None
+    """Desired workers now. Owned by whoever scales the job (the HPA, the operator in builtin mode,
+    or `kubectl scale`); defaults to `min`."""
+
+    tasks_per_worker: Annotated[int, Field(ge=1, le=100_000)] = 10
+    """Pending tasks one worker is expected to handle; the builtin autoscaler divides the backlog by it."""
+
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 50
+    """Documents per ingest task: the unit a worker leases, retries and acknowledges."""
+
+    resources: Resources = Resources()
+    """CPU and memory of each worker container."""
+
+    node_selector: dict[str, str] = {}
+    """Node labels a worker pod's node must carry."""
+
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
+    """Taints the worker pods tolerate."""
+
+    autoscaling: Autoscaling = Autoscaling()
+    """Who owns the replica count while the run is active."""
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> "Workers":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+    @property
+    def desired(self) -> int:
+        """The replica count asked for: `replicas` when someone set it, else `min`."""
+        return self.min if self.replicas is None else self.replicas
+
+
+class Retries(KubeModel):
+    """How a failed task is retried before it is given up as dead."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    """Attempts per task, the first included. After the last, the task is dead and its documents
+    are recorded as failed with the last error."""
+
+    backoff_seconds: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
+    """Wait before the first retry; doubles with each further attempt."""
+
+    max_backoff_seconds: Annotated[float, Field(ge=0.1, le=86_400)] = 300.0
+    """Longest wait between two attempts."""
+
+
+class Limits(KubeModel):
+    """Bounds on hostile or accidental input. A document that trips one fails with a reason naming it."""
+
+    max_document_bytes: Annotated[int, Field(ge=1, le=2048 * MiB)] = 50 * MiB
+    """Largest document read, in bytes. Larger documents fail without being read whole."""
+
+
+class FailurePolicy(KubeModel):
+    """When failed documents make the whole job fail. By default they never do."""
+
+    max_failed_documents: Annotated[int | None, Field(ge=0)] = None
+    """The job fails once more documents than this have failed in a run."""
+
+    max_failed_percent: Annotated[int | None, Field(ge=0, le=100)] = None
+    """The job fails when more than this percentage of a run's documents failed."""
+
+
+class IngestionJobSpec(KubeModel):
+    """The desired state of an IngestionJob."""
+
+    source: Source
+    """Where the documents come from."""
+
+    chunking: Chunking = Chunking()
+    """How text is split into chunks."""
+
+    workers: Workers = Workers()
+    """Worker pods and scaling."""
+
+    retries: Retries = Retries()
+    """Retry and backoff of failed tasks."""
+
+    limits: Limits = Limits()
+    """Bounds on document size and shape."""
+
+    failure_policy: FailurePolicy = FailurePolicy()
+    """When document failures fail the job."""
+
+    text_search_config: Annotated[str, StringConstraints(pattern=r"^[a-z_]+$", max_length=63)] = "english"
+    """Postgres text-search configuration for stemming and stop words (`english`, `german`,
+    `simple`, ...)."""
+
+    retention: Literal["Retain", "Delete"] = "Retain"
+    """What happens to the indexed documents and chunks when the IngestionJob is deleted:
+    `Retain` keeps them searchable, `Delete` removes them."""
+
+    suspend: bool = False
+    """Pause the job: workers scale to zero and resume where they left off when set back to false."""
+
+    schedule: Annotated[str | None, StringConstraints(max_length=128)] = None
+    """Cron expression (five fields, UTC) that starts a new incremental run on schedule."""
+
+    sync: Literal["incremental", "mirror"] = "incremental"
+    """`incremental` adds and updates documents; `mirror` also deletes indexed documents that
+    disappeared from the source."""
+
+    active_deadline_seconds: Annotated[int | None, Field(ge=1)] = None
+    """Longest a run's worker Job may be active before Kubernetes stops it and the run fails."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"not a valid cron expression: {value!r}")
+        return value
+
+    def content_fingerprint(self) -> str:
+        """What, besides a document's bytes, decides its chunks. Equal bytes and an equal
+        fingerprint mean a document can be skipped as unchanged."""
+        return _digest(
+            {
+                "pipeline": PIPELINE_VERSION,
+                "chunking": self.chunking.to_wire(),
+                "textSearchConfig": self.text_search_config,
+            }
+        )
+
+    def run_fingerprint(self) -> str:
+        """What, when changed, starts a new run: the source and everything in the content fingerprint."""
+        return _digest({"source": self.source.to_wire(), "content": self.content_fingerprint()})
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""The kopf operator: reconciles IngestionJobs into worker Jobs, HPAs and status."""

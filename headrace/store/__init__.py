@@ -1,0 +1,1 @@
+"""Postgres: the pool, migrations, the queue, documents and chunks, and search."""

@@ -1,0 +1,40 @@
+"""Connections to the one Postgres database shared by the operator, the API and the workers."""
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeAlias
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
+Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+
+async def _init_connection(conn: Connection) -> None:
+    # Decode jsonb to Python values so no caller parses JSON by hand.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # regconfig travels as its oid, which lets chunks be written with binary COPY.
+    await conn.set_builtin_type_codec("regconfig", schema="pg_catalog", codec_name="oid")
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> Pool:
+    """A pool whose connections speak jsonb as Python values."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncIterator[Pool]:
+    """A pool for the length of a `with` block."""
+    pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()

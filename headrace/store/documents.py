@@ -1,0 +1,159 @@
+"""Documents and their chunks: idempotent writes keyed by (job, source URI)."""
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from headrace.store.db import Connection, Pool
+
+Outcome = Literal["added", "updated", "unchanged", "failed"]
+
+
+@dataclass(frozen=True)
+class KnownDocument:
+    """What the index already holds for a source URI."""
+
+    uri: str
+    state: str
+    content_hash: str | None
+    fingerprint: str | None
+    source_version: str | None
+    run: int
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    ordinal: int
+    content: str
+    page: int | None = None
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """A successfully processed document, ready to be written with its chunks."""
+
+    uri: str
+    title: str
+    content_hash: str
+    fingerprint: str
+    format: str
+    bytes: int
+    chunks: list[ChunkRecord]
+    source_version: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+async def known(conn: Pool | Connection, job_uid: uuid.UUID, uris: list[str]) -> dict[str, KnownDocument]:
+    """The index's record of each of these URIs that it has."""
+    rows = await conn.fetch(
+        "SELECT uri, state, content_hash, fingerprint, source_version, run FROM headrace.documents "
+        "WHERE job_uid = $1 AND uri = ANY($2::text[])",
+        job_uid,
+        uris,
+    )
+    return {row["uri"]: KnownDocument(**dict(row)) for row in rows}
+
+
+def _next_outcome(previous: Any, run: int, fresh: Outcome) -> Outcome:
+    """The outcome to record. A redelivered task in the same run keeps what its first delivery recorded."""
+    if previous is None:
+        return "added" if fresh != "failed" else "failed"
+    if previous["run"] == run and previous["outcome"] != "failed" and fresh != "failed":
+        return previous["outcome"]  # type: ignore[no-any-return]
+    if fresh == "updated" and previous["state"] == "failed":
+        return "added"
+    return fresh
+
+
+async def mark_unchanged(pool: Pool, job_uid: uuid.UUID, run: int, uris: list[str]) -> None:
+    """Record that this run found these documents unchanged (keeping the outcome of a same-run delivery)."""
+    if uris:
+        await pool.execute(
+            "UPDATE headrace.documents SET outcome = CASE WHEN run = $2 THEN outcome ELSE 'unchanged' END, "
+            "run = $2 WHERE job_uid = $1 AND uri = ANY($3::text[])",
+            job_uid,
+            run,
+            uris,
+        )
+
+
+async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: DocumentRecord) -> Outcome:
+    """Write a document and replace its chunks in one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        config = await conn.fetchval("SELECT text_search_config FROM headrace.jobs WHERE uid = $1", job_uid)
+        previous = await conn.fetchrow(
+            "SELECT id, state, run, outcome FROM headrace.documents WHERE job_uid = $1 AND uri = $2 FOR UPDATE",
+            job_uid,
+            doc.uri,
+        )
+        outcome = _next_outcome(previous, run, "updated")
+        doc_id = await conn.fetchval(
+            """
+            INSERT INTO headrace.documents
+                (job_uid, uri, title, state, error, content_hash, fingerprint, source_version, format,
+                 bytes, chunk_count, metadata, run, outcome)
+            VALUES ($1, $2, $3, 'ingested', NULL, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            ON CONFLICT (job_uid, uri) DO UPDATE
+            SET title = excluded.title, state = 'ingested', error = NULL,
+                content_hash = excluded.content_hash, fingerprint = excluded.fingerprint,
+                source_version = excluded.source_version, format = excluded.format,
+                bytes = excluded.bytes, chunk_count = excluded.chunk_count, metadata = excluded.metadata,
+                run = excluded.run, outcome = excluded.outcome, updated_at = now()
+            RETURNING id
+            """,
+            job_uid,
+            doc.uri,
+            doc.title,
+            doc.content_hash,
+            doc.fingerprint,
+            doc.source_version,
+            doc.format,
+            doc.bytes,
+            len(doc.chunks),
+            doc.metadata,
+            run,
+            outcome,
+        )
+        await conn.execute("DELETE FROM headrace.chunks WHERE document_id = $1", doc_id)
+        await conn.copy_records_to_table(
+            "chunks",
+            schema_name="headrace",
+            columns=["document_id", "job_uid", "ordinal", "page", "content", "config"],
+            records=[(doc_id, job_uid, c.ordinal, c.page, c.content, config) for c in doc.chunks],
+        )
+        return outcome
+
+
+async def record_failures(pool: Pool, job_uid: uuid.UUID, run: int, failures: dict[str, str]) -> None:
+    """Record documents that could not be ingested, each with its reason; their old chunks go."""
+    if not failures:
+        return
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """
+            INSERT INTO headrace.documents (job_uid, uri, state, error, run, outcome)
+            SELECT $1, f.uri, 'failed', f.error, $2, 'failed'
+            FROM unnest($3::text[], $4::text[]) AS f(uri, error)
+            ON CONFLICT (job_uid, uri) DO UPDATE
+            SET state = 'failed', error = excluded.error, run = excluded.run, outcome = 'failed',
+                chunk_count = 0, content_hash = NULL, fingerprint = NULL, source_version = NULL,
+                updated_at = now()
+            RETURNING id
+            """,
+            job_uid,
+            run,
+            list(failures),
+            [reason[:4000] for reason in failures.values()],
+        )
+        await conn.execute("DELETE FROM headrace.chunks WHERE document_id = ANY($1::bigint[])", [r["id"] for r in rows])
+
+
+async def processed_in_run(pool: Pool, job_uid: uuid.UUID, run: int, uris: list[str]) -> set[str]:
+    """Which of these URIs this run has already recorded (ingested, unchanged or failed)."""
+    rows = await pool.fetch(
+        "SELECT uri FROM headrace.documents WHERE job_uid = $1 AND run = $2 AND uri = ANY($3::text[])",
+        job_uid,
+        run,
+        uris,
+    )
+    return {row["uri"] for row in rows}

