@@ -14,10 +14,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from headrace import logs
+from headrace.model.contract import DATABASE_URL_ENV as POD_DATABASE_URL_ENV
+from headrace.model.contract import VOLUME_ROOT_ENV
 
 T = TypeVar("T")
 
-DATABASE_URL_ENV = ["HEADRACE_DATABASE_URL", "DATABASE_URL"]
+DATABASE_URL_ENV = ["HEADRACE_DATABASE_URL", POD_DATABASE_URL_ENV]
 database_url_option = click.option(
     "--database-url",
     envvar=DATABASE_URL_ENV,
@@ -91,7 +93,7 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
 @click.option(
     "--volume-root",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="HEADRACE_VOLUME_ROOT",
+    envvar=VOLUME_ROOT_ENV,
     default=Path("/"),
     show_default=True,
     help="Folder that spec.source.volume.path is relative to.",

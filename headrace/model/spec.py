@@ -265,6 +265,10 @@ class IngestionJobSpec(KubeModel):
             raise ValueError(f"not a valid cron expression: {value!r}")
         return value
 
+    def secret_names(self) -> list[str]:
+        """Names of the Secrets in the job's namespace that its workers read (see model.contract)."""
+        return []
+
     def content_fingerprint(self) -> str:
         """What, besides a document's bytes, decides its chunks. Equal bytes and an equal
         fingerprint mean a document can be skipped as unchanged."""

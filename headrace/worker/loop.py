@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 from headrace import metrics
+from headrace.model.contract import WORKER_EXIT_STOPPED
 from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
 from headrace.worker.sources import open_source
@@ -20,7 +21,7 @@ from headrace.worker.tasks import HANDLERS, Context, task_uris
 log = logging.getLogger(__name__)
 
 EXIT_DRAINED = 0
-EXIT_STOPPED = 143  # 128 + SIGTERM: stopped with work left, so a Job does not count this pod as done
+EXIT_STOPPED = WORKER_EXIT_STOPPED  # stopped with work left: a Job must not count this pod as done
 EXIT_UNKNOWN_JOB = 2
 
 

@@ -1,0 +1,23 @@
+"""Where the operator and the worker meet: the paths and variables a worker pod is given.
+
+The operator builds pods to this contract; the worker reads it; local mode fakes it with folders.
+"""
+
+# The PersistentVolumeClaim of spec.source.volume is mounted read-only here; the worker's
+# --volume-root (env HEADRACE_VOLUME_ROOT) points at it.
+WORKER_VOLUME_ROOT = "/var/run/headrace/source"
+VOLUME_ROOT_ENV = "HEADRACE_VOLUME_ROOT"
+
+# Every Secret a spec references is mounted read-only at WORKER_SECRETS_DIR/<secret name>/<key>.
+# The worker reads keys as files from there (env HEADRACE_SECRETS_DIR overrides the folder, which
+# is how `headrace run` hands local secrets to its workers).
+WORKER_SECRETS_DIR = "/var/run/secrets/headrace"
+SECRETS_DIR_ENV = "HEADRACE_SECRETS_DIR"
+
+# The database URL reaches every pod as this variable, from the Secret the chart names.
+DATABASE_URL_ENV = "DATABASE_URL"
+DATABASE_URL_KEY = "DATABASE_URL"
+
+# A worker stopped by SIGTERM with work left exits with this code, so a Job neither counts the
+# pod as a completion nor (with a podFailurePolicy rule ignoring it) against backoffLimit.
+WORKER_EXIT_STOPPED = 143
