@@ -257,3 +257,35 @@ def demo(workers: int, data_dir: Path) -> None:
 
         _with_pool(dsn, searches)
     console.print('\nTry your own: [bold]headrace search "your words here"[/bold]')
+
+
+@main.command()
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("crds"),
+    show_default=True,
+    help="Folder to write the CRD manifest into.",
+)
+@click.option(
+    "--chart",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write the CRD template of this Helm chart (e.g. charts/headrace).",
+)
+@click.option("--stdout", is_flag=True, help="Print the CRD instead of writing files.")
+def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
+    """Generate the IngestionJob CustomResourceDefinition from the model."""
+    from headrace.model import crd as crds
+
+    if stdout:
+        click.echo(crds.crd_yaml(), nl=False)
+        return
+    targets = [(output_dir / crds.CRD_FILENAME, crds.crd_yaml())]
+    if chart is not None:
+        targets.append((chart / crds.CHART_TEMPLATE, crds.chart_template()))
+    for path, text in targets:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        click.echo(f"Wrote {path}")
