@@ -289,3 +289,83 @@ def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         click.echo(f"Wrote {path}")
+
+
+@main.command()
+@click.option(
+    "-A",
+    "--all-namespaces",
+    is_flag=True,
+    help="Watch IngestionJobs in every namespace (the default when no --namespace is given).",
+)
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    envvar="HEADRACE_NAMESPACES",
+    help="Watch only this namespace (repeatable; env HEADRACE_NAMESPACES, space-separated).",
+)
+@database_url_option
+@click.option(
+    "--worker-image",
+    envvar="HEADRACE_WORKER_IMAGE",
+    required=True,
+    help="Image of the worker pods (env HEADRACE_WORKER_IMAGE).",
+)
+@click.option(
+    "--database-secret",
+    envvar="HEADRACE_DATABASE_SECRET",
+    default="headrace-database",
+    show_default=True,
+    help="Secret, in each IngestionJob's namespace, holding the workers' DATABASE_URL (env HEADRACE_DATABASE_SECRET).",
+)
+@click.option(
+    "--liveness",
+    "liveness_endpoint",
+    envvar="HEADRACE_LIVENESS",
+    default=None,
+    help="Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (env HEADRACE_LIVENESS).",
+)
+@click.option(
+    "--observe-interval",
+    type=click.FloatRange(1, 3600),
+    envvar="HEADRACE_OBSERVE_INTERVAL",
+    default=10.0,
+    show_default=True,
+    help="Seconds between two looks at each job's progress.",
+)
+@click.option(
+    "--migrate/--no-migrate",
+    default=True,
+    show_default=True,
+    help="Apply pending database migrations at start; with --no-migrate, refuse to start on a stale schema.",
+)
+def operator(
+    all_namespaces: bool,
+    namespaces: tuple[str, ...],
+    database_url: str | None,
+    worker_image: str,
+    database_secret: str,
+    liveness_endpoint: str | None,
+    observe_interval: float,
+    migrate: bool,
+) -> None:
+    """Run the Kubernetes operator: IngestionJobs in, worker Jobs, HPAs and status out."""
+    from headrace.operator.config import OperatorConfig
+    from headrace.operator.main import run as run_operator
+
+    if not database_url:
+        raise click.UsageError("a database URL is needed: --database-url or HEADRACE_DATABASE_URL")
+    if all_namespaces and namespaces:
+        raise click.UsageError("-A and --namespace exclude each other")
+    config = OperatorConfig(
+        database_url=database_url,
+        worker_image=worker_image,
+        database_secret=database_secret,
+        observe_interval=observe_interval,
+        migrate=migrate,
+    )
+    run_operator(
+        config, namespaces=[n for spec in namespaces for n in spec.split()], liveness_endpoint=liveness_endpoint
+    )
