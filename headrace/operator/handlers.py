@@ -31,7 +31,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
 
     @kopf.on.login(registry=registry)
     def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
-        connection = kopf.login_via_client(**kwargs)
+        # In a pod: the service account. Elsewhere: $KUBECONFIG or ~/.kube/config, read at each login
+        # (kopf's reader handles tokens and certificates; the official client's also handles exec plugins).
+        connection = (
+            kopf.login_with_service_account(**kwargs)
+            or kopf.login_with_kubeconfig(**kwargs)
+            or kopf.login_via_client(**kwargs)
+        )
         if connection is not None:
             # Our own client for Jobs and HPAs talks to the same cluster with the same credentials.
             operator: reconcile.Operator = memo["operator"]
