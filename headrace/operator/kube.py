@@ -48,10 +48,13 @@ class KubeClient:
     def __init__(self, connection: kopf.ConnectionInfo | None = None) -> None:
         self.connection = connection
         self._session: aiohttp.ClientSession | None = None
+        self._retired: list[aiohttp.ClientSession] = []
 
     def connect(self, connection: kopf.ConnectionInfo) -> None:
         """Use these credentials from now on (kopf logs in again when the old ones expire)."""
         self.connection = connection
+        if self._session is not None:
+            self._retired.append(self._session)  # closed at close(): requests may still be using it
         self._session = None  # the next request opens a session with the new credentials
 
     async def _request(
@@ -127,5 +130,6 @@ class KubeClient:
         return True
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in [*self._retired, self._session]:
+            if session is not None:
+                await session.close()

@@ -206,8 +206,22 @@ async def _ensure_hpa(op: Operator, job: IngestionJob, events: list[st.Event]) -
     if created:
         log.info("Created HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
         events.append(st.Event("Normal", "CreatedHorizontalPodAutoscaler", f"Created HPA {name}"))
-    elif existing.get("spec") != manifest["spec"]:
+    elif not _contains(existing.get("spec"), manifest["spec"]):
         await op.kube.patch(HPAS, namespace, name, {"spec": manifest["spec"]})
+        log.info("Updated HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
+
+
+def _contains(actual: Any, wanted: Any) -> bool:
+    """Whether every field we set has our value; fields the API server defaulted are not drift."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(_contains(actual.get(key), value) for key, value in wanted.items())
+    if isinstance(wanted, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(wanted)
+            and all(_contains(a, w) for a, w in zip(actual, wanted, strict=True))
+        )
+    return bool(actual == wanted)
 
 
 def _write_invalid(body: kopf.Body, patch: kopf.Patch, message: str, *, now: datetime, events: list[st.Event]) -> None:

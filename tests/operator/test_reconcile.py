@@ -224,3 +224,16 @@ async def test_delete_applies_retention(op: Operator, retention: str) -> None:
     else:
         assert record is not None and record["deleted_at"] is not None
     assert (await queue.counts(op.pool, uid))["pending"] == 0
+
+
+async def test_hpa_drift_is_corrected_and_defaults_are_not_drift(
+    op: Operator, emulator: kmock.KubernetesEmulator
+) -> None:
+    raw, _ = await apply(op, ij())
+    hpa = emulator.objects[HPAS, "default", "handbook"]
+    hpa.patch({"spec": {"maxReplicas": 99, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}}})
+    await apply(op, raw)
+    assert hpa["spec"]["maxReplicas"] == 4
+    versions = len(hpa.history)
+    await apply(op, raw)  # a server-defaulted field (behavior) alone is no reason to patch
+    assert len(hpa.history) == versions
