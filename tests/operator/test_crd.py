@@ -106,12 +106,24 @@ def test_chart_template_is_guarded_and_kept() -> None:
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_examples_match_crd_schema_and_model(path: Path) -> None:
-    for document in yaml.safe_load_all(path.read_text()):
-        if document and document.get("kind") == "IngestionJob":
-            jsonschema.validate(document, _schema())
-            parse_manifest(document, origin=str(path))
+def _manifests(path: Path) -> list[dict[str, Any]]:
+    """The IngestionJobs in a YAML file, or in the ```yaml blocks of a Markdown page."""
+    text = path.read_text()
+    if path.suffix == ".md":
+        text = "\n---\n".join(block.split("\n```", 1)[0] for block in text.split("```yaml\n")[1:])
+    return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict) and doc.get("kind") == "IngestionJob"]
+
+
+SAMPLES = [*EXAMPLES, ROOT / "docs" / "operator.md"]
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
+def test_samples_match_crd_schema_and_model(path: Path) -> None:
+    manifests = _manifests(path)
+    assert manifests, f"{path} holds no IngestionJob"
+    for document in manifests:
+        jsonschema.validate(document, _schema())
+        parse_manifest(document, origin=str(path))
 
 
 def test_examples_exist() -> None:
