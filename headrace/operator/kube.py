@@ -57,9 +57,8 @@ class KubeClient:
             self._retired.append(self._session)  # closed at close(): requests may still be using it
         self._session = None  # the next request opens a session with the new credentials
 
-    async def _request(
-        self, method: str, path: str, body: object = None, content_type: str = "application/json"
-    ) -> Any:
+    async def request(self, method: str, path: str, body: object = None, content_type: str = "application/json") -> Any:
+        """One API call: the decoded answer, or KubeError."""
         if self.connection is None:
             raise kopf.TemporaryError("not logged in to Kubernetes yet", delay=1)
         if self._session is None or self._session.closed:
@@ -85,7 +84,7 @@ class KubeClient:
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when there is none."""
         try:
-            result: dict[str, Any] = await self._request("GET", resource.path(namespace, name))
+            result: dict[str, Any] = await self.request("GET", resource.path(namespace, name))
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -96,7 +95,7 @@ class KubeClient:
         """Create the object unless it exists: (the object as the server has it, whether it was created now)."""
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
-            created: dict[str, Any] = await self._request("POST", resource.path(namespace), manifest)
+            created: dict[str, Any] = await self.request("POST", resource.path(namespace), manifest)
             return created, True
         except KubeError as exc:
             if exc.status != 409:
@@ -111,7 +110,7 @@ class KubeClient:
     ) -> dict[str, Any] | None:
         """Merge-patch the object; None when it does not exist."""
         try:
-            result: dict[str, Any] = await self._request("PATCH", resource.path(namespace, name), patch, MERGE_PATCH)
+            result: dict[str, Any] = await self.request("PATCH", resource.path(namespace, name), patch, MERGE_PATCH)
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -122,7 +121,7 @@ class KubeClient:
         """Delete the object (its dependents in the background); False when there was none."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         try:
-            await self._request("DELETE", resource.path(namespace, name), body)
+            await self.request("DELETE", resource.path(namespace, name), body)
         except KubeError as exc:
             if exc.status == 404:
                 return False

@@ -1,12 +1,13 @@
-"""The real operator (kopf's KopfRunner) against kmock's Kubernetes emulator and real Postgres.
+"""The real operator (kopf's KopfRunner) on real Postgres, against kmock's Kubernetes emulator and, when
+KUBEBUILDER_ASSETS is set, against a real kube-apiserver + etcd too.
 
-The emulator has no controllers, no schema validation and no garbage collection (DESIGN.md, "Field
-notes"): these tests check what the operator does, and play the Job controller where a scenario needs it.
+Neither API server runs controllers (DESIGN.md, "Field notes"; tests/operator/cluster.py): these tests
+check what the operator does, not what the Job controller or the garbage collector would do after it.
 """
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -14,60 +15,74 @@ from typing import Any
 import kmock
 import kopf
 import pytest
-import yaml
 from kopf.testing import KopfRunner
 
 from headrace.model import IngestionJob
 from headrace.operator.config import OperatorConfig
-from headrace.operator.kube import JOBS, KubeClient, Resource
+from headrace.operator.kube import HPAS, JOBS
 from headrace.operator.main import build_registry
 from headrace.operator.resources.job import build_worker_job
 from headrace.store import jobs, queue
 from headrace.store.db import Pool
+from tests.operator.cluster import (
+    IJS,
+    ApiServer,
+    Cluster,
+    assets,
+    client_for,
+    install_crd,
+    namespace_on,
+    real_apiserver,
+    wait_ready,
+    write_kubeconfig,
+)
 from tests.operator.conftest import IMAGE, ij
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(90)]
-
-IJS = Resource("headrace.io/v1alpha1", "ingestionjobs")
-HPA_KEY = "autoscaling/v2/horizontalpodautoscalers"
-JOB_KEY = "batch/v1/jobs"
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
 
-@pytest.fixture
-def kubeconfig(emulator: kmock.KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A kubeconfig naming the emulator, found by kopf's login the way it finds any cluster."""
+@pytest.fixture(scope="session")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    found = assets()
+    if found is None:
+        pytest.skip("KUBEBUILDER_ASSETS is not set, so there is no real kube-apiserver to test against")
+    with real_apiserver(found, tmp_path_factory.mktemp("envtest")) as server:
+        yield server
+
+
+@pytest.fixture(params=["emulator", "apiserver"])
+def target(request: pytest.FixtureRequest) -> tuple[str, bool]:
+    """(server URL, emulated?) of the API server this test runs against."""
+    if request.param == "apiserver":
+        server: ApiServer = request.getfixturevalue("apiserver")
+        return server.url, False
+    emulator: kmock.KubernetesEmulator = request.getfixturevalue("emulator")
+    # The /status and /scale subresources, as the CRD declares them.
     emulator.resources["headrace.io/v1alpha1/ingestionjobs"] = kmock.ResourceInfo(
         kind="IngestionJob",
         namespaced=True,
         verbs=["get", "list", "watch", "create", "update", "patch", "delete"],
         subresources=["status", "scale"],
     )
-    path = tmp_path / "kubeconfig"
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": str(emulator.url).rstrip("/")}}],
-        "users": [{"name": "test", "user": {"token": "test"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test", "namespace": "default"}}],
-        "current-context": "kmock",
-    }
-    path.write_text(yaml.safe_dump(config))
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return path
-
-
-def applied(body: dict[str, Any]) -> dict[str, Any]:
-    """What the API server adds on create and the emulator does not: kopf's patches test resourceVersion."""
-    body["metadata"].setdefault("resourceVersion", "1")
-    body["metadata"].setdefault("creationTimestamp", "2026-11-23T12:00:00Z")
-    return body
+    return str(emulator.url).rstrip("/"), True
 
 
 @pytest.fixture
-async def client(emulator: kmock.KubernetesEmulator) -> AsyncIterator[KubeClient]:
-    kube = KubeClient(kopf.ConnectionInfo(server=str(emulator.url)))
-    yield kube
+async def cluster(target: tuple[str, bool], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+    url, emulated = target
+    kube = client_for(url, insecure=not emulated)
+    if emulated:
+        namespace = "default"
+    else:
+        await wait_ready(kube)
+        await install_crd(kube)
+        async with namespace_on(kube) as created:
+            namespace = created
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url, insecure=not emulated)
+    # kopf logs in the way it would anywhere: from $KUBECONFIG, with no in-cluster service account.
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    yield Cluster(kube=kube, kubeconfig=kubeconfig, namespace=namespace, emulated=emulated)
     await kube.close()
 
 
@@ -89,79 +104,76 @@ async def running(config: OperatorConfig) -> AsyncIterator[KopfRunner]:
     assert runner.exception is None
 
 
-async def until(check: Callable[[], Any]) -> Any:
+async def until(check: Callable[[], Awaitable[Any]]) -> Any:
     """Poll until `check()` is truthy and return it; the test's timeout bounds the wait."""
-    while not (result := check()):  # noqa: ASYNC110 - the emulator offers nothing to await
+    while not (result := await check()):  # noqa: ASYNC110 - an API server offers nothing to await here
         await asyncio.sleep(0.05)
     return result
 
 
-def obj(emulator: kmock.KubernetesEmulator, resource: str, name: str) -> dict[str, Any] | None:
-    key = (kmock.resource(resource), "default", name)
-    if key in emulator.objects and not emulator.objects[key].deleted:
-        return dict(emulator.objects[key])
-    return None
+async def phase(cluster: Cluster, name: str = "handbook") -> str | None:
+    found = await cluster.get(IJS, name) or {}
+    return (found.get("status") or {}).get("phase")  # type: ignore[no-any-return]
 
 
-def status(emulator: kmock.KubernetesEmulator, name: str = "handbook") -> dict[str, Any]:
-    found = obj(emulator, "headrace.io/v1alpha1/ingestionjobs", name) or {}
-    return dict(found.get("status") or {})
-
-
-def count(emulator: kmock.KubernetesEmulator, plural: str) -> int:
-    return sum(1 for key in emulator.objects if key[0].plural == plural and not emulator.objects[key].deleted)
+async def parallelism(cluster: Cluster, name: str = "handbook-run-1") -> int | None:
+    found = await cluster.get(JOBS, name) or {}
+    return found.get("spec", {}).get("parallelism")  # type: ignore[no-any-return]
 
 
 async def test_lifecycle_create_scale_suspend_resume_delete(
-    kubeconfig: Path, emulator: kmock.KubernetesEmulator, client: KubeClient, config: OperatorConfig, pool: Pool
+    cluster: Cluster, config: OperatorConfig, pool: Pool
 ) -> None:
-    body = ij(spec={"source": {"volume": {"claimName": "docs"}}, "retention": "Delete"})
-    uid = uuid.UUID(body["metadata"]["uid"])
     async with running(config):
-        await client.ensure(IJS, applied(body))
-        await until(lambda: obj(emulator, JOB_KEY, "handbook-run-1") and obj(emulator, HPA_KEY, "handbook"))
-        await until(lambda: status(emulator).get("phase") == "Running")
-        current = status(emulator)
-        assert {c["type"] for c in current["conditions"]} == {"Ready", "Progressing", "Succeeded", "Failed"}
-        assert current["workers"]["selector"].endswith(str(uid))
+        created = await cluster.create(
+            IJS, ij(spec={"source": {"volume": {"claimName": "docs"}}, "retention": "Delete"})
+        )
+        uid = uuid.UUID(created["metadata"]["uid"])
+        await until(lambda: cluster.get(JOBS, "handbook-run-1"))
+        hpa = await until(lambda: cluster.get(HPAS, "handbook"))
+        assert hpa["spec"]["scaleTargetRef"]["name"] == "handbook"
+        await until(lambda: _is(phase(cluster), "Running"))
+        status = (await cluster.get(IJS, "handbook"))["status"]  # type: ignore[index]
+        assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Succeeded", "Failed"}
+        assert status["workers"]["selector"].endswith(str(uid)) and status["observedGeneration"] == created[
+            "metadata"
+        ].get("generation")
         assert (await queue.counts(pool, uid))["pending"] == 1
 
-        # What `kubectl scale` (or the HPA) does through /scale:
-        await client.patch(IJS, "default", "handbook", {"spec": {"workers": {"replicas": 3}}})
-        await until(lambda: obj(emulator, JOB_KEY, "handbook-run-1")["spec"]["parallelism"] == 3)  # type: ignore[index]
-        await until(lambda: status(emulator)["workers"]["replicas"] == 3)
+        # What `kubectl scale` or the HPA does through /scale:
+        await cluster.kube.patch(IJS, cluster.namespace, "handbook", {"spec": {"workers": {"replicas": 3}}})
+        await until(lambda: _is(parallelism(cluster), 3))
 
-        await client.patch(IJS, "default", "handbook", {"spec": {"suspend": True}})
-        await until(lambda: status(emulator).get("phase") == "Suspended")
-        assert obj(emulator, JOB_KEY, "handbook-run-1")["spec"]["parallelism"] == 0  # type: ignore[index]
-        await client.patch(IJS, "default", "handbook", {"spec": {"suspend": False}})
-        await until(lambda: status(emulator).get("phase") == "Running")
-        assert obj(emulator, JOB_KEY, "handbook-run-1")["spec"]["parallelism"] == 3  # type: ignore[index]
+        await cluster.kube.patch(IJS, cluster.namespace, "handbook", {"spec": {"suspend": True}})
+        await until(lambda: _is(phase(cluster), "Suspended"))
+        assert await parallelism(cluster) == 0
+        await cluster.kube.patch(IJS, cluster.namespace, "handbook", {"spec": {"suspend": False}})
+        await until(lambda: _is(phase(cluster), "Running"))
+        assert await parallelism(cluster) == 3
 
-        finalizers = obj(emulator, "headrace.io/v1alpha1/ingestionjobs", "handbook")["metadata"]["finalizers"]  # type: ignore[index]
-        assert finalizers == ["headrace.io/finalizer"]
-        await client.delete(IJS, "default", "handbook")
-        await until(lambda: obj(emulator, "headrace.io/v1alpha1/ingestionjobs", "handbook") is None)
+        current = await cluster.get(IJS, "handbook")
+        assert current is not None and current["metadata"]["finalizers"] == ["headrace.io/finalizer"]
+        await cluster.kube.delete(IJS, cluster.namespace, "handbook")
+        await until(lambda: _is(cluster.get(IJS, "handbook"), None))
     assert await jobs.get_job(pool, uid) is None
-    assert count(emulator, "jobs") == 1  # garbage collection, not the operator, removes it
 
 
-async def test_invalid_spec_and_retained_data(
-    kubeconfig: Path, emulator: kmock.KubernetesEmulator, client: KubeClient, config: OperatorConfig, pool: Pool
-) -> None:
-    bad = ij(name="bad", spec={"source": {"volume": {"path": "docs"}}})
-    good = ij(name="good", spec={"source": {"volume": {"claimName": "docs"}}, "retention": "Retain"})
+async def test_invalid_spec_and_retained_data(cluster: Cluster, config: OperatorConfig, pool: Pool) -> None:
     async with running(config):
-        await client.ensure(IJS, applied(bad))
-        await client.ensure(IJS, applied(good))
-        await until(lambda: status(emulator, "bad").get("phase") == "Failed")
-        ready = next(c for c in status(emulator, "bad")["conditions"] if c["type"] == "Ready")
+        await cluster.create(IJS, ij(name="bad", spec={"source": {"volume": {"path": "docs"}}}))
+        good = await cluster.create(
+            IJS, ij(name="good", spec={"source": {"volume": {"claimName": "docs"}}, "retention": "Retain"})
+        )
+        await until(lambda: _is(phase(cluster, "bad"), "Failed"))
+        bad = await cluster.get(IJS, "bad")
+        assert bad is not None
+        ready = next(c for c in bad["status"]["conditions"] if c["type"] == "Ready")
         assert ready["reason"] == "InvalidSpec" and "spec.source.volume.claimName" in ready["message"]
-        await until(lambda: status(emulator, "good").get("phase") == "Running")
-        assert obj(emulator, JOB_KEY, "bad-run-1") is None and obj(emulator, HPA_KEY, "bad") is None
+        await until(lambda: _is(phase(cluster, "good"), "Running"))
+        assert await cluster.get(JOBS, "bad-run-1") is None and await cluster.get(HPAS, "bad") is None
 
-        await client.delete(IJS, "default", "good")
-        await until(lambda: obj(emulator, "headrace.io/v1alpha1/ingestionjobs", "good") is None)
+        await cluster.kube.delete(IJS, cluster.namespace, "good")
+        await until(lambda: _is(cluster.get(IJS, "good"), None))
     record = await pool.fetchrow(
         "SELECT deleted_at FROM headrace.jobs WHERE uid = $1", uuid.UUID(good["metadata"]["uid"])
     )
@@ -169,16 +181,16 @@ async def test_invalid_spec_and_retained_data(
 
 
 async def test_restart_after_a_partial_reconcile_converges(
-    kubeconfig: Path, emulator: kmock.KubernetesEmulator, client: KubeClient, config: OperatorConfig, pool: Pool
+    cluster: Cluster, config: OperatorConfig, pool: Pool
 ) -> None:
-    # An operator killed after registering the job, starting the run and creating the Job, but before
-    # the HPA and the status: exactly what it leaves behind.
-    body = ij()
-    job = IngestionJob.model_validate(body)
-    uid = uuid.UUID(body["metadata"]["uid"])
-    record = await jobs.register_job(pool, uid=uid, namespace="default", name="handbook", generation=1, spec=job.spec)
+    # What an operator killed after registering the job, starting its run and creating its Job (but
+    # before the HPA and the status) leaves behind.
+    created = await cluster.create(IJS, ij())
+    job = IngestionJob.model_validate({**created, "status": None})
+    uid = uuid.UUID(created["metadata"]["uid"])
+    name, namespace = "handbook", cluster.namespace
+    record = await jobs.register_job(pool, uid=uid, namespace=namespace, name=name, generation=1, spec=job.spec)
     await jobs.ensure_run(pool, record, reason="created")
-    await client.ensure(IJS, applied(body))
     manifest = build_worker_job(
         job,
         run=1,
@@ -188,16 +200,21 @@ async def test_restart_after_a_partial_reconcile_converges(
         backoff_limit=config.backoff_limit,
         ttl_seconds_after_finished=config.ttl_seconds_after_finished,
     )
-    await client.ensure(JOBS, manifest)
+    await cluster.kube.ensure(JOBS, manifest)
 
     async with running(config):
-        await until(lambda: status(emulator).get("phase") == "Running" and obj(emulator, HPA_KEY, "handbook"))
-    # And once more, stopped and started again right away.
-    async with running(config):
-        await until(lambda: status(emulator).get("phase") == "Running")
-    assert count(emulator, "jobs") == 1 and count(emulator, "horizontalpodautoscalers") == 1
+        await until(lambda: _is(phase(cluster), "Running"))
+        await until(lambda: cluster.get(HPAS, name))
+    async with running(config):  # and stopped and started once more
+        await until(lambda: _is(phase(cluster), "Running"))
+    listed = await cluster.kube.request("GET", JOBS.path(namespace))
+    assert [item["metadata"]["name"] for item in listed["items"]] == ["handbook-run-1"]
     assert await pool.fetchval("SELECT count(*) FROM headrace.runs WHERE job_uid = $1", uid) == 1
     assert (await queue.counts(pool, uid))["pending"] == 1  # one discover task, not two
+
+
+async def _is(value: Awaitable[Any], expected: Any) -> bool:
+    return bool(await value == expected)
 
 
 def test_kopf_is_configured_under_our_group() -> None:
@@ -206,11 +223,8 @@ def test_kopf_is_configured_under_our_group() -> None:
     settings = kopf.OperatorSettings()
     configure(settings)
     assert settings.persistence.finalizer == "headrace.io/finalizer"
-    assert (
-        settings.watching.server_timeout
-        == WATCH_SERVER_TIMEOUT
-        < settings.watching.client_timeout
-        == WATCH_CLIENT_TIMEOUT
-    )
-    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
-    assert settings.persistence.progress_storage.prefix == "headrace.io"
+    assert WATCH_SERVER_TIMEOUT < WATCH_CLIENT_TIMEOUT
+    assert settings.watching.server_timeout == WATCH_SERVER_TIMEOUT
+    assert settings.watching.client_timeout == WATCH_CLIENT_TIMEOUT
+    progress = settings.persistence.progress_storage
+    assert isinstance(progress, kopf.AnnotationsProgressStorage) and progress.prefix == "headrace.io"
