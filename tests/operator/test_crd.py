@@ -1,8 +1,10 @@
 """The generated CRD: committed copies are fresh, the schema is structural, and it agrees with the model."""
 
+import copy
 from pathlib import Path
 from typing import Any
 
+import celpy
 import jsonschema
 import pytest
 import yaml
@@ -147,3 +149,62 @@ def test_bad_specs_fail_schema_and_model(spec: dict[str, Any], field: str) -> No
     assert field in str(schema_error.value.path) + schema_error.value.message
     with pytest.raises(InvalidManifest, match=field):
         parse_manifest(manifest)
+
+
+def _default(schema: dict[str, Any], value: Any) -> Any:
+    """Apply the schema's defaults the way the API server does before it validates."""
+    if isinstance(value, dict) and "properties" in schema:
+        for name, child in schema["properties"].items():
+            if name not in value and "default" in child:
+                value[name] = copy.deepcopy(child["default"])
+            if name in value:
+                value[name] = _default(child, value[name])
+    elif isinstance(value, list) and "items" in schema:
+        return [_default(schema["items"], item) for item in value]
+    return value
+
+
+def _cel_failures(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
+    """Messages of the x-kubernetes-validations rules that `value` breaks, evaluated with a CEL interpreter."""
+    failures = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        program = CEL.program(CEL.compile(rule["rule"]))
+        if not program.evaluate({"self": celpy.json_to_cel(value)}):
+            failures.append(f"{path or '<root>'}: {rule['message']}")
+    if isinstance(value, dict):
+        for name, child in schema.get("properties", {}).items():
+            if name in value:
+                failures += _cel_failures(child, value[name], f"{path}.{name}")
+    return failures
+
+
+CEL = celpy.Environment()
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
+def test_samples_pass_the_cel_rules(path: Path) -> None:
+    for document in _manifests(path):
+        document = _default(_schema(), copy.deepcopy(document))
+        assert _cel_failures(_schema(), document) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"source": {}}, "set exactly one source"),
+        ({"source": {"volume": {}}, "chunking": {"targetSize": 200, "overlap": 150}}, "overlap must be at most half"),
+        ({"source": {"volume": {}}, "workers": {"min": 5, "max": 2}}, "min must not exceed max"),
+        ({"source": {"volume": {}}, "workers": {"resources": {"limits": {"gpu": "1"}}}}, "keys must be among"),
+    ],
+)
+def test_cel_rules_catch_what_the_model_rejects(spec: dict[str, Any], message: str) -> None:
+    manifest = {"apiVersion": "headrace.io/v1alpha1", "kind": "IngestionJob", "metadata": {"name": "x"}, "spec": spec}
+    failures = _cel_failures(_schema(), _default(_schema(), copy.deepcopy(manifest)))
+    assert any(message in failure for failure in failures), failures
+    with pytest.raises(InvalidManifest):
+        parse_manifest(manifest)
+
+
+def test_long_names_break_the_root_rule() -> None:
+    manifest = {"metadata": {"name": "x" * 64}, "spec": {"source": {"volume": {}}}}
+    assert _cel_failures(_schema(), manifest) == ["<root>: metadata.name must be at most 63 characters"]
