@@ -87,6 +87,8 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
         return events
     reason = "created" if record.current_run == 0 else "source or chunking changed"
     run = await jobs.ensure_run(op.pool, record, reason=reason)
+    if run != record.current_run:
+        events.append(st.Event("Normal", "StartedRun", f"Started run {run}: {reason}"))
     state = await jobs.run_state(op.pool, record.uid, run)
     worker_job = await _ensure_children(op, job, run, state, events)
     _write_status(body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events)
@@ -170,6 +172,8 @@ async def _ensure_children(
     """Create what is missing and correct what drifted; returns the run's worker Job, if any."""
     namespace, name = job.metadata.namespace, job_name(job.metadata.name, run)
     await _ensure_hpa(op, job, events)
+    if run > 1:
+        await _retire(op, namespace, job_name(job.metadata.name, run - 1))
     if state is not None and state.finished:
         # A finished run's Job is left alone (and may be gone after ttlSecondsAfterFinished).
         return await op.kube.get(JOBS, namespace, name)
@@ -192,6 +196,15 @@ async def _ensure_children(
         worker_job = patched or worker_job
         log.info("Scaled Job", extra=fields)
     return worker_job
+
+
+async def _retire(op: Operator, namespace: str, name: str) -> None:
+    """Stop the workers of a superseded run: they would otherwise go on leasing the new run's tasks."""
+    previous = await op.kube.get(JOBS, namespace, name)
+    if previous is None or st.job_outcome(previous) is not None or previous.get("spec", {}).get("parallelism") == 0:
+        return
+    await op.kube.patch(JOBS, namespace, name, {"spec": {"parallelism": 0}})
+    log.info("Scaled Job", extra={"namespace": namespace, "job": name, "parallelism": 0, "reason": "superseded"})
 
 
 async def _ensure_hpa(op: Operator, job: IngestionJob, events: list[st.Event]) -> None:

@@ -74,7 +74,7 @@ async def test_create_makes_job_hpa_run_and_status(op: Operator, emulator: kmock
     assert set(cond) == {"Ready", "Progressing", "Succeeded", "Failed"}
     assert (cond["Ready"]["status"], cond["Progressing"]["status"]) == ("True", "True")
     assert all(c["lastTransitionTime"] and c["observedGeneration"] == 1 for c in cond.values())
-    assert [e.reason for e in events] == ["CreatedHorizontalPodAutoscaler", "CreatedJob", "Running"]
+    assert [e.reason for e in events] == ["StartedRun", "CreatedHorizontalPodAutoscaler", "CreatedJob", "Running"]
 
     counts = await queue.counts(op.pool, uuid.UUID(uid))
     assert counts["pending"] == 1  # the discover task
@@ -95,9 +95,12 @@ async def test_source_change_starts_a_new_run(op: Operator, emulator: kmock.Kube
     raw, _ = await apply(op, ij())
     raw["spec"] = {"source": {"volume": {"claimName": "docs", "path": "handbook"}}}
     raw["metadata"]["generation"] = 2
-    raw, _ = await apply(op, raw)
+    raw, events = await apply(op, raw)
     assert raw["status"]["run"] == 2 and raw["status"]["jobName"] == "handbook-run-2"
     assert exists(emulator, JOBS, "handbook-run-2")
+    assert [e.reason for e in events] == ["StartedRun", "CreatedJob"]
+    # The superseded run's workers stop (exit 143, ignored by its podFailurePolicy).
+    assert emulator.objects[JOBS, "default", "handbook-run-1"]["spec"]["parallelism"] == 0
     # Scaling is no new run: the same Job gets the new parallelism.
     raw["spec"]["workers"] = {"replicas": 3}
     raw, _ = await apply(op, raw)
