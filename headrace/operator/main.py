@@ -30,8 +30,11 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
-    settings.posting.level = logging.INFO  # post our Normal Events, not kopf's per-handler chatter below INFO
+    # Our own Events are posted explicitly (reconcile returns them). kopf would also turn every INFO line
+    # of its per-object log ("Timer 'observe' succeeded", every few seconds) into an Event: only its
+    # warnings and errors are worth that.
     settings.posting.enabled = True
+    settings.posting.level = logging.WARNING
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:

@@ -6,6 +6,7 @@ check what the operator does, not what the Job controller or the garbage collect
 """
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -226,5 +227,6 @@ def test_kopf_is_configured_under_our_group() -> None:
     assert WATCH_SERVER_TIMEOUT < WATCH_CLIENT_TIMEOUT
     assert settings.watching.server_timeout == WATCH_SERVER_TIMEOUT
     assert settings.watching.client_timeout == WATCH_CLIENT_TIMEOUT
+    assert settings.posting.level == logging.WARNING
     progress = settings.persistence.progress_storage
     assert isinstance(progress, kopf.AnnotationsProgressStorage) and progress.prefix == "headrace.io"
