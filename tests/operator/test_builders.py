@@ -88,6 +88,7 @@ def test_restricted_security_context() -> None:
 def test_suspended_job_has_no_parallelism() -> None:
     assert worker_job(example("volume-job.yaml", suspend=True))["spec"]["parallelism"] == 0
     assert worker_job(example("volume-job.yaml", workers={"replicas": 7, "max": 8}))["spec"]["parallelism"] == 7
+    assert worker_job(example("volume-job.yaml", workers={"replicas": 50, "max": 8}))["spec"]["parallelism"] == 8
 
 
 def test_volume_without_claim_is_invalid_in_a_cluster() -> None:
