@@ -49,11 +49,7 @@ class Cluster:
         return created
 
     async def get(self, resource: Resource, name: str) -> dict[str, Any] | None:
-        found = await self.kube.get(resource, self.namespace, name)
-        if found is not None and found.get("metadata", {}).get("deletionTimestamp") and not self.emulated:
-            # Without a garbage collector, a foreground-deleted object can linger; treat it as gone.
-            return None if not found["metadata"].get("finalizers") else found
-        return found
+        return await self.kube.get(resource, self.namespace, name)
 
 
 def write_kubeconfig(path: Path, server: str, *, insecure: bool) -> Path:
