@@ -243,8 +243,8 @@ def _write_invalid(body: kopf.Body, patch: kopf.Patch, message: str, *, now: dat
     conditions = st.merge_conditions(
         previous, [st.Observed("Ready", "False", "InvalidSpec", message)], generation=generation, now=now
     )
-    _set_phase_and_conditions(body, patch, conditions, suspended=False, events=events)
-    patch.status["observedGeneration"] = generation
+    fresh = _phase_and_conditions(body, conditions, suspended=False, events=events)
+    _patch_changed(body, patch, {**fresh, "observedGeneration": generation})
     log.warning(
         "Rejected IngestionJob",
         extra={"namespace": body.metadata.namespace, "ingestionjob": body.metadata.name, "error": message},
@@ -265,35 +265,40 @@ def _write_status(
     observed = st.observe_conditions(job, state=state, worker_job=worker_job)
     previous = body.get("status", {}).get("conditions") or []
     conditions = st.merge_conditions(previous, observed, generation=job.metadata.generation, now=now)
-    _set_phase_and_conditions(body, patch, conditions, suspended=job.spec.suspend, events=events)
-    status = patch.status
-    status["observedGeneration"] = job.metadata.generation
-    status["run"] = run
-    status["jobName"] = job_name(job.metadata.name, run)
-    status["workers"] = {
-        "replicas": parallelism(job),
-        "active": (worker_job or {}).get("status", {}).get("active") or 0,
-        "selector": selector(job),
+    fresh = _phase_and_conditions(body, conditions, suspended=job.spec.suspend, events=events)
+    fresh |= {
+        "observedGeneration": job.metadata.generation,
+        "run": run,
+        "jobName": job_name(job.metadata.name, run),
+        "workers": {
+            "replicas": parallelism(job),
+            "active": (worker_job or {}).get("status", {}).get("active") or 0,
+            "selector": selector(job),
+        },
     }
     if state is not None:
-        status["progress"] = state.progress.to_wire()
-        status["summary"] = state.summary.to_wire()
-        status["startTime"] = state.started_at.isoformat() if state.started_at else None
-        status["completionTime"] = state.finished_at.isoformat() if state.finished_at else None
+        fresh |= {
+            "progress": state.progress.to_wire(),
+            "summary": state.summary.to_wire(),
+            "startTime": state.started_at.isoformat() if state.started_at else None,
+            "completionTime": state.finished_at.isoformat() if state.finished_at else None,
+        }
+    _patch_changed(body, patch, fresh)
 
 
-def _set_phase_and_conditions(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    conditions: list[dict[str, Any]],
-    *,
-    suspended: bool,
-    events: list[st.Event],
-) -> None:
+def _patch_changed(body: kopf.Body, patch: kopf.Patch, fresh: dict[str, Any]) -> None:
+    """Patch only the status fields whose value changed, so a quiet job costs no API writes."""
+    current = body.get("status", {})
+    for key, value in fresh.items():
+        if current.get(key) != value:
+            patch.status[key] = value
+
+
+def _phase_and_conditions(
+    body: kopf.Body, conditions: list[dict[str, Any]], *, suspended: bool, events: list[st.Event]
+) -> dict[str, Any]:
     new_phase = st.phase(conditions, suspended=suspended)
     old_phase = body.get("status", {}).get("phase")
-    patch.status["conditions"] = conditions
-    patch.status["phase"] = new_phase
     if new_phase != old_phase:
         cause = st.phase_cause(conditions, new_phase)
         event = st.Event("Warning" if new_phase == "Failed" else "Normal", new_phase, f"Phase is {new_phase}: {cause}")
@@ -307,3 +312,4 @@ def _set_phase_and_conditions(
                 "to": new_phase,
             },
         )
+    return {"conditions": conditions, "phase": new_phase}
