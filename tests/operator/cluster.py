@@ -10,8 +10,8 @@ import os
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,10 +141,10 @@ def real_apiserver(assets: Path, workdir: Path) -> Iterator[ApiServer]:
 
 
 async def wait_ready(kube: KubeClient) -> None:
-    """Until the API server answers /readyz; the test timeout bounds the wait."""
+    """Until the API server serves the `default` namespace it makes at start; the test timeout bounds the wait."""
     while True:
         try:
-            await kube.request("GET", "/readyz")
+            await kube.request("GET", "/api/v1/namespaces/default")
             return
         except (TimeoutError, KubeError, OSError):
             await asyncio.sleep(0.2)
@@ -166,13 +166,13 @@ async def install_crd(kube: KubeClient) -> None:
         await asyncio.sleep(0.1)
 
 
-@asynccontextmanager
-async def namespace_on(kube: KubeClient) -> AsyncIterator[str]:
+async def new_namespace(kube: KubeClient) -> str:
+    """A namespace of its own for one test on the long-lived API server."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     await kube.request(
         "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
     )
-    yield name
+    return name
 
 
 def client_for(server: str, *, insecure: bool) -> KubeClient:

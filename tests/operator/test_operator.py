@@ -32,7 +32,7 @@ from tests.operator.cluster import (
     assets,
     client_for,
     install_crd,
-    namespace_on,
+    new_namespace,
     real_apiserver,
     wait_ready,
     write_kubeconfig,
@@ -77,8 +77,7 @@ async def cluster(target: tuple[str, bool], tmp_path: Path, monkeypatch: pytest.
     else:
         await wait_ready(kube)
         await install_crd(kube)
-        async with namespace_on(kube) as created:
-            namespace = created
+        namespace = await new_namespace(kube)
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url, insecure=not emulated)
     # kopf logs in the way it would anywhere: from $KUBECONFIG, with no in-cluster service account.
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
