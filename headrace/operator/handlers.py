@@ -8,6 +8,8 @@ import kopf
 from headrace.model import GROUP, PLURAL, VERSION
 from headrace.operator import reconcile
 from headrace.operator.config import OperatorConfig
+from headrace.operator.settings import configure
+from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
 
 RESOURCE = (GROUP, VERSION, PLURAL)
@@ -23,9 +25,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        from headrace.operator.main import configure
-        from headrace.operator.startup import open_operator
-
         configure(settings)
         memo["operator"] = await open_operator(config)
 

@@ -218,7 +218,7 @@ async def _is(value: Awaitable[Any], expected: Any) -> bool:
 
 
 def test_kopf_is_configured_under_our_group() -> None:
-    from headrace.operator.main import WATCH_CLIENT_TIMEOUT, WATCH_SERVER_TIMEOUT, configure
+    from headrace.operator.settings import WATCH_CLIENT_TIMEOUT, WATCH_SERVER_TIMEOUT, configure
 
     settings = kopf.OperatorSettings()
     configure(settings)
