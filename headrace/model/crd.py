@@ -97,6 +97,8 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any
         node["enum"] = [node.pop("const")]
 
     result: dict[str, Any] = {key: value for key, value in node.items() if key in _KEPT}
+    if "description" in result:
+        result["description"] = _unwrap(result["description"])
     if node.get("type") == "object":
         if "properties" in node:
             result["properties"] = {name: _convert(child, definitions) for name, child in node["properties"].items()}
@@ -124,6 +126,12 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any
     if "exclusiveMaximum" in node:
         result["maximum"], result["exclusiveMaximum"] = node["exclusiveMaximum"], True
     return result
+
+
+def _unwrap(text: str) -> str:
+    """Docstrings are wrapped for the source file; `kubectl explain` wraps text itself. Keep paragraphs."""
+    paragraphs = text.strip().split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines()) for paragraph in paragraphs)
 
 
 def _status_schema() -> dict[str, Any]:
