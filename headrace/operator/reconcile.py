@@ -92,6 +92,7 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
     state = await jobs.run_state(op.pool, record.uid, run)
     worker_job = await _ensure_children(op, job, run, state, events)
     _write_status(body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events)
+    await _record(op, record.uid, run, events)
     return events
 
 
@@ -120,6 +121,7 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
 
     worker_job = await _ensure_children(op, job, run, state, events)
     _write_status(body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events)
+    await _record(op, record.uid, run, events)
     return events
 
 
@@ -132,6 +134,13 @@ async def finalize(op: Operator, body: kopf.Body) -> str:
         return "Deleted"
     await jobs.retain_job_data(op.pool, uid)
     return "Retained"
+
+
+async def _record(op: Operator, uid: uuid.UUID, run: int, events: list[st.Event]) -> None:
+    """Copy the Events into the job's log in Postgres, which the API streams (runs log their own start)."""
+    for event in events:
+        if event.reason not in ("StartedRun", "ScheduledRun"):
+            await jobs.record_event(op.pool, uid, run, event.type, event.reason, event.message)
 
 
 def _schedule_due(job: IngestionJob, state: RunState | None, *, now: datetime) -> bool:

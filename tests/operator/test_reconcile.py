@@ -78,6 +78,8 @@ async def test_create_makes_job_hpa_run_and_status(op: Operator, emulator: kmock
 
     counts = await queue.counts(op.pool, uuid.UUID(uid))
     assert counts["pending"] == 1  # the discover task
+    logged = [(e["reason"], e["run"]) for e in await jobs.events(op.pool, uuid.UUID(uid))]
+    assert logged == [("RunStarted", 1), ("CreatedHorizontalPodAutoscaler", 1), ("CreatedJob", 1), ("Running", 1)]
 
 
 async def test_apply_is_idempotent(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
