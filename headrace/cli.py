@@ -257,3 +257,24 @@ def demo(workers: int, data_dir: Path) -> None:
 
         _with_pool(dsn, searches)
     console.print('\nTry your own: [bold]headrace search "your words here"[/bold]')
+
+
+@main.command()
+@click.option("--host", envvar="HEADRACE_LISTEN_HOST", default="0.0.0.0", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), envvar="HEADRACE_LISTEN_PORT", default=8080, show_default=True)
+@database_url_option
+def api(host: str, port: int, database_url: str | None) -> None:
+    """Serve the HTTP API: job status, live progress, search. Configured by HEADRACE_* variables (docs/api.md)."""
+    from pydantic import ValidationError
+
+    from headrace.api.server import serve
+    from headrace.api.settings import ApiSettings
+
+    if not database_url:
+        raise click.UsageError("a database URL is needed: --database-url, HEADRACE_DATABASE_URL or DATABASE_URL")
+    try:
+        settings = ApiSettings(database_url=database_url, listen_host=host, listen_port=port)
+    except (ValidationError, ValueError) as exc:
+        raise click.ClickException(f"invalid API settings: {exc}") from None
+    if not serve(settings):
+        sys.exit(3)
