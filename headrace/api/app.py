@@ -5,10 +5,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from headrace.api import auth, problems
-from headrace.api.deps import Services
+from headrace.api.deps import Services, reject_unknown_query
 from headrace.api.limits import RateLimiter, SizeLimits
 from headrace.api.metrics import RequestMetrics
 from headrace.api.routes import events, health, jobs, metrics, search
@@ -55,9 +55,16 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     schema = FastAPI.openapi(app)
+    problem = {"content": {problems.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     for path in schema.get("paths", {}).values():
         for operation in path.values():
-            for status, response in operation.get("responses", {}).items():
+            # The size limits and the crash handler answer for every route.
+            answers = operation.setdefault("responses", {})
+            answers.setdefault("414", {"description": "URI Too Long", **problem})
+            answers.setdefault("500", {"description": "Internal Server Error", **problem})
+            if "requestBody" in operation:
+                answers.setdefault("413", {"description": "Content Too Large", **problem})
+            for status, response in answers.items():
                 content = response.get("content", {})
                 if status[0] in "45" and "application/json" in content:
                     content[problems.PROBLEM_JSON] = content.pop("application/json")
@@ -77,7 +84,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     problems.install(app)
     for router in (health.router, metrics.router, jobs.router, events.router, search.router):
-        app.include_router(router)
+        app.include_router(router, dependencies=[Depends(reject_unknown_query)])
     app.add_middleware(SizeLimits, max_body=settings.max_body_bytes, max_query=settings.max_query_chars)
     app.add_middleware(RequestMetrics)
     app.openapi = lambda: _problem_openapi(app)  # type: ignore[method-assign]

@@ -4,6 +4,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from headrace.api.auth import Authenticator, Forbidden, Principal, Unauthenticated
@@ -73,3 +75,23 @@ async def readable_namespace(
 
 NamespaceDep = Annotated[str, Depends(readable_namespace)]
 JobNamePath = Annotated[str, Path(pattern=NAME_PATTERN, max_length=253, description="An IngestionJob name.")]
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def reject_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not take: a misspelt filter must not silently widen a search."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    known = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError(
+            [{"loc": ("query", name), "msg": "unknown parameter", "type": "extra_forbidden"} for name in unknown]
+        )

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,22 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if exc.detail != HTTPStatus(exc.status_code).phrase else None
+    headers = dict(exc.headers or {})
     if exc.status_code == 404 and detail is None:
         detail = f"no route {request.url.path}"
-    return problem_response(exc.status_code, detail, instance=request.url.path, headers=exc.headers)
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route matching the path; a path can have several.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return problem_response(exc.status_code, detail, instance=request.url.path, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            allowed |= set(getattr(route, "methods", None) or ())
+    return sorted(allowed)
 
 
 async def _on_invalid(request: Request, exc: Exception) -> JSONResponse:

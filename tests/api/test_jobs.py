@@ -73,7 +73,7 @@ async def test_errors_are_problem_json(client: httpx.AsyncClient) -> None:
         "detail": "no route /v2/nothing-here",
         "instance": "/v2/nothing-here",
     }
-    invalid = await client.get("/v1/namespaces/team-a/ingestionjobs?limit=0&state=x", headers=ALICE)
+    invalid = await client.get("/v1/namespaces/team-a/ingestionjobs?limit=0", headers=ALICE)
     assert invalid.status_code == 422
     assert invalid.headers["content-type"] == "application/problem+json"
     assert [e["field"] for e in invalid.json()["errors"]] == ["query.limit"]
@@ -82,6 +82,12 @@ async def test_errors_are_problem_json(client: httpx.AsyncClient) -> None:
     assert bad_name.json()["errors"][0]["field"] == "path.ns"
     wrong_method = await client.delete("/v1/namespaces/team-a/ingestionjobs/docs", headers=ALICE)
     assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "GET"
+    search_method = await client.put("/v1/search", headers=ALICE)
+    assert search_method.headers["allow"] == "GET, POST"
+    unknown_parameter = await client.get("/v1/search?q=zephyr&namespce=team-a", headers=ALICE)
+    assert unknown_parameter.status_code == 422
+    assert unknown_parameter.json()["errors"] == [{"field": "query.namespce", "message": "unknown parameter"}]
     assert wrong_method.headers["content-type"] == "application/problem+json"
 
 
