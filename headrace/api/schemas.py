@@ -113,7 +113,7 @@ class DocumentInfo(KubeModel):
 
     model_config = _examples(
         {
-            "uri": "corpus/devils-dictionary/a.txt",
+            "uri": "devils-dictionary/a.txt",
             "title": "A",
             "state": "ingested",
             "error": None,
@@ -149,7 +149,7 @@ class SearchRequest(KubeModel):
     """A search with structured filters."""
 
     model_config = _examples(
-        {"q": '"hacker ethic" -cracker', "namespaces": ["default"], "uriPrefix": "corpus/jargon-file/", "limit": 5}
+        {"q": '"hacker ethic" -cracker', "namespaces": ["default"], "uriPrefix": "jargon-file/", "limit": 5}
     )
 
     q: Query
@@ -189,7 +189,7 @@ class SearchResults(KubeModel):
         {
             "items": [
                 {
-                    "uri": "corpus/jargon-file/h.md",
+                    "uri": "jargon-file/h.md",
                     "title": "H",
                     "namespace": "default",
                     "job": "demo",
