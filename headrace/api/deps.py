@@ -1,6 +1,7 @@
 """What routes depend on: the pool, the caller, and a namespace the caller may read."""
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -23,6 +24,7 @@ class Services:
     pool: Pool
     auth: Authenticator
     limiter: RateLimiter
+    metrics_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def get_services(request: Request) -> Services:

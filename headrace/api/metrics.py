@@ -28,12 +28,12 @@ INDEX_DOCUMENTS = Gauge(
 INDEX_CHUNKS = Gauge("headrace_index_chunks", "Chunks in the index, per job.", ["namespace", "job"])
 INDEX_BYTES = Gauge("headrace_index_bytes", "Bytes of the documents ingested, per job.", ["namespace", "job"])
 
-_refresh = asyncio.Lock()
+async def exposition(pool: Pool, lock: asyncio.Lock) -> tuple[bytes, str]:
+    """The metrics text, with the Postgres-backed gauges read fresh for this scrape.
 
-
-async def exposition(pool: Pool) -> tuple[bytes, str]:
-    """The metrics text, with the Postgres-backed gauges read fresh for this scrape."""
-    async with _refresh:
+    `lock` keeps two concurrent scrapes from interleaving their clear-and-set of the gauges.
+    """
+    async with lock:
         pending, totals = await jobs.pending_tasks(pool), await documents.index_totals(pool)
         for gauge in (shared.TASKS_PENDING, INDEX_DOCUMENTS, INDEX_CHUNKS, INDEX_BYTES):
             gauge.clear()  # jobs that are gone must drop out of the series

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Response
 
 from headrace.api import metrics
-from headrace.api.deps import PoolDep
+from headrace.api.deps import ServicesDep
 
 router = APIRouter(tags=["metrics"])
 
@@ -14,6 +14,6 @@ router = APIRouter(tags=["metrics"])
     response_class=Response,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics text"}},
 )
-async def prometheus(pool: PoolDep) -> Response:
-    body, content_type = await metrics.exposition(pool)
+async def prometheus(services: ServicesDep) -> Response:
+    body, content_type = await metrics.exposition(services.pool, services.metrics_lock)
     return Response(body, media_type=content_type)
