@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import ssl
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -156,9 +157,9 @@ class KubernetesAuthenticator:
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> "KubernetesAuthenticator":
         url = settings.kubernetes_url()
-        verify: Any = True
+        verify: ssl.SSLContext | bool = True
         if url.startswith("https://") and settings.kube_ca_file.exists():
-            verify = str(settings.kube_ca_file)
+            verify = ssl.create_default_context(cafile=str(settings.kube_ca_file))
         client = httpx.AsyncClient(base_url=url, verify=verify, timeout=httpx.Timeout(5.0))
         return cls(
             client,

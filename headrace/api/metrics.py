@@ -28,6 +28,7 @@ INDEX_DOCUMENTS = Gauge(
 INDEX_CHUNKS = Gauge("headrace_index_chunks", "Chunks in the index, per job.", ["namespace", "job"])
 INDEX_BYTES = Gauge("headrace_index_bytes", "Bytes of the documents ingested, per job.", ["namespace", "job"])
 
+
 async def exposition(pool: Pool, lock: asyncio.Lock) -> tuple[bytes, str]:
     """The metrics text, with the Postgres-backed gauges read fresh for this scrape.
 

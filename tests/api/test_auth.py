@@ -143,3 +143,23 @@ def test_no_auth_mode_is_refused_off_loopback(settings: Callable[..., ApiSetting
 def test_token_mode_needs_a_token(settings: Callable[..., ApiSettings]) -> None:
     with pytest.raises(ValidationError, match="needs HEADRACE_AUTH_TOKEN"):
         settings(auth_mode="token")
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "url"),
+    [("10.96.0.1", "443", "https://10.96.0.1:443"), ("fd00::1", "6443", "https://[fd00::1]:6443")],
+)
+def test_in_cluster_api_server_address(
+    settings: Callable[..., ApiSettings], monkeypatch: pytest.MonkeyPatch, host: str, port: str, url: str
+) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    assert settings(kube_api_url=None).kubernetes_url() == url
+
+
+def test_outside_a_cluster_kubernetes_mode_needs_an_address(
+    settings: Callable[..., ApiSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ValueError, match="HEADRACE_KUBE_API_URL"):
+        settings(kube_api_url=None).kubernetes_url()

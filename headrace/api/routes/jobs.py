@@ -17,7 +17,9 @@ router = APIRouter(
     prefix="/v1/namespaces/{ns}/ingestionjobs", tags=["jobs"], responses=responses(400, 401, 403, 422, 429, 503)
 )
 
-PageLimit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
+# Each job costs a progress query: lists of jobs are shorter than lists of documents.
+JobPageLimit = Annotated[int, Query(ge=1, le=100, description="Jobs per page.")]
+PageLimit = Annotated[int, Query(ge=1, le=500, description="Documents per page.")]
 PageCursor = Annotated[Cursor | None, Query(description="`nextCursor` of the previous page.")]
 
 
@@ -50,7 +52,7 @@ async def job_or_404(pool: Pool, namespace: str, name: str) -> store.JobView:
 
 
 @router.get("", summary="List the namespace's IngestionJobs with their progress")
-async def list_jobs(ns: NamespaceDep, pool: PoolDep, limit: PageLimit = 50, cursor: PageCursor = None) -> JobList:
+async def list_jobs(ns: NamespaceDep, pool: PoolDep, limit: JobPageLimit = 50, cursor: PageCursor = None) -> JobList:
     after = cursors.decode(cursor, str) if cursor else None
     views = await store.list_jobs(pool, ns, after_name=after, limit=limit + 1)
     items = [_status(v) for v in views[:limit]]
