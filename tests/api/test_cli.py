@@ -2,10 +2,12 @@
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -99,14 +101,19 @@ async def test_api_stops_gracefully_with_an_event_stream_open(dsn: str, pool: Po
 
 
 @pytest.mark.slow
-def test_demo_without_serving(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "headrace", "demo", "--no-serve", "--data-dir", str(tmp_path / "data")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+def test_demo_without_serving() -> None:
+    # Not under pytest's basetemp, which another pytest session may lock (see tests/conftest.py).
+    data = Path(tempfile.mkdtemp(prefix="headrace-demo-"))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "headrace", "demo", "--no-serve", "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
     assert result.returncode == 0, result.stderr
     assert "hacker" in result.stdout
     assert "Serving the API" not in result.stdout
