@@ -25,6 +25,14 @@ class Services:
     auth: Authenticator
     limiter: RateLimiter
     metrics_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    streams: "StreamCount" = field(default_factory=lambda: StreamCount())
+
+
+class StreamCount:
+    """How many event streams this process holds open."""
+
+    def __init__(self) -> None:
+        self.open = 0
 
 
 def get_services(request: Request) -> Services:

@@ -87,6 +87,9 @@ class ApiSettings(BaseSettings):
     events_ping_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
     """Keep-alive comment interval of event streams, so proxies don't cut idle ones."""
 
+    events_max_streams: Annotated[int, Field(ge=1)] = 1000
+    """Event streams one API process holds open at most; more get a 503 with Retry-After."""
+
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
     """On SIGTERM, how long open requests and event streams get before they are closed."""
 

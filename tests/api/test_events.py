@@ -3,11 +3,15 @@
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from asgi_lifespan import LifespanManager
 
+from headrace.api.app import create_app
+from headrace.api.settings import ApiSettings
 from headrace.store import jobs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
@@ -90,3 +94,29 @@ async def test_stream_follows_a_running_job_to_its_end(client: httpx.AsyncClient
     progress = [f["data"]["succeeded"] for f in frames if f["event"] == "progress"]
     assert progress == sorted(progress) and progress[-1] == 8
     assert frames[-1] == {"event": "end", "data": {"phase": "Succeeded"}}
+
+
+async def test_streams_over_the_cap_are_503(settings: Callable[..., ApiSettings], pool: Pool, tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "doc.txt").write_text("A lock keeper.")
+    job = await jobs.register_job(
+        pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec(".")
+    )
+    await jobs.start_run(pool, job, reason="test")
+    app = create_app(settings(events_max_streams=1))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(manager.app), base_url="http://headrace") as client,
+    ):
+        first = asyncio.create_task(client.get(EVENTS, headers=ALICE))
+        # Wait until the first stream is being served (bounded by the test timeout).
+        while app.state.services.streams.open < 1:  # noqa: ASYNC110 - a counter, not an event, is what we have
+            await asyncio.sleep(0.01)
+        second = await client.get(EVENTS, headers=ALICE)
+        assert second.status_code == 503
+        assert second.headers["retry-after"] == "10"
+        assert await Worker(pool, job.uid, volume_root=volume, poll_seconds=0.02).run() == 0
+        assert (await asyncio.wait_for(first, timeout=30)).status_code == 200
+        assert app.state.services.streams.open == 0
+        assert (await client.get(EVENTS, headers=ALICE)).status_code == 200

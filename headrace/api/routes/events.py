@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from headrace.api.deps import JobNamePath, NamespaceDep, PoolDep, ServicesDep
+from headrace.api.deps import JobNamePath, NamespaceDep, PoolDep, ServicesDep, StreamCount
 from headrace.api.problems import ProblemError, responses
 from headrace.api.routes.jobs import job_or_404
 from headrace.model import TERMINAL_PHASES
@@ -37,6 +37,17 @@ Send `Last-Event-ID` (the last `id` seen) to resume without replaying older log 
 
 
 async def _stream(
+    pool: Pool, uid: Any, after: int, poll_seconds: float, request: Request, streams: StreamCount
+) -> AsyncIterator[ServerSentEvent]:
+    streams.open += 1
+    try:
+        async for event in _follow(pool, uid, after, poll_seconds, request):
+            yield event
+    finally:
+        streams.open -= 1
+
+
+async def _follow(
     pool: Pool, uid: Any, after: int, poll_seconds: float, request: Request
 ) -> AsyncIterator[ServerSentEvent]:
     last_phase: tuple[str, int] | None = None
@@ -103,8 +114,12 @@ async def stream_events(
         after = int(last_event_id)
     view = await job_or_404(pool, ns, name)
     settings = services.settings
+    if services.streams.open >= settings.events_max_streams:
+        raise ProblemError(
+            503, "this API process has as many event streams open as it may", headers={"Retry-After": "10"}
+        )
     return EventSourceResponse(
-        _stream(pool, view.job.uid, after, settings.events_poll_seconds, request),
+        _stream(pool, view.job.uid, after, settings.events_poll_seconds, request, services.streams),
         ping=int(settings.events_ping_seconds) or 1,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
