@@ -6,12 +6,14 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 if TYPE_CHECKING:
-    from asyncpg.pool import PoolConnectionProxy
-
-Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"
-Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+else:  # the same names at run time, where asyncpg's classes are not subscriptable
+    Pool = asyncpg.Pool
+    Connection = asyncpg.Connection | PoolConnectionProxy
 
 
 async def _init_connection(conn: Connection) -> None:

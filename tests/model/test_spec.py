@@ -1,0 +1,114 @@
+"""The IngestionJob model: defaults, bounds, and errors that name the field."""
+
+import pytest
+
+from headrace.model import IngestionJobSpec, InvalidManifest, parse_manifest
+
+
+def manifest(**spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "headrace.io/v1alpha1",
+        "kind": "IngestionJob",
+        "metadata": {"name": "docs", "namespace": "team-a"},
+        "spec": {"source": {"volume": {"path": "docs"}}, **spec},
+    }
+
+
+def problems(document: object) -> list[str]:
+    with pytest.raises(InvalidManifest) as caught:
+        parse_manifest(document)
+    return caught.value.problems
+
+
+def test_minimal_manifest_gets_documented_defaults() -> None:
+    job = parse_manifest(manifest())
+    assert job.spec.chunking.target_size == 1500
+    assert job.spec.workers.desired == job.spec.workers.min == 1
+    assert job.spec.retention == "Retain"
+    assert job.spec.source.kind == "volume"
+    assert job.spec.source.volume is not None
+    assert job.spec.source.volume.include == ["**/*"]
+
+
+def test_unknown_field_is_rejected_by_its_path() -> None:
+    assert problems(manifest(chunking={"targetSize": 800, "chunkSize": 5})) == [
+        "spec.chunking.chunkSize: unknown field"
+    ]
+
+
+def test_out_of_bounds_value_names_the_field_and_the_bound() -> None:
+    (problem,) = problems(manifest(workers={"batchSize": 0}))
+    assert problem.startswith("spec.workers.batchSize:")
+    assert "greater than or equal to 1" in problem
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    found = problems(manifest(retention="Forever", workers={"min": 5, "max": 2}, textSearchConfig="Bad Config"))
+    assert {p.split(":")[0] for p in found} == {"spec.retention", "spec.workers", "spec.textSearchConfig"}
+
+
+def test_cross_field_rules_name_both_fields() -> None:
+    (overlap,) = problems(manifest(chunking={"targetSize": 400, "overlap": 300}))
+    assert overlap.startswith("spec.chunking:") and "overlap (300)" in overlap and "targetSize (400)" in overlap
+
+
+@pytest.mark.parametrize("source", [{}, {"volume": None}])
+def test_a_source_must_be_set(source: dict[str, object]) -> None:
+    document = manifest()
+    document["spec"] = {"source": source}
+    (problem,) = problems(document)
+    assert problem.startswith("spec.source:") and "exactly one source" in problem
+
+
+def test_parent_segments_in_volume_path_are_rejected() -> None:
+    document = manifest()
+    document["spec"] = {"source": {"volume": {"path": "../etc"}}}
+    assert problems(document) == ["spec.source.volume.path: must not contain '..' segments"]
+
+
+def test_bad_cron_schedule_is_rejected() -> None:
+    (problem,) = problems(manifest(schedule="every tuesday"))
+    assert problem.startswith("spec.schedule:") and "cron" in problem
+
+
+def test_wrong_kind_and_bad_name_are_named() -> None:
+    document = manifest()
+    document["kind"] = "Job"
+    document["metadata"] = {"name": "Not_A_DNS_Label"}
+    assert {p.split(":")[0] for p in problems(document)} == {"kind", "metadata.name"}
+
+
+def test_manifest_round_trips_in_camel_case() -> None:
+    job = parse_manifest(manifest(workers={"tasksPerWorker": 7}))
+    wire = job.to_wire()
+    assert wire["spec"]["workers"]["tasksPerWorker"] == 7  # type: ignore[index]
+    assert parse_manifest(wire) == job
+
+
+def test_fingerprints_track_what_changes_the_index() -> None:
+    base = IngestionJobSpec.model_validate({"source": {"volume": {"path": "a"}}})
+    rescaled = IngestionJobSpec.model_validate({"source": {"volume": {"path": "a"}}, "workers": {"max": 9}})
+    rechunked = IngestionJobSpec.model_validate({"source": {"volume": {"path": "a"}}, "chunking": {"targetSize": 900}})
+    moved = IngestionJobSpec.model_validate({"source": {"volume": {"path": "b"}}})
+    assert base.run_fingerprint() == rescaled.run_fingerprint()
+    assert base.content_fingerprint() != rechunked.content_fingerprint()
+    assert base.run_fingerprint() != moved.run_fingerprint()
+    assert base.content_fingerprint() == moved.content_fingerprint()
+
+
+def test_every_spec_field_is_documented() -> None:
+    from pydantic import BaseModel
+
+    missing = []
+
+    def walk(model: type[BaseModel], path: str) -> None:
+        for name, field in model.model_fields.items():
+            if not field.description:
+                missing.append(f"{path}.{name}")
+            annotation = field.annotation
+            for candidate in (*getattr(annotation, "__args__", ()), annotation):
+                if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                    walk(candidate, f"{path}.{name}")
+
+    walk(IngestionJobSpec, "spec")
+    assert missing == []
