@@ -165,7 +165,7 @@ def extract(data: bytes, *, name: str, limits: Limits | None = None, media_type:
     if kind in ARCHIVE_FORMATS:
         raise DocumentError(f"{kind} archive where a single document was expected")
     if kind not in ("html", "markdown", "json", "csv", "text"):
-        raise DocumentError(f"unsupported format: {kind}")
+        raise DocumentError(f"binary content: {kind} is not a supported format")
     text = decode_text(data)
     if kind == "html":
         return _extract_html(text)

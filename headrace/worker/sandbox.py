@@ -32,17 +32,16 @@ _DATA = struct.Struct(">Q")
 class Sandbox:
     """The worker's handle on its extraction child; the child is started on first use."""
 
-    def __init__(self, *, memory_bytes: int | None = None) -> None:
+    def __init__(self, *, memory_bytes: int | None = None, command: list[str] | None = None) -> None:
         self.memory_bytes = memory_bytes
+        self.command = command or [sys.executable, "-m", "headrace.worker.sandbox"]
         self._child: asyncio.subprocess.Process | None = None
 
     async def _start(self) -> asyncio.subprocess.Process:
         if self._child is None or self._child.returncode is not None:
             args = ["--memory-bytes", str(self.memory_bytes)] if self.memory_bytes else []
             self._child = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "headrace.worker.sandbox",
+                *self.command,
                 *args,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
