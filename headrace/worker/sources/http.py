@@ -8,7 +8,6 @@ on the resolved address of every connection (redirects included, DNS rebinding t
 """
 
 import asyncio
-import gzip
 import ipaddress
 import socket
 import zlib
@@ -233,6 +232,8 @@ def _decode_body(raw: bytes, encoding: str, max_bytes: int) -> bytes:
         raise DocumentError(f"corrupt {encoding} body: {exc}") from None
     if len(data) > max_bytes:
         raise DocumentError(f"document inflates past limits.maxDocumentBytes ({max_bytes})")
+    if not inflater.eof:
+        raise DocumentError(f"corrupt {encoding} body: truncated stream")
     return data
 
 
@@ -240,12 +241,15 @@ def parse_sitemap(data: bytes, url: str) -> tuple[str, list[str]]:
     """(`urlset` or `sitemapindex`, the <loc> URLs) of a plain or gzipped sitemap. DTDs are refused,
     so entity tricks (billion laughs, external entities) never reach the parser."""
     if data.startswith(b"\x1f\x8b"):
+        inflater = zlib.decompressobj(wbits=31)
         try:
-            data = zlib.decompressobj(wbits=31).decompress(data, MAX_SITEMAP_BYTES + 1)
-        except (zlib.error, gzip.BadGzipFile) as exc:
+            data = inflater.decompress(data, MAX_SITEMAP_BYTES + 1)
+        except zlib.error as exc:
             raise DocumentError(f"sitemap {url}: corrupt gzip: {exc}") from None
         if len(data) > MAX_SITEMAP_BYTES:
             raise DocumentError(f"sitemap {url} is over {MAX_SITEMAP_BYTES} bytes uncompressed")
+        if not inflater.eof:
+            raise DocumentError(f"sitemap {url}: corrupt gzip: truncated stream")
     if b"<!DOCTYPE" in data[:4096].upper() or b"<!ENTITY" in data.upper():
         raise DocumentError(f"sitemap {url}: DTDs and entities are not allowed")
     try:
