@@ -73,10 +73,15 @@ def test_operator_hands_worker_settings_to_the_pods_it_creates(render: Render) -
     env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["HEADRACE_WORKER_IMAGE"]["value"] == "registry.example.com/headrace-worker:0.1.0"
     assert env["HEADRACE_DATABASE_SECRET"]["value"] == "hr-headrace-database"
-    assert json.loads(env["HEADRACE_WORKER_SECURITY_CONTEXT"]["value"])["readOnlyRootFilesystem"] is True
-    assert json.loads(env["HEADRACE_WORKER_RESOURCES"]["value"])["requests"]["cpu"] == "500m"
-    assert json.loads(env["HEADRACE_WORKER_IMAGE_PULL_SECRETS"]["value"]) == [{"name": "registry"}]
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "hr-headrace-database", "key": "DATABASE_URL"}
+
+
+def test_worker_image_defaults_to_the_chart_image(render: Render) -> None:
+    (operator,) = [d for d in by_kind(render(), "Deployment") if d["metadata"]["name"].endswith("-operator")]
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["HEADRACE_WORKER_IMAGE"]["value"] == container["image"] == "ghcr.io/headrace/headrace:0.1.0"
+    assert env["HEADRACE_DATABASE_SECRET"]["value"] == "headrace-database"
 
 
 def test_api_probes_and_service(render: Render) -> None:
