@@ -19,8 +19,14 @@ def test_committed_reference_is_current() -> None:
 
 
 def test_check_mode_reports_a_stale_file(tmp_path: Path) -> None:
-    script = ROOT / "scripts" / "gen-reference.py"
-    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, check=False)
+    script = [sys.executable, str(ROOT / "scripts" / "gen-reference.py")]
+    stale = tmp_path / "ingestionjob.md"
+    stale.write_text(reference_markdown().replace("Fewest workers", "Least workers"))
+    done = subprocess.run([*script, "--check", "--path", str(stale)], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "is stale" in done.stderr
+    subprocess.run([*script, "--path", str(stale)], capture_output=True, check=True)
+    done = subprocess.run([*script, "--check", "--path", str(stale)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
 
 
