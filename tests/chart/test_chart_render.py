@@ -73,6 +73,7 @@ def test_operator_hands_worker_settings_to_the_pods_it_creates(render: Render) -
     env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["HEADRACE_WORKER_IMAGE"]["value"] == "registry.example.com/headrace-worker:0.1.0"
     assert env["HEADRACE_DATABASE_SECRET"]["value"] == "hr-headrace-database"
+    assert env["HEADRACE_NAMESPACES"]["value"] == "docs-team research"
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "hr-headrace-database", "key": "DATABASE_URL"}
 
 
@@ -82,6 +83,7 @@ def test_worker_image_defaults_to_the_chart_image(render: Render) -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["HEADRACE_WORKER_IMAGE"]["value"] == container["image"] == "ghcr.io/headrace/headrace:0.1.0"
     assert env["HEADRACE_DATABASE_SECRET"]["value"] == "headrace-database"
+    assert "HEADRACE_NAMESPACES" not in env, "every namespace by default"
 
 
 def test_api_probes_and_service(render: Render) -> None:
@@ -162,6 +164,7 @@ def test_every_pod_has_a_tmp_emptydir(rendered: list[Manifest]) -> None:
         (("database.existingSecret=Not_A_Name",), "/database/existingSecret"),
         (("database.existingSecret=",), "database.existingSecret must name a Secret"),
         (("api.auth.mode=token",), "api.auth.mode=token needs api.auth.tokenSecret.name"),
+        (("operator.watchNamespaces={Bad_NS}",), "/operator/watchNamespaces/0"),
     ],
 )
 def test_bad_values_are_rejected(sets: tuple[str, ...], message: str) -> None:
