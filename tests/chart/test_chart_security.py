@@ -9,13 +9,18 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.chart.conftest import ROOT, Manifest, parse, tool
+from tests.chart.conftest import CHART, ROOT, Manifest, parse, tool
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the one the bundled kubectl speaks.
-KUBERNETES_VERSIONS = ["1.27.0", "1.34.0"]
+KUBERNETES_VERSIONS = ["1.29.0", "1.34.0"]
 SKIPS_FILE = Path(__file__).parent / "checkov-skips.yaml"
 # Kinds from other projects' CRDs, not in the Kubernetes schemas; checked by hand below.
 FOREIGN_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+def test_the_oldest_version_checked_is_the_chart_minimum() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == f">={KUBERNETES_VERSIONS[0]}-0"
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
