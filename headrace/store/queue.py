@@ -67,17 +67,30 @@ async def enqueue(
 
 
 async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: float, limit: int = 1) -> list[Task]:
-    """Lease up to `limit` ready tasks: pending ones whose time has come, and leased ones whose lease expired."""
+    """Lease up to `limit` ready tasks: leased ones whose lease expired first, then pending ones whose time has come.
+
+    Each kind is picked in the order of its own partial index (`tasks_leased`, `tasks_ready`), so a lease
+    reads only the rows it takes, however many tasks of the job are already done. (One `OR` of the two
+    made Postgres walk the primary key past every done task: the cost of a lease grew with the queue.)
+    """
     rows = await pool.fetch(
         """
-        WITH ready AS (
+        WITH expired AS (
             SELECT id FROM headrace.tasks
-            WHERE job_uid = $1
-              AND ((state = 'pending' AND available_at <= now())
-                   OR (state = 'leased' AND lease_expires_at < now() AND attempts < max_attempts))
-            ORDER BY id
+            WHERE job_uid = $1 AND state = 'leased' AND lease_expires_at < now() AND attempts < max_attempts
+            ORDER BY lease_expires_at
             LIMIT $2
             FOR UPDATE SKIP LOCKED
+        ),
+        pending AS (
+            SELECT id FROM headrace.tasks
+            WHERE job_uid = $1 AND state = 'pending' AND available_at <= now()
+            ORDER BY available_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+        ),
+        ready AS (
+            (SELECT id FROM expired) UNION ALL (SELECT id FROM pending) LIMIT $2
         )
         UPDATE headrace.tasks t
         SET state = 'leased', attempts = t.attempts + 1, lease_token = gen_random_uuid(),
