@@ -45,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", type=int, default=50_000, help="no-op tasks per run")
     parser.add_argument("--consumers", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    parser.add_argument("--profile", action="store_true", help="profile headrace at 16 consumers with pyinstrument")
+    parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument profile of headrace")
 
 
 class Meter:
@@ -321,7 +321,7 @@ def _stop_profiler(profiler: Any, path: Path) -> None:
 
 
 async def main() -> None:
-    opts = common.parse_options("queue", __doc__.splitlines()[0], configure=configure)
+    opts = common.parse_options("queue", __doc__.splitlines()[0], repeat=2, configure=configure)
     n = 300 if opts.smoke else opts.extra.tasks
     consumer_counts = [1, 4] if opts.smoke else opts.extra.consumers
     systems: list[str] = opts.extra.systems
@@ -368,7 +368,7 @@ async def main() -> None:
             print(f"rescue repeat={r} {rescue['rescue_per_s'][-1]:,.0f} tasks/s", flush=True)
 
         profile_path = None
-        if opts.extra.profile and "headrace" in systems:
+        if not opts.smoke and not opts.extra.no_profile and "headrace" in systems:
             profile_path = opts.out / f"queue-profile-{report.stamp}.txt"
             counter += 1
             async with common.fresh_database(admin, f"q_profile_{counter}") as dsn:
@@ -461,6 +461,19 @@ def _write_section(
                 f"{best_peer} — {common.verdict(ratio >= TARGET_RATIO)}."
             ]
         lines.append("")
+    profile = report.results.get("profile")
+    if profile is not None and Path(profile).exists():
+        text = Path(profile).read_text().splitlines()
+        lines += [
+            f"<details><summary>pyinstrument profile of the client process, headrace at {TARGET_CONSUMERS} "
+            "consumers (top of the call tree)</summary>",
+            "",
+            "```",
+            *text[:60],
+            "```",
+            "</details>",
+            "",
+        ]
     lines += [f"![queue throughput](benchmarks/{report.plot_path().name})", ""]
     report.lines += lines
 
