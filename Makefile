@@ -23,7 +23,7 @@ demo: $(READY)
 	$(BIN)/headrace demo
 
 lint: $(READY)
-	$(BIN)/ruff check headrace tests bench scripts
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

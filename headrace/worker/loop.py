@@ -11,6 +11,9 @@ import traceback
 import uuid
 from pathlib import Path
 
+import asyncpg
+from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential
+
 from headrace import metrics
 from headrace.model.contract import WORKER_EXIT_STOPPED
 from headrace.store import documents, jobs, queue
@@ -82,6 +85,21 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
         return EXIT_STOPPED
+
+    async def _lease(self, job_uid: uuid.UUID) -> list[queue.Task]:
+        """Lease the next task, riding out a database restart or failover of up to two minutes."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)),
+            wait=wait_exponential(multiplier=0.5, max=15),
+            stop=stop_after_delay(120),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        ):
+            with attempt:
+                return await queue.lease(
+                    self.pool, job_uid, worker=self.name, lease_seconds=self.lease_seconds, limit=1
+                )
+        raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _handle(self, ctx: Context, task: queue.Task) -> None:
         metrics.TASKS_LEASED.labels(task.kind).inc()
