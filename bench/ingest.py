@@ -44,6 +44,7 @@ BATCH_SIZE = 10
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument profile of one worker")
 
 
 def python_docs(cache: Path = common.CACHE) -> Path:
@@ -131,9 +132,8 @@ class RssSampler:
                 self.peaks[child.pid] = max(rss, self.peaks.get(child.pid, 0))
 
 
-async def pipeline(admin: str, name: str, data: Corpus, workers: int) -> dict[str, Any]:
-    """`headrace run` on the corpus with `workers` worker processes, in a fresh database."""
-    job = IngestionJob.model_validate(
+def manifest(data: Corpus) -> IngestionJob:
+    return IngestionJob.model_validate(
         {
             "apiVersion": "headrace.io/v1alpha1",
             "kind": "IngestionJob",
@@ -144,6 +144,45 @@ async def pipeline(admin: str, name: str, data: Corpus, workers: int) -> dict[st
             },
         }
     )
+
+
+async def profile_worker(admin: str, name: str, data: Corpus, path: Path) -> None:
+    """One worker's loop run in this process under pyinstrument, on the whole corpus.
+
+    Extraction runs in a thread (`asyncio.to_thread`), so it shows up as time awaiting that thread.
+    """
+    from pyinstrument import Profiler
+
+    from headrace.local import local_uid
+    from headrace.store import jobs, migrate
+    from headrace.worker.loop import Worker
+
+    job = manifest(data)
+    async with common.fresh_database(admin, name) as dsn:
+        pool = await create_pool(dsn)
+        try:
+            await migrate.migrate(pool)
+            record = await jobs.register_job(
+                pool, uid=local_uid(job), namespace="bench", name="bench-ingest", generation=1, spec=job.spec
+            )
+            await jobs.start_run(pool, record, reason="profile")
+            profiler = Profiler(async_mode="enabled")
+            profiler.start()
+            await Worker(pool, record.uid, volume_root=data.root.parent).run()
+            profiler.stop()
+        finally:
+            await pool.close()
+    _write(path, profiler.output_text(unicode=True, color=False))
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+async def pipeline(admin: str, name: str, data: Corpus, workers: int) -> dict[str, Any]:
+    """`headrace run` on the corpus with `workers` worker processes, in a fresh database."""
+    job = manifest(data)
     async with common.fresh_database(admin, name) as dsn:
         pool = await create_pool(dsn)
         try:
@@ -197,6 +236,10 @@ async def main() -> None:
                 result = await pipeline(admin, f"ingest_{counter}", data, w)
                 runs[w].append(result)
                 print(f"pipeline workers={w} repeat={r} {result['seconds']:.2f}s", flush=True)
+        profile_path = None
+        if not opts.smoke and not opts.extra.no_profile:
+            profile_path = opts.out / f"ingest-profile-{report.stamp}.txt"
+            await profile_worker(admin, "ingest_profile", data, profile_path)
 
     floor_s = common.Summary.of(floors)
     times = {w: common.Summary.of([x["seconds"] for x in runs[w]]) for w in worker_counts}
@@ -265,6 +308,18 @@ async def main() -> None:
             "cores shared with other work, and the Postgres server runs on the same cores."
         )
     report.results["targets"] = targets
+    if profile_path is not None:
+        report.results["profile"] = profile_path
+        lines += [
+            "",
+            "<details><summary>pyinstrument profile of one worker's loop over the corpus, run in-process "
+            "(top of the call tree)</summary>",
+            "",
+            "```",
+            *profile_path.read_text().splitlines()[:70],
+            "```",
+            "</details>",
+        ]
     lines += ["", f"![ingest](benchmarks/{report.plot_path().name})", ""]
     report.lines += lines
     _plot(report, floor_s, times, docs)
