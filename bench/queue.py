@@ -54,8 +54,8 @@ class Meter:
     def __init__(self, database: str) -> None:
         self.database = database
 
-    def _server_cpu(self) -> float:
-        total = 0.0
+    def _server_cpu(self) -> dict[int, float]:
+        cpu = {}
         for proc in psutil.process_iter(["cmdline"]):
             title = " ".join(proc.info["cmdline"] or [])  # a backend's title: "postgres: user database ..."
             if title.startswith("postgres: ") and f" {self.database} " in f"{title} ":
@@ -63,8 +63,8 @@ class Meter:
                     times = proc.cpu_times()
                 except psutil.Error:
                     continue
-                total += times.user + times.system
-        return total
+                cpu[proc.pid] = times.user + times.system
+        return cpu
 
     def __enter__(self) -> "Meter":
         self._wall, self._cpu, self._server = time.perf_counter(), time.process_time(), self._server_cpu()
@@ -72,10 +72,11 @@ class Meter:
 
     def stop(self) -> dict[str, float]:
         """Call while the connections are still open: a closed backend takes its CPU time with it."""
+        now = self._server_cpu()
         return {
             "seconds": time.perf_counter() - self._wall,
             "client_cpu": time.process_time() - self._cpu,
-            "server_cpu": self._server_cpu() - self._server,
+            "server_cpu": sum(cpu - self._server.get(pid, 0.0) for pid, cpu in now.items()),
         }
 
     def __exit__(self, *_: object) -> None:
