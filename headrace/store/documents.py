@@ -19,6 +19,7 @@ class KnownDocument:
     fingerprint: str | None
     source_version: str | None
     run: int
+    format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class DocumentRecord:
 async def known(conn: Pool | Connection, job_uid: uuid.UUID, uris: list[str]) -> dict[str, KnownDocument]:
     """The index's record of each of these URIs that it has."""
     rows = await conn.fetch(
-        "SELECT uri, state, content_hash, fingerprint, source_version, run FROM headrace.documents "
+        "SELECT uri, state, content_hash, fingerprint, source_version, run, format FROM headrace.documents "
         "WHERE job_uid = $1 AND uri = ANY($2::text[])",
         job_uid,
         uris,
@@ -75,6 +76,36 @@ async def mark_unchanged(pool: Pool, job_uid: uuid.UUID, run: int, uris: list[st
             run,
             uris,
         )
+
+
+def _entries_pattern(archive_uri: str) -> str:
+    """A LIKE pattern matching the URIs of an archive's entries, nested ones included (`a.zip!/...`)."""
+    escaped = archive_uri.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "!/%"
+
+
+async def mark_unchanged_entries(pool: Pool, job_uid: uuid.UUID, run: int, archive_uris: list[str]) -> None:
+    """Record that this run found these archives unchanged, and with them every entry they hold."""
+    if archive_uris:
+        await pool.execute(
+            "UPDATE headrace.documents SET outcome = CASE WHEN run = $2 THEN outcome ELSE 'unchanged' END, "
+            "run = $2 WHERE job_uid = $1 AND uri LIKE ANY($3::text[])",
+            job_uid,
+            run,
+            [_entries_pattern(uri) for uri in archive_uris],
+        )
+
+
+async def entry_hashes(pool: Pool, job_uid: uuid.UUID, archive_uri: str, fingerprint: str) -> dict[str, str]:
+    """Content hashes of an archive's entries ingested with this fingerprint (none for a plain document)."""
+    rows = await pool.fetch(
+        "SELECT uri, content_hash FROM headrace.documents WHERE job_uid = $1 AND uri LIKE $2 "
+        "AND state = 'ingested' AND fingerprint = $3",
+        job_uid,
+        _entries_pattern(archive_uri),
+        fingerprint,
+    )
+    return {row["uri"]: row["content_hash"] for row in rows}
 
 
 async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: DocumentRecord) -> Outcome:
