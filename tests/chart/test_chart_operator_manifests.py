@@ -7,10 +7,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from headrace.model import IngestionJob
+from headrace.model import IngestionJob, load_manifest
 from headrace.operator.resources.hpa import EXTERNAL_METRIC, build_hpa
 from headrace.operator.resources.job import build_worker_job
-from tests.chart.conftest import EVERYTHING, Render
+from tests.chart.conftest import EVERYTHING, ROOT, Render
 from tests.chart.podsecurity import restricted_violations
 from tests.chart.test_chart_security import KUBERNETES_VERSIONS
 
@@ -31,6 +31,11 @@ SPECS: dict[str, dict[str, Any]] = {
         "suspend": False,
     },
 }
+
+
+# Every shipped example too: they cover the HTTP and S3 sources, whose Secrets are mounted as volumes.
+for example in sorted((ROOT / "examples").glob("*.yaml")):
+    SPECS[example.stem] = load_manifest(example).spec.to_wire()
 
 
 def ingestion_job(spec: dict[str, Any]) -> IngestionJob:
