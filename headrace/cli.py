@@ -1,13 +1,14 @@
 """The `headrace` command: one entry point for every role (demo, run, worker, migrate, search, ...)."""
 
 import asyncio
+import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 from rich.console import Console
@@ -16,6 +17,9 @@ from rich.markup import escape
 from headrace import logs
 from headrace.model.contract import DATABASE_URL_ENV as POD_DATABASE_URL_ENV
 from headrace.model.contract import SECRETS_DIR_ENV, VOLUME_ROOT_ENV, WORKER_SECRETS_DIR
+
+if TYPE_CHECKING:
+    from headrace.operator.resources.job import WorkerPodSettings
 
 T = TypeVar("T")
 
@@ -385,6 +389,23 @@ def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
         click.echo(f"Wrote {path}")
 
 
+class JsonObject(click.ParamType[dict[str, Any], Any]):
+    """A JSON object on the command line or in an environment variable (the chart passes its values so)."""
+
+    name = "json"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            self.fail(f"not JSON: {exc}", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail(f"must be a JSON object, got {type(parsed).__name__}", param, ctx)
+        return parsed
+
+
 @main.command()
 @click.option(
     "-A",
@@ -415,6 +436,54 @@ def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
     help="Secret, in each IngestionJob's namespace, holding the workers' DATABASE_URL (env HEADRACE_DATABASE_SECRET).",
 )
 @click.option(
+    "--worker-image-pull-policy",
+    type=click.Choice(["Always", "IfNotPresent", "Never"]),
+    envvar="HEADRACE_WORKER_IMAGE_PULL_POLICY",
+    default="IfNotPresent",
+    show_default=True,
+    help="imagePullPolicy of the worker pods (env HEADRACE_WORKER_IMAGE_PULL_POLICY).",
+)
+@click.option(
+    "--worker-image-pull-secret",
+    "worker_image_pull_secrets",
+    multiple=True,
+    envvar="HEADRACE_WORKER_IMAGE_PULL_SECRETS",
+    help="Secret, in each IngestionJob's namespace, to pull the worker image with (repeatable; env "
+    "HEADRACE_WORKER_IMAGE_PULL_SECRETS, space-separated).",
+)
+@click.option(
+    "--worker-pod-security-context",
+    type=JsonObject(),
+    envvar="HEADRACE_WORKER_POD_SECURITY_CONTEXT",
+    default=None,
+    help="securityContext of the worker pods as JSON; must meet Pod Security restricted (env "
+    "HEADRACE_WORKER_POD_SECURITY_CONTEXT). Default: runAsNonRoot, seccomp RuntimeDefault.",
+)
+@click.option(
+    "--worker-security-context",
+    type=JsonObject(),
+    envvar="HEADRACE_WORKER_SECURITY_CONTEXT",
+    default=None,
+    help="securityContext of the worker container as JSON; must meet Pod Security restricted (env "
+    "HEADRACE_WORKER_SECURITY_CONTEXT). Default: restricted with a read-only root filesystem.",
+)
+@click.option(
+    "--worker-resources",
+    type=JsonObject(),
+    envvar="HEADRACE_WORKER_RESOURCES",
+    default=None,
+    help="Resources (requests, limits) of a worker container as JSON, for IngestionJobs that set no "
+    "spec.workers.resources (env HEADRACE_WORKER_RESOURCES). Default: requests cpu 500m, memory 512Mi; "
+    "limits memory 1Gi.",
+)
+@click.option(
+    "--worker-service-account",
+    envvar="HEADRACE_WORKER_SERVICE_ACCOUNT",
+    default=None,
+    help="ServiceAccount, in each IngestionJob's namespace, of the worker pods, e.g. for IRSA (env "
+    "HEADRACE_WORKER_SERVICE_ACCOUNT). Default: the namespace's default one.",
+)
+@click.option(
     "--liveness",
     "liveness_endpoint",
     envvar="HEADRACE_LIVENESS",
@@ -441,6 +510,12 @@ def operator(
     database_url: str | None,
     worker_image: str,
     database_secret: str,
+    worker_image_pull_policy: Literal["Always", "IfNotPresent", "Never"],
+    worker_image_pull_secrets: tuple[str, ...],
+    worker_pod_security_context: dict[str, Any] | None,
+    worker_security_context: dict[str, Any] | None,
+    worker_resources: dict[str, Any] | None,
+    worker_service_account: str | None,
     liveness_endpoint: str | None,
     observe_interval: float,
     migrate: bool,
@@ -453,9 +528,18 @@ def operator(
         raise click.UsageError("a database URL is needed: --database-url or HEADRACE_DATABASE_URL")
     if all_namespaces and namespaces:
         raise click.UsageError("-A and --namespace exclude each other")
+    worker_pods = worker_pod_settings(
+        pull_policy=worker_image_pull_policy,
+        pull_secrets=[n for spec in worker_image_pull_secrets for n in spec.split()],
+        pod_security_context=worker_pod_security_context,
+        security_context=worker_security_context,
+        resources=worker_resources,
+        service_account=worker_service_account or None,
+    )
     config = OperatorConfig(
         database_url=database_url,
         worker_image=worker_image,
+        worker_pods=worker_pods,
         database_secret=database_secret,
         observe_interval=observe_interval,
         migrate=migrate,
@@ -463,3 +547,38 @@ def operator(
     run_operator(
         config, namespaces=[n for spec in namespaces for n in spec.split()], liveness_endpoint=liveness_endpoint
     )
+
+
+def worker_pod_settings(
+    *,
+    pull_policy: Literal["Always", "IfNotPresent", "Never"],
+    pull_secrets: list[str],
+    pod_security_context: dict[str, Any] | None,
+    security_context: dict[str, Any] | None,
+    resources: dict[str, Any] | None,
+    service_account: str | None,
+) -> "WorkerPodSettings":
+    """The operator's worker pod settings from its options; a usage error names what is refused."""
+    import pydantic
+
+    from headrace.model import Resources, field_errors
+    from headrace.operator.resources.job import WorkerPodSettings
+
+    given: dict[str, Any] = {}
+    if pod_security_context is not None:
+        given["pod_security_context"] = pod_security_context
+    if security_context is not None:
+        given["security_context"] = security_context
+    try:
+        if resources is not None:
+            given["resources"] = Resources.model_validate(resources)
+        return WorkerPodSettings(
+            image_pull_policy=pull_policy,
+            image_pull_secrets=tuple(pull_secrets),
+            service_account=service_account,
+            **given,
+        )
+    except pydantic.ValidationError as exc:
+        raise click.UsageError("--worker-resources: " + "; ".join(field_errors(exc))) from exc
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc

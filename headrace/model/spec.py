@@ -241,15 +241,12 @@ class Toleration(KubeModel):
 class Resources(KubeModel):
     """Compute resources of each worker container (see core/v1 ResourceRequirements)."""
 
-    requests: dict[Literal["cpu", "memory", "ephemeral-storage"], Quantity] = {
-        "cpu": "500m",
-        "memory": "512Mi",
-    }
+    requests: dict[Literal["cpu", "memory", "ephemeral-storage"], Quantity] | None = None
     """Resources the scheduler reserves for each worker. The HPA's CPU target is relative to the
-    cpu request."""
+    cpu request. Unset means the operator's default requests."""
 
-    limits: dict[Literal["cpu", "memory", "ephemeral-storage"], Quantity] = {"memory": "1Gi"}
-    """Hard caps for each worker container."""
+    limits: dict[Literal["cpu", "memory", "ephemeral-storage"], Quantity] | None = None
+    """Hard caps for each worker container. Unset means the operator's default limits."""
 
 
 class Workers(KubeModel):
@@ -277,8 +274,10 @@ class Workers(KubeModel):
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 50
     """Documents per ingest task: the unit a worker leases, retries and acknowledges."""
 
-    resources: Resources = Resources()
-    """CPU and memory of each worker container."""
+    resources: Resources | None = None
+    """CPU and memory of each worker container. What is unset (requests, limits, or both) comes from
+    the operator's default: the chart's `worker.resources`, built in requests cpu 500m and memory 512Mi,
+    limits memory 1Gi."""
 
     node_selector: dict[str, str] = {}
     """Node labels a worker pod's node must carry."""

@@ -1,8 +1,9 @@
 """What the operator is told at start: where the database is, which image its workers run, and how often it looks."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from headrace.model.contract import DATABASE_URL_KEY
+from headrace.operator.resources.job import WorkerPodSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -14,6 +15,9 @@ class OperatorConfig:
 
     worker_image: str
     """Image of the worker pods (the headrace image; the chart passes its own)."""
+
+    worker_pods: WorkerPodSettings = field(default_factory=WorkerPodSettings)
+    """Pull policy and Secrets, security contexts, default resources and ServiceAccount of the worker pods."""
 
     database_secret: str = "headrace-database"
     """Secret, in each IngestionJob's namespace, whose `database_secret_key` the workers get as DATABASE_URL."""

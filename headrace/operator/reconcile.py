@@ -190,6 +190,7 @@ async def _ensure_children(
         job,
         run=run,
         image=op.config.worker_image,
+        pods=op.config.worker_pods,
         database_secret=op.config.database_secret,
         database_secret_key=op.config.database_secret_key,
         backoff_limit=op.config.backoff_limit,

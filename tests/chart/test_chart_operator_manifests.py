@@ -1,18 +1,23 @@
 """What the operator creates at run time meets the chart's bar: restricted pods, valid Kubernetes objects,
 and an external metric the chart's prometheus-adapter rule actually provides."""
 
+import os
 from typing import Any
 
+import click
 import kubernetes_validate
 import pytest
 import yaml
 
+from headrace.cli import main, worker_pod_settings
 from headrace.model import IngestionJob, load_manifest
 from headrace.operator.resources.hpa import EXTERNAL_METRIC, build_hpa
-from headrace.operator.resources.job import build_worker_job
+from headrace.operator.resources.job import WorkerPodSettings, build_worker_job
+from headrace.operator.resources.podsecurity import restricted_violations
 from tests.chart.conftest import EVERYTHING, ROOT, Render
-from tests.chart.podsecurity import restricted_violations
 from tests.chart.test_chart_security import KUBERNETES_VERSIONS
+
+DEFAULT_PODS = WorkerPodSettings()
 
 SPECS: dict[str, dict[str, Any]] = {
     "defaults": {"source": {"volume": {"claimName": "docs"}}},
@@ -47,11 +52,12 @@ def ingestion_job(spec: dict[str, Any]) -> IngestionJob:
     )
 
 
-def worker_job(spec: dict[str, Any]) -> dict[str, Any]:
+def worker_job(spec: dict[str, Any], pods: WorkerPodSettings = DEFAULT_PODS) -> dict[str, Any]:
     return build_worker_job(
         ingestion_job(spec),
         run=1,
         image="ghcr.io/headrace/headrace:0.1.0",
+        pods=pods,
         database_secret="headrace-database",
         database_secret_key="DATABASE_URL",
         backoff_limit=6,
@@ -79,3 +85,53 @@ def test_the_adapter_rule_serves_the_metric_the_hpa_asks_for(render: Render) -> 
     assert external["name"] == EXTERNAL_METRIC == rule["name"]["as"]
     for label in external["selector"]["matchLabels"]:
         assert f'{label}!=""' in rule["seriesQuery"], f"the HPA selects on {label}, which the rule does not keep"
+
+
+def chart_worker_pods(objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> WorkerPodSettings:
+    """The worker pod settings `headrace operator` makes of the environment the chart gives it."""
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-operator")]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    for name in [n for n in os.environ if n.startswith("HEADRACE_")]:
+        monkeypatch.delenv(name)
+    for env in container["env"]:
+        if "value" in env:
+            monkeypatch.setenv(env["name"], env["value"])
+    command = main.commands["operator"]
+    params = command.make_context("operator", container["args"][1:]).params
+    return worker_pod_settings(
+        pull_policy=params["worker_image_pull_policy"],
+        pull_secrets=list(params["worker_image_pull_secrets"]),
+        pod_security_context=params["worker_pod_security_context"],
+        security_context=params["worker_security_context"],
+        resources=params["worker_resources"],
+        service_account=params["worker_service_account"],
+    )
+
+
+def test_chart_defaults_are_the_operators_built_in_worker_pods(render: Render, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert chart_worker_pods(render(), monkeypatch) == DEFAULT_PODS
+
+
+def test_chart_worker_values_reach_the_worker_pods(render: Render, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = yaml.safe_load(EVERYTHING.read_text())["worker"]
+    pods = chart_worker_pods(render(EVERYTHING), monkeypatch)
+    manifest = worker_job(SPECS["defaults"], pods=pods)
+    pod = manifest["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["imagePullPolicy"] == values["image"]["pullPolicy"]
+    assert pod["imagePullSecrets"] == values["imagePullSecrets"]
+    assert pod["serviceAccountName"] == values["serviceAccountName"]
+    assert pod["securityContext"] == values["podSecurityContext"]
+    assert container["securityContext"] == values["securityContext"]
+    assert container["resources"] == values["resources"]
+    assert restricted_violations(pod) == []
+    kubernetes_validate.validate(manifest, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_chart_worker_values_that_break_restricted_stop_the_operator(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The values schema lets through what only the operator's check catches, and that check fires."""
+    objects = render(sets=("worker.securityContext.capabilities.drop={NET_RAW}",))
+    with pytest.raises(click.UsageError, match="capabilities must drop ALL"):
+        chart_worker_pods(objects, monkeypatch)

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
+from headrace.operator.resources.podsecurity import restricted_violations
 from tests.chart.conftest import Manifest, pod_specs
-from tests.chart.podsecurity import restricted_violations
 
 
 def test_every_chart_pod_is_restricted(rendered: list[Manifest]) -> None:

@@ -7,15 +7,17 @@ from typing import Any
 import pytest
 import yaml
 
-from headrace.model import IngestionJob, load_manifest
+from headrace.model import IngestionJob, Resources, load_manifest
 from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR, WORKER_VOLUME_ROOT
 from headrace.operator.resources.hpa import build_hpa
-from headrace.operator.resources.job import InvalidSpec, build_worker_job, job_name
+from headrace.operator.resources.job import InvalidSpec, WorkerPodSettings, build_worker_job, job_name
 from headrace.operator.resources.labels import selector
+from headrace.operator.resources.podsecurity import restricted_violations
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 UID = "6f1c1f5e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
+DEFAULT_PODS = WorkerPodSettings()
 
 
 def example(name: str, **spec: Any) -> IngestionJob:
@@ -26,11 +28,12 @@ def example(name: str, **spec: Any) -> IngestionJob:
     return IngestionJob.model_validate(data)
 
 
-def worker_job(job: IngestionJob, run: int = 1) -> dict[str, Any]:
+def worker_job(job: IngestionJob, run: int = 1, pods: WorkerPodSettings = DEFAULT_PODS) -> dict[str, Any]:
     return build_worker_job(
         job,
         run=run,
         image="ghcr.io/example/headrace:0.1.0",
+        pods=pods,
         database_secret="headrace-database",
         database_secret_key="DATABASE_URL",
         backoff_limit=6,
@@ -118,3 +121,119 @@ def test_referenced_secrets_are_mounted_read_only_and_no_volume_is() -> None:
     assert not any(m["mountPath"] == WORKER_VOLUME_ROOT for m in mounts)
     env = {e["name"] for e in pod["containers"][0]["env"]}
     assert "HEADRACE_VOLUME_ROOT" not in env
+
+
+CUSTOM_PODS = WorkerPodSettings(
+    image_pull_policy="Always",
+    image_pull_secrets=("registry", "mirror"),
+    pod_security_context={
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/headrace.json"},
+    },
+    security_context={"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    resources=Resources.model_validate({"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}),
+    service_account="s3-reader",
+)
+
+
+def test_worker_pod_settings_match_golden() -> None:
+    assert_golden("worker-job-settings.yaml", worker_job(example("volume-job.yaml"), pods=CUSTOM_PODS))
+
+
+def test_worker_pod_settings_reach_the_pod() -> None:
+    pod = worker_job(example("volume-job.yaml"), pods=CUSTOM_PODS)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["imagePullPolicy"] == "Always"
+    assert pod["imagePullSecrets"] == [{"name": "registry"}, {"name": "mirror"}]
+    assert pod["serviceAccountName"] == "s3-reader" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == CUSTOM_PODS.pod_security_context
+    assert container["securityContext"] == CUSTOM_PODS.security_context
+    assert container["resources"] == {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
+
+
+def test_default_pods_have_no_service_account_or_pull_secrets() -> None:
+    pod = worker_job(example("volume-job.yaml"))["spec"]["template"]["spec"]
+    assert "serviceAccountName" not in pod and "imagePullSecrets" not in pod
+    assert pod["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+
+
+def worker_resources(pods: WorkerPodSettings, **workers: Any) -> dict[str, Any]:
+    pod = worker_job(example("volume-job.yaml", workers=workers), pods=pods)["spec"]["template"]["spec"]
+    resources: dict[str, Any] = pod["containers"][0]["resources"]
+    return resources
+
+
+def test_job_resources_win_over_the_operator_default() -> None:
+    own = {"requests": {"cpu": "250m"}, "limits": {"memory": "3Gi"}}
+    assert worker_resources(CUSTOM_PODS, resources=own) == own  # each whole, not merged key by key
+    assert worker_resources(CUSTOM_PODS) == CUSTOM_PODS.resources.to_wire()
+    assert worker_resources(CUSTOM_PODS, resources={}) == CUSTOM_PODS.resources.to_wire()
+    only_limits = worker_resources(CUSTOM_PODS, resources={"limits": {"memory": "8Gi"}})
+    assert only_limits == {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
+    assert worker_resources(WorkerPodSettings()) == {
+        "requests": {"cpu": "500m", "memory": "512Mi"},
+        "limits": {"memory": "1Gi"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("pod_context", "context", "problem"),
+    [
+        ({}, {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}, "runAsNonRoot must be true"),
+        (
+            {"runAsNonRoot": True},
+            {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "seccompProfile",
+        ),
+        (
+            {"runAsNonRoot": True, "seccompProfile": {"type": "Unconfined"}},
+            {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "pod seccompProfile Unconfined not allowed",
+        ),
+        (
+            {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            {"allowPrivilegeEscalation": True, "capabilities": {"drop": ["ALL"]}},
+            "allowPrivilegeEscalation must be false",
+        ),
+        (
+            {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            {"allowPrivilegeEscalation": False},
+            "capabilities must drop ALL",
+        ),
+        (
+            {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}},
+            "may add only NET_BIND_SERVICE",
+        ),
+        (
+            {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "privileged": True},
+            "privileged",
+        ),
+        (
+            {"runAsNonRoot": True, "runAsUser": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+            {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "runAsUser must not be 0",
+        ),
+    ],
+)
+def test_settings_that_break_restricted_are_refused(
+    pod_context: dict[str, Any], context: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValueError, match='Pod Security "restricted"') as raised:
+        WorkerPodSettings(pod_security_context=pod_context, security_context=context)
+    assert problem in str(raised.value)
+
+
+def test_restricted_may_be_met_on_the_container_alone() -> None:
+    context = {**WorkerPodSettings().security_context, "readOnlyRootFilesystem": False}
+    settings = WorkerPodSettings(pod_security_context={}, security_context=context)
+    pod = worker_job(example("volume-job.yaml"), pods=settings)["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {}
+    assert restricted_violations(pod, read_only_root=False) == []
+
+
+def test_default_resources_without_a_cpu_request_are_refused() -> None:
+    with pytest.raises(ValueError, match="request cpu"):
+        WorkerPodSettings(resources=Resources.model_validate({"requests": {"memory": "1Gi"}}))

@@ -43,8 +43,55 @@ def test_operator_refuses_all_namespaces_with_a_namespace() -> None:
 def test_operator_help_names_its_environment() -> None:
     result = CliRunner().invoke(main, ["operator", "--help"])
     assert result.exit_code == 0
-    for variable in ("HEADRACE_WORKER_IMAGE", "HEADRACE_DATABASE_SECRET", "HEADRACE_DATABASE_URL", "HEADRACE_LIVENESS"):
+    for variable in (
+        "HEADRACE_WORKER_IMAGE",
+        "HEADRACE_WORKER_IMAGE_PULL_POLICY",
+        "HEADRACE_WORKER_IMAGE_PULL_SECRETS",
+        "HEADRACE_WORKER_POD_SECURITY_CONTEXT",
+        "HEADRACE_WORKER_SECURITY_CONTEXT",
+        "HEADRACE_WORKER_RESOURCES",
+        "HEADRACE_WORKER_SERVICE_ACCOUNT",
+        "HEADRACE_DATABASE_SECRET",
+        "HEADRACE_DATABASE_URL",
+        "HEADRACE_LIVENESS",
+    ):
         assert variable in result.output
+
+
+OPERATOR = ["operator", "--database-url", "postgresql://unused/x", "--worker-image", "img"]
+NO_RUN_AS_NON_ROOT = '{"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}'
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"HEADRACE_WORKER_SECURITY_CONTEXT": '{"allowPrivilegeEscalation": true, "capabilities": {"drop": []}}'},
+            "container worker: allowPrivilegeEscalation must be false",
+        ),
+        (
+            {
+                "HEADRACE_WORKER_POD_SECURITY_CONTEXT": '{"runAsNonRoot": false}',
+                "HEADRACE_WORKER_SECURITY_CONTEXT": NO_RUN_AS_NON_ROOT,
+            },
+            "container worker: runAsNonRoot must be true",
+        ),
+        ({"HEADRACE_WORKER_POD_SECURITY_CONTEXT": "runAsNonRoot: true"}, "not JSON"),
+        ({"HEADRACE_WORKER_SECURITY_CONTEXT": '["ALL"]'}, "must be a JSON object, got list"),
+        ({"HEADRACE_WORKER_RESOURCES": '{"requests": {"cpu": "lots"}}'}, "--worker-resources: requests.cpu"),
+        ({"HEADRACE_WORKER_RESOURCES": '{"requests": {"memory": "1Gi"}}'}, "must request cpu"),
+        ({"HEADRACE_WORKER_IMAGE_PULL_POLICY": "Sometimes"}, "Sometimes"),
+    ],
+)
+def test_operator_refuses_bad_worker_pod_settings_at_start(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    """Refused before anything connects: the database URL points nowhere and no cluster is configured."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(main, OPERATOR)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
 
 
 def test_crd_to_stdout(tmp_path: Path) -> None:

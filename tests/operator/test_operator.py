@@ -202,6 +202,7 @@ async def test_restart_after_a_partial_reconcile_converges(
         job,
         run=1,
         image=IMAGE,
+        pods=config.worker_pods,
         database_secret=config.database_secret,
         database_secret_key=config.database_secret_key,
         backoff_limit=config.backoff_limit,

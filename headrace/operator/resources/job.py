@@ -4,10 +4,12 @@
 Job completes when every pod has stopped. `parallelism` is the desired worker count (0 while suspended).
 """
 
+import copy
 import hashlib
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from headrace.model import IngestionJob
+from headrace.model import IngestionJob, Resources
 from headrace.model.contract import (
     DATABASE_URL_ENV,
     VOLUME_ROOT_ENV,
@@ -16,9 +18,90 @@ from headrace.model.contract import (
     WORKER_VOLUME_ROOT,
 )
 from headrace.operator.resources.labels import RUN_LABEL, object_labels, owner_reference
+from headrace.operator.resources.podsecurity import restricted_violations
 
 CONTAINER = "worker"
 MAX_NAME = 63  # the Job controller copies the name into a label value on its pods
+
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+
+def restricted_pod_security_context() -> dict[str, Any]:
+    """The worker pod's securityContext unless the operator is told otherwise: Pod Security "restricted"."""
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def restricted_security_context() -> dict[str, Any]:
+    """The worker container's securityContext unless the operator is told otherwise: "restricted", plus a
+    read-only root filesystem (the worker writes only to its /tmp emptyDir)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def default_resources() -> Resources:
+    """Resources of a worker container unless the operator is told otherwise."""
+    return Resources(requests={"cpu": "500m", "memory": "512Mi"}, limits={"memory": "1Gi"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerPodSettings:
+    """What the operator's installer (the chart) decides about every worker pod, as opposed to what each
+    IngestionJob decides. Construction refuses settings whose pods would break Pod Security "restricted"."""
+
+    image_pull_policy: PullPolicy = "IfNotPresent"
+    """imagePullPolicy of the worker container."""
+
+    image_pull_secrets: tuple[str, ...] = ()
+    """Secrets, in each IngestionJob's namespace, the kubelet pulls the worker image with."""
+
+    pod_security_context: dict[str, Any] = field(default_factory=restricted_pod_security_context)
+    """securityContext of the worker pod; replaces the built-in one as a whole."""
+
+    security_context: dict[str, Any] = field(default_factory=restricted_security_context)
+    """securityContext of the worker container; replaces the built-in one as a whole."""
+
+    resources: Resources = field(default_factory=default_resources)
+    """Requests and limits of the worker container for IngestionJobs that set none in `spec.workers.resources`."""
+
+    service_account: str | None = None
+    """ServiceAccount, in each IngestionJob's namespace, the worker pods run as (e.g. for IRSA or Workload
+    Identity); unset means the namespace's `default`. Its API token is never mounted."""
+
+    def __post_init__(self) -> None:
+        problems = restricted_violations(self.pod_spec({"name": CONTAINER}), read_only_root=False)
+        if problems:
+            raise ValueError('worker pods would break Pod Security "restricted": ' + "; ".join(problems))
+        if "cpu" not in (self.resources.requests or {}):
+            raise ValueError("worker resources must request cpu: the HPA's CPU target is relative to it")
+
+    def pod_spec(self, container: dict[str, Any]) -> dict[str, Any]:
+        """The pod-level fields these settings decide, around `container` (which gets its own)."""
+        pod: dict[str, Any] = {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": copy.deepcopy(self.pod_security_context),
+            "containers": [{**container, "securityContext": copy.deepcopy(self.security_context)}],
+        }
+        if self.service_account is not None:
+            pod["serviceAccountName"] = self.service_account
+        if self.image_pull_secrets:
+            pod["imagePullSecrets"] = [{"name": name} for name in self.image_pull_secrets]
+        return pod
+
+
+def worker_resources(job: IngestionJob, default: Resources) -> dict[str, Any]:
+    """The job's requests and limits, each taken whole from the operator's `default` when the job sets none."""
+    own = job.spec.workers.resources or Resources()
+    return Resources(
+        requests=default.requests if own.requests is None else own.requests,
+        limits=default.limits if own.limits is None else own.limits,
+    ).to_wire()
 
 
 class InvalidSpec(ValueError):
@@ -55,6 +138,7 @@ def build_worker_job(
     *,
     run: int,
     image: str,
+    pods: WorkerPodSettings,
     database_secret: str,
     database_secret_key: str,
     backoff_limit: int,
@@ -86,27 +170,14 @@ def build_worker_job(
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": pods.image_pull_policy,
         "command": ["headrace", "worker", "--job", job.metadata.uid],
         "env": env,
-        "resources": spec.workers.resources.to_wire(),
+        "resources": worker_resources(job, pods.resources),
         "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
     }
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [container],
-        "volumes": volumes,
-    }
+    pod_spec = pods.pod_spec(container)
+    pod_spec["volumes"] = volumes
     if spec.workers.node_selector:
         pod_spec["nodeSelector"] = dict(spec.workers.node_selector)
     if spec.workers.tolerations:
