@@ -571,7 +571,7 @@ def worker_pod_settings(
         given["security_context"] = security_context
     try:
         if resources is not None:
-            given["resources"] = Resources.model_validate(resources)
+            given["resources"] = Resources.model_validate(_quantities_as_strings(resources))
         return WorkerPodSettings(
             image_pull_policy=pull_policy,
             image_pull_secrets=tuple(pull_secrets),
@@ -582,3 +582,16 @@ def worker_pod_settings(
         raise click.UsageError("--worker-resources: " + "; ".join(field_errors(exc))) from exc
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+def _quantities_as_strings(resources: dict[str, Any]) -> dict[str, Any]:
+    """`cpu: 1` in Helm values arrives as a JSON number; Kubernetes reads it as the quantity "1", so do we."""
+    return {
+        key: {
+            name: str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+            for name, value in amounts.items()
+        }
+        if isinstance(amounts, dict)
+        else amounts
+        for key, amounts in resources.items()
+    }

@@ -135,3 +135,13 @@ def test_chart_worker_values_that_break_restricted_stop_the_operator(
     objects = render(sets=("worker.securityContext.capabilities.drop={NET_RAW}",))
     with pytest.raises(click.UsageError, match="capabilities must drop ALL"):
         chart_worker_pods(objects, monkeypatch)
+
+
+def test_chart_worker_resources_may_be_plain_numbers(render: Render, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cpu: 2` (a YAML number, as many values files write it) means the quantity "2", as in Kubernetes."""
+    objects = render(sets=("worker.resources.requests.cpu=2", "worker.resources.limits.cpu=2.5"))
+    pods = chart_worker_pods(objects, monkeypatch)
+    assert pods.resources.to_wire() == {
+        "requests": {"cpu": "2", "memory": "512Mi"},
+        "limits": {"cpu": "2.5", "memory": "1Gi"},
+    }
