@@ -85,11 +85,13 @@ def _entries_pattern(archive_uri: str) -> str:
 
 
 async def mark_unchanged_entries(pool: Pool, job_uid: uuid.UUID, run: int, archive_uris: list[str]) -> None:
-    """Record that this run found these archives unchanged, and with them every entry they hold."""
+    """Record that this run found these archives unchanged, and with them every entry they hold
+    (entries that failed stay failed, with their reason)."""
     if archive_uris:
         await pool.execute(
-            "UPDATE headrace.documents SET outcome = CASE WHEN run = $2 THEN outcome ELSE 'unchanged' END, "
-            "run = $2 WHERE job_uid = $1 AND uri LIKE ANY($3::text[])",
+            "UPDATE headrace.documents SET run = $2, outcome = CASE WHEN run = $2 THEN outcome "
+            "WHEN state = 'failed' THEN 'failed' ELSE 'unchanged' END "
+            "WHERE job_uid = $1 AND uri LIKE ANY($3::text[])",
             job_uid,
             run,
             [_entries_pattern(uri) for uri in archive_uris],

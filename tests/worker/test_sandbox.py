@@ -72,3 +72,18 @@ async def test_a_child_dying_on_a_plain_document_fails_that_document(tmp_path: P
         await sandbox.close()
     assert found["die.txt"]["type"] == "failed"
     assert after["fine.txt"]["type"] == "document"
+
+
+async def test_a_stream_abandoned_half_way_does_not_leak_into_the_next() -> None:
+    sandbox = Sandbox()
+    data = zip_file({f"{i}.txt": f"entry {i} words" for i in range(5)})
+    request = Request(uri="box.zip", limits=Limits(), chunking=Chunking())
+    try:
+        messages = sandbox.process(request, data, silence_seconds=10)
+        first = await anext(messages)
+        await messages.aclose()  # as when storing the first document fails
+        after = await collect(sandbox, b"fresh words", uri="next.txt")
+    finally:
+        await sandbox.close()
+    assert first["uri"] == "box.zip!/0.txt"
+    assert list(after) == ["next.txt"]
