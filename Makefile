@@ -7,7 +7,7 @@ READY  := $(VENV)/.ready
 .PHONY: demo test lint unit help clean
 
 help:
-	@echo "make demo   ingest the sample corpus into an embedded Postgres and search it"
+	@echo "make demo   ingest the sample corpus into an embedded Postgres, search it, serve the API on :8080"
 	@echo "make test   lint, type-check and run every test"
 
 $(BIN)/python:

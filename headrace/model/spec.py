@@ -5,10 +5,10 @@ Every field's docstring becomes its `kubectl explain` text once the CRD is gener
 
 import hashlib
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from headrace.model.base import KubeModel
 
@@ -137,6 +137,9 @@ class S3Source(KubeModel):
 class Source(KubeModel):
     """Where the documents come from. Set exactly one source."""
 
+    # The CRD says the same as _exactly_one: with CEL where the server has it, with maxProperties everywhere.
+    model_config = ConfigDict(json_schema_extra=lambda schema, cls: _one_of_rule(schema))
+
     volume: VolumeSource | None = None
     """Ingest files from a volume."""
 
@@ -160,8 +163,26 @@ class Source(KubeModel):
         return next(name for name in type(self).model_fields if getattr(self, name) is not None)
 
 
+def _one_of_rule(schema: dict[str, Any]) -> None:
+    names = list(schema["properties"])
+    counted = " + ".join(f"(has(self.{name}) ? 1 : 0)" for name in names)
+    schema["minProperties"] = 1
+    schema["maxProperties"] = 1
+    schema["x-kubernetes-validations"] = [
+        {"rule": f"{counted} == 1", "message": f"set exactly one source ({', '.join(names)})"}
+    ]
+
+
 class Chunking(KubeModel):
     """How extracted text is split into chunks, the unit that search returns."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.overlap * 2 <= self.targetSize", "message": "overlap must be at most half of targetSize"}
+            ]
+        }
+    )
 
     target_size: Annotated[int, Field(ge=100, le=20_000)] = 1500
     """Target chunk length in characters. A chunk is cut at the last boundary before this length."""
@@ -233,6 +254,12 @@ class Resources(KubeModel):
 
 class Workers(KubeModel):
     """How many worker pods process the job, and how they scale."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "self.min <= self.max", "message": "min must not exceed max"}]
+        }
+    )
 
     min: Annotated[int, Field(ge=0, le=1000)] = 1
     """Fewest workers while the job has work."""

@@ -190,3 +190,65 @@ async def processed_in_run(pool: Pool, job_uid: uuid.UUID, run: int, uris: list[
         uris,
     )
     return {row["uri"] for row in rows}
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    """A document as the API lists it, with the reason when it failed."""
+
+    id: int
+    uri: str
+    title: str
+    state: str
+    error: str | None
+    format: str | None
+    bytes: int
+    chunk_count: int
+    run: int
+    outcome: str
+    updated_at: Any
+
+
+async def list_documents(
+    pool: Pool, job_uid: uuid.UUID, *, state: str | None = None, after_id: int = 0, limit: int = 50
+) -> list[DocumentRow]:
+    """The job's documents in id order after `after_id` (keyset paging), optionally of one state."""
+    rows = await pool.fetch(
+        "SELECT id, uri, title, state, error, format, bytes, chunk_count, run, outcome, updated_at "
+        "FROM headrace.documents WHERE job_uid = $1 AND ($2::text IS NULL OR state = $2) AND id > $3 "
+        "ORDER BY id LIMIT $4",
+        job_uid,
+        state,
+        after_id,
+        limit,
+    )
+    return [DocumentRow(**dict(row)) for row in rows]
+
+
+@dataclass(frozen=True)
+class IndexTotals:
+    """What the index holds for one job."""
+
+    namespace: str
+    job: str
+    ingested: int
+    failed: int
+    chunks: int
+    bytes: int
+
+
+async def index_totals(pool: Pool) -> list[IndexTotals]:
+    """Documents by state, chunks and bytes per job, live or retained."""
+    rows = await pool.fetch(
+        """
+        SELECT j.namespace, j.name AS job,
+               count(d.id) FILTER (WHERE d.state = 'ingested') AS ingested,
+               count(d.id) FILTER (WHERE d.state = 'failed') AS failed,
+               coalesce(sum(d.chunk_count), 0) AS chunks,
+               coalesce(sum(d.bytes), 0) AS bytes
+        FROM headrace.jobs j
+        LEFT JOIN headrace.documents d ON d.job_uid = j.uid
+        GROUP BY j.uid, j.namespace, j.name
+        """
+    )
+    return [IndexTotals(**dict(row)) for row in rows]
