@@ -26,6 +26,9 @@ from headrace.worker.pipeline import Message, Request, process
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">I")
+# How long a fresh child may take to import its extractors and say it is ready. Kept apart from
+# the extraction timeout, which must not be spent on a slow start of a busy node.
+STARTUP_SECONDS = 120.0
 _DATA = struct.Struct(">Q")
 
 
@@ -49,6 +52,15 @@ class Sandbox:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
+            assert self._child.stdout is not None
+            try:
+                ready = await asyncio.wait_for(_read_message(self._child.stdout), STARTUP_SECONDS)
+            except (TimeoutError, asyncio.IncompleteReadError) as exc:
+                await self.close()
+                raise RuntimeError(f"the extraction sandbox did not start: {exc!r}") from exc
+            if ready.get("type") != "ready":
+                await self.close()
+                raise RuntimeError(f"the extraction sandbox said {ready!r} instead of ready")
         return self._child
 
     async def close(self) -> None:
@@ -132,6 +144,7 @@ def _write(stream: BinaryIO, message: Message) -> None:
 
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """The child's loop: one request in, its messages out, until stdin closes."""
+    _write(stdout, {"type": "ready"})
     while True:
         head = _read_exactly(stdin, _HEADER.size)
         if head is None:
@@ -157,6 +170,11 @@ def main() -> None:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when this child stops
+    # Import every extractor now, before saying ready, so no document's timeout pays for it.
+    import headrace.worker.formats.data
+    import headrace.worker.formats.docx
+    import headrace.worker.formats.pdf  # noqa: F401
+
     stdout = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print() from a library must not corrupt the protocol
     serve(sys.stdin.buffer, stdout)

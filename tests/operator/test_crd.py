@@ -79,7 +79,9 @@ def test_schema_carries_bounds_enums_defaults_and_required() -> None:
     assert "default" not in replicas and replicas["type"] == "integer"
     source = spec["properties"]["source"]
     assert source["maxProperties"] == 1
-    assert source["x-kubernetes-validations"][0]["rule"] == "(has(self.volume) ? 1 : 0) == 1"
+    assert source["x-kubernetes-validations"][0]["rule"] == (
+        "(has(self.volume) ? 1 : 0) + (has(self.http) ? 1 : 0) + (has(self.s3) ? 1 : 0) == 1"
+    )
     conditions = _schema()["properties"]["status"]["properties"]["conditions"]
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert conditions["items"]["required"] == ["type", "status", "reason"]
@@ -140,6 +142,9 @@ def test_examples_exist() -> None:
         ({"source": {"volume": {}}, "retention": "Forever"}, "retention"),
         ({"source": {"volume": {}}, "workers": {"max": 0}}, "max"),
         ({"source": {"volume": {}}, "workers": {"resources": {"requests": {"cpu": "lots"}}}}, "cpu"),
+        ({"source": {"http": {"urls": ["ftp://example.com/a.txt"]}}}, "urls"),
+        ({"source": {"s3": {"bucket": "Not_A_Bucket"}}}, "bucket"),
+        ({"source": {"volume": {}}, "limits": {"maxNestingDepth": 11}}, "maxNestingDepth"),
     ],
 )
 def test_bad_specs_fail_schema_and_model(spec: dict[str, Any], field: str) -> None:
@@ -195,6 +200,8 @@ def test_samples_pass_the_cel_rules(path: Path) -> None:
         ({"source": {"volume": {}}, "chunking": {"targetSize": 200, "overlap": 150}}, "overlap must be at most half"),
         ({"source": {"volume": {}}, "workers": {"min": 5, "max": 2}}, "min must not exceed max"),
         ({"source": {"volume": {}}, "workers": {"resources": {"limits": {"gpu": "1"}}}}, "keys must be among"),
+        ({"source": {"http": {}}}, "set urls, sitemaps or both"),
+        ({"source": {"volume": {}, "s3": {"bucket": "docs"}}}, "set exactly one source"),
     ],
 )
 def test_cel_rules_catch_what_the_model_rejects(spec: dict[str, Any], message: str) -> None:
