@@ -78,6 +78,7 @@ async def ingest(ctx: Context, task: queue.Task) -> None:
     for ref in refs:
         await _ingest_one(ctx, task.run, ref, known.get(ref.uri), batch)
     await documents.mark_unchanged(ctx.pool, ctx.job.uid, task.run, batch.unchanged)
+    await documents.refresh_versions(ctx.pool, ctx.job.uid, batch.versions)
     await documents.mark_unchanged_entries(ctx.pool, ctx.job.uid, task.run, batch.unchanged_archives)
     await documents.record_failures(ctx.pool, ctx.job.uid, task.run, batch.failures)
     metrics.DOCUMENTS.labels("unchanged").inc(len(batch.unchanged))
@@ -90,16 +91,19 @@ class _Batch:
 
     unchanged: list[str] = field(default_factory=list)
     unchanged_archives: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
 
     def fail(self, job: JobRecord, uri: str, reason: str) -> None:
         self.failures[uri] = reason
         log.warning("Failed document", extra={"job": job.name, "uri": uri, "reason": reason})
 
-    def keep(self, uri: str, previous: KnownDocument) -> None:
+    def keep(self, uri: str, previous: KnownDocument, version: str | None = None) -> None:
         self.unchanged.append(uri)
         if previous.format in ARCHIVE_FORMATS:
             self.unchanged_archives.append(uri)
+        if version is not None and version != previous.source_version:
+            self.versions[uri] = version
 
 
 async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownDocument | None, batch: _Batch) -> None:
@@ -123,10 +127,10 @@ async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownD
         batch.keep(ref.uri, current)
         return
     digest = content_hash(fetched.data)
-    if current and current.content_hash == digest:
-        batch.keep(ref.uri, current)
-        return
     version = fetched.version or ref.version
+    if current and current.content_hash == digest:
+        batch.keep(ref.uri, current, version)
+        return
     request = Request(
         uri=ref.uri,
         limits=spec.limits,
