@@ -73,7 +73,11 @@ ranked AS (
     SELECT c.id, c.document_id, c.job_uid, c.ordinal, c.page, c.content, q.cfg, q.query,
            ts_rank_cd(c.tsv, q.query) AS score
     FROM q
-    JOIN headrace.chunks c ON c.config = q.cfg AND c.tsv @@ q.query
+    -- LATERAL with OFFSET 0 keeps Postgres from flattening this into a hash join that tests `@@` on
+    -- every chunk: per text-search config it is a bitmap scan of the GIN index for that config's query.
+    CROSS JOIN LATERAL (
+        SELECT * FROM headrace.chunks c0 WHERE c0.tsv @@ q.query AND c0.config = q.cfg OFFSET 0
+    ) c
     JOIN headrace.documents d ON d.id = c.document_id
     WHERE c.job_uid IN (SELECT uid FROM scope)
       AND ($5::text IS NULL OR starts_with(d.uri, $5))

@@ -26,10 +26,12 @@ from headrace.worker.pipeline import Message, Request, process
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">I")
-# How long a fresh child may take to import its extractors and say it is ready. Kept apart from
-# the extraction timeout, which must not be spent on a slow start of a busy node.
-STARTUP_SECONDS = 120.0
 _DATA = struct.Struct(">Q")
+
+# How long a fresh child may take to start (interpreter, PDFium, lxml) before it says it is ready.
+# Kept apart from limits.extractionTimeoutSeconds, which bounds the work on a document, not a
+# cold start on a busy node.
+STARTUP_TIMEOUT_SECONDS = 120.0
 
 
 class Sandbox:
@@ -46,21 +48,23 @@ class Sandbox:
             await self.close()
         if self._child is None or self._child.returncode is not None:
             args = ["--memory-bytes", str(self.memory_bytes)] if self.memory_bytes else []
-            self._child = await asyncio.create_subprocess_exec(
+            child = await asyncio.create_subprocess_exec(
                 *self.command,
                 *args,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
-            assert self._child.stdout is not None
+            assert child.stdout is not None
             try:
-                ready = await asyncio.wait_for(_read_message(self._child.stdout), STARTUP_SECONDS)
-            except (TimeoutError, asyncio.IncompleteReadError) as exc:
-                await self.close()
-                raise RuntimeError(f"the extraction sandbox did not start: {exc!r}") from exc
+                ready = await asyncio.wait_for(_read_message(child.stdout), STARTUP_TIMEOUT_SECONDS)
+            except BaseException:
+                child.kill()
+                await child.wait()
+                raise
             if ready.get("type") != "ready":
-                await self.close()
-                raise RuntimeError(f"the extraction sandbox said {ready!r} instead of ready")
+                child.kill()
+                raise RuntimeError(f"extraction sandbox spoke before it was ready: {ready!r}")
+            self._child = child
         return self._child
 
     async def close(self) -> None:

