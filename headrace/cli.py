@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from headrace import logs
 from headrace.model.contract import DATABASE_URL_ENV as POD_DATABASE_URL_ENV
-from headrace.model.contract import VOLUME_ROOT_ENV
+from headrace.model.contract import SECRETS_DIR_ENV, VOLUME_ROOT_ENV, WORKER_SECRETS_DIR
 
 T = TypeVar("T")
 
@@ -98,6 +98,22 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
     show_default=True,
     help="Folder that spec.source.volume.path is relative to.",
 )
+@click.option(
+    "--secrets-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=SECRETS_DIR_ENV,
+    default=Path(WORKER_SECRETS_DIR),
+    show_default=True,
+    help="Folder holding one sub-folder per referenced Secret, one file per key.",
+)
+@click.option(
+    "--extract-memory-mib",
+    type=click.IntRange(64, 1024 * 1024),
+    envvar="HEADRACE_EXTRACT_MEMORY_MIB",
+    default=1024,
+    show_default=True,
+    help="Address-space limit of the extraction child process, which parses documents.",
+)
 @click.option("--lease-seconds", type=click.FloatRange(1, 3600), default=30.0, show_default=True)
 @click.option(
     "--grace-seconds",
@@ -117,6 +133,8 @@ def worker(
     job_uid: uuid.UUID,
     database_url: str | None,
     volume_root: Path,
+    secrets_dir: Path,
+    extract_memory_mib: int,
     lease_seconds: float,
     grace_seconds: float,
     metrics_port: int | None,
@@ -146,7 +164,13 @@ def worker(
         pool = await connect(database_url, min_size=1, max_size=3)
         try:
             loop = Worker(
-                pool, job_uid, volume_root=volume_root, lease_seconds=lease_seconds, grace_seconds=grace_seconds
+                pool,
+                job_uid,
+                volume_root=volume_root,
+                secrets_dir=secrets_dir,
+                extract_memory_bytes=extract_memory_mib * 1024 * 1024,
+                lease_seconds=lease_seconds,
+                grace_seconds=grace_seconds,
             )
             loop.install_signal_handlers()
             return await loop.run()
@@ -157,7 +181,12 @@ def worker(
 
 
 def _run_manifest(
-    manifest: Path, workers: int, database_url: str | None, data_dir: Path, console: Console
+    manifest: Path,
+    workers: int,
+    database_url: str | None,
+    data_dir: Path,
+    console: Console,
+    secrets_dir: Path | None = None,
 ) -> uuid.UUID:
     from headrace.local import print_summary, run_job
     from headrace.model import InvalidManifest, load_manifest
@@ -170,7 +199,13 @@ def _run_manifest(
         result = _with_pool(
             dsn,
             lambda pool: run_job(
-                pool, dsn, job, volume_root=manifest.resolve().parent, workers=workers, console=console
+                pool,
+                dsn,
+                job,
+                volume_root=manifest.resolve().parent,
+                workers=workers,
+                console=console,
+                secrets_dir=secrets_dir.resolve() if secrets_dir else None,
             ),
         )
     print_summary(result, console)
@@ -189,11 +224,18 @@ def _run_manifest(
     help="IngestionJob manifest (the same YAML you would kubectl apply).",
 )
 @click.option("-w", "--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option(
+    "--secrets-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Stand-in for the Secrets the manifest references: a folder with one sub-folder per Secret "
+    "name and one file per key (e.g. s3-creds/AWS_ACCESS_KEY_ID).",
+)
 @database_url_option
 @data_dir_option
-def run(manifest: Path, workers: int, database_url: str | None, data_dir: Path) -> None:
+def run(manifest: Path, workers: int, secrets_dir: Path | None, database_url: str | None, data_dir: Path) -> None:
     """Run an IngestionJob manifest locally, to the end, with N worker processes."""
-    _run_manifest(manifest, workers, database_url, data_dir, Console(stderr=True))
+    _run_manifest(manifest, workers, database_url, data_dir, Console(stderr=True), secrets_dir)
 
 
 def print_hits(console: Console, query: str, hits: list[Any]) -> None:
@@ -240,8 +282,10 @@ DEMO_QUERIES = ["politics", '"hacker ethic"', "marriage -divorce"]
 @main.command()
 @click.option("-w", "--workers", type=click.IntRange(1, 64), default=2, show_default=True)
 @data_dir_option
-def demo(workers: int, data_dir: Path) -> None:
-    """Ingest the bundled sample corpus into an embedded Postgres and search it."""
+@click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the API when the searches are done.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port of the API.")
+def demo(workers: int, data_dir: Path, serve: bool, port: int) -> None:
+    """Ingest the bundled sample corpus into an embedded Postgres, search it, then serve the API on it."""
     from headrace.store import search as store_search
 
     console = Console()
@@ -256,4 +300,166 @@ def demo(workers: int, data_dir: Path) -> None:
                 print_hits(console, query, page.hits)
 
         _with_pool(dsn, searches)
-    console.print('\nTry your own: [bold]headrace search "your words here"[/bold]')
+        console.print('\nTry your own: [bold]headrace search "your words here"[/bold]')
+        if serve:
+            _serve_demo(console, dsn, port)
+
+
+def _serve_demo(console: Console, dsn: str, port: int) -> None:
+    """Serve the API on loopback without authentication, with curl lines to paste, until Ctrl-C."""
+    from headrace.api.server import serve
+    from headrace.api.settings import ApiSettings
+
+    base = f"http://127.0.0.1:{port}"
+    job = f"{base}/v1/namespaces/default/ingestionjobs/demo"
+    console.print(f"\n[bold]Serving the API on {base}[/bold] (no authentication: loopback only). Ctrl-C stops it.")
+    for title, command in [
+        ("status and progress", f"curl -s {job}"),
+        ("failed documents", f"curl -s '{job}/documents?state=failed'"),
+        ("live events (SSE)", f"curl -sN {job}/events"),
+        ("search", f"curl -s '{base}/v1/search?q=%22hacker+ethic%22&limit=3'"),
+        (
+            "search with filters",
+            f"curl -s {base}/v1/search -H 'content-type: application/json' "
+            '-d \'{"q": "politics", "uriPrefix": "devils-dictionary/", "limit": 3}\'',
+        ),
+        ("API reference", f"open {base}/docs"),
+    ]:
+        console.print(f"  [dim]# {title}[/dim]\n  {escape(command)}", highlight=False, soft_wrap=True)
+    settings = ApiSettings(database_url=dsn, auth_mode="none", listen_host="127.0.0.1", listen_port=port)
+    if not serve(settings):
+        raise click.ClickException(f"the API did not start: is port {port} free? (try --port)")
+    console.print("Stopped the API.")
+
+
+@main.command()
+@click.option("--host", envvar="HEADRACE_LISTEN_HOST", default="0.0.0.0", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), envvar="HEADRACE_LISTEN_PORT", default=8080, show_default=True)
+@database_url_option
+def api(host: str, port: int, database_url: str | None) -> None:
+    """Serve the HTTP API: job status, live progress, search. Configured by HEADRACE_* variables (docs/api.md)."""
+    from pydantic import ValidationError
+
+    from headrace.api.server import serve
+    from headrace.api.settings import ApiSettings
+
+    if not database_url:
+        raise click.UsageError("a database URL is needed: --database-url, HEADRACE_DATABASE_URL or DATABASE_URL")
+    try:
+        settings = ApiSettings(database_url=database_url, listen_host=host, listen_port=port)
+    except (ValidationError, ValueError) as exc:
+        raise click.ClickException(f"invalid API settings: {exc}") from None
+    if not serve(settings):
+        sys.exit(3)
+
+
+@main.command()
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("crds"),
+    show_default=True,
+    help="Folder to write the CRD manifest into.",
+)
+@click.option(
+    "--chart",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write the CRD template of this Helm chart (e.g. charts/headrace).",
+)
+@click.option("--stdout", is_flag=True, help="Print the CRD instead of writing files.")
+def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
+    """Generate the IngestionJob CustomResourceDefinition from the model."""
+    from headrace.model import crd as crds
+
+    if stdout:
+        click.echo(crds.crd_yaml(), nl=False)
+        return
+    targets = [(output_dir / crds.CRD_FILENAME, crds.crd_yaml())]
+    if chart is not None:
+        targets.append((chart / crds.CHART_TEMPLATE, crds.chart_template()))
+    for path, text in targets:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        click.echo(f"Wrote {path}")
+
+
+@main.command()
+@click.option(
+    "-A",
+    "--all-namespaces",
+    is_flag=True,
+    help="Watch IngestionJobs in every namespace (the default when no --namespace is given).",
+)
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    envvar="HEADRACE_NAMESPACES",
+    help="Watch only this namespace (repeatable; env HEADRACE_NAMESPACES, space-separated).",
+)
+@database_url_option
+@click.option(
+    "--worker-image",
+    envvar="HEADRACE_WORKER_IMAGE",
+    required=True,
+    help="Image of the worker pods (env HEADRACE_WORKER_IMAGE).",
+)
+@click.option(
+    "--database-secret",
+    envvar="HEADRACE_DATABASE_SECRET",
+    default="headrace-database",
+    show_default=True,
+    help="Secret, in each IngestionJob's namespace, holding the workers' DATABASE_URL (env HEADRACE_DATABASE_SECRET).",
+)
+@click.option(
+    "--liveness",
+    "liveness_endpoint",
+    envvar="HEADRACE_LIVENESS",
+    default=None,
+    help="Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (env HEADRACE_LIVENESS).",
+)
+@click.option(
+    "--observe-interval",
+    type=click.FloatRange(1, 3600),
+    envvar="HEADRACE_OBSERVE_INTERVAL",
+    default=10.0,
+    show_default=True,
+    help="Seconds between two looks at each job's progress.",
+)
+@click.option(
+    "--migrate/--no-migrate",
+    default=True,
+    show_default=True,
+    help="Apply pending database migrations at start; with --no-migrate, refuse to start on a stale schema.",
+)
+def operator(
+    all_namespaces: bool,
+    namespaces: tuple[str, ...],
+    database_url: str | None,
+    worker_image: str,
+    database_secret: str,
+    liveness_endpoint: str | None,
+    observe_interval: float,
+    migrate: bool,
+) -> None:
+    """Run the Kubernetes operator: IngestionJobs in, worker Jobs, HPAs and status out."""
+    from headrace.operator.config import OperatorConfig
+    from headrace.operator.main import run as run_operator
+
+    if not database_url:
+        raise click.UsageError("a database URL is needed: --database-url or HEADRACE_DATABASE_URL")
+    if all_namespaces and namespaces:
+        raise click.UsageError("-A and --namespace exclude each other")
+    config = OperatorConfig(
+        database_url=database_url,
+        worker_image=worker_image,
+        database_secret=database_secret,
+        observe_interval=observe_interval,
+        migrate=migrate,
+    )
+    run_operator(
+        config, namespaces=[n for spec in namespaces for n in spec.split()], liveness_endpoint=liveness_endpoint
+    )

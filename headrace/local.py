@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from headrace.model import IngestionJob
+from headrace.model.contract import SECRETS_DIR_ENV
 from headrace.store import jobs, migrate
 from headrace.store.db import Pool
 from headrace.store.jobs import RunState
@@ -58,6 +59,7 @@ async def run_job(
     volume_root: Path,
     workers: int,
     console: Console | None = None,
+    secrets_dir: Path | None = None,
 ) -> LocalRun:
     """Register the job, start a run, and drive it to the end with `workers` worker processes."""
     started = time.monotonic()
@@ -67,7 +69,7 @@ async def run_job(
         pool, uid=uid, namespace=job.metadata.namespace, name=job.metadata.name, generation=1, spec=job.spec
     )
     run = await jobs.start_run(pool, record, reason="started by headrace run")
-    processes = [await _spawn_worker(dsn, uid, volume_root) for _ in range(workers)]
+    processes = [await _spawn_worker(dsn, uid, volume_root, secrets_dir) for _ in range(workers)]
     waiters = asyncio.gather(*(p.wait() for p in processes))
     await _show_progress(pool, uid, run, waiters, console)
     codes = list(await waiters)
@@ -82,8 +84,12 @@ async def run_job(
     return LocalRun(uid, state, [(r["uri"], r["error"]) for r in failures], chunks, time.monotonic() - started, codes)
 
 
-async def _spawn_worker(dsn: str, uid: uuid.UUID, volume_root: Path) -> asyncio.subprocess.Process:
+async def _spawn_worker(
+    dsn: str, uid: uuid.UUID, volume_root: Path, secrets_dir: Path | None
+) -> asyncio.subprocess.Process:
     env = {**os.environ, "HEADRACE_DATABASE_URL": dsn}
+    if secrets_dir is not None:
+        env[SECRETS_DIR_ENV] = str(secrets_dir)  # absolute: the caller resolves it
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_STANDARD.add("color_message")  # uvicorn's copy of the message with terminal colour codes
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:

@@ -5,10 +5,10 @@ Every field's docstring becomes its `kubectl explain` text once the CRD is gener
 
 import hashlib
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from croniter import croniter
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from headrace.model.base import KubeModel
 
@@ -51,11 +51,103 @@ class VolumeSource(KubeModel):
         return value
 
 
+class SecretRef(KubeModel):
+    """A Secret in the job's namespace. Its keys are mounted as files in every worker pod."""
+
+    name: DNS1123Subdomain
+    """Name of the Secret."""
+
+
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=4096)]
+
+
+class HttpSource(KubeModel):
+    """Documents served over HTTP(S): a list of URLs, sitemaps, or both."""
+
+    urls: Annotated[list[HttpUrl], Field(max_length=10_000)] = []
+    """Document URLs to ingest, each http:// or https://."""
+
+    sitemaps: Annotated[list[HttpUrl], Field(max_length=100)] = []
+    """sitemap.xml URLs (plain or gzipped). Every page they list is ingested; sitemap indexes are
+    followed to the sitemaps they name."""
+
+    headers_secret_ref: SecretRef | None = None
+    """A Secret whose every key is an HTTP header name and whose value is that header's value, sent
+    with every request (e.g. `Authorization`). They are dropped when a redirect leaves the host."""
+
+    allow_private_networks: bool = False
+    """Allow requests to loopback, private (RFC 1918, unique-local), link-local and other non-public
+    addresses. Off by default, so a URL or redirect cannot reach the cluster's own services or a
+    cloud metadata endpoint. Checked on the resolved address of every connection, redirects included."""
+
+    max_redirects: Annotated[int, Field(ge=0, le=20)] = 5
+    """Redirects followed per request before the document fails."""
+
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Longest wait for a connection to be established."""
+
+    read_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    """Longest wait for any single read from the server."""
+
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    """Longest a whole request may take, redirects and body included, so a server that dribbles
+    bytes cannot hold a worker. A document that exceeds it fails."""
+
+    user_agent: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "headrace"
+    """User-Agent header sent with every request."""
+
+    @model_validator(mode="after")
+    def _something_to_fetch(self) -> "HttpSource":
+        if not self.urls and not self.sitemaps:
+            raise ValueError("set urls, sitemaps or both")
+        return self
+
+
+class S3Source(KubeModel):
+    """Objects in an S3 bucket, on AWS or any S3-compatible store (MinIO, Ceph RGW, R2, ...)."""
+
+    bucket: Annotated[str, StringConstraints(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]*[a-z0-9]$")]
+    """Bucket name."""
+
+    prefix: Annotated[str, StringConstraints(max_length=1024)] = ""
+    """Only keys starting with this are listed (e.g. `reports/2024/`)."""
+
+    include: Annotated[list[Glob], Field(min_length=1, max_length=64)] = ["**/*"]
+    """Glob patterns, relative to `prefix`, of the keys to ingest. `**` matches any number of folders."""
+
+    exclude: Annotated[list[Glob], Field(max_length=64)] = []
+    """Glob patterns, relative to `prefix`, of keys to skip even when `include` matches them."""
+
+    region: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "us-east-1"
+    """Region of the bucket (used for request signing)."""
+
+    endpoint: HttpUrl | None = None
+    """Endpoint URL of an S3-compatible store, e.g. `http://minio.storage:9000`. Empty means AWS."""
+
+    path_style: bool = False
+    """Address the bucket in the path (`endpoint/bucket/key`) instead of the host name
+    (`bucket.endpoint/key`). Most self-hosted stores need this."""
+
+    credentials_secret_ref: SecretRef | None = None
+    """A Secret with keys `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
+    `AWS_SESSION_TOKEN`. Without it the worker uses the default AWS credential chain (for example
+    IAM Roles for Service Accounts)."""
+
+
 class Source(KubeModel):
     """Where the documents come from. Set exactly one source."""
 
+    # The CRD says the same as _exactly_one: with CEL where the server has it, with maxProperties everywhere.
+    model_config = ConfigDict(json_schema_extra=lambda schema, cls: _one_of_rule(schema))
+
     volume: VolumeSource | None = None
     """Ingest files from a volume."""
+
+    http: HttpSource | None = None
+    """Ingest web pages and files over HTTP(S)."""
+
+    s3: S3Source | None = None
+    """Ingest objects from an S3-compatible bucket."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Source":
@@ -71,8 +163,26 @@ class Source(KubeModel):
         return next(name for name in type(self).model_fields if getattr(self, name) is not None)
 
 
+def _one_of_rule(schema: dict[str, Any]) -> None:
+    names = list(schema["properties"])
+    counted = " + ".join(f"(has(self.{name}) ? 1 : 0)" for name in names)
+    schema["minProperties"] = 1
+    schema["maxProperties"] = 1
+    schema["x-kubernetes-validations"] = [
+        {"rule": f"{counted} == 1", "message": f"set exactly one source ({', '.join(names)})"}
+    ]
+
+
 class Chunking(KubeModel):
     """How extracted text is split into chunks, the unit that search returns."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.overlap * 2 <= self.targetSize", "message": "overlap must be at most half of targetSize"}
+            ]
+        }
+    )
 
     target_size: Annotated[int, Field(ge=100, le=20_000)] = 1500
     """Target chunk length in characters. A chunk is cut at the last boundary before this length."""
@@ -145,6 +255,12 @@ class Resources(KubeModel):
 class Workers(KubeModel):
     """How many worker pods process the job, and how they scale."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "self.min <= self.max", "message": "min must not exceed max"}]
+        }
+    )
+
     min: Annotated[int, Field(ge=0, le=1000)] = 1
     """Fewest workers while the job has work."""
 
@@ -203,7 +319,30 @@ class Limits(KubeModel):
     """Bounds on hostile or accidental input. A document that trips one fails with a reason naming it."""
 
     max_document_bytes: Annotated[int, Field(ge=1, le=2048 * MiB)] = 50 * MiB
-    """Largest document read, in bytes. Larger documents fail without being read whole."""
+    """Largest document read, in bytes. Larger documents fail without being read whole. Applies to
+    each archive entry too."""
+
+    max_archive_entries: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    """Most entries (files, folders and links) in one zip or tar archive. An archive with more fails whole."""
+
+    max_total_uncompressed_bytes: Annotated[int, Field(ge=1, le=64 * 1024 * MiB)] = 1024 * MiB
+    """Most bytes one archive (nested archives included) may expand to. An archive that declares
+    more fails whole; a nested archive that does not fit in what is left fails as an entry."""
+
+    max_compression_ratio: Annotated[int, Field(ge=1, le=100_000)] = 100
+    """Highest uncompressed-to-compressed size ratio of an archive entry. Only entries larger than
+    1 MiB uncompressed are checked, since small files and flat images legitimately compress far better."""
+
+    max_nesting_depth: Annotated[int, Field(ge=0, le=10)] = 2
+    """How many levels of archives are opened: 1 opens archives but not archives inside them; 0
+    treats every archive as a failed document."""
+
+    max_pdf_pages: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    """Most pages in a PDF. A longer PDF fails without its text being extracted."""
+
+    extraction_timeout_seconds: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    """Longest the extraction of one document (or one archive entry) may take. Extraction runs in a
+    child process that is killed when it overruns, and the document fails."""
 
 
 class FailurePolicy(KubeModel):
@@ -267,7 +406,11 @@ class IngestionJobSpec(KubeModel):
 
     def secret_names(self) -> list[str]:
         """Names of the Secrets in the job's namespace that its workers read (see model.contract)."""
-        return []
+        refs = [
+            self.source.http.headers_secret_ref if self.source.http else None,
+            self.source.s3.credentials_secret_ref if self.source.s3 else None,
+        ]
+        return sorted({ref.name for ref in refs if ref is not None})
 
     def content_fingerprint(self) -> str:
         """What, besides a document's bytes, decides its chunks. Equal bytes and an equal

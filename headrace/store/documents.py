@@ -19,6 +19,7 @@ class KnownDocument:
     fingerprint: str | None
     source_version: str | None
     run: int
+    format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class DocumentRecord:
 async def known(conn: Pool | Connection, job_uid: uuid.UUID, uris: list[str]) -> dict[str, KnownDocument]:
     """The index's record of each of these URIs that it has."""
     rows = await conn.fetch(
-        "SELECT uri, state, content_hash, fingerprint, source_version, run FROM headrace.documents "
+        "SELECT uri, state, content_hash, fingerprint, source_version, run, format FROM headrace.documents "
         "WHERE job_uid = $1 AND uri = ANY($2::text[])",
         job_uid,
         uris,
@@ -75,6 +76,36 @@ async def mark_unchanged(pool: Pool, job_uid: uuid.UUID, run: int, uris: list[st
             run,
             uris,
         )
+
+
+def _entries_pattern(archive_uri: str) -> str:
+    """A LIKE pattern matching the URIs of an archive's entries, nested ones included (`a.zip!/...`)."""
+    escaped = archive_uri.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "!/%"
+
+
+async def mark_unchanged_entries(pool: Pool, job_uid: uuid.UUID, run: int, archive_uris: list[str]) -> None:
+    """Record that this run found these archives unchanged, and with them every entry they hold."""
+    if archive_uris:
+        await pool.execute(
+            "UPDATE headrace.documents SET outcome = CASE WHEN run = $2 THEN outcome ELSE 'unchanged' END, "
+            "run = $2 WHERE job_uid = $1 AND uri LIKE ANY($3::text[])",
+            job_uid,
+            run,
+            [_entries_pattern(uri) for uri in archive_uris],
+        )
+
+
+async def entry_hashes(pool: Pool, job_uid: uuid.UUID, archive_uri: str, fingerprint: str) -> dict[str, str]:
+    """Content hashes of an archive's entries ingested with this fingerprint (none for a plain document)."""
+    rows = await pool.fetch(
+        "SELECT uri, content_hash FROM headrace.documents WHERE job_uid = $1 AND uri LIKE $2 "
+        "AND state = 'ingested' AND fingerprint = $3",
+        job_uid,
+        _entries_pattern(archive_uri),
+        fingerprint,
+    )
+    return {row["uri"]: row["content_hash"] for row in rows}
 
 
 async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: DocumentRecord) -> Outcome:
@@ -157,3 +188,65 @@ async def processed_in_run(pool: Pool, job_uid: uuid.UUID, run: int, uris: list[
         uris,
     )
     return {row["uri"] for row in rows}
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    """A document as the API lists it, with the reason when it failed."""
+
+    id: int
+    uri: str
+    title: str
+    state: str
+    error: str | None
+    format: str | None
+    bytes: int
+    chunk_count: int
+    run: int
+    outcome: str
+    updated_at: Any
+
+
+async def list_documents(
+    pool: Pool, job_uid: uuid.UUID, *, state: str | None = None, after_id: int = 0, limit: int = 50
+) -> list[DocumentRow]:
+    """The job's documents in id order after `after_id` (keyset paging), optionally of one state."""
+    rows = await pool.fetch(
+        "SELECT id, uri, title, state, error, format, bytes, chunk_count, run, outcome, updated_at "
+        "FROM headrace.documents WHERE job_uid = $1 AND ($2::text IS NULL OR state = $2) AND id > $3 "
+        "ORDER BY id LIMIT $4",
+        job_uid,
+        state,
+        after_id,
+        limit,
+    )
+    return [DocumentRow(**dict(row)) for row in rows]
+
+
+@dataclass(frozen=True)
+class IndexTotals:
+    """What the index holds for one job."""
+
+    namespace: str
+    job: str
+    ingested: int
+    failed: int
+    chunks: int
+    bytes: int
+
+
+async def index_totals(pool: Pool) -> list[IndexTotals]:
+    """Documents by state, chunks and bytes per job, live or retained."""
+    rows = await pool.fetch(
+        """
+        SELECT j.namespace, j.name AS job,
+               count(d.id) FILTER (WHERE d.state = 'ingested') AS ingested,
+               count(d.id) FILTER (WHERE d.state = 'failed') AS failed,
+               coalesce(sum(d.chunk_count), 0) AS chunks,
+               coalesce(sum(d.bytes), 0) AS bytes
+        FROM headrace.jobs j
+        LEFT JOIN headrace.documents d ON d.job_uid = j.uid
+        GROUP BY j.uid, j.namespace, j.name
+        """
+    )
+    return [IndexTotals(**dict(row)) for row in rows]

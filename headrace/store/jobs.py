@@ -309,3 +309,103 @@ async def retain_job_data(pool: Pool, uid: uuid.UUID) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("DELETE FROM headrace.tasks WHERE job_uid = $1 AND state IN ('pending', 'leased')", uid)
         await conn.execute("UPDATE headrace.jobs SET deleted_at = now() WHERE uid = $1", uid)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A live job as the API shows it: its row with the state of its current run."""
+
+    job: JobRecord
+    created_at: datetime
+    updated_at: datetime
+    state: RunState | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a job, for the run history."""
+
+    run: int
+    reason: str
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+
+
+_JOB_COLUMNS = "uid, namespace, name, generation, spec, current_run, phase, created_at, updated_at"
+
+
+async def _view(conn: Pool | Connection, row: Any) -> JobView:
+    record = JobRecord(
+        uid=row["uid"],
+        namespace=row["namespace"],
+        name=row["name"],
+        generation=row["generation"],
+        spec=IngestionJobSpec.model_validate(row["spec"]),
+        current_run=row["current_run"],
+        phase=row["phase"],
+    )
+    state = await run_state(conn, record.uid) if record.current_run else None
+    return JobView(record, row["created_at"], row["updated_at"], state)
+
+
+async def find_job(pool: Pool, namespace: str, name: str) -> JobView | None:
+    """The live job (its IngestionJob not deleted) with this namespace and name, or None."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {_JOB_COLUMNS} FROM headrace.jobs WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL "
+            "ORDER BY created_at DESC LIMIT 1",
+            namespace,
+            name,
+        )
+        return await _view(conn, row) if row is not None else None
+
+
+async def list_jobs(pool: Pool, namespace: str, *, after_name: str | None = None, limit: int = 50) -> list[JobView]:
+    """Live jobs of a namespace in name order, starting after `after_name` (keyset paging)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            f"SELECT {_JOB_COLUMNS} FROM headrace.jobs WHERE namespace = $1 AND deleted_at IS NULL "
+            "AND ($2::text IS NULL OR name > $2) ORDER BY name LIMIT $3",
+            namespace,
+            after_name,
+            limit,
+        )
+        return [await _view(conn, row) for row in rows]
+
+
+async def list_runs(pool: Pool, uid: uuid.UUID, *, limit: int = 10) -> list[RunRecord]:
+    """The job's most recent runs, newest first."""
+    rows = await pool.fetch(
+        "SELECT run, reason, started_at, finished_at, error FROM headrace.runs WHERE job_uid = $1 "
+        "ORDER BY run DESC LIMIT $2",
+        uid,
+        limit,
+    )
+    return [RunRecord(**dict(row)) for row in rows]
+
+
+async def job_phase(pool: Pool, uid: uuid.UUID) -> tuple[str, int] | None:
+    """The job's phase and current run, or None when it is gone."""
+    row = await pool.fetchrow("SELECT phase, current_run FROM headrace.jobs WHERE uid = $1", uid)
+    return (row["phase"], row["current_run"]) if row is not None else None
+
+
+async def namespaces(pool: Pool) -> list[str]:
+    """Every namespace that has indexed data, live or retained."""
+    rows = await pool.fetch("SELECT DISTINCT namespace FROM headrace.jobs ORDER BY namespace")
+    return [row["namespace"] for row in rows]
+
+
+async def pending_tasks(pool: Pool) -> list[tuple[str, str, int]]:
+    """(namespace, job, tasks pending) for every live job, zero included: the workers' scaling signal."""
+    rows = await pool.fetch(
+        """
+        SELECT j.namespace, j.name, count(t.id) AS pending
+        FROM headrace.jobs j
+        LEFT JOIN headrace.tasks t ON t.job_uid = j.uid AND t.state = 'pending'
+        WHERE j.deleted_at IS NULL
+        GROUP BY j.uid, j.namespace, j.name
+        """
+    )
+    return [(row["namespace"], row["name"], row["pending"]) for row in rows]

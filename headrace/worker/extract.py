@@ -1,12 +1,15 @@
 """Turn a document's bytes into text: format detection by content sniffing, then one extractor per format."""
 
 import re
+import zipfile
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import PurePosixPath
 
 from charset_normalizer import from_bytes
 from selectolax.lexbor import LexborHTMLParser
 
+from headrace.model import Limits
 from headrace.worker.chunker import Section
 from headrace.worker.errors import DocumentError
 
@@ -18,7 +21,39 @@ _HTML_BLOCKS = (
 _HTML_SNIFF = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body)\b", re.IGNORECASE | re.DOTALL)
 _MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdown", ".mkd"}
 _HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
+_JSON_SUFFIXES = {".json", ".geojson", ".jsonld"}
+_CSV_SUFFIXES = {".csv", ".tsv"}
 _TITLE_LIMIT = 300
+
+# What a server's Content-Type says, for documents whose URL has no telling suffix.
+_MEDIA_TYPES = {
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/markdown": "markdown",
+    "text/x-markdown": "markdown",
+    "application/json": "json",
+    "application/ld+json": "json",
+    "text/csv": "csv",
+    "text/tab-separated-values": "csv",
+}
+# Leading bytes of the binary formats we recognise; the ones we cannot read fail by name.
+_MAGIC: list[tuple[int, bytes, str]] = [
+    (0, b"PK\x03\x04", "zip"),
+    (0, b"PK\x05\x06", "zip"),  # an empty zip
+    (0, b"\x1f\x8b", "gzip"),
+    (0, b"BZh", "bzip2"),
+    (0, b"\xfd7zXZ\x00", "xz"),
+    (257, b"ustar", "tar"),
+    (0, b"\x89PNG\r\n\x1a\n", "png image"),
+    (0, b"\xff\xd8\xff", "jpeg image"),
+    (0, b"GIF8", "gif image"),
+    (0, b"\x7fELF", "ELF executable"),
+    (0, b"MZ", "Windows executable"),
+    (0, b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "legacy Office (OLE2) file"),
+    (0, b"7z\xbc\xaf\x27\x1c", "7z archive"),
+    (0, b"Rar!\x1a\x07", "rar archive"),
+]
+ARCHIVE_FORMATS = frozenset({"zip", "tar", "gzip", "bzip2", "xz"})
 
 
 @dataclass(frozen=True)
@@ -67,24 +102,70 @@ def _control_ratio(text: str) -> float:
     return controls / len(sample)
 
 
-def sniff_format(data: bytes, name: str) -> str:
-    """`html`, `markdown` or `text`: content decides HTML; the name decides Markdown."""
-    head = data[:4096].lstrip(b"\xef\xbb\xbf")
+def sniff_format(data: bytes, name: str, media_type: str | None = None) -> str:
+    """The document's format, from its leading bytes first, then its name, then the media type a
+    server announced: `pdf`, `docx`, an archive format, `html`, `markdown`, `json`, `csv` or `text`
+    (or the name of a binary format Headrace cannot read)."""
+    head = data[:4096]
+    if b"%PDF-" in head[:1024]:
+        return "pdf"
+    for offset, magic, kind in _MAGIC:
+        if data.startswith(magic, offset):
+            return "docx" if kind == "zip" and _is_docx(data) else kind
+    head = head.lstrip(b"\xef\xbb\xbf")
     if _HTML_SNIFF.match(head):
         return "html"
-    suffix = PurePosixPath(name).suffix.lower()
-    if suffix in _HTML_SUFFIXES and b"<" in head:
+    suffix = PurePosixPath(name.split("?", 1)[0]).suffix.lower()
+    announced = _MEDIA_TYPES.get((media_type or "").split(";", 1)[0].strip().lower())
+    if (suffix in _HTML_SUFFIXES or announced == "html") and b"<" in head:
         return "html"
     if suffix in _MARKDOWN_SUFFIXES:
         return "markdown"
-    return "text"
+    if suffix in _JSON_SUFFIXES or (announced == "json" and head.lstrip()[:1] in (b"{", b"[")):
+        return "json"
+    if suffix in _CSV_SUFFIXES:
+        return "csv"
+    return announced if announced in ("markdown", "csv") else "text"
 
 
-def extract(data: bytes, *, name: str) -> Extracted:
-    """Extract the text of one document. Raises DocumentError with a reason when it cannot."""
+def looks_like_archive(data: bytes) -> bool:
+    """Whether the leading bytes are those of a zip (DOCX included) or a tar, compressed or not."""
+    return any(data.startswith(magic, offset) for offset, magic, kind in _MAGIC if kind in ARCHIVE_FORMATS)
+
+
+def _is_docx(data: bytes) -> bool:
+    try:
+        with zipfile.ZipFile(BytesIO(data)) as archive:
+            return "word/document.xml" in archive.namelist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return False
+
+
+def extract(data: bytes, *, name: str, limits: Limits | None = None, media_type: str | None = None) -> Extracted:
+    """Extract the text of one document that is not an archive. Raises DocumentError with a reason
+    when it cannot."""
+    limits = limits or Limits()
     if not data.strip():
         raise DocumentError("empty document: no text to index")
-    kind = sniff_format(data, name)
+    kind = sniff_format(data, name, media_type)
+    if kind == "pdf":
+        from headrace.worker.formats.pdf import extract_pdf
+
+        title, sections = extract_pdf(data, max_pages=limits.max_pdf_pages)
+        return Extracted("pdf", title or _first_line(sections[0].text) or _basename(name), sections)
+    if kind == "docx":
+        from headrace.worker.archives import check_zip
+        from headrace.worker.formats.docx import extract_docx
+
+        check_zip(data, limits, budget=limits.max_total_uncompressed_bytes)
+        title, body = extract_docx(data)
+        if not body.strip():
+            raise DocumentError("DOCX has no text")
+        return Extracted("docx", title or _first_line(body) or _basename(name), [Section(body)])
+    if kind in ARCHIVE_FORMATS:
+        raise DocumentError(f"{kind} archive where a single document was expected")
+    if kind not in ("html", "markdown", "json", "csv", "text"):
+        raise DocumentError(f"binary content: {kind} is not a supported format")
     text = decode_text(data)
     if kind == "html":
         return _extract_html(text)
@@ -92,7 +173,18 @@ def extract(data: bytes, *, name: str) -> Extracted:
         raise DocumentError("binary content: mostly control characters in what should be text")
     if kind == "markdown":
         return _extract_markdown(text, name)
-    return Extracted("text", _first_line(text) or PurePosixPath(name).name, [Section(text)])
+    if kind in ("json", "csv"):
+        from headrace.worker.formats.data import csv_text, json_text
+
+        body = json_text(text) if kind == "json" else csv_text(text)
+        if not body.strip():
+            raise DocumentError(f"{kind.upper()} holds no values to index")
+        return Extracted(kind, _basename(name), [Section(body)])
+    return Extracted("text", _first_line(text) or _basename(name), [Section(text)])
+
+
+def _basename(name: str) -> str:
+    return PurePosixPath(name.split("?", 1)[0].rstrip("/")).name or name
 
 
 def _first_line(text: str) -> str:

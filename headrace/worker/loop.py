@@ -15,9 +15,10 @@ import asyncpg
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from headrace import metrics
-from headrace.model.contract import WORKER_EXIT_STOPPED
+from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR
 from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
+from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import open_source
 from headrace.worker.tasks import HANDLERS, Context, task_uris
 
@@ -37,6 +38,8 @@ class Worker:
         job_uid: uuid.UUID,
         *,
         volume_root: Path,
+        secrets_dir: Path = Path(WORKER_SECRETS_DIR),
+        extract_memory_bytes: int | None = None,
         lease_seconds: float = 30.0,
         poll_seconds: float = 0.5,
         grace_seconds: float = 25.0,
@@ -45,6 +48,8 @@ class Worker:
         self.pool = pool
         self.job_uid = job_uid
         self.volume_root = volume_root
+        self.secrets_dir = secrets_dir
+        self.extract_memory_bytes = extract_memory_bytes
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.grace_seconds = grace_seconds
@@ -67,8 +72,16 @@ class Worker:
         if job is None:
             log.error("Found no such job", extra={"job_uid": str(self.job_uid)})
             return EXIT_UNKNOWN_JOB
-        ctx = Context(self.pool, job, open_source(job.spec.source, volume_root=self.volume_root))
+        source = open_source(job.spec.source, volume_root=self.volume_root, secrets_dir=self.secrets_dir)
+        ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes))
         log.info("Started worker", extra={"worker": self.name, "job": job.name, "namespace": job.namespace})
+        try:
+            return await self._loop(ctx)
+        finally:
+            await ctx.extractor.close()
+
+    async def _loop(self, ctx: Context) -> int:
+        job = ctx.job
         while not self.stopping.is_set():
             leased = await queue.lease(self.pool, job.uid, worker=self.name, lease_seconds=self.lease_seconds, limit=1)
             if leased:

@@ -1,18 +1,17 @@
 """What a worker does with each kind of task: discover lists the source, ingest indexes documents."""
 
-import asyncio
-import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from headrace import metrics
 from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
-from headrace.store.documents import ChunkRecord, DocumentRecord
+from headrace.store.documents import ChunkRecord, DocumentRecord, KnownDocument
 from headrace.store.jobs import JobRecord
-from headrace.worker.chunker import chunk_sections
 from headrace.worker.errors import DocumentError
-from headrace.worker.extract import extract
+from headrace.worker.extract import ARCHIVE_FORMATS, looks_like_archive
+from headrace.worker.pipeline import Request, content_hash
+from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import DocumentRef, Source
 
 log = logging.getLogger(__name__)
@@ -25,6 +24,7 @@ class Context:
     pool: Pool
     job: JobRecord
     source: Source
+    extractor: Sandbox = field(default_factory=Sandbox)
 
 
 async def discover(ctx: Context, task: queue.Task) -> None:
@@ -68,63 +68,97 @@ def task_uris(task: queue.Task) -> list[str]:
 async def ingest(ctx: Context, task: queue.Task) -> None:
     """Fetch, extract, chunk and store each document of the task. A bad document is recorded as
     failed and the rest go on; a database or source outage raises, so the task is retried."""
-    spec = ctx.job.spec
-    fingerprint = spec.content_fingerprint()
     refs = [DocumentRef.from_payload(d) for d in task.payload["documents"]]
     if task.attempts > 1:  # a redelivery: skip what an earlier attempt of this run already recorded
         done = await documents.processed_in_run(ctx.pool, ctx.job.uid, task.run, [r.uri for r in refs])
         refs = [r for r in refs if r.uri not in done]
     known = await documents.known(ctx.pool, ctx.job.uid, [r.uri for r in refs])
-    unchanged: list[str] = []
-    failures: dict[str, str] = {}
+    batch = _Batch()
     for ref in refs:
-        previous = known.get(ref.uri)
-        current = previous is not None and previous.state == "ingested" and previous.fingerprint == fingerprint
-        if current and ref.version is not None and previous.source_version == ref.version:  # type: ignore[union-attr]
-            unchanged.append(ref.uri)
-            continue
-        try:
-            data = await ctx.source.fetch(ref, max_bytes=spec.limits.max_document_bytes)
-            content_hash = hashlib.sha256(data).hexdigest()
-            if current and previous.content_hash == content_hash:  # type: ignore[union-attr]
-                unchanged.append(ref.uri)
-                continue
-            record = await asyncio.to_thread(_process, ref, data, content_hash, fingerprint, ctx)
-        except DocumentError as exc:
-            failures[ref.uri] = str(exc)
-            log.warning("Failed document", extra={"job": ctx.job.name, "uri": ref.uri, "reason": str(exc)})
-            continue
-        outcome = await documents.store_document(ctx.pool, ctx.job.uid, task.run, record)
-        metrics.DOCUMENTS.labels(outcome).inc()
-        metrics.DOCUMENT_BYTES.inc(record.bytes)
-        metrics.CHUNKS.inc(len(record.chunks))
-    await documents.mark_unchanged(ctx.pool, ctx.job.uid, task.run, unchanged)
-    await documents.record_failures(ctx.pool, ctx.job.uid, task.run, failures)
-    metrics.DOCUMENTS.labels("unchanged").inc(len(unchanged))
-    metrics.DOCUMENTS.labels("failed").inc(len(failures))
+        await _ingest_one(ctx, task.run, ref, known.get(ref.uri), batch)
+    await documents.mark_unchanged(ctx.pool, ctx.job.uid, task.run, batch.unchanged)
+    await documents.mark_unchanged_entries(ctx.pool, ctx.job.uid, task.run, batch.unchanged_archives)
+    await documents.record_failures(ctx.pool, ctx.job.uid, task.run, batch.failures)
+    metrics.DOCUMENTS.labels("unchanged").inc(len(batch.unchanged))
+    metrics.DOCUMENTS.labels("failed").inc(len(batch.failures))
 
 
-def _process(ref: DocumentRef, data: bytes, content_hash: str, fingerprint: str, ctx: Context) -> DocumentRecord:
-    """Extract and chunk one document (CPU-bound; runs in a thread)."""
+@dataclass
+class _Batch:
+    """What an ingest task has decided but not yet written."""
+
+    unchanged: list[str] = field(default_factory=list)
+    unchanged_archives: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def fail(self, job: JobRecord, uri: str, reason: str) -> None:
+        self.failures[uri] = reason
+        log.warning("Failed document", extra={"job": job.name, "uri": uri, "reason": reason})
+
+    def keep(self, uri: str, previous: KnownDocument) -> None:
+        self.unchanged.append(uri)
+        if previous.format in ARCHIVE_FORMATS:
+            self.unchanged_archives.append(uri)
+
+
+async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownDocument | None, batch: _Batch) -> None:
+    """One listed object: skipped when its version or bytes are unchanged, else turned into 1..n
+    documents (an archive yields its entries and a record of itself)."""
+    spec = ctx.job.spec
+    fingerprint = spec.content_fingerprint()
+    current = previous if previous and previous.state == "ingested" and previous.fingerprint == fingerprint else None
+    if current and ref.version is not None and current.source_version == ref.version:
+        batch.keep(ref.uri, current)
+        return
     try:
-        extracted = extract(data, name=ref.uri)
-        chunks = chunk_sections(extracted.sections, ctx.job.spec.chunking)
-    except DocumentError:
-        raise
-    except Exception as exc:  # an extractor bug on odd input must not take the batch down with it
-        raise DocumentError(f"extraction failed: {type(exc).__name__}: {exc}") from exc
-    if not chunks:
-        raise DocumentError("no text to index after extraction")
-    return DocumentRecord(
+        fetched = await ctx.source.fetch(
+            ref, max_bytes=spec.limits.max_document_bytes, known_version=current.source_version if current else None
+        )
+    except DocumentError as exc:
+        batch.fail(ctx.job, ref.uri, str(exc))
+        return
+    if fetched is None:  # the source says: not modified since current.source_version
+        assert current is not None
+        batch.keep(ref.uri, current)
+        return
+    digest = content_hash(fetched.data)
+    if current and current.content_hash == digest:
+        batch.keep(ref.uri, current)
+        return
+    version = fetched.version or ref.version
+    request = Request(
         uri=ref.uri,
-        title=extracted.title,
-        content_hash=content_hash,
-        fingerprint=fingerprint,
-        format=extracted.format,
-        bytes=len(data),
-        source_version=ref.version,
-        chunks=[ChunkRecord(c.ordinal, c.text, c.page) for c in chunks],
+        limits=spec.limits,
+        chunking=spec.chunking,
+        media_type=fetched.media_type,
+        known=await documents.entry_hashes(ctx.pool, ctx.job.uid, ref.uri, fingerprint)
+        if looks_like_archive(fetched.data)
+        else {},
     )
+    async for message in ctx.extractor.process(
+        request, fetched.data, silence_seconds=spec.limits.extraction_timeout_seconds
+    ):
+        kind, uri = message["type"], message["uri"]
+        if kind == "failed":
+            batch.fail(ctx.job, uri, message["reason"])
+        elif kind == "unchanged":
+            batch.unchanged.append(uri)
+        elif kind in ("document", "container"):
+            record = DocumentRecord(
+                uri=uri,
+                title=message.get("title", ""),
+                content_hash=message["hash"],
+                fingerprint=fingerprint,
+                format=message["format"],
+                bytes=message["bytes"],
+                source_version=version,
+                chunks=[ChunkRecord(ordinal, text, page) for ordinal, text, page in message.get("chunks", [])],
+                metadata={"entries": message["entries"]} if kind == "container" else {},
+            )
+            outcome = await documents.store_document(ctx.pool, ctx.job.uid, run, record)
+            metrics.DOCUMENTS.labels(outcome).inc()
+            metrics.DOCUMENT_BYTES.inc(record.bytes)
+            metrics.CHUNKS.inc(len(record.chunks))
 
 
 HANDLERS = {"discover": discover, "ingest": ingest}

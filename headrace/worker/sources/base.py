@@ -21,6 +21,17 @@ class DocumentRef:
         return cls(uri=payload["uri"], size=payload.get("size"), version=payload.get("version"))
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """A document's bytes, with what the source learned while fetching them."""
+
+    data: bytes
+    version: str | None = None
+    """A change marker the source can check cheaply next time (an HTTP ETag), when the listing had none."""
+    media_type: str | None = None
+    """The media type the source announced (an HTTP Content-Type), a hint for format detection."""
+
+
 class Source(Protocol):
     """A place documents come from."""
 
@@ -28,7 +39,9 @@ class Source(Protocol):
         """Every document, in a stable order, a page at a time."""
         ...
 
-    async def fetch(self, ref: DocumentRef, *, max_bytes: int) -> bytes:
-        """The document's bytes. Raises DocumentError when it is gone, unreadable or over max_bytes,
-        having read no more than max_bytes + 1 bytes."""
+    async def fetch(self, ref: DocumentRef, *, max_bytes: int, known_version: str | None = None) -> Fetched | None:
+        """The document's bytes, or None when the source can tell the document has not changed since
+        `known_version` (the version stored for it last time). Raises DocumentError when it is gone,
+        unreadable or over max_bytes, having read no more than max_bytes + 1 bytes; any other
+        exception is taken as a passing outage, and the task is retried."""
         ...

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from headrace.model import VolumeSource
 from headrace.worker.errors import DocumentError
-from headrace.worker.sources.base import DocumentRef
+from headrace.worker.sources.base import DocumentRef, Fetched
 
 PAGE_SIZE = 1000
 
@@ -102,8 +102,8 @@ class VolumeFiles:
                 return
             yield page
 
-    async def fetch(self, ref: DocumentRef, *, max_bytes: int) -> bytes:
-        return await asyncio.to_thread(self._read, ref, max_bytes)
+    async def fetch(self, ref: DocumentRef, *, max_bytes: int, known_version: str | None = None) -> Fetched:
+        return Fetched(await asyncio.to_thread(self._read, ref, max_bytes))
 
     def _read(self, ref: DocumentRef, max_bytes: int) -> bytes:
         path = (self.root / ref.uri).resolve()

@@ -1,0 +1,116 @@
+"""API settings from the environment (prefix `HEADRACE_`), validated once at startup."""
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AuthMode = Literal["kubernetes", "token", "none"]
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to `host` keeps the server reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ApiSettings(BaseSettings):
+    """Everything `headrace api` can be told. Field `x_y` is read from `HEADRACE_X_Y`.
+
+    Names avoid `HEADRACE_PORT` and `HEADRACE_API_PORT`: Kubernetes injects variables of that
+    shape for Services named `headrace` or `headrace-api` into every pod of the namespace.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HEADRACE_", extra="ignore", frozen=True)
+
+    database_url: SecretStr = Field(
+        validation_alias=AliasChoices("HEADRACE_DATABASE_URL", "DATABASE_URL", "database_url")
+    )
+    """Postgres URL, from `HEADRACE_DATABASE_URL` or `DATABASE_URL`."""
+
+    database_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+
+    listen_host: str = "0.0.0.0"
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+    auth_mode: AuthMode = "kubernetes"
+    """kubernetes: TokenReview + SubjectAccessReview; token: one static bearer token; none: loopback only."""
+
+    auth_token: SecretStr | None = None
+    """The static token of `auth_mode: token`, when not read from `auth_token_file`."""
+
+    auth_token_file: Path | None = None
+    """File holding the static token of `auth_mode: token` (a mounted Secret)."""
+
+    auth_cache_seconds: Annotated[float, Field(ge=0, le=600)] = 10.0
+    """How long TokenReview and SubjectAccessReview answers are reused."""
+
+    auth_audiences: list[str] = []
+    """Audiences a token must be issued for (TokenReview `spec.audiences`); empty means the API server's."""
+
+    kube_api_url: str | None = None
+    """Kubernetes API server; defaults to the in-cluster address from KUBERNETES_SERVICE_HOST/PORT."""
+
+    kube_token_file: Path = SERVICE_ACCOUNT_DIR / "token"
+    """This pod's ServiceAccount token, sent with TokenReviews and SubjectAccessReviews."""
+
+    kube_ca_file: Path = SERVICE_ACCOUNT_DIR / "ca.crt"
+    """CA bundle that signs the API server's certificate."""
+
+    rate_limit_per_second: Annotated[float, Field(ge=0)] = 20.0
+    """Sustained requests per second per principal; 0 turns rate limiting off."""
+
+    rate_limit_burst: Annotated[int, Field(ge=1)] = 40
+    """Requests a principal may make at once before the sustained rate applies."""
+
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    max_query_chars: Annotated[int, Field(ge=256)] = 4096
+    """Longest accepted URL query string."""
+
+    search_timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 5000
+    """Postgres `statement_timeout` of one search."""
+
+    search_max_limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+    events_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """How often an event stream looks for news in Postgres."""
+
+    events_ping_seconds: Annotated[float, Field(gt=0, le=300)] = 15.0
+    """Keep-alive comment interval of event streams, so proxies don't cut idle ones."""
+
+    events_max_streams: Annotated[int, Field(ge=1)] = 1000
+    """Event streams one API process holds open at most; more get a 503 with Retry-After."""
+
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
+    """On SIGTERM, how long open requests and event streams get before they are closed."""
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "ApiSettings":
+        if self.auth_mode == "none" and not is_loopback(self.listen_host):
+            raise ValueError(
+                f"auth mode 'none' serves every namespace to anyone: it is only allowed on a loopback address, "
+                f"not {self.listen_host!r}"
+            )
+        if self.auth_mode == "token" and not (self.auth_token or self.auth_token_file):
+            raise ValueError("auth mode 'token' needs HEADRACE_AUTH_TOKEN or HEADRACE_AUTH_TOKEN_FILE")
+        return self
+
+    def kubernetes_url(self) -> str:
+        """The API server to send reviews to."""
+        if self.kube_api_url:
+            return self.kube_api_url.rstrip("/")
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise ValueError("auth mode 'kubernetes' outside a cluster needs HEADRACE_KUBE_API_URL")
+        if ":" in host:
+            host = f"[{host}]"
+        return f"https://{host}:{port}"

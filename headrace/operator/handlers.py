@@ -1,0 +1,66 @@
+"""kopf registration: each handler is a few lines that call a typed function in `reconcile`."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from headrace.model import GROUP, PLURAL, VERSION
+from headrace.operator import reconcile
+from headrace.operator.config import OperatorConfig
+from headrace.operator.settings import configure
+from headrace.operator.startup import open_operator
+from headrace.operator.status import Event
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+
+
+def _post(body: kopf.Body, events: list[Event]) -> None:
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+    """Put Headrace's handlers into `registry`, bound to `config`."""
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure(settings)
+        memo["operator"] = await open_operator(config)
+
+    @kopf.on.login(registry=registry)
+    def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod: the service account. Elsewhere: $KUBECONFIG or ~/.kube/config, read at each login
+        # (kopf's reader handles tokens and certificates; the official client's also handles exec plugins).
+        connection = (
+            kopf.login_with_service_account(**kwargs)
+            or kopf.login_with_kubeconfig(**kwargs)
+            or kopf.login_via_client(**kwargs)
+        )
+        if connection is not None:
+            # Our own client for Jobs and HPAs talks to the same cluster with the same credentials.
+            operator: reconcile.Operator = memo["operator"]
+            operator.kube.connect(connection)
+        return connection
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        operator: reconcile.Operator | None = memo.get("operator")
+        if operator is not None:
+            await operator.kube.close()
+            await operator.pool.close()
+
+    @kopf.on.resume(*RESOURCE, registry=registry)
+    @kopf.on.create(*RESOURCE, registry=registry)
+    @kopf.on.update(*RESOURCE, field="spec", registry=registry)
+    async def apply(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        _post(body, await reconcile.apply_spec(memo["operator"], body, patch, now=datetime.now(UTC)))
+
+    @kopf.timer(*RESOURCE, interval=config.observe_interval, initial_delay=config.observe_interval, registry=registry)
+    async def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        _post(body, await reconcile.observe(memo["operator"], body, patch, now=datetime.now(UTC)))
+
+    @kopf.on.delete(*RESOURCE, registry=registry)
+    async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        outcome = await reconcile.finalize(memo["operator"], body)
+        logger.info(f"{outcome} the indexed data of the IngestionJob (spec.retention)")

@@ -1,0 +1,134 @@
+"""A small async Kubernetes client for the objects the operator owns (Jobs, HPAs), on kopf's credentials.
+
+kopf logs in (service account in a pod, kubeconfig elsewhere) and we reuse the same ConnectionInfo, so
+the operator never has two ideas of which cluster it talks to. Manifests travel as plain dicts.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kopf
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the API: `/apis/batch/v1/namespaces/<ns>/jobs`."""
+
+    group_version: str
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None) -> str:
+        prefix = "/api" if "/" not in self.group_version else "/apis"
+        path = f"{prefix}/{self.group_version}/namespaces/{namespace}/{self.plural}"
+        return f"{path}/{name}" if name else path
+
+
+JOBS = Resource("batch/v1", "jobs")
+HPAS = Resource("autoscaling/v2", "horizontalpodautoscalers")
+
+
+class KubeClient:
+    """get, create, merge-patch and delete of namespaced objects, with 404 and 409 as answers, not errors."""
+
+    def __init__(self, connection: kopf.ConnectionInfo | None = None) -> None:
+        self.connection = connection
+        self._session: aiohttp.ClientSession | None = None
+        self._retired: list[aiohttp.ClientSession] = []
+
+    def connect(self, connection: kopf.ConnectionInfo) -> None:
+        """Use these credentials from now on (kopf logs in again when the old ones expire)."""
+        self.connection = connection
+        if self._session is not None:
+            self._retired.append(self._session)  # closed at close(): requests may still be using it
+        self._session = None  # the next request opens a session with the new credentials
+
+    async def request(self, method: str, path: str, body: object = None, content_type: str = "application/json") -> Any:
+        """One API call: the decoded answer, or KubeError."""
+        if self.connection is None:
+            raise kopf.TemporaryError("not logged in to Kubernetes yet", delay=1)
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                base_url=self.connection.server.rstrip("/") + "/",
+                headers=self.connection.as_http_headers(),
+                connector=aiohttp.TCPConnector(ssl=self.connection.as_ssl_context()),
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        data = None if body is None else json.dumps(body)
+        async with self._session.request(
+            method, path.lstrip("/"), data=data, headers={"Content-Type": content_type}
+        ) as response:
+            text = await response.text()
+            if response.status >= 400:
+                try:
+                    message = json.loads(text).get("message", text)
+                except ValueError:
+                    message = text
+                raise KubeError(response.status, message)
+            return json.loads(text) if text else None
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when there is none."""
+        try:
+            result: dict[str, Any] = await self.request("GET", resource.path(namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def ensure(self, resource: Resource, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the object unless it exists: (the object as the server has it, whether it was created now)."""
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        try:
+            created: dict[str, Any] = await self.request("POST", resource.path(namespace), manifest)
+            return created, True
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+        existing = await self.get(resource, namespace, name)
+        if existing is None:  # deleted between our create and get: the next reconcile creates it again
+            raise kopf.TemporaryError(f"{name} was deleted while being created", delay=1)
+        return existing, False
+
+    async def patch(
+        self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the object; None when it does not exist."""
+        try:
+            result: dict[str, Any] = await self.request("PATCH", resource.path(namespace, name), patch, MERGE_PATCH)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
+        """Delete the object (its dependents in the background); False when there was none."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        try:
+            await self.request("DELETE", resource.path(namespace, name), body)
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def close(self) -> None:
+        for session in [*self._retired, self._session]:
+            if session is not None:
+                await session.close()

@@ -1,0 +1,1 @@
+"""Extractors for binary document formats (PDF, DOCX) and structured text (JSON, CSV)."""

@@ -1,0 +1,43 @@
+"""PDF text, page by page, with pypdfium2 (PDFium, the engine of Chrome's PDF viewer)."""
+
+import pypdfium2 as pdfium
+
+from headrace.worker.chunker import Section
+from headrace.worker.errors import DocumentError
+
+_TITLE_LIMIT = 300
+
+
+def extract_pdf(data: bytes, *, max_pages: int) -> tuple[str, list[Section]]:
+    """The title and one section per page (numbered from 1). Encrypted, corrupt and over-long PDFs fail."""
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        message = str(exc)
+        if "password" in message.lower():
+            raise DocumentError("encrypted PDF: it needs a password to open") from None
+        raise DocumentError(f"corrupt PDF: {message}") from None
+    try:
+        pages = len(pdf)
+        if pages > max_pages:
+            raise DocumentError(f"PDF has {pages} pages, over limits.maxPdfPages ({max_pages})")
+        sections = []
+        for number in range(pages):
+            try:
+                page = pdf[number]
+            except pdfium.PdfiumError as exc:
+                raise DocumentError(f"corrupt PDF: page {number + 1}: {exc}") from None
+            try:
+                textpage = page.get_textpage()
+                text = textpage.get_text_range().replace("\r\n", "\n").replace("\r", "\n")
+                textpage.close()
+            finally:
+                page.close()
+            if text.strip():
+                sections.append(Section(text, page=number + 1))
+        title = str(pdf.get_metadata_dict().get("Title", "")).strip()[:_TITLE_LIMIT]
+    finally:
+        pdf.close()
+    if not sections:
+        raise DocumentError("PDF has no extractable text (scanned images need OCR, which Headrace does not do)")
+    return title, sections

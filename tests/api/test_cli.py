@@ -1,0 +1,119 @@
+"""`headrace api` and `headrace demo` as processes: refusals, startup on a stale schema, graceful stop."""
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from headrace.store import jobs
+from headrace.store.db import Pool
+from tests.conftest import volume_spec, with_database
+
+
+def _env(dsn: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "HEADRACE_DATABASE_URL": dsn, "HEADRACE_LOG_FORMAT": "json", **extra}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_api_refuses_no_auth_off_loopback(dsn: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "headrace", "api", "--host", "0.0.0.0"],
+        env=_env(dsn, HEADRACE_AUTH_MODE="none"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "only allowed on a loopback address" in result.stderr
+
+
+async def test_api_refuses_to_serve_an_unmigrated_database(postgres_server: str) -> None:
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(postgres_server)
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headrace",
+        "api",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(_free_port()),
+        env=_env(with_database(postgres_server, name), HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN="t"),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode == 3
+    assert b"run `headrace migrate`" in stderr
+
+
+async def test_api_stops_gracefully_with_an_event_stream_open(dsn: str, pool: Pool) -> None:
+    job = await jobs.register_job(
+        pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec()
+    )
+    await jobs.start_run(pool, job, reason="test")  # Running, and no worker: the stream stays open
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headrace",
+        "api",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env=_env(dsn, HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN="t", HEADRACE_SHUTDOWN_GRACE_SECONDS="2"),
+    )
+    headers = {"Authorization": "Bearer t"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+        while True:  # until it serves; bounded by the test timeout
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+        async with client.stream("GET", "/v1/namespaces/team-a/ingestionjobs/docs/events") as stream:
+            lines = stream.aiter_lines()
+            assert await anext(lines) == "id: 1"  # RunStarted
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(httpx.TransportError):
+                async for _ in lines:
+                    pass
+    # uvicorn shuts down, then re-raises the signal it caught, so the exit status says "terminated".
+    assert await asyncio.wait_for(process.wait(), timeout=30) in (0, -signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_demo_without_serving() -> None:
+    # Not under pytest's basetemp, which another pytest session may lock (see tests/conftest.py).
+    data = Path(tempfile.mkdtemp(prefix="headrace-demo-"))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "headrace", "demo", "--no-serve", "--data-dir", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    assert result.returncode == 0, result.stderr
+    assert "hacker" in result.stdout
+    assert "Serving the API" not in result.stdout

@@ -1,0 +1,106 @@
+"""The pure builders against golden manifests in tests/data/ (regenerate with HEADRACE_UPDATE_GOLDEN=1)."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from headrace.model import IngestionJob, load_manifest
+from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR, WORKER_VOLUME_ROOT
+from headrace.operator.resources.hpa import build_hpa
+from headrace.operator.resources.job import InvalidSpec, build_worker_job, job_name
+from headrace.operator.resources.labels import selector
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
+UID = "6f1c1f5e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"
+
+
+def example(name: str, **spec: Any) -> IngestionJob:
+    job = load_manifest(ROOT / "examples" / name)
+    data = job.to_wire()
+    data["metadata"]["uid"] = UID
+    data["spec"] = {**data["spec"], **spec}
+    return IngestionJob.model_validate(data)
+
+
+def worker_job(job: IngestionJob, run: int = 1) -> dict[str, Any]:
+    return build_worker_job(
+        job,
+        run=run,
+        image="ghcr.io/example/headrace:0.1.0",
+        database_secret="headrace-database",
+        database_secret_key="DATABASE_URL",
+        backoff_limit=6,
+        ttl_seconds_after_finished=86_400,
+    )
+
+
+def assert_golden(name: str, manifest: dict[str, Any]) -> None:
+    path = DATA / name
+    if os.environ.get("HEADRACE_UPDATE_GOLDEN"):
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    assert manifest == yaml.safe_load(path.read_text()), f"{name} differs; review and regenerate"
+
+
+def test_worker_job_matches_golden() -> None:
+    assert_golden("worker-job.yaml", worker_job(example("volume-job.yaml"), run=3))
+
+
+def test_builtin_worker_job_matches_golden() -> None:
+    assert_golden("worker-job-builtin.yaml", worker_job(example("scheduled-builtin-job.yaml")))
+
+
+def test_hpa_matches_golden() -> None:
+    job = example("volume-job.yaml", workers={"min": 0, "max": 6, "autoscaling": {"tasksPendingPerWorker": 20}})
+    assert_golden("hpa.yaml", build_hpa(job))
+
+
+def test_worker_pod_keeps_the_contract() -> None:
+    manifest = worker_job(example("volume-job.yaml"))
+    pod = manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["headrace", "worker", "--job", UID]
+    assert {"name": "source", "mountPath": WORKER_VOLUME_ROOT, "readOnly": True} in container["volumeMounts"]
+    assert {"name": "HEADRACE_VOLUME_ROOT", "value": WORKER_VOLUME_ROOT} in container["env"]
+    assert pod["volumes"][1]["persistentVolumeClaim"] == {"claimName": "handbook-docs", "readOnly": True}
+    assert all(
+        m["mountPath"].startswith((WORKER_VOLUME_ROOT, WORKER_SECRETS_DIR, "/tmp")) for m in container["volumeMounts"]
+    )
+    rule = manifest["spec"]["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "Ignore" and rule["onExitCodes"]["values"] == [WORKER_EXIT_STOPPED]
+    assert "completions" not in manifest["spec"] and pod["restartPolicy"] == "Never"
+    labels = manifest["spec"]["template"]["metadata"]["labels"]
+    wanted = dict(part.split("=") for part in selector(example("volume-job.yaml")).split(","))
+    assert wanted.items() <= labels.items()
+
+
+def test_restricted_security_context() -> None:
+    pod = worker_job(example("volume-job.yaml"))["spec"]["template"]["spec"]
+    context = pod["containers"][0]["securityContext"]
+    assert context["runAsNonRoot"] and context["readOnlyRootFilesystem"] and not context["allowPrivilegeEscalation"]
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_suspended_job_has_no_parallelism() -> None:
+    assert worker_job(example("volume-job.yaml", suspend=True))["spec"]["parallelism"] == 0
+    assert worker_job(example("volume-job.yaml", workers={"replicas": 7, "max": 8}))["spec"]["parallelism"] == 7
+    assert worker_job(example("volume-job.yaml", workers={"replicas": 50, "max": 8}))["spec"]["parallelism"] == 8
+
+
+def test_volume_without_claim_is_invalid_in_a_cluster() -> None:
+    job = example("volume-job.yaml", source={"volume": {"path": "docs"}})
+    with pytest.raises(InvalidSpec, match=r"spec\.source\.volume\.claimName"):
+        worker_job(job)
+
+
+@pytest.mark.parametrize("name", ["a", "x" * 50, "y" * 63, "z" * 55 + "-" + "w" * 7])
+@pytest.mark.parametrize("run", [1, 12345])
+def test_job_names_are_short_unique_and_deterministic(name: str, run: int) -> None:
+    result = job_name(name, run)
+    assert len(result) <= 63 and result.endswith(f"-run-{run}") and result == job_name(name, run)
+    assert result[0].isalnum() and "--" not in result
+    assert job_name(name + "q", run) != result

@@ -1,0 +1,95 @@
+"""`headrace operator` and `headrace crd` on the command line: options, environment and bad usage."""
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import kmock
+import pytest
+from click.testing import CliRunner
+
+from headrace.cli import main
+from headrace.model.crd import crd_yaml
+from headrace.operator.kube import JOBS
+from tests.operator.cluster import IJS, client_for, write_kubeconfig
+from tests.operator.conftest import ij
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_operator_needs_a_database_and_an_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HEADRACE_DATABASE_URL", "DATABASE_URL", "HEADRACE_WORKER_IMAGE"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(main, ["operator", "--worker-image", "img"])
+    assert result.exit_code == 2 and "database URL" in result.output
+    result = CliRunner().invoke(main, ["operator", "--database-url", "postgresql://x/y"])
+    assert result.exit_code == 2 and "--worker-image" in result.output
+
+
+def test_operator_refuses_all_namespaces_with_a_namespace() -> None:
+    args = ["operator", "--database-url", "postgresql://x/y", "--worker-image", "img", "-A", "-n", "team-a"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "exclude each other" in result.output
+
+
+def test_operator_help_names_its_environment() -> None:
+    result = CliRunner().invoke(main, ["operator", "--help"])
+    assert result.exit_code == 0
+    for variable in ("HEADRACE_WORKER_IMAGE", "HEADRACE_DATABASE_SECRET", "HEADRACE_DATABASE_URL", "HEADRACE_LIVENESS"):
+        assert variable in result.output
+
+
+def test_crd_to_stdout(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["crd", "--stdout"])
+    assert result.exit_code == 0 and result.output == crd_yaml()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_headrace_operator_serves_liveness_reconciles_and_stops_on_sigterm(
+    dsn: str, emulator: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
+    port = _free_port()
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(emulator.url).rstrip("/"), insecure=False)
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "HEADRACE_DATABASE_URL": dsn,
+        "HEADRACE_WORKER_IMAGE": "ghcr.io/example/headrace:test",
+        "HEADRACE_LIVENESS": f"http://127.0.0.1:{port}/healthz",
+        "HEADRACE_OBSERVE_INTERVAL": "1",
+    }
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "headrace", "operator", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+        kube = client_for(str(emulator.url), insecure=False)
+        body = ij()
+        body["metadata"]["resourceVersion"] = "1"
+        await kube.ensure(IJS, body)
+        while (await kube.get(JOBS, "default", "handbook-run-1")) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await kube.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert b"Created Job" in stderr

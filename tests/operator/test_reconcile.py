@@ -1,0 +1,248 @@
+"""The reconcile functions driven with kopf's own Body and Patch, on real Postgres and kmock's emulator."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kmock
+import kopf
+import pytest
+
+from headrace.operator import reconcile
+from headrace.operator.reconcile import Operator
+from headrace.store import jobs, queue
+from tests.operator.conftest import ij, patched
+
+pytestmark = pytest.mark.postgres
+
+JOBS = "batch/v1/jobs"
+HPAS = "autoscaling/v2/horizontalpodautoscalers"
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+async def apply(op: Operator, raw: dict[str, Any], now: datetime = NOW) -> tuple[dict[str, Any], list[Any]]:
+    patch = kopf.Patch()
+    events = await reconcile.apply_spec(op, kopf.Body(raw), patch, now=now)
+    return patched(raw, patch), events
+
+
+async def observe(op: Operator, raw: dict[str, Any], now: datetime = NOW) -> tuple[dict[str, Any], list[Any]]:
+    patch = kopf.Patch()
+    events = await reconcile.observe(op, kopf.Body(raw), patch, now=now)
+    return patched(raw, patch), events
+
+
+def exists(emulator: kmock.KubernetesEmulator, resource: str, name: str, namespace: str = "default") -> bool:
+    key = (kmock.resource(resource), namespace, name)
+    return key in emulator.objects and not emulator.objects[key].deleted
+
+
+def conditions(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in raw["status"]["conditions"]}
+
+
+async def drain(op: Operator, uid: str, *, total: int = 0) -> None:
+    """Do what the workers do when a run has nothing to ingest: discover, find nothing, close the run."""
+    job = await jobs.get_job(op.pool, uuid.UUID(uid))
+    assert job is not None
+    (task,) = await queue.lease(op.pool, job.uid, worker="test", lease_seconds=30)
+    async with op.pool.acquire() as conn:
+        await jobs.set_discovered(conn, job.uid, job.current_run, total=total, done=True)
+    assert await queue.ack(op.pool, task)
+    assert await jobs.finish_run(op.pool, job, job.current_run) is not None
+
+
+async def test_create_makes_job_hpa_run_and_status(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+    raw, events = await apply(op, ij())
+    uid = raw["metadata"]["uid"]
+
+    worker_job = emulator.objects[JOBS, "default", "handbook-run-1"]
+    assert worker_job["spec"]["parallelism"] == 1
+    assert worker_job["metadata"]["ownerReferences"][0]["uid"] == uid
+    hpa = emulator.objects[HPAS, "default", "handbook"]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "headrace.io/v1alpha1",
+        "kind": "IngestionJob",
+        "name": "handbook",
+    }
+
+    status = raw["status"]
+    assert status["phase"] == "Running" and status["run"] == 1 and status["jobName"] == "handbook-run-1"
+    assert status["observedGeneration"] == 1
+    assert status["workers"]["selector"].endswith(f"headrace.io/ingestionjob-uid={uid}")
+    cond = conditions(raw)
+    assert set(cond) == {"Ready", "Progressing", "Succeeded", "Failed"}
+    assert (cond["Ready"]["status"], cond["Progressing"]["status"]) == ("True", "True")
+    assert all(c["lastTransitionTime"] and c["observedGeneration"] == 1 for c in cond.values())
+    assert [e.reason for e in events] == ["StartedRun", "CreatedHorizontalPodAutoscaler", "CreatedJob", "Running"]
+
+    counts = await queue.counts(op.pool, uuid.UUID(uid))
+    assert counts["pending"] == 1  # the discover task
+    logged = [(e["reason"], e["run"]) for e in await jobs.events(op.pool, uuid.UUID(uid))]
+    assert logged == [("RunStarted", 1), ("CreatedHorizontalPodAutoscaler", 1), ("CreatedJob", 1), ("Running", 1)]
+
+
+async def test_apply_is_idempotent(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+    raw, _ = await apply(op, ij())
+    later = NOW + timedelta(minutes=5)
+    again, events = await apply(op, raw, now=later)
+    assert again["status"]["run"] == 1 and events == []
+    # Nothing changed status, so no transition time moved.
+    assert conditions(again) == conditions(raw)
+    assert [key[2] for key in emulator.objects if key[0].plural == "jobs"] == ["handbook-run-1"]
+    # A quiet job costs no status writes.
+    patch = kopf.Patch()
+    assert await reconcile.observe(op, kopf.Body(again), patch, now=later) == []
+    assert dict(patch) == {}
+    assert (await queue.counts(op.pool, uuid.UUID(raw["metadata"]["uid"])))["pending"] == 1
+
+
+async def test_source_change_starts_a_new_run(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+    raw, _ = await apply(op, ij())
+    raw["spec"] = {"source": {"volume": {"claimName": "docs", "path": "handbook"}}}
+    raw["metadata"]["generation"] = 2
+    raw, events = await apply(op, raw)
+    assert raw["status"]["run"] == 2 and raw["status"]["jobName"] == "handbook-run-2"
+    assert exists(emulator, JOBS, "handbook-run-2")
+    assert [e.reason for e in events] == ["StartedRun", "CreatedJob"]
+    # The superseded run's workers stop (exit 143, ignored by its podFailurePolicy).
+    assert emulator.objects[JOBS, "default", "handbook-run-1"]["spec"]["parallelism"] == 0
+    # Scaling is no new run: the same Job gets the new parallelism.
+    raw["spec"]["workers"] = {"replicas": 3}
+    raw, _ = await apply(op, raw)
+    assert raw["status"]["run"] == 2
+    assert emulator.objects[JOBS, "default", "handbook-run-2"]["spec"]["parallelism"] == 3
+
+
+async def test_suspend_and_resume(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+    raw, _ = await apply(op, ij())
+    raw["spec"]["suspend"] = True
+    raw, events = await apply(op, raw)
+    assert emulator.objects[JOBS, "default", "handbook-run-1"]["spec"]["parallelism"] == 0
+    assert raw["status"]["phase"] == "Suspended" and raw["status"]["workers"]["replicas"] == 0
+    assert conditions(raw)["Progressing"]["reason"] == "Suspended"
+    assert [e.reason for e in events] == ["Suspended"]
+    raw["spec"]["suspend"] = False
+    raw, _ = await apply(op, raw)
+    assert emulator.objects[JOBS, "default", "handbook-run-1"]["spec"]["parallelism"] == 1
+    assert raw["status"]["phase"] == "Running"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"source": {"volume": {"path": "docs"}}}, "spec.source.volume.claimName"),
+        ({"source": {}}, "source"),
+        ({"source": {"volume": {"claimName": "d"}}, "chunking": {"targetSize": 200, "overlap": 150}}, "overlap"),
+        ({"source": {"volume": {"claimName": "d"}}, "textSearchConfig": "klingon"}, "spec.textSearchConfig"),
+    ],
+)
+async def test_invalid_spec_is_a_condition(
+    op: Operator, emulator: kmock.KubernetesEmulator, spec: dict[str, Any], field: str
+) -> None:
+    raw, events = await apply(op, ij(spec=spec))
+    ready = conditions(raw)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert field in ready["message"]
+    assert raw["status"]["phase"] == "Failed" and [e.type for e in events] == ["Warning"]
+    assert not list(emulator.objects)
+    assert await jobs.get_job(op.pool, uuid.UUID(raw["metadata"]["uid"])) is None
+    # The timer leaves it alone, and fixing the spec recovers.
+    observed, _ = await observe(op, raw)
+    assert observed == raw
+    raw["spec"] = {"source": {"volume": {"claimName": "docs"}}}
+    raw, _ = await apply(op, raw)
+    assert conditions(raw)["Ready"]["status"] == "True" and raw["status"]["phase"] == "Running"
+
+
+async def test_builtin_mode_scales_from_backlog_without_hpa(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+    raw, _ = await apply(op, ij())
+    assert exists(emulator, HPAS, "handbook")
+    raw["spec"]["workers"] = {"min": 1, "max": 5, "tasksPerWorker": 2, "autoscaling": {"mode": "builtin"}}
+    raw, _ = await apply(op, raw)
+    assert not exists(emulator, HPAS, "handbook")
+    uid = uuid.UUID(raw["metadata"]["uid"])
+    await queue.enqueue(
+        op.pool, uid, 1, [queue.NewTask("ingest", f"b{i}", {}) for i in range(7)], max_attempts=3
+    )  # 8 pending with discover: ceil(8/2) = 4
+    raw, _ = await observe(op, raw)
+    assert raw["spec"]["workers"]["replicas"] == 4
+    raw["metadata"]["generation"] = 2
+    raw, _ = await apply(op, raw)
+    assert emulator.objects[JOBS, "default", "handbook-run-1"]["spec"]["parallelism"] == 4
+    assert raw["status"]["workers"]["replicas"] == 4
+
+
+async def test_drained_run_succeeds_once_the_job_completes(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+    raw, _ = await apply(op, ij())
+    await drain(op, raw["metadata"]["uid"])
+    raw, _ = await observe(op, raw)
+    assert raw["status"]["phase"] == "Running"
+    assert conditions(raw)["Progressing"]["reason"] == "WorkersStopping"
+    # The emulator has no Job controller: play its part.
+    complete = {"type": "Complete", "status": "True", "reason": "CompletionsReached"}
+    emulator.objects[JOBS, "default", "handbook-run-1"].patch({"status": {"conditions": [complete]}})
+    raw, events = await observe(op, raw, now=NOW + timedelta(seconds=30))
+    assert raw["status"]["phase"] == "Succeeded"
+    succeeded = conditions(raw)["Succeeded"]
+    assert succeeded["status"] == "True" and succeeded["lastTransitionTime"] == "2026-11-23T12:00:30Z"
+    assert raw["status"]["completionTime"] and raw["status"]["progress"]["percent"] == 100
+    assert [(e.type, e.reason) for e in events] == [("Normal", "Succeeded")]
+    # A finished run is not started again, and its Job is not recreated once its TTL removed it.
+    del emulator.objects[JOBS, "default", "handbook-run-1"]
+    raw, events = await observe(op, raw)
+    assert raw["status"]["phase"] == "Succeeded" and events == []
+    assert not exists(emulator, JOBS, "handbook-run-1")
+
+
+async def test_failed_worker_job_fails_the_job(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+    raw, _ = await apply(op, ij(spec={"source": {"volume": {"claimName": "d"}}, "activeDeadlineSeconds": 60}))
+    failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer"}
+    emulator.objects[JOBS, "default", "handbook-run-1"].patch({"status": {"conditions": [failed]}})
+    raw, events = await observe(op, raw)
+    assert raw["status"]["phase"] == "Failed"
+    assert conditions(raw)["Failed"]["reason"] == "DeadlineExceeded"
+    assert [(e.type, e.reason) for e in events] == [("Warning", "Failed")]
+
+
+async def test_schedule_starts_a_new_run_after_the_last_one(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+    raw, _ = await apply(op, ij(spec={"source": {"volume": {"claimName": "d"}}, "schedule": "0 * * * *"}))
+    uid = raw["metadata"]["uid"]
+    raw, _ = await observe(op, raw)
+    assert raw["status"]["run"] == 1  # still running: runs never overlap
+    await drain(op, uid)
+    state = await jobs.run_state(op.pool, uuid.UUID(uid))
+    assert state is not None and state.started_at is not None
+    raw, _ = await observe(op, raw, now=state.started_at + timedelta(seconds=1))
+    assert raw["status"]["run"] == 1  # not due yet
+    next_hour = state.started_at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    raw, events = await observe(op, raw, now=next_hour + timedelta(seconds=1))
+    assert raw["status"]["run"] == 2 and "lastScheduleTime" in raw["status"]
+    assert exists(emulator, JOBS, "handbook-run-2")
+    assert "ScheduledRun" in [e.reason for e in events]
+
+
+@pytest.mark.parametrize("retention", ["Delete", "Retain"])
+async def test_delete_applies_retention(op: Operator, retention: str) -> None:
+    raw, _ = await apply(op, ij(spec={"source": {"volume": {"claimName": "d"}}, "retention": retention}))
+    uid = uuid.UUID(raw["metadata"]["uid"])
+    assert await reconcile.finalize(op, kopf.Body(raw)) == {"Delete": "Deleted", "Retain": "Retained"}[retention]
+    record = await op.pool.fetchrow("SELECT deleted_at FROM headrace.jobs WHERE uid = $1", uid)
+    if retention == "Delete":
+        assert record is None
+    else:
+        assert record is not None and record["deleted_at"] is not None
+    assert (await queue.counts(op.pool, uid))["pending"] == 0
+
+
+async def test_hpa_drift_is_corrected_and_defaults_are_not_drift(
+    op: Operator, emulator: kmock.KubernetesEmulator
+) -> None:
+    raw, _ = await apply(op, ij())
+    hpa = emulator.objects[HPAS, "default", "handbook"]
+    hpa.patch({"spec": {"maxReplicas": 99, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}}})
+    await apply(op, raw)
+    assert hpa["spec"]["maxReplicas"] == 4
+    versions = len(hpa.history)
+    await apply(op, raw)  # a server-defaulted field (behavior) alone is no reason to patch
+    assert len(hpa.history) == versions

@@ -1,0 +1,74 @@
+"""The extraction sandbox: a child that hangs or dies costs one document, never the worker."""
+
+import sys
+import textwrap
+from pathlib import Path
+
+from headrace.model import Chunking, Limits
+from headrace.worker.pipeline import Message, Request
+from headrace.worker.sandbox import Sandbox
+from tests.worker.samples import zip_file
+
+# A stand-in child speaking the sandbox protocol, which hangs or dies on entries named so.
+MISBEHAVING_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from headrace.worker import sandbox, pipeline
+
+    real = pipeline.process
+
+    def process(request, data):
+        for message in real(request, data):
+            yield message
+            if message["type"] == "begin" and "hang" in message["uri"]:
+                time.sleep(3600)
+            if message["type"] == "begin" and "die" in message["uri"]:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    sandbox.process = process
+    sandbox.serve(sys.stdin.buffer, sys.stdout.buffer)
+    """
+)
+
+
+async def collect(sandbox: Sandbox, data: bytes, uri: str = "box.zip") -> dict[str, Message]:
+    request = Request(uri=uri, limits=Limits(), chunking=Chunking())
+    return {m["uri"]: m async for m in sandbox.process(request, data, silence_seconds=1)}
+
+
+async def test_real_child_extracts_and_is_reused() -> None:
+    sandbox = Sandbox(memory_bytes=768 * 1024 * 1024)
+    try:
+        first = await collect(sandbox, b"Words about harbours.", uri="a.txt")
+        second = await collect(sandbox, b"More words about harbours.", uri="b.txt")
+    finally:
+        await sandbox.close()
+    assert first["a.txt"]["type"] == second["b.txt"]["type"] == "document"
+
+
+async def test_a_hanging_entry_fails_naming_the_timeout_and_the_rest_resume(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(MISBEHAVING_CHILD)
+    sandbox = Sandbox(command=[sys.executable, str(script)])
+    data = zip_file({"a.txt": "alpha words", "hang.txt": "never done", "b.txt": "beta words", "die.txt": "gone"})
+    try:
+        found = await collect(sandbox, data)
+    finally:
+        await sandbox.close()
+    assert found["box.zip!/a.txt"]["type"] == found["box.zip!/b.txt"]["type"] == "document"
+    assert found["box.zip!/hang.txt"]["reason"] == "extraction took longer than limits.extractionTimeoutSeconds (1s)"
+    assert "SIGKILL" in found["box.zip!/die.txt"]["reason"]
+    assert found["box.zip"]["type"] == "container"
+
+
+async def test_a_child_dying_on_a_plain_document_fails_that_document(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(MISBEHAVING_CHILD)
+    sandbox = Sandbox(command=[sys.executable, str(script)])
+    try:
+        found = await collect(sandbox, b"text", uri="die.txt")
+        after = await collect(sandbox, b"still working", uri="fine.txt")
+    finally:
+        await sandbox.close()
+    assert found["die.txt"]["type"] == "failed"
+    assert after["fine.txt"]["type"] == "document"
