@@ -83,7 +83,10 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
-    for router in (health.router, metrics.router, jobs.router, events.router, search.router):
+    # Probes and scrapers are answered whatever they append; the API proper refuses unknown parameters.
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    for router in (jobs.router, events.router, search.router):
         app.include_router(router, dependencies=[Depends(reject_unknown_query)])
     app.add_middleware(SizeLimits, max_body=settings.max_body_bytes, max_query=settings.max_query_chars)
     app.add_middleware(RequestMetrics)

@@ -12,6 +12,7 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -153,6 +154,7 @@ class KubernetesAuthenticator:
         # A rejected token is cached too (as False), so a caller retrying a bad token costs no reviews.
         self._identities: TtlCache[str, Principal | bool] = TtlCache(cache_seconds)
         self._decisions: TtlCache[tuple[str, str, tuple[str, ...], str], bool] = TtlCache(cache_seconds, size=16384)
+        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> "KubernetesAuthenticator":
@@ -190,56 +192,85 @@ class KubernetesAuthenticator:
         result: dict[str, Any] = response.json()
         return result
 
+    async def _once(self, key: Hashable, work: Callable[[], Awaitable[Any]]) -> Any:
+        """Run `work` once for all concurrent callers asking the same question; each gets its answer or error.
+
+        A burst of requests with a token not yet cached then costs one review, not one per request.
+        """
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(work())
+            self._inflight[key] = pending
+
+            def forget(done: "asyncio.Future[Any]") -> None:
+                self._inflight.pop(key, None)
+                if not done.cancelled():
+                    done.exception()  # retrieved here, so an answer nobody waits for any more is not logged
+
+            pending.add_done_callback(forget)
+        # Shielded: one caller going away must not cancel the review the others wait for.
+        return await asyncio.shield(pending)
+
     async def authenticate(self, token: str | None) -> Principal:
         if not token:
             raise Unauthenticated("a bearer token is required: a ServiceAccount or user token of this cluster")
         key = hashlib.sha256(token.encode()).hexdigest()
-        cached = self._identities.get(key)
-        if cached is None:
-            spec: dict[str, Any] = {"token": token}
-            if self._audiences:
-                spec["audiences"] = self._audiences
-            review = await self._review(
-                TOKEN_REVIEWS, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
-            )
-            status = review.get("status") or {}
-            user = status.get("user") or {}
-            cached = False
-            if status.get("authenticated") and user.get("username"):
-                cached = Principal(
-                    name=user["username"],
-                    uid=user.get("uid", ""),
-                    groups=tuple(user.get("groups") or ()),
-                    extra={k: list(v) for k, v in (user.get("extra") or {}).items()},
-                )
-            self._identities.put(key, cached)
-        if not isinstance(cached, Principal):
+        identity = self._identities.get(key)
+        if identity is None:
+            identity = await self._once(("token", key), lambda: self._review_token(key, token))
+        if not isinstance(identity, Principal):
             raise Unauthenticated("the bearer token was not accepted by the cluster")
-        return cached
+        return identity
+
+    async def _review_token(self, key: str, token: str) -> Principal | bool:
+        spec: dict[str, Any] = {"token": token}
+        if self._audiences:
+            spec["audiences"] = self._audiences
+        review = await self._review(
+            TOKEN_REVIEWS, {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
+        )
+        status = review.get("status") or {}
+        user = status.get("user") or {}
+        identity: Principal | bool = False
+        if status.get("authenticated") and user.get("username"):
+            identity = Principal(
+                name=user["username"],
+                uid=user.get("uid", ""),
+                groups=tuple(user.get("groups") or ()),
+                extra={k: list(v) for k, v in (user.get("extra") or {}).items()},
+            )
+        self._identities.put(key, identity)
+        return identity
 
     async def may_read(self, principal: Principal, namespace: str) -> bool:
         """Whether a SubjectAccessReview allows `get ingestionjobs.headrace.io` here ('' = all namespaces)."""
         key = (principal.name, principal.uid, principal.groups, namespace)
         allowed = self._decisions.get(key)
         if allowed is None:
-            attributes = {"verb": VERB, "group": GROUP, "resource": RESOURCE}
-            if namespace:
-                attributes["namespace"] = namespace
-            spec: dict[str, Any] = {
-                "resourceAttributes": attributes,
-                "user": principal.name,
-                "groups": list(principal.groups),
-            }
-            if principal.uid:
-                spec["uid"] = principal.uid
-            if principal.extra:
-                spec["extra"] = principal.extra
-            review = await self._review(
-                ACCESS_REVIEWS,
-                {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec},
-            )
-            allowed = bool((review.get("status") or {}).get("allowed"))
-            self._decisions.put(key, allowed)
+            allowed = await self._once(("access", *key), lambda: self._review_access(key, principal, namespace))
+        return bool(allowed)
+
+    async def _review_access(
+        self, key: tuple[str, str, tuple[str, ...], str], principal: Principal, namespace: str
+    ) -> bool:
+        attributes = {"verb": VERB, "group": GROUP, "resource": RESOURCE}
+        if namespace:
+            attributes["namespace"] = namespace
+        spec: dict[str, Any] = {
+            "resourceAttributes": attributes,
+            "user": principal.name,
+            "groups": list(principal.groups),
+        }
+        if principal.uid:
+            spec["uid"] = principal.uid
+        if principal.extra:
+            spec["extra"] = principal.extra
+        review = await self._review(
+            ACCESS_REVIEWS,
+            {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec},
+        )
+        allowed = bool((review.get("status") or {}).get("allowed"))
+        self._decisions.put(key, allowed)
         return allowed
 
 

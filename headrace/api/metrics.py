@@ -1,6 +1,7 @@
 """The API's Prometheus metrics: requests, search latency, and the index and backlog read from Postgres."""
 
 import asyncio
+import logging
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
@@ -9,6 +10,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from headrace import metrics as shared
 from headrace.store import documents, jobs
 from headrace.store.db import Pool
+
+log = logging.getLogger(__name__)
 
 REQUESTS = Counter("headrace_api_requests_total", "API requests answered.", ["method", "route", "status"])
 REQUEST_SECONDS = Histogram(
@@ -48,8 +51,12 @@ async def exposition(pool: Pool, lock: asyncio.Lock) -> tuple[bytes, str]:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
+# Probes and scrapes come every few seconds: counted, but not logged.
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class RequestMetrics:
-    """ASGI middleware counting requests by route template (never the raw path) and status."""
+    """ASGI middleware counting requests by route template (never the raw path) and status, and logging them."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -72,5 +79,16 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
             REQUESTS.labels(scope["method"], template, str(status)).inc()
-            REQUEST_SECONDS.labels(scope["method"], template).observe(time.perf_counter() - started)
+            REQUEST_SECONDS.labels(scope["method"], template).observe(elapsed)
+            if template not in _QUIET_ROUTES:
+                log.info(
+                    "Served request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "seconds": round(elapsed, 4),
+                    },
+                )

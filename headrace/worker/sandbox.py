@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct(">I")
 _DATA = struct.Struct(">Q")
 
+# How long a fresh child may take to start (interpreter, PDFium, lxml) before it says it is ready.
+# Kept apart from limits.extractionTimeoutSeconds, which bounds the work on a document, not a
+# cold start on a busy node.
+STARTUP_TIMEOUT_SECONDS = 120.0
+
 
 class Sandbox:
     """The worker's handle on its extraction child; the child is started on first use."""
@@ -40,12 +45,23 @@ class Sandbox:
     async def _start(self) -> asyncio.subprocess.Process:
         if self._child is None or self._child.returncode is not None:
             args = ["--memory-bytes", str(self.memory_bytes)] if self.memory_bytes else []
-            self._child = await asyncio.create_subprocess_exec(
+            child = await asyncio.create_subprocess_exec(
                 *self.command,
                 *args,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
             )
+            assert child.stdout is not None
+            try:
+                ready = await asyncio.wait_for(_read_message(child.stdout), STARTUP_TIMEOUT_SECONDS)
+            except BaseException:
+                child.kill()
+                await child.wait()
+                raise
+            if ready.get("type") != "ready":
+                child.kill()
+                raise RuntimeError(f"extraction sandbox spoke before it was ready: {ready!r}")
+            self._child = child
         return self._child
 
     async def close(self) -> None:
@@ -126,6 +142,7 @@ def _write(stream: BinaryIO, message: Message) -> None:
 
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     """The child's loop: one request in, its messages out, until stdin closes."""
+    _write(stdout, {"type": "ready"})
     while True:
         head = _read_exactly(stdin, _HEADER.size)
         if head is None:

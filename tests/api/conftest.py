@@ -1,5 +1,6 @@
 """API test fixtures: a fake cluster answering reviews (kmock), data ingested by the real worker, the app."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -32,8 +33,14 @@ class Cluster:
     users: dict[str, str] = field(default_factory=dict)
     grants: dict[str, set[str]] = field(default_factory=dict)
     unauthorized_calls: int = 0
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    """Reviews are answered once this is set (it starts set)."""
 
-    def token_review(self, request: kmock.Request) -> Any:
+    def __post_init__(self) -> None:
+        self.gate.set()
+
+    async def token_review(self, request: kmock.Request) -> Any:
+        await self.gate.wait()
         if request.headers.get("Authorization") != f"Bearer {API_SA_TOKEN}":
             self.unauthorized_calls += 1
             return kmock.Response(status=401, payload={"kind": "Status", "code": 401})
@@ -43,7 +50,8 @@ class Cluster:
         user_info = {"username": user, "uid": f"uid-{user}", "groups": ["system:authenticated"]}
         return {"kind": "TokenReview", "status": {"authenticated": True, "user": user_info}}
 
-    def access_review(self, request: kmock.Request) -> Any:
+    async def access_review(self, request: kmock.Request) -> Any:
+        await self.gate.wait()
         if request.headers.get("Authorization") != f"Bearer {API_SA_TOKEN}":
             self.unauthorized_calls += 1
             return kmock.Response(status=401, payload={"kind": "Status", "code": 401})

@@ -1,5 +1,6 @@
 """Authentication (TokenReview) and authorization (SubjectAccessReview) against a fake cluster."""
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,6 +78,18 @@ async def test_decisions_are_cached(
         assert (await client.get(JOB, headers=bearer("alice-token"))).status_code == 200
         assert (await client.get(JOB, headers=bearer("forged-token"))).status_code == 401
     assert len(reviews(kmock, "tokenreviews")) == 2
+    assert len(reviews(kmock, "subjectaccessreviews")) == 1
+
+
+async def test_a_burst_with_a_new_token_costs_one_review_of_each_kind(
+    client: httpx.AsyncClient, cluster: Cluster, kmock: kmock.RawHandler, seeded: dict[str, JobRecord]
+) -> None:
+    cluster.gate.clear()  # hold the reviews until the whole burst has asked
+    burst = [asyncio.create_task(client.get(JOB, headers=bearer("alice-token"))) for _ in range(10)]
+    await asyncio.sleep(0.2)
+    cluster.gate.set()
+    assert [r.status_code for r in await asyncio.gather(*burst)] == [200] * 10
+    assert len(reviews(kmock, "tokenreviews")) == 1
     assert len(reviews(kmock, "subjectaccessreviews")) == 1
 
 

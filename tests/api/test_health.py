@@ -16,6 +16,7 @@ from tests.api.conftest import bearer, serve
 
 async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
+    assert (await client.get("/healthz?verbose=1")).status_code == 200
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"postgres": "ok"}

@@ -223,3 +223,18 @@ def test_values_schema_closes_every_object_of_ours() -> None:
         if not closed and not kubernetes_type and not path.endswith(".items"):
             open_objects.append(path)
     assert open_objects == []
+
+
+@pytest.mark.parametrize("values", [None, EVERYTHING], ids=["default", "everything"])
+def test_notes_give_the_next_commands(render: Render, values: Path | None) -> None:
+    """NOTES.txt, rendered by a client-side dry-run install (no cluster), names objects that exist."""
+    args = ["install", "hr", str(CHART), "--namespace", "headrace", "--dry-run=client"]
+    done = helm(*args, *(["--values", str(values)] if values else []))
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert "kubectl get ij" in notes
+    assert "kind: IngestionJob" in notes
+    services = by_kind(render(*([values] if values else [])), "Service")
+    (service,) = [s for s in services if s["metadata"]["name"].endswith("-api")]
+    assert f"svc/{service['metadata']['name']}" in notes
+    assert "Authorization: Bearer $TOKEN" in notes

@@ -104,3 +104,17 @@ def test_job_names_are_short_unique_and_deterministic(name: str, run: int) -> No
     assert len(result) <= 63 and result.endswith(f"-run-{run}") and result == job_name(name, run)
     assert result[0].isalnum() and "--" not in result
     assert job_name(name + "q", run) != result
+
+
+def test_s3_worker_job_matches_golden() -> None:
+    assert_golden("worker-job-s3.yaml", worker_job(example("s3-job.yaml")))
+
+
+def test_referenced_secrets_are_mounted_read_only_and_no_volume_is() -> None:
+    pod = worker_job(example("s3-job.yaml"))["spec"]["template"]["spec"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {"name": "secret-0", "mountPath": f"{WORKER_SECRETS_DIR}/reports-s3", "readOnly": True} in mounts
+    assert {"name": "secret-0", "secret": {"secretName": "reports-s3"}} in pod["volumes"]
+    assert not any(m["mountPath"] == WORKER_VOLUME_ROOT for m in mounts)
+    env = {e["name"] for e in pod["containers"][0]["env"]}
+    assert "HEADRACE_VOLUME_ROOT" not in env

@@ -11,19 +11,24 @@ import yaml
 from click.testing import CliRunner
 
 from headrace.cli import main
-from headrace.model import InvalidManifest, parse_manifest
+from headrace.model import InvalidManifest, Source, parse_manifest
 from headrace.model.crd import CHART_TEMPLATE, CRD_FILENAME, chart_template, crd, crd_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 REGENERATE = "stale: run `headrace crd --chart charts/headrace` and commit the result"
 
 # What a structural schema may not contain (apiextensions.k8s.io/v1 rejects or ignores these).
-FORBIDDEN = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "const", "title", "propertyNames", "exclusiveMinimum"}
+FORBIDDEN = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "const", "title", "propertyNames"}
 
 
 def _schema() -> dict[str, Any]:
     schema: dict[str, Any] = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     return schema
+
+
+def validate(document: dict[str, Any]) -> None:
+    """Check a manifest against the openAPIV3Schema (OpenAPI v3.0 is JSON Schema draft 4 in this respect)."""
+    jsonschema.Draft4Validator(_schema()).validate(document)
 
 
 def _walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -57,6 +62,9 @@ def test_schema_is_structural() -> None:
         assert not FORBIDDEN & node.keys(), f"{path}: {FORBIDDEN & node.keys()}"
         assert "type" in node, f"{path} has no type"
         assert not ("properties" in node and "additionalProperties" in node), path
+        # OpenAPI v3.0, as Kubernetes reads it: exclusive bounds are flags beside minimum/maximum.
+        for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+            assert node.get(flag, True) is True and (flag not in node or bound in node), f"{path}: {flag}"
         if path.startswith(".spec") and path != ".spec":
             assert node.get("description") or path.endswith(("[]", "{}")), f"{path} has no description"
 
@@ -79,7 +87,8 @@ def test_schema_carries_bounds_enums_defaults_and_required() -> None:
     assert "default" not in replicas and replicas["type"] == "integer"
     source = spec["properties"]["source"]
     assert source["maxProperties"] == 1
-    assert source["x-kubernetes-validations"][0]["rule"] == "(has(self.volume) ? 1 : 0) == 1"
+    counted = " + ".join(f"(has(self.{name}) ? 1 : 0)" for name in Source.model_fields)
+    assert source["x-kubernetes-validations"][0]["rule"] == f"{counted} == 1"
     conditions = _schema()["properties"]["status"]["properties"]["conditions"]
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert conditions["items"]["required"] == ["type", "status", "reason"]
@@ -124,7 +133,7 @@ def test_samples_match_crd_schema_and_model(path: Path) -> None:
     manifests = _manifests(path)
     assert manifests, f"{path} holds no IngestionJob"
     for document in manifests:
-        jsonschema.validate(document, _schema())
+        validate(document)
         parse_manifest(document, origin=str(path))
 
 
@@ -145,7 +154,7 @@ def test_examples_exist() -> None:
 def test_bad_specs_fail_schema_and_model(spec: dict[str, Any], field: str) -> None:
     manifest = {"apiVersion": "headrace.io/v1alpha1", "kind": "IngestionJob", "metadata": {"name": "x"}, "spec": spec}
     with pytest.raises(jsonschema.ValidationError) as schema_error:
-        jsonschema.validate(manifest, _schema())
+        validate(manifest)
     assert field in str(schema_error.value.path) + schema_error.value.message
     with pytest.raises(InvalidManifest, match=field):
         parse_manifest(manifest)

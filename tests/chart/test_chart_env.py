@@ -1,0 +1,65 @@
+"""Every environment variable the chart sets is one the process it starts actually reads."""
+
+from typing import Any
+
+import click
+import pytest
+from pydantic import AliasChoices
+
+from headrace.api.settings import ApiSettings
+from headrace.cli import main
+from headrace.model.contract import DATABASE_URL_ENV
+from tests.chart.conftest import EVERYTHING, Render, by_kind
+
+
+def click_envvars(command: click.Command) -> set[str]:
+    names: set[str] = set()
+    for param in [*main.params, *command.params]:
+        envvar: Any = getattr(param, "envvar", None)
+        names |= {envvar} if isinstance(envvar, str) else set(envvar or ())
+    return names
+
+
+def settings_envvars() -> set[str]:
+    prefix = ApiSettings.model_config.get("env_prefix", "")
+    names = set()
+    for name, field in ApiSettings.model_fields.items():
+        names.add(f"{prefix}{name}".upper())
+        if isinstance(field.validation_alias, AliasChoices):
+            names |= {str(choice).upper() for choice in field.validation_alias.choices}
+    return names
+
+
+def read_by(role: str) -> set[str]:
+    names = click_envvars(main.commands[role])
+    if role == "api":
+        names |= settings_envvars()
+    return names
+
+
+def containers(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for obj in by_kind(objects, "Deployment") + by_kind(objects, "Job"):
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            found.append((container["args"][0], container))
+    return found
+
+
+@pytest.mark.parametrize("values", [(), (EVERYTHING,)], ids=["default", "everything"])
+def test_chart_env_is_read_by_the_code(render: Render, values: tuple[Any, ...]) -> None:
+    objects = render(*values)
+    roles = containers(objects)
+    assert {role for role, _ in roles} == {"operator", "api", "migrate"}
+    assert all(DATABASE_URL_ENV in read_by(role) for role, _ in roles)
+    for role, container in roles:
+        set_by_chart = {e["name"] for e in container["env"]} - {"HEADRACE_EXTRA"}  # the test's own extraEnv
+        unread = set_by_chart - read_by(role)
+        assert unread == set(), f"{role} is given {sorted(unread)}, which it never reads"
+
+
+def test_operator_flags_exist(render: Render) -> None:
+    (operator,) = [c for role, c in containers(render()) if role == "operator"]
+    options = {opt for param in main.commands["operator"].params for opt in getattr(param, "opts", [])}
+    options |= {opt for param in main.commands["operator"].params for opt in getattr(param, "secondary_opts", [])}
+    for arg in operator["args"][1:]:
+        assert arg.split("=", 1)[0] in options, arg
