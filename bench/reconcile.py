@@ -131,11 +131,11 @@ async def one_round(dsn: str, n: int) -> dict[str, Any]:
             finally:
                 await kube.close()
                 await asyncio.to_thread(runner.__exit__, None, None, None)
-    if len(ready) < n:
-        raise RuntimeError(f"only {len(ready)} of {n} jobs got their Job and HPA within 120 s")
-    latencies = [ready[name] - created[name] for name in ready]
+    # A job still without its Job and HPA at the deadline is reported, not hidden: it counts at the deadline.
+    latencies = [ready.get(name, deadline) - created[name] for name in names]
     return {
         "jobs": n,
+        "missing": sorted(set(names) - ready.keys()),
         "total_s": total,
         "p50_s": common.percentile(latencies, 50),
         "p99_s": common.percentile(latencies, 99),
@@ -165,6 +165,8 @@ async def main() -> None:
     report.results = {"rounds": rounds, "summary": summary}
     p50, total = summary["p50_s"].median, summary["total_s"].median
     report.results["targets"] = {"p50": p50 <= TARGET_P50_S, "all": total <= TARGET_ALL_S}
+    missing = [name for x in rounds for name in x["missing"]]
+    report.results["missing"] = missing
     report.lines += [
         f"{n} IngestionJobs created at once (concurrent creates) against kmock's KubernetesEmulator, the real "
         "operator (kopf `KopfRunner`, headrace's handlers) in a thread of the same process, embedded Postgres. "
@@ -179,6 +181,8 @@ async def main() -> None:
                 [f"all {n}", summary["total_s"].fmt(2)],
             ],
         ),
+        f"- Jobs that still had no Job and HPA after 120 s: {len(missing)} over {opts.repeat} rounds"
+        + (f" ({', '.join(missing)}; counted at 120 s)." if missing else "."),
         f"- **Target** p50 ≤ {TARGET_P50_S} s: {p50:.3f} s — {common.verdict(p50 <= TARGET_P50_S)}.",
         f"- **Target** all {n} within {TARGET_ALL_S:.0f} s: {total:.2f} s — {common.verdict(total <= TARGET_ALL_S)}.",
         "",
