@@ -64,6 +64,14 @@ HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/?#]+[^\s]*$"
 class HttpSource(KubeModel):
     """Documents served over HTTP(S): a list of URLs, sitemaps, or both."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "size(self.urls) + size(self.sitemaps) > 0", "message": "set urls, sitemaps or both"}
+            ]
+        }
+    )
+
     urls: Annotated[list[HttpUrl], Field(max_length=10_000)] = []
     """Document URLs to ingest, each http:// or https://."""
 
@@ -83,13 +91,13 @@ class HttpSource(KubeModel):
     max_redirects: Annotated[int, Field(ge=0, le=20)] = 5
     """Redirects followed per request before the document fails."""
 
-    connect_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    connect_timeout_seconds: Annotated[float, Field(ge=0.1, le=300)] = 10.0
     """Longest wait for a connection to be established."""
 
-    read_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    read_timeout_seconds: Annotated[float, Field(ge=0.1, le=600)] = 30.0
     """Longest wait for any single read from the server."""
 
-    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    timeout_seconds: Annotated[float, Field(ge=0.1, le=3600)] = 120.0
     """Longest a whole request may take, redirects and body included, so a server that dribbles
     bytes cannot hold a worker. A document that exceeds it fails."""
 

@@ -78,6 +78,19 @@ async def mark_unchanged(pool: Pool, job_uid: uuid.UUID, run: int, uris: list[st
         )
 
 
+async def refresh_versions(pool: Pool, job_uid: uuid.UUID, versions: dict[str, str]) -> None:
+    """Store new change markers of documents whose content turned out unchanged (a touched file, a
+    re-uploaded object), so the next run skips them without fetching."""
+    if versions:
+        await pool.execute(
+            "UPDATE headrace.documents d SET source_version = v.version "
+            "FROM unnest($2::text[], $3::text[]) AS v(uri, version) WHERE d.job_uid = $1 AND d.uri = v.uri",
+            job_uid,
+            list(versions),
+            list(versions.values()),
+        )
+
+
 def _entries_pattern(archive_uri: str) -> str:
     """A LIKE pattern matching the URIs of an archive's entries, nested ones included (`a.zip!/...`)."""
     escaped = archive_uri.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -85,11 +98,13 @@ def _entries_pattern(archive_uri: str) -> str:
 
 
 async def mark_unchanged_entries(pool: Pool, job_uid: uuid.UUID, run: int, archive_uris: list[str]) -> None:
-    """Record that this run found these archives unchanged, and with them every entry they hold."""
+    """Record that this run found these archives unchanged, and with them every entry they hold
+    (entries that failed stay failed, with their reason)."""
     if archive_uris:
         await pool.execute(
-            "UPDATE headrace.documents SET outcome = CASE WHEN run = $2 THEN outcome ELSE 'unchanged' END, "
-            "run = $2 WHERE job_uid = $1 AND uri LIKE ANY($3::text[])",
+            "UPDATE headrace.documents SET run = $2, outcome = CASE WHEN run = $2 THEN outcome "
+            "WHEN state = 'failed' THEN 'failed' ELSE 'unchanged' END "
+            "WHERE job_uid = $1 AND uri LIKE ANY($3::text[])",
             job_uid,
             run,
             [_entries_pattern(uri) for uri in archive_uris],

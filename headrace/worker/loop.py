@@ -18,6 +18,7 @@ from headrace import metrics
 from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR
 from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
+from headrace.worker.errors import DocumentError
 from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import open_source
 from headrace.worker.tasks import HANDLERS, Context, task_uris
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 EXIT_DRAINED = 0
 EXIT_STOPPED = WORKER_EXIT_STOPPED  # stopped with work left: a Job must not count this pod as done
 EXIT_UNKNOWN_JOB = 2
+EXIT_BAD_SOURCE = 3  # the source cannot be opened: a Secret it references is missing or incomplete
 
 
 class Worker:
@@ -72,13 +74,18 @@ class Worker:
         if job is None:
             log.error("Found no such job", extra={"job_uid": str(self.job_uid)})
             return EXIT_UNKNOWN_JOB
-        source = open_source(job.spec.source, volume_root=self.volume_root, secrets_dir=self.secrets_dir)
+        try:
+            source = open_source(job.spec.source, volume_root=self.volume_root, secrets_dir=self.secrets_dir)
+        except DocumentError as exc:  # e.g. a referenced Secret is not mounted or lacks a key
+            log.error("Failed to open source", extra={"job": job.name, "reason": str(exc)})
+            return EXIT_BAD_SOURCE
         ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes))
         log.info("Started worker", extra={"worker": self.name, "job": job.name, "namespace": job.namespace})
         try:
             return await self._loop(ctx)
         finally:
             await ctx.extractor.close()
+            await source.close()
 
     async def _loop(self, ctx: Context) -> int:
         job = ctx.job

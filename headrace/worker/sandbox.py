@@ -18,7 +18,7 @@ import resource
 import signal
 import struct
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import BinaryIO
 
 from headrace.worker.pipeline import Message, Request, process
@@ -41,8 +41,11 @@ class Sandbox:
         self.memory_bytes = memory_bytes
         self.command = command or [sys.executable, "-m", "headrace.worker.sandbox"]
         self._child: asyncio.subprocess.Process | None = None
+        self._mid_request = False  # a caller stopped reading before `end`: the child's output is stale
 
     async def _start(self) -> asyncio.subprocess.Process:
+        if self._mid_request:
+            await self.close()
         if self._child is None or self._child.returncode is not None:
             args = ["--memory-bytes", str(self.memory_bytes)] if self.memory_bytes else []
             child = await asyncio.create_subprocess_exec(
@@ -67,11 +70,12 @@ class Sandbox:
     async def close(self) -> None:
         """Stop the child, if one runs."""
         child, self._child = self._child, None
+        self._mid_request = False
         if child is not None and child.returncode is None:
             child.kill()
             await child.wait()
 
-    async def process(self, request: Request, data: bytes, *, silence_seconds: float) -> AsyncIterator[Message]:
+    async def process(self, request: Request, data: bytes, *, silence_seconds: float) -> AsyncGenerator[Message, None]:
         """The messages of `pipeline.process` for this object, with a `failed` message in place of
         whatever the child was doing when it stayed silent for `silence_seconds` or died."""
         skip = set(request.skip)
@@ -81,6 +85,7 @@ class Sandbox:
             wire = Request(**{**request.__dict__, "skip": frozenset(skip)}).to_wire()
             header = json.dumps(wire).encode()
             in_progress: list[str] = []
+            self._mid_request = True
             try:
                 child.stdin.write(_HEADER.pack(len(header)) + header + _DATA.pack(len(data)))
                 child.stdin.write(data)
@@ -91,6 +96,7 @@ class Sandbox:
                         in_progress.append(message["uri"])
                         continue
                     if message["type"] == "end":
+                        self._mid_request = False
                         return
                     if in_progress and in_progress[-1] == message["uri"]:
                         in_progress.pop()
@@ -168,6 +174,11 @@ def main() -> None:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when this child stops
+    # Import every extractor now, before saying ready, so no document's timeout pays for it.
+    import headrace.worker.formats.data
+    import headrace.worker.formats.docx
+    import headrace.worker.formats.pdf  # noqa: F401
+
     stdout = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print() from a library must not corrupt the protocol
     serve(sys.stdin.buffer, stdout)

@@ -1,5 +1,6 @@
 """What a worker does with each kind of task: discover lists the source, ingest indexes documents."""
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -10,7 +11,7 @@ from headrace.store.documents import ChunkRecord, DocumentRecord, KnownDocument
 from headrace.store.jobs import JobRecord
 from headrace.worker.errors import DocumentError
 from headrace.worker.extract import ARCHIVE_FORMATS, looks_like_archive
-from headrace.worker.pipeline import Request, content_hash
+from headrace.worker.pipeline import Message, Request, content_hash
 from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import DocumentRef, Source
 
@@ -77,6 +78,7 @@ async def ingest(ctx: Context, task: queue.Task) -> None:
     for ref in refs:
         await _ingest_one(ctx, task.run, ref, known.get(ref.uri), batch)
     await documents.mark_unchanged(ctx.pool, ctx.job.uid, task.run, batch.unchanged)
+    await documents.refresh_versions(ctx.pool, ctx.job.uid, batch.versions)
     await documents.mark_unchanged_entries(ctx.pool, ctx.job.uid, task.run, batch.unchanged_archives)
     await documents.record_failures(ctx.pool, ctx.job.uid, task.run, batch.failures)
     metrics.DOCUMENTS.labels("unchanged").inc(len(batch.unchanged))
@@ -89,16 +91,19 @@ class _Batch:
 
     unchanged: list[str] = field(default_factory=list)
     unchanged_archives: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
 
     def fail(self, job: JobRecord, uri: str, reason: str) -> None:
         self.failures[uri] = reason
         log.warning("Failed document", extra={"job": job.name, "uri": uri, "reason": reason})
 
-    def keep(self, uri: str, previous: KnownDocument) -> None:
+    def keep(self, uri: str, previous: KnownDocument, version: str | None = None) -> None:
         self.unchanged.append(uri)
         if previous.format in ARCHIVE_FORMATS:
             self.unchanged_archives.append(uri)
+        if version is not None and version != previous.source_version:
+            self.versions[uri] = version
 
 
 async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownDocument | None, batch: _Batch) -> None:
@@ -122,10 +127,10 @@ async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownD
         batch.keep(ref.uri, current)
         return
     digest = content_hash(fetched.data)
-    if current and current.content_hash == digest:
-        batch.keep(ref.uri, current)
-        return
     version = fetched.version or ref.version
+    if current and current.content_hash == digest:
+        batch.keep(ref.uri, current, version)
+        return
     request = Request(
         uri=ref.uri,
         limits=spec.limits,
@@ -135,30 +140,35 @@ async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownD
         if looks_like_archive(fetched.data)
         else {},
     )
-    async for message in ctx.extractor.process(
-        request, fetched.data, silence_seconds=spec.limits.extraction_timeout_seconds
-    ):
-        kind, uri = message["type"], message["uri"]
-        if kind == "failed":
-            batch.fail(ctx.job, uri, message["reason"])
-        elif kind == "unchanged":
-            batch.unchanged.append(uri)
-        elif kind in ("document", "container"):
-            record = DocumentRecord(
-                uri=uri,
-                title=message.get("title", ""),
-                content_hash=message["hash"],
-                fingerprint=fingerprint,
-                format=message["format"],
-                bytes=message["bytes"],
-                source_version=version,
-                chunks=[ChunkRecord(ordinal, text, page) for ordinal, text, page in message.get("chunks", [])],
-                metadata={"entries": message["entries"]} if kind == "container" else {},
-            )
-            outcome = await documents.store_document(ctx.pool, ctx.job.uid, run, record)
-            metrics.DOCUMENTS.labels(outcome).inc()
-            metrics.DOCUMENT_BYTES.inc(record.bytes)
-            metrics.CHUNKS.inc(len(record.chunks))
+    messages = ctx.extractor.process(request, fetched.data, silence_seconds=spec.limits.extraction_timeout_seconds)
+    async with contextlib.aclosing(messages):
+        async for message in messages:
+            await _record(ctx, run, message, version, batch)
+
+
+async def _record(ctx: Context, run: int, message: Message, version: str | None, batch: _Batch) -> None:
+    """Act on one message of the extraction pipeline: store a document, or note a skip or failure."""
+    kind, uri = message["type"], message["uri"]
+    if kind == "failed":
+        batch.fail(ctx.job, uri, message["reason"])
+    elif kind == "unchanged":
+        batch.unchanged.append(uri)
+    elif kind in ("document", "container"):
+        record = DocumentRecord(
+            uri=uri,
+            title=message.get("title", ""),
+            content_hash=message["hash"],
+            fingerprint=ctx.job.spec.content_fingerprint(),
+            format=message["format"],
+            bytes=message["bytes"],
+            source_version=version,
+            chunks=[ChunkRecord(ordinal, text, page) for ordinal, text, page in message.get("chunks", [])],
+            metadata={"entries": message["entries"]} if kind == "container" else {},
+        )
+        outcome = await documents.store_document(ctx.pool, ctx.job.uid, run, record)
+        metrics.DOCUMENTS.labels(outcome).inc()
+        metrics.DOCUMENT_BYTES.inc(record.bytes)
+        metrics.CHUNKS.inc(len(record.chunks))
 
 
 HANDLERS = {"discover": discover, "ingest": ingest}

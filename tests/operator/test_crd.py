@@ -149,6 +149,9 @@ def test_examples_exist() -> None:
         ({"source": {"volume": {}}, "retention": "Forever"}, "retention"),
         ({"source": {"volume": {}}, "workers": {"max": 0}}, "max"),
         ({"source": {"volume": {}}, "workers": {"resources": {"requests": {"cpu": "lots"}}}}, "cpu"),
+        ({"source": {"http": {"urls": ["ftp://example.com/a.txt"]}}}, "urls"),
+        ({"source": {"s3": {"bucket": "Not_A_Bucket"}}}, "bucket"),
+        ({"source": {"volume": {}}, "limits": {"maxNestingDepth": 11}}, "maxNestingDepth"),
     ],
 )
 def test_bad_specs_fail_schema_and_model(spec: dict[str, Any], field: str) -> None:
@@ -204,6 +207,8 @@ def test_samples_pass_the_cel_rules(path: Path) -> None:
         ({"source": {"volume": {}}, "chunking": {"targetSize": 200, "overlap": 150}}, "overlap must be at most half"),
         ({"source": {"volume": {}}, "workers": {"min": 5, "max": 2}}, "min must not exceed max"),
         ({"source": {"volume": {}}, "workers": {"resources": {"limits": {"gpu": "1"}}}}, "keys must be among"),
+        ({"source": {"http": {}}}, "set urls, sitemaps or both"),
+        ({"source": {"volume": {}, "s3": {"bucket": "docs"}}}, "set exactly one source"),
     ],
 )
 def test_cel_rules_catch_what_the_model_rejects(spec: dict[str, Any], message: str) -> None:

@@ -1,6 +1,8 @@
 """The HTTP source against a real server on loopback: sitemaps, conditional requests, mirror, and guards."""
 
+import asyncio
 import gzip
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,3 +162,22 @@ def test_bad_sitemaps_are_refused(body: bytes, reason: str) -> None:
 
     with pytest.raises(DocumentError, match=reason):
         parse_sitemap(body, "http://example.com/sitemap.xml")
+
+
+async def test_headrace_run_hands_local_secrets_to_its_workers(pool: Pool, dsn: str, tmp_path: Path) -> None:
+    write_secret(tmp_path / "secrets", "web-headers", {"X-Token": "s3cret"})
+    with serve(Site()) as site:
+        site.handlers["/members"] = require_header("X-Token", "s3cret", b"Members only: the lamp room.")
+        manifest = tmp_path / "job.yaml"
+        manifest.write_text(
+            "apiVersion: headrace.io/v1alpha1\nkind: IngestionJob\nmetadata: {name: web, namespace: qa}\n"
+            "spec:\n  source:\n    http:\n"
+            f"      urls: [{site.url('/members')}]\n"
+            "      allowPrivateNetworks: true\n      headersSecretRef: {name: web-headers}\n"
+        )
+        command = [sys.executable, "-m", "headrace", "run", "-f", str(manifest), "-w", "1"]
+        command += ["--secrets-dir", str(tmp_path / "secrets"), "--database-url", dsn]
+        done = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL)
+        assert await done.wait() == 0
+    errors = await pool.fetch("SELECT state, error FROM headrace.documents")
+    assert [(r["state"], r["error"]) for r in errors] == [("ingested", None)]

@@ -9,7 +9,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from headrace.model import IngestionJobSpec
+from headrace.store import jobs
 from headrace.store.db import Pool
+from headrace.worker.loop import EXIT_BAD_SOURCE, Worker
 from headrace.worker.secrets import MissingSecret, read_secret
 from tests.conftest import JobFactory
 from tests.sources.helpers import counts, documents, run_once, write_secret
@@ -82,7 +84,9 @@ async def test_listing_etag_skips_archives_and_mirror(
         "docs/a.txt": b"Anchors hold in sand.",
         "docs/guides/b.md": b"# Buoys\n\nRed to port.",
         "docs/report.pdf": pdf(["Harbour report, page one.", "Page two: the breakwater."]),
-        "docs/bundle.zip": zip_file({"one.txt": "First entry.", "two/three.md": "# Three\n\nNested entry."}),
+        "docs/bundle.zip": zip_file(
+            {"one.txt": "First entry.", "two/three.md": "# Three\n\nNested entry.", "../evil.txt": "escape"}
+        ),
         "docs/noise.log": b"excluded by the glob",
         "other/outside.txt": b"outside the prefix",
     }
@@ -95,7 +99,7 @@ async def test_listing_etag_skips_archives_and_mirror(
     first = await run_once(pool, job, secrets_dir=tmp_path)
     docs = await documents(pool, job)
     uri = f"s3://{BUCKET}/docs/"
-    assert counts(first) == (11, 0, 0, 0, 0)
+    assert counts(first) == (11, 0, 0, 0, 1)
     assert {u.removeprefix(uri) for u in docs} == {
         "a.txt",
         "guides/b.md",
@@ -103,6 +107,7 @@ async def test_listing_etag_skips_archives_and_mirror(
         "bundle.zip",
         "bundle.zip!/one.txt",
         "bundle.zip!/two/three.md",
+        "bundle.zip!/../evil.txt",
         *(f"many/{i}.txt" for i in range(5)),
     }
     etag = bucket.head_object(Bucket=BUCKET, Key="docs/a.txt")["ETag"].strip('"')
@@ -111,22 +116,34 @@ async def test_listing_etag_skips_archives_and_mirror(
 
     caplog.clear()
     second = await run_once(pool, job, secrets_dir=tmp_path)
-    assert counts(second) == (0, 0, 11, 0, 0)
+    assert counts(second) == (0, 0, 11, 0, 1)  # the unchanged archive's failed entry stays failed
     assert object_reads(caplog) == []  # the listing's ETags sufficed: no object was downloaded
 
     bucket.put_object(Bucket=BUCKET, Key="docs/guides/b.md", Body=b"# Buoys\n\nGreen to starboard.")
     bucket.delete_object(Bucket=BUCKET, Key="docs/a.txt")
     bucket.put_object(Bucket=BUCKET, Key="docs/c.txt", Body=b"Currents turn with the tide.")
     bucket.put_object(
-        Bucket=BUCKET, Key="docs/bundle.zip", Body=zip_file({"one.txt": "First entry.", "four.txt": "Fourth entry."})
+        Bucket=BUCKET,
+        Key="docs/bundle.zip",
+        Body=zip_file({"one.txt": "First entry.", "four.txt": "Fourth entry.", "../evil.txt": "escape"}),
     )
     caplog.clear()
     third = await run_once(pool, job, secrets_dir=tmp_path)
     assert sorted(object_reads(caplog)) == ["docs/bundle.zip", "docs/c.txt", "docs/guides/b.md"]
     # added c.txt and bundle!/four.txt; updated b.md and bundle.zip; unchanged report, one.txt and
     # the five notes; deleted a.txt and bundle!/two/three.md
-    assert counts(third) == (2, 2, 7, 2, 0)
+    assert counts(third) == (2, 2, 7, 2, 1)
     assert uri + "bundle.zip!/two/three.md" not in await documents(pool, job)
+
+
+async def test_a_missing_secret_stops_the_worker_with_a_reason(
+    pool: Pool, make_job: JobFactory, tmp_path: Path, s3_endpoint: str
+) -> None:
+    write_secret(tmp_path, "s3-creds", {"AWS_ACCESS_KEY_ID": "only-half"})
+    job = await make_job(s3_spec(s3_endpoint))
+    await jobs.start_run(pool, job, reason="test")
+    worker = Worker(pool, job.uid, volume_root=Path("/"), secrets_dir=tmp_path)
+    assert await worker.run() == EXIT_BAD_SOURCE
 
 
 def test_credentials_come_from_the_secret_folder(tmp_path: Path) -> None:

@@ -31,9 +31,9 @@ MISBEHAVING_CHILD = textwrap.dedent(
 )
 
 
-async def collect(sandbox: Sandbox, data: bytes, uri: str = "box.zip") -> dict[str, Message]:
+async def collect(sandbox: Sandbox, data: bytes, uri: str = "box.zip", *, silence: float = 1) -> dict[str, Message]:
     request = Request(uri=uri, limits=Limits(), chunking=Chunking())
-    return {m["uri"]: m async for m in sandbox.process(request, data, silence_seconds=1)}
+    return {m["uri"]: m async for m in sandbox.process(request, data, silence_seconds=silence)}
 
 
 async def test_real_child_extracts_and_is_reused() -> None:
@@ -72,3 +72,31 @@ async def test_a_child_dying_on_a_plain_document_fails_that_document(tmp_path: P
         await sandbox.close()
     assert found["die.txt"]["type"] == "failed"
     assert after["fine.txt"]["type"] == "document"
+
+
+async def test_a_stream_abandoned_half_way_does_not_leak_into_the_next() -> None:
+    sandbox = Sandbox()
+    data = zip_file({f"{i}.txt": f"entry {i} words" for i in range(5)})
+    request = Request(uri="box.zip", limits=Limits(), chunking=Chunking())
+    try:
+        messages = sandbox.process(request, data, silence_seconds=10)
+        first = await anext(messages)
+        await messages.aclose()  # as when storing the first document fails
+        after = await collect(sandbox, b"fresh words", uri="next.txt")
+    finally:
+        await sandbox.close()
+    assert first["uri"] == "box.zip!/0.txt"
+    assert list(after) == ["next.txt"]
+
+
+async def test_a_document_needing_more_memory_than_the_limit_fails_alone() -> None:
+    sandbox = Sandbox(memory_bytes=300 * 1024 * 1024)
+    flat = b"[" + b"1," * 20_000_000 + b"1]"  # 40 MB that flattens to 20 million text lines
+    try:
+        found = await collect(sandbox, flat, uri="wide.json", silence=300)
+        after = await collect(sandbox, b"small words", uri="next.txt")
+    finally:
+        await sandbox.close()
+    assert found["wide.json"]["type"] == "failed"
+    assert "memory" in found["wide.json"]["reason"] or "extractor process" in found["wide.json"]["reason"]
+    assert after["next.txt"]["type"] == "document"

@@ -45,3 +45,7 @@ class Source(Protocol):
         unreadable or over max_bytes, having read no more than max_bytes + 1 bytes; any other
         exception is taken as a passing outage, and the task is retried."""
         ...
+
+    async def close(self) -> None:
+        """Release connections and clients; the worker calls it once, when it stops."""
+        ...

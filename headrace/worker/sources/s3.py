@@ -79,6 +79,9 @@ class BucketObjects:
             if page:
                 yield page
 
+    async def close(self) -> None:
+        await asyncio.to_thread(self.client.close)
+
     async def fetch(self, ref: DocumentRef, *, max_bytes: int, known_version: str | None = None) -> Fetched:
         return await asyncio.to_thread(self._get, ref, max_bytes)
 

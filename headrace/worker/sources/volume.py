@@ -126,3 +126,6 @@ class VolumeFiles:
         if len(data) > max_bytes:
             raise DocumentError(f"document is over limits.maxDocumentBytes ({max_bytes})")
         return data
+
+    async def close(self) -> None:
+        pass
