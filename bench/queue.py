@@ -73,6 +73,12 @@ class Meter:
     def stop(self) -> dict[str, float]:
         """Call while the connections are still open: a closed backend takes its CPU time with it."""
         now = self._server_cpu()
+        for pid in self._server.keys() - now.keys():  # a title read mid-update can miss a backend: ask by pid
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            now[pid] = times.user + times.system
         return {
             "seconds": time.perf_counter() - self._wall,
             "client_cpu": time.process_time() - self._cpu,

@@ -10,15 +10,21 @@ not search.
 
 Clients run a fixed query mix (single words, phrases, websearch operators, rare terms), each client
 on its own connection, for a fixed time per concurrency level. The floor calls
-`headrace.store.search.search` directly over asyncpg: the same SQL the API runs.
+`headrace.store.search.search` directly over asyncpg: the same SQL the API runs. The API is
+`headrace api` in its own process (uvicorn, `auth.mode: none` on loopback, rate limit off), asked
+`GET /v1/search?q=...` over real HTTP by `httpx` clients, one connection each.
 """
 
 import argparse
 import asyncio
+import os
 import random
+import socket
+import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from bench import common
@@ -39,12 +45,14 @@ QUERIES: dict[str, list[str]] = {
 NAMESPACES = [f"team-{i}" for i in range(4)]
 TARGET_P99_MS = 50.0
 TARGET_CLIENTS = 8
+TARGET_API_RATIO = 1.3
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunks", type=int, default=1_000_000, help="at least this many chunks in the index")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring time per concurrency level")
+    parser.add_argument("--no-api", action="store_true", help="measure the floor only")
 
 
 def base_documents(smoke: bool) -> list[tuple[str, str, list[str]]]:
@@ -140,6 +148,59 @@ async def build_index(pool: Pool, docs: list[tuple[str, str, list[str]]], want: 
     }
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def api_server(dsn: str, pool_size: int) -> AsyncIterator[str]:
+    """`headrace api` on a free loopback port; yields its base URL once /readyz answers."""
+    import httpx
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "HEADRACE_DATABASE_URL": dsn,
+        "HEADRACE_AUTH_MODE": "none",
+        "HEADRACE_RATE_LIMIT_PER_SECOND": "0",  # one principal drives the whole load: don't throttle it
+        "HEADRACE_DATABASE_POOL_SIZE": str(pool_size),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headrace",
+        "--log-level",
+        "WARNING",
+        "api",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            for _ in range(300):
+                if process.returncode is not None:
+                    raise RuntimeError(f"headrace api exited with {process.returncode}")
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("headrace api did not become ready in 30 s")
+        yield base
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+
+
 def mix() -> list[tuple[str, str]]:
     return [(kind, q) for kind, qs in QUERIES.items() for q in qs]
 
@@ -179,6 +240,38 @@ async def drive(clients: int, seconds: float, call: Callable[[int, str], Awaitab
     }
 
 
+async def measure_api(
+    dsn: str, client_counts: list[int], seconds: float, repeat: int, smoke: bool
+) -> dict[int, list[dict[str, Any]]]:
+    """The same mix through `GET /v1/search` of a running `headrace api`."""
+    import httpx
+
+    results: dict[int, list[dict[str, Any]]] = {c: [] for c in client_counts}
+    async with api_server(dsn, max(client_counts) + 2) as base:
+        clients = [httpx.AsyncClient(base_url=base, timeout=60) for _ in range(max(client_counts))]
+        try:
+
+            async def api_call(i: int, q: str) -> int:
+                response = await clients[i].get("/v1/search", params={"q": q})
+                response.raise_for_status()
+                return len(response.json()["items"])
+
+            await drive(2, 1.0 if smoke else 5.0, api_call)  # warm up
+            for r in range(repeat):
+                for c in client_counts:
+                    result = await drive(c, seconds, api_call)
+                    results[c].append(result)
+                    print(
+                        f"api clients={c} repeat={r} p50={result['p50']:.1f}ms p99={result['p99']:.1f}ms "
+                        f"qps={result['qps']:.0f} errors={result['errors']}",
+                        flush=True,
+                    )
+        finally:
+            for client in clients:
+                await client.aclose()
+    return results
+
+
 async def explain(pool: Pool, query: str) -> str:
     """EXPLAIN ANALYZE of the store's search SQL for one query, as the floor runs it."""
     async with pool.acquire() as conn:
@@ -205,6 +298,7 @@ async def main() -> None:
     report = common.Report("search", "Search: latency and QPS over a million chunks", opts, common.machine())
     docs = await asyncio.to_thread(base_documents, opts.smoke)
     floor: dict[int, list[dict[str, Any]]] = {c: [] for c in client_counts}
+    api: dict[int, list[dict[str, Any]]] | None = None
     with common.embedded_postgres() as admin:
         report.machine["versions"]["postgres"] = await common.postgres_version(admin)
         async with common.fresh_database(admin, "search_bench") as dsn:
@@ -232,6 +326,8 @@ async def main() -> None:
                             f"qps={result['qps']:.0f}",
                             flush=True,
                         )
+                if not opts.extra.no_api:
+                    api = await measure_api(dsn, client_counts, seconds, opts.repeat, opts.smoke)
                 slowest = max(mix(), key=lambda kq: matches[kq[1]])[1]
                 plan = await explain(pool, slowest)
                 rare_plan = await explain(pool, QUERIES["rare"][0])
@@ -265,12 +361,23 @@ async def main() -> None:
         "",
     ]
     lines += common.table(
-        ["clients", "p50", "p95", "p99", "QPS"],
+        ["clients", "p50", "p95", "p99", "QPS", "failed (statement timeout)"],
         [
-            [c, summary[c]["p50"].fmt(1), summary[c]["p95"].fmt(1), summary[c]["p99"].fmt(1), summary[c]["qps"].fmt()]
+            [
+                c,
+                summary[c]["p50"].fmt(1),
+                summary[c]["p95"].fmt(1),
+                summary[c]["p99"].fmt(1),
+                summary[c]["qps"].fmt(),
+                sum(x["errors"] for x in floor[c]),
+            ]
             for c in client_counts
         ],
     )
+    lines += [
+        "Latencies count answered queries only; a query cut off by the 5 s statement timeout counts as failed.",
+        "",
+    ]
     last = floor[client_counts[0]][-1]["by_kind"]
     lines += common.table(
         ["query kind (1 client)", "p50 ms", "p99 ms", "matching chunks"],
@@ -279,11 +386,41 @@ async def main() -> None:
             for k, v in last.items()
         ],
     )
-    lines += [
-        "**Through the HTTP API:** not yet measured — `headrace.api` (`GET /v1/search`) was not on main when "
-        "this ran, so the API p50 ÷ floor p50 target is open.",
-        "",
-    ]
+    if api is None:
+        lines += ["**Through the HTTP API:** not measured in this run (`--no-api`).", ""]
+    else:
+        api_summary = {
+            c: {k: common.Summary.of([x[k] for x in api[c]]) for k in ("p50", "p95", "p99", "qps")}
+            for c in client_counts
+        }
+        errors = {c: sum(x["errors"] for x in api[c]) for c in client_counts}
+        report.results["api"] = {str(c): api[c] for c in client_counts}
+        lines += [
+            "**Through the HTTP API: `GET /v1/search` of `headrace api`** (latency in ms, as the client sees it)",
+            "",
+        ]
+        lines += common.table(
+            ["clients", "p50", "p95", "p99", "QPS", "failed requests", "API p50 ÷ floor p50"],
+            [
+                [
+                    c,
+                    api_summary[c]["p50"].fmt(1),
+                    api_summary[c]["p95"].fmt(1),
+                    api_summary[c]["p99"].fmt(1),
+                    api_summary[c]["qps"].fmt(),
+                    errors[c],
+                    f"{api_summary[c]['p50'].median / summary[c]['p50'].median:.2f}×",
+                ]
+                for c in client_counts
+            ],
+        )
+        worst = max(api_summary[c]["p50"].median / summary[c]["p50"].median for c in client_counts)
+        report.results["target_api"] = {"worst_p50_ratio": worst, "met": worst <= TARGET_API_RATIO}
+        lines += [
+            f"**Target** API p50 ≤ {TARGET_API_RATIO}× the floor's p50 (worst level): {worst:.2f}× — "
+            f"{common.verdict(worst <= TARGET_API_RATIO)}.",
+            "",
+        ]
     if TARGET_CLIENTS in summary:
         p99 = summary[TARGET_CLIENTS]["p99"].median
         report.results["target"] = {"p99_ms_at_8": p99, "met": p99 <= TARGET_P99_MS}
