@@ -225,15 +225,26 @@ def _decode_body(raw: bytes, encoding: str, max_bytes: int) -> bytes:
         return raw
     if encoding not in ("gzip", "x-gzip", "deflate"):
         raise DocumentError(f"unsupported Content-Encoding {encoding!r}")
-    inflater = zlib.decompressobj(wbits=47 if "gzip" in encoding else 15)
+    return _inflate(
+        raw,
+        wbits=47 if "gzip" in encoding else 15,
+        max_bytes=max_bytes,
+        corrupt=f"corrupt {encoding} body",
+        too_big=f"document inflates past limits.maxDocumentBytes ({max_bytes})",
+    )
+
+
+def _inflate(raw: bytes, *, wbits: int, max_bytes: int, corrupt: str, too_big: str) -> bytes:
+    """Decompress zlib/gzip data, stopping at max_bytes + 1 so a bomb is caught before it is in memory."""
+    inflater = zlib.decompressobj(wbits=wbits)
     try:
         data = inflater.decompress(raw, max_bytes + 1)
     except zlib.error as exc:
-        raise DocumentError(f"corrupt {encoding} body: {exc}") from None
+        raise DocumentError(f"{corrupt}: {exc}") from None
     if len(data) > max_bytes:
-        raise DocumentError(f"document inflates past limits.maxDocumentBytes ({max_bytes})")
+        raise DocumentError(too_big)
     if not inflater.eof:
-        raise DocumentError(f"corrupt {encoding} body: truncated stream")
+        raise DocumentError(f"{corrupt}: truncated stream")
     return data
 
 
@@ -241,15 +252,13 @@ def parse_sitemap(data: bytes, url: str) -> tuple[str, list[str]]:
     """(`urlset` or `sitemapindex`, the <loc> URLs) of a plain or gzipped sitemap. DTDs are refused,
     so entity tricks (billion laughs, external entities) never reach the parser."""
     if data.startswith(b"\x1f\x8b"):
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            data = inflater.decompress(data, MAX_SITEMAP_BYTES + 1)
-        except zlib.error as exc:
-            raise DocumentError(f"sitemap {url}: corrupt gzip: {exc}") from None
-        if len(data) > MAX_SITEMAP_BYTES:
-            raise DocumentError(f"sitemap {url} is over {MAX_SITEMAP_BYTES} bytes uncompressed")
-        if not inflater.eof:
-            raise DocumentError(f"sitemap {url}: corrupt gzip: truncated stream")
+        data = _inflate(
+            data,
+            wbits=31,
+            max_bytes=MAX_SITEMAP_BYTES,
+            corrupt=f"sitemap {url}: corrupt gzip",
+            too_big=f"sitemap {url} is over {MAX_SITEMAP_BYTES} bytes uncompressed",
+        )
     if b"<!DOCTYPE" in data[:4096].upper() or b"<!ENTITY" in data.upper():
         raise DocumentError(f"sitemap {url}: DTDs and entities are not allowed")
     try:
