@@ -150,6 +150,16 @@ async def wait_for(pool: Pool, sql: str, *args: object) -> None:
         await asyncio.sleep(0.02)
 
 
+async def kill_mid_task(pool: Pool, dsn: str, job: JobRecord, root: Path, *, lease_seconds: float) -> None:
+    """Start a worker, SIGKILL it once it has stored a few documents of its task, and reap it."""
+    doomed = _spawn(dsn, job, root, "--lease-seconds", str(lease_seconds))
+    try:
+        await wait_for(pool, "SELECT count(*) >= 5 FROM headrace.documents WHERE job_uid = $1", job.uid)
+        doomed.send_signal(signal.SIGKILL)
+    finally:
+        doomed.wait()
+
+
 BIG_CORPUS = {
     f"part{i:03}.txt": "\n\n".join(f"Section {i}.{j} on tidal power. " * 30 for j in range(40)) for i in range(300)
 }
@@ -161,12 +171,7 @@ async def test_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(
     write(tmp_path, BIG_CORPUS)
     job = await make_job(volume_spec(workers={"batchSize": 300}))
     run = await jobs.start_run(pool, job, reason="test")
-    doomed = _spawn(dsn, job, tmp_path, "--lease-seconds", "2")
-    try:
-        await wait_for(pool, "SELECT count(*) >= 5 FROM headrace.documents WHERE job_uid = $1", job.uid)
-        doomed.send_signal(signal.SIGKILL)
-    finally:
-        doomed.wait()
+    await kill_mid_task(pool, dsn, job, tmp_path, lease_seconds=2)
     stored = await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE job_uid = $1", job.uid)
     assert 5 <= stored < 300, "the worker was not killed mid-task"
 
@@ -190,12 +195,7 @@ async def test_a_task_that_kills_its_worker_every_time_fails_its_documents_with_
     write(tmp_path, BIG_CORPUS)
     job = await make_job(volume_spec(workers={"batchSize": 300}, retries={"maxAttempts": 1}))
     run = await jobs.start_run(pool, job, reason="test")
-    doomed = _spawn(dsn, job, tmp_path, "--lease-seconds", "1")
-    try:
-        await wait_for(pool, "SELECT count(*) >= 5 FROM headrace.documents WHERE job_uid = $1", job.uid)
-        doomed.send_signal(signal.SIGKILL)
-    finally:
-        doomed.wait()
+    await kill_mid_task(pool, dsn, job, tmp_path, lease_seconds=1)
     await asyncio.sleep(1.2)  # let the lease run out
     assert await run_worker(pool, job, tmp_path) == EXIT_DRAINED
 
