@@ -16,6 +16,19 @@ log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 
+REQUEST_TIMEOUT = 30.0
+"""Seconds one API call may take before it counts as failed."""
+
+RETRY_DELAY = 5.0
+"""Seconds before kopf calls a handler again after the API server timed out or was briefly unavailable.
+
+Without it, such a failure is an arbitrary exception to kopf, which retries after its default backoff
+of 60 s: a job created while the API server is busy would get its worker Job a minute late.
+"""
+
+# Answers that say "try again later", not "this request is wrong" (429 too many requests, 5xx).
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
 
 class KubeError(Exception):
     """The API server answered with an error status."""
@@ -45,8 +58,9 @@ HPAS = Resource("autoscaling/v2", "horizontalpodautoscalers")
 class KubeClient:
     """get, create, merge-patch and delete of namespaced objects, with 404 and 409 as answers, not errors."""
 
-    def __init__(self, connection: kopf.ConnectionInfo | None = None) -> None:
+    def __init__(self, connection: kopf.ConnectionInfo | None = None, *, timeout: float = REQUEST_TIMEOUT) -> None:
         self.connection = connection
+        self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._retired: list[aiohttp.ClientSession] = []
 
@@ -58,7 +72,8 @@ class KubeClient:
         self._session = None  # the next request opens a session with the new credentials
 
     async def request(self, method: str, path: str, body: object = None, content_type: str = "application/json") -> Any:
-        """One API call: the decoded answer, or KubeError."""
+        """One API call: the decoded answer; KubeError when the server refused it, kopf.TemporaryError (retry
+        in RETRY_DELAY seconds) when it timed out, could not be reached or answered a transient status."""
         if self.connection is None:
             raise kopf.TemporaryError("not logged in to Kubernetes yet", delay=1)
         if self._session is None or self._session.closed:
@@ -66,20 +81,26 @@ class KubeClient:
                 base_url=self.connection.server.rstrip("/") + "/",
                 headers=self.connection.as_http_headers(),
                 connector=aiohttp.TCPConnector(ssl=self.connection.as_ssl_context()),
-                timeout=aiohttp.ClientTimeout(total=30),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
             )
         data = None if body is None else json.dumps(body)
-        async with self._session.request(
-            method, path.lstrip("/"), data=data, headers={"Content-Type": content_type}
-        ) as response:
-            text = await response.text()
-            if response.status >= 400:
-                try:
-                    message = json.loads(text).get("message", text)
-                except ValueError:
-                    message = text
-                raise KubeError(response.status, message)
-            return json.loads(text) if text else None
+        try:
+            async with self._session.request(
+                method, path.lstrip("/"), data=data, headers={"Content-Type": content_type}
+            ) as response:
+                text = await response.text()
+                status = response.status
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            raise kopf.TemporaryError(f"{method} {path}: {exc!r}", delay=RETRY_DELAY) from exc
+        if status >= 400:
+            try:
+                message = json.loads(text).get("message", text)
+            except ValueError:
+                message = text
+            if status in TRANSIENT_STATUSES:
+                raise kopf.TemporaryError(f"{method} {path}: {status}: {message}", delay=RETRY_DELAY)
+            raise KubeError(status, message)
+        return json.loads(text) if text else None
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when there is none."""

@@ -104,6 +104,10 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
         job = parse(body)
     except InvalidSpec:
         return events  # apply_spec reported it; nothing runs until the spec is fixed
+    if body.get("status", {}).get("observedGeneration") != job.metadata.generation:
+        # apply_spec has not finished with this generation (it writes observedGeneration last). Creating its
+        # objects is its work: doing it here as well doubled every request of a burst of new jobs.
+        return events
     record = await jobs.get_job(op.pool, _uid(job))
     if record is None or record.current_run == 0:
         return events  # apply_spec has not registered it yet

@@ -246,3 +246,23 @@ async def test_hpa_drift_is_corrected_and_defaults_are_not_drift(
     versions = len(hpa.history)
     await apply(op, raw)  # a server-defaulted field (behavior) alone is no reason to patch
     assert len(hpa.history) == versions
+
+
+async def test_observe_leaves_creation_to_apply_until_it_finished(
+    op: Operator, emulator: kmock.KubernetesEmulator
+) -> None:
+    # The timer fires while apply_spec still works on a new job (a burst of creates on a busy API server):
+    # the job is registered but its status not yet written. Creating the Job and HPA is apply's work.
+    raw = ij()
+    applied, _ = await apply(op, raw)
+    del emulator.objects[JOBS, "default", "handbook-run-1"]
+    del emulator.objects[HPAS, "default", "handbook"]
+    requests = len(list(emulator))
+
+    assert await reconcile.observe(op, kopf.Body(raw), kopf.Patch(), now=NOW) == []
+    assert not exists(emulator, JOBS, "handbook-run-1") and not exists(emulator, HPAS, "handbook")
+    assert len(list(emulator)) == requests
+
+    # Once apply wrote status for this generation, the timer corrects drift: the deleted objects come back.
+    await observe(op, applied)
+    assert exists(emulator, JOBS, "handbook-run-1") and exists(emulator, HPAS, "handbook")

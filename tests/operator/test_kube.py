@@ -1,0 +1,72 @@
+"""The operator's Kubernetes client against kmock's emulator: which answers are errors and which are "later"."""
+
+import asyncio
+from datetime import UTC, datetime
+
+import kmock
+import kopf
+import pytest
+
+from headrace.operator import reconcile
+from headrace.operator.kube import JOBS, RETRY_DELAY, KubeClient, KubeError
+from headrace.operator.reconcile import Operator
+from tests.operator.conftest import ij
+
+pytestmark = pytest.mark.postgres
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+JOBS_URL = "post /apis/batch/v1/namespaces/default/jobs"
+
+
+def slow_once(emulator: kmock.KubernetesEmulator, pattern: str, seconds: float) -> list[float]:
+    """Make the first matching request hang for `seconds`; later ones reach the emulator as usual."""
+    calls: list[float] = []
+
+    async def hang() -> None:
+        calls.append(seconds)
+        if len(calls) == 1:
+            await asyncio.sleep(seconds)
+
+    emulator[pattern] << hang
+    return calls
+
+
+async def test_timeout_is_a_temporary_error_with_a_short_delay(
+    op: Operator, emulator: kmock.KubernetesEmulator
+) -> None:
+    # An API server too busy to answer in time. As a plain TimeoutError, kopf would retry the handler
+    # only after its default 60 s backoff: jobs created in a burst got their worker Job a minute late.
+    slow_once(emulator, JOBS_URL, seconds=2)
+    busy = Operator(pool=op.pool, kube=KubeClient(op.kube.connection, timeout=0.2), config=op.config)
+    raw = ij()
+    try:
+        with pytest.raises(kopf.TemporaryError) as caught:
+            await reconcile.apply_spec(busy, kopf.Body(raw), kopf.Patch(), now=NOW)
+        assert caught.value.delay == RETRY_DELAY
+
+        # The retry, once the server answers again, creates the Job.
+        await reconcile.apply_spec(busy, kopf.Body(raw), kopf.Patch(), now=NOW)
+    finally:
+        await busy.kube.close()
+    assert not emulator.objects["batch/v1/jobs", "default", "handbook-run-1"].deleted
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_transient_status_is_a_temporary_error(
+    op: Operator, emulator: kmock.KubernetesEmulator, status: int
+) -> None:
+    emulator[JOBS_URL] << status
+    manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x", "namespace": "default"}}
+    with pytest.raises(kopf.TemporaryError) as caught:
+        await op.kube.ensure(JOBS, manifest)
+    assert caught.value.delay == RETRY_DELAY
+
+
+async def test_refusal_is_an_error_not_a_retry(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+    # A request the server rejects (here: 403) will not get better by retrying it soon.
+    emulator[JOBS_URL] << 403
+    manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x", "namespace": "default"}}
+    with pytest.raises(KubeError) as caught:
+        await op.kube.ensure(JOBS, manifest)
+    assert caught.value.status == 403
+
