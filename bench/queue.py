@@ -125,11 +125,12 @@ async def _headrace_setup(dsn: str, consumers: int) -> tuple[Pool, uuid.UUID]:
     return pool, job.uid
 
 
-async def _headrace_enqueue(pool: Pool, uid: uuid.UUID, n: int) -> float:
+async def _headrace_enqueue(pool: Pool, uid: uuid.UUID, n: int, *, run: int = 1, max_attempts: int = 3) -> float:
+    """Enqueue n no-op tasks into a run of the job; returns the seconds it took."""
     started = time.perf_counter()
     for start in range(0, n, ENQUEUE_BATCH):
         batch = [queue.NewTask("ingest", f"t{i}", {}) for i in range(start, min(n, start + ENQUEUE_BATCH))]
-        await queue.enqueue(pool, uid, 1, batch, max_attempts=3)
+        await queue.enqueue(pool, uid, run, batch, max_attempts=max_attempts)
     return time.perf_counter() - started
 
 
@@ -195,9 +196,7 @@ async def headrace_rescue(dsn: str, n: int, consumers: int) -> dict[str, float]:
 
         run = 2
         await pool.execute("INSERT INTO headrace.runs (job_uid, run, fingerprint) VALUES ($1, $2, '')", uid, run)
-        for start in range(0, n, ENQUEUE_BATCH):
-            batch = [queue.NewTask("ingest", f"t{i}", {}) for i in range(start, min(n, start + ENQUEUE_BATCH))]
-            await queue.enqueue(pool, uid, run, batch, max_attempts=2)
+        await _headrace_enqueue(pool, uid, n, run=run, max_attempts=2)
         await _lease_and_die(pool, uid, n)
         started = time.perf_counter()
         rescued = await _headrace_drain(pool, uid, consumers)
@@ -206,9 +205,7 @@ async def headrace_rescue(dsn: str, n: int, consumers: int) -> dict[str, float]:
 
         run = 3
         await pool.execute("INSERT INTO headrace.runs (job_uid, run, fingerprint) VALUES ($1, $2, '')", uid, run)
-        for start in range(0, n, ENQUEUE_BATCH):
-            batch = [queue.NewTask("ingest", f"t{i}", {}) for i in range(start, min(n, start + ENQUEUE_BATCH))]
-            await queue.enqueue(pool, uid, run, batch, max_attempts=1)
+        await _headrace_enqueue(pool, uid, n, run=run, max_attempts=1)
         await _lease_and_die(pool, uid, n)
         started = time.perf_counter()
         dead = await queue.reap_expired(pool, uid)

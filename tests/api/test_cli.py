@@ -30,6 +30,13 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+async def _start_api(port: int, env: dict[str, str], *, stderr: int | None = None) -> asyncio.subprocess.Process:
+    """`headrace api` as a real process on a loopback port."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "headrace", "api", "--host", "127.0.0.1", "--port", str(port), env=env, stderr=stderr
+    )
+
+
 def test_api_refuses_no_auth_off_loopback(dsn: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "headrace", "api", "--host", "0.0.0.0"],
@@ -47,16 +54,9 @@ async def test_api_refuses_to_serve_an_unmigrated_database(postgres_server: str)
     conn = await asyncpg.connect(postgres_server)
     await conn.execute(f"CREATE DATABASE {name}")
     await conn.close()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headrace",
-        "api",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(_free_port()),
-        env=_env(with_database(postgres_server, name), HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN="t"),
+    process = await _start_api(
+        _free_port(),
+        _env(with_database(postgres_server, name), HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN="t"),
         stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await process.communicate()
@@ -70,16 +70,8 @@ async def test_api_stops_gracefully_with_an_event_stream_open(dsn: str, pool: Po
     )
     await jobs.start_run(pool, job, reason="test")  # Running, and no worker: the stream stays open
     port = _free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "headrace",
-        "api",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        env=_env(dsn, HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN="t", HEADRACE_SHUTDOWN_GRACE_SECONDS="2"),
+    process = await _start_api(
+        port, _env(dsn, HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN="t", HEADRACE_SHUTDOWN_GRACE_SECONDS="2")
     )
     headers = {"Authorization": "Bearer t"}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
