@@ -108,3 +108,8 @@ class JobFactory:
             generation=1,
             spec=spec or volume_spec(),
         )
+
+
+async def make_current(pool: Pool, job: JobRecord, run: int = 1) -> None:
+    """Make `run` the job's current run without enqueueing discovery: a lease takes only its tasks."""
+    await pool.execute("UPDATE headrace.jobs SET current_run = $2 WHERE uid = $1", job.uid, run)

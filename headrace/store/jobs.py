@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from headrace.model import IngestionJobSpec, Progress, RunSummary
-from headrace.store import queue
+from headrace.store import history, queue
 from headrace.store.db import Connection, Pool
 
 EventType = Literal["Normal", "Warning"]
@@ -97,10 +97,8 @@ async def start_run(pool: Pool, job: JobRecord, *, reason: str) -> int:
             "WHERE uid = $1 RETURNING current_run",
             job.uid,
         )
-        # Pending work of an older run would be redone by this run's discovery anyway.
-        await conn.execute(
-            "DELETE FROM headrace.tasks WHERE job_uid = $1 AND run < $2 AND state = 'pending'", job.uid, run
-        )
+        # Work of an older run is redone by this run's discovery; left alone it would record the old run.
+        await queue.cancel_superseded(conn, job.uid, run)
         await conn.execute(
             "UPDATE headrace.runs SET finished_at = now(), error = 'superseded by run ' || $2::int "
             "WHERE job_uid = $1 AND finished_at IS NULL",
@@ -238,12 +236,7 @@ async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
                 or "discovery did not finish"
             )
         elif job.spec.sync == "mirror":
-            deleted = await conn.fetchval(
-                "WITH gone AS (DELETE FROM headrace.documents WHERE job_uid = $1 AND run < $2 RETURNING 1) "
-                "SELECT count(*) FROM gone",
-                job.uid,
-                run,
-            )
+            deleted = await history.delete_unseen(conn, job.uid, run)
             await conn.execute(
                 "UPDATE headrace.runs SET deleted = $3 WHERE job_uid = $1 AND run = $2", job.uid, run, deleted
             )
@@ -300,8 +293,8 @@ async def events(pool: Pool, uid: uuid.UUID, *, after: int = 0, limit: int = 100
 
 
 async def delete_job_data(pool: Pool, uid: uuid.UUID) -> None:
-    """Remove the job with its runs, tasks, documents, chunks and events (retention: Delete)."""
-    await pool.execute("DELETE FROM headrace.jobs WHERE uid = $1", uid)
+    """Remove the job with its runs, tasks, documents, chunks and events (retention: Delete), in batches."""
+    await history.delete_job(pool, uid)
 
 
 async def retain_job_data(pool: Pool, uid: uuid.UUID) -> None:

@@ -67,7 +67,9 @@ async def enqueue(
 
 
 async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: float, limit: int = 1) -> list[Task]:
-    """Lease up to `limit` ready tasks: leased ones whose lease expired first, then pending ones whose time has come.
+    """Lease up to `limit` ready tasks of the job's current run: leased ones whose lease expired first, then
+    pending ones whose time has come. A task of an older run is never taken: it would record the old run's
+    number on its documents, and `sync: mirror` deletes what the current run did not record.
 
     Each kind is picked in the order of its own partial index (`tasks_leased`, `tasks_ready`), so a lease
     reads only the rows it takes, however many tasks of the job are already done. (One `OR` of the two
@@ -78,6 +80,7 @@ async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: f
         WITH expired AS (
             SELECT id FROM headrace.tasks
             WHERE job_uid = $1 AND state = 'leased' AND lease_expires_at < now() AND attempts < max_attempts
+              AND run = (SELECT current_run FROM headrace.jobs WHERE uid = $1)
             ORDER BY lease_expires_at
             LIMIT $2
             FOR UPDATE SKIP LOCKED
@@ -85,6 +88,7 @@ async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: f
         pending AS (
             SELECT id FROM headrace.tasks
             WHERE job_uid = $1 AND state = 'pending' AND available_at <= now()
+              AND run = (SELECT current_run FROM headrace.jobs WHERE uid = $1)
             ORDER BY available_at, id
             LIMIT $2
             FOR UPDATE SKIP LOCKED
@@ -153,6 +157,35 @@ async def ack_many(pool: Pool | Connection, tasks: list[Task]) -> set[int]:
     return {row["id"] for row in rows}
 
 
+async def cancel_superseded(conn: Connection, job_uid: uuid.UUID, run: int) -> int:
+    """Cancel the unfinished tasks of runs older than `run` (called as `run` starts). Returns how many.
+
+    A leased one loses its lease token, so its worker's heartbeat, ack, fail and release all find it
+    gone: the worker abandons it, and nothing hands it back to be leased again.
+    """
+    status = await conn.execute(
+        """
+        UPDATE headrace.tasks
+        SET state = 'cancelled', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
+            last_error = format('superseded by run %s', $2::int)
+        WHERE job_uid = $1 AND run < $2 AND state IN ('pending', 'leased')
+        """,
+        job_uid,
+        run,
+    )
+    return int(status.split()[-1])
+
+
+async def lock_run_if_current(conn: Connection, job_uid: uuid.UUID, run: int) -> bool:
+    """Whether `run` is the job's current run, holding that true until the caller's transaction ends.
+
+    The share lock makes a concurrent `start_run` (which updates the job row) wait, so tasks enqueued
+    under it are either cancelled by the new run or never enqueued at all.
+    """
+    current = await conn.fetchval("SELECT current_run FROM headrace.jobs WHERE uid = $1 FOR SHARE", job_uid)
+    return bool(current == run)
+
+
 def backoff_seconds(attempts: int, *, base: float, cap: float) -> float:
     """Exponential backoff after the given number of attempts: base, 2·base, 4·base, ... up to cap."""
     return float(min(cap, base * 2 ** max(0, attempts - 1)))
@@ -218,11 +251,11 @@ async def reap_expired(pool: Pool, job_uid: uuid.UUID) -> list[Task]:
 
 
 async def counts(pool: Pool | Connection, job_uid: uuid.UUID) -> dict[str, int]:
-    """Tasks of a job by state: pending, leased, done and dead (zero when absent)."""
+    """Tasks of a job by state: pending, leased, done, dead and cancelled (zero when absent)."""
     rows = await pool.fetch(
         "SELECT state, count(*) AS n FROM headrace.tasks WHERE job_uid = $1 GROUP BY state", job_uid
     )
-    result = dict.fromkeys(("pending", "leased", "done", "dead"), 0)
+    result = dict.fromkeys(("pending", "leased", "done", "dead", "cancelled"), 0)
     result.update({row["state"]: row["n"] for row in rows})
     return result
 

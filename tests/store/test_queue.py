@@ -7,10 +7,11 @@ from datetime import timedelta
 from headrace.store import queue
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
-from tests.conftest import JobFactory
+from tests.conftest import JobFactory, make_current
 
 
 async def fill(pool: Pool, job: JobRecord, n: int, *, max_attempts: int = 5) -> None:
+    await make_current(pool, job)
     tasks = [queue.NewTask("ingest", f"t{i}", {"n": i}) for i in range(n)]
     for start in range(0, n, 2000):
         await queue.enqueue(pool, job.uid, 1, tasks[start : start + 2000], max_attempts=max_attempts)
@@ -30,12 +31,13 @@ async def test_eight_consumers_ack_each_of_ten_thousand_tasks_exactly_once(pool:
     await asyncio.gather(*(consume(f"w{i}") for i in range(8)))
     assert len(acked) == 10_000
     assert set(acked.values()) == {1}
-    assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 10_000, "dead": 0}
+    assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 10_000, "dead": 0, "cancelled": 0}
     assert await queue.is_drained(pool, job.uid)
 
 
 async def test_enqueue_is_idempotent_by_dedupe_key(pool: Pool, make_job: JobFactory) -> None:
     job = await make_job()
+    await make_current(pool, job)
     first = await queue.enqueue(pool, job.uid, 1, [queue.NewTask("ingest", "a", {})], max_attempts=3)
     again = await queue.enqueue(
         pool, job.uid, 1, [queue.NewTask("ingest", "a", {}), queue.NewTask("ingest", "b", {})], max_attempts=3
