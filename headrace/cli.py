@@ -144,9 +144,8 @@ def worker(
     metrics_port: int | None,
 ) -> None:
     """Lease and process the job's tasks until its queue is drained (exit 0) or SIGTERM (exit 143)."""
-    from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
-
     from headrace.store.db import create_pool
+    from headrace.store.outage import ride_out
     from headrace.worker.loop import Worker
 
     if not database_url:
@@ -156,16 +155,9 @@ def worker(
 
         start_http_server(metrics_port)
 
-    # The database may come up after the pod does: keep trying for a minute before giving up.
-    connect = retry(
-        retry=retry_if_exception_type((OSError, ConnectionError)),
-        wait=wait_exponential(multiplier=0.5, max=10),
-        stop=stop_after_delay(60),
-        reraise=True,
-    )(create_pool)
-
     async def go() -> int:
-        pool = await connect(database_url, min_size=1, max_size=3)
+        # The database may come up after the pod does, or be failing over: wait for it.
+        pool = await ride_out(create_pool, database_url, min_size=1, max_size=3)
         try:
             loop = Worker(
                 pool,

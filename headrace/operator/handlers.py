@@ -11,6 +11,7 @@ from headrace.operator.config import OperatorConfig
 from headrace.operator.settings import configure
 from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
+from headrace.store.outage import ride_out
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 
@@ -21,7 +22,11 @@ def _post(body: kopf.Body, events: list[Event]) -> None:
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
-    """Put Headrace's handlers into `registry`, bound to `config`."""
+    """Put Headrace's handlers into `registry`, bound to `config`.
+
+    Each reconcile step is idempotent, so one that lost its database connection is run again whole
+    (`ride_out`) once Postgres is back, instead of waiting out kopf's one-minute retry.
+    """
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -54,13 +59,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     @kopf.on.create(*RESOURCE, registry=registry)
     @kopf.on.update(*RESOURCE, field="spec", registry=registry)
     async def apply(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        _post(body, await reconcile.apply_spec(memo["operator"], body, patch, now=datetime.now(UTC)))
+        _post(body, await ride_out(reconcile.apply_spec, memo["operator"], body, patch, now=datetime.now(UTC)))
 
     @kopf.timer(*RESOURCE, interval=config.observe_interval, initial_delay=config.observe_interval, registry=registry)
     async def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        _post(body, await reconcile.observe(memo["operator"], body, patch, now=datetime.now(UTC)))
+        _post(body, await ride_out(reconcile.observe, memo["operator"], body, patch, now=datetime.now(UTC)))
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-        outcome = await reconcile.finalize(memo["operator"], body)
+        outcome = await ride_out(reconcile.finalize, memo["operator"], body)
         logger.info(f"{outcome} the indexed data of the IngestionJob (spec.retention)")
