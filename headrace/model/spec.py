@@ -404,6 +404,10 @@ class IngestionJobSpec(KubeModel):
     active_deadline_seconds: Annotated[int | None, Field(ge=1)] = None
     """Longest a run's worker Job may be active before Kubernetes stops it and the run fails."""
 
+    history_limit: Annotated[int, Field(ge=1, le=1000)] = 10
+    """How many runs to keep, with their tasks and events, the current one included. Older runs are
+    pruned when a run finishes; documents are kept whatever the run that last recorded them."""
+
     @field_validator("schedule")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from headrace import metrics
 from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR
-from headrace.store import documents, jobs, queue
+from headrace.store import documents, history, jobs, queue
 from headrace.store.db import Pool
 from headrace.store.outage import ride_out
 from headrace.worker.errors import DocumentError
@@ -108,6 +108,9 @@ class Worker:
                 job = fresh or job
                 if await ride_out(jobs.finish_run, self.pool, job, job.current_run):
                     log.info("Finished run", extra={"job": job.name, "run": job.current_run})
+                    pruned = await ride_out(history.prune_runs, self.pool, job.uid, keep=job.spec.history_limit)
+                    if pruned:
+                        log.info("Pruned runs", extra={"job": job.name, "runs": pruned})
                 log.info("Drained queue", extra={"worker": self.name, "job": job.name})
                 return EXIT_DRAINED
             with contextlib.suppress(TimeoutError):
