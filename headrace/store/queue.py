@@ -126,12 +126,16 @@ async def heartbeat(pool: Pool, tasks: list[Task], *, lease_seconds: float) -> s
 
 
 async def ack(pool: Pool | Connection, task: Task) -> bool:
-    """Mark a task done. False when the lease was lost, in which case someone else owns the task."""
+    """Mark a task done. False when the lease was lost, in which case someone else owns the task.
+
+    The done task keeps its last lease token, so an ack repeated by its holder (its reply was lost
+    when the connection broke, see `store.outage`) is true again rather than "lost".
+    """
     status = await pool.execute(
         """
         UPDATE headrace.tasks
-        SET state = 'done', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
-        WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+        SET state = 'done', finished_at = coalesce(finished_at, now()), lease_expires_at = NULL
+        WHERE id = $1 AND lease_token = $2 AND state IN ('leased', 'done')
         """,
         task.id,
         task.lease_token,
@@ -146,9 +150,9 @@ async def ack_many(pool: Pool | Connection, tasks: list[Task]) -> set[int]:
     rows = await pool.fetch(
         """
         UPDATE headrace.tasks t
-        SET state = 'done', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
+        SET state = 'done', finished_at = coalesce(t.finished_at, now()), lease_expires_at = NULL
         FROM unnest($1::bigint[], $2::uuid[]) AS held(id, token)
-        WHERE t.id = held.id AND t.lease_token = held.token AND t.state = 'leased'
+        WHERE t.id = held.id AND t.lease_token = held.token AND t.state IN ('leased', 'done')
         RETURNING t.id
         """,
         [t.id for t in tasks],
@@ -192,16 +196,25 @@ def backoff_seconds(attempts: int, *, base: float, cap: float) -> float:
 
 
 async def fail(pool: Pool, task: Task, error: str, *, backoff: float) -> Literal["retry", "dead", "lost"]:
-    """Record a failed attempt: retry after `backoff` seconds, or dead when attempts are used up."""
+    """Record a failed attempt: retry after `backoff` seconds, or dead when attempts are used up.
+
+    Like `ack`, the task keeps the failed lease's token until it is leased again, so a repeated call
+    by the same holder answers the same instead of "lost" (a dead task's documents must be recorded).
+    """
     row = await pool.fetchrow(
         """
-        UPDATE headrace.tasks
-        SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
-            available_at = now() + $3::interval,
-            finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
-            last_error = $4, lease_token = NULL, lease_expires_at = NULL
-        WHERE id = $1 AND lease_token = $2 AND state = 'leased'
-        RETURNING state
+        WITH failed AS (
+            UPDATE headrace.tasks
+            SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+                available_at = now() + $3::interval,
+                finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+                last_error = $4, lease_expires_at = NULL
+            WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+            RETURNING state
+        )
+        SELECT state FROM failed
+        UNION ALL
+        SELECT state FROM headrace.tasks WHERE id = $1 AND lease_token = $2 AND state IN ('pending', 'dead')
         """,
         task.id,
         task.lease_token,

@@ -119,3 +119,28 @@ async def test_jobs_do_not_share_tasks(pool: Pool, make_job: JobFactory) -> None
     await fill(pool, one, 3)
     assert await queue.lease(pool, two.uid, worker="w", lease_seconds=30, limit=10) == []
     assert len(await queue.lease(pool, one.uid, worker="w", lease_seconds=30, limit=10)) == 3
+
+
+async def test_a_holder_repeating_ack_or_fail_gets_the_same_answer(pool: Pool, make_job: JobFactory) -> None:
+    """After a lost reply (the connection broke after the commit) the worker repeats the call."""
+    job = await make_job()
+    await fill(pool, job, 2, max_attempts=1)
+    first, second = await queue.lease(pool, job.uid, worker="w", lease_seconds=30, limit=2)
+    assert await queue.ack(pool, first) and await queue.ack(pool, first)
+    assert await queue.fail(pool, second, "boom", backoff=0) == "dead"
+    assert await queue.fail(pool, second, "boom", backoff=0) == "dead"
+    assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 1, "dead": 1, "cancelled": 0}
+
+
+async def test_a_cancelled_task_cannot_be_acked_failed_or_released(pool: Pool, make_job: JobFactory) -> None:
+    job = await make_job()
+    await fill(pool, job, 2)
+    (leased,) = await queue.lease(pool, job.uid, worker="old", lease_seconds=30, limit=1)  # and one pending
+    await make_current(pool, job, 2)
+    async with pool.acquire() as conn:
+        assert await queue.cancel_superseded(conn, job.uid, 2) == 2
+    assert not await queue.ack(pool, leased)
+    assert await queue.fail(pool, leased, "late", backoff=0) == "lost"
+    assert not await queue.release(pool, leased)
+    assert await queue.heartbeat(pool, [leased], lease_seconds=30) == set()
+    assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 0, "dead": 0, "cancelled": 2}
