@@ -1,14 +1,13 @@
 """The `headrace` command: one entry point for every role (demo, run, worker, migrate, search, ...)."""
 
 import asyncio
-import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -19,7 +18,7 @@ from headrace.model.contract import DATABASE_URL_ENV as POD_DATABASE_URL_ENV
 from headrace.model.contract import SECRETS_DIR_ENV, VOLUME_ROOT_ENV, WORKER_SECRETS_DIR
 
 if TYPE_CHECKING:
-    from headrace.operator.resources.job import WorkerPodSettings
+    from headrace.operator.config import OperatorSettings
 
 T = TypeVar("T")
 
@@ -389,23 +388,6 @@ def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
         click.echo(f"Wrote {path}")
 
 
-class JsonObject(click.ParamType[dict[str, Any], Any]):
-    """A JSON object on the command line or in an environment variable (the chart passes its values so)."""
-
-    name = "json"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict[str, Any]:
-        if isinstance(value, dict):
-            return value
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            self.fail(f"not JSON: {exc}", param, ctx)
-        if not isinstance(parsed, dict):
-            self.fail(f"must be a JSON object, got {type(parsed).__name__}", param, ctx)
-        return parsed
-
-
 @main.command()
 @click.option(
     "-A",
@@ -418,180 +400,77 @@ class JsonObject(click.ParamType[dict[str, Any], Any]):
     "--namespace",
     "namespaces",
     multiple=True,
-    envvar="HEADRACE_NAMESPACES",
-    help="Watch only this namespace (repeatable; env HEADRACE_NAMESPACES, space-separated).",
+    help="Watch only this namespace (repeatable; HEADRACE_NAMESPACES).",
 )
-@database_url_option
+@click.option("--database-url", help="Postgres URL (HEADRACE_DATABASE_URL or DATABASE_URL).")
+@click.option("--worker-image", help="Image of the worker pods (HEADRACE_WORKER_IMAGE).")
 @click.option(
-    "--worker-image",
-    envvar="HEADRACE_WORKER_IMAGE",
-    required=True,
-    help="Image of the worker pods (env HEADRACE_WORKER_IMAGE).",
-)
-@click.option(
-    "--database-secret",
-    envvar="HEADRACE_DATABASE_SECRET",
-    default="headrace-database",
-    show_default=True,
-    help="Secret, in each IngestionJob's namespace, holding the workers' DATABASE_URL (env HEADRACE_DATABASE_SECRET).",
-)
-@click.option(
-    "--worker-image-pull-policy",
-    type=click.Choice(["Always", "IfNotPresent", "Never"]),
-    envvar="HEADRACE_WORKER_IMAGE_PULL_POLICY",
-    default="IfNotPresent",
-    show_default=True,
-    help="imagePullPolicy of the worker pods (env HEADRACE_WORKER_IMAGE_PULL_POLICY).",
-)
-@click.option(
-    "--worker-image-pull-secret",
-    "worker_image_pull_secrets",
-    multiple=True,
-    envvar="HEADRACE_WORKER_IMAGE_PULL_SECRETS",
-    help="Secret, in each IngestionJob's namespace, to pull the worker image with (repeatable; env "
-    "HEADRACE_WORKER_IMAGE_PULL_SECRETS, space-separated).",
-)
-@click.option(
-    "--worker-pod-security-context",
-    type=JsonObject(),
-    envvar="HEADRACE_WORKER_POD_SECURITY_CONTEXT",
-    default=None,
-    help="securityContext of the worker pods as JSON; must meet Pod Security restricted (env "
-    "HEADRACE_WORKER_POD_SECURITY_CONTEXT). Default: runAsNonRoot, seccomp RuntimeDefault.",
-)
-@click.option(
-    "--worker-security-context",
-    type=JsonObject(),
-    envvar="HEADRACE_WORKER_SECURITY_CONTEXT",
-    default=None,
-    help="securityContext of the worker container as JSON; must meet Pod Security restricted (env "
-    "HEADRACE_WORKER_SECURITY_CONTEXT). Default: restricted with a read-only root filesystem.",
-)
-@click.option(
-    "--worker-resources",
-    type=JsonObject(),
-    envvar="HEADRACE_WORKER_RESOURCES",
-    default=None,
-    help="Resources (requests, limits) of a worker container as JSON, for IngestionJobs that set no "
-    "spec.workers.resources (env HEADRACE_WORKER_RESOURCES). Default: requests cpu 500m, memory 512Mi; "
-    "limits memory 1Gi.",
-)
-@click.option(
-    "--worker-service-account",
-    envvar="HEADRACE_WORKER_SERVICE_ACCOUNT",
-    default=None,
-    help="ServiceAccount, in each IngestionJob's namespace, of the worker pods, e.g. for IRSA (env "
-    "HEADRACE_WORKER_SERVICE_ACCOUNT). Default: the namespace's default one.",
-)
-@click.option(
-    "--liveness",
-    "liveness_endpoint",
-    envvar="HEADRACE_LIVENESS",
-    default=None,
-    help="Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (env HEADRACE_LIVENESS).",
+    "--liveness", help="Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (HEADRACE_LIVENESS)."
 )
 @click.option(
     "--observe-interval",
     type=click.FloatRange(1, 3600),
-    envvar="HEADRACE_OBSERVE_INTERVAL",
-    default=10.0,
-    show_default=True,
-    help="Seconds between two looks at each job's progress.",
+    help="Seconds between two looks at each job with a run in progress (HEADRACE_OBSERVE_INTERVAL; default 10).",
 )
 @click.option(
     "--migrate/--no-migrate",
-    default=True,
-    show_default=True,
-    help="Apply pending database migrations at start; with --no-migrate, refuse to start on a stale schema.",
+    default=None,
+    help="Apply pending database migrations at start (the default); with --no-migrate, refuse a stale schema.",
 )
 def operator(
     all_namespaces: bool,
     namespaces: tuple[str, ...],
     database_url: str | None,
-    worker_image: str,
-    database_secret: str,
-    worker_image_pull_policy: Literal["Always", "IfNotPresent", "Never"],
-    worker_image_pull_secrets: tuple[str, ...],
-    worker_pod_security_context: dict[str, Any] | None,
-    worker_security_context: dict[str, Any] | None,
-    worker_resources: dict[str, Any] | None,
-    worker_service_account: str | None,
-    liveness_endpoint: str | None,
-    observe_interval: float,
-    migrate: bool,
+    worker_image: str | None,
+    liveness: str | None,
+    observe_interval: float | None,
+    migrate: bool | None,
 ) -> None:
-    """Run the Kubernetes operator: IngestionJobs in, worker Jobs, HPAs and status out."""
-    from headrace.operator.config import OperatorConfig
+    """Run the Kubernetes operator: IngestionJobs in, worker Jobs, HPAs and status out.
+
+    Configured by HEADRACE_* environment variables (flags override them), listed in docs/operator.md:
+    HEADRACE_DATABASE_URL, HEADRACE_WORKER_IMAGE, HEADRACE_NAMESPACES, HEADRACE_LIVENESS,
+    HEADRACE_DATABASE_SECRET, HEADRACE_WORKER_IMAGE_PULL_POLICY, HEADRACE_WORKER_IMAGE_PULL_SECRETS,
+    HEADRACE_WORKER_POD_SECURITY_CONTEXT, HEADRACE_WORKER_SECURITY_CONTEXT, HEADRACE_WORKER_RESOURCES,
+    HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL.
+    """
     from headrace.operator.main import run as run_operator
 
-    if not database_url:
-        raise click.UsageError("a database URL is needed: --database-url or HEADRACE_DATABASE_URL")
     if all_namespaces and namespaces:
         raise click.UsageError("-A and --namespace exclude each other")
-    worker_pods = worker_pod_settings(
-        pull_policy=worker_image_pull_policy,
-        pull_secrets=[n for spec in worker_image_pull_secrets for n in spec.split()],
-        pod_security_context=worker_pod_security_context,
-        security_context=worker_security_context,
-        resources=worker_resources,
-        service_account=worker_service_account or None,
-    )
-    config = OperatorConfig(
-        database_url=database_url,
-        worker_image=worker_image,
-        worker_pods=worker_pods,
-        database_secret=database_secret,
-        observe_interval=observe_interval,
-        migrate=migrate,
-    )
-    run_operator(
-        config, namespaces=[n for spec in namespaces for n in spec.split()], liveness_endpoint=liveness_endpoint
-    )
-
-
-def worker_pod_settings(
-    *,
-    pull_policy: Literal["Always", "IfNotPresent", "Never"],
-    pull_secrets: list[str],
-    pod_security_context: dict[str, Any] | None,
-    security_context: dict[str, Any] | None,
-    resources: dict[str, Any] | None,
-    service_account: str | None,
-) -> "WorkerPodSettings":
-    """The operator's worker pod settings from its options; a usage error names what is refused."""
-    import pydantic
-
-    from headrace.model import Resources, field_errors
-    from headrace.operator.resources.job import WorkerPodSettings
-
-    given: dict[str, Any] = {}
-    if pod_security_context is not None:
-        given["pod_security_context"] = pod_security_context
-    if security_context is not None:
-        given["security_context"] = security_context
-    try:
-        if resources is not None:
-            given["resources"] = Resources.model_validate(_quantities_as_strings(resources))
-        return WorkerPodSettings(
-            image_pull_policy=pull_policy,
-            image_pull_secrets=tuple(pull_secrets),
-            service_account=service_account,
-            **given,
-        )
-    except pydantic.ValidationError as exc:
-        raise click.UsageError("--worker-resources: " + "; ".join(field_errors(exc))) from exc
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-
-
-def _quantities_as_strings(resources: dict[str, Any]) -> dict[str, Any]:
-    """`cpu: 1` in Helm values arrives as a JSON number; Kubernetes reads it as the quantity "1", so do we."""
-    return {
-        key: {
-            name: str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-            for name, value in amounts.items()
-        }
-        if isinstance(amounts, dict)
-        else amounts
-        for key, amounts in resources.items()
+    given = {
+        "database_url": database_url,
+        "worker_image": worker_image,
+        "liveness": liveness,
+        "observe_interval": observe_interval,
+        "migrate": migrate,
+        "namespaces": list(namespaces) or ([] if all_namespaces else None),
     }
+    run_operator(operator_settings(**{key: value for key, value in given.items() if value is not None}))
+
+
+def operator_settings(**given: Any) -> "OperatorSettings":
+    """The operator's settings from the environment and `given`; a usage error names what is missing or refused."""
+    import pydantic
+    from pydantic_settings import SettingsError
+
+    from headrace.model import field_errors
+    from headrace.operator.config import OperatorSettings
+
+    try:
+        return OperatorSettings(**given)
+    except SettingsError as exc:  # a variable that should hold JSON does not
+        raise click.UsageError(f"{exc}: {exc.__cause__}") from None
+    except pydantic.ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else ""
+            if error["type"] == "missing":
+                flag = (
+                    "a database URL (--database-url or HEADRACE_DATABASE_URL)"
+                    if "database" in name.lower()
+                    else (f"--{name.replace('_', '-')} or HEADRACE_{name.upper()}")
+                )
+                problems.append(f"needs {flag}")
+        problems += [line for line in field_errors(exc) if "Field required" not in line]
+        raise click.UsageError("; ".join(problems)) from None

@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass, field
 
 from headrace import metrics
+from headrace.model.events import Reason
 from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
 from headrace.store.documents import ChunkRecord, DocumentRecord, KnownDocument
@@ -53,7 +54,9 @@ async def discover(ctx: Context, task: queue.Task) -> None:
         tail = [_ingest_task(number, tuple(pending))] if pending else []
         await queue.enqueue(conn, ctx.job.uid, task.run, tail, max_attempts=task.max_attempts)
         await jobs.set_discovered(conn, ctx.job.uid, task.run, total=total, done=True)
-        await jobs.record_event(conn, ctx.job.uid, task.run, "Normal", "Discovered", f"Discovered {total} documents")
+        await jobs.record_event(
+            conn, ctx.job.uid, task.run, "Normal", Reason.DISCOVERED, f"Discovered {total} documents"
+        )
     log.info("Discovered documents", extra={"job": ctx.job.name, "run": task.run, "documents": total})
 
 

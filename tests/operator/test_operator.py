@@ -19,7 +19,7 @@ import pytest
 from kopf.testing import KopfRunner
 
 from headrace.model import IngestionJob
-from headrace.operator.config import OperatorConfig
+from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import HPAS, JOBS
 from headrace.operator.main import build_registry
 from headrace.operator.resources.job import build_worker_job
@@ -87,12 +87,12 @@ async def cluster(target: tuple[str, bool], tmp_path: Path, monkeypatch: pytest.
 
 
 @pytest.fixture
-def config(dsn: str) -> OperatorConfig:
-    return OperatorConfig(database_url=dsn, worker_image=IMAGE, observe_interval=0.3)
+def config(dsn: str) -> OperatorSettings:
+    return OperatorSettings(database_url=dsn, worker_image=IMAGE, observe_interval=0.3)
 
 
 @asynccontextmanager
-async def running(config: OperatorConfig) -> AsyncIterator[KopfRunner]:
+async def running(config: OperatorSettings) -> AsyncIterator[KopfRunner]:
     """The operator in a thread, stopped (and checked for errors) at the end of the block."""
     runner = KopfRunner(["run", "-A", "--standalone"], registry=build_registry(config), timeout=30)
     # The emulator serves from this event loop, so enter and leave the runner without blocking it.
@@ -122,7 +122,7 @@ async def parallelism(cluster: Cluster, name: str = "handbook-run-1") -> int | N
 
 
 async def test_lifecycle_create_scale_suspend_resume_delete(
-    cluster: Cluster, config: OperatorConfig, pool: Pool
+    cluster: Cluster, config: OperatorSettings, pool: Pool
 ) -> None:
     async with running(config):
         created = await cluster.create(
@@ -165,7 +165,7 @@ async def test_lifecycle_create_scale_suspend_resume_delete(
     assert await jobs.get_job(pool, uid) is None
 
 
-async def test_invalid_spec_and_retained_data(cluster: Cluster, config: OperatorConfig, pool: Pool) -> None:
+async def test_invalid_spec_and_retained_data(cluster: Cluster, config: OperatorSettings, pool: Pool) -> None:
     async with running(config):
         await cluster.create(IJS, ij(name="bad", spec={"source": {"volume": {"path": "docs"}}}))
         good = await cluster.create(
@@ -188,7 +188,7 @@ async def test_invalid_spec_and_retained_data(cluster: Cluster, config: Operator
 
 
 async def test_restart_after_a_partial_reconcile_converges(
-    cluster: Cluster, config: OperatorConfig, pool: Pool
+    cluster: Cluster, config: OperatorSettings, pool: Pool
 ) -> None:
     # What an operator killed after registering the job, starting its run and creating its Job (but
     # before the HPA and the status) leaves behind.
@@ -202,7 +202,7 @@ async def test_restart_after_a_partial_reconcile_converges(
         job,
         run=1,
         image=IMAGE,
-        pods=config.worker_pods,
+        pods=config.worker_pods(),
         database_secret=config.database_secret,
         database_secret_key=config.database_secret_key,
         backoff_limit=config.backoff_limit,
