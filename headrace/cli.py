@@ -190,6 +190,7 @@ def _run_manifest(
     data_dir: Path,
     console: Console,
     secrets_dir: Path | None = None,
+    retry_failed: bool = False,
 ) -> uuid.UUID:
     from headrace.local import print_summary, run_job
     from headrace.model import InvalidManifest, load_manifest
@@ -209,6 +210,7 @@ def _run_manifest(
                 workers=workers,
                 console=console,
                 secrets_dir=secrets_dir.resolve() if secrets_dir else None,
+                retry_failed=retry_failed,
             ),
         )
     print_summary(result, console)
@@ -234,11 +236,27 @@ def _run_manifest(
     help="Stand-in for the Secrets the manifest references: a folder with one sub-folder per Secret "
     "name and one file per key (e.g. s3-creds/AWS_ACCESS_KEY_ID).",
 )
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Re-process only the documents that failed in the last run (what the "
+    "headrace.io/retry-failed-requested-at annotation does in a cluster).",
+)
 @database_url_option
 @data_dir_option
-def run(manifest: Path, workers: int, secrets_dir: Path | None, database_url: str | None, data_dir: Path) -> None:
-    """Run an IngestionJob manifest locally, to the end, with N worker processes."""
-    _run_manifest(manifest, workers, database_url, data_dir, Console(stderr=True), secrets_dir)
+def run(
+    manifest: Path,
+    workers: int,
+    secrets_dir: Path | None,
+    retry_failed: bool,
+    database_url: str | None,
+    data_dir: Path,
+) -> None:
+    """Run an IngestionJob manifest locally, to the end, with N worker processes.
+
+    Every invocation is a new run, even with an unchanged manifest (what the headrace.io/run-requested-at
+    annotation does in a cluster): unchanged documents are skipped by content hash."""
+    _run_manifest(manifest, workers, database_url, data_dir, Console(stderr=True), secrets_dir, retry_failed)
 
 
 def print_hits(console: Console, query: str, hits: list[Any]) -> None:
