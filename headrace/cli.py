@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from headrace import logs
 from headrace.model.contract import DATABASE_URL_ENV as POD_DATABASE_URL_ENV
-from headrace.model.contract import SECRETS_DIR_ENV, VOLUME_ROOT_ENV, WORKER_SECRETS_DIR
+from headrace.model.contract import WORKER_SECRETS_DIR
 
 if TYPE_CHECKING:
     from headrace.operator.config import OperatorSettings
@@ -92,68 +92,52 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
 
 @main.command()
 @click.option("--job", "job_uid", required=True, type=click.UUID, help="uid of the IngestionJob to work on.")
-@database_url_option
+@click.option("--database-url", help="Postgres URL (HEADRACE_DATABASE_URL or DATABASE_URL).")
 @click.option(
     "--volume-root",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar=VOLUME_ROOT_ENV,
-    default=Path("/"),
-    show_default=True,
-    help="Folder that spec.source.volume.path is relative to.",
+    help="Folder that spec.source.volume.path is relative to (HEADRACE_VOLUME_ROOT; default /).",
 )
 @click.option(
     "--secrets-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar=SECRETS_DIR_ENV,
-    default=Path(WORKER_SECRETS_DIR),
-    show_default=True,
-    help="Folder holding one sub-folder per referenced Secret, one file per key.",
+    help=f"Folder with one sub-folder per referenced Secret, one file per key (HEADRACE_SECRETS_DIR; "
+    f"default {WORKER_SECRETS_DIR}).",
 )
 @click.option(
     "--extract-memory-mib",
-    type=click.IntRange(64, 1024 * 1024),
-    envvar="HEADRACE_EXTRACT_MEMORY_MIB",
-    default=1024,
-    show_default=True,
-    help="Address-space limit of the extraction child process, which parses documents.",
+    type=int,
+    help="Address-space limit of the extraction child process (HEADRACE_EXTRACT_MEMORY_MIB; default 1024).",
 )
-@click.option("--lease-seconds", type=click.FloatRange(1, 3600), default=30.0, show_default=True)
+@click.option("--lease-seconds", type=float, help="Lease length of a task (HEADRACE_LEASE_SECONDS; default 30).")
 @click.option(
     "--grace-seconds",
-    type=click.FloatRange(0, 3600),
-    default=25.0,
-    show_default=True,
-    help="On SIGTERM, how long the current task may run before it is handed back.",
+    type=float,
+    help="On SIGTERM, how long the current task may run before it is handed back (HEADRACE_GRACE_SECONDS; default 25).",
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    envvar="HEADRACE_METRICS_PORT",
-    default=None,
-    help="Serve Prometheus metrics on this port.",
-)
-def worker(
-    job_uid: uuid.UUID,
-    database_url: str | None,
-    volume_root: Path,
-    secrets_dir: Path,
-    extract_memory_mib: int,
-    lease_seconds: float,
-    grace_seconds: float,
-    metrics_port: int | None,
-) -> None:
-    """Lease and process the job's tasks until its queue is drained (exit 0) or SIGTERM (exit 143)."""
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (HEADRACE_METRICS_PORT).")
+def worker(job_uid: uuid.UUID, **flags: Any) -> None:
+    """Lease and process the job's tasks until its queue is drained (exit 0) or SIGTERM (exit 143).
+
+    Configured by HEADRACE_* environment variables (WorkerSettings); flags override them."""
+    import pydantic
     from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+    from headrace.model import field_errors
     from headrace.store.db import create_pool
     from headrace.worker.loop import Worker
+    from headrace.worker.settings import WorkerSettings
 
-    if not database_url:
-        raise click.UsageError("a database URL is needed: --database-url or HEADRACE_DATABASE_URL")
-    if metrics_port is not None:
+    try:
+        settings = WorkerSettings(**{key: value for key, value in flags.items() if value is not None})
+    except pydantic.ValidationError as exc:
+        if any(error["type"] == "missing" for error in exc.errors()):
+            raise click.UsageError("a database URL is needed: --database-url or HEADRACE_DATABASE_URL") from None
+        raise click.UsageError("; ".join(field_errors(exc))) from None
+    if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port)
+        start_http_server(settings.metrics_port)
 
     # The database may come up after the pod does: keep trying for a minute before giving up.
     connect = retry(
@@ -164,16 +148,16 @@ def worker(
     )(create_pool)
 
     async def go() -> int:
-        pool = await connect(database_url, min_size=1, max_size=3)
+        pool = await connect(settings.database_url.get_secret_value(), min_size=1, max_size=3)
         try:
             loop = Worker(
                 pool,
                 job_uid,
-                volume_root=volume_root,
-                secrets_dir=secrets_dir,
-                extract_memory_bytes=extract_memory_mib * 1024 * 1024,
-                lease_seconds=lease_seconds,
-                grace_seconds=grace_seconds,
+                volume_root=settings.volume_root,
+                secrets_dir=settings.secrets_dir,
+                extract_memory_bytes=settings.extract_memory_mib * 1024 * 1024,
+                lease_seconds=settings.lease_seconds,
+                grace_seconds=settings.grace_seconds,
             )
             loop.install_signal_handlers()
             return await loop.run()

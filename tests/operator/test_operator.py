@@ -20,7 +20,7 @@ from kopf.testing import KopfRunner
 
 from headrace.model import IngestionJob
 from headrace.operator.config import OperatorSettings
-from headrace.operator.kube import HPAS, JOBS
+from headrace.operator.kube import HPAS, JOBS, MERGE_PATCH
 from headrace.operator.main import build_registry
 from headrace.operator.resources.job import build_worker_job
 from headrace.store import jobs, queue
@@ -237,3 +237,39 @@ def test_kopf_is_configured_under_our_group() -> None:
     assert settings.posting.level == logging.WARNING
     progress = settings.persistence.progress_storage
     assert isinstance(progress, kopf.AnnotationsProgressStorage) and progress.prefix == "headrace.io"
+
+
+async def test_a_failed_job_closes_the_run_and_a_request_starts_the_next(
+    cluster: Cluster, config: OperatorSettings, pool: Pool
+) -> None:
+    async with running(config):
+        created = await cluster.create(IJS, ij())
+        uid = uuid.UUID(created["metadata"]["uid"])
+        await until(lambda: _is(phase(cluster), "Running"))
+        # Play the Job controller: the worker pods used up backoffLimit.
+        failed = {
+            "type": "Failed",
+            "status": "True",
+            "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit",
+        }
+        path = JOBS.path(cluster.namespace, "handbook-run-1") + ("" if cluster.emulated else "/status")
+        await cluster.kube.request("PATCH", path, {"status": {"conditions": [failed]}}, MERGE_PATCH)
+        await until(lambda: _is(phase(cluster), "Failed"))
+
+        # The CR and the API agree, from the run's row.
+        status = (await cluster.get(IJS, "handbook"))["status"]  # type: ignore[index]
+        reasons = {c["type"]: c["reason"] for c in status["conditions"]}
+        assert reasons["Failed"] == "BackoffLimitExceeded"
+        view = await jobs.find_job(pool, cluster.namespace, "handbook")
+        assert view is not None and view.phase == "Failed" and view.state is not None
+        assert view.state.end_reason == "BackoffLimitExceeded" and status["completionTime"]
+
+        # A finished run, asked for another: the annotation starts it (the timer is idle by now).
+        annotations = {"metadata": {"annotations": {"headrace.io/run-requested-at": "2026-11-30T02:00:00+00:00"}}}
+        await cluster.kube.patch(IJS, cluster.namespace, "handbook", annotations)
+        await until(lambda: cluster.get(JOBS, "handbook-run-2"))
+        await until(lambda: _is(phase(cluster), "Running"))
+        status = (await cluster.get(IJS, "handbook"))["status"]  # type: ignore[index]
+        assert status["run"] == 2 and status["lastHandledRunRequest"] == "2026-11-30T02:00:00+00:00"
+    assert await pool.fetchval("SELECT count(*) FROM headrace.runs WHERE job_uid = $1", uid) == 2
