@@ -194,15 +194,20 @@ async def _converge(
     """Start a requested run, make the run's objects exist, close a run whose Job failed, and write status."""
     fields = dict(fields or {})
     state = await jobs.run_state(op.pool, record.uid, run)
-    if not started and (state is None or state.finished):
-        for kind, value in _pending_requests(body, previous):
-            record = await jobs.get_job(op.pool, record.uid) or record
-            run = await runs.start_requested_run(op.pool, record, kind, value)
-            fields["last_handled_run_request" if kind == "run" else "last_handled_retry_request"] = value
-            what = "run" if kind == "run" else "retry of the failed documents"
-            started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {what} requested at {value}"))
-            state = await jobs.run_state(op.pool, record.uid, run)
-            break  # one run at a time: a second request waits for this run to end
+    for kind, value in _pending_requests(body, previous):
+        handled = "last_handled_run_request" if kind == "run" else "last_handled_retry_request"
+        if await runs.started_for(op.pool, record.uid, kind, value) is not None:
+            fields[handled] = value  # started before a restart lost the status write: not again
+            continue
+        if started or (state is not None and not state.finished):
+            break  # one run at a time: a request waits for the current run to end
+        record = await jobs.get_job(op.pool, record.uid) or record
+        run = await runs.start_requested_run(op.pool, record, kind, value)
+        fields[handled] = value
+        (latest,) = await jobs.list_runs(op.pool, record.uid, limit=1)
+        # The same words as the store's log entry of the start.
+        started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {latest.reason}"))
+        state = await jobs.run_state(op.pool, record.uid, run)
     children = await ensure_children(op.kube, op.config, job, run, finished=state is not None and state.finished)
     outcome = st.job_outcome(children.worker_job)
     if state is not None and not state.finished and outcome is not None and outcome[0] == "Failed":
