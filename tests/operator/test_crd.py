@@ -119,7 +119,7 @@ def test_chart_template_is_guarded_and_kept() -> None:
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
-def _manifests(path: Path) -> list[dict[str, Any]]:
+def sample_manifests(path: Path) -> list[dict[str, Any]]:
     """The IngestionJobs in a YAML file, or in the ```yaml blocks of a Markdown page."""
     text = path.read_text()
     if path.suffix == ".md":
@@ -127,12 +127,13 @@ def _manifests(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict) and doc.get("kind") == "IngestionJob"]
 
 
-SAMPLES = [*EXAMPLES, ROOT / "docs" / "operator.md"]
+SAMPLES = [*EXAMPLES, ROOT / "README.md", ROOT / "docs" / "getting-started.md", ROOT / "docs" / "operator.md"]
+"""Every file a user copies an IngestionJob from."""
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
 def test_samples_match_crd_schema_and_model(path: Path) -> None:
-    manifests = _manifests(path)
+    manifests = sample_manifests(path)
     assert manifests, f"{path} holds no IngestionJob"
     for document in manifests:
         validate(document)
@@ -197,7 +198,7 @@ CEL = celpy.Environment()
 
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
 def test_samples_pass_the_cel_rules(path: Path) -> None:
-    for document in _manifests(path):
+    for document in sample_manifests(path):
         document = _default(_schema(), copy.deepcopy(document))
         assert _cel_failures(_schema(), document) == []
 
