@@ -17,6 +17,9 @@ from headrace.store import jobs, migrate
 from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
 
+# The session's real control plane (`control_plane` fixture), for any test directory.
+pytest_plugins = ["tests.kube.controlplane"]
+
 _TEMPLATE = "headrace_template"
 _counter = itertools.count()
 
