@@ -273,3 +273,54 @@ async def test_a_failed_job_closes_the_run_and_a_request_starts_the_next(
         status = (await cluster.get(IJS, "handbook"))["status"]  # type: ignore[index]
         assert status["run"] == 2 and status["lastHandledRunRequest"] == "2026-11-30T02:00:00+00:00"
     assert await pool.fetchval("SELECT count(*) FROM headrace.runs WHERE job_uid = $1", uid) == 2
+
+
+async def test_a_foreign_hpa_is_left_alone_and_named(cluster: Cluster, config: OperatorSettings) -> None:
+    web_hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 2,
+            "maxReplicas": 10,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                }
+            ],
+        },
+    }
+    before = await cluster.create(HPAS, web_hpa)
+    async with running(config):
+        await cluster.create(IJS, ij("web"))
+
+        async def ready_reason() -> str | None:
+            found = await cluster.get(IJS, "web") or {}
+            ready = [c for c in (found.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"]
+            return ready[0]["reason"] if ready else None
+
+        await until(lambda: _is(ready_reason(), "NameConflict"))
+        await until(lambda: cluster.get(JOBS, "web-run-1"))  # the run itself goes on
+    after = await cluster.get(HPAS, "web")
+    assert after is not None and after["spec"]["scaleTargetRef"] == before["spec"]["scaleTargetRef"]
+    assert after["metadata"].get("resourceVersion") == before["metadata"].get("resourceVersion")
+
+
+async def test_a_worker_job_the_server_refuses_is_a_condition(cluster: Cluster, config: OperatorSettings) -> None:
+    if cluster.emulated:
+        pytest.skip("the emulator validates nothing: only a real API server refuses the Job")
+    # `Exists` with a value: the CRD lets it through, the Job's own validation does not.
+    toleration = {"key": "gpu", "operator": "Exists", "value": "yes", "effect": "NoSchedule"}
+    spec = {"source": {"volume": {"claimName": "docs"}}, "workers": {"tolerations": [toleration]}}
+    async with running(config):
+        await cluster.create(IJS, ij(spec=spec))
+
+        async def ready() -> dict[str, Any] | None:
+            found = await cluster.get(IJS, "handbook") or {}
+            matches = [c for c in (found.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"]
+            return matches[0] if matches and matches[0]["reason"] == "WorkerJobRefused" else None
+
+        condition = await until(ready)
+    assert "tolerations" in condition["message"] and "handbook-run-1" in condition["message"]
