@@ -122,7 +122,7 @@ async def start_run(
     retry, the failed documents). `request` is the annotation value that asked for the run, if any."""
     async with pool.acquire() as conn, conn.transaction():
         run = await conn.fetchval(
-            "UPDATE headrace.jobs SET current_run = current_run + 1, phase = 'Running', updated_at = now() "
+            "UPDATE headrace.jobs SET current_run = current_run + 1, updated_at = now() "
             "WHERE uid = $1 RETURNING current_run",
             job.uid,
         )
@@ -253,7 +253,7 @@ def violates_failure_policy(spec: IngestionJobSpec, progress: Progress) -> str |
 
 
 async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
-    """Close a drained run exactly once: apply `sync: mirror`, settle the phase, record the event.
+    """Close a drained run exactly once: apply `sync: mirror`, record how it ended, record the event.
 
     Returns the final state when this call closed the run, None when it was not drained or another
     worker already closed it.
@@ -292,18 +292,18 @@ async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
             )
         state = await run_state(conn, job.uid, run)
         assert state is not None
-        error = error or violates_failure_policy(job.spec, state.progress)
-        phase = "Failed" if error else "Succeeded"
-        if error:
-            await conn.execute(
-                "UPDATE headrace.runs SET error = $3 WHERE job_uid = $1 AND run = $2", job.uid, run, error
-            )
+        end_reason = "DiscoveryFailed" if error else Reason.RUN_SUCCEEDED
+        if error is None and (error := violates_failure_policy(job.spec, state.progress)):
+            end_reason = "FailurePolicyExceeded"
+        # The run's row is the one owner of how it ended: status, API and stream all read it.
         await conn.execute(
-            "UPDATE headrace.jobs SET phase = $2, updated_at = now() WHERE uid = $1 AND current_run = $3",
+            "UPDATE headrace.runs SET error = $3, end_reason = $4 WHERE job_uid = $1 AND run = $2",
             job.uid,
-            phase,
             run,
+            error,
+            end_reason,
         )
+        await conn.execute("UPDATE headrace.jobs SET updated_at = now() WHERE uid = $1", job.uid)
         s = state.summary
         message = (
             f"Run {run} finished: {s.added} added, {s.updated} updated, {s.unchanged} unchanged, "

@@ -3,11 +3,13 @@ stream as Failed with the Job's reason; a spec the operator refused is a Failed 
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import httpx
 
 from headrace.store import jobs, runs
 from headrace.store.db import Pool
+from headrace.worker.loop import Worker
 from tests.api.conftest import bearer
 from tests.api.test_events import parse
 from tests.conftest import volume_spec
@@ -57,3 +59,25 @@ async def test_a_refused_spec_is_a_failed_job_not_a_404(client: httpx.AsyncClien
     await jobs.register_job(pool, uid=uid, namespace="team-a", name="docs", generation=2, spec=volume_spec("."))
     status = (await client.get(JOB, headers=ALICE)).json()
     assert (status["phase"], status["reason"], status["error"]) == ("Pending", None, None)
+
+
+async def test_a_run_over_its_failure_policy_says_so_everywhere(
+    client: httpx.AsyncClient, pool: Pool, tmp_path: Path
+) -> None:
+    (tmp_path / "good.txt").write_text("A mill race feeds the wheel.")
+    (tmp_path / "empty.txt").write_text("")  # no text: fails
+    job = await jobs.register_job(
+        pool,
+        uid=uuid.uuid4(),
+        namespace="team-a",
+        name="docs",
+        generation=1,
+        spec=volume_spec(".", failurePolicy={"maxFailedDocuments": 0}),
+    )
+    await jobs.start_run(pool, job, reason="test")
+    assert await Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.02).run() == 0
+    status = (await client.get(JOB, headers=ALICE)).json()
+    assert (status["phase"], status["reason"]) == ("Failed", "FailurePolicyExceeded")
+    assert "maxFailedDocuments (0)" in status["error"]
+    frames = parse((await client.get(f"{JOB}/events", headers=ALICE)).text)
+    assert frames[-1] == {"event": "end", "data": {"phase": "Failed"}}

@@ -17,3 +17,7 @@ ALTER TABLE headrace.runs ADD COLUMN retry_of integer;
 
 -- Why the operator refused the IngestionJob's spec (NULL when it is valid), so the API can say so.
 ALTER TABLE headrace.jobs ADD COLUMN spec_error text;
+
+-- The job's own phase column was a second owner of the same fact, written by the workers and never
+-- by the operator: the phase is now derived from the current run's row wherever it is shown.
+ALTER TABLE headrace.jobs DROP COLUMN phase;
