@@ -17,7 +17,6 @@ class Reason(StrEnum):
     RUN_FAILED = "RunFailed"
     RUN_SUSPENDED = "RunSuspended"
     RUN_RESUMED = "RunResumed"
-    RUN_REQUEST_QUEUED = "RunRequestQueued"
     CREATED_JOB = "CreatedJob"
     CREATED_HPA = "CreatedHorizontalPodAutoscaler"
     INVALID_SPEC = "InvalidSpec"
@@ -26,6 +25,6 @@ class Reason(StrEnum):
 
 
 STORE_RECORDED: frozenset[Reason] = frozenset(
-    {Reason.RUN_STARTED, Reason.DISCOVERED, Reason.RUN_SUCCEEDED, Reason.RUN_FAILED}
+    {Reason.RUN_STARTED, Reason.DISCOVERED, Reason.RUN_SUCCEEDED, Reason.RUN_FAILED, Reason.INVALID_SPEC}
 )
 """Reasons the store writes into the job's log itself, in the transaction that makes them true."""

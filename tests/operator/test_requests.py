@@ -92,3 +92,21 @@ async def test_retry_failed_enqueues_only_the_failed_documents(
     assert uris == ["a.pdf", "b.zip"]  # an archive entry is retried through its archive
     state = await jobs.run_state(op.pool, uid)
     assert state is not None and state.discovery_done and state.progress.total == 2
+
+
+def _body(status: dict[str, Any], **spec: Any) -> kopf.Body:
+    raw = ij(spec={"source": {"volume": {"claimName": "d"}}, **spec})
+    return kopf.Body({**raw, "status": {"observedGeneration": 1, **status}})
+
+
+def test_the_timer_looks_only_at_jobs_with_something_to_look_at() -> None:
+    assert reconcile.needs_observe(_body({"phase": "Running"}))
+    assert reconcile.needs_observe(_body({"phase": "Suspended"}))
+    assert reconcile.needs_observe(_body({"phase": "Succeeded", "workers": {"active": 1}}))  # workers exiting
+    assert reconcile.needs_observe(_body({"phase": "Failed"}, schedule="0 * * * *"))
+    assert reconcile.needs_observe(kopf.Body(ij()))  # never reconciled yet
+    assert not reconcile.needs_observe(_body({"phase": "Succeeded", "workers": {"active": 0}}))
+    assert not reconcile.needs_observe(_body({"phase": "Failed"}))
+    handled = _body({"phase": "Succeeded", "lastHandledRunRequest": "t1"})
+    handled["metadata"]["annotations"] = {RUN: "t1"}
+    assert not reconcile.needs_observe(handled)
