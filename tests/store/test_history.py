@@ -7,7 +7,7 @@ import kopf
 import pytest
 
 from headrace.operator import reconcile
-from headrace.operator.config import OperatorConfig
+from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
 from headrace.store import history, jobs
@@ -96,7 +96,7 @@ async def test_the_finalizer_deletes_a_job_of_fifty_thousand_documents(
     async with open_pool(dsn, min_size=1, max_size=1) as single:  # one connection: every statement is logged
         async with single.acquire() as conn:
             conn.add_query_logger(log)
-        op = Operator(pool=single, kube=KubeClient(), config=OperatorConfig(database_url=dsn, worker_image="w"))
+        op = Operator(pool=single, kube=KubeClient(), config=OperatorSettings(database_url=dsn, worker_image="w"))
         body = kopf.Body({"metadata": {"uid": str(job.uid)}, "spec": {"retention": "Delete"}})
         assert await reconcile.finalize(op, body) == "Deleted"
 
