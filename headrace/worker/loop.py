@@ -78,6 +78,11 @@ class Worker:
         except DocumentError as exc:  # e.g. a referenced Secret is not mounted or lacks a key
             log.error("Failed to open source", extra={"job": job.name, "reason": str(exc)})
             return EXIT_BAD_SOURCE
+        # Every run's workers prune the runs before the last historyLimit, however those runs ended
+        # (drained, or closed by the operator when their worker Job failed).
+        pruned = await ride_out(history.prune_runs, self.pool, job.uid, keep=job.spec.history_limit)
+        if pruned:
+            log.info("Pruned runs", extra={"job": job.name, "runs": pruned})
         ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes))
         log.info("Started worker", extra={"worker": self.name, "job": job.name, "namespace": job.namespace})
         try:
@@ -108,9 +113,6 @@ class Worker:
                 job = fresh or job
                 if await ride_out(jobs.finish_run, self.pool, job, job.current_run):
                     log.info("Finished run", extra={"job": job.name, "run": job.current_run})
-                    pruned = await ride_out(history.prune_runs, self.pool, job.uid, keep=job.spec.history_limit)
-                    if pruned:
-                        log.info("Pruned runs", extra={"job": job.name, "runs": pruned})
                 log.info("Drained queue", extra={"worker": self.name, "job": job.name})
                 return EXIT_DRAINED
             with contextlib.suppress(TimeoutError):
