@@ -11,6 +11,7 @@ from headrace.operator.config import OperatorConfig
 from headrace.operator.settings import configure
 from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
+from headrace.store.tenants import MissingPrivilege
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 
@@ -26,7 +27,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings)
-        memo["operator"] = await open_operator(config)
+        try:
+            memo["operator"] = await open_operator(config)
+        except MissingPrivilege as exc:
+            raise kopf.PermanentError(str(exc)) from None
 
     @kopf.on.login(registry=registry)
     def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:

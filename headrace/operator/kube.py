@@ -15,6 +15,8 @@ import kopf
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+# Merges lists by their key (ownerReferences by uid) on the server: adding an owner needs no read first.
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 REQUEST_TIMEOUT = 30.0
 """Seconds one API call may take before it counts as failed."""
@@ -40,19 +42,24 @@ class KubeError(Exception):
 
 @dataclass(frozen=True)
 class Resource:
-    """Where a kind lives in the API: `/apis/batch/v1/namespaces/<ns>/jobs`."""
+    """Where a kind lives in the API: `/apis/batch/v1/namespaces/<ns>/jobs` (`/api/v1/namespaces/<name>` for
+    a cluster-scoped kind, whose namespace argument is ignored)."""
 
     group_version: str
     plural: str
+    namespaced: bool = True
 
     def path(self, namespace: str, name: str | None = None) -> str:
         prefix = "/api" if "/" not in self.group_version else "/apis"
-        path = f"{prefix}/{self.group_version}/namespaces/{namespace}/{self.plural}"
+        scope = f"/namespaces/{namespace}" if self.namespaced else ""
+        path = f"{prefix}/{self.group_version}{scope}/{self.plural}"
         return f"{path}/{name}" if name else path
 
 
 JOBS = Resource("batch/v1", "jobs")
 HPAS = Resource("autoscaling/v2", "horizontalpodautoscalers")
+SECRETS = Resource("v1", "secrets")
+NAMESPACES = Resource("v1", "namespaces", namespaced=False)
 
 
 class KubeClient:
@@ -127,11 +134,16 @@ class KubeClient:
         return existing, False
 
     async def patch(
-        self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        content_type: str = MERGE_PATCH,
     ) -> dict[str, Any] | None:
-        """Merge-patch the object; None when it does not exist."""
+        """Merge-patch the object (or strategic-merge-patch it, for built-in kinds); None when it does not exist."""
         try:
-            result: dict[str, Any] = await self.request("PATCH", resource.path(namespace, name), patch, MERGE_PATCH)
+            result: dict[str, Any] = await self.request("PATCH", resource.path(namespace, name), patch, content_type)
         except KubeError as exc:
             if exc.status == 404:
                 return None

@@ -10,9 +10,11 @@
 Every step is idempotent, so an operator killed anywhere converges when it comes back.
 """
 
+import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,11 +24,12 @@ from croniter import croniter
 from headrace.model import IngestionJob, InvalidManifest, parse_manifest
 from headrace.operator import status as st
 from headrace.operator.config import OperatorConfig
-from headrace.operator.kube import HPAS, JOBS, KubeClient
+from headrace.operator.kube import HPAS, JOBS, NAMESPACES, RETRY_DELAY, SECRETS, STRATEGIC_MERGE_PATCH, KubeClient
 from headrace.operator.resources.hpa import build_hpa, hpa_name
 from headrace.operator.resources.job import InvalidSpec, build_worker_job, check_cluster_spec, job_name, parallelism
 from headrace.operator.resources.labels import selector
-from headrace.store import jobs, queue
+from headrace.operator.resources.secret import build_worker_secret, secret_owner
+from headrace.store import jobs, queue, tenants
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord, RunState, UnknownTextSearchConfig
 
@@ -40,6 +43,8 @@ class Operator:
     pool: Pool
     kube: KubeClient
     config: OperatorConfig
+    credential_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    """One per namespace: two jobs of a namespace handled at once must not both write its Secret."""
 
 
 def parse(body: kopf.Body) -> IngestionJob:
@@ -74,6 +79,8 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
     events: list[st.Event] = []
     try:
         job = parse(body)
+        namespace_uid = await _namespace_uid(op, job.metadata.namespace)
+        adopted = await jobs.adopt_retained(op.pool, uid=_uid(job), namespace_uid=namespace_uid, name=job.metadata.name)
         record = await jobs.register_job(
             op.pool,
             uid=_uid(job),
@@ -81,17 +88,38 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
             name=job.metadata.name,
             generation=job.metadata.generation or 0,
             spec=job.spec,
+            namespace_uid=namespace_uid,
         )
     except (InvalidSpec, UnknownTextSearchConfig) as exc:
         _write_invalid(body, patch, str(exc), now=now, events=events)
         return events
-    reason = "created" if record.current_run == 0 else "source or chunking changed"
+    if adopted is not None:
+        message = f"Adopted the data retained from the former IngestionJob {job.metadata.name} (uid {adopted})"
+        events.append(st.Event("Normal", "AdoptedData", message))
+        log.info(
+            "Adopted retained data", extra={"namespace": job.metadata.namespace, "ingestionjob": job.metadata.name}
+        )
+    await _ensure_credentials(op, job, namespace_uid, now=now)
+    if adopted is not None:
+        reason = f"adopted the data of uid {adopted}"
+    else:
+        reason = "created" if record.current_run == 0 else "source or chunking changed"
     run = await jobs.ensure_run(op.pool, record, reason=reason)
     if run != record.current_run:
         events.append(st.Event("Normal", "StartedRun", f"Started run {run}: {reason}"))
     state = await jobs.run_state(op.pool, record.uid, run)
     worker_job = await _ensure_children(op, job, run, state, events)
-    _write_status(body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events)
+    _write_status(
+        body,
+        patch,
+        job,
+        run=run,
+        state=state,
+        worker_job=worker_job,
+        now=now,
+        events=events,
+        shared_credentials=op.config.tenant_credentials == "shared",
+    )
     await _record(op, record.uid, run, events)
     return events
 
@@ -115,6 +143,8 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
     state = await jobs.run_state(op.pool, record.uid, run)
 
     if _schedule_due(job, state, now=now):
+        if record.namespace_uid is not None:
+            await _ensure_credentials(op, job, record.namespace_uid, now=now)
         run = await jobs.start_run(op.pool, record, reason=f"schedule {job.spec.schedule}")
         state = await jobs.run_state(op.pool, record.uid, run)
         patch.status["lastScheduleTime"] = now.isoformat()
@@ -124,7 +154,17 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
         await _scale_from_backlog(op, job, record, patch)
 
     worker_job = await _ensure_children(op, job, run, state, events)
-    _write_status(body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events)
+    _write_status(
+        body,
+        patch,
+        job,
+        run=run,
+        state=state,
+        worker_job=worker_job,
+        now=now,
+        events=events,
+        shared_credentials=op.config.tenant_credentials == "shared",
+    )
     await _record(op, record.uid, run, events)
     return events
 
@@ -132,12 +172,73 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
 async def finalize(op: Operator, body: kopf.Body) -> str:
     """Apply spec.retention to the job's data; returns what was done."""
     uid = uuid.UUID(body.metadata.uid)
+    record = await jobs.get_job(op.pool, uid)
     # Read the raw field: a spec invalid in other ways still says what to do with its data.
     if body.spec.get("retention") == "Delete":
         await jobs.delete_job_data(op.pool, uid)
-        return "Deleted"
-    await jobs.retain_job_data(op.pool, uid)
-    return "Retained"
+        outcome = "Deleted"
+    else:
+        await jobs.retain_job_data(op.pool, uid)
+        outcome = "Retained"
+    if op.config.tenant_credentials == "roles" and record is not None and record.namespace_uid is not None:
+        # The namespace's last job gone: its credential (which anyone there could have copied) stops working.
+        prefix = op.config.tenant_role_prefix
+        disabled = await tenants.disable(op.pool, namespace_uid=record.namespace_uid, prefix=prefix)
+        if disabled:
+            log.info("Disabled database role", extra={"namespace": body.metadata.namespace})
+    return outcome
+
+
+async def _namespace_uid(op: Operator, namespace: str) -> uuid.UUID:
+    """The UID of the namespace as it is now: the identity its stored data and its database role go by."""
+    found = await op.kube.get(NAMESPACES, "", namespace)
+    uid = ((found or {}).get("metadata") or {}).get("uid")
+    if not uid:
+        raise kopf.TemporaryError(f"namespace {namespace} was not found", delay=RETRY_DELAY)
+    return uuid.UUID(uid)
+
+
+async def _ensure_credentials(op: Operator, job: IngestionJob, namespace_uid: uuid.UUID, *, now: datetime) -> None:
+    """In `roles` mode, make the namespace's database role and its Secret exist, with this job among the
+    Secret's owners; rotate the password when it is due. Nothing in `shared` mode."""
+    config = op.config
+    if config.tenant_credentials != "roles":
+        return
+    async with op.credential_locks[job.metadata.namespace]:
+        await _write_credentials(op, job, namespace_uid, now=now)
+
+
+async def _write_credentials(op: Operator, job: IngestionJob, namespace_uid: uuid.UUID, *, now: datetime) -> None:
+    config = op.config
+    namespace, name = job.metadata.namespace, config.worker_credentials_secret
+    existing = await op.kube.get(SECRETS, namespace, name)
+    credential = await tenants.ensure_credential(
+        op.pool,
+        namespace=namespace,
+        namespace_uid=namespace_uid,
+        prefix=config.tenant_role_prefix,
+        rotate_after=config.tenant_password_max_age,
+        force=existing is None,  # the password lives only in the Secret: a lost Secret means a new one
+        now=now,
+    )
+    if credential is None:
+        assert existing is not None  # without a Secret, ensure_credential always makes a new password
+        if not any(ref.get("uid") == job.metadata.uid for ref in existing["metadata"].get("ownerReferences") or []):
+            await op.kube.patch(
+                SECRETS, namespace, name, {"metadata": {"ownerReferences": [secret_owner(job)]}}, STRATEGIC_MERGE_PATCH
+            )
+        return
+    manifest = build_worker_secret(
+        job, name=name, database_url=credential.url(config.database_url), role=credential.role, rotated_at=now
+    )
+    if existing is None:
+        _, created = await op.kube.ensure(SECRETS, manifest)
+        if created:
+            log.info("Created Secret", extra={"namespace": namespace, "secret": name, "role": credential.role})
+            return
+    update = {key: manifest["metadata"][key] for key in ("labels", "annotations", "ownerReferences")}
+    await op.kube.patch(SECRETS, namespace, name, {"metadata": update, "data": manifest["data"]}, STRATEGIC_MERGE_PATCH)
+    log.info("Rotated database password", extra={"namespace": namespace, "secret": name, "role": credential.role})
 
 
 async def _record(op: Operator, uid: uuid.UUID, run: int, events: list[st.Event]) -> None:
@@ -195,7 +296,11 @@ async def _ensure_children(
         run=run,
         image=op.config.worker_image,
         pods=op.config.worker_pods,
-        database_secret=op.config.database_secret,
+        database_secret=(
+            op.config.worker_credentials_secret
+            if op.config.tenant_credentials == "roles"
+            else op.config.database_secret
+        ),
         database_secret_key=op.config.database_secret_key,
         backoff_limit=op.config.backoff_limit,
         ttl_seconds_after_finished=op.config.ttl_seconds_after_finished,
@@ -275,8 +380,11 @@ def _write_status(
     worker_job: dict[str, Any] | None,
     now: datetime,
     events: list[st.Event],
+    shared_credentials: bool,
 ) -> None:
     observed = st.observe_conditions(job, state=state, worker_job=worker_job)
+    if shared_credentials:
+        observed.append(st.SHARED_CREDENTIALS)
     previous = body.get("status", {}).get("conditions") or []
     conditions = st.merge_conditions(previous, observed, generation=job.metadata.generation, now=now)
     fresh = _phase_and_conditions(body, conditions, suspended=job.spec.suspend, events=events)

@@ -13,9 +13,11 @@ from typing import Any, Literal
 from headrace.model import Condition, IngestionJob, Phase
 from headrace.store.jobs import RunState
 
-ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed"]
+ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed", "TenantIsolated"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 CONDITION_TYPES: tuple[ConditionType, ...] = ("Ready", "Progressing", "Succeeded", "Failed")
+# Present only while observed: TenantIsolated=False warns that the installation runs with shared credentials.
+OPTIONAL_TYPES: tuple[ConditionType, ...] = ("TenantIsolated",)
 
 
 @dataclass(frozen=True)
@@ -41,13 +43,16 @@ def merge_conditions(
     previous: Iterable[dict[str, Any]], observed: Iterable[Observed], *, generation: int | None, now: datetime
 ) -> list[dict[str, Any]]:
     """The new conditions list. `lastTransitionTime` moves only when a condition's status changes;
-    types not observed now keep their previous entry; every type is present, as Unknown at first."""
+    types not observed now keep their previous entry; every type is present, as Unknown at first, except
+    the OPTIONAL_TYPES, which are present only while observed."""
     before = {entry.get("type"): entry for entry in previous}
     fresh = {item.type: item for item in observed}
     result = []
-    for type_ in CONDITION_TYPES:
+    for type_ in CONDITION_TYPES + OPTIONAL_TYPES:
         old = before.get(type_)
         item = fresh.get(type_)
+        if item is None and type_ in OPTIONAL_TYPES:
+            continue
         if item is None and old is not None:
             result.append(dict(old))
             continue
@@ -102,6 +107,15 @@ def job_outcome(job: dict[str, Any] | None) -> tuple[Literal["Complete", "Failed
             outcome: Literal["Complete", "Failed"] = condition["type"]
             return outcome, condition.get("reason") or f"Job{outcome}", condition.get("message") or ""
     return None
+
+
+SHARED_CREDENTIALS = Observed(
+    "TenantIsolated",
+    "False",
+    "SharedDatabaseCredential",
+    "The operator runs with shared database credentials: this job's workers hold a database URL that reads "
+    "and writes every namespace's data. Ask your platform team (docs/security.md).",
+)
 
 
 def observe_conditions(
