@@ -6,6 +6,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -389,6 +390,43 @@ def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
         click.echo(f"Wrote {path}")
 
 
+@main.command()
+@click.argument("namespace")
+@click.option(
+    "--namespace-uid",
+    required=True,
+    type=click.UUID,
+    help="UID of the namespace as it exists now: kubectl get namespace NAMESPACE -o jsonpath='{.metadata.uid}'.",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be adopted.")
+@database_url_option
+def adopt(namespace: str, namespace_uid: uuid.UUID, dry_run: bool, database_url: str | None) -> None:
+    """Hand the data retained from former namespaces named NAMESPACE to the namespace that has that name now.
+
+    Stored data is tied to the UID of the namespace it was ingested in, so a namespace deleted and
+    re-created (by anyone) sees none of it. An admin who knows the new namespace belongs to the same
+    team adopts it with this command, run with the installation's database URL (docs/operations.md).
+    Each retained job then waits, unserved, for an IngestionJob of the same name in NAMESPACE, whose
+    first run takes it over and skips unchanged documents.
+    """
+    from headrace.store import jobs
+
+    if not database_url:
+        raise click.UsageError("the installation's database URL is needed: --database-url or HEADRACE_DATABASE_URL")
+    found = _with_pool(database_url, lambda pool: jobs.adopt_namespace(pool, namespace, namespace_uid, dry_run=dry_run))
+    if not found:
+        click.echo(f"Nothing to adopt: no data of a former namespace {namespace!r} is retained.")
+        return
+    verb = "Would adopt" if dry_run else "Adopted"
+    for job in found:
+        former = job.namespace_uid or "unrecorded"
+        click.echo(
+            f"{verb} {namespace}/{job.name} (job uid {job.uid}, namespace uid {former}): {job.documents} documents"
+        )
+    if not dry_run:
+        click.echo(f"Apply IngestionJobs of these names in {namespace} to take the data over.")
+
+
 class JsonObject(click.ParamType[dict[str, Any], Any]):
     """A JSON object on the command line or in an environment variable (the chart passes its values so)."""
 
@@ -429,11 +467,47 @@ class JsonObject(click.ParamType[dict[str, Any], Any]):
     help="Image of the worker pods (env HEADRACE_WORKER_IMAGE).",
 )
 @click.option(
+    "--tenant-credentials",
+    type=click.Choice(["roles", "shared"]),
+    envvar="HEADRACE_TENANT_CREDENTIALS",
+    default="roles",
+    show_default=True,
+    help="roles: a Postgres role per namespace under row-level security, its URL written by the operator into "
+    "--worker-credentials-secret (needs CREATEROLE). shared: workers read the installation's own URL from "
+    "--database-secret in their namespace, which isolates nothing (env HEADRACE_TENANT_CREDENTIALS).",
+)
+@click.option(
+    "--worker-credentials-secret",
+    envvar="HEADRACE_WORKER_CREDENTIALS_SECRET",
+    default="headrace-worker-database",
+    show_default=True,
+    help="Secret the operator writes into each IngestionJob's namespace in roles mode "
+    "(env HEADRACE_WORKER_CREDENTIALS_SECRET).",
+)
+@click.option(
+    "--tenant-role-prefix",
+    envvar="HEADRACE_TENANT_ROLE_PREFIX",
+    default="headrace_",
+    show_default=True,
+    help="Prefix of the Postgres roles made in roles mode; one per installation sharing a Postgres server "
+    "(env HEADRACE_TENANT_ROLE_PREFIX).",
+)
+@click.option(
+    "--tenant-password-max-age",
+    type=click.FloatRange(0),
+    envvar="HEADRACE_TENANT_PASSWORD_MAX_AGE_HOURS",
+    default=168.0,
+    show_default=True,
+    help="Hours after which a namespace's database password is replaced, once none of its runs is unfinished; "
+    "0 never rotates on age (env HEADRACE_TENANT_PASSWORD_MAX_AGE_HOURS).",
+)
+@click.option(
     "--database-secret",
     envvar="HEADRACE_DATABASE_SECRET",
     default="headrace-database",
     show_default=True,
-    help="Secret, in each IngestionJob's namespace, holding the workers' DATABASE_URL (env HEADRACE_DATABASE_SECRET).",
+    help="Shared mode: Secret, in each IngestionJob's namespace, holding the workers' DATABASE_URL "
+    "(env HEADRACE_DATABASE_SECRET).",
 )
 @click.option(
     "--worker-image-pull-policy",
@@ -509,6 +583,10 @@ def operator(
     namespaces: tuple[str, ...],
     database_url: str | None,
     worker_image: str,
+    tenant_credentials: Literal["roles", "shared"],
+    worker_credentials_secret: str,
+    tenant_role_prefix: str,
+    tenant_password_max_age: float,
     database_secret: str,
     worker_image_pull_policy: Literal["Always", "IfNotPresent", "Never"],
     worker_image_pull_secrets: tuple[str, ...],
@@ -540,6 +618,10 @@ def operator(
         database_url=database_url,
         worker_image=worker_image,
         worker_pods=worker_pods,
+        tenant_credentials=tenant_credentials,
+        worker_credentials_secret=worker_credentials_secret,
+        tenant_role_prefix=tenant_role_prefix,
+        tenant_password_max_age=timedelta(hours=tenant_password_max_age) if tenant_password_max_age else None,
         database_secret=database_secret,
         observe_interval=observe_interval,
         migrate=migrate,

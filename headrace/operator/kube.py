@@ -119,6 +119,14 @@ class KubeClient:
             raise
         return result
 
+    async def list(self, resource: Resource, namespace: str, *, name: str) -> list[dict[str, Any]]:
+        """The objects of this name (a field selector: `list` is the verb kopf already needs on namespaces,
+        where a `get` would be one more grant)."""
+        path = f"{resource.path(namespace)}?fieldSelector=metadata.name%3D{name}"
+        found: dict[str, Any] = await self.request("GET", path)
+        # Filtered here as well: not every server (nor every test double) honours field selectors.
+        return [item for item in found.get("items") or [] if item.get("metadata", {}).get("name") == name]
+
     async def ensure(self, resource: Resource, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create the object unless it exists: (the object as the server has it, whether it was created now)."""
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]

@@ -191,8 +191,8 @@ async def finalize(op: Operator, body: kopf.Body) -> str:
 
 async def _namespace_uid(op: Operator, namespace: str) -> uuid.UUID:
     """The UID of the namespace as it is now: the identity its stored data and its database role go by."""
-    found = await op.kube.get(NAMESPACES, "", namespace)
-    uid = ((found or {}).get("metadata") or {}).get("uid")
+    found = await op.kube.list(NAMESPACES, "", name=namespace)
+    uid = (found[0].get("metadata") or {}).get("uid") if found else None
     if not uid:
         raise kopf.TemporaryError(f"namespace {namespace} was not found", delay=RETRY_DELAY)
     return uuid.UUID(uid)

@@ -37,7 +37,7 @@ from tests.operator.cluster import (
     wait_ready,
     write_kubeconfig,
 )
-from tests.operator.conftest import IMAGE, ij
+from tests.operator.conftest import IMAGE, Namespaces, ij
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -69,11 +69,14 @@ def target(request: pytest.FixtureRequest) -> tuple[str, bool]:
 
 
 @pytest.fixture
-async def cluster(target: tuple[str, bool], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+async def cluster(
+    target: tuple[str, bool], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[Cluster]:
     url, emulated = target
     kube = client_for(url, insecure=not emulated)
     if emulated:
         namespace = "default"
+        Namespaces(request.getfixturevalue("emulator")).create(namespace)
     else:
         await wait_ready(kube)
         await install_crd(kube)
@@ -87,8 +90,8 @@ async def cluster(target: tuple[str, bool], tmp_path: Path, monkeypatch: pytest.
 
 
 @pytest.fixture
-def config(dsn: str) -> OperatorConfig:
-    return OperatorConfig(database_url=dsn, worker_image=IMAGE, observe_interval=0.3)
+def config(dsn: str, role_prefix: str) -> OperatorConfig:
+    return OperatorConfig(database_url=dsn, worker_image=IMAGE, observe_interval=0.3, tenant_role_prefix=role_prefix)
 
 
 @asynccontextmanager

@@ -145,7 +145,7 @@ async def test_invalid_spec_is_a_condition(
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert field in ready["message"]
     assert raw["status"]["phase"] == "Failed" and [e.type for e in events] == ["Warning"]
-    assert not list(emulator.objects)
+    assert not [key for key in emulator.objects if key[0].plural != "namespaces"]
     assert await jobs.get_job(op.pool, uuid.UUID(raw["metadata"]["uid"])) is None
     # The timer leaves it alone, and fixing the spec recovers.
     observed, _ = await observe(op, raw)

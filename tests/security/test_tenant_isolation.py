@@ -131,7 +131,8 @@ async def test_a_worker_credential_gets_nothing_of_another_namespace(
             )
         # Writing rows into B's job: refused by the policy.
         for statement in (
-            "INSERT INTO headrace.documents (job_uid, uri, state, run, outcome) VALUES ($1, 'x', 'failed', 1, 'failed')",
+            "INSERT INTO headrace.documents (job_uid, uri, state, run, outcome) "
+            "VALUES ($1, 'x', 'failed', 1, 'failed')",
             "INSERT INTO headrace.tasks (job_uid, run, kind, dedupe_key) VALUES ($1, 1, 'discover', 'x')",
             "INSERT INTO headrace.job_events (job_uid, run, type, reason) VALUES ($1, 1, 'Normal', 'X')",
         ):
