@@ -111,3 +111,33 @@ async def test_a_live_row_of_a_former_namespace_stops_being_served(pool: Pool, t
     assert await hits(pool) == sorted(CORPUS)
     await apply(pool, uuid.uuid4(), name="new")
     assert await hits(pool) == []
+
+
+async def test_headrace_adopt_on_the_command_line(pool: Pool, dsn: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from headrace.cli import main
+
+    root = corpus(tmp_path)
+    old_namespace, new_namespace = uuid.uuid4(), uuid.uuid4()
+    first, _ = await apply(pool, old_namespace)
+    await run_to_end(pool, first, root)
+    await jobs.retain_job_data(pool, first.uid)
+
+    def adopt(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["adopt", *args, "--database-url", dsn])
+        return result.exit_code, result.output
+
+    code, output = await asyncio.to_thread(adopt, "docs", "--namespace-uid", "not-a-uid")
+    assert code == 2 and "--namespace-uid" in output
+    code, output = await asyncio.to_thread(adopt, "docs", "--namespace-uid", str(new_namespace), "--dry-run")
+    assert code == 0 and f"Would adopt docs/handbook (job uid {first.uid}" in output and "3 documents" in output
+    assert await pool.fetchval("SELECT namespace_uid FROM headrace.jobs WHERE uid = $1", first.uid) == old_namespace
+    code, output = await asyncio.to_thread(adopt, "docs", "--namespace-uid", str(new_namespace))
+    assert code == 0 and "Adopted docs/handbook" in output
+    code, output = await asyncio.to_thread(adopt, "docs", "--namespace-uid", str(new_namespace))
+    assert code == 0 and "Nothing to adopt" in output
+    _, adopted = await apply(pool, new_namespace)
+    assert adopted == first.uid
