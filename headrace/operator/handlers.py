@@ -64,6 +64,15 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     async def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         _post(body, await reconcile.observe(memo["operator"], body, patch, now=datetime.now(UTC)))
 
+    @kopf.on.event("", "v1", "namespaces", registry=registry)
+    async def namespace(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        metadata = event["object"].get("metadata") or {}
+        if metadata.get("name") and metadata.get("uid"):
+            deleted = event["type"] == "DELETED"
+            await reconcile.namespace_changed(
+                memo["operator"], name=metadata["name"], uid=metadata["uid"], deleted=deleted
+            )
+
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         outcome = await reconcile.finalize(memo["operator"], body)

@@ -189,6 +189,24 @@ async def finalize(op: Operator, body: kopf.Body) -> str:
     return outcome
 
 
+async def namespace_changed(op: Operator, *, name: str, uid: str, deleted: bool) -> None:
+    """A namespace appeared (or was listed at start) or was deleted: data of a former namespace of its name,
+    or of the deleted one, stops being served, and the deleted one's database role stops logging in.
+
+    Finalizers normally do this job by job; this covers IngestionJobs whose finalizer was bypassed, before
+    anyone in a re-created namespace of the same name can search.
+    """
+    namespace_uid = uuid.UUID(uid)
+    if deleted:
+        retired = await jobs.retire_namespace(op.pool, namespace_uid)
+        if op.config.tenant_credentials == "roles":
+            await tenants.disable(op.pool, namespace_uid=namespace_uid, prefix=op.config.tenant_role_prefix)
+    else:
+        retired = await jobs.retire_former_namespaces(op.pool, namespace=name, namespace_uid=namespace_uid)
+    if retired:
+        log.info("Retained data of a former namespace", extra={"namespace": name, "jobs": retired})
+
+
 async def _namespace_uid(op: Operator, namespace: str) -> uuid.UUID:
     """The UID of the namespace as it is now: the identity its stored data and its database role go by."""
     found = await op.kube.list(NAMESPACES, "", name=namespace)

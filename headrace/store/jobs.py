@@ -88,16 +88,31 @@ async def register_job(
             namespace_uid,
         )
         if namespace_uid is not None:
-            # Live rows of a former namespace of the same name (its finalizers were bypassed) stop being served.
-            await conn.execute(
-                "UPDATE headrace.jobs SET deleted_at = now() "
-                "WHERE namespace = $1 AND namespace_uid <> $2 AND deleted_at IS NULL",
-                namespace,
-                namespace_uid,
-            )
+            await retire_former_namespaces(conn, namespace=namespace, namespace_uid=namespace_uid)
     job = await get_job(pool, uid)
     assert job is not None
     return job
+
+
+async def retire_former_namespaces(conn: Pool | Connection, *, namespace: str, namespace_uid: uuid.UUID) -> int:
+    """Stop serving live rows of former namespaces of this name (another UID): their IngestionJobs are gone
+    without their finalizer having run (it was bypassed), and a namespace re-created under the name must
+    see nothing of them. They become retained data. Returns how many."""
+    status = await conn.execute(
+        "UPDATE headrace.jobs SET deleted_at = now() "
+        "WHERE namespace = $1 AND namespace_uid <> $2 AND deleted_at IS NULL",
+        namespace,
+        namespace_uid,
+    )
+    return int(status.split()[-1])
+
+
+async def retire_namespace(pool: Pool, namespace_uid: uuid.UUID) -> int:
+    """Stop serving the live rows of a deleted namespace (normally none: finalizers retired them first)."""
+    status = await pool.execute(
+        "UPDATE headrace.jobs SET deleted_at = now() WHERE namespace_uid = $1 AND deleted_at IS NULL", namespace_uid
+    )
+    return int(status.split()[-1])
 
 
 async def get_job(conn: Pool | Connection, uid: uuid.UUID) -> JobRecord | None:

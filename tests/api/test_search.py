@@ -95,9 +95,7 @@ async def test_pages_are_stable_while_documents_are_ingested(
     assert {(h["uri"], h["chunk"]) for h in everything} <= set(seen), "a hit was skipped"
 
 
-async def test_retained_data_is_not_served(
-    client: httpx.AsyncClient, seeded: dict[str, JobRecord], pool: Pool
-) -> None:
+async def test_retained_data_is_not_served(client: httpx.AsyncClient, seeded: dict[str, JobRecord], pool: Pool) -> None:
     """An IngestionJob deleted with `retention: Retain`: its data stays in Postgres, but no route serves it."""
     from headrace.store import jobs
 

@@ -145,3 +145,21 @@ async def test_recreated_job_adopts_and_recreated_namespace_does_not(
     stranger, events = await apply(op, ij(spec=spec))
     assert "AdoptedData" not in [e.reason for e in events]
     assert stranger["status"]["run"] == 1
+
+
+async def test_a_namespace_recreated_behind_a_bypassed_finalizer_sees_nothing(
+    op: Operator, emulator: kmock.KubernetesEmulator, namespaces: Namespaces
+) -> None:
+    """The finalizer was removed by hand, so the job's row is still live when its namespace goes and comes back."""
+    await apply(op, ij("first"))
+    role = secret(emulator)["metadata"]["annotations"]["headrace.io/database-role"]
+    assert await jobs.find_job(op.pool, "default", "first") is not None
+
+    new_uid = namespaces.create("default")  # seen by the operator's namespace watch
+    await reconcile.namespace_changed(op, name="default", uid=new_uid, deleted=False)
+    assert await jobs.find_job(op.pool, "default", "first") is None
+    assert await jobs.namespaces(op.pool) == []
+
+    old_uid = await op.pool.fetchval("SELECT namespace_uid FROM headrace.tenants WHERE role = $1", role)
+    await reconcile.namespace_changed(op, name="default", uid=str(old_uid), deleted=True)
+    assert not await op.pool.fetchval("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", role)
