@@ -614,18 +614,21 @@ def operator(
         resources=worker_resources,
         service_account=worker_service_account or None,
     )
-    config = OperatorConfig(
-        database_url=database_url,
-        worker_image=worker_image,
-        worker_pods=worker_pods,
-        tenant_credentials=tenant_credentials,
-        worker_credentials_secret=worker_credentials_secret,
-        tenant_role_prefix=tenant_role_prefix,
-        tenant_password_max_age=timedelta(hours=tenant_password_max_age) if tenant_password_max_age else None,
-        database_secret=database_secret,
-        observe_interval=observe_interval,
-        migrate=migrate,
-    )
+    try:
+        config = OperatorConfig(
+            database_url=database_url,
+            worker_image=worker_image,
+            worker_pods=worker_pods,
+            tenant_credentials=tenant_credentials,
+            worker_credentials_secret=worker_credentials_secret,
+            tenant_role_prefix=tenant_role_prefix,
+            tenant_password_max_age=timedelta(hours=tenant_password_max_age) if tenant_password_max_age else None,
+            database_secret=database_secret,
+            observe_interval=observe_interval,
+            migrate=migrate,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     run_operator(
         config, namespaces=[n for spec in namespaces for n in spec.split()], liveness_endpoint=liveness_endpoint
     )

@@ -6,7 +6,7 @@ from typing import Literal
 
 from headrace.model.contract import DATABASE_URL_KEY
 from headrace.operator.resources.job import WorkerPodSettings
-from headrace.store.tenants import DEFAULT_ROLE_PREFIX
+from headrace.store.tenants import DEFAULT_ROLE_PREFIX, check_prefix
 
 TenantCredentials = Literal["roles", "shared"]
 
@@ -60,3 +60,6 @@ class OperatorConfig:
 
     migrate: bool = True
     """Apply pending database migrations at start (they take an advisory lock, so this is safe)."""
+
+    def __post_init__(self) -> None:
+        check_prefix(self.tenant_role_prefix)

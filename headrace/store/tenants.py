@@ -8,6 +8,7 @@ that sees nothing of the old one.
 """
 
 import contextlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -44,6 +45,16 @@ class TenantCredential:
 def group_role(prefix: str) -> str:
     """The NOLOGIN role every tenant role is a member of; the grants go to it."""
     return f"{prefix}tenant"
+
+
+ROLE_PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,19}")
+"""Short enough for `<prefix>ns_<32 hex digits>` to fit Postgres' 63-byte names; plain enough to need no quoting."""
+
+
+def check_prefix(prefix: str) -> None:
+    """Raise ValueError unless `prefix` is a usable role prefix."""
+    if not ROLE_PREFIX_PATTERN.fullmatch(prefix):
+        raise ValueError(f"tenant role prefix {prefix!r}: 1-20 characters of a-z, 0-9 and _, starting with a letter")
 
 
 def role_name(prefix: str, namespace_uid: uuid.UUID) -> str:
@@ -107,6 +118,8 @@ async def ensure_credential(
             )
         else:
             await conn.execute(f"ALTER ROLE {_ident(role)} LOGIN PASSWORD {_literal(password)}")
+        # A role of an earlier prefix for this namespace no longer speaks for it.
+        await conn.execute("DELETE FROM headrace.tenants WHERE namespace_uid = $1 AND role <> $2", namespace_uid, role)
         await conn.execute(
             """
             INSERT INTO headrace.tenants (role, namespace, namespace_uid, rotated_at) VALUES ($1, $2, $3, $4)

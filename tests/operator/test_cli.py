@@ -81,6 +81,9 @@ NO_RUN_AS_NON_ROOT = '{"allowPrivilegeEscalation": false, "capabilities": {"drop
         ({"HEADRACE_WORKER_RESOURCES": '{"requests": {"cpu": "lots"}}'}, "--worker-resources: requests.cpu"),
         ({"HEADRACE_WORKER_RESOURCES": '{"requests": {"memory": "1Gi"}}'}, "must request cpu"),
         ({"HEADRACE_WORKER_IMAGE_PULL_POLICY": "Sometimes"}, "Sometimes"),
+        ({"HEADRACE_TENANT_CREDENTIALS": "nobody"}, "nobody"),
+        ({"HEADRACE_TENANT_ROLE_PREFIX": "Robert'); DROP"}, "tenant role prefix"),
+        ({"HEADRACE_TENANT_ROLE_PREFIX": "x" * 21}, "1-20 characters"),
     ],
 )
 def test_operator_refuses_bad_worker_pod_settings_at_start(
