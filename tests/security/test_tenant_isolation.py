@@ -204,3 +204,63 @@ async def test_disabling_the_role_when_the_namespace_has_no_live_job(
     prefix = role[: role.index("ns_")]
     assert await tenants.disable(pool, namespace_uid=namespace_uid, prefix=prefix)
     assert await pool.fetchval("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", role) is False
+
+
+async def test_a_createrole_owner_that_is_not_superuser_manages_tenants(postgres_server: str, prefix: str) -> None:
+    """As on a managed Postgres: the installation's user owns the database and has CREATEROLE, nothing more."""
+    from tests.conftest import with_database
+
+    owner, database = f"{prefix}owner", f"{prefix}db"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f'CREATE ROLE "{owner}" LOGIN CREATEROLE')
+        await admin.execute(f'CREATE DATABASE "{database}" OWNER "{owner}"')
+    finally:
+        await admin.close()
+    owner_url = tenants.TenantCredential(owner, "", datetime.now(UTC)).url(with_database(postgres_server, database))
+    pool = await create_pool(owner_url)
+    try:
+        from headrace.store import migrate
+
+        await migrate.migrate(pool)
+        await tenants.check_privilege(pool)
+        await tenants.prepare(pool, prefix=prefix)
+        a = await tenant(pool, owner_url, prefix, "team-a")
+        b = await tenant(pool, owner_url, prefix, "team-b")
+        conn = await asyncpg.connect(a.url)
+        try:
+            assert [r["uid"] for r in await conn.fetch("SELECT uid FROM headrace.jobs")] == [a.job.uid]
+        finally:
+            await conn.close()
+        # Rotation and disabling work with the owner's ADMIN OPTION on the roles it created.
+        namespace_uid = b.job.namespace_uid
+        assert namespace_uid is not None
+        rotated = await tenants.ensure_credential(
+            pool,
+            namespace="team-b",
+            namespace_uid=namespace_uid,
+            prefix=prefix,
+            rotate_after=None,
+            force=True,
+            now=datetime.now(UTC),
+        )
+        assert rotated is not None
+        await jobs.retain_job_data(pool, b.job.uid)
+        assert await tenants.disable(pool, namespace_uid=namespace_uid, prefix=prefix)
+    finally:
+        await pool.close()
+
+
+async def test_an_owner_without_createrole_is_told_the_way_out(postgres_server: str, prefix: str, dsn: str) -> None:
+    plain = f"{prefix}plain"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f'CREATE ROLE "{plain}" LOGIN')
+    finally:
+        await admin.close()
+    pool = await create_pool(tenants.TenantCredential(plain, "", datetime.now(UTC)).url(dsn))
+    try:
+        with pytest.raises(tenants.MissingPrivilege, match="CREATEROLE.*tenant-credentials=shared"):
+            await tenants.check_privilege(pool)
+    finally:
+        await pool.close()
