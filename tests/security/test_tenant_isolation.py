@@ -260,7 +260,7 @@ async def test_an_owner_without_createrole_is_told_the_way_out(postgres_server: 
         await admin.close()
     pool = await create_pool(tenants.TenantCredential(plain, "", datetime.now(UTC)).url(dsn))
     try:
-        with pytest.raises(tenants.MissingPrivilege, match="CREATEROLE.*tenant-credentials=shared"):
+        with pytest.raises(tenants.MissingPrivilege, match=r"CREATEROLE.*tenant-credentials=shared"):
             await tenants.check_privilege(pool)
     finally:
         await pool.close()
