@@ -100,7 +100,7 @@ async def test_a_worker_credential_gets_nothing_of_another_namespace(
         assert await conn.fetch("SELECT id FROM headrace.chunks WHERE tsv @@ to_tsquery('english', 'merger')") == []
 
         # Update and delete: zero rows.
-        for table in ("documents", "chunks"):
+        for table in ("tasks", "documents", "chunks"):
             assert await conn.execute(f"DELETE FROM headrace.{table} WHERE job_uid = $1", b.job.uid) == "DELETE 0"
         assert await conn.execute("UPDATE headrace.tasks SET state = 'dead' WHERE job_uid = $1", b.job.uid) == (
             "UPDATE 0"
@@ -115,8 +115,10 @@ async def test_a_worker_credential_gets_nothing_of_another_namespace(
         for statement in (
             "UPDATE headrace.jobs SET spec = '{}' WHERE uid = $1",
             "UPDATE headrace.jobs SET namespace_uid = gen_random_uuid() WHERE uid = $1",
+            "UPDATE headrace.jobs SET namespace = 'team-b', name = 'x' WHERE uid = $1",
+            "UPDATE headrace.jobs SET deleted_at = now() WHERE uid = $1",
+            "UPDATE headrace.runs SET job_uid = gen_random_uuid() WHERE job_uid = $1",
             "DELETE FROM headrace.jobs WHERE uid = $1",
-            "DELETE FROM headrace.tasks WHERE job_uid = $1",
             "DELETE FROM headrace.job_events WHERE job_uid = $1",
             "DELETE FROM headrace.runs WHERE job_uid = $1",
             "UPDATE headrace.job_events SET message = 'x' WHERE job_uid = $1",

@@ -64,17 +64,29 @@ CREATE POLICY tenant_chunks ON headrace.chunks
 CREATE POLICY tenant_job_events ON headrace.job_events
     USING (job_uid = ANY ((SELECT headrace.tenant_job_uids())::uuid[]));
 
--- What a worker needs and nothing more. Notably: no INSERT or DELETE on jobs and no UPDATE of
--- jobs.spec, so a worker cannot rewrite a stored spec (its own included: the operator checked it).
+-- What a worker needs and nothing more. Notably: no INSERT or DELETE on jobs and no UPDATE of a job's
+-- identity or spec, so a worker cannot rewrite a stored spec (its own included: the operator checked
+-- it) nor move a job to another namespace. Updatable columns are those not listed here, read from the
+-- catalog at each call (the operator calls it at every start), so columns that later migrations add
+-- to jobs and runs for the worker's bookkeeping need no change here.
 CREATE FUNCTION headrace.grant_tenant_access(grantee name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    job_columns text;
+    run_columns text;
 BEGIN
+    SELECT string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position) INTO job_columns
+    FROM information_schema.columns WHERE table_schema = 'headrace' AND table_name = 'jobs'
+      AND column_name NOT IN ('uid', 'namespace', 'namespace_uid', 'name', 'generation', 'spec',
+                              'text_search_config', 'current_run', 'created_at', 'deleted_at');
+    SELECT string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position) INTO run_columns
+    FROM information_schema.columns WHERE table_schema = 'headrace' AND table_name = 'runs'
+      AND column_name NOT IN ('job_uid', 'run', 'fingerprint');
     EXECUTE format('GRANT USAGE ON SCHEMA headrace TO %I', grantee);
-    EXECUTE format('GRANT SELECT, UPDATE (phase, updated_at) ON headrace.jobs TO %I', grantee);
-    EXECUTE format('GRANT SELECT, UPDATE (discovered, discovery_done, deleted, error, finished_at) '
-                   'ON headrace.runs TO %I', grantee);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON headrace.tasks TO %I', grantee);
+    EXECUTE format('GRANT SELECT, UPDATE (%s) ON headrace.jobs TO %I', job_columns, grantee);
+    EXECUTE format('GRANT SELECT, UPDATE (%s) ON headrace.runs TO %I', run_columns, grantee);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON headrace.tasks TO %I', grantee);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON headrace.documents, headrace.chunks TO %I', grantee);
     EXECUTE format('GRANT SELECT, INSERT ON headrace.job_events TO %I', grantee);
     EXECUTE format('GRANT USAGE ON SEQUENCE headrace.tasks_id_seq, headrace.documents_id_seq, '
