@@ -384,6 +384,43 @@ def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
 
 
 @main.command()
+@click.argument("namespace")
+@click.option(
+    "--namespace-uid",
+    required=True,
+    type=click.UUID,
+    help="UID of the namespace as it exists now: kubectl get namespace NAMESPACE -o jsonpath='{.metadata.uid}'.",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be adopted.")
+@database_url_option
+def adopt(namespace: str, namespace_uid: uuid.UUID, dry_run: bool, database_url: str | None) -> None:
+    """Hand the data retained from former namespaces named NAMESPACE to the namespace that has that name now.
+
+    Stored data is tied to the UID of the namespace it was ingested in, so a namespace deleted and
+    re-created (by anyone) sees none of it. An admin who knows the new namespace belongs to the same
+    team adopts it with this command, run with the installation's database URL (docs/operations.md).
+    Each retained job then waits, unserved, for an IngestionJob of the same name in NAMESPACE, whose
+    first run takes it over and skips unchanged documents.
+    """
+    from headrace.store import jobs
+
+    if not database_url:
+        raise click.UsageError("the installation's database URL is needed: --database-url or HEADRACE_DATABASE_URL")
+    found = _with_pool(database_url, lambda pool: jobs.adopt_namespace(pool, namespace, namespace_uid, dry_run=dry_run))
+    if not found:
+        click.echo(f"Nothing to adopt: no data of a former namespace {namespace!r} is retained.")
+        return
+    verb = "Would adopt" if dry_run else "Adopted"
+    for job in found:
+        former = job.namespace_uid or "unrecorded"
+        click.echo(
+            f"{verb} {namespace}/{job.name} (job uid {job.uid}, namespace uid {former}): {job.documents} documents"
+        )
+    if not dry_run:
+        click.echo(f"Apply IngestionJobs of these names in {namespace} to take the data over.")
+
+
+@main.command()
 @click.option(
     "-A",
     "--all-namespaces",
@@ -403,6 +440,13 @@ def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
     "--liveness", help="Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (HEADRACE_LIVENESS)."
 )
 @click.option(
+    "--tenant-credentials",
+    type=click.Choice(["roles", "shared"]),
+    help="roles (default): a Postgres role per namespace under row-level security, its URL written by the "
+    "operator into each namespace (needs CREATEROLE). shared: workers read the installation's own URL, which "
+    "isolates nothing (HEADRACE_TENANT_CREDENTIALS; docs/security.md).",
+)
+@click.option(
     "--observe-interval",
     type=click.FloatRange(1, 3600),
     help="Seconds between two looks at each job with a run in progress (HEADRACE_OBSERVE_INTERVAL; default 10).",
@@ -418,6 +462,7 @@ def operator(
     database_url: str | None,
     worker_image: str | None,
     liveness: str | None,
+    tenant_credentials: str | None,
     observe_interval: float | None,
     migrate: bool | None,
 ) -> None:
@@ -427,7 +472,8 @@ def operator(
     HEADRACE_DATABASE_URL, HEADRACE_WORKER_IMAGE, HEADRACE_NAMESPACES, HEADRACE_LIVENESS,
     HEADRACE_DATABASE_SECRET, HEADRACE_WORKER_IMAGE_PULL_POLICY, HEADRACE_WORKER_IMAGE_PULL_SECRETS,
     HEADRACE_WORKER_POD_SECURITY_CONTEXT, HEADRACE_WORKER_SECURITY_CONTEXT, HEADRACE_WORKER_RESOURCES,
-    HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL.
+    HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL, HEADRACE_TENANT_CREDENTIALS,
+    HEADRACE_WORKER_CREDENTIALS_SECRET, HEADRACE_TENANT_ROLE_PREFIX, HEADRACE_TENANT_PASSWORD_MAX_AGE_HOURS.
     """
     from headrace.operator.main import run as run_operator
 
@@ -437,6 +483,7 @@ def operator(
         "database_url": database_url,
         "worker_image": worker_image,
         "liveness": liveness,
+        "tenant_credentials": tenant_credentials,
         "observe_interval": observe_interval,
         "migrate": migrate,
         "namespaces": list(namespaces) or ([] if all_namespaces else None),

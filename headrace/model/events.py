@@ -22,6 +22,7 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     NAME_CONFLICT = "NameConflict"
     WORKER_JOB_REFUSED = "WorkerJobRefused"
+    ADOPTED_DATA = "AdoptedData"
 
 
 STORE_RECORDED: frozenset[Reason] = frozenset(

@@ -406,8 +406,9 @@ class IngestionJobSpec(KubeModel):
     `simple`, ...)."""
 
     retention: Literal["Retain", "Delete"] = "Retain"
-    """What happens to the indexed documents and chunks when the IngestionJob is deleted:
-    `Retain` keeps them searchable, `Delete` removes them."""
+    """What happens to the indexed documents and chunks when the IngestionJob is deleted: `Retain`
+    keeps them, unserved, until an IngestionJob of the same name in the same namespace adopts them
+    (its first run then skips unchanged documents); `Delete` removes them."""
 
     suspend: bool = False
     """Pause the job: workers scale to zero and resume where they left off when set back to false."""

@@ -66,7 +66,7 @@ async def ensure_children(
         run=run,
         image=config.worker_image,
         pods=config.worker_pods(),
-        database_secret=config.database_secret,
+        database_secret=config.worker_database_secret,
         database_secret_key=config.database_secret_key,
         backoff_limit=config.backoff_limit,
         ttl_seconds_after_finished=config.ttl_seconds_after_finished,

@@ -1,7 +1,8 @@
 """What the operator is told at start, from `HEADRACE_*` environment variables (the chart sets them) or
 keyword arguments (the CLI's flags, tests): one pydantic-settings class, like the API's `ApiSettings`."""
 
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -9,8 +10,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from headrace.model import Resources
 from headrace.model.contract import DATABASE_URL_KEY
 from headrace.operator.resources.job import PullPolicy, WorkerPodSettings
+from headrace.store.tenants import DEFAULT_ROLE_PREFIX, check_prefix
 
 SpaceSeparated = Annotated[list[str], NoDecode]
+TenantCredentials = Literal["roles", "shared"]
 
 
 class OperatorSettings(BaseSettings):
@@ -32,11 +35,30 @@ class OperatorSettings(BaseSettings):
     liveness: str | None = None
     """Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz."""
 
+    tenant_credentials: TenantCredentials = "roles"
+    """How workers reach Postgres. `roles`: the operator creates a Postgres role per namespace, confined to
+    that namespace's rows by row-level security, and writes its URL into `worker_credentials_secret` in the
+    namespace (the owner URL never leaves the operator). `shared`: workers read the installation's own URL
+    from `database_secret`, which you copy into each namespace, for a Postgres where the operator's role
+    may not create roles; every job then carries a TenantIsolated=False condition (docs/security.md)."""
+
+    worker_credentials_secret: str = "headrace-worker-database"
+    """Secret the operator writes into each IngestionJob's namespace in `roles` mode."""
+
+    tenant_role_prefix: str = DEFAULT_ROLE_PREFIX
+    """Prefix of the Postgres roles the operator creates (`<prefix>tenant`, `<prefix>ns_<namespace uid>`).
+    Roles are shared by every database of a Postgres server: give each installation on one server its own."""
+
+    tenant_password_max_age_hours: Annotated[float, Field(ge=0)] = 168.0
+    """Hours after which a namespace's password is replaced, once none of the namespace's runs is unfinished;
+    0 rotates only when the Secret is lost or the namespace's jobs were all deleted."""
+
     database_secret: str = "headrace-database"
-    """Secret, in each IngestionJob's namespace, whose `database_secret_key` the workers get as DATABASE_URL."""
+    """Secret, in each IngestionJob's namespace, whose `database_secret_key` the workers get as DATABASE_URL
+    in `shared` mode."""
 
     database_secret_key: str = DATABASE_URL_KEY
-    """Key of the database URL in `database_secret`."""
+    """Key of the database URL in `database_secret` (`shared` mode)."""
 
     worker_image_pull_policy: PullPolicy = "IfNotPresent"
     """imagePullPolicy of the worker container."""
@@ -110,3 +132,20 @@ class OperatorSettings(BaseSettings):
             service_account=self.worker_service_account or None,
             **given,
         )
+
+    @field_validator("tenant_role_prefix")
+    @classmethod
+    def _usable_prefix(cls, value: str) -> str:
+        check_prefix(value)
+        return value
+
+    @property
+    def worker_database_secret(self) -> str:
+        """The Secret, in each IngestionJob's namespace, that the workers read their database URL from."""
+        return self.worker_credentials_secret if self.tenant_credentials == "roles" else self.database_secret
+
+    @property
+    def tenant_password_max_age(self) -> timedelta | None:
+        """`tenant_password_max_age_hours` as a duration; None when passwords are not rotated on age."""
+        hours = self.tenant_password_max_age_hours
+        return timedelta(hours=hours) if hours else None

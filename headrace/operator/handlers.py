@@ -12,6 +12,7 @@ from headrace.operator.settings import configure
 from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
 from headrace.store.outage import ride_out
+from headrace.store.tenants import MissingPrivilege
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 
@@ -31,7 +32,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings)
-        memo["operator"] = await open_operator(config)
+        try:
+            memo["operator"] = await open_operator(config)
+        except MissingPrivilege as exc:
+            raise kopf.PermanentError(str(exc)) from None
 
     @kopf.on.login(registry=registry)
     def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -80,6 +84,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     )
     async def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
         _post(body, await ride_out(reconcile.observe, memo["operator"], body, patch, now=datetime.now(UTC)))
+
+    @kopf.on.event("", "v1", "namespaces", registry=registry)
+    async def namespace(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        metadata = event["object"].get("metadata") or {}
+        if metadata.get("name") and metadata.get("uid"):
+            deleted = event["type"] == "DELETED"
+            await ride_out(
+                reconcile.namespace_changed,
+                memo["operator"],
+                name=metadata["name"],
+                uid=metadata["uid"],
+                deleted=deleted,
+            )
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:

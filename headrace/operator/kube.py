@@ -15,6 +15,8 @@ import kopf
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+# Merges lists by their key (ownerReferences by uid) on the server: adding an owner needs no read first.
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 REQUEST_TIMEOUT = 30.0
 """Seconds one API call may take before it counts as failed."""
@@ -40,19 +42,24 @@ class KubeError(Exception):
 
 @dataclass(frozen=True)
 class Resource:
-    """Where a kind lives in the API: `/apis/batch/v1/namespaces/<ns>/jobs`."""
+    """Where a kind lives in the API: `/apis/batch/v1/namespaces/<ns>/jobs` (`/api/v1/namespaces/<name>` for
+    a cluster-scoped kind, whose namespace argument is ignored)."""
 
     group_version: str
     plural: str
+    namespaced: bool = True
 
     def path(self, namespace: str, name: str | None = None) -> str:
         prefix = "/api" if "/" not in self.group_version else "/apis"
-        path = f"{prefix}/{self.group_version}/namespaces/{namespace}/{self.plural}"
+        scope = f"/namespaces/{namespace}" if self.namespaced else ""
+        path = f"{prefix}/{self.group_version}{scope}/{self.plural}"
         return f"{path}/{name}" if name else path
 
 
 JOBS = Resource("batch/v1", "jobs")
 HPAS = Resource("autoscaling/v2", "horizontalpodautoscalers")
+SECRETS = Resource("v1", "secrets")
+NAMESPACES = Resource("v1", "namespaces", namespaced=False)
 
 
 class KubeClient:
@@ -112,6 +119,14 @@ class KubeClient:
             raise
         return result
 
+    async def list(self, resource: Resource, namespace: str, *, name: str) -> list[dict[str, Any]]:
+        """The objects of this name (a field selector: `list` is the verb kopf already needs on namespaces,
+        where a `get` would be one more grant)."""
+        path = f"{resource.path(namespace)}?fieldSelector=metadata.name%3D{name}"
+        found: dict[str, Any] = await self.request("GET", path)
+        # Filtered here as well: not every server (nor every test double) honours field selectors.
+        return [item for item in found.get("items") or [] if item.get("metadata", {}).get("name") == name]
+
     async def ensure(self, resource: Resource, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create the object unless it exists: (the object as the server has it, whether it was created now)."""
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
@@ -127,11 +142,16 @@ class KubeClient:
         return existing, False
 
     async def patch(
-        self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        content_type: str = MERGE_PATCH,
     ) -> dict[str, Any] | None:
-        """Merge-patch the object; None when it does not exist."""
+        """Merge-patch the object (or strategic-merge-patch it, for built-in kinds); None when it does not exist."""
         try:
-            result: dict[str, Any] = await self.request("PATCH", resource.path(namespace, name), patch, MERGE_PATCH)
+            result: dict[str, Any] = await self.request("PATCH", resource.path(namespace, name), patch, content_type)
         except KubeError as exc:
             if exc.status == 404:
                 return None

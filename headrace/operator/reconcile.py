@@ -12,9 +12,11 @@ Every step is idempotent, so an operator killed anywhere converges when it comes
 the Events to post; none of them touches what the IngestionJob does not own (`children`).
 """
 
+import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,10 +36,11 @@ from headrace.model.events import STORE_RECORDED, Reason
 from headrace.operator import status as st
 from headrace.operator.children import Children, ensure_children
 from headrace.operator.config import OperatorSettings
-from headrace.operator.kube import KubeClient
+from headrace.operator.kube import NAMESPACES, RETRY_DELAY, SECRETS, STRATEGIC_MERGE_PATCH, KubeClient
 from headrace.operator.resources.job import InvalidSpec, check_cluster_spec, job_name, parallelism
 from headrace.operator.resources.labels import selector
-from headrace.store import jobs, queue, runs
+from headrace.operator.resources.secret import build_worker_secret, secret_owner
+from headrace.store import jobs, queue, runs, tenants
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord, RunState, UnknownTextSearchConfig
 
@@ -51,6 +54,8 @@ class Operator:
     pool: Pool
     kube: KubeClient
     config: OperatorSettings
+    credential_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    """One per namespace: two jobs of a namespace handled at once must not both write its Secret."""
 
 
 def parse(body: kopf.Body) -> IngestionJob:
@@ -98,6 +103,8 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
     previous = st.parse_status(body.get("status"))
     try:
         job = parse(body)
+        namespace_uid = await _namespace_uid(op, job.metadata.namespace)
+        adopted = await jobs.adopt_retained(op.pool, uid=_uid(job), namespace_uid=namespace_uid, name=job.metadata.name)
         record = await jobs.register_job(
             op.pool,
             uid=_uid(job),
@@ -105,14 +112,25 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
             name=job.metadata.name,
             generation=job.metadata.generation or 0,
             spec=job.spec,
+            namespace_uid=namespace_uid,
         )
     except (InvalidSpec, UnknownTextSearchConfig) as exc:
         return await _refuse(op, body, patch, previous, str(exc), now=now)
-    reason = "created" if record.current_run == 0 else "source or chunking changed"
+    started: list[st.Event] = []
+    if adopted is not None:
+        message = f"Adopted the data retained from the former IngestionJob {job.metadata.name} (uid {adopted})"
+        started.append(st.Event("Normal", Reason.ADOPTED_DATA, message))
+        log.info(
+            "Adopted retained data", extra={"namespace": job.metadata.namespace, "ingestionjob": job.metadata.name}
+        )
+    await _ensure_credentials(op, job, namespace_uid, now=now)
+    if adopted is not None:
+        reason = f"adopted the data of uid {adopted}"
+    else:
+        reason = "created" if record.current_run == 0 else "source or chunking changed"
     run = await jobs.ensure_run(op.pool, record, reason=reason)
-    started = (
-        [] if run == record.current_run else [st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {reason}")]
-    )
+    if run != record.current_run:
+        started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {reason}"))
     return await _converge(op, body, patch, job, record, run, previous, started=started, now=now)
 
 
@@ -136,6 +154,8 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
     fields: dict[str, Any] = {}
     state = await jobs.run_state(op.pool, record.uid, run)
     if _schedule_due(job, state, now=now):
+        if record.namespace_uid is not None:
+            await _ensure_credentials(op, job, record.namespace_uid, now=now)
         run = await jobs.start_run(op.pool, record, reason=f"schedule {job.spec.schedule}")
         fields["last_schedule_time"] = now
         started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run} on schedule {job.spec.schedule}"))
@@ -147,12 +167,95 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
 async def finalize(op: Operator, body: kopf.Body) -> str:
     """Apply spec.retention to the job's data; returns what was done."""
     uid = uuid.UUID(body.metadata.uid)
+    record = await jobs.get_job(op.pool, uid)
     # Read the raw field: a spec invalid in other ways still says what to do with its data.
     if body.spec.get("retention") == "Delete":
         await jobs.delete_job_data(op.pool, uid)
-        return "Deleted"
-    await jobs.retain_job_data(op.pool, uid)
-    return "Retained"
+        outcome = "Deleted"
+    else:
+        await jobs.retain_job_data(op.pool, uid)
+        outcome = "Retained"
+    if op.config.tenant_credentials == "roles" and record is not None and record.namespace_uid is not None:
+        # The namespace's last job gone: its credential (which anyone there could have copied) stops working.
+        prefix = op.config.tenant_role_prefix
+        disabled = await tenants.disable(op.pool, namespace_uid=record.namespace_uid, prefix=prefix)
+        if disabled:
+            log.info("Disabled database role", extra={"namespace": body.metadata.namespace})
+    return outcome
+
+
+async def namespace_changed(op: Operator, *, name: str, uid: str, deleted: bool) -> None:
+    """A namespace appeared (or was listed at start) or was deleted: data of a former namespace of its name,
+    or of the deleted one, stops being served, and the deleted one's database role stops logging in.
+
+    Finalizers normally do this job by job; this covers IngestionJobs whose finalizer was bypassed, before
+    anyone in a re-created namespace of the same name can search.
+    """
+    namespace_uid = uuid.UUID(uid)
+    if deleted:
+        retired = await jobs.retire_namespace(op.pool, namespace_uid)
+        if op.config.tenant_credentials == "roles":
+            await tenants.disable(op.pool, namespace_uid=namespace_uid, prefix=op.config.tenant_role_prefix)
+    else:
+        retired = await jobs.retire_former_namespaces(op.pool, namespace=name, namespace_uid=namespace_uid)
+    if retired:
+        log.info("Retained data of a former namespace", extra={"namespace": name, "jobs": retired})
+
+
+async def _namespace_uid(op: Operator, namespace: str) -> uuid.UUID:
+    """The UID of the namespace as it is now: the identity its stored data and its database role go by."""
+    found = await op.kube.list(NAMESPACES, "", name=namespace)
+    uid = (found[0].get("metadata") or {}).get("uid") if found else None
+    if not uid:
+        raise kopf.TemporaryError(f"namespace {namespace} was not found", delay=RETRY_DELAY)
+    return uuid.UUID(uid)
+
+
+async def _ensure_credentials(op: Operator, job: IngestionJob, namespace_uid: uuid.UUID, *, now: datetime) -> None:
+    """In `roles` mode, make the namespace's database role and its Secret exist, with this job among the
+    Secret's owners; rotate the password when it is due. Nothing in `shared` mode."""
+    config = op.config
+    if config.tenant_credentials != "roles":
+        return
+    async with op.credential_locks[job.metadata.namespace]:
+        await _write_credentials(op, job, namespace_uid, now=now)
+
+
+async def _write_credentials(op: Operator, job: IngestionJob, namespace_uid: uuid.UUID, *, now: datetime) -> None:
+    config = op.config
+    namespace, name = job.metadata.namespace, config.worker_credentials_secret
+    existing = await op.kube.get(SECRETS, namespace, name)
+    credential = await tenants.ensure_credential(
+        op.pool,
+        namespace=namespace,
+        namespace_uid=namespace_uid,
+        prefix=config.tenant_role_prefix,
+        rotate_after=config.tenant_password_max_age,
+        force=existing is None,  # the password lives only in the Secret: a lost Secret means a new one
+        now=now,
+    )
+    if credential is None:
+        assert existing is not None  # without a Secret, ensure_credential always makes a new password
+        if not any(ref.get("uid") == job.metadata.uid for ref in existing["metadata"].get("ownerReferences") or []):
+            await op.kube.patch(
+                SECRETS, namespace, name, {"metadata": {"ownerReferences": [secret_owner(job)]}}, STRATEGIC_MERGE_PATCH
+            )
+        return
+    manifest = build_worker_secret(
+        job,
+        name=name,
+        database_url=credential.url(config.database_url.get_secret_value()),
+        role=credential.role,
+        rotated_at=now,
+    )
+    if existing is None:
+        _, created = await op.kube.ensure(SECRETS, manifest)
+        if created:
+            log.info("Created Secret", extra={"namespace": namespace, "secret": name, "role": credential.role})
+            return
+    update = {key: manifest["metadata"][key] for key in ("labels", "annotations", "ownerReferences")}
+    await op.kube.patch(SECRETS, namespace, name, {"metadata": update, "data": manifest["data"]}, STRATEGIC_MERGE_PATCH)
+    log.info("Rotated database password", extra={"namespace": namespace, "secret": name, "role": credential.role})
 
 
 async def _refuse(
@@ -231,6 +334,7 @@ async def _converge(
         state=state,
         workers=_workers(job, children),
         problem=children.problem,
+        shared_credentials=op.config.tenant_credentials == "shared",
         now=now,
         **fields,
     )

@@ -18,9 +18,11 @@ from headrace.model import Condition, IngestionJob, IngestionJobStatus, Phase, W
 from headrace.model.events import Reason
 from headrace.store.jobs import RunState
 
-ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed"]
+ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed", "TenantIsolated"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 CONDITION_TYPES: tuple[ConditionType, ...] = ("Ready", "Progressing", "Succeeded", "Failed")
+# Present only while observed: TenantIsolated=False warns that the installation runs with shared credentials.
+OPTIONAL_TYPES: tuple[ConditionType, ...] = ("TenantIsolated",)
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,16 @@ def merge_conditions(
     previous: Iterable[Condition], observed: Iterable[Observed], *, generation: int | None, now: datetime
 ) -> list[Condition]:
     """The new conditions list. `lastTransitionTime` moves only when a condition's status changes;
-    types not observed now keep their previous entry; every type is present, as Unknown at first."""
+    types not observed now keep their previous entry; every type is present, as Unknown at first, except
+    the OPTIONAL_TYPES, which are present only while observed."""
     before = {entry.type: entry for entry in previous}
     fresh = {item.type: item for item in observed}
     result = []
-    for type_ in CONDITION_TYPES:
+    for type_ in CONDITION_TYPES + OPTIONAL_TYPES:
         old = before.get(type_)
         item = fresh.get(type_)
+        if item is None and type_ in OPTIONAL_TYPES:
+            continue
         if item is None and old is not None:
             result.append(old)
             continue
@@ -116,6 +121,15 @@ def job_outcome(job: dict[str, Any] | None) -> tuple[Literal["Complete", "Failed
             outcome: Literal["Complete", "Failed"] = condition["type"]
             return outcome, condition.get("reason") or f"Job{outcome}", condition.get("message") or ""
     return None
+
+
+SHARED_CREDENTIALS = Observed(
+    "TenantIsolated",
+    "False",
+    "SharedDatabaseCredential",
+    "The operator runs with shared database credentials: this job's workers hold a database URL that reads "
+    "and writes every namespace's data. Ask your platform team (docs/security.md).",
+)
 
 
 _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
@@ -174,12 +188,16 @@ def next_status(
     state: RunState | None,
     workers: WorkerStatus,
     problem: Observed | None = None,
+    shared_credentials: bool = False,
     now: datetime,
     **fields: Any,
 ) -> tuple[IngestionJobStatus, list[Event]]:
     """The status after looking at the run and the worker Job, and the Events its changes call for.
-    `fields` are further status fields (by attribute name) to set, such as `last_schedule_time`."""
+    `fields` are further status fields (by attribute name) to set, such as `last_schedule_time`;
+    `shared_credentials` adds the TenantIsolated=False warning."""
     observed = observe_conditions(job, state=state, problem=problem)
+    if shared_credentials:
+        observed.append(SHARED_CREDENTIALS)
     conditions = merge_conditions(previous.conditions, observed, generation=job.metadata.generation, now=now)
     new_phase = phase(conditions, suspended=job.spec.suspend)
     update: dict[str, Any] = {

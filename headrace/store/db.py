@@ -19,7 +19,7 @@ else:  # the same names at run time, where asyncpg's classes are not subscriptab
 async def _init_connection(conn: Connection) -> None:
     # Decode jsonb to Python values so no caller parses JSON by hand.
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    # regconfig travels as its oid, which lets chunks be written with binary COPY.
+    # regconfig travels as its oid: a job's config read back is written into chunks as it came.
     await conn.set_builtin_type_codec("regconfig", schema="pg_catalog", codec_name="oid")
 
 

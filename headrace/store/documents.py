@@ -171,11 +171,18 @@ async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: Document
         if doc_id is None:  # inserted meanwhile by a newer run
             return None
         await conn.execute("DELETE FROM headrace.chunks WHERE document_id = $1", doc_id)
-        await conn.copy_records_to_table(
-            "chunks",
-            schema_name="headrace",
-            columns=["document_id", "job_uid", "ordinal", "page", "content", "config"],
-            records=[(doc_id, job_uid, c.ordinal, c.page, c.content, config) for c in doc.chunks],
+        # INSERT from arrays, not COPY: Postgres refuses COPY FROM into a table with row-level security
+        # for the roles it applies to, which tenant workers are.
+        await conn.execute(
+            "INSERT INTO headrace.chunks (document_id, job_uid, ordinal, page, content, config) "
+            "SELECT $1, $2, c.ordinal, c.page, c.content, $6 "
+            "FROM unnest($3::integer[], $4::integer[], $5::text[]) AS c(ordinal, page, content)",
+            doc_id,
+            job_uid,
+            [c.ordinal for c in doc.chunks],
+            [c.page for c in doc.chunks],
+            [c.content for c in doc.chunks],
+            config,
         )
         return outcome
 

@@ -27,6 +27,7 @@ class JobRecord:
     generation: int
     spec: IngestionJobSpec
     current_run: int
+    namespace_uid: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,20 @@ def phase_of(state: RunState | None, *, suspended: bool, spec_error: str | None 
 
 
 async def register_job(
-    pool: Pool, *, uid: uuid.UUID, namespace: str, name: str, generation: int, spec: IngestionJobSpec
+    pool: Pool,
+    *,
+    uid: uuid.UUID,
+    namespace: str,
+    name: str,
+    generation: int,
+    spec: IngestionJobSpec,
+    namespace_uid: uuid.UUID | None = None,
 ) -> JobRecord:
-    """Create or update the job row. Idempotent: the same arguments leave the same row."""
+    """Create or update the job row. Idempotent: the same arguments leave the same row.
+
+    `namespace_uid` (the namespace's identity in a cluster; None in local mode) is recorded on the row:
+    tenant credentials and adoption go by it, never by the namespace's name alone.
+    """
     async with pool.acquire() as conn:
         known = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = $1)", spec.text_search_config
@@ -78,11 +90,12 @@ async def register_job(
             )
         await conn.execute(
             """
-            INSERT INTO headrace.jobs (uid, namespace, name, generation, spec, text_search_config)
-            VALUES ($1, $2, $3, $4, $5, $6::text::regconfig)
+            INSERT INTO headrace.jobs (uid, namespace, name, generation, spec, text_search_config, namespace_uid)
+            VALUES ($1, $2, $3, $4, $5, $6::text::regconfig, $7)
             ON CONFLICT (uid) DO UPDATE
             SET generation = excluded.generation, spec = excluded.spec, spec_error = NULL,
-                text_search_config = excluded.text_search_config, updated_at = now(), deleted_at = NULL
+                text_search_config = excluded.text_search_config, updated_at = now(), deleted_at = NULL,
+                namespace_uid = coalesce(excluded.namespace_uid, headrace.jobs.namespace_uid)
             """,
             uid,
             namespace,
@@ -90,16 +103,40 @@ async def register_job(
             generation,
             spec.to_wire(),
             spec.text_search_config,
+            namespace_uid,
         )
+        if namespace_uid is not None:
+            await retire_former_namespaces(conn, namespace=namespace, namespace_uid=namespace_uid)
     job = await get_job(pool, uid)
     assert job is not None
     return job
 
 
+async def retire_former_namespaces(conn: Pool | Connection, *, namespace: str, namespace_uid: uuid.UUID) -> int:
+    """Stop serving live rows of former namespaces of this name (another UID): their IngestionJobs are gone
+    without their finalizer having run (it was bypassed), and a namespace re-created under the name must
+    see nothing of them. They become retained data. Returns how many."""
+    status = await conn.execute(
+        "UPDATE headrace.jobs SET deleted_at = now() "
+        "WHERE namespace = $1 AND namespace_uid <> $2 AND deleted_at IS NULL",
+        namespace,
+        namespace_uid,
+    )
+    return int(status.split()[-1])
+
+
+async def retire_namespace(pool: Pool, namespace_uid: uuid.UUID) -> int:
+    """Stop serving the live rows of a deleted namespace (normally none: finalizers retired them first)."""
+    status = await pool.execute(
+        "UPDATE headrace.jobs SET deleted_at = now() WHERE namespace_uid = $1 AND deleted_at IS NULL", namespace_uid
+    )
+    return int(status.split()[-1])
+
+
 async def get_job(conn: Pool | Connection, uid: uuid.UUID) -> JobRecord | None:
     """The job with this uid, or None."""
     row = await conn.fetchrow(
-        "SELECT uid, namespace, name, generation, spec, current_run FROM headrace.jobs WHERE uid = $1",
+        "SELECT uid, namespace, name, generation, spec, current_run, namespace_uid FROM headrace.jobs WHERE uid = $1",
         uid,
     )
     if row is None:
@@ -341,10 +378,88 @@ async def delete_job_data(pool: Pool, uid: uuid.UUID) -> None:
 
 
 async def retain_job_data(pool: Pool, uid: uuid.UUID) -> None:
-    """Keep the job's documents searchable after its IngestionJob is gone (retention: Retain)."""
+    """Keep the job's documents after its IngestionJob is gone (retention: Retain), unserved: neither
+    search nor the API shows them until a new IngestionJob of the same namespace and name adopts them."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("DELETE FROM headrace.tasks WHERE job_uid = $1 AND state IN ('pending', 'leased')", uid)
         await conn.execute("UPDATE headrace.jobs SET deleted_at = now() WHERE uid = $1", uid)
+
+
+async def adopt_retained(pool: Pool, *, uid: uuid.UUID, namespace_uid: uuid.UUID, name: str) -> uuid.UUID | None:
+    """Hand the data kept for an IngestionJob of this namespace (by UID) and name to the new one, `uid`.
+
+    A row of the same namespace and name under another uid belongs to an IngestionJob that no longer
+    exists (a name is unique in its namespace), typically deleted with `retention: Retain` or lost with
+    a cluster rebuilt from Git. Its documents, chunks, runs and events move to `uid`, so the new job's
+    first run skips unchanged documents by hash instead of starting empty. Returns the old uid, or None
+    when there was nothing to adopt (or `uid` is already registered).
+
+    The current run's fingerprint is marked, so the next `ensure_run` starts a run even if the operator
+    stops between this and starting it.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM headrace.jobs WHERE uid = $1)", uid):
+            return None
+        old = await conn.fetchval(
+            "SELECT uid FROM headrace.jobs WHERE namespace_uid = $1 AND name = $2 AND uid <> $3 "
+            "ORDER BY updated_at DESC LIMIT 1 FOR UPDATE",
+            namespace_uid,
+            name,
+            uid,
+        )
+        if old is None:
+            return None
+        await conn.execute("SELECT headrace.move_job($1, $2)", old, uid)
+        await conn.execute(
+            "UPDATE headrace.runs r SET fingerprint = 'adopted:' || r.fingerprint FROM headrace.jobs j "
+            "WHERE j.uid = $1 AND r.job_uid = j.uid AND r.run = j.current_run",
+            uid,
+        )
+        await conn.execute("DELETE FROM headrace.tasks WHERE job_uid = $1 AND state IN ('pending', 'leased')", uid)
+        return uuid.UUID(str(old))
+
+
+@dataclass(frozen=True)
+class RetainedJob:
+    """Data kept for an IngestionJob that is gone, as `headrace adopt` lists it."""
+
+    uid: uuid.UUID
+    namespace: str
+    namespace_uid: uuid.UUID | None
+    name: str
+    documents: int
+    deleted_at: datetime | None
+
+
+async def adopt_namespace(
+    pool: Pool, namespace: str, namespace_uid: uuid.UUID, *, dry_run: bool = False
+) -> list[RetainedJob]:
+    """An admin's adoption: the retained data of former namespaces named `namespace` (another UID, or
+    none recorded) becomes the namespace `namespace_uid`'s, for its IngestionJobs of the same names to
+    adopt. Returns what was (or, with `dry_run`, would be) adopted."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """
+            SELECT j.uid, j.namespace, j.namespace_uid, j.name, j.deleted_at,
+                   (SELECT count(*) FROM headrace.documents d WHERE d.job_uid = j.uid) AS documents
+            FROM headrace.jobs j
+            WHERE j.namespace = $1 AND j.namespace_uid IS DISTINCT FROM $2
+            ORDER BY j.name, j.updated_at DESC
+            FOR UPDATE OF j
+            """,
+            namespace,
+            namespace_uid,
+        )
+        if not dry_run and rows:
+            await conn.execute(
+                # Rows still live in a restored backup belong to IngestionJobs of the old cluster: they wait,
+                # unserved, for this namespace's IngestionJobs of the same names, like retained data.
+                "UPDATE headrace.jobs SET namespace_uid = $2, deleted_at = coalesce(deleted_at, now()) "
+                "WHERE uid = ANY($1::uuid[])",
+                [r["uid"] for r in rows],
+                namespace_uid,
+            )
+        return [RetainedJob(**dict(row)) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -429,9 +544,12 @@ async def list_runs(pool: Pool, uid: uuid.UUID, *, limit: int = 10) -> list[RunR
 
 
 async def job_phase(pool: Pool, uid: uuid.UUID) -> tuple[Phase, int] | None:
-    """The job's phase (derived from its current run, as everywhere) and current run, or None when it is gone."""
+    """The job's phase (derived from its current run, as everywhere) and current run, or None when it is gone
+    (deleted, or only its data retained)."""
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(f"SELECT {_JOB_COLUMNS} FROM headrace.jobs WHERE uid = $1", uid)
+        row = await conn.fetchrow(
+            f"SELECT {_JOB_COLUMNS} FROM headrace.jobs WHERE uid = $1 AND deleted_at IS NULL", uid
+        )
         if row is None:
             return None
         view = await _view(conn, row)
@@ -439,8 +557,8 @@ async def job_phase(pool: Pool, uid: uuid.UUID) -> tuple[Phase, int] | None:
 
 
 async def namespaces(pool: Pool) -> list[str]:
-    """Every namespace that has indexed data, live or retained."""
-    rows = await pool.fetch("SELECT DISTINCT namespace FROM headrace.jobs ORDER BY namespace")
+    """Every namespace with a live job: the only data served (retained data waits for adoption)."""
+    rows = await pool.fetch("SELECT DISTINCT namespace FROM headrace.jobs WHERE deleted_at IS NULL ORDER BY namespace")
     return [row["namespace"] for row in rows]
 
 

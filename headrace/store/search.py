@@ -62,7 +62,9 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
 _SEARCH_SQL = f"""
 WITH scope AS (
     SELECT uid, namespace, name, text_search_config AS cfg FROM headrace.jobs
-    WHERE ($2::text[] IS NULL OR namespace = ANY($2::text[]))
+    -- Retained data (its IngestionJob deleted) is not served until a new IngestionJob adopts it.
+    WHERE deleted_at IS NULL
+      AND ($2::text[] IS NULL OR namespace = ANY($2::text[]))
       AND ($3::text IS NULL OR name = $3)
       AND ($4::uuid IS NULL OR uid = $4)
 ),

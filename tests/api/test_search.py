@@ -93,3 +93,20 @@ async def test_pages_are_stable_while_documents_are_ingested(
             break
     assert len(seen) == len(set(seen)), "a hit was returned twice"
     assert {(h["uri"], h["chunk"]) for h in everything} <= set(seen), "a hit was skipped"
+
+
+async def test_retained_data_is_not_served(client: httpx.AsyncClient, seeded: dict[str, JobRecord], pool: Pool) -> None:
+    """An IngestionJob deleted with `retention: Retain`: its data stays in Postgres, but no route serves it."""
+    from headrace.store import jobs
+
+    await jobs.retain_job_data(pool, seeded["team-b"].uid)
+    assert await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE job_uid = $1", seeded["team-b"].uid)
+    found = await client.get("/v1/search", params={"q": "zephyr"}, headers=ADMIN)
+    assert {h["namespace"] for h in found.json()["items"]} == {"team-a"}
+    only_b = await client.get("/v1/search", params={"q": "zephyr", "namespace": "team-b"}, headers=ADMIN)
+    assert only_b.json()["items"] == []
+    assert (await client.get("/v1/namespaces/team-b/ingestionjobs/docs", headers=ADMIN)).status_code == 404
+    listed = await client.get("/v1/namespaces/team-b/ingestionjobs", headers=ADMIN)
+    assert listed.json()["items"] == []
+    documents = await client.get("/v1/namespaces/team-b/ingestionjobs/docs/documents", headers=ADMIN)
+    assert documents.status_code == 404

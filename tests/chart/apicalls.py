@@ -72,6 +72,8 @@ def _client_verbs(kube: ast.Module, class_name: str = "KubeClient") -> dict[str,
 
     for name in direct:
         verbs[name] = resolve(name)
+    if "list" in verbs:  # a GET of a collection is the `list` verb, not `get`
+        verbs["list"] = {"list"}
     return verbs
 
 

@@ -72,7 +72,9 @@ def test_operator_hands_worker_settings_to_the_pods_it_creates(render: Render) -
     (operator,) = [d for d in by_kind(render(EVERYTHING), "Deployment") if d["metadata"]["name"].endswith("-operator")]
     env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["HEADRACE_WORKER_IMAGE"]["value"] == "registry.example.com/headrace-worker:0.1.0"
-    assert env["HEADRACE_DATABASE_SECRET"]["value"] == "hr-headrace-database"
+    assert env["HEADRACE_TENANT_CREDENTIALS"]["value"] == "roles"
+    assert env["HEADRACE_WORKER_CREDENTIALS_SECRET"]["value"] == "headrace-worker-database"
+    assert "HEADRACE_DATABASE_SECRET" not in env, "in roles mode no worker reads the owner's Secret"
     assert env["HEADRACE_NAMESPACES"]["value"] == "docs-team research"
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "hr-headrace-database", "key": "DATABASE_URL"}
 
@@ -82,8 +84,22 @@ def test_worker_image_defaults_to_the_chart_image(render: Render) -> None:
     container = operator["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["HEADRACE_WORKER_IMAGE"]["value"] == container["image"] == "ghcr.io/headrace/headrace:0.1.0"
-    assert env["HEADRACE_DATABASE_SECRET"]["value"] == "headrace-database"
+    assert env["HEADRACE_TENANT_CREDENTIALS"]["value"] == "roles"
     assert "HEADRACE_NAMESPACES" not in env, "every namespace by default"
+
+
+def test_shared_credentials_are_an_explicit_opt_in(render: Render) -> None:
+    """Shared mode points workers at the owner's Secret, and the operator gets no Secret permissions."""
+    objects = render(sets=("database.tenantCredentials=shared",))
+    (operator,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"].endswith("-operator")]
+    env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["HEADRACE_TENANT_CREDENTIALS"]["value"] == "shared"
+    assert env["HEADRACE_DATABASE_SECRET"]["value"] == "headrace-database"
+    (role,) = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-operator")]
+    assert not [rule for rule in role["rules"] if "secrets" in rule["resources"]]
+    (roles,) = [r for r in by_kind(render(), "ClusterRole") if r["metadata"]["name"].endswith("-operator")]
+    named = [rule for rule in roles["rules"] if "secrets" in rule["resources"] and "get" in rule["verbs"]]
+    assert [rule["resourceNames"] for rule in named] == [["headrace-worker-database"]]
 
 
 def test_api_probes_and_service(render: Render) -> None:

@@ -8,10 +8,13 @@ from typing import Any
 import kmock
 import kopf
 import pytest
+from kmock._internal import parsing as kmock_parsing
+from kmock._internal.parsing import ParsedPath
 
 from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
+from headrace.store import tenants
 from headrace.store.db import Pool
 
 IMAGE = "ghcr.io/example/headrace:test"
@@ -21,12 +24,14 @@ IMAGE = "ghcr.io/example/headrace:test"
 RESOURCES = {
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False),
     "v1/namespaces": ("Namespace", False),
+    "v1/secrets": ("Secret", True),
     "headrace.io/v1alpha1/ingestionjobs": ("IngestionJob", True),
     "batch/v1/jobs": ("Job", True),
     "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True),
     "v1/events": ("Event", True),
 }
 VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
+_kmock_parse_path = kmock_parsing.parse_path
 
 
 def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
@@ -35,15 +40,63 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
 
 
 @pytest.fixture
-def emulator(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
+def emulator(kmock: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch) -> kmock.KubernetesEmulator:
     declare_resources(kmock)
+    monkeypatch.setattr(kmock_parsing, "parse_path", _parse_path)
     return kmock
 
 
+NAMESPACES = ("default", "team-a", "team-b")
+
+
+class Namespaces:
+    """The emulator's namespaces, each with a uid."""
+
+    def __init__(self, emulator: kmock.KubernetesEmulator) -> None:
+        self.emulator = emulator
+
+    def create(self, name: str) -> str:
+        """A namespace with a fresh uid (replacing one of the same name, as a re-created one); returns the uid."""
+        uid = str(uuid.uuid4())
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "uid": uid}}
+        self.emulator.objects[kmock.resource("v1/namespaces"), None, name] = namespace
+        return uid
+
+
+def _parse_path(path: str) -> ParsedPath:
+    """kmock 0.8's parse_path, except that `/api/v1/namespaces[/<name>]` are the cluster-scoped namespaces
+    (kmock reads `namespaces` as the start of a namespaced path and fails on the missing parts)."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+        return ParsedPath(group="", version="v1", plural="namespaces", name=parts[3] if len(parts) == 4 else None)
+    return _kmock_parse_path(path)
+
+
 @pytest.fixture
-async def op(pool: Pool, emulator: kmock.KubernetesEmulator) -> AsyncIterator[Operator]:
+def namespaces(emulator: kmock.KubernetesEmulator) -> Namespaces:
+    found = Namespaces(emulator)
+    for name in NAMESPACES:
+        found.create(name)
+    return found
+
+
+@pytest.fixture
+def role_prefix() -> str:
+    # Postgres roles belong to the whole server, which every test database shares: one prefix per test.
+    return f"t{uuid.uuid4().hex[:8]}_"
+
+
+@pytest.fixture
+async def op(
+    pool: Pool, emulator: kmock.KubernetesEmulator, namespaces: Namespaces, role_prefix: str
+) -> AsyncIterator[Operator]:
     kube = KubeClient(kopf.ConnectionInfo(server=str(emulator.url)))
-    config = OperatorSettings(database_url="postgresql://unused", worker_image=IMAGE)
+    config = OperatorSettings(
+        database_url="postgresql://owner:secret@db.example:5432/headrace?sslmode=require",
+        worker_image=IMAGE,
+        tenant_role_prefix=role_prefix,
+    )
+    await tenants.prepare(pool, prefix=role_prefix)
     yield Operator(pool=pool, kube=kube, config=config)
     await kube.close()
 

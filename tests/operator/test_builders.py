@@ -34,7 +34,7 @@ def worker_job(job: IngestionJob, run: int = 1, pods: WorkerPodSettings = DEFAUL
         run=run,
         image="ghcr.io/example/headrace:0.1.0",
         pods=pods,
-        database_secret="headrace-database",
+        database_secret="headrace-worker-database",
         database_secret_key="DATABASE_URL",
         backoff_limit=6,
         ttl_seconds_after_finished=86_400,

@@ -6,6 +6,7 @@ check what the operator does, not what the Job controller or the garbage collect
 """
 
 import asyncio
+import base64
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,7 +21,7 @@ from kopf.testing import KopfRunner
 
 from headrace.model import IngestionJob
 from headrace.operator.config import OperatorSettings
-from headrace.operator.kube import HPAS, JOBS, MERGE_PATCH
+from headrace.operator.kube import HPAS, JOBS, MERGE_PATCH, SECRETS
 from headrace.operator.main import build_registry
 from headrace.operator.resources.job import build_worker_job
 from headrace.store import jobs, queue
@@ -37,7 +38,7 @@ from tests.operator.cluster import (
     wait_ready,
     write_kubeconfig,
 )
-from tests.operator.conftest import IMAGE, ij
+from tests.operator.conftest import IMAGE, Namespaces, ij
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -69,11 +70,14 @@ def target(request: pytest.FixtureRequest) -> tuple[str, bool]:
 
 
 @pytest.fixture
-async def cluster(target: tuple[str, bool], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+async def cluster(
+    target: tuple[str, bool], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[Cluster]:
     url, emulated = target
     kube = client_for(url, insecure=not emulated)
     if emulated:
         namespace = "default"
+        Namespaces(request.getfixturevalue("emulator")).create(namespace)
     else:
         await wait_ready(kube)
         await install_crd(kube)
@@ -87,8 +91,8 @@ async def cluster(target: tuple[str, bool], tmp_path: Path, monkeypatch: pytest.
 
 
 @pytest.fixture
-def config(dsn: str) -> OperatorSettings:
-    return OperatorSettings(database_url=dsn, worker_image=IMAGE, observe_interval=0.3)
+def config(dsn: str, role_prefix: str) -> OperatorSettings:
+    return OperatorSettings(database_url=dsn, worker_image=IMAGE, observe_interval=0.3, tenant_role_prefix=role_prefix)
 
 
 @asynccontextmanager
@@ -324,3 +328,34 @@ async def test_a_worker_job_the_server_refuses_is_a_condition(cluster: Cluster, 
 
         condition = await until(ready)
     assert "tolerations" in condition["message"] and "handbook-run-1" in condition["message"]
+async def test_the_namespace_credential_secret(cluster: Cluster, config: OperatorSettings, pool: Pool) -> None:
+    """Roles mode against the API server: the Secret in the namespace holds the namespace's role (never the
+    owner's URL), every IngestionJob there owns it, and each worker Job reads it."""
+    async with running(config):
+        first = await cluster.create(IJS, ij("first"))
+        second = await cluster.create(IJS, ij("second"))
+        await until(lambda: cluster.get(JOBS, "first-run-1"))
+        await until(lambda: cluster.get(JOBS, "second-run-1"))
+
+        async def both_own_it() -> dict[str, Any] | None:
+            found = await cluster.get(SECRETS, "headrace-worker-database")
+            owners = {ref["uid"] for ref in (found or {}).get("metadata", {}).get("ownerReferences") or []}
+            # The emulator merges patches as plain dicts: a strategic merge of ownerReferences replaces the list.
+            wanted = (
+                {second["metadata"]["uid"]}
+                if cluster.emulated
+                else {first["metadata"]["uid"], second["metadata"]["uid"]}
+            )
+            return found if found and wanted <= owners else None
+
+        secret = await until(both_own_it)
+    url = base64.b64decode(secret["data"]["DATABASE_URL"]).decode()
+    role = secret["metadata"]["annotations"]["headrace.io/database-role"]
+    assert url.startswith(f"postgresql://{role}:") and role.startswith(config.tenant_role_prefix)
+    owner_user = config.database_url.get_secret_value().split("//", 1)[1].split("@", 1)[0].split(":", 1)[0]
+    assert f"//{owner_user}:" not in url and f"//{owner_user}@" not in url
+    job = await cluster.get(JOBS, "first-run-1")
+    assert job is not None
+    (env,) = [e for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "DATABASE_URL"]
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "headrace-worker-database", "key": "DATABASE_URL"}
+    assert await pool.fetchval("SELECT namespace_uid FROM headrace.tenants WHERE role = $1", role) is not None

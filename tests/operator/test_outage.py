@@ -16,19 +16,23 @@ from headrace.operator.reconcile import Operator
 from headrace.store import jobs, migrate
 from headrace.store.db import open_pool
 from headrace.store.outage import ride_out
-from tests.operator.conftest import IMAGE, ij
+from tests.operator.conftest import IMAGE, Namespaces, ij
 
 pytestmark = pytest.mark.postgres
 
 
 async def test_an_ingestionjob_created_while_postgres_restarts_is_reconciled_once_it_is_back(
-    restartable_postgres: PostgresServer, emulator: kmock.KubernetesEmulator
+    restartable_postgres: PostgresServer, emulator: kmock.KubernetesEmulator, namespaces: Namespaces
 ) -> None:
     dsn = restartable_postgres.get_uri()
     async with open_pool(dsn, max_size=3) as pool:
         await migrate.migrate(pool)
         kube = KubeClient(kopf.ConnectionInfo(server=str(emulator.url)))
-        op = Operator(pool=pool, kube=kube, config=OperatorSettings(database_url=dsn, worker_image=IMAGE))
+        op = Operator(
+            pool=pool,
+            kube=kube,
+            config=OperatorSettings(database_url=dsn, worker_image=IMAGE, tenant_credentials="shared"),
+        )
         try:
             await asyncio.to_thread(restartable_postgres.stop)
             raw = ij()
