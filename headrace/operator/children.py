@@ -14,7 +14,7 @@ from headrace.model import IngestionJob
 from headrace.model.events import Reason
 from headrace.operator import status as st
 from headrace.operator.config import OperatorSettings
-from headrace.operator.kube import HPAS, JOBS, KubeClient, KubeError, Resource
+from headrace.operator.kube import HPAS, JOBS, KubeClient, KubeError
 from headrace.operator.resources.hpa import build_hpa, hpa_name
 from headrace.operator.resources.job import build_worker_job, job_name, parallelism
 
@@ -117,12 +117,15 @@ async def _ensure_hpa(kube: KubeClient, job: IngestionJob) -> tuple[st.Observed 
         # Only one writer may own the replica count: no HPA of ours in builtin or none mode. Someone
         # else's HPA of that name is not in the way, and not ours to delete.
         existing = await kube.get(HPAS, namespace, name)
-        if (
-            existing is not None
-            and owned_by(existing, job.metadata.uid)
-            and await _delete_exactly(kube, HPAS, existing)
-        ):
-            log.info("Deleted HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
+        if existing is None or not owned_by(existing, job.metadata.uid):
+            return None, []
+        try:
+            # A precondition on its uid: the server answers 409 if the name now belongs to another object.
+            if await kube.delete(HPAS, namespace, name, uid=existing["metadata"].get("uid")):
+                log.info("Deleted HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
         return None, []
     manifest = build_hpa(job)
     existing, created = await kube.ensure(HPAS, manifest)
@@ -136,18 +139,6 @@ async def _ensure_hpa(kube: KubeClient, job: IngestionJob) -> tuple[st.Observed 
         await kube.patch(HPAS, namespace, name, {"spec": manifest["spec"]})
         log.info("Updated HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
     return None, []
-
-
-async def _delete_exactly(kube: KubeClient, resource: Resource, obj: dict[str, Any]) -> bool:
-    """Delete this very object: a precondition on its uid makes the server refuse (409) if the name
-    now belongs to another object created in between."""
-    metadata = obj["metadata"]
-    try:
-        return await kube.delete(resource, metadata["namespace"], metadata["name"], uid=metadata.get("uid"))
-    except KubeError as exc:
-        if exc.status == 409:
-            return False
-        raise
 
 
 def _contains(actual: Any, wanted: Any) -> bool:

@@ -245,6 +245,7 @@ def _events(before: IngestionJobStatus, after: IngestionJobStatus) -> list[Event
     if (
         new_ready is not None
         and new_ready.status == "False"
+        and new_ready.reason in set(Reason)
         and (old_ready is None or (old_ready.reason, old_ready.message) != (new_ready.reason, new_ready.message))
     ):
         events.append(Event("Warning", Reason(new_ready.reason), new_ready.message))

@@ -77,6 +77,13 @@ def _client_verbs(kube: ast.Module, class_name: str = "KubeClient") -> dict[str,
     return verbs
 
 
+def _is_kube(node: ast.expr) -> bool:
+    """`op.kube`, or a plain `kube` (a KubeClient passed as an argument)."""
+    return (isinstance(node, ast.Attribute) and node.attr == "kube") or (
+        isinstance(node, ast.Name) and node.id == "kube"
+    )
+
+
 def operator_application_calls(package: Path) -> set[Call]:
     """Calls the operator's own client makes on the objects it owns."""
     kube = ast.parse((package / "kube.py").read_text())
@@ -88,8 +95,7 @@ def operator_application_calls(package: Path) -> set[Call]:
             if (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Attribute)
-                and node.func.value.attr == "kube"
+                and _is_kube(node.func.value)
                 and node.args
                 and isinstance(node.args[0], ast.Name)
                 and node.args[0].id in resources
@@ -99,8 +105,7 @@ def operator_application_calls(package: Path) -> set[Call]:
             elif (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
-                and isinstance(node.func.value, ast.Attribute)
-                and node.func.value.attr == "kube"
+                and _is_kube(node.func.value)
                 and node.func.attr not in verbs
                 and node.func.attr not in {"connect", "close"}
             ):
