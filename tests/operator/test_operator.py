@@ -94,14 +94,35 @@ def config(dsn: str) -> OperatorConfig:
     return OperatorConfig(database_url=dsn, worker_image=IMAGE, observe_interval=0.3)
 
 
+class RefusalLog(logging.Handler):
+    """Collects what the API server refused the operator as forbidden (RBAC, admission), from the logs.
+
+    Writes into a namespace being deleted are forbidden too, and expected: those are not collected."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.refusals: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = logging.Formatter().format(record)
+        lines = [line.strip() for line in text.splitlines()]
+        self.refusals += [line for line in lines if "is forbidden:" in line and "being terminated" not in line]
+
+
+REFUSALS = RefusalLog()
+logging.getLogger().addHandler(REFUSALS)
+
+
 @asynccontextmanager
 async def running(config: OperatorConfig, cluster: Cluster) -> AsyncIterator[KopfRunner]:
     """The operator in a thread, stopped (and checked for errors) at the end of the block.
 
     On the real server it serves the test's namespace only (the chart's `operator.watchNamespaces`), so
-    IngestionJobs other tests left in the shared control plane are not its business."""
+    IngestionJobs other tests left in the shared control plane are not its business. A request the
+    server refused the chart's RBAC fails the test with the server's message (see `until`)."""
     scope = ["-A"] if cluster.emulated else ["-n", cluster.namespace]
     runner = KopfRunner(["run", "--standalone", *scope], registry=build_registry(config), timeout=30)
+    REFUSALS.refusals.clear()
     # The emulator serves from this event loop, so enter and leave the runner without blocking it.
     await asyncio.to_thread(runner.__enter__)
     try:
@@ -109,11 +130,19 @@ async def running(config: OperatorConfig, cluster: Cluster) -> AsyncIterator[Kop
     finally:
         await asyncio.to_thread(runner.__exit__, None, None, None)
     assert runner.exception is None
+    _no_refusals()
+
+
+def _no_refusals() -> None:
+    if REFUSALS.refusals:
+        pytest.fail("the API server refused the operator (the chart's RBAC):\n" + "\n".join(REFUSALS.refusals))
 
 
 async def until(check: Callable[[], Awaitable[Any]]) -> Any:
-    """Poll until `check()` is truthy and return it; the test's timeout bounds the wait."""
-    while not (result := await check()):  # noqa: ASYNC110 - an API server offers nothing to await here
+    """Poll until `check()` is truthy and return it; the test's timeout bounds the wait, and an RBAC
+    refusal the operator met meanwhile ends it at once with the server's message."""
+    while not (result := await check()):
+        _no_refusals()
         await asyncio.sleep(0.05)
     return result
 
