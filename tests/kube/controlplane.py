@@ -68,8 +68,9 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
 CRD_FILE = ROOT / "crds" / "ingestionjobs.headrace.io.yaml"
 ADMIN_TOKEN = "headrace-test-admin-token"
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
-"""Labels of a namespace enforcing Pod Security "restricted"."""
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}
+"""Labels of a namespace enforcing Pod Security "restricted" on pods and warning of workloads (Deployments,
+Jobs, ...) whose pod template breaks it, as `kubectl apply` shows: `Warning: would violate PodSecurity ...`."""
 
 CONTROLLERS = (
     "job,garbagecollector,namespace,serviceaccount,serviceaccount-token,"
