@@ -44,7 +44,9 @@ What the server runs with, as a cluster would (see `../shared/kube/README.md`):
 """
 
 import asyncio
+import ctypes
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -102,6 +104,12 @@ def _openssl(*args: str, cwd: Path) -> None:
     done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"openssl {' '.join(args)} failed:\n{done.stderr}")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL (Linux prctl)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def make_certificates(folder: Path) -> None:
@@ -296,7 +304,9 @@ class ControlPlane:
 
     def _spawn(self, binary: str, *args: str) -> None:
         log = (self.workdir / f"{binary}.log").open("wb")
-        process = subprocess.Popen([str(self.assets / binary), *args], stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(self.assets / binary), *args], stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
         self._processes.append((binary, process, log))
 
     def _wait(self, ready: Any, what: str) -> None:
