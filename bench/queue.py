@@ -122,7 +122,13 @@ async def _headrace_setup(dsn: str, consumers: int) -> tuple[Pool, uuid.UUID]:
     await migrate.migrate(pool)
     spec = IngestionJobSpec.model_validate({"source": {"volume": {"path": "."}}})
     job = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="bench", name="queue", generation=1, spec=spec)
+    await _make_current(pool, job.uid, 1)
     return pool, job.uid
+
+
+async def _make_current(pool: Pool, uid: uuid.UUID, run: int) -> None:
+    """A lease takes only tasks of the job's current run."""
+    await pool.execute("UPDATE headrace.jobs SET current_run = $2 WHERE uid = $1", uid, run)
 
 
 async def _headrace_enqueue(pool: Pool, uid: uuid.UUID, n: int, *, run: int = 1, max_attempts: int = 3) -> float:
@@ -196,6 +202,7 @@ async def headrace_rescue(dsn: str, n: int, consumers: int) -> dict[str, float]:
 
         run = 2
         await pool.execute("INSERT INTO headrace.runs (job_uid, run, fingerprint) VALUES ($1, $2, '')", uid, run)
+        await _make_current(pool, uid, run)
         await _headrace_enqueue(pool, uid, n, run=run, max_attempts=2)
         await _lease_and_die(pool, uid, n)
         started = time.perf_counter()
@@ -205,6 +212,7 @@ async def headrace_rescue(dsn: str, n: int, consumers: int) -> dict[str, float]:
 
         run = 3
         await pool.execute("INSERT INTO headrace.runs (job_uid, run, fingerprint) VALUES ($1, $2, '')", uid, run)
+        await _make_current(pool, uid, run)
         await _headrace_enqueue(pool, uid, n, run=run, max_attempts=1)
         await _lease_and_die(pool, uid, n)
         started = time.perf_counter()

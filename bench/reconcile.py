@@ -96,7 +96,7 @@ async def one_round(dsn: str, n: int) -> dict[str, Any]:
     import kopf
     from kopf.testing import KopfRunner
 
-    from headrace.operator.config import OperatorConfig
+    from headrace.operator.config import OperatorSettings
     from headrace.operator.kube import HPAS, KubeClient, Resource
     from headrace.operator.main import build_registry
 
@@ -111,7 +111,7 @@ async def one_round(dsn: str, n: int) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as folder:
             os.environ["KUBECONFIG"] = str(_kubeconfig(Path(folder), server))
             os.environ.pop("KUBERNETES_SERVICE_HOST", None)
-            config = OperatorConfig(database_url=dsn, worker_image=IMAGE, observe_interval=5.0)
+            config = OperatorSettings(database_url=dsn, worker_image=IMAGE, observe_interval=5.0)
             runner = KopfRunner(["run", "-A", "--standalone"], registry=build_registry(config), timeout=120)
             kube = KubeClient(kopf.ConnectionInfo(server=server))
             await asyncio.to_thread(runner.__enter__)

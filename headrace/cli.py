@@ -1,14 +1,13 @@
 """The `headrace` command: one entry point for every role (demo, run, worker, migrate, search, ...)."""
 
 import asyncio
-import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -16,10 +15,10 @@ from rich.markup import escape
 
 from headrace import logs
 from headrace.model.contract import DATABASE_URL_ENV as POD_DATABASE_URL_ENV
-from headrace.model.contract import SECRETS_DIR_ENV, VOLUME_ROOT_ENV, WORKER_SECRETS_DIR
+from headrace.model.contract import WORKER_SECRETS_DIR
 
 if TYPE_CHECKING:
-    from headrace.operator.resources.job import WorkerPodSettings
+    from headrace.operator.config import OperatorSettings
 
 T = TypeVar("T")
 
@@ -93,88 +92,65 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
 
 @main.command()
 @click.option("--job", "job_uid", required=True, type=click.UUID, help="uid of the IngestionJob to work on.")
-@database_url_option
+@click.option("--database-url", help="Postgres URL (HEADRACE_DATABASE_URL or DATABASE_URL).")
 @click.option(
     "--volume-root",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar=VOLUME_ROOT_ENV,
-    default=Path("/"),
-    show_default=True,
-    help="Folder that spec.source.volume.path is relative to.",
+    help="Folder that spec.source.volume.path is relative to (HEADRACE_VOLUME_ROOT; default /).",
 )
 @click.option(
     "--secrets-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar=SECRETS_DIR_ENV,
-    default=Path(WORKER_SECRETS_DIR),
-    show_default=True,
-    help="Folder holding one sub-folder per referenced Secret, one file per key.",
+    help=f"Folder with one sub-folder per referenced Secret, one file per key (HEADRACE_SECRETS_DIR; "
+    f"default {WORKER_SECRETS_DIR}).",
 )
 @click.option(
     "--extract-memory-mib",
-    type=click.IntRange(64, 1024 * 1024),
-    envvar="HEADRACE_EXTRACT_MEMORY_MIB",
-    default=1024,
-    show_default=True,
-    help="Address-space limit of the extraction child process, which parses documents.",
+    type=int,
+    help="Address-space limit of the extraction child process (HEADRACE_EXTRACT_MEMORY_MIB; default 1024).",
 )
-@click.option("--lease-seconds", type=click.FloatRange(1, 3600), default=30.0, show_default=True)
+@click.option("--lease-seconds", type=float, help="Lease length of a task (HEADRACE_LEASE_SECONDS; default 30).")
 @click.option(
     "--grace-seconds",
-    type=click.FloatRange(0, 3600),
-    default=25.0,
-    show_default=True,
-    help="On SIGTERM, how long the current task may run before it is handed back.",
+    type=float,
+    help="On SIGTERM, how long the current task may run before it is handed back (HEADRACE_GRACE_SECONDS; default 25).",
 )
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    envvar="HEADRACE_METRICS_PORT",
-    default=None,
-    help="Serve Prometheus metrics on this port.",
-)
-def worker(
-    job_uid: uuid.UUID,
-    database_url: str | None,
-    volume_root: Path,
-    secrets_dir: Path,
-    extract_memory_mib: int,
-    lease_seconds: float,
-    grace_seconds: float,
-    metrics_port: int | None,
-) -> None:
-    """Lease and process the job's tasks until its queue is drained (exit 0) or SIGTERM (exit 143)."""
-    from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (HEADRACE_METRICS_PORT).")
+def worker(job_uid: uuid.UUID, **flags: Any) -> None:
+    """Lease and process the job's tasks until its queue is drained (exit 0) or SIGTERM (exit 143).
 
+    Configured by HEADRACE_* environment variables (WorkerSettings); flags override them."""
+    import pydantic
+
+    from headrace.model import field_errors
     from headrace.store.db import create_pool
+    from headrace.store.outage import ride_out
     from headrace.worker.loop import Worker
+    from headrace.worker.settings import WorkerSettings
 
-    if not database_url:
-        raise click.UsageError("a database URL is needed: --database-url or HEADRACE_DATABASE_URL")
-    if metrics_port is not None:
+    try:
+        settings = WorkerSettings(**{key: value for key, value in flags.items() if value is not None})
+    except pydantic.ValidationError as exc:
+        if any(error["type"] == "missing" for error in exc.errors()):
+            raise click.UsageError("a database URL is needed: --database-url or HEADRACE_DATABASE_URL") from None
+        raise click.UsageError("; ".join(field_errors(exc))) from None
+    if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port)
-
-    # The database may come up after the pod does: keep trying for a minute before giving up.
-    connect = retry(
-        retry=retry_if_exception_type((OSError, ConnectionError)),
-        wait=wait_exponential(multiplier=0.5, max=10),
-        stop=stop_after_delay(60),
-        reraise=True,
-    )(create_pool)
+        start_http_server(settings.metrics_port)
 
     async def go() -> int:
-        pool = await connect(database_url, min_size=1, max_size=3)
+        # The database may come up after the pod does, or be failing over: wait for it.
+        pool = await ride_out(create_pool, settings.database_url.get_secret_value(), min_size=1, max_size=3)
         try:
             loop = Worker(
                 pool,
                 job_uid,
-                volume_root=volume_root,
-                secrets_dir=secrets_dir,
-                extract_memory_bytes=extract_memory_mib * 1024 * 1024,
-                lease_seconds=lease_seconds,
-                grace_seconds=grace_seconds,
+                volume_root=settings.volume_root,
+                secrets_dir=settings.secrets_dir,
+                extract_memory_bytes=settings.extract_memory_mib * 1024 * 1024,
+                lease_seconds=settings.lease_seconds,
+                grace_seconds=settings.grace_seconds,
             )
             loop.install_signal_handlers()
             return await loop.run()
@@ -191,6 +167,7 @@ def _run_manifest(
     data_dir: Path,
     console: Console,
     secrets_dir: Path | None = None,
+    retry_failed: bool = False,
 ) -> uuid.UUID:
     from headrace.local import print_summary, run_job
     from headrace.model import InvalidManifest, load_manifest
@@ -210,6 +187,7 @@ def _run_manifest(
                 workers=workers,
                 console=console,
                 secrets_dir=secrets_dir.resolve() if secrets_dir else None,
+                retry_failed=retry_failed,
             ),
         )
     print_summary(result, console)
@@ -235,11 +213,27 @@ def _run_manifest(
     help="Stand-in for the Secrets the manifest references: a folder with one sub-folder per Secret "
     "name and one file per key (e.g. s3-creds/AWS_ACCESS_KEY_ID).",
 )
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Re-process only the documents that failed in the last run (what the "
+    "headrace.io/retry-failed-requested-at annotation does in a cluster).",
+)
 @database_url_option
 @data_dir_option
-def run(manifest: Path, workers: int, secrets_dir: Path | None, database_url: str | None, data_dir: Path) -> None:
-    """Run an IngestionJob manifest locally, to the end, with N worker processes."""
-    _run_manifest(manifest, workers, database_url, data_dir, Console(stderr=True), secrets_dir)
+def run(
+    manifest: Path,
+    workers: int,
+    secrets_dir: Path | None,
+    retry_failed: bool,
+    database_url: str | None,
+    data_dir: Path,
+) -> None:
+    """Run an IngestionJob manifest locally, to the end, with N worker processes.
+
+    Every invocation is a new run, even with an unchanged manifest (what the headrace.io/run-requested-at
+    annotation does in a cluster): unchanged documents are skipped by content hash."""
+    _run_manifest(manifest, workers, database_url, data_dir, Console(stderr=True), secrets_dir, retry_failed)
 
 
 def print_hits(console: Console, query: str, hits: list[Any]) -> None:
@@ -389,23 +383,6 @@ def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
         click.echo(f"Wrote {path}")
 
 
-class JsonObject(click.ParamType[dict[str, Any], Any]):
-    """A JSON object on the command line or in an environment variable (the chart passes its values so)."""
-
-    name = "json"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict[str, Any]:
-        if isinstance(value, dict):
-            return value
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            self.fail(f"not JSON: {exc}", param, ctx)
-        if not isinstance(parsed, dict):
-            self.fail(f"must be a JSON object, got {type(parsed).__name__}", param, ctx)
-        return parsed
-
-
 @main.command()
 @click.option(
     "-A",
@@ -418,180 +395,77 @@ class JsonObject(click.ParamType[dict[str, Any], Any]):
     "--namespace",
     "namespaces",
     multiple=True,
-    envvar="HEADRACE_NAMESPACES",
-    help="Watch only this namespace (repeatable; env HEADRACE_NAMESPACES, space-separated).",
+    help="Watch only this namespace (repeatable; HEADRACE_NAMESPACES).",
 )
-@database_url_option
+@click.option("--database-url", help="Postgres URL (HEADRACE_DATABASE_URL or DATABASE_URL).")
+@click.option("--worker-image", help="Image of the worker pods (HEADRACE_WORKER_IMAGE).")
 @click.option(
-    "--worker-image",
-    envvar="HEADRACE_WORKER_IMAGE",
-    required=True,
-    help="Image of the worker pods (env HEADRACE_WORKER_IMAGE).",
-)
-@click.option(
-    "--database-secret",
-    envvar="HEADRACE_DATABASE_SECRET",
-    default="headrace-database",
-    show_default=True,
-    help="Secret, in each IngestionJob's namespace, holding the workers' DATABASE_URL (env HEADRACE_DATABASE_SECRET).",
-)
-@click.option(
-    "--worker-image-pull-policy",
-    type=click.Choice(["Always", "IfNotPresent", "Never"]),
-    envvar="HEADRACE_WORKER_IMAGE_PULL_POLICY",
-    default="IfNotPresent",
-    show_default=True,
-    help="imagePullPolicy of the worker pods (env HEADRACE_WORKER_IMAGE_PULL_POLICY).",
-)
-@click.option(
-    "--worker-image-pull-secret",
-    "worker_image_pull_secrets",
-    multiple=True,
-    envvar="HEADRACE_WORKER_IMAGE_PULL_SECRETS",
-    help="Secret, in each IngestionJob's namespace, to pull the worker image with (repeatable; env "
-    "HEADRACE_WORKER_IMAGE_PULL_SECRETS, space-separated).",
-)
-@click.option(
-    "--worker-pod-security-context",
-    type=JsonObject(),
-    envvar="HEADRACE_WORKER_POD_SECURITY_CONTEXT",
-    default=None,
-    help="securityContext of the worker pods as JSON; must meet Pod Security restricted (env "
-    "HEADRACE_WORKER_POD_SECURITY_CONTEXT). Default: runAsNonRoot, seccomp RuntimeDefault.",
-)
-@click.option(
-    "--worker-security-context",
-    type=JsonObject(),
-    envvar="HEADRACE_WORKER_SECURITY_CONTEXT",
-    default=None,
-    help="securityContext of the worker container as JSON; must meet Pod Security restricted (env "
-    "HEADRACE_WORKER_SECURITY_CONTEXT). Default: restricted with a read-only root filesystem.",
-)
-@click.option(
-    "--worker-resources",
-    type=JsonObject(),
-    envvar="HEADRACE_WORKER_RESOURCES",
-    default=None,
-    help="Resources (requests, limits) of a worker container as JSON, for IngestionJobs that set no "
-    "spec.workers.resources (env HEADRACE_WORKER_RESOURCES). Default: requests cpu 500m, memory 512Mi; "
-    "limits memory 1Gi.",
-)
-@click.option(
-    "--worker-service-account",
-    envvar="HEADRACE_WORKER_SERVICE_ACCOUNT",
-    default=None,
-    help="ServiceAccount, in each IngestionJob's namespace, of the worker pods, e.g. for IRSA (env "
-    "HEADRACE_WORKER_SERVICE_ACCOUNT). Default: the namespace's default one.",
-)
-@click.option(
-    "--liveness",
-    "liveness_endpoint",
-    envvar="HEADRACE_LIVENESS",
-    default=None,
-    help="Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (env HEADRACE_LIVENESS).",
+    "--liveness", help="Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (HEADRACE_LIVENESS)."
 )
 @click.option(
     "--observe-interval",
     type=click.FloatRange(1, 3600),
-    envvar="HEADRACE_OBSERVE_INTERVAL",
-    default=10.0,
-    show_default=True,
-    help="Seconds between two looks at each job's progress.",
+    help="Seconds between two looks at each job with a run in progress (HEADRACE_OBSERVE_INTERVAL; default 10).",
 )
 @click.option(
     "--migrate/--no-migrate",
-    default=True,
-    show_default=True,
-    help="Apply pending database migrations at start; with --no-migrate, refuse to start on a stale schema.",
+    default=None,
+    help="Apply pending database migrations at start (the default); with --no-migrate, refuse a stale schema.",
 )
 def operator(
     all_namespaces: bool,
     namespaces: tuple[str, ...],
     database_url: str | None,
-    worker_image: str,
-    database_secret: str,
-    worker_image_pull_policy: Literal["Always", "IfNotPresent", "Never"],
-    worker_image_pull_secrets: tuple[str, ...],
-    worker_pod_security_context: dict[str, Any] | None,
-    worker_security_context: dict[str, Any] | None,
-    worker_resources: dict[str, Any] | None,
-    worker_service_account: str | None,
-    liveness_endpoint: str | None,
-    observe_interval: float,
-    migrate: bool,
+    worker_image: str | None,
+    liveness: str | None,
+    observe_interval: float | None,
+    migrate: bool | None,
 ) -> None:
-    """Run the Kubernetes operator: IngestionJobs in, worker Jobs, HPAs and status out."""
-    from headrace.operator.config import OperatorConfig
+    """Run the Kubernetes operator: IngestionJobs in, worker Jobs, HPAs and status out.
+
+    Configured by HEADRACE_* environment variables (flags override them), listed in docs/operator.md:
+    HEADRACE_DATABASE_URL, HEADRACE_WORKER_IMAGE, HEADRACE_NAMESPACES, HEADRACE_LIVENESS,
+    HEADRACE_DATABASE_SECRET, HEADRACE_WORKER_IMAGE_PULL_POLICY, HEADRACE_WORKER_IMAGE_PULL_SECRETS,
+    HEADRACE_WORKER_POD_SECURITY_CONTEXT, HEADRACE_WORKER_SECURITY_CONTEXT, HEADRACE_WORKER_RESOURCES,
+    HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL.
+    """
     from headrace.operator.main import run as run_operator
 
-    if not database_url:
-        raise click.UsageError("a database URL is needed: --database-url or HEADRACE_DATABASE_URL")
     if all_namespaces and namespaces:
         raise click.UsageError("-A and --namespace exclude each other")
-    worker_pods = worker_pod_settings(
-        pull_policy=worker_image_pull_policy,
-        pull_secrets=[n for spec in worker_image_pull_secrets for n in spec.split()],
-        pod_security_context=worker_pod_security_context,
-        security_context=worker_security_context,
-        resources=worker_resources,
-        service_account=worker_service_account or None,
-    )
-    config = OperatorConfig(
-        database_url=database_url,
-        worker_image=worker_image,
-        worker_pods=worker_pods,
-        database_secret=database_secret,
-        observe_interval=observe_interval,
-        migrate=migrate,
-    )
-    run_operator(
-        config, namespaces=[n for spec in namespaces for n in spec.split()], liveness_endpoint=liveness_endpoint
-    )
-
-
-def worker_pod_settings(
-    *,
-    pull_policy: Literal["Always", "IfNotPresent", "Never"],
-    pull_secrets: list[str],
-    pod_security_context: dict[str, Any] | None,
-    security_context: dict[str, Any] | None,
-    resources: dict[str, Any] | None,
-    service_account: str | None,
-) -> "WorkerPodSettings":
-    """The operator's worker pod settings from its options; a usage error names what is refused."""
-    import pydantic
-
-    from headrace.model import Resources, field_errors
-    from headrace.operator.resources.job import WorkerPodSettings
-
-    given: dict[str, Any] = {}
-    if pod_security_context is not None:
-        given["pod_security_context"] = pod_security_context
-    if security_context is not None:
-        given["security_context"] = security_context
-    try:
-        if resources is not None:
-            given["resources"] = Resources.model_validate(_quantities_as_strings(resources))
-        return WorkerPodSettings(
-            image_pull_policy=pull_policy,
-            image_pull_secrets=tuple(pull_secrets),
-            service_account=service_account,
-            **given,
-        )
-    except pydantic.ValidationError as exc:
-        raise click.UsageError("--worker-resources: " + "; ".join(field_errors(exc))) from exc
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-
-
-def _quantities_as_strings(resources: dict[str, Any]) -> dict[str, Any]:
-    """`cpu: 1` in Helm values arrives as a JSON number; Kubernetes reads it as the quantity "1", so do we."""
-    return {
-        key: {
-            name: str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-            for name, value in amounts.items()
-        }
-        if isinstance(amounts, dict)
-        else amounts
-        for key, amounts in resources.items()
+    given = {
+        "database_url": database_url,
+        "worker_image": worker_image,
+        "liveness": liveness,
+        "observe_interval": observe_interval,
+        "migrate": migrate,
+        "namespaces": list(namespaces) or ([] if all_namespaces else None),
     }
+    run_operator(operator_settings(**{key: value for key, value in given.items() if value is not None}))
+
+
+def operator_settings(**given: Any) -> "OperatorSettings":
+    """The operator's settings from the environment and `given`; a usage error names what is missing or refused."""
+    import pydantic
+    from pydantic_settings import SettingsError
+
+    from headrace.model import field_errors
+    from headrace.operator.config import OperatorSettings
+
+    try:
+        return OperatorSettings(**given)
+    except SettingsError as exc:  # a variable that should hold JSON does not
+        raise click.UsageError(f"{exc}: {exc.__cause__}") from None
+    except pydantic.ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else ""
+            if error["type"] == "missing":
+                flag = (
+                    "a database URL (--database-url or HEADRACE_DATABASE_URL)"
+                    if "database" in name.lower()
+                    else (f"--{name.replace('_', '-')} or HEADRACE_{name.upper()}")
+                )
+                problems.append(f"needs {flag}")
+        problems += [line for line in field_errors(exc) if "Field required" not in line]
+        raise click.UsageError("; ".join(problems)) from None

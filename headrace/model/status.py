@@ -124,3 +124,9 @@ class IngestionJobStatus(KubeModel):
 
     last_schedule_time: datetime | None = None
     """When the schedule last started a run."""
+
+    last_handled_run_request: Annotated[str, StringConstraints(max_length=256)] | None = None
+    """The last value of the `headrace.io/run-requested-at` annotation that started a run."""
+
+    last_handled_retry_request: Annotated[str, StringConstraints(max_length=256)] | None = None
+    """The last value of the `headrace.io/retry-failed-requested-at` annotation that started a retry run."""

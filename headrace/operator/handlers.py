@@ -7,10 +7,11 @@ import kopf
 
 from headrace.model import GROUP, PLURAL, VERSION
 from headrace.operator import reconcile
-from headrace.operator.config import OperatorConfig
+from headrace.operator.config import OperatorSettings
 from headrace.operator.settings import configure
 from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
+from headrace.store.outage import ride_out
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 
@@ -20,8 +21,12 @@ def _post(body: kopf.Body, events: list[Event]) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
-    """Put Headrace's handlers into `registry`, bound to `config`."""
+def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """Put Headrace's handlers into `registry`, bound to `config`.
+
+    Each reconcile step is idempotent, so one that lost its database connection is run again whole
+    (`ride_out`) once Postgres is back, instead of waiting out kopf's one-minute retry.
+    """
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -54,13 +59,29 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     @kopf.on.create(*RESOURCE, registry=registry)
     @kopf.on.update(*RESOURCE, field="spec", registry=registry)
     async def apply(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        _post(body, await reconcile.apply_spec(memo["operator"], body, patch, now=datetime.now(UTC)))
+        _post(body, await ride_out(reconcile.apply_spec, memo["operator"], body, patch, now=datetime.now(UTC)))
 
-    @kopf.timer(*RESOURCE, interval=config.observe_interval, initial_delay=config.observe_interval, registry=registry)
+    @kopf.on.update(*RESOURCE, field="metadata.annotations", registry=registry)
+    async def requested(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        # `kubectl annotate ... run-requested-at=...`: act now rather than at the next timer tick.
+        _post(body, await ride_out(reconcile.observe, memo["operator"], body, patch, now=datetime.now(UTC)))
+
+    def needs_observe(body: kopf.Body, **_: Any) -> bool:
+        return reconcile.needs_observe(body)
+
+    # Only jobs with a run in progress, a schedule or a waiting request are looked at: kopf stops the timer
+    # of a job that stops matching and starts it again when it matches (e.g. after a new annotation).
+    @kopf.timer(
+        *RESOURCE,
+        interval=config.observe_interval,
+        initial_delay=config.observe_interval,
+        when=needs_observe,
+        registry=registry,
+    )
     async def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        _post(body, await reconcile.observe(memo["operator"], body, patch, now=datetime.now(UTC)))
+        _post(body, await ride_out(reconcile.observe, memo["operator"], body, patch, now=datetime.now(UTC)))
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-        outcome = await reconcile.finalize(memo["operator"], body)
+        outcome = await ride_out(reconcile.finalize, memo["operator"], body)
         logger.info(f"{outcome} the indexed data of the IngestionJob (spec.retention)")

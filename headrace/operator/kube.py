@@ -138,9 +138,12 @@ class KubeClient:
             raise
         return result
 
-    async def delete(self, resource: Resource, namespace: str, name: str) -> bool:
-        """Delete the object (its dependents in the background); False when there was none."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+    async def delete(self, resource: Resource, namespace: str, name: str, *, uid: str | None = None) -> bool:
+        """Delete the object (its dependents in the background); False when there was none. With `uid`, only
+        the object with that uid: the server answers 409 when the name now belongs to another."""
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
         try:
             await self.request("DELETE", resource.path(namespace, name), body)
         except KubeError as exc:

@@ -2,12 +2,14 @@
 
 - `apply_spec` reacts to a created, changed or resumed IngestionJob: register it, start a run when the
   source or chunking changed, make sure the worker Job and the HPA exist, write status.
-- `observe` runs on a timer while the job exists: it looks at Postgres and at the worker Job, keeps
-  parallelism equal to the desired replicas, sizes the job in builtin mode, starts scheduled runs,
-  and copies progress into status.
+- `observe` runs on a timer while a job has a run in progress, a schedule or a request waiting
+  (`needs_observe`): it looks at Postgres and at the worker Job, closes a run whose Job failed, keeps
+  parallelism equal to the desired replicas, sizes the job in builtin mode, starts scheduled and
+  requested runs, and copies progress into status.
 - `finalize` applies spec.retention when the IngestionJob is deleted.
 
-Every step is idempotent, so an operator killed anywhere converges when it comes back.
+Every step is idempotent, so an operator killed anywhere converges when it comes back. Each returns
+the Events to post; none of them touches what the IngestionJob does not own (`children`).
 """
 
 import logging
@@ -19,14 +21,23 @@ from typing import Any
 import kopf
 from croniter import croniter
 
-from headrace.model import IngestionJob, InvalidManifest, parse_manifest
+from headrace.model import (
+    TERMINAL_PHASES,
+    IngestionJob,
+    IngestionJobStatus,
+    InvalidManifest,
+    WorkerStatus,
+    parse_manifest,
+)
+from headrace.model.contract import RETRY_FAILED_ANNOTATION, RUN_REQUEST_ANNOTATION
+from headrace.model.events import STORE_RECORDED, Reason
 from headrace.operator import status as st
-from headrace.operator.config import OperatorConfig
-from headrace.operator.kube import HPAS, JOBS, KubeClient
-from headrace.operator.resources.hpa import build_hpa, hpa_name
-from headrace.operator.resources.job import InvalidSpec, build_worker_job, check_cluster_spec, job_name, parallelism
+from headrace.operator.children import Children, ensure_children
+from headrace.operator.config import OperatorSettings
+from headrace.operator.kube import KubeClient
+from headrace.operator.resources.job import InvalidSpec, check_cluster_spec, job_name, parallelism
 from headrace.operator.resources.labels import selector
-from headrace.store import jobs, queue
+from headrace.store import jobs, queue, runs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord, RunState, UnknownTextSearchConfig
 
@@ -39,7 +50,7 @@ class Operator:
 
     pool: Pool
     kube: KubeClient
-    config: OperatorConfig
+    config: OperatorSettings
 
 
 def parse(body: kopf.Body) -> IngestionJob:
@@ -64,6 +75,19 @@ def parse(body: kopf.Body) -> IngestionJob:
     return job
 
 
+def needs_observe(body: kopf.Body) -> bool:
+    """Whether the observe timer has anything to look at: a run in progress or not yet reported, workers
+    still exiting, a schedule, or a run request not handled yet. A finished job costs no API calls."""
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != body.metadata.get("generation"):
+        return True
+    if status.get("phase") not in TERMINAL_PHASES or (status.get("workers") or {}).get("active"):
+        return True
+    if body.spec.get("schedule"):
+        return True
+    return bool(_pending_requests(body, st.parse_status(status)))
+
+
 def _uid(job: IngestionJob) -> uuid.UUID:
     assert job.metadata.uid is not None  # parse() got it from the API server
     return uuid.UUID(job.metadata.uid)
@@ -71,7 +95,7 @@ def _uid(job: IngestionJob) -> uuid.UUID:
 
 async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: datetime) -> list[st.Event]:
     """React to a created, updated or resumed IngestionJob; returns the Events to post on it."""
-    events: list[st.Event] = []
+    previous = st.parse_status(body.get("status"))
     try:
         job = parse(body)
         record = await jobs.register_job(
@@ -83,51 +107,42 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
             spec=job.spec,
         )
     except (InvalidSpec, UnknownTextSearchConfig) as exc:
-        _write_invalid(body, patch, str(exc), now=now, events=events)
-        return events
+        return await _refuse(op, body, patch, previous, str(exc), now=now)
     reason = "created" if record.current_run == 0 else "source or chunking changed"
     run = await jobs.ensure_run(op.pool, record, reason=reason)
-    if run != record.current_run:
-        events.append(st.Event("Normal", "StartedRun", f"Started run {run}: {reason}"))
-    state = await jobs.run_state(op.pool, record.uid, run)
-    worker_job = await _ensure_children(op, job, run, state, events)
-    _write_status(body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events)
-    await _record(op, record.uid, run, events)
-    return events
+    started = (
+        [] if run == record.current_run else [st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {reason}")]
+    )
+    return await _converge(op, body, patch, job, record, run, previous, started=started, now=now)
 
 
 async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: datetime) -> list[st.Event]:
     """Look at the job's actual state and bring status, parallelism and replicas in line with it;
     returns the Events to post."""
-    events: list[st.Event] = []
     try:
         job = parse(body)
     except InvalidSpec:
-        return events  # apply_spec reported it; nothing runs until the spec is fixed
-    if body.get("status", {}).get("observedGeneration") != job.metadata.generation:
+        return []  # apply_spec reported it; nothing runs until the spec is fixed
+    previous = st.parse_status(body.get("status"))
+    if previous.observed_generation != job.metadata.generation:
         # apply_spec has not finished with this generation (it writes observedGeneration last). Creating its
         # objects is its work: doing it here as well doubled every request of a burst of new jobs.
-        return events
+        return []
     record = await jobs.get_job(op.pool, _uid(job))
     if record is None or record.current_run == 0:
-        return events  # apply_spec has not registered it yet
+        return []  # apply_spec has not registered it yet
     run = record.current_run
+    started: list[st.Event] = []
+    fields: dict[str, Any] = {}
     state = await jobs.run_state(op.pool, record.uid, run)
-
     _fill_replicas(job, patch)
     if _schedule_due(job, state, now=now):
         run = await jobs.start_run(op.pool, record, reason=f"schedule {job.spec.schedule}")
-        state = await jobs.run_state(op.pool, record.uid, run)
-        patch.status["lastScheduleTime"] = now.isoformat()
-        events.append(st.Event("Normal", "ScheduledRun", f"Started run {run} on schedule {job.spec.schedule}"))
-
-    if job.spec.workers.autoscaling.mode == "builtin" and not job.spec.suspend and state and not state.finished:
+        fields["last_schedule_time"] = now
+        started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run} on schedule {job.spec.schedule}"))
+    elif job.spec.workers.autoscaling.mode == "builtin" and not job.spec.suspend and state and not state.finished:
         await _scale_from_backlog(op, job, record, patch)
-
-    worker_job = await _ensure_children(op, job, run, state, events)
-    _write_status(body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events)
-    await _record(op, record.uid, run, events)
-    return events
+    return await _converge(op, body, patch, job, record, run, previous, started=started, now=now, fields=fields)
 
 
 async def finalize(op: Operator, body: kopf.Body) -> str:
@@ -141,10 +156,124 @@ async def finalize(op: Operator, body: kopf.Body) -> str:
     return "Retained"
 
 
+async def _refuse(
+    op: Operator, body: kopf.Body, patch: kopf.Patch, previous: IngestionJobStatus, message: str, *, now: datetime
+) -> list[st.Event]:
+    """An invalid spec: a condition on the object and a mark in Postgres, so the API says so too."""
+    generation = body.metadata.get("generation")
+    await runs.record_invalid_spec(
+        op.pool,
+        uid=uuid.UUID(body.metadata.uid),
+        namespace=body.metadata.namespace or "",
+        name=body.metadata.name or "",
+        generation=generation or 0,
+        spec=dict(body.spec),
+        error=message,
+    )
+    status, events = st.invalid_status(previous, message, generation=generation, now=now)
+    _write(body, patch, status)
+    log.warning(
+        "Rejected IngestionJob",
+        extra={"namespace": body.metadata.namespace, "ingestionjob": body.metadata.name, "error": message},
+    )
+    return events
+
+
+async def _converge(
+    op: Operator,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    job: IngestionJob,
+    record: JobRecord,
+    run: int,
+    previous: IngestionJobStatus,
+    *,
+    started: list[st.Event],
+    now: datetime,
+    fields: dict[str, Any] | None = None,
+) -> list[st.Event]:
+    """Start a requested run, make the run's objects exist, close a run whose Job failed, and write status."""
+    fields = dict(fields or {})
+    state = await jobs.run_state(op.pool, record.uid, run)
+    for kind, value in _pending_requests(body, previous):
+        handled = "last_handled_run_request" if kind == "run" else "last_handled_retry_request"
+        if await runs.started_for(op.pool, record.uid, kind, value) is not None:
+            fields[handled] = value  # started before a restart lost the status write: not again
+            continue
+        if started or (state is not None and not state.finished):
+            break  # one run at a time: a request waits for the current run to end
+        record = await jobs.get_job(op.pool, record.uid) or record
+        run = await runs.start_requested_run(op.pool, record, kind, value)
+        fields[handled] = value
+        (latest,) = await jobs.list_runs(op.pool, record.uid, limit=1)
+        # The same words as the store's log entry of the start.
+        started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {latest.reason}"))
+        state = await jobs.run_state(op.pool, record.uid, run)
+    children = await ensure_children(op.kube, op.config, job, run, finished=state is not None and state.finished)
+    outcome = st.job_outcome(children.worker_job)
+    if state is not None and not state.finished and outcome is not None and outcome[0] == "Failed":
+        _, reason, message = outcome
+        if await runs.close_run(op.pool, record.uid, run, reason=reason, message=f"the worker Job failed: {message}"):
+            log.info(
+                "Closed run",
+                extra={
+                    "namespace": job.metadata.namespace,
+                    "ingestionjob": job.metadata.name,
+                    "run": run,
+                    "reason": reason,
+                },
+            )
+        state = await jobs.run_state(op.pool, record.uid, run)
+    status, changes = st.next_status(
+        job,
+        previous,
+        run=run,
+        job_name=job_name(job.metadata.name, run),
+        state=state,
+        workers=_workers(job, children),
+        problem=children.problem,
+        now=now,
+        **fields,
+    )
+    _write(body, patch, status)
+    events = [*started, *children.events, *changes]
+    await _record(op, record.uid, run, events)
+    return events
+
+
+def _workers(job: IngestionJob, children: Children) -> WorkerStatus:
+    active = (children.worker_job or {}).get("status", {}).get("active") or 0
+    return WorkerStatus(replicas=parallelism(job), active=active, selector=selector(job))
+
+
+def _pending_requests(body: kopf.Body, status: IngestionJobStatus) -> list[tuple[runs.RequestKind, str]]:
+    """Annotation values not acted on yet: run now first, then retry failed."""
+    annotations = body.metadata.annotations
+    pending: list[tuple[runs.RequestKind, str]] = []
+    run_now = annotations.get(RUN_REQUEST_ANNOTATION)
+    if run_now and run_now != status.last_handled_run_request:
+        pending.append(("run", run_now))
+    retry = annotations.get(RETRY_FAILED_ANNOTATION)
+    if retry and retry != status.last_handled_retry_request:
+        pending.append(("retry", retry))
+    return pending
+
+
+def _write(body: kopf.Body, patch: kopf.Patch, status: IngestionJobStatus) -> None:
+    for key, value in st.status_patch(dict(body.get("status") or {}), status).items():
+        patch.status[key] = value
+    old, new = (body.get("status") or {}).get("phase"), status.phase
+    if old != new:
+        log.info(
+            "Changed phase",
+            extra={"namespace": body.metadata.namespace, "ingestionjob": body.metadata.name, "from": old, "to": new},
+        )
+
+
 async def _record(op: Operator, uid: uuid.UUID, run: int, events: list[st.Event]) -> None:
-    """Copy the Events into the job's log in Postgres, which the API streams (runs log their own start)."""
+    """Copy the Events into the job's log in Postgres, which the API streams (the store logs the run's own)."""
     for event in events:
-        if event.reason not in ("StartedRun", "ScheduledRun"):
+        if event.reason not in STORE_RECORDED:
             await jobs.record_event(op.pool, uid, run, event.type, event.reason, event.message)
 
 
@@ -185,153 +314,3 @@ async def _scale_from_backlog(op: Operator, job: IngestionJob, record: JobRecord
             "Scaled IngestionJob",
             extra={"namespace": job.metadata.namespace, "ingestionjob": job.metadata.name, "replicas": wanted},
         )
-
-
-async def _ensure_children(
-    op: Operator, job: IngestionJob, run: int, state: RunState | None, events: list[st.Event]
-) -> dict[str, Any] | None:
-    """Create what is missing and correct what drifted; returns the run's worker Job, if any."""
-    namespace, name = job.metadata.namespace, job_name(job.metadata.name, run)
-    await _ensure_hpa(op, job, events)
-    if run > 1:
-        await _retire(op, namespace, job_name(job.metadata.name, run - 1))
-    if state is not None and state.finished:
-        # A finished run's Job is left alone (and may be gone after ttlSecondsAfterFinished).
-        return await op.kube.get(JOBS, namespace, name)
-    manifest = build_worker_job(
-        job,
-        run=run,
-        image=op.config.worker_image,
-        pods=op.config.worker_pods,
-        database_secret=op.config.database_secret,
-        database_secret_key=op.config.database_secret_key,
-        backoff_limit=op.config.backoff_limit,
-        ttl_seconds_after_finished=op.config.ttl_seconds_after_finished,
-    )
-    worker_job, created = await op.kube.ensure(JOBS, manifest)
-    fields = {"namespace": namespace, "job": name, "parallelism": manifest["spec"]["parallelism"]}
-    if created:
-        log.info("Created Job", extra=fields)
-        events.append(st.Event("Normal", "CreatedJob", f"Created worker Job {name} for run {run}"))
-    elif worker_job.get("spec", {}).get("parallelism") != manifest["spec"]["parallelism"]:
-        patched = await op.kube.patch(JOBS, namespace, name, {"spec": {"parallelism": parallelism(job)}})
-        worker_job = patched or worker_job
-        log.info("Scaled Job", extra=fields)
-    return worker_job
-
-
-async def _retire(op: Operator, namespace: str, name: str) -> None:
-    """Stop the workers of a superseded run: they would otherwise go on leasing the new run's tasks."""
-    previous = await op.kube.get(JOBS, namespace, name)
-    if previous is None or st.job_outcome(previous) is not None or previous.get("spec", {}).get("parallelism") == 0:
-        return
-    await op.kube.patch(JOBS, namespace, name, {"spec": {"parallelism": 0}})
-    log.info("Scaled Job", extra={"namespace": namespace, "job": name, "parallelism": 0, "reason": "superseded"})
-
-
-async def _ensure_hpa(op: Operator, job: IngestionJob, events: list[st.Event]) -> None:
-    namespace, name = job.metadata.namespace, hpa_name(job.metadata.name)
-    if job.spec.workers.autoscaling.mode != "hpa":
-        # Only one writer may own the replica count: no HPA in builtin or none mode.
-        if await op.kube.delete(HPAS, namespace, name):
-            log.info("Deleted HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
-        return
-    manifest = build_hpa(job)
-    existing, created = await op.kube.ensure(HPAS, manifest)
-    if created:
-        log.info("Created HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
-        events.append(st.Event("Normal", "CreatedHorizontalPodAutoscaler", f"Created HPA {name}"))
-    elif not _contains(existing.get("spec"), manifest["spec"]):
-        await op.kube.patch(HPAS, namespace, name, {"spec": manifest["spec"]})
-        log.info("Updated HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
-
-
-def _contains(actual: Any, wanted: Any) -> bool:
-    """Whether every field we set has our value; fields the API server defaulted are not drift."""
-    if isinstance(wanted, dict):
-        return isinstance(actual, dict) and all(_contains(actual.get(key), value) for key, value in wanted.items())
-    if isinstance(wanted, list):
-        return (
-            isinstance(actual, list)
-            and len(actual) == len(wanted)
-            and all(_contains(a, w) for a, w in zip(actual, wanted, strict=True))
-        )
-    return bool(actual == wanted)
-
-
-def _write_invalid(body: kopf.Body, patch: kopf.Patch, message: str, *, now: datetime, events: list[st.Event]) -> None:
-    generation = body.metadata.get("generation")
-    previous = body.get("status", {}).get("conditions") or []
-    conditions = st.merge_conditions(
-        previous, [st.Observed("Ready", "False", "InvalidSpec", message)], generation=generation, now=now
-    )
-    fresh = _phase_and_conditions(body, conditions, suspended=False, events=events)
-    _patch_changed(body, patch, {**fresh, "observedGeneration": generation})
-    log.warning(
-        "Rejected IngestionJob",
-        extra={"namespace": body.metadata.namespace, "ingestionjob": body.metadata.name, "error": message},
-    )
-
-
-def _write_status(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    job: IngestionJob,
-    *,
-    run: int,
-    state: RunState | None,
-    worker_job: dict[str, Any] | None,
-    now: datetime,
-    events: list[st.Event],
-) -> None:
-    observed = st.observe_conditions(job, state=state, worker_job=worker_job)
-    previous = body.get("status", {}).get("conditions") or []
-    conditions = st.merge_conditions(previous, observed, generation=job.metadata.generation, now=now)
-    fresh = _phase_and_conditions(body, conditions, suspended=job.spec.suspend, events=events)
-    fresh |= {
-        "observedGeneration": job.metadata.generation,
-        "run": run,
-        "jobName": job_name(job.metadata.name, run),
-        "workers": {
-            "replicas": parallelism(job),
-            "active": (worker_job or {}).get("status", {}).get("active") or 0,
-            "selector": selector(job),
-        },
-    }
-    if state is not None:
-        fresh |= {
-            "progress": state.progress.to_wire(),
-            "summary": state.summary.to_wire(),
-            "startTime": state.started_at.isoformat() if state.started_at else None,
-            "completionTime": state.finished_at.isoformat() if state.finished_at else None,
-        }
-    _patch_changed(body, patch, fresh)
-
-
-def _patch_changed(body: kopf.Body, patch: kopf.Patch, fresh: dict[str, Any]) -> None:
-    """Patch only the status fields whose value changed, so a quiet job costs no API writes."""
-    current = body.get("status", {})
-    for key, value in fresh.items():
-        if current.get(key) != value:
-            patch.status[key] = value
-
-
-def _phase_and_conditions(
-    body: kopf.Body, conditions: list[dict[str, Any]], *, suspended: bool, events: list[st.Event]
-) -> dict[str, Any]:
-    new_phase = st.phase(conditions, suspended=suspended)
-    old_phase = body.get("status", {}).get("phase")
-    if new_phase != old_phase:
-        cause = st.phase_cause(conditions, new_phase)
-        event = st.Event("Warning" if new_phase == "Failed" else "Normal", new_phase, f"Phase is {new_phase}: {cause}")
-        events.append(event)
-        log.info(
-            "Changed phase",
-            extra={
-                "namespace": body.metadata.namespace,
-                "ingestionjob": body.metadata.name,
-                "from": old_phase,
-                "to": new_phase,
-            },
-        )
-    return {"conditions": conditions, "phase": new_phase}

@@ -1,16 +1,21 @@
 """Status as the Kubernetes API conventions want it: conditions first, phase derived from them.
 
-Pure functions: they take what was observed and return the new status fields, so they are tested
-without a cluster or a database.
+Pure functions: they take what was observed and return the new typed status with the Events it calls
+for, so they are tested without a cluster or a database. How a run ended is not decided here: it is
+read off the run's row in Postgres (`RunState`), the one owner the API and its event stream read too.
 """
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from headrace.model import Condition, IngestionJob, Phase
+import pydantic
+
+from headrace.model import Condition, IngestionJob, IngestionJobStatus, Phase, WorkerStatus
+from headrace.model.events import Reason
 from headrace.store.jobs import RunState
 
 ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed"]
@@ -20,10 +25,10 @@ CONDITION_TYPES: tuple[ConditionType, ...] = ("Ready", "Progressing", "Succeeded
 
 @dataclass(frozen=True)
 class Event:
-    """A Kubernetes Event to post on the IngestionJob."""
+    """A Kubernetes Event to post on the IngestionJob (and, unless the store wrote it, to log in Postgres)."""
 
     type: Literal["Normal", "Warning"]
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -37,44 +42,53 @@ class Observed:
     message: str = ""
 
 
+def parse_status(raw: Any) -> IngestionJobStatus:
+    """The status as the body has it; an empty one when it is missing or not ours to read."""
+    try:
+        return IngestionJobStatus.model_validate(raw or {})
+    except pydantic.ValidationError:
+        return IngestionJobStatus()
+
+
 def merge_conditions(
-    previous: Iterable[dict[str, Any]], observed: Iterable[Observed], *, generation: int | None, now: datetime
-) -> list[dict[str, Any]]:
+    previous: Iterable[Condition], observed: Iterable[Observed], *, generation: int | None, now: datetime
+) -> list[Condition]:
     """The new conditions list. `lastTransitionTime` moves only when a condition's status changes;
     types not observed now keep their previous entry; every type is present, as Unknown at first."""
-    before = {entry.get("type"): entry for entry in previous}
+    before = {entry.type: entry for entry in previous}
     fresh = {item.type: item for item in observed}
     result = []
     for type_ in CONDITION_TYPES:
         old = before.get(type_)
         item = fresh.get(type_)
         if item is None and old is not None:
-            result.append(dict(old))
+            result.append(old)
             continue
         item = item or Observed(type_, "Unknown", "Reconciling", "The operator has not looked at this yet.")
-        changed = old is None or old.get("status") != item.status
-        when = old["lastTransitionTime"] if old and not changed and old.get("lastTransitionTime") else now
-        condition = Condition(
-            type=item.type,
-            status=item.status,
-            reason=item.reason,
-            message=item.message,
-            observed_generation=generation,
-            last_transition_time=when,
+        changed = old is None or old.status != item.status
+        when = old.last_transition_time if old and not changed and old.last_transition_time else now
+        result.append(
+            Condition(
+                type=item.type,
+                status=item.status,
+                reason=item.reason,
+                message=item.message,
+                observed_generation=generation,
+                last_transition_time=when,
+            )
         )
-        result.append(condition.to_wire())
     return result
 
 
-def phase(conditions: Iterable[dict[str, Any]], *, suspended: bool) -> Phase:
+def phase(conditions: Iterable[Condition], *, suspended: bool) -> Phase:
     """The one-word summary for `kubectl get`, read off the conditions."""
-    by_type = {entry.get("type"): entry for entry in conditions}
+    by_type = {entry.type: entry for entry in conditions}
 
-    def holds(type_: str) -> bool:
-        return by_type.get(type_, {}).get("status") == "True"
+    def holds(type_: ConditionType) -> bool:
+        return type_ in by_type and by_type[type_].status == "True"
 
-    ready = by_type.get("Ready", {})
-    if ready.get("status") == "False" and ready.get("reason") == "InvalidSpec":
+    ready = by_type.get("Ready")
+    if ready is not None and ready.status == "False" and ready.reason == Reason.INVALID_SPEC:
         return "Failed"
     if holds("Failed"):
         return "Failed"
@@ -104,49 +118,39 @@ def job_outcome(job: dict[str, Any] | None) -> tuple[Literal["Complete", "Failed
     return None
 
 
-def observe_conditions(
-    job: IngestionJob, *, state: RunState | None, worker_job: dict[str, Any] | None
-) -> list[Observed]:
-    """Ready, Progressing, Succeeded and Failed from the run in Postgres and the worker Job's own status."""
-    outcome = job_outcome(worker_job)
-    ready = Observed("Ready", "True", "Reconciled", "The spec is valid and the run's objects exist.")
+_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+
+
+def _reason(word: str | None, fallback: str) -> str:
+    return word if word and _REASON.match(word) else fallback
+
+
+def observe_conditions(job: IngestionJob, *, state: RunState | None, problem: Observed | None = None) -> list[Observed]:
+    """Ready, Progressing, Succeeded and Failed from the run's row in Postgres. `problem` is a Ready=False
+    the operator met on the way (NameConflict, WorkerJobRefused)."""
+    ready = problem or Observed("Ready", "True", "Reconciled", "The spec is valid and the run's objects exist.")
     if state is None:
         return [ready, Observed("Progressing", "Unknown", "RunStarting", "The run is being set up.")]
     run = f"Run {state.run}"
     if state.finished and state.error:
+        reason = _reason(state.end_reason, Reason.RUN_FAILED)
         return [
             ready,
             Observed("Progressing", "False", "RunFinished", f"{run} finished."),
-            Observed("Succeeded", "False", "RunFailed", f"{run} failed."),
-            Observed("Failed", "True", "RunFailed", state.error),
+            Observed("Succeeded", "False", reason, f"{run} failed."),
+            Observed("Failed", "True", reason, state.error),
         ]
-    if state.finished and (outcome is None or outcome[0] == "Complete" or worker_job is None):
-        if worker_job is not None and outcome is None:
-            # The queue is drained; the Job completes once its last worker pod has exited.
-            return [
-                ready,
-                Observed("Progressing", "True", "WorkersStopping", f"{run} is drained; its workers are exiting."),
-                Observed("Succeeded", "False", "WorkersStopping", f"{run} is drained; its workers are exiting."),
-                Observed("Failed", "False", "NoFailure", ""),
-            ]
-        summary = state.summary
+    if state.finished:
+        s = state.summary
         message = (
-            f"{run} finished: {summary.added} added, {summary.updated} updated, {summary.unchanged} unchanged, "
-            f"{summary.deleted} deleted, {summary.failed} failed."
+            f"{run} finished: {s.added} added, {s.updated} updated, {s.unchanged} unchanged, "
+            f"{s.deleted} deleted, {s.failed} failed."
         )
         return [
             ready,
             Observed("Progressing", "False", "RunFinished", f"{run} finished."),
-            Observed("Succeeded", "True", "RunSucceeded", message),
+            Observed("Succeeded", "True", Reason.RUN_SUCCEEDED, message),
             Observed("Failed", "False", "NoFailure", ""),
-        ]
-    if outcome is not None and outcome[0] == "Failed":
-        _, reason, message = outcome
-        return [
-            ready,
-            Observed("Progressing", "False", reason, f"The worker Job failed: {message}"),
-            Observed("Succeeded", "False", reason, f"The worker Job failed: {message}"),
-            Observed("Failed", "True", reason, f"The worker Job failed: {message}"),
         ]
     pending = f"{state.progress.pending} of {state.progress.total} documents pending"
     if job.spec.suspend:
@@ -161,15 +165,92 @@ def observe_conditions(
     ]
 
 
-def phase_cause(conditions: Iterable[dict[str, Any]], phase: Phase) -> str:
-    """The message of the condition that decided the phase, for the Event that announces it."""
-    by_type = {entry.get("type"): entry for entry in conditions}
-    deciding = {
-        "Failed": "Failed" if by_type.get("Failed", {}).get("status") == "True" else "Ready",
-        "Succeeded": "Succeeded",
-        "Suspended": "Progressing",
-        "Running": "Progressing",
-        "Pending": "Progressing",
-    }[phase]
-    entry = by_type.get(deciding, {})
-    return str(entry.get("message") or entry.get("reason") or "")
+def next_status(
+    job: IngestionJob,
+    previous: IngestionJobStatus,
+    *,
+    run: int,
+    job_name: str,
+    state: RunState | None,
+    workers: WorkerStatus,
+    problem: Observed | None = None,
+    now: datetime,
+    **fields: Any,
+) -> tuple[IngestionJobStatus, list[Event]]:
+    """The status after looking at the run and the worker Job, and the Events its changes call for.
+    `fields` are further status fields (by attribute name) to set, such as `last_schedule_time`."""
+    observed = observe_conditions(job, state=state, problem=problem)
+    conditions = merge_conditions(previous.conditions, observed, generation=job.metadata.generation, now=now)
+    new_phase = phase(conditions, suspended=job.spec.suspend)
+    update: dict[str, Any] = {
+        "observed_generation": job.metadata.generation,
+        "conditions": conditions,
+        "phase": new_phase,
+        "run": run,
+        "job_name": job_name,
+        "workers": workers,
+        **fields,
+    }
+    if state is not None:
+        update |= {
+            "progress": state.progress,
+            "summary": state.summary,
+            "start_time": state.started_at,
+            "completion_time": state.finished_at,
+        }
+    status = previous.model_copy(update=update)
+    return status, _events(previous, status)
+
+
+def invalid_status(
+    previous: IngestionJobStatus, message: str, *, generation: int | None, now: datetime
+) -> tuple[IngestionJobStatus, list[Event]]:
+    """The status of a job whose spec the operator refused, and the Event that says so."""
+    conditions = merge_conditions(
+        previous.conditions, [Observed("Ready", "False", Reason.INVALID_SPEC, message)], generation=generation, now=now
+    )
+    status = previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": conditions,
+            "phase": phase(conditions, suspended=False),
+        }
+    )
+    return status, _events(previous, status)
+
+
+def _events(before: IngestionJobStatus, after: IngestionJobStatus) -> list[Event]:
+    """The Events a status change calls for: a Ready problem that appeared, and the run's phase changes."""
+    events: list[Event] = []
+    old_ready = next((c for c in before.conditions if c.type == "Ready"), None)
+    new_ready = next((c for c in after.conditions if c.type == "Ready"), None)
+    if (
+        new_ready is not None
+        and new_ready.status == "False"
+        and (old_ready is None or (old_ready.reason, old_ready.message) != (new_ready.reason, new_ready.message))
+    ):
+        events.append(Event("Warning", Reason(new_ready.reason), new_ready.message))
+    if after.phase == before.phase:
+        return events
+    by_type = {c.type: c for c in after.conditions}
+    if after.phase == "Succeeded":
+        events.append(Event("Normal", Reason.RUN_SUCCEEDED, by_type["Succeeded"].message))
+    elif after.phase == "Failed" and by_type["Failed"].status == "True":
+        events.append(Event("Warning", Reason.RUN_FAILED, by_type["Failed"].message))
+    elif after.phase == "Suspended":
+        events.append(Event("Normal", Reason.RUN_SUSPENDED, by_type["Progressing"].message))
+    elif after.phase == "Running" and before.phase == "Suspended":
+        events.append(Event("Normal", Reason.RUN_RESUMED, by_type["Progressing"].message))
+    return events
+
+
+def status_patch(current: dict[str, Any], status: IngestionJobStatus) -> dict[str, Any]:
+    """The status fields whose value changed, as a merge patch (None removes a field), so a quiet job
+    costs no API writes."""
+    wire = status.to_wire()
+    patch: dict[str, Any] = {}
+    for name, field in IngestionJobStatus.model_fields.items():
+        key = field.alias or name
+        if current.get(key) != wire.get(key):
+            patch[key] = wire.get(key)
+    return patch

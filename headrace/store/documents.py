@@ -1,4 +1,9 @@
-"""Documents and their chunks: idempotent writes keyed by (job, source URI)."""
+"""Documents and their chunks: idempotent writes keyed by (job, source URI).
+
+A document's `run` is the newest run that recorded it, never an older one: a write from a superseded
+run (a worker that went on after a new run started) changes nothing of a document a newer run already
+recorded. `sync: mirror` deletes the documents whose `run` is older than the run that just finished.
+"""
 
 import uuid
 from dataclasses import dataclass, field
@@ -71,7 +76,7 @@ async def mark_unchanged(pool: Pool, job_uid: uuid.UUID, run: int, uris: list[st
     if uris:
         await pool.execute(
             "UPDATE headrace.documents SET outcome = CASE WHEN run = $2 THEN outcome ELSE 'unchanged' END, "
-            "run = $2 WHERE job_uid = $1 AND uri = ANY($3::text[])",
+            "run = $2 WHERE job_uid = $1 AND uri = ANY($3::text[]) AND run <= $2",
             job_uid,
             run,
             uris,
@@ -104,7 +109,7 @@ async def mark_unchanged_entries(pool: Pool, job_uid: uuid.UUID, run: int, archi
         await pool.execute(
             "UPDATE headrace.documents SET run = $2, outcome = CASE WHEN run = $2 THEN outcome "
             "WHEN state = 'failed' THEN 'failed' ELSE 'unchanged' END "
-            "WHERE job_uid = $1 AND uri LIKE ANY($3::text[])",
+            "WHERE job_uid = $1 AND uri LIKE ANY($3::text[]) AND run <= $2",
             job_uid,
             run,
             [_entries_pattern(uri) for uri in archive_uris],
@@ -123,8 +128,8 @@ async def entry_hashes(pool: Pool, job_uid: uuid.UUID, archive_uri: str, fingerp
     return {row["uri"]: row["content_hash"] for row in rows}
 
 
-async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: DocumentRecord) -> Outcome:
-    """Write a document and replace its chunks in one transaction."""
+async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: DocumentRecord) -> Outcome | None:
+    """Write a document and replace its chunks in one transaction; None when a newer run already recorded it."""
     async with pool.acquire() as conn, conn.transaction():
         config = await conn.fetchval("SELECT text_search_config FROM headrace.jobs WHERE uid = $1", job_uid)
         previous = await conn.fetchrow(
@@ -132,6 +137,8 @@ async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: Document
             job_uid,
             doc.uri,
         )
+        if previous is not None and previous["run"] > run:
+            return None
         outcome = _next_outcome(previous, run, "updated")
         doc_id = await conn.fetchval(
             """
@@ -145,6 +152,7 @@ async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: Document
                 source_version = excluded.source_version, format = excluded.format,
                 bytes = excluded.bytes, chunk_count = excluded.chunk_count, metadata = excluded.metadata,
                 run = excluded.run, outcome = excluded.outcome, updated_at = now()
+            WHERE headrace.documents.run <= excluded.run
             RETURNING id
             """,
             job_uid,
@@ -160,6 +168,8 @@ async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: Document
             run,
             outcome,
         )
+        if doc_id is None:  # inserted meanwhile by a newer run
+            return None
         await conn.execute("DELETE FROM headrace.chunks WHERE document_id = $1", doc_id)
         await conn.copy_records_to_table(
             "chunks",
@@ -184,6 +194,7 @@ async def record_failures(pool: Pool, job_uid: uuid.UUID, run: int, failures: di
             SET state = 'failed', error = excluded.error, run = excluded.run, outcome = 'failed',
                 chunk_count = 0, content_hash = NULL, fingerprint = NULL, source_version = NULL,
                 updated_at = now()
+            WHERE headrace.documents.run <= excluded.run
             RETURNING id
             """,
             job_uid,

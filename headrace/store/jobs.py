@@ -5,8 +5,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from headrace.model import IngestionJobSpec, Progress, RunSummary
-from headrace.store import queue
+from headrace.model import IngestionJobSpec, Phase, Progress, RunSummary
+from headrace.model.events import Reason
+from headrace.store import history, queue
 from headrace.store.db import Connection, Pool
 
 EventType = Literal["Normal", "Warning"]
@@ -26,12 +27,16 @@ class JobRecord:
     generation: int
     spec: IngestionJobSpec
     current_run: int
-    phase: str
 
 
 @dataclass(frozen=True)
 class RunState:
-    """Where a run is: its counts and timings."""
+    """Where a run is: its counts and timings, and how it ended.
+
+    This is the one owner of a run's end: `finished_at`, `error` and `end_reason` come from the run's
+    row, and the operator's status, the API and its event stream all derive their phase from it
+    (`phase_of`).
+    """
 
     run: int
     progress: Progress
@@ -40,10 +45,23 @@ class RunState:
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    end_reason: str | None = None
+    """CamelCase cause of the end (RunSucceeded, RunFailed, BackoffLimitExceeded, ...); None while it runs."""
 
     @property
     def finished(self) -> bool:
         return self.finished_at is not None
+
+
+def phase_of(state: RunState | None, *, suspended: bool, spec_error: str | None = None) -> Phase:
+    """The job's phase, read off its current run: the one rule the operator, the API and the stream share."""
+    if spec_error is not None:
+        return "Failed"
+    if state is not None and state.finished:
+        return "Failed" if state.error else "Succeeded"
+    if suspended:
+        return "Suspended"
+    return "Pending" if state is None else "Running"
 
 
 async def register_job(
@@ -63,7 +81,7 @@ async def register_job(
             INSERT INTO headrace.jobs (uid, namespace, name, generation, spec, text_search_config)
             VALUES ($1, $2, $3, $4, $5, $6::text::regconfig)
             ON CONFLICT (uid) DO UPDATE
-            SET generation = excluded.generation, spec = excluded.spec,
+            SET generation = excluded.generation, spec = excluded.spec, spec_error = NULL,
                 text_search_config = excluded.text_search_config, updated_at = now(), deleted_at = NULL
             """,
             uid,
@@ -81,7 +99,7 @@ async def register_job(
 async def get_job(conn: Pool | Connection, uid: uuid.UUID) -> JobRecord | None:
     """The job with this uid, or None."""
     row = await conn.fetchrow(
-        "SELECT uid, namespace, name, generation, spec, current_run, phase FROM headrace.jobs WHERE uid = $1",
+        "SELECT uid, namespace, name, generation, spec, current_run FROM headrace.jobs WHERE uid = $1",
         uid,
     )
     if row is None:
@@ -89,18 +107,27 @@ async def get_job(conn: Pool | Connection, uid: uuid.UUID) -> JobRecord | None:
     return JobRecord(**{**dict(row), "spec": IngestionJobSpec.model_validate(row["spec"])})
 
 
-async def start_run(pool: Pool, job: JobRecord, *, reason: str) -> int:
-    """Begin a new run: supersede unfinished work of the previous one and enqueue discovery."""
+@dataclass(frozen=True)
+class Retry:
+    """A run that re-processes only the documents that failed in run `of_run`, instead of discovering."""
+
+    of_run: int
+    uris: list[str]
+
+
+async def start_run(
+    pool: Pool, job: JobRecord, *, reason: str, request: str | None = None, retry: Retry | None = None
+) -> int:
+    """Begin a new run: supersede unfinished work of the previous one and enqueue discovery (or, for a
+    retry, the failed documents). `request` is the annotation value that asked for the run, if any."""
     async with pool.acquire() as conn, conn.transaction():
         run = await conn.fetchval(
-            "UPDATE headrace.jobs SET current_run = current_run + 1, phase = 'Running', updated_at = now() "
+            "UPDATE headrace.jobs SET current_run = current_run + 1, updated_at = now() "
             "WHERE uid = $1 RETURNING current_run",
             job.uid,
         )
-        # Pending work of an older run would be redone by this run's discovery anyway.
-        await conn.execute(
-            "DELETE FROM headrace.tasks WHERE job_uid = $1 AND run < $2 AND state = 'pending'", job.uid, run
-        )
+        # Work of an older run is redone by this run's discovery; left alone it would record the old run.
+        await queue.cancel_superseded(conn, job.uid, run)
         await conn.execute(
             "UPDATE headrace.runs SET finished_at = now(), error = 'superseded by run ' || $2::int "
             "WHERE job_uid = $1 AND finished_at IS NULL",
@@ -108,21 +135,31 @@ async def start_run(pool: Pool, job: JobRecord, *, reason: str) -> int:
             run,
         )
         await conn.execute(
-            "INSERT INTO headrace.runs (job_uid, run, reason, fingerprint) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO headrace.runs "
+            "(job_uid, run, reason, fingerprint, request, retry_of, discovered, discovery_done) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             job.uid,
             run,
             reason,
             job.spec.run_fingerprint(),
+            request,
+            retry.of_run if retry else None,
+            len(retry.uris) if retry else 0,
+            retry is not None,
         )
-        await queue.enqueue(
-            conn,
-            job.uid,
-            run,
-            [queue.NewTask("discover", "discover", {})],
-            max_attempts=job.spec.retries.max_attempts,
-        )
-        await record_event(conn, job.uid, run, "Normal", "RunStarted", f"Started run {run}: {reason}")
+        await queue.enqueue(conn, job.uid, run, _first_tasks(job, retry), max_attempts=job.spec.retries.max_attempts)
+        await record_event(conn, job.uid, run, "Normal", Reason.RUN_STARTED, f"Started run {run}: {reason}")
     return int(run)
+
+
+def _first_tasks(job: JobRecord, retry: Retry | None) -> list[queue.NewTask]:
+    if retry is None:
+        return [queue.NewTask("discover", "discover", {})]
+    size = job.spec.workers.batch_size
+    return [
+        queue.NewTask("ingest", f"retry:{n}", {"documents": [{"uri": uri} for uri in retry.uris[start : start + size]]})
+        for n, start in enumerate(range(0, len(retry.uris), size))
+    ]
 
 
 async def ensure_run(pool: Pool, job: JobRecord, *, reason: str) -> int:
@@ -151,6 +188,9 @@ async def run_state(conn: Pool | Connection, uid: uuid.UUID, run: int | None = N
     row = await conn.fetchrow(
         """
         SELECT r.run, r.discovered, r.discovery_done, r.deleted, r.started_at, r.finished_at, r.error,
+               CASE WHEN r.finished_at IS NOT NULL
+                    THEN coalesce(r.end_reason, CASE WHEN r.error IS NULL THEN 'RunSucceeded' ELSE 'RunFailed' END)
+               END AS end_reason,
                count(d.id) FILTER (WHERE d.outcome = 'added') AS added,
                count(d.id) FILTER (WHERE d.outcome = 'updated') AS updated,
                count(d.id) FILTER (WHERE d.outcome = 'unchanged') AS unchanged,
@@ -192,6 +232,7 @@ async def run_state(conn: Pool | Connection, uid: uuid.UUID, run: int | None = N
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         error=row["error"],
+        end_reason=row["end_reason"],
     )
 
 
@@ -210,7 +251,7 @@ def violates_failure_policy(spec: IngestionJobSpec, progress: Progress) -> str |
 
 
 async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
-    """Close a drained run exactly once: apply `sync: mirror`, settle the phase, record the event.
+    """Close a drained run exactly once: apply `sync: mirror`, record how it ended, record the event.
 
     Returns the final state when this call closed the run, None when it was not drained or another
     worker already closed it.
@@ -220,7 +261,7 @@ async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
             return None
         closed = await conn.fetchrow(
             "UPDATE headrace.runs SET finished_at = now() WHERE job_uid = $1 AND run = $2 AND finished_at IS NULL "
-            "RETURNING discovery_done",
+            "RETURNING discovery_done, retry_of",
             job.uid,
             run,
         )
@@ -237,39 +278,34 @@ async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
                 )
                 or "discovery did not finish"
             )
-        elif job.spec.sync == "mirror":
-            deleted = await conn.fetchval(
-                "WITH gone AS (DELETE FROM headrace.documents WHERE job_uid = $1 AND run < $2 RETURNING 1) "
-                "SELECT count(*) FROM gone",
-                job.uid,
-                run,
-            )
+        elif job.spec.sync == "mirror" and closed["retry_of"] is None:  # a retry listed nothing: it deletes nothing
+            deleted = await history.delete_unseen(conn, job.uid, run)
             await conn.execute(
                 "UPDATE headrace.runs SET deleted = $3 WHERE job_uid = $1 AND run = $2", job.uid, run, deleted
             )
         state = await run_state(conn, job.uid, run)
         assert state is not None
-        error = error or violates_failure_policy(job.spec, state.progress)
-        phase = "Failed" if error else "Succeeded"
-        if error:
-            await conn.execute(
-                "UPDATE headrace.runs SET error = $3 WHERE job_uid = $1 AND run = $2", job.uid, run, error
-            )
+        end_reason = "DiscoveryFailed" if error else Reason.RUN_SUCCEEDED
+        if error is None and (error := violates_failure_policy(job.spec, state.progress)):
+            end_reason = "FailurePolicyExceeded"
+        # The run's row is the one owner of how it ended: status, API and stream all read it.
         await conn.execute(
-            "UPDATE headrace.jobs SET phase = $2, updated_at = now() WHERE uid = $1 AND current_run = $3",
+            "UPDATE headrace.runs SET error = $3, end_reason = $4 WHERE job_uid = $1 AND run = $2",
             job.uid,
-            phase,
             run,
+            error,
+            end_reason,
         )
+        await conn.execute("UPDATE headrace.jobs SET updated_at = now() WHERE uid = $1", job.uid)
         s = state.summary
         message = (
             f"Run {run} finished: {s.added} added, {s.updated} updated, {s.unchanged} unchanged, "
             f"{s.deleted} deleted, {s.failed} failed"
         )
         if error:
-            await record_event(conn, job.uid, run, "Warning", "RunFailed", f"{message}; {error}")
+            await record_event(conn, job.uid, run, "Warning", Reason.RUN_FAILED, f"{message}; {error}")
         else:
-            await record_event(conn, job.uid, run, "Normal", "RunSucceeded", message)
+            await record_event(conn, job.uid, run, "Normal", Reason.RUN_SUCCEEDED, message)
         return await run_state(conn, job.uid, run)
 
 
@@ -300,8 +336,8 @@ async def events(pool: Pool, uid: uuid.UUID, *, after: int = 0, limit: int = 100
 
 
 async def delete_job_data(pool: Pool, uid: uuid.UUID) -> None:
-    """Remove the job with its runs, tasks, documents, chunks and events (retention: Delete)."""
-    await pool.execute("DELETE FROM headrace.jobs WHERE uid = $1", uid)
+    """Remove the job with its runs, tasks, documents, chunks and events (retention: Delete), in batches."""
+    await history.delete_job(pool, uid)
 
 
 async def retain_job_data(pool: Pool, uid: uuid.UUID) -> None:
@@ -313,12 +349,22 @@ async def retain_job_data(pool: Pool, uid: uuid.UUID) -> None:
 
 @dataclass(frozen=True)
 class JobView:
-    """A live job as the API shows it: its row with the state of its current run."""
+    """A live job as the API shows it: its row with the state of its current run. The spec stays
+    unparsed: a job whose spec the operator refused is shown too, with `spec_error`."""
 
-    job: JobRecord
+    uid: uuid.UUID
+    namespace: str
+    name: str
+    current_run: int
+    suspended: bool
+    spec_error: str | None
     created_at: datetime
     updated_at: datetime
     state: RunState | None
+
+    @property
+    def phase(self) -> Phase:
+        return phase_of(self.state, suspended=self.suspended, spec_error=self.spec_error)
 
 
 @dataclass(frozen=True)
@@ -330,23 +376,18 @@ class RunRecord:
     started_at: datetime
     finished_at: datetime | None
     error: str | None
+    end_reason: str | None
 
 
-_JOB_COLUMNS = "uid, namespace, name, generation, spec, current_run, phase, created_at, updated_at"
+_JOB_COLUMNS = (
+    "uid, namespace, name, current_run, coalesce((spec->>'suspend')::boolean, false) AS suspended, spec_error, "
+    "created_at, updated_at"
+)
 
 
 async def _view(conn: Pool | Connection, row: Any) -> JobView:
-    record = JobRecord(
-        uid=row["uid"],
-        namespace=row["namespace"],
-        name=row["name"],
-        generation=row["generation"],
-        spec=IngestionJobSpec.model_validate(row["spec"]),
-        current_run=row["current_run"],
-        phase=row["phase"],
-    )
-    state = await run_state(conn, record.uid) if record.current_run else None
-    return JobView(record, row["created_at"], row["updated_at"], state)
+    state = await run_state(conn, row["uid"], row["current_run"]) if row["current_run"] else None
+    return JobView(**dict(row), state=state)
 
 
 async def find_job(pool: Pool, namespace: str, name: str) -> JobView | None:
@@ -377,7 +418,9 @@ async def list_jobs(pool: Pool, namespace: str, *, after_name: str | None = None
 async def list_runs(pool: Pool, uid: uuid.UUID, *, limit: int = 10) -> list[RunRecord]:
     """The job's most recent runs, newest first."""
     rows = await pool.fetch(
-        "SELECT run, reason, started_at, finished_at, error FROM headrace.runs WHERE job_uid = $1 "
+        "SELECT run, reason, started_at, finished_at, error, "
+        "CASE WHEN finished_at IS NOT NULL THEN coalesce(end_reason, CASE WHEN error IS NULL THEN 'RunSucceeded' "
+        "ELSE 'RunFailed' END) END AS end_reason FROM headrace.runs WHERE job_uid = $1 "
         "ORDER BY run DESC LIMIT $2",
         uid,
         limit,
@@ -385,10 +428,14 @@ async def list_runs(pool: Pool, uid: uuid.UUID, *, limit: int = 10) -> list[RunR
     return [RunRecord(**dict(row)) for row in rows]
 
 
-async def job_phase(pool: Pool, uid: uuid.UUID) -> tuple[str, int] | None:
-    """The job's phase and current run, or None when it is gone."""
-    row = await pool.fetchrow("SELECT phase, current_run FROM headrace.jobs WHERE uid = $1", uid)
-    return (row["phase"], row["current_run"]) if row is not None else None
+async def job_phase(pool: Pool, uid: uuid.UUID) -> tuple[Phase, int] | None:
+    """The job's phase (derived from its current run, as everywhere) and current run, or None when it is gone."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(f"SELECT {_JOB_COLUMNS} FROM headrace.jobs WHERE uid = $1", uid)
+        if row is None:
+            return None
+        view = await _view(conn, row)
+    return view.phase, view.current_run
 
 
 async def namespaces(pool: Pool) -> list[str]:

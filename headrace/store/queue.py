@@ -67,7 +67,9 @@ async def enqueue(
 
 
 async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: float, limit: int = 1) -> list[Task]:
-    """Lease up to `limit` ready tasks: leased ones whose lease expired first, then pending ones whose time has come.
+    """Lease up to `limit` ready tasks of the job's current run: leased ones whose lease expired first, then
+    pending ones whose time has come. A task of an older run is never taken: it would record the old run's
+    number on its documents, and `sync: mirror` deletes what the current run did not record.
 
     Each kind is picked in the order of its own partial index (`tasks_leased`, `tasks_ready`), so a lease
     reads only the rows it takes, however many tasks of the job are already done. (One `OR` of the two
@@ -78,6 +80,7 @@ async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: f
         WITH expired AS (
             SELECT id FROM headrace.tasks
             WHERE job_uid = $1 AND state = 'leased' AND lease_expires_at < now() AND attempts < max_attempts
+              AND run = (SELECT current_run FROM headrace.jobs WHERE uid = $1)
             ORDER BY lease_expires_at
             LIMIT $2
             FOR UPDATE SKIP LOCKED
@@ -85,6 +88,7 @@ async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: f
         pending AS (
             SELECT id FROM headrace.tasks
             WHERE job_uid = $1 AND state = 'pending' AND available_at <= now()
+              AND run = (SELECT current_run FROM headrace.jobs WHERE uid = $1)
             ORDER BY available_at, id
             LIMIT $2
             FOR UPDATE SKIP LOCKED
@@ -122,12 +126,16 @@ async def heartbeat(pool: Pool, tasks: list[Task], *, lease_seconds: float) -> s
 
 
 async def ack(pool: Pool | Connection, task: Task) -> bool:
-    """Mark a task done. False when the lease was lost, in which case someone else owns the task."""
+    """Mark a task done. False when the lease was lost, in which case someone else owns the task.
+
+    The done task keeps its last lease token, so an ack repeated by its holder (its reply was lost
+    when the connection broke, see `store.outage`) is true again rather than "lost".
+    """
     status = await pool.execute(
         """
         UPDATE headrace.tasks
-        SET state = 'done', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
-        WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+        SET state = 'done', finished_at = coalesce(finished_at, now()), lease_expires_at = NULL
+        WHERE id = $1 AND lease_token = $2 AND state IN ('leased', 'done')
         """,
         task.id,
         task.lease_token,
@@ -142,9 +150,9 @@ async def ack_many(pool: Pool | Connection, tasks: list[Task]) -> set[int]:
     rows = await pool.fetch(
         """
         UPDATE headrace.tasks t
-        SET state = 'done', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
+        SET state = 'done', finished_at = coalesce(t.finished_at, now()), lease_expires_at = NULL
         FROM unnest($1::bigint[], $2::uuid[]) AS held(id, token)
-        WHERE t.id = held.id AND t.lease_token = held.token AND t.state = 'leased'
+        WHERE t.id = held.id AND t.lease_token = held.token AND t.state IN ('leased', 'done')
         RETURNING t.id
         """,
         [t.id for t in tasks],
@@ -153,22 +161,60 @@ async def ack_many(pool: Pool | Connection, tasks: list[Task]) -> set[int]:
     return {row["id"] for row in rows}
 
 
+async def cancel_superseded(conn: Connection, job_uid: uuid.UUID, run: int) -> int:
+    """Cancel the unfinished tasks of runs older than `run` (called as `run` starts). Returns how many.
+
+    A leased one loses its lease token, so its worker's heartbeat, ack, fail and release all find it
+    gone: the worker abandons it, and nothing hands it back to be leased again.
+    """
+    status = await conn.execute(
+        """
+        UPDATE headrace.tasks
+        SET state = 'cancelled', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
+            last_error = format('superseded by run %s', $2::int)
+        WHERE job_uid = $1 AND run < $2 AND state IN ('pending', 'leased')
+        """,
+        job_uid,
+        run,
+    )
+    return int(status.split()[-1])
+
+
+async def lock_run_if_current(conn: Connection, job_uid: uuid.UUID, run: int) -> bool:
+    """Whether `run` is the job's current run, holding that true until the caller's transaction ends.
+
+    The share lock makes a concurrent `start_run` (which updates the job row) wait, so tasks enqueued
+    under it are either cancelled by the new run or never enqueued at all.
+    """
+    current = await conn.fetchval("SELECT current_run FROM headrace.jobs WHERE uid = $1 FOR SHARE", job_uid)
+    return bool(current == run)
+
+
 def backoff_seconds(attempts: int, *, base: float, cap: float) -> float:
     """Exponential backoff after the given number of attempts: base, 2·base, 4·base, ... up to cap."""
     return float(min(cap, base * 2 ** max(0, attempts - 1)))
 
 
 async def fail(pool: Pool, task: Task, error: str, *, backoff: float) -> Literal["retry", "dead", "lost"]:
-    """Record a failed attempt: retry after `backoff` seconds, or dead when attempts are used up."""
+    """Record a failed attempt: retry after `backoff` seconds, or dead when attempts are used up.
+
+    Like `ack`, the task keeps the failed lease's token until it is leased again, so a repeated call
+    by the same holder answers the same instead of "lost" (a dead task's documents must be recorded).
+    """
     row = await pool.fetchrow(
         """
-        UPDATE headrace.tasks
-        SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
-            available_at = now() + $3::interval,
-            finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
-            last_error = $4, lease_token = NULL, lease_expires_at = NULL
-        WHERE id = $1 AND lease_token = $2 AND state = 'leased'
-        RETURNING state
+        WITH failed AS (
+            UPDATE headrace.tasks
+            SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+                available_at = now() + $3::interval,
+                finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+                last_error = $4, lease_expires_at = NULL
+            WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+            RETURNING state
+        )
+        SELECT state FROM failed
+        UNION ALL
+        SELECT state FROM headrace.tasks WHERE id = $1 AND lease_token = $2 AND state IN ('pending', 'dead')
         """,
         task.id,
         task.lease_token,
@@ -218,11 +264,11 @@ async def reap_expired(pool: Pool, job_uid: uuid.UUID) -> list[Task]:
 
 
 async def counts(pool: Pool | Connection, job_uid: uuid.UUID) -> dict[str, int]:
-    """Tasks of a job by state: pending, leased, done and dead (zero when absent)."""
+    """Tasks of a job by state: pending, leased, done, dead and cancelled (zero when absent)."""
     rows = await pool.fetch(
         "SELECT state, count(*) AS n FROM headrace.tasks WHERE job_uid = $1 GROUP BY state", job_uid
     )
-    result = dict.fromkeys(("pending", "leased", "done", "dead"), 0)
+    result = dict.fromkeys(("pending", "leased", "done", "dead", "cancelled"), 0)
     result.update({row["state"]: row["n"] for row in rows})
     return result
 

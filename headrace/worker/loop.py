@@ -10,14 +10,13 @@ import time
 import traceback
 import uuid
 from pathlib import Path
-
-import asyncpg
-from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential
+from typing import Any
 
 from headrace import metrics
 from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR
-from headrace.store import documents, jobs, queue
+from headrace.store import documents, history, jobs, queue
 from headrace.store.db import Pool
+from headrace.store.outage import ride_out
 from headrace.worker.errors import DocumentError
 from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import open_source
@@ -70,7 +69,7 @@ class Worker:
         self.stopping.set()
 
     async def run(self) -> int:
-        job = await jobs.get_job(self.pool, self.job_uid)
+        job = await ride_out(jobs.get_job, self.pool, self.job_uid)
         if job is None:
             log.error("Found no such job", extra={"job_uid": str(self.job_uid)})
             return EXIT_UNKNOWN_JOB
@@ -79,6 +78,11 @@ class Worker:
         except DocumentError as exc:  # e.g. a referenced Secret is not mounted or lacks a key
             log.error("Failed to open source", extra={"job": job.name, "reason": str(exc)})
             return EXIT_BAD_SOURCE
+        # Every run's workers prune the runs before the last historyLimit, however those runs ended
+        # (drained, or closed by the operator when their worker Job failed).
+        pruned = await ride_out(history.prune_runs, self.pool, job.uid, keep=job.spec.history_limit)
+        if pruned:
+            log.info("Pruned runs", extra={"job": job.name, "runs": pruned})
         ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes))
         log.info("Started worker", extra={"worker": self.name, "job": job.name, "namespace": job.namespace})
         try:
@@ -90,36 +94,30 @@ class Worker:
     async def _loop(self, ctx: Context) -> int:
         job = ctx.job
         while not self.stopping.is_set():
-            leased = await queue.lease(self.pool, job.uid, worker=self.name, lease_seconds=self.lease_seconds, limit=1)
+            leased = await ride_out(
+                queue.lease, self.pool, job.uid, worker=self.name, lease_seconds=self.lease_seconds, limit=1
+            )
+            if leased and leased[0].run != job.current_run:
+                # A newer run started after this worker read the job: its spec may differ. The run's own
+                # worker Job takes the task; this one (of a superseded run) hands it back and stops.
+                await ride_out(queue.release, self.pool, leased[0])
+                log.info("Stopped worker", extra={"worker": self.name, "reason": f"run {leased[0].run} started"})
+                return EXIT_STOPPED
             if leased:
                 await self._handle(ctx, leased[0])
                 continue
-            for dead in await queue.reap_expired(self.pool, job.uid):
+            for dead in await ride_out(queue.reap_expired, self.pool, job.uid):
                 await self._give_up(ctx, dead, "the worker holding it died or hung on every attempt")
-            if await queue.is_drained(self.pool, job.uid):
-                job = await jobs.get_job(self.pool, self.job_uid) or job
-                if await jobs.finish_run(self.pool, job, job.current_run):
+            if await ride_out(queue.is_drained, self.pool, job.uid):
+                fresh = await ride_out(jobs.get_job, self.pool, self.job_uid)
+                job = fresh or job
+                if await ride_out(jobs.finish_run, self.pool, job, job.current_run):
                     log.info("Finished run", extra={"job": job.name, "run": job.current_run})
                 log.info("Drained queue", extra={"worker": self.name, "job": job.name})
                 return EXIT_DRAINED
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
         return EXIT_STOPPED
-
-    async def _lease(self, job_uid: uuid.UUID) -> list[queue.Task]:
-        """Lease the next task, riding out a database restart or failover of up to two minutes."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)),
-            wait=wait_exponential(multiplier=0.5, max=15),
-            stop=stop_after_delay(120),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-            reraise=True,
-        ):
-            with attempt:
-                return await queue.lease(
-                    self.pool, job_uid, worker=self.name, lease_seconds=self.lease_seconds, limit=1
-                )
-        raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _handle(self, ctx: Context, task: queue.Task) -> None:
         metrics.TASKS_LEASED.labels(task.kind).inc()
@@ -129,33 +127,35 @@ class Worker:
         beat = asyncio.create_task(self._heartbeat(task))
         stop = asyncio.create_task(self.stopping.wait())
         try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():
+            await asyncio.wait({work, beat, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.done() and not work.done() and not beat.done():
                 # Asked to stop mid-task: give it the grace period, then hand the task back.
-                await asyncio.wait({work}, timeout=self.grace_seconds)
+                await asyncio.wait({work, beat}, timeout=self.grace_seconds, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
-                work.cancel()
-                await asyncio.gather(work, return_exceptions=True)
-                await queue.release(self.pool, task)
+                await _cancel(work)
+                if beat.done():
+                    self._abandon(task, beat)
+                    return
+                await ride_out(queue.release, self.pool, task)
                 log.info("Released task", extra={"task": task.id, "reason": "worker stopping"})
                 return
         finally:
-            beat.cancel()
-            stop.cancel()
+            await _cancel(beat, stop)
         elapsed = time.monotonic() - started
         metrics.TASK_DURATION.labels(task.kind).observe(elapsed)
         error = work.exception()
         if error is None:
-            if await queue.ack(self.pool, task):
+            if await ride_out(queue.ack, self.pool, task):
                 metrics.TASKS_ACKED.labels(task.kind).inc()
                 log.info("Acked task", extra={"task": task.id, "kind": task.kind, "seconds": round(elapsed, 3)})
             else:
+                metrics.TASKS_FAILED.labels(task.kind, "lost").inc()
                 log.warning("Lost lease before ack", extra={"task": task.id})
             return
         reason = "".join(traceback.format_exception_only(error)).strip()
         retries = ctx.job.spec.retries
         backoff = queue.backoff_seconds(task.attempts, base=retries.backoff_seconds, cap=retries.max_backoff_seconds)
-        outcome = await queue.fail(self.pool, task, reason, backoff=backoff)
+        outcome = await ride_out(queue.fail, self.pool, task, reason, backoff=backoff)
         if outcome == "dead":
             await self._give_up(ctx, task, reason)
         metrics.TASKS_FAILED.labels(task.kind, outcome).inc()
@@ -164,19 +164,37 @@ class Worker:
             extra={"task": task.id, "kind": task.kind, "attempt": task.attempts, "outcome": outcome, "error": reason},
         )
 
+    def _abandon(self, task: queue.Task, beat: "asyncio.Task[None]") -> None:
+        """The lease was lost mid-task (it expired during an outage and another worker took the task over,
+        or a newer run cancelled it): the work was stopped, and the task is the new holder's to finish."""
+        error = beat.exception() if not beat.cancelled() else None
+        metrics.TASKS_FAILED.labels(task.kind, "lost").inc()
+        log.warning(
+            "Abandoned task",
+            extra={"task": task.id, "kind": task.kind, "reason": repr(error) if error else "lease lost"},
+        )
+
     async def _give_up(self, ctx: Context, task: queue.Task, reason: str) -> None:
         """A task is dead: record its documents this run has not recorded yet as failed, with the reason."""
         if task.kind != "ingest":
             return
         uris = task_uris(task)
-        done = await documents.processed_in_run(self.pool, ctx.job.uid, task.run, uris)
+        done = await ride_out(documents.processed_in_run, self.pool, ctx.job.uid, task.run, uris)
         message = f"gave up after {task.attempts} attempts: {reason}"
-        await documents.record_failures(self.pool, ctx.job.uid, task.run, {u: message for u in uris if u not in done})
+        failures = {u: message for u in uris if u not in done}
+        await ride_out(documents.record_failures, self.pool, ctx.job.uid, task.run, failures)
 
     async def _heartbeat(self, task: queue.Task) -> None:
+        """Extend the lease every third of its length; return as soon as it is no longer held."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            held = await queue.heartbeat(self.pool, [task], lease_seconds=self.lease_seconds)
+            held = await ride_out(queue.heartbeat, self.pool, [task], lease_seconds=self.lease_seconds)
             if task.id not in held:
-                log.warning("Lost lease", extra={"task": task.id})
                 return
+
+
+async def _cancel(*tasks: "asyncio.Task[Any]") -> None:
+    """Cancel the tasks and wait until they have stopped (their errors are the caller's to read)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,14 +1,17 @@
 """What a worker does with each kind of task: discover lists the source, ingest indexes documents."""
 
 import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass, field
 
 from headrace import metrics
+from headrace.model.events import Reason
 from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
 from headrace.store.documents import ChunkRecord, DocumentRecord, KnownDocument
 from headrace.store.jobs import JobRecord
+from headrace.store.outage import ride_out
 from headrace.worker.errors import DocumentError
 from headrace.worker.extract import ARCHIVE_FORMATS, looks_like_archive
 from headrace.worker.pipeline import Message, Request, content_hash
@@ -16,6 +19,10 @@ from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import DocumentRef, Source
 
 log = logging.getLogger(__name__)
+
+
+class RunSuperseded(Exception):
+    """The task's run is no longer the job's current run: its work is the newer run's to do."""
 
 
 @dataclass(frozen=True)
@@ -31,34 +38,44 @@ class Context:
 async def discover(ctx: Context, task: queue.Task) -> None:
     """List the source page by page and enqueue ingest tasks of `workers.batchSize` documents each.
 
-    Batches are numbered in listing order and enqueued under that number, so a rerun of a
-    discover task that died half-way adds only what is missing.
+    A batch is keyed by the documents it carries, not by its position in the listing: a rerun of a
+    discover task that died half-way adds what is missing even when the source changed in between
+    (keyed by position, a shifted listing would find its batches "already enqueued" and never ingest
+    the documents that moved into them). A document in two batches of one run is ingested once: the
+    second batch finds it already processed by this run.
     """
     batch_size = ctx.job.spec.workers.batch_size
-    total, number, pending = 0, 0, []
+    total, pending = 0, []
     async for page in ctx.source.pages():
         pending.extend(page)
         total += len(page)
         full = len(pending) - len(pending) % batch_size
-        new_tasks = [
-            _ingest_task(number + i, tuple(pending[start : start + batch_size]))
-            for i, start in enumerate(range(0, full, batch_size))
-        ]
-        number += len(new_tasks)
+        new_tasks = [_ingest_task(tuple(pending[start : start + batch_size])) for start in range(0, full, batch_size)]
         pending = pending[full:]
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            await queue.enqueue(conn, ctx.job.uid, task.run, new_tasks, max_attempts=task.max_attempts)
-            await jobs.set_discovered(conn, ctx.job.uid, task.run, total=total, done=False)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        tail = [_ingest_task(number, tuple(pending))] if pending else []
-        await queue.enqueue(conn, ctx.job.uid, task.run, tail, max_attempts=task.max_attempts)
-        await jobs.set_discovered(conn, ctx.job.uid, task.run, total=total, done=True)
-        await jobs.record_event(conn, ctx.job.uid, task.run, "Normal", "Discovered", f"Discovered {total} documents")
+        await ride_out(_enqueue_batches, ctx, task, new_tasks, total=total, done=False)
+    tail = [_ingest_task(tuple(pending))] if pending else []
+    await ride_out(_enqueue_batches, ctx, task, tail, total=total, done=True)
     log.info("Discovered documents", extra={"job": ctx.job.name, "run": task.run, "documents": total})
 
 
-def _ingest_task(number: int, refs: tuple[DocumentRef, ...]) -> queue.NewTask:
-    return queue.NewTask("ingest", f"ingest:{number}", {"documents": [r.to_payload() for r in refs]})
+async def _enqueue_batches(
+    ctx: Context, task: queue.Task, batches: list[queue.NewTask], *, total: int, done: bool
+) -> None:
+    """Enqueue a page's batches and the count discovered so far, in one transaction, while the task's run
+    is still the job's current run (else its tasks would never be leased and the queue never drain)."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if not await queue.lock_run_if_current(conn, ctx.job.uid, task.run):
+            raise RunSuperseded(f"run {task.run} was superseded by a newer run")
+        await queue.enqueue(conn, ctx.job.uid, task.run, batches, max_attempts=task.max_attempts)
+        await jobs.set_discovered(conn, ctx.job.uid, task.run, total=total, done=done)
+        if done:
+            message = f"Discovered {total} documents"
+            await jobs.record_event(conn, ctx.job.uid, task.run, "Normal", Reason.DISCOVERED, message)
+
+
+def _ingest_task(refs: tuple[DocumentRef, ...]) -> queue.NewTask:
+    uris = hashlib.sha256("\n".join(ref.uri for ref in refs).encode()).hexdigest()
+    return queue.NewTask("ingest", f"ingest:{uris}", {"documents": [r.to_payload() for r in refs]})
 
 
 def task_uris(task: queue.Task) -> list[str]:
@@ -68,19 +85,21 @@ def task_uris(task: queue.Task) -> list[str]:
 
 async def ingest(ctx: Context, task: queue.Task) -> None:
     """Fetch, extract, chunk and store each document of the task. A bad document is recorded as
-    failed and the rest go on; a database or source outage raises, so the task is retried."""
+    failed and the rest go on; a source outage raises, so the task is retried; a database outage is
+    ridden out (see `store.outage`)."""
     refs = [DocumentRef.from_payload(d) for d in task.payload["documents"]]
-    if task.attempts > 1:  # a redelivery: skip what an earlier attempt of this run already recorded
-        done = await documents.processed_in_run(ctx.pool, ctx.job.uid, task.run, [r.uri for r in refs])
-        refs = [r for r in refs if r.uri not in done]
-    known = await documents.known(ctx.pool, ctx.job.uid, [r.uri for r in refs])
+    # Skip what this run already recorded: an earlier attempt of this task, or another batch of the same
+    # document after a discovery that was retried while the source changed.
+    done = await ride_out(documents.processed_in_run, ctx.pool, ctx.job.uid, task.run, [r.uri for r in refs])
+    refs = [r for r in refs if r.uri not in done]
+    known = await ride_out(documents.known, ctx.pool, ctx.job.uid, [r.uri for r in refs])
     batch = _Batch()
     for ref in refs:
         await _ingest_one(ctx, task.run, ref, known.get(ref.uri), batch)
-    await documents.mark_unchanged(ctx.pool, ctx.job.uid, task.run, batch.unchanged)
-    await documents.refresh_versions(ctx.pool, ctx.job.uid, batch.versions)
-    await documents.mark_unchanged_entries(ctx.pool, ctx.job.uid, task.run, batch.unchanged_archives)
-    await documents.record_failures(ctx.pool, ctx.job.uid, task.run, batch.failures)
+    await ride_out(documents.mark_unchanged, ctx.pool, ctx.job.uid, task.run, batch.unchanged)
+    await ride_out(documents.refresh_versions, ctx.pool, ctx.job.uid, batch.versions)
+    await ride_out(documents.mark_unchanged_entries, ctx.pool, ctx.job.uid, task.run, batch.unchanged_archives)
+    await ride_out(documents.record_failures, ctx.pool, ctx.job.uid, task.run, batch.failures)
     metrics.DOCUMENTS.labels("unchanged").inc(len(batch.unchanged))
     metrics.DOCUMENTS.labels("failed").inc(len(batch.failures))
 
@@ -136,7 +155,7 @@ async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownD
         limits=spec.limits,
         chunking=spec.chunking,
         media_type=fetched.media_type,
-        known=await documents.entry_hashes(ctx.pool, ctx.job.uid, ref.uri, fingerprint)
+        known=await ride_out(documents.entry_hashes, ctx.pool, ctx.job.uid, ref.uri, fingerprint)
         if looks_like_archive(fetched.data)
         else {},
     )
@@ -165,7 +184,9 @@ async def _record(ctx: Context, run: int, message: Message, version: str | None,
             chunks=[ChunkRecord(ordinal, text, page) for ordinal, text, page in message.get("chunks", [])],
             metadata={"entries": message["entries"]} if kind == "container" else {},
         )
-        outcome = await documents.store_document(ctx.pool, ctx.job.uid, run, record)
+        outcome = await ride_out(documents.store_document, ctx.pool, ctx.job.uid, run, record)
+        if outcome is None:
+            return  # a newer run already recorded it
         metrics.DOCUMENTS.labels(outcome).inc()
         metrics.DOCUMENT_BYTES.inc(record.bytes)
         metrics.CHUNKS.inc(len(record.chunks))

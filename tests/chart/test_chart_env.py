@@ -5,10 +5,12 @@ from typing import Any
 import click
 import pytest
 from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
 
 from headrace.api.settings import ApiSettings
 from headrace.cli import main
 from headrace.model.contract import DATABASE_URL_ENV
+from headrace.operator.config import OperatorSettings
 from tests.chart.conftest import EVERYTHING, Render, by_kind
 
 
@@ -20,10 +22,10 @@ def click_envvars(command: click.Command) -> set[str]:
     return names
 
 
-def settings_envvars() -> set[str]:
-    prefix = ApiSettings.model_config.get("env_prefix", "")
+def settings_envvars(settings: type[BaseSettings]) -> set[str]:
+    prefix = settings.model_config.get("env_prefix", "")
     names = set()
-    for name, field in ApiSettings.model_fields.items():
+    for name, field in settings.model_fields.items():
         names.add(f"{prefix}{name}".upper())
         if isinstance(field.validation_alias, AliasChoices):
             names |= {str(choice).upper() for choice in field.validation_alias.choices}
@@ -32,8 +34,9 @@ def settings_envvars() -> set[str]:
 
 def read_by(role: str) -> set[str]:
     names = click_envvars(main.commands[role])
-    if role == "api":
-        names |= settings_envvars()
+    settings = {"api": ApiSettings, "operator": OperatorSettings}.get(role)
+    if settings is not None:
+        names |= settings_envvars(settings)
     return names
 
 

@@ -66,9 +66,24 @@ def test_parent_segments_in_volume_path_are_rejected() -> None:
     assert problems(document) == ["spec.source.volume.path: must not contain '..' segments"]
 
 
-def test_bad_cron_schedule_is_rejected() -> None:
-    (problem,) = problems(manifest(schedule="every tuesday"))
-    assert problem.startswith("spec.schedule:") and "cron" in problem
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ("every tuesday", "has 2 fields; a schedule has five"),
+        ("0 0 * * * *", "has 6 fields; a schedule has five"),  # seconds: not what the docs promise
+        ("61 * * * *", "not a valid cron expression"),
+        ("0 0 30 2 *", "never fires"),  # February 30th
+        ("0 0 31 4,6 *", "never fires"),
+    ],
+)
+def test_bad_cron_schedule_is_rejected(schedule: str, message: str) -> None:
+    (problem,) = problems(manifest(schedule=schedule))
+    assert problem.startswith("spec.schedule:") and message in problem
+
+
+@pytest.mark.parametrize("schedule", ["30 2 * * *", "*/5 * * * 1-5", "0 0 29 2 *", "@daily"])
+def test_good_cron_schedules_pass(schedule: str) -> None:
+    assert parse_manifest(manifest(schedule=schedule)).spec.schedule == schedule
 
 
 def test_wrong_kind_and_bad_name_are_named() -> None:

@@ -9,7 +9,7 @@ import kmock
 import kopf
 import pytest
 
-from headrace.operator.config import OperatorConfig
+from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
 from headrace.store.db import Pool
@@ -43,7 +43,7 @@ def emulator(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
 @pytest.fixture
 async def op(pool: Pool, emulator: kmock.KubernetesEmulator) -> AsyncIterator[Operator]:
     kube = KubeClient(kopf.ConnectionInfo(server=str(emulator.url)))
-    config = OperatorConfig(database_url="postgresql://unused", worker_image=IMAGE)
+    config = OperatorSettings(database_url="postgresql://unused", worker_image=IMAGE)
     yield Operator(pool=pool, kube=kube, config=config)
     await kube.close()
 

@@ -31,7 +31,7 @@ def test_operator_needs_a_database_and_an_image(monkeypatch: pytest.MonkeyPatch)
     result = CliRunner().invoke(main, ["operator", "--worker-image", "img"])
     assert result.exit_code == 2 and "database URL" in result.output
     result = CliRunner().invoke(main, ["operator", "--database-url", "postgresql://x/y"])
-    assert result.exit_code == 2 and "--worker-image" in result.output
+    assert result.exit_code == 2 and "--worker-image or HEADRACE_WORKER_IMAGE" in result.output
 
 
 def test_operator_refuses_all_namespaces_with_a_namespace() -> None:
@@ -76,11 +76,11 @@ NO_RUN_AS_NON_ROOT = '{"allowPrivilegeEscalation": false, "capabilities": {"drop
             },
             "container worker: runAsNonRoot must be true",
         ),
-        ({"HEADRACE_WORKER_POD_SECURITY_CONTEXT": "runAsNonRoot: true"}, "not JSON"),
-        ({"HEADRACE_WORKER_SECURITY_CONTEXT": '["ALL"]'}, "must be a JSON object, got list"),
-        ({"HEADRACE_WORKER_RESOURCES": '{"requests": {"cpu": "lots"}}'}, "--worker-resources: requests.cpu"),
+        ({"HEADRACE_WORKER_POD_SECURITY_CONTEXT": "runAsNonRoot: true"}, "worker_pod_security_context"),
+        ({"HEADRACE_WORKER_SECURITY_CONTEXT": '["ALL"]'}, "worker_security_context: Input should be a valid dict"),
+        ({"HEADRACE_WORKER_RESOURCES": '{"requests": {"cpu": "lots"}}'}, "worker_resources.requests.cpu"),
         ({"HEADRACE_WORKER_RESOURCES": '{"requests": {"memory": "1Gi"}}'}, "must request cpu"),
-        ({"HEADRACE_WORKER_IMAGE_PULL_POLICY": "Sometimes"}, "Sometimes"),
+        ({"HEADRACE_WORKER_IMAGE_PULL_POLICY": "Sometimes"}, "worker_image_pull_policy"),
     ],
 )
 def test_operator_refuses_bad_worker_pod_settings_at_start(

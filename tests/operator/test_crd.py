@@ -155,6 +155,8 @@ def test_examples_exist() -> None:
         ({"source": {"http": {"urls": ["ftp://example.com/a.txt"]}}}, "urls"),
         ({"source": {"s3": {"bucket": "Not_A_Bucket"}}}, "bucket"),
         ({"source": {"volume": {}}, "limits": {"maxNestingDepth": 11}}, "maxNestingDepth"),
+        ({"source": {"volume": {}}, "schedule": "0 0 * * * *"}, "schedule"),  # six fields: refused at admission
+        ({"source": {"volume": {}}, "schedule": "every tuesday"}, "schedule"),
     ],
 )
 def test_bad_specs_fail_schema_and_model(spec: dict[str, Any], field: str) -> None:

@@ -21,8 +21,8 @@ import pytest
 from kopf.testing import KopfRunner
 
 from headrace.model import IngestionJob
-from headrace.operator.config import OperatorConfig
-from headrace.operator.kube import HPAS, JOBS, KubeError
+from headrace.operator.config import OperatorSettings
+from headrace.operator.kube import HPAS, JOBS, MERGE_PATCH, KubeError
 from headrace.operator.main import build_registry
 from headrace.operator.resources.job import build_worker_job
 from headrace.store import jobs, queue
@@ -90,8 +90,8 @@ def real_only(cluster: Cluster) -> ControlPlane:
 
 
 @pytest.fixture
-def config(dsn: str) -> OperatorConfig:
-    return OperatorConfig(database_url=dsn, worker_image=IMAGE, observe_interval=0.3)
+def config(dsn: str) -> OperatorSettings:
+    return OperatorSettings(database_url=dsn, worker_image=IMAGE, observe_interval=0.3)
 
 
 class RefusalLog(logging.Handler):
@@ -114,7 +114,7 @@ logging.getLogger().addHandler(REFUSALS)
 
 
 @asynccontextmanager
-async def running(config: OperatorConfig, cluster: Cluster) -> AsyncIterator[KopfRunner]:
+async def running(config: OperatorSettings, cluster: Cluster) -> AsyncIterator[KopfRunner]:
     """The operator in a thread, stopped (and checked for errors) at the end of the block.
 
     On the real server it serves the test's namespace only (the chart's `operator.watchNamespaces`), so
@@ -158,7 +158,7 @@ async def parallelism(cluster: Cluster, name: str = "handbook-run-1") -> int | N
 
 
 async def test_lifecycle_create_scale_suspend_resume_delete(
-    cluster: Cluster, config: OperatorConfig, pool: Pool
+    cluster: Cluster, config: OperatorSettings, pool: Pool
 ) -> None:
     async with running(config, cluster):
         created = await cluster.create(
@@ -211,7 +211,7 @@ async def test_lifecycle_create_scale_suspend_resume_delete(
         await until(lambda: _is(_pod_count(cluster), 0))
 
 
-async def test_invalid_spec_and_retained_data(cluster: Cluster, config: OperatorConfig, pool: Pool) -> None:
+async def test_invalid_spec_and_retained_data(cluster: Cluster, config: OperatorSettings, pool: Pool) -> None:
     async with running(config, cluster):
         await cluster.create(IJS, ij(name="bad", spec={"source": {"volume": {"path": "docs"}}}))
         good = await cluster.create(
@@ -234,7 +234,7 @@ async def test_invalid_spec_and_retained_data(cluster: Cluster, config: Operator
 
 
 async def test_restart_after_a_partial_reconcile_converges(
-    cluster: Cluster, config: OperatorConfig, pool: Pool
+    cluster: Cluster, config: OperatorSettings, pool: Pool
 ) -> None:
     # What an operator killed after registering the job, starting its run and creating its Job (but
     # before the HPA and the status) leaves behind.
@@ -248,7 +248,7 @@ async def test_restart_after_a_partial_reconcile_converges(
         job,
         run=1,
         image=IMAGE,
-        pods=config.worker_pods,
+        pods=config.worker_pods(),
         database_secret=config.database_secret,
         database_secret_key=config.database_secret_key,
         backoff_limit=config.backoff_limit,
@@ -303,7 +303,7 @@ async def worker_pods(cluster: Cluster, job: str) -> list[dict[str, Any]]:
 
 
 async def test_namespace_deletion_completes_through_the_finalizer(
-    cluster: Cluster, config: OperatorConfig, pool: Pool
+    cluster: Cluster, config: OperatorSettings, pool: Pool
 ) -> None:
     """The namespace controller deletes the IngestionJob; our finalizer applies retention and lets go."""
     real_only(cluster)
@@ -341,3 +341,90 @@ def test_kopf_is_configured_under_our_group() -> None:
     assert settings.posting.level == logging.WARNING
     progress = settings.persistence.progress_storage
     assert isinstance(progress, kopf.AnnotationsProgressStorage) and progress.prefix == "headrace.io"
+
+
+async def test_a_failed_job_closes_the_run_and_a_request_starts_the_next(
+    cluster: Cluster, config: OperatorSettings, pool: Pool
+) -> None:
+    async with running(config, cluster):
+        created = await cluster.create(IJS, ij())
+        uid = uuid.UUID(created["metadata"]["uid"])
+        await until(lambda: _is(phase(cluster), "Running"))
+        # Play the Job controller: the worker pods used up backoffLimit.
+        failed = {
+            "type": "Failed",
+            "status": "True",
+            "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit",
+        }
+        path = JOBS.path(cluster.namespace, "handbook-run-1") + ("" if cluster.emulated else "/status")
+        await cluster.kube.request("PATCH", path, {"status": {"conditions": [failed]}}, MERGE_PATCH)
+        await until(lambda: _is(phase(cluster), "Failed"))
+
+        # The CR and the API agree, from the run's row.
+        status = (await cluster.get(IJS, "handbook"))["status"]  # type: ignore[index]
+        reasons = {c["type"]: c["reason"] for c in status["conditions"]}
+        assert reasons["Failed"] == "BackoffLimitExceeded"
+        view = await jobs.find_job(pool, cluster.namespace, "handbook")
+        assert view is not None and view.phase == "Failed" and view.state is not None
+        assert view.state.end_reason == "BackoffLimitExceeded" and status["completionTime"]
+
+        # A finished run, asked for another: the annotation starts it (the timer is idle by now).
+        annotations = {"metadata": {"annotations": {"headrace.io/run-requested-at": "2026-11-30T02:00:00+00:00"}}}
+        await cluster.kube.patch(IJS, cluster.namespace, "handbook", annotations)
+        await until(lambda: cluster.get(JOBS, "handbook-run-2"))
+        await until(lambda: _is(phase(cluster), "Running"))
+        status = (await cluster.get(IJS, "handbook"))["status"]  # type: ignore[index]
+        assert status["run"] == 2 and status["lastHandledRunRequest"] == "2026-11-30T02:00:00+00:00"
+    assert await pool.fetchval("SELECT count(*) FROM headrace.runs WHERE job_uid = $1", uid) == 2
+
+
+async def test_a_foreign_hpa_is_left_alone_and_named(cluster: Cluster, config: OperatorSettings) -> None:
+    web_hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 2,
+            "maxReplicas": 10,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                }
+            ],
+        },
+    }
+    before = await cluster.create(HPAS, web_hpa)
+    async with running(config, cluster):
+        await cluster.create(IJS, ij("web"))
+
+        async def ready_reason() -> str | None:
+            found = await cluster.get(IJS, "web") or {}
+            ready = [c for c in (found.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"]
+            return ready[0]["reason"] if ready else None
+
+        await until(lambda: _is(ready_reason(), "NameConflict"))
+        await until(lambda: cluster.get(JOBS, "web-run-1"))  # the run itself goes on
+    after = await cluster.get(HPAS, "web")
+    assert after is not None and after["spec"]["scaleTargetRef"] == before["spec"]["scaleTargetRef"]
+    assert after["metadata"].get("resourceVersion") == before["metadata"].get("resourceVersion")
+
+
+async def test_a_worker_job_the_server_refuses_is_a_condition(cluster: Cluster, config: OperatorSettings) -> None:
+    if cluster.emulated:
+        pytest.skip("the emulator validates nothing: only a real API server refuses the Job")
+    # `Exists` with a value: the CRD lets it through, the Job's own validation does not.
+    toleration = {"key": "gpu", "operator": "Exists", "value": "yes", "effect": "NoSchedule"}
+    spec = {"source": {"volume": {"claimName": "docs"}}, "workers": {"tolerations": [toleration]}}
+    async with running(config, cluster):
+        await cluster.create(IJS, ij(spec=spec))
+
+        async def ready() -> dict[str, Any] | None:
+            found = await cluster.get(IJS, "handbook") or {}
+            matches = [c for c in (found.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"]
+            return matches[0] if matches and matches[0]["reason"] == "WorkerJobRefused" else None
+
+        condition = await until(ready)
+    assert "tolerations" in condition["message"] and "handbook-run-1" in condition["message"]

@@ -74,12 +74,13 @@ async def test_create_makes_job_hpa_run_and_status(op: Operator, emulator: kmock
     assert set(cond) == {"Ready", "Progressing", "Succeeded", "Failed"}
     assert (cond["Ready"]["status"], cond["Progressing"]["status"]) == ("True", "True")
     assert all(c["lastTransitionTime"] and c["observedGeneration"] == 1 for c in cond.values())
-    assert [e.reason for e in events] == ["StartedRun", "CreatedHorizontalPodAutoscaler", "CreatedJob", "Running"]
+    assert [e.reason for e in events] == ["RunStarted", "CreatedHorizontalPodAutoscaler", "CreatedJob"]
 
     counts = await queue.counts(op.pool, uuid.UUID(uid))
     assert counts["pending"] == 1  # the discover task
     logged = [(e["reason"], e["run"]) for e in await jobs.events(op.pool, uuid.UUID(uid))]
-    assert logged == [("RunStarted", 1), ("CreatedHorizontalPodAutoscaler", 1), ("CreatedJob", 1), ("Running", 1)]
+    # One vocabulary: the log the API streams holds the same reasons as the Kubernetes Events.
+    assert logged == [("RunStarted", 1), ("CreatedHorizontalPodAutoscaler", 1), ("CreatedJob", 1)]
 
 
 async def test_apply_is_idempotent(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
@@ -108,7 +109,7 @@ async def test_source_change_starts_a_new_run(op: Operator, emulator: kmock.Kube
     raw, events = await apply(op, raw)
     assert raw["status"]["run"] == 2 and raw["status"]["jobName"] == "handbook-run-2"
     assert exists(emulator, JOBS, "handbook-run-2")
-    assert [e.reason for e in events] == ["StartedRun", "CreatedJob"]
+    assert [e.reason for e in events] == ["RunStarted", "CreatedJob"]
     # The superseded run's workers stop (exit 143, ignored by its podFailurePolicy).
     assert emulator.objects[JOBS, "default", "handbook-run-1"]["spec"]["parallelism"] == 0
     # Scaling is no new run: the same Job gets the new parallelism.
@@ -125,7 +126,7 @@ async def test_suspend_and_resume(op: Operator, emulator: kmock.KubernetesEmulat
     assert emulator.objects[JOBS, "default", "handbook-run-1"]["spec"]["parallelism"] == 0
     assert raw["status"]["phase"] == "Suspended" and raw["status"]["workers"]["replicas"] == 0
     assert conditions(raw)["Progressing"]["reason"] == "Suspended"
-    assert [e.reason for e in events] == ["Suspended"]
+    assert [e.reason for e in events] == ["RunSuspended"]
     raw["spec"]["suspend"] = False
     raw, _ = await apply(op, raw)
     assert emulator.objects[JOBS, "default", "handbook-run-1"]["spec"]["parallelism"] == 1
@@ -139,6 +140,8 @@ async def test_suspend_and_resume(op: Operator, emulator: kmock.KubernetesEmulat
         ({"source": {}}, "source"),
         ({"source": {"volume": {"claimName": "d"}}, "chunking": {"targetSize": 200, "overlap": 150}}, "overlap"),
         ({"source": {"volume": {"claimName": "d"}}, "textSearchConfig": "klingon"}, "spec.textSearchConfig"),
+        # Passes the CRD's five-field pattern, never fires: the operator refuses it naming the field.
+        ({"source": {"volume": {"claimName": "d"}}, "schedule": "0 0 30 2 *"}, "spec.schedule"),
     ],
 )
 async def test_invalid_spec_is_a_condition(
@@ -150,7 +153,9 @@ async def test_invalid_spec_is_a_condition(
     assert field in ready["message"]
     assert raw["status"]["phase"] == "Failed" and [e.type for e in events] == ["Warning"]
     assert not list(emulator.objects)
-    assert await jobs.get_job(op.pool, uuid.UUID(raw["metadata"]["uid"])) is None
+    # The API shows it too, with the same phase and the reason, instead of a 404.
+    view = await jobs.find_job(op.pool, "default", "handbook")
+    assert view is not None and view.phase == "Failed" and view.spec_error is not None and field in view.spec_error
     # The timer leaves it alone, and fixing the spec recovers.
     observed, _ = await observe(op, raw)
     assert observed == raw
@@ -177,21 +182,19 @@ async def test_builtin_mode_scales_from_backlog_without_hpa(op: Operator, emulat
     assert raw["status"]["workers"]["replicas"] == 4
 
 
-async def test_drained_run_succeeds_once_the_job_completes(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+async def test_drained_run_succeeds_and_agrees_with_the_api(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
     raw, _ = await apply(op, ij())
     await drain(op, raw["metadata"]["uid"])
-    raw, _ = await observe(op, raw)
-    assert raw["status"]["phase"] == "Running"
-    assert conditions(raw)["Progressing"]["reason"] == "WorkersStopping"
-    # The emulator has no Job controller: play its part.
-    complete = {"type": "Complete", "status": "True", "reason": "CompletionsReached"}
-    emulator.objects[JOBS, "default", "handbook-run-1"].patch({"status": {"conditions": [complete]}})
+    # The run's row in Postgres says how it ended; status follows it even while the last worker exits.
     raw, events = await observe(op, raw, now=NOW + timedelta(seconds=30))
     assert raw["status"]["phase"] == "Succeeded"
     succeeded = conditions(raw)["Succeeded"]
     assert succeeded["status"] == "True" and succeeded["lastTransitionTime"] == "2026-11-23T12:00:30Z"
     assert raw["status"]["completionTime"] and raw["status"]["progress"]["percent"] == 100
-    assert [(e.type, e.reason) for e in events] == [("Normal", "Succeeded")]
+    assert [(e.type, e.reason) for e in events] == [("Normal", "RunSucceeded")]
+    view = await jobs.find_job(op.pool, "default", "handbook")
+    assert view is not None and view.phase == "Succeeded" and view.state is not None
+    assert view.state.end_reason == "RunSucceeded"
     # A finished run is not started again, and its Job is not recreated once its TTL removed it.
     del emulator.objects[JOBS, "default", "handbook-run-1"]
     raw, events = await observe(op, raw)
@@ -199,14 +202,45 @@ async def test_drained_run_succeeds_once_the_job_completes(op: Operator, emulato
     assert not exists(emulator, JOBS, "handbook-run-1")
 
 
-async def test_failed_worker_job_fails_the_job(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
-    raw, _ = await apply(op, ij(spec={"source": {"volume": {"claimName": "d"}}, "activeDeadlineSeconds": 60}))
-    failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer"}
+@pytest.mark.parametrize(
+    ("reason", "message"),
+    [
+        ("DeadlineExceeded", "Job was active longer than specified deadline"),
+        ("BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+    ],
+)
+async def test_failed_worker_job_closes_the_run_everywhere(
+    op: Operator, emulator: kmock.KubernetesEmulator, reason: str, message: str
+) -> None:
+    spec = {"source": {"volume": {"claimName": "d"}}, "activeDeadlineSeconds": 60, "schedule": "0 * * * *"}
+    raw, _ = await apply(op, ij(spec=spec))
+    uid = uuid.UUID(raw["metadata"]["uid"])
+    failed = {"type": "Failed", "status": "True", "reason": reason, "message": message}
     emulator.objects[JOBS, "default", "handbook-run-1"].patch({"status": {"conditions": [failed]}})
     raw, events = await observe(op, raw)
-    assert raw["status"]["phase"] == "Failed"
-    assert conditions(raw)["Failed"]["reason"] == "DeadlineExceeded"
-    assert [(e.type, e.reason) for e in events] == [("Warning", "Failed")]
+
+    # The CR, the API and the run's row say the same: Failed, with the Job's reason, at one end time.
+    assert raw["status"]["phase"] == "Failed" and raw["status"]["completionTime"]
+    assert conditions(raw)["Failed"]["reason"] == reason and message in conditions(raw)["Failed"]["message"]
+    assert [(e.type, e.reason) for e in events] == [("Warning", "RunFailed")]
+    view = await jobs.find_job(op.pool, "default", "handbook")
+    assert view is not None and view.phase == "Failed" and view.state is not None
+    assert view.state.end_reason == reason and message in (view.state.error or "")
+    assert view.state.finished_at is not None
+    assert raw["status"]["completionTime"] == view.state.finished_at.isoformat().replace("+00:00", "Z")
+    assert await jobs.job_phase(op.pool, uid) == ("Failed", 1)  # what the event stream ends on
+    logged = [e["reason"] for e in await jobs.events(op.pool, uid)]
+    assert logged.count("RunFailed") == 1
+    assert (await queue.counts(op.pool, uid))["pending"] == 0  # nobody would work on them
+
+    # Observing again changes nothing; the schedule keeps firing after the failure.
+    again, events = await observe(op, raw)
+    assert events == [] and again == raw
+    assert view.state.started_at is not None
+    next_hour = view.state.started_at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    raw, events = await observe(op, raw, now=next_hour + timedelta(seconds=1))
+    assert raw["status"]["run"] == 2 and raw["status"]["phase"] == "Running"
+    assert exists(emulator, JOBS, "handbook-run-2")
 
 
 async def test_schedule_starts_a_new_run_after_the_last_one(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
@@ -223,7 +257,7 @@ async def test_schedule_starts_a_new_run_after_the_last_one(op: Operator, emulat
     raw, events = await observe(op, raw, now=next_hour + timedelta(seconds=1))
     assert raw["status"]["run"] == 2 and "lastScheduleTime" in raw["status"]
     assert exists(emulator, JOBS, "handbook-run-2")
-    assert "ScheduledRun" in [e.reason for e in events]
+    assert "RunStarted" in [e.reason for e in events]
 
 
 @pytest.mark.parametrize("retention", ["Delete", "Retain"])

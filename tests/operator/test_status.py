@@ -1,16 +1,30 @@
-"""Conditions, phase and the builtin autoscaler: pure functions, no cluster."""
+"""Conditions, phase, the typed status and its Events, and the builtin autoscaler: pure functions, no cluster."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from headrace.operator.status import Observed, builtin_replicas, merge_conditions, phase
+from headrace.model import Condition, IngestionJob, IngestionJobStatus, Progress, RunSummary, WorkerStatus
+from headrace.operator.status import (
+    Observed,
+    builtin_replicas,
+    merge_conditions,
+    next_status,
+    observe_conditions,
+    phase,
+    status_patch,
+)
+from headrace.store.jobs import RunState, phase_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def _wire(conditions: list[Condition]) -> list[dict[str, object]]:
+    return [c.to_wire() for c in conditions]
+
+
 def test_first_reconcile_writes_every_condition_even_unknown() -> None:
-    result = merge_conditions([], [Observed("Ready", "True", "Reconciled")], generation=3, now=T0)
+    result = _wire(merge_conditions([], [Observed("Ready", "True", "Reconciled")], generation=3, now=T0))
     assert [c["type"] for c in result] == ["Ready", "Progressing", "Succeeded", "Failed"]
     assert [c["status"] for c in result] == ["True", "Unknown", "Unknown", "Unknown"]
     assert all(c["observedGeneration"] == 3 and c["lastTransitionTime"] == "2026-01-01T00:00:00Z" for c in result)
@@ -20,15 +34,19 @@ def test_transition_time_moves_only_when_status_changes() -> None:
     first = merge_conditions([], [Observed("Ready", "True", "Reconciled")], generation=1, now=T0)
     later = T0 + timedelta(minutes=1)
     same = merge_conditions(first, [Observed("Ready", "True", "Reconciled", "new words")], generation=2, now=later)
-    assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z" and same[0]["message"] == "new words"
-    assert same[0]["observedGeneration"] == 2
+    assert _wire(same)[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z" and same[0].message == "new words"
+    assert same[0].observed_generation == 2
     flipped = merge_conditions(same, [Observed("Ready", "False", "InvalidSpec")], generation=3, now=later)
-    assert flipped[0]["lastTransitionTime"] == "2026-01-01T00:01:00Z"
+    assert _wire(flipped)[0]["lastTransitionTime"] == "2026-01-01T00:01:00Z"
 
 
 def test_bad_reason_is_refused() -> None:
     with pytest.raises(ValueError, match="reason"):
         merge_conditions([], [Observed("Ready", "True", "not camel case")], generation=1, now=T0)
+
+
+def _conditions(statuses: dict[str, str], reason: str = "X") -> list[Condition]:
+    return [Condition(type=t, status=s, reason=reason) for t, s in statuses.items()]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -43,12 +61,102 @@ def test_bad_reason_is_refused() -> None:
     ],
 )
 def test_phase_is_derived_from_conditions(statuses: dict[str, str], suspended: bool, expected: str) -> None:
-    conditions = [{"type": type_, "status": status, "reason": "X"} for type_, status in statuses.items()]
-    assert phase(conditions, suspended=suspended) == expected
+    assert phase(_conditions(statuses), suspended=suspended) == expected
 
 
 def test_invalid_spec_phase() -> None:
-    assert phase([{"type": "Ready", "status": "False", "reason": "InvalidSpec"}], suspended=False) == "Failed"
+    assert phase(_conditions({"Ready": "False"}, "InvalidSpec"), suspended=False) == "Failed"
+
+
+JOB = IngestionJob.model_validate(
+    {
+        "apiVersion": "headrace.io/v1alpha1",
+        "kind": "IngestionJob",
+        "metadata": {
+            "name": "a",
+            "namespace": "default",
+            "uid": "0b6f0c1e-1111-4c1e-8a52-5d0c9d4e0f5b",
+            "generation": 1,
+        },
+        "spec": {"source": {"volume": {"claimName": "docs"}}},
+    }
+)
+
+
+def _state(*, finished: bool, error: str | None = None, end_reason: str | None = None) -> RunState:
+    return RunState(
+        run=1,
+        progress=Progress(total=2, succeeded=1, pending=1, percent=50),
+        summary=RunSummary(added=1),
+        discovery_done=True,
+        started_at=T0,
+        finished_at=T0 + timedelta(minutes=1) if finished else None,
+        error=error,
+        end_reason=end_reason,
+    )
+
+
+STATES = [
+    None,
+    _state(finished=False),
+    _state(finished=True, end_reason="RunSucceeded"),
+    _state(finished=True, error="3 documents failed, more than allowed", end_reason="RunFailed"),
+    _state(finished=True, error="the worker Job failed: backoff", end_reason="BackoffLimitExceeded"),
+]
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("suspended", [False, True])
+def test_status_and_api_derive_the_same_phase_from_the_run(state: RunState | None, suspended: bool) -> None:
+    """The one rule: the CR's phase (from conditions) and the API's (store.phase_of) agree for every run state."""
+    job = JOB.model_copy(update={"spec": JOB.spec.model_copy(update={"suspend": suspended})})
+    conditions = merge_conditions([], observe_conditions(job, state=state), generation=1, now=T0)
+    assert phase(conditions, suspended=suspended) == phase_of(state, suspended=suspended)
+
+
+def test_a_failed_run_reports_its_end_reason_and_posts_one_event() -> None:
+    running, events = next_status(
+        JOB,
+        IngestionJobStatus(),
+        run=1,
+        job_name="a-run-1",
+        state=_state(finished=False),
+        workers=WorkerStatus(),
+        now=T0,
+    )
+    assert running.phase == "Running" and events == []
+    failed_state = _state(finished=True, error="the worker Job failed: too many pods", end_reason="DeadlineExceeded")
+    failed, events = next_status(
+        JOB, running, run=1, job_name="a-run-1", state=failed_state, workers=WorkerStatus(), now=T0
+    )
+    by_type = {c.type: c for c in failed.conditions}
+    assert failed.phase == "Failed" and by_type["Failed"].reason == "DeadlineExceeded"
+    assert failed.completion_time == failed_state.finished_at
+    assert [(e.type, e.reason, e.message) for e in events] == [
+        ("Warning", "RunFailed", "the worker Job failed: too many pods")
+    ]
+    # The next run clears the end time: a merge patch with null removes it.
+    patch = status_patch(failed.to_wire(), running.model_copy(update={"run": 2}))
+    assert patch["completionTime"] is None and patch["run"] == 2
+
+
+def test_a_name_conflict_is_a_ready_problem_with_one_warning() -> None:
+    problem = Observed("Ready", "False", "NameConflict", "HorizontalPodAutoscaler a exists and is not owned")
+    first, events = next_status(
+        JOB,
+        IngestionJobStatus(),
+        run=1,
+        job_name="a-run-1",
+        state=None,
+        workers=WorkerStatus(),
+        problem=problem,
+        now=T0,
+    )
+    assert [(e.type, e.reason) for e in events] == [("Warning", "NameConflict")]
+    again, events = next_status(
+        JOB, first, run=1, job_name="a-run-1", state=None, workers=WorkerStatus(), problem=problem, now=T0
+    )
+    assert events == [] and status_patch(first.to_wire(), again) == {}
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,11 @@ from datetime import timedelta
 from headrace.store import queue
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
-from tests.conftest import JobFactory
+from tests.conftest import JobFactory, make_current
 
 
 async def fill(pool: Pool, job: JobRecord, n: int, *, max_attempts: int = 5) -> None:
+    await make_current(pool, job)
     tasks = [queue.NewTask("ingest", f"t{i}", {"n": i}) for i in range(n)]
     for start in range(0, n, 2000):
         await queue.enqueue(pool, job.uid, 1, tasks[start : start + 2000], max_attempts=max_attempts)
@@ -30,12 +31,13 @@ async def test_eight_consumers_ack_each_of_ten_thousand_tasks_exactly_once(pool:
     await asyncio.gather(*(consume(f"w{i}") for i in range(8)))
     assert len(acked) == 10_000
     assert set(acked.values()) == {1}
-    assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 10_000, "dead": 0}
+    assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 10_000, "dead": 0, "cancelled": 0}
     assert await queue.is_drained(pool, job.uid)
 
 
 async def test_enqueue_is_idempotent_by_dedupe_key(pool: Pool, make_job: JobFactory) -> None:
     job = await make_job()
+    await make_current(pool, job)
     first = await queue.enqueue(pool, job.uid, 1, [queue.NewTask("ingest", "a", {})], max_attempts=3)
     again = await queue.enqueue(
         pool, job.uid, 1, [queue.NewTask("ingest", "a", {}), queue.NewTask("ingest", "b", {})], max_attempts=3
@@ -117,3 +119,28 @@ async def test_jobs_do_not_share_tasks(pool: Pool, make_job: JobFactory) -> None
     await fill(pool, one, 3)
     assert await queue.lease(pool, two.uid, worker="w", lease_seconds=30, limit=10) == []
     assert len(await queue.lease(pool, one.uid, worker="w", lease_seconds=30, limit=10)) == 3
+
+
+async def test_a_holder_repeating_ack_or_fail_gets_the_same_answer(pool: Pool, make_job: JobFactory) -> None:
+    """After a lost reply (the connection broke after the commit) the worker repeats the call."""
+    job = await make_job()
+    await fill(pool, job, 2, max_attempts=1)
+    first, second = await queue.lease(pool, job.uid, worker="w", lease_seconds=30, limit=2)
+    assert await queue.ack(pool, first) and await queue.ack(pool, first)
+    assert await queue.fail(pool, second, "boom", backoff=0) == "dead"
+    assert await queue.fail(pool, second, "boom", backoff=0) == "dead"
+    assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 1, "dead": 1, "cancelled": 0}
+
+
+async def test_a_cancelled_task_cannot_be_acked_failed_or_released(pool: Pool, make_job: JobFactory) -> None:
+    job = await make_job()
+    await fill(pool, job, 2)
+    (leased,) = await queue.lease(pool, job.uid, worker="old", lease_seconds=30, limit=1)  # and one pending
+    await make_current(pool, job, 2)
+    async with pool.acquire() as conn:
+        assert await queue.cancel_superseded(conn, job.uid, 2) == 2
+    assert not await queue.ack(pool, leased)
+    assert await queue.fail(pool, leased, "late", backoff=0) == "lost"
+    assert not await queue.release(pool, leased)
+    assert await queue.heartbeat(pool, [leased], lease_seconds=30) == set()
+    assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 0, "dead": 0, "cancelled": 2}

@@ -5,11 +5,12 @@ import collections
 
 from headrace.store import queue
 from headrace.store.db import Pool
-from tests.conftest import JobFactory
+from tests.conftest import JobFactory, make_current
 
 
 async def test_consumers_acking_batches_ack_every_task_exactly_once(pool: Pool, make_job: JobFactory) -> None:
     job = await make_job()
+    await make_current(pool, job)
     tasks = [queue.NewTask("ingest", f"t{i}", {"n": i}) for i in range(3000)]
     await queue.enqueue(pool, job.uid, 1, tasks, max_attempts=3)
     acked: collections.Counter[int] = collections.Counter()
@@ -23,11 +24,12 @@ async def test_consumers_acking_batches_ack_every_task_exactly_once(pool: Pool, 
     await asyncio.gather(*(consume(f"w{i}") for i in range(6)))
     assert len(acked) == 3000
     assert set(acked.values()) == {1}
-    assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 3000, "dead": 0}
+    assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 3000, "dead": 0, "cancelled": 0}
 
 
 async def test_ack_many_skips_tasks_whose_lease_was_taken_over(pool: Pool, make_job: JobFactory) -> None:
     job = await make_job()
+    await make_current(pool, job)
     await queue.enqueue(pool, job.uid, 1, [queue.NewTask("ingest", f"t{i}", {}) for i in range(2)], max_attempts=3)
     first, second = await queue.lease(pool, job.uid, worker="slow", lease_seconds=0.2, limit=2)
     await asyncio.sleep(0.3)

@@ -119,7 +119,7 @@ async def stream_events(
             503, "this API process has as many event streams open as it may", headers={"Retry-After": "10"}
         )
     return EventSourceResponse(
-        _stream(pool, view.job.uid, after, settings.events_poll_seconds, request, services.streams),
+        _stream(pool, view.uid, after, settings.events_poll_seconds, request, services.streams),
         ping=int(settings.events_ping_seconds) or 1,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -24,20 +24,23 @@ PageCursor = Annotated[Cursor | None, Query(description="`nextCursor` of the pre
 
 
 def _status(view: store.JobView) -> JobStatus:
+    """The job as the API shows it. Phase, end time and reason are read off the run's row, as the
+    operator's status is: both come from `store.phase_of`."""
     state = view.state
     return JobStatus(
         **{
-            "namespace": view.job.namespace,
-            "name": view.job.name,
-            "uid": str(view.job.uid),
-            "phase": view.job.phase,
-            "run": view.job.current_run,
+            "namespace": view.namespace,
+            "name": view.name,
+            "uid": str(view.uid),
+            "phase": view.phase,
+            "reason": "InvalidSpec" if view.spec_error else (state.end_reason if state else None),
+            "run": view.current_run,
             "progress": state.progress if state else Progress(),
             "summary": state.summary if state else RunSummary(),
             "discovery_done": state.discovery_done if state else False,
             "start_time": state.started_at if state else None,
             "completion_time": state.finished_at if state else None,
-            "error": state.error if state else None,
+            "error": view.spec_error or (state.error if state else None),
             "created_at": view.created_at,
             "updated_at": view.updated_at,
         }
@@ -62,11 +65,18 @@ async def list_jobs(ns: NamespaceDep, pool: PoolDep, limit: JobPageLimit = 50, c
 @router.get("/{name}", summary="An IngestionJob's status, progress and recent runs", responses=responses(404))
 async def get_job(ns: NamespaceDep, name: JobNamePath, pool: PoolDep) -> JobDetail:
     view = await job_or_404(pool, ns, name)
-    runs = await store.list_runs(pool, view.job.uid)
+    runs = await store.list_runs(pool, view.uid)
     return JobDetail(
         **_status(view).model_dump(),
         runs=[
-            RunInfo(run=r.run, reason=r.reason, start_time=r.started_at, completion_time=r.finished_at, error=r.error)
+            RunInfo(
+                run=r.run,
+                reason=r.reason,
+                start_time=r.started_at,
+                completion_time=r.finished_at,
+                end_reason=r.end_reason,
+                error=r.error,
+            )
             for r in runs
         ],
     )
@@ -85,7 +95,7 @@ async def list_documents(
 ) -> DocumentList:
     view = await job_or_404(pool, ns, name)
     after = cursors.decode(cursor, int) if cursor else 0
-    rows = await documents.list_documents(pool, view.job.uid, state=state, after_id=after, limit=limit + 1)
+    rows = await documents.list_documents(pool, view.uid, state=state, after_id=after, limit=limit + 1)
     items = [
         DocumentInfo(
             uri=r.uri,

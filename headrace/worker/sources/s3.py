@@ -18,7 +18,7 @@ from headrace.model import S3Source
 from headrace.worker.errors import DocumentError
 from headrace.worker.secrets import read_secret
 from headrace.worker.sources.base import DocumentRef, Fetched
-from headrace.worker.sources.volume import matches
+from headrace.worker.sources.globs import matches
 
 PAGE_SIZE = 1000
 _GONE = {"NoSuchKey", "404", "NotFound"}

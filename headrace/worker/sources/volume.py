@@ -2,52 +2,16 @@
 
 import asyncio
 import os
-import re
 import stat
 from collections.abc import AsyncIterator, Iterator
-from functools import lru_cache
 from pathlib import Path
 
 from headrace.model import VolumeSource
 from headrace.worker.errors import DocumentError
 from headrace.worker.sources.base import DocumentRef, Fetched
+from headrace.worker.sources.globs import matches
 
 PAGE_SIZE = 1000
-
-
-@lru_cache(maxsize=256)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a glob where `**` spans folders, `*` and `?` stay within one, and `[...]` is a class."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and "]" in pattern[i + 1 :]:
-            end = pattern.index("]", i + 1)
-            body = pattern[i + 1 : end].replace("\\", "\\\\")
-            out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def matches(relative: str, include: list[str], exclude: list[str]) -> bool:
-    """Whether a root-relative POSIX path is included and not excluded."""
-    return any(_glob_regex(p).match(relative) for p in include) and not any(
-        _glob_regex(p).match(relative) for p in exclude
-    )
 
 
 class VolumeFiles:

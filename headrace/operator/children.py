@@ -1,0 +1,163 @@
+"""The objects an IngestionJob owns (the run's worker Job, the HPA), kept as the spec says, and only those.
+
+Before updating or deleting a Job or HPA we check that its ownerReferences name this IngestionJob's
+uid. An object of the same name that someone else owns is left alone: the IngestionJob reports
+`Ready=False` with reason `NameConflict`, naming it. Otherwise anyone allowed to create IngestionJobs
+could have the operator re-point or delete an HPA or Job they may not touch themselves.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from headrace.model import IngestionJob
+from headrace.model.events import Reason
+from headrace.operator import status as st
+from headrace.operator.config import OperatorSettings
+from headrace.operator.kube import HPAS, JOBS, KubeClient, KubeError, Resource
+from headrace.operator.resources.hpa import build_hpa, hpa_name
+from headrace.operator.resources.job import build_worker_job, job_name, parallelism
+
+log = logging.getLogger(__name__)
+
+# Answers that say "this request will never work as it is" (as opposed to "try again later").
+REFUSED = frozenset({400, 403, 422})
+
+
+@dataclass(frozen=True)
+class Children:
+    """What ensuring the children found: the run's worker Job, Events to post, and a Ready problem."""
+
+    worker_job: dict[str, Any] | None = None
+    events: list[st.Event] = field(default_factory=list)
+    problem: st.Observed | None = None
+
+
+def owned_by(obj: dict[str, Any], uid: str | None) -> bool:
+    """Whether an ownerReference of `obj` names the IngestionJob with this uid."""
+    return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])
+
+
+def _conflict(kind: str, name: str) -> st.Observed:
+    return st.Observed(
+        "Ready",
+        "False",
+        Reason.NAME_CONFLICT,
+        f"{kind} {name} exists and is not owned by this IngestionJob: Headrace leaves it alone. "
+        f"Rename the IngestionJob or remove the {kind}.",
+    )
+
+
+async def ensure_children(
+    kube: KubeClient, config: OperatorSettings, job: IngestionJob, run: int, *, finished: bool
+) -> Children:
+    """Create what is missing and correct what drifted, among the objects this IngestionJob owns."""
+    hpa_problem, hpa_events = await _ensure_hpa(kube, job)
+    namespace, name = job.metadata.namespace, job_name(job.metadata.name, run)
+    if run > 1:
+        await _retire(kube, job, job_name(job.metadata.name, run - 1))
+    if finished:
+        # A finished run's Job is left alone (and may be gone after ttlSecondsAfterFinished).
+        found = await kube.get(JOBS, namespace, name)
+        mine = found if found is not None and owned_by(found, job.metadata.uid) else None
+        return Children(mine, hpa_events, hpa_problem)
+    manifest = build_worker_job(
+        job,
+        run=run,
+        image=config.worker_image,
+        pods=config.worker_pods(),
+        database_secret=config.database_secret,
+        database_secret_key=config.database_secret_key,
+        backoff_limit=config.backoff_limit,
+        ttl_seconds_after_finished=config.ttl_seconds_after_finished,
+    )
+    try:
+        worker_job, created = await kube.ensure(JOBS, manifest)
+    except KubeError as exc:
+        if exc.status not in REFUSED:
+            raise
+        # A Job the API server refuses (a bad toleration, an admission policy) will be refused again:
+        # say why on the IngestionJob instead of retrying in silence.
+        message = f"The API server refused worker Job {name}: {exc}"
+        log.warning("Refused Job", extra={"namespace": namespace, "job": name, "error": str(exc)})
+        return Children(None, hpa_events, st.Observed("Ready", "False", Reason.WORKER_JOB_REFUSED, message))
+    if not owned_by(worker_job, job.metadata.uid):
+        log.warning("Found foreign Job", extra={"namespace": namespace, "job": name})
+        return Children(None, hpa_events, _conflict("Job", name))
+    events = list(hpa_events)
+    fields = {"namespace": namespace, "job": name, "parallelism": manifest["spec"]["parallelism"]}
+    if created:
+        log.info("Created Job", extra=fields)
+        events.append(st.Event("Normal", Reason.CREATED_JOB, f"Created worker Job {name} for run {run}"))
+    elif worker_job.get("spec", {}).get("parallelism") != manifest["spec"]["parallelism"]:
+        patched = await kube.patch(JOBS, namespace, name, {"spec": {"parallelism": parallelism(job)}})
+        worker_job = patched or worker_job
+        log.info("Scaled Job", extra=fields)
+    return Children(worker_job, events, hpa_problem)
+
+
+async def _retire(kube: KubeClient, job: IngestionJob, name: str) -> None:
+    """Stop the workers of a superseded run: they would otherwise go on leasing the new run's tasks."""
+    namespace = job.metadata.namespace
+    previous = await kube.get(JOBS, namespace, name)
+    if (
+        previous is None
+        or not owned_by(previous, job.metadata.uid)
+        or st.job_outcome(previous) is not None
+        or previous.get("spec", {}).get("parallelism") == 0
+    ):
+        return
+    await kube.patch(JOBS, namespace, name, {"spec": {"parallelism": 0}})
+    log.info("Scaled Job", extra={"namespace": namespace, "job": name, "parallelism": 0, "reason": "superseded"})
+
+
+async def _ensure_hpa(kube: KubeClient, job: IngestionJob) -> tuple[st.Observed | None, list[st.Event]]:
+    namespace, name = job.metadata.namespace, hpa_name(job.metadata.name)
+    if job.spec.workers.autoscaling.mode != "hpa":
+        # Only one writer may own the replica count: no HPA of ours in builtin or none mode. Someone
+        # else's HPA of that name is not in the way, and not ours to delete.
+        existing = await kube.get(HPAS, namespace, name)
+        if (
+            existing is not None
+            and owned_by(existing, job.metadata.uid)
+            and await _delete_exactly(kube, HPAS, existing)
+        ):
+            log.info("Deleted HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
+        return None, []
+    manifest = build_hpa(job)
+    existing, created = await kube.ensure(HPAS, manifest)
+    if created:
+        log.info("Created HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
+        return None, [st.Event("Normal", Reason.CREATED_HPA, f"Created HPA {name}")]
+    if not owned_by(existing, job.metadata.uid):
+        log.warning("Found foreign HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
+        return _conflict("HorizontalPodAutoscaler", name), []
+    if not _contains(existing.get("spec"), manifest["spec"]):
+        await kube.patch(HPAS, namespace, name, {"spec": manifest["spec"]})
+        log.info("Updated HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
+    return None, []
+
+
+async def _delete_exactly(kube: KubeClient, resource: Resource, obj: dict[str, Any]) -> bool:
+    """Delete this very object: a precondition on its uid makes the server refuse (409) if the name
+    now belongs to another object created in between."""
+    metadata = obj["metadata"]
+    try:
+        return await kube.delete(resource, metadata["namespace"], metadata["name"], uid=metadata.get("uid"))
+    except KubeError as exc:
+        if exc.status == 409:
+            return False
+        raise
+
+
+def _contains(actual: Any, wanted: Any) -> bool:
+    """Whether every field we set has our value; fields the API server defaulted are not drift."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(_contains(actual.get(key), value) for key, value in wanted.items())
+    if isinstance(wanted, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(wanted)
+            and all(_contains(a, w) for a, w in zip(actual, wanted, strict=True))
+        )
+    return bool(actual == wanted)

