@@ -153,6 +153,7 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
     started: list[st.Event] = []
     fields: dict[str, Any] = {}
     state = await jobs.run_state(op.pool, record.uid, run)
+    _fill_replicas(job, patch)
     if _schedule_due(job, state, now=now):
         if record.namespace_uid is not None:
             await _ensure_credentials(op, job, record.namespace_uid, now=now)
@@ -378,6 +379,13 @@ async def _record(op: Operator, uid: uuid.UUID, run: int, events: list[st.Event]
     for event in events:
         if event.reason not in STORE_RECORDED:
             await jobs.record_event(op.pool, uid, run, event.type, event.reason, event.message)
+
+
+def _fill_replicas(job: IngestionJob, patch: kopf.Patch) -> None:
+    """Write spec.workers.replicas when unset: the /scale subresource (the HPA, `kubectl scale`) answers
+    500 "the spec replicas field does not exist" without it. Whoever scales the job owns it from then on."""
+    if job.spec.workers.replicas is None:
+        patch.spec["workers"] = {"replicas": job.spec.workers.desired}
 
 
 def _schedule_due(job: IngestionJob, state: RunState | None, *, now: datetime) -> bool:

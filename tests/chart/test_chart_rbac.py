@@ -62,6 +62,10 @@ def operator_calls() -> set[Call]:
         # The OwnerReferencesPermissionEnforcement admission plugin lets a client set blockOwnerDeletion
         # only with update on the owner's finalizers subresource.
         calls.add((GROUP, f"{PLURAL}/finalizers", "update"))
+    if ("", "secrets", "patch") in calls:
+        # The same plugin lets a client set ownerReferences (the IngestionJobs owning the worker credential
+        # Secret) only on an object it may delete, as the garbage collector will on its behalf.
+        calls.add(("", "secrets", "delete"))
     return calls
 
 

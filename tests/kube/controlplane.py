@@ -16,10 +16,12 @@ What the server runs with, as a cluster would (see `../shared/kube/README.md`):
 - the default admission plugins, among them Pod Security (namespaces labelled
   `pod-security.kubernetes.io/enforce=restricted` refuse non-compliant pods) and ServiceAccount
   (pods get their ServiceAccount's token volume; a pod whose ServiceAccount is missing is refused);
+- the OwnerReferencesPermissionEnforcement admission plugin too (as on OpenShift and hardened clusters);
 - RBAC authorization; the admin authenticates with a static token in `system:masters`;
 - kube-controller-manager (when the assets hold it) with the Job, garbage-collector, namespace,
-  ServiceAccount, token, HPA, ttl-after-finished, ReplicaSet and Deployment controllers, signing tokens
-  with the key the apiserver verifies and handing out the CA that signed the serving certificate.
+  ServiceAccount, token, HPA, ttl-after-finished, ReplicaSet, Deployment, root-CA publisher and
+  ClusterRole aggregation controllers, signing tokens with the key the apiserver verifies and handing
+  out the CA that signed the serving certificate.
   No scheduler and no kubelet: pods stay Pending unless a test runs them.
 
 `ControlPlane` attributes and methods:
@@ -43,7 +45,9 @@ What the server runs with, as a cluster would (see `../shared/kube/README.md`):
 """
 
 import asyncio
+import ctypes
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -67,12 +71,16 @@ ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
 CRD_FILE = ROOT / "crds" / "ingestionjobs.headrace.io.yaml"
 ADMIN_TOKEN = "headrace-test-admin-token"
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
-"""Labels of a namespace enforcing Pod Security "restricted"."""
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}
+"""Labels of a namespace enforcing Pod Security "restricted" on pods and warning of workloads (Deployments,
+Jobs, ...) whose pod template breaks it, as `kubectl apply` shows: `Warning: would violate PodSecurity ...`."""
 
 CONTROLLERS = (
     "job,garbagecollector,namespace,serviceaccount,serviceaccount-token,"
-    "horizontalpodautoscaling,ttl-after-finished,replicaset,deployment"
+    "horizontalpodautoscaling,ttl-after-finished,replicaset,deployment,"
+    # kube-root-ca.crt in every namespace (the CA of every pod's ServiceAccount token volume), and the
+    # built-in admin/edit/view roles picking up the rules labelled to aggregate into them.
+    "root-ca-cert-publisher,clusterrole-aggregation"
 )
 START_TIMEOUT = 120.0
 """Seconds the control plane may take to serve and to create the `default` ServiceAccount (2 busy cores)."""
@@ -102,6 +110,12 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise RuntimeError(f"openssl {' '.join(args)} failed:\n{done.stderr}")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL (Linux prctl)."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def make_certificates(folder: Path) -> None:
     """ca.crt/ca.key, a serving cert for 127.0.0.1 and the in-cluster names, and the ServiceAccount key pair."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -123,12 +137,15 @@ def make_certificates(folder: Path) -> None:
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=folder)
 
 
-def write_kubeconfig(path: Path, server: str, token: str, *, ca_file: Path, namespace: str = "default") -> Path:
-    """A kubeconfig for one server and one bearer token."""
+def write_kubeconfig(
+    path: Path, server: str, token: str, *, ca_file: Path | None = None, namespace: str = "default"
+) -> Path:
+    """A kubeconfig for one server and one bearer token (and the CA of its certificate, for https)."""
+    cluster = {"server": server} | ({"certificate-authority": str(ca_file)} if ca_file else {})
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
+        "clusters": [{"name": "test", "cluster": cluster}],
         "users": [{"name": "test", "user": {"token": token}}],
         "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}],
         "current-context": "test",
@@ -259,6 +276,9 @@ class ControlPlane:
             f"--service-account-key-file={certs / 'sa.pub'}",
             f"--service-account-signing-key-file={certs / 'sa.key'}",
             "--feature-gates=CustomResourceValidationExpressions=true",
+            # On top of the defaults (among them PodSecurity and ServiceAccount): children whose owner
+            # reference blocks the owner's deletion need `update` on its finalizers, as the chart grants.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
         )
         self.has_controllers = (self.assets / "kube-controller-manager").is_file()
         self._wait(self._apiserver_ready, "kube-apiserver to serve /readyz")
@@ -288,7 +308,9 @@ class ControlPlane:
 
     def _spawn(self, binary: str, *args: str) -> None:
         log = (self.workdir / f"{binary}.log").open("wb")
-        process = subprocess.Popen([str(self.assets / binary), *args], stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(self.assets / binary), *args], stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
         self._processes.append((binary, process, log))
 
     def _wait(self, ready: Any, what: str) -> None:
