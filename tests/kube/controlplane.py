@@ -18,8 +18,9 @@ What the server runs with, as a cluster would (see `../shared/kube/README.md`):
   (pods get their ServiceAccount's token volume; a pod whose ServiceAccount is missing is refused);
 - RBAC authorization; the admin authenticates with a static token in `system:masters`;
 - kube-controller-manager (when the assets hold it) with the Job, garbage-collector, namespace,
-  ServiceAccount, token, HPA, ttl-after-finished, ReplicaSet and Deployment controllers, signing tokens
-  with the key the apiserver verifies and handing out the CA that signed the serving certificate.
+  ServiceAccount, token, HPA, ttl-after-finished, ReplicaSet, Deployment, root-CA publisher and
+  ClusterRole aggregation controllers, signing tokens with the key the apiserver verifies and handing
+  out the CA that signed the serving certificate.
   No scheduler and no kubelet: pods stay Pending unless a test runs them.
 
 `ControlPlane` attributes and methods:
@@ -67,7 +68,10 @@ RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 
 CONTROLLERS = (
     "job,garbagecollector,namespace,serviceaccount,serviceaccount-token,"
-    "horizontalpodautoscaling,ttl-after-finished,replicaset,deployment"
+    "horizontalpodautoscaling,ttl-after-finished,replicaset,deployment,"
+    # kube-root-ca.crt in every namespace (the CA of every pod's ServiceAccount token volume), and the
+    # built-in admin/edit/view roles picking up the rules labelled to aggregate into them.
+    "root-ca-cert-publisher,clusterrole-aggregation"
 )
 START_TIMEOUT = 120.0
 """Seconds the control plane may take to serve and to create the `default` ServiceAccount (2 busy cores)."""
