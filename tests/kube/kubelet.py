@@ -65,7 +65,8 @@ GRACE_CAP = 10.0
 
 @dataclass(frozen=True)
 class Image:
-    """What a container runtime takes from an image: ENTRYPOINT, CMD, ENV and WORKDIR."""
+    """What a container runtime takes from an image: ENTRYPOINT, CMD, ENV and WORKDIR. PATH in `env`
+    names folders of this machine, where the image's executables are."""
 
     entrypoint: list[str]
     cmd: list[str] = field(default_factory=list)
@@ -410,16 +411,17 @@ class Kubelet:
         for path, variable in DEFAULT_PATHS.items():
             if any(path == m or path.startswith(m.rstrip("/") + "/") for m in pod.mounts) and pod.local(path).exists():
                 env[variable] = path
-        token = pod.local(f"{SERVICE_ACCOUNT_DIR}/token")
-        if token.exists():
-            env["KUBECONFIG"] = str(self._kubeconfig(pod, token.read_text()))
         for source in container.get("envFrom", []):
             env.update({source.get("prefix", "") + k: v for k, v in self._env_from(body, source).items()})
         for var in container.get("env", []):
             value = self._env_value(body, var, env)
             if value is not None:
                 env[var["name"]] = value
-        env = {name: pod.localize(value) for name, value in env.items()}
+        # Container paths become local ones; PATH already names this machine's folders (see Image).
+        env = {name: value if name == "PATH" else pod.localize(value) for name, value in env.items()}
+        token = pod.local(f"{SERVICE_ACCOUNT_DIR}/token")
+        if token.exists():
+            env["KUBECONFIG"] = str(self._kubeconfig(pod, token.read_text()))
 
         command = container.get("command") or image.entrypoint
         args = container.get("args") if "args" in container or "command" in container else image.cmd
