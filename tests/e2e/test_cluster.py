@@ -71,20 +71,28 @@ class Terminal:
     substitutions: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, command: str, *, check: bool = True, timeout: float = 300) -> str:
-        for placeholder, value in self.substitutions.items():
-            command = command.replace(placeholder, value)
-        env = {**self.control_plane.env(), "PATH": f"{KUBECTL.parent}:/usr/local/bin:/usr/bin:/bin"}
-        done = subprocess.run(
-            ["bash", "-c", f"set -eo pipefail\n{command}"],
-            cwd=self.cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-        if check and done.returncode != 0:
-            raise AssertionError(f"`{command}` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        """The command's output (with check, its stdout, failing on a non-zero exit; else stdout and stderr)."""
+        process = self.start(command)
+        try:
+            out, err = process.communicate(timeout=timeout)
+        finally:
+            process.kill()
+        if check and process.returncode != 0:
+            raise AssertionError(f"`{process.args[-1]}` failed ({process.returncode}):\n{out}\n{err}")
         if created := re.fullmatch(r"kubectl create namespace (\S+)", command):
             # What a platform team does to every namespace it hands out: enforce Pod Security "restricted".
             labels = " ".join(f"{k}={v}" for k, v in RESTRICTED.items())
             self(f"kubectl label namespace {created[1]} {labels}")
-        return done.stdout + done.stderr if not check else done.stdout
+        return out if check else out + err
+
+    def start(self, command: str) -> subprocess.Popen[str]:
+        for placeholder, value in self.substitutions.items():
+            command = command.replace(placeholder, value)
+        env = {**self.control_plane.env(), "PATH": f"{KUBECTL.parent}:/usr/local/bin:/usr/bin:/bin"}
+        return subprocess.Popen(
+            ["bash", "-c", f"set -eo pipefail\n{command}"],
+            cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
 
     def get_ij(self, namespace: str) -> dict[str, dict[str, str]]:
         """`kubectl get ij` as {name: {column: value}}."""
@@ -92,8 +100,9 @@ class Terminal:
         header = lines[0].split()
         return {row.split()[0]: dict(zip(header, row.split(), strict=True)) for row in lines[1:]}
 
-    def warnings(self, namespace: str) -> str:
-        return self(f"kubectl -n {namespace} get events --field-selector type=Warning", check=False)
+
+FORBIDDEN = re.compile(r'[\w.]+ is forbidden: User (?:[^"\\]|\\.)*')
+"""The API server's RBAC refusal, as a pod's log quotes it (in a JSON string)."""
 
 
 @dataclass
@@ -106,14 +115,41 @@ class Cluster:
     corpus: Path
     corpus_files: int
 
+    def refusals(self, namespaces: tuple[str, ...]) -> list[str]:
+        """What the server refused so far: pods a controller could not create (Pod Security "restricted",
+        a missing ServiceAccount), in its own words, and API calls RBAC forbade a pod, from the pod's log."""
+        found = []
+        for namespace in namespaces:
+            events = self.kubelet.core.list_namespaced_event(namespace, field_selector="reason=FailedCreate")
+            found += [f"{e.involved_object.kind} {e.involved_object.name}: {e.message}" for e in events.items]
+            logged = FORBIDDEN.findall(self.kubelet.logs(namespace, tail=None))
+            found += sorted({message.replace('\\"', '"') for message in logged})
+        return found
+
+    def evidence(self, namespaces: tuple[str, ...]) -> str:
+        shown = [self.sh(f"kubectl -n {ns} get events --field-selector type=Warning", check=False) for ns in namespaces]
+        return "\n".join(shown + [self.kubelet.logs(ns) for ns in namespaces])
+
     def wait(self, what: str, ready: Callable[[], bool], *namespaces: str, timeout: float = WAIT) -> None:
-        """Until `ready()`; else fail with the namespaces' warning Events and pods' output."""
+        """Until `ready()`. Fails at once when the server refused something in `namespaces` (see `refusals`),
+        or after `timeout` with the namespaces' warning Events and pods' output."""
         deadline = time.monotonic() + timeout
         while not ready():
+            if refused := self.refusals(namespaces):
+                raise AssertionError(f"waiting for {what}, the server refused:\n" + "\n".join(refused))
             if time.monotonic() > deadline:
-                evidence = "\n".join(self.sh.warnings(ns) + self.kubelet.logs(ns) for ns in namespaces)
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{evidence}")
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{self.evidence(namespaces)}")
             time.sleep(0.5)
+
+    def helm(self, command: str) -> None:
+        """A `helm install/upgrade --wait`, failing as soon as the server refuses one of the release's pods."""
+        process = self.sh.start(f"{command} --wait --timeout 4m")
+        try:
+            self.wait(f"`{command}`", lambda: process.poll() is not None, RELEASE, timeout=300)
+        finally:
+            process.kill()
+        out, err = process.communicate()
+        assert process.returncode == 0, f"`{command}` failed:\n{out}\n{err}\n{self.evidence((RELEASE,))}"
 
     def phase(self, namespace: str, name: str) -> str:
         return self.sh(f"kubectl -n {namespace} get ij {name} -o jsonpath={{.status.phase}}", check=False).strip()
@@ -174,11 +210,7 @@ def test_helm_install_runs_the_chart_under_pod_security_restricted(cluster: Clus
     sh = cluster.sh
     sh(GETTING_STARTED.command("kubectl create namespace headrace"))
     sh(GETTING_STARTED.command("kubectl -n headrace create secret generic headrace-database"))
-    install = GETTING_STARTED.command("helm install headrace ./charts/headrace --namespace headrace --set")
-    try:
-        sh(f"{install} --wait --timeout 4m", timeout=300)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{sh.warnings(RELEASE)}\n{cluster.kubelet.logs(RELEASE)}") from None
+    cluster.helm(GETTING_STARTED.command("helm install headrace ./charts/headrace --namespace headrace --set"))
 
     pods = sh(GETTING_STARTED.command("kubectl -n headrace get pods"))
     running = [line.split() for line in pods.splitlines()[1:]]
@@ -331,7 +363,7 @@ async def test_the_readme_upgrade_and_reapply_skip_every_unchanged_document(
     assert cluster.phase(TEAM, "handbook") == "Succeeded", "needs the job of the earlier test"
     # The README's install command, as an upgrade of the running release: the migration hook runs again.
     install = README.command("helm install headrace ./charts/headrace")
-    sh(f"{install.replace('helm install', 'helm upgrade --install', 1)} --wait --timeout 4m", timeout=300)
+    cluster.helm(install.replace("helm install", "helm upgrade --install", 1))
     assert "deployed" in sh("helm -n headrace status headrace")
 
     (sh.cwd / "handbook.yaml").write_text(README.manifest("handbook.yaml"))

@@ -220,12 +220,14 @@ class Kubelet:
                 return f"http://127.0.0.1:{pod.ports[self._container_port(pod.body, target)]}"
         raise LookupError(f"no running pod behind service {namespace}/{service}")
 
-    def logs(self, namespace: str, prefix: str = "") -> str:
-        """The output of every pod of `namespace` whose name starts with `prefix`, for failure messages."""
+    def logs(self, namespace: str, prefix: str = "", *, tail: int | None = 4000) -> str:
+        """The output (its last `tail` characters) of every pod of `namespace` whose name starts with `prefix`."""
         with self._lock:
             pods = [p for p in self.pods.values() if p.namespace == namespace and p.name.startswith(prefix)]
         return "\n".join(
-            f"--- {p.namespace}/{p.name}\n{p.log.read_text(errors='replace')[-4000:]}" for p in pods if p.log.exists()
+            f"--- {p.namespace}/{p.name}\n{p.log.read_text(errors='replace')[-(tail or 0):]}"
+            for p in pods
+            if p.log.exists()
         )
 
     # --- the node's loop ----------------------------------------------------------------------------
