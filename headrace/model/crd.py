@@ -7,9 +7,14 @@ field docstrings, and what OpenAPI cannot say (`const`, `propertyNames`, `additi
 is said in a form the server accepts. Unknown fields are pruned by the server (and rejected by
 `kubectl apply`'s default strict field validation); cross-field rules are CEL `x-kubernetes-validations`
 declared on the models beside their pydantic validators.
+
+The API server evaluates every rule against the schema's `default` values as written (an object field
+defaults to `{}`; its nested defaults are not filled in first) and refuses the whole CRD when one fails.
+So a rule may read an optional field only behind `has(self.field)`: `crd()` refuses a rule that does not.
 """
 
 import copy
+import re
 from typing import Any
 
 import yaml
@@ -128,6 +133,44 @@ def _convert(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any
     return result
 
 
+_READ = re.compile(r"\bself\.([A-Za-z_][A-Za-z0-9_]*)")
+
+# Always present on the object the server validates at the root, though the schema does not require them.
+_ROOT_FIELDS = {"apiVersion", "kind", "metadata"}
+
+
+def unguarded_reads(node: dict[str, Any], *, root: bool = False) -> list[tuple[str, str]]:
+    """(rule, field) for every rule of this schema node that reads an optional field without `has()`.
+
+    Optional means not in `required`: absent from a user's object, or from a default written as `{}`.
+    A guarded read is one whose rule also says `has(self.field)`, as in `!has(self.a) || self.a < 3`.
+    """
+    present = set(node.get("required", [])) | (_ROOT_FIELDS if root else set())
+    fields = set(node.get("properties", {})) - present
+    found = []
+    for rule in node.get("x-kubernetes-validations", []):
+        text = rule["rule"]
+        for name in dict.fromkeys(_READ.findall(text)):
+            if name in fields and f"has(self.{name})" not in text:
+                found.append((text, name))
+    return found
+
+
+def check_rules(schema: dict[str, Any], path: str = "", *, root: bool = True) -> None:
+    """Refuse a schema with a rule that would fail on a default or an absent optional field (see module doc)."""
+    for rule, name in unguarded_reads(schema, root=root):
+        raise ValueError(
+            f"{path or '<root>'}: the CEL rule {rule!r} reads self.{name}, which may be absent "
+            f"(an optional field, or a default written as {{}}): guard it with has(self.{name})"
+        )
+    for name, child in schema.get("properties", {}).items():
+        check_rules(child, f"{path}.{name}", root=False)
+    if "items" in schema:
+        check_rules(schema["items"], f"{path}[]", root=False)
+    if isinstance(schema.get("additionalProperties"), dict):
+        check_rules(schema["additionalProperties"], f"{path}{{}}", root=False)
+
+
 def _unwrap(text: str) -> str:
     """Docstrings are wrapped for the source file; `kubectl explain` wraps text itself. Keep paragraphs."""
     paragraphs = text.strip().split("\n\n")
@@ -165,6 +208,7 @@ def crd() -> dict[str, Any]:
             }
         ],
     }
+    check_rules(root)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -67,7 +67,11 @@ class HttpSource(KubeModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "size(self.urls) + size(self.sitemaps) > 0", "message": "set urls, sitemaps or both"}
+                {
+                    "rule": "(has(self.urls) ? size(self.urls) : 0)"
+                    " + (has(self.sitemaps) ? size(self.sitemaps) : 0) > 0",
+                    "message": "set urls, sitemaps or both",
+                }
             ]
         }
     )
@@ -187,7 +191,10 @@ class Chunking(KubeModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": "self.overlap * 2 <= self.targetSize", "message": "overlap must be at most half of targetSize"}
+                {
+                    "rule": "!has(self.overlap) || !has(self.targetSize) || self.overlap * 2 <= self.targetSize",
+                    "message": "overlap must be at most half of targetSize",
+                }
             ]
         }
     )
@@ -262,7 +269,12 @@ class Workers(KubeModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "x-kubernetes-validations": [{"rule": "self.min <= self.max", "message": "min must not exceed max"}]
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+                    "message": "min must not exceed max",
+                }
+            ]
         }
     )
 

@@ -32,6 +32,10 @@ What the server runs with, as a cluster would (see `../shared/kube/README.md`):
 - `await create_namespace(labels=..., prefix=...)`: a fresh namespace, returned once its `default`
   ServiceAccount exists (so pods can be created in it right away);
 - `await service_account_token(namespace, name)`: a token of that ServiceAccount (TokenRequest API);
+- `install_crd()`: the committed IngestionJob CRD (`crds/`), applied as a user would (`kubectl apply
+  --server-side`) unless the server has it already (e.g. from a chart), and waited for until
+  Established; a CRD the server refuses fails the test with the server's message. A chart installed
+  after it must take the CRD over (`helm install --take-ownership`) or leave it (`crds.enabled=false`);
 - `kubectl(*args, input=None, check=True)`: run the real kubectl against this server;
 - `has_controllers` and `require_controllers()`: skip a test that needs controllers when the assets
   (e.g. from setup-envtest) hold no kube-controller-manager;
@@ -62,6 +66,7 @@ from headrace.operator.kube import KubeClient, KubeError
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
+CRD_FILE = ROOT / "crds" / "ingestionjobs.headrace.io.yaml"
 ADMIN_TOKEN = "headrace-test-admin-token"
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
 """Labels of a namespace enforcing Pod Security "restricted"."""
@@ -215,6 +220,13 @@ class ControlPlane:
         finally:
             await kube.close()
         return str(answer["status"]["token"])
+
+    def install_crd(self) -> None:
+        """The IngestionJob CRD on the server, Established (see the module docstring)."""
+        name = yaml.safe_load(CRD_FILE.read_text())["metadata"]["name"]
+        if self.kubectl("get", "crd", name, "--ignore-not-found", "-o", "name").stdout.strip() == "":
+            self.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
 
     # --- process management -------------------------------------------------------------------
 

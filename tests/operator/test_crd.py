@@ -1,6 +1,8 @@
 """The generated CRD: committed copies are fresh, the schema is structural, and it agrees with the model."""
 
 import copy
+import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from click.testing import CliRunner
 
 from headrace.cli import main
 from headrace.model import InvalidManifest, Source, parse_manifest
-from headrace.model.crd import CHART_TEMPLATE, CRD_FILENAME, chart_template, crd, crd_yaml
+from headrace.model.crd import CHART_TEMPLATE, CRD_FILENAME, chart_template, check_rules, crd, crd_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 REGENERATE = "stale: run `headrace crd --chart charts/headrace` and commit the result"
@@ -117,7 +119,7 @@ def test_chart_template_is_guarded_and_kept() -> None:
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
-def _manifests(path: Path) -> list[dict[str, Any]]:
+def sample_manifests(path: Path) -> list[dict[str, Any]]:
     """The IngestionJobs in a YAML file, or in the ```yaml blocks of a Markdown page."""
     text = path.read_text()
     if path.suffix == ".md":
@@ -125,12 +127,13 @@ def _manifests(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict) and doc.get("kind") == "IngestionJob"]
 
 
-SAMPLES = [*EXAMPLES, ROOT / "docs" / "operator.md"]
+SAMPLES = [*EXAMPLES, ROOT / "README.md", ROOT / "docs" / "getting-started.md", ROOT / "docs" / "operator.md"]
+"""Every file a user copies an IngestionJob from."""
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
 def test_samples_match_crd_schema_and_model(path: Path) -> None:
-    manifests = _manifests(path)
+    manifests = sample_manifests(path)
     assert manifests, f"{path} holds no IngestionJob"
     for document in manifests:
         validate(document)
@@ -195,7 +198,7 @@ CEL = celpy.Environment()
 
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
 def test_samples_pass_the_cel_rules(path: Path) -> None:
-    for document in _manifests(path):
+    for document in sample_manifests(path):
         document = _default(_schema(), copy.deepcopy(document))
         assert _cel_failures(_schema(), document) == []
 
@@ -222,3 +225,106 @@ def test_cel_rules_catch_what_the_model_rejects(spec: dict[str, Any], message: s
 def test_long_names_break_the_root_rule() -> None:
     manifest = {"metadata": {"name": "x" * 64}, "spec": {"source": {"volume": {}}}}
     assert _cel_failures(_schema(), manifest) == ["<root>: metadata.name must be at most 63 characters"]
+
+
+# --- Every rule is safe where the API server evaluates it before any user object exists ---------------
+
+_ROOT_SAMPLE = {"apiVersion": "headrace.io/v1alpha1", "kind": "IngestionJob", "metadata": {"name": "x"}}
+
+
+def _sample(schema: dict[str, Any]) -> Any:
+    """A small value of the schema's type with only its required fields."""
+    if "default" in schema:
+        return copy.deepcopy(schema["default"])
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: _sample(properties[name]) for name in schema.get("required", [])}
+    if kind == "array":
+        return [_sample(schema["items"]) for _ in range(schema.get("minItems", 0))]
+    if kind == "string":
+        return "a" * max(schema.get("minLength", 1), 1)
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 0)
+    return False
+
+
+def _evaluate(rule: str, value: Any) -> Any:
+    """The rule's result, or the CELEvalError it raised (what the server reports as e.g. `no such key`)."""
+    try:
+        return CEL.program(CEL.compile(rule)).evaluate({"self": celpy.json_to_cel(value)})
+    except celpy.CELEvalError as exc:
+        return exc
+
+
+def unsafe_rules(schema: dict[str, Any]) -> list[str]:
+    """What the API server would refuse the CRD for, or hit on a user object, evaluated with cel-python:
+
+    - a rule that errs or is false on a schema `default` as written (nested defaults not filled in);
+    - a rule that errs on an object holding its required fields and any subset of the optional fields the
+      rule reads (an absent optional field must be guarded with has()).
+    """
+    found = []
+    for path, node in _walk(schema):
+        if "default" in node:
+            found += [f"default of {failure}" for failure in _rule_problems(node, node["default"], path or "<root>")]
+        optional = (
+            set(node.get("properties", {})) - set(node.get("required", [])) - (set() if path else {*_ROOT_SAMPLE})
+        )
+        for rule in node.get("x-kubernetes-validations", []):
+            reads = sorted({name for name in re.findall(r"self\.(\w+)", rule["rule"]) if name in optional})
+            for size in range(len(reads) + 1):
+                for present in itertools.combinations(reads, size):
+                    value = {**(_ROOT_SAMPLE if not path else {}), **_sample(_without_default(node))}
+                    value |= {name: _sample(node["properties"][name]) for name in present}
+                    result = _evaluate(rule["rule"], value)
+                    if isinstance(result, celpy.CELEvalError):
+                        where = f"{path or '<root>'}: {rule['rule']!r} with only {sorted(value)} set"
+                        found.append(f"{where}: {result.args[0]}")
+    return found
+
+
+def _without_default(schema: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in schema.items() if key != "default"}
+
+
+def _rule_problems(schema: dict[str, Any], value: Any, path: str) -> list[str]:
+    """Rules of the schema (and of its children present in value) that err or are false on value."""
+    problems = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        result = _evaluate(rule["rule"], value)
+        if isinstance(result, celpy.CELEvalError):
+            problems.append(f"{path}: {rule['rule']!r}: {result.args[0]}")
+        elif not result:
+            problems.append(f"{path}: {rule['message']}")
+    if isinstance(value, dict):
+        for name, child in schema.get("properties", {}).items():
+            if name in value:
+                problems += _rule_problems(child, value[name], f"{path}.{name}")
+    return problems
+
+
+def test_every_rule_is_safe_on_defaults_and_absent_optional_fields() -> None:
+    assert unsafe_rules(_schema()) == []
+
+
+UNGUARDED = {
+    "type": "object",
+    "default": {},
+    "properties": {"min": {"type": "integer", "default": 1}, "max": {"type": "integer", "default": 4}},
+    "x-kubernetes-validations": [{"rule": "self.min <= self.max", "message": "min must not exceed max"}],
+}
+
+
+def test_an_unguarded_rule_is_found_by_evaluation_and_refused_by_the_generator() -> None:
+    found = unsafe_rules(UNGUARDED)
+    assert found[0] == "default of <root>: 'self.min <= self.max': no such member in mapping: 'min'"
+    assert found[1].endswith("set: no such member in mapping: 'min'")
+    with pytest.raises(ValueError, match=r"reads self.min, .* guard it with has\(self.min\)"):
+        check_rules(UNGUARDED)
+    half_guarded = {**UNGUARDED, "x-kubernetes-validations": [{"rule": "!has(self.min) || self.min <= self.max"}]}
+    assert [f for f in unsafe_rules(half_guarded) if f.endswith("'min'] set: no such member in mapping: 'max'")]
+    with pytest.raises(ValueError, match=r"guard it with has\(self.max\)"):
+        check_rules(half_guarded)
