@@ -23,12 +23,15 @@ def blocks(path: Path) -> list[Block]:
     ]
 
 
-def shell_commands(block: Block) -> list[str]:
-    """The commands of a `sh` block: continuation lines joined, here-documents kept whole, and comment
-    lines (which the docs also use for sample output) left out."""
-    commands: list[str] = []
+def shell_commands(block: Block) -> dict[str, list[str]]:
+    """The commands of a `sh` block, each with the comment lines right after it (the docs show sample
+    output so): continuation lines joined, here-documents kept whole."""
+    commands: dict[str, list[str]] = {}
+    output: list[str] = []
     lines = iter(block.text.splitlines())
     for line in lines:
+        if line.lstrip().startswith("#"):
+            output.append(line.lstrip()[1:].strip())
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         command = line
@@ -41,7 +44,7 @@ def shell_commands(block: Block) -> list[str]:
                 if body_line.strip() == heredoc[1]:
                     break
             command += "\n" + "\n".join(body)
-        commands.append(command)
+        output = commands[command] = []
     return commands
 
 
@@ -51,7 +54,8 @@ class Doc:
     def __init__(self, path: Path) -> None:
         self.path = path
         found = blocks(path)
-        self.commands = [c for b in found if b.lang in ("sh", "bash", "console") for c in shell_commands(b)]
+        self.outputs = {c: out for b in found if b.lang in ("sh", "bash") for c, out in shell_commands(b).items()}
+        self.commands = list(self.outputs)
         self.manifests = [b for b in found if b.lang == "yaml"]
 
     def command(self, start: str, *, containing: str = "") -> str:
@@ -67,3 +71,7 @@ class Doc:
             if block.text.startswith(f"# {filename}\n"):
                 return block.text
         raise AssertionError(f"{self.path.name} no longer shows a manifest `# {filename}`")
+
+    def output(self, command: str) -> list[str]:
+        """The sample output the doc shows after `command` (its comment lines)."""
+        return self.outputs[command]

@@ -233,13 +233,14 @@ async def test_an_ingestion_job_over_a_volume_succeeds_with_every_document_once(
 
     (sh.cwd / "handbook.yaml").write_text(GETTING_STARTED.manifest("handbook.yaml"))
     sh(GETTING_STARTED.command("kubectl apply -f handbook.yaml"))
-    refused = sh(GETTING_STARTED.command("kubectl apply -f - <<'EOF'", containing="broken"), check=False)
-    assert 'The IngestionJob "broken" is invalid: spec.chunking.targetSize: Invalid value: 10' in refused, refused
-    assert "should be greater than or equal to 100" in refused, refused
+    broken = GETTING_STARTED.command("kubectl apply -f - <<'EOF'", containing="broken")
+    refused = sh(broken, check=False)
+    for shown in GETTING_STARTED.output(broken):  # the guide's sample output, `...` standing for anything
+        assert all(part.strip() in refused for part in shown.split("...")), f"{shown!r} not in:\n{refused}"
 
     cluster.wait_succeeded(TEAM, "handbook")
     row = sh.get_ij(TEAM)["handbook"]  # `kubectl -n docs-team get ij`, without -w
-    assert list(row) == ["NAME", "PHASE", "PROGRESS", "DOCUMENTS", "FAILED", "WORKERS", "AGE"]
+    assert list(row) == GETTING_STARTED.output(GETTING_STARTED.command("kubectl -n docs-team get ij -w"))[0].split()
     assert (row["PHASE"], row["PROGRESS"], row["DOCUMENTS"], row["FAILED"]) == (
         "Succeeded", "100", str(cluster.corpus_files), "0"
     ), row  # fmt: skip
