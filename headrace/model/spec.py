@@ -286,7 +286,8 @@ class Workers(KubeModel):
 
     replicas: Annotated[int | None, Field(ge=0, le=1000)] = None
     """Desired workers now. Owned by whoever scales the job (the HPA, the operator in builtin mode,
-    or `kubectl scale`); defaults to `min`."""
+    or `kubectl scale`). When unset, the operator sets it to `min`, so that the /scale subresource
+    has a value to read."""
 
     tasks_per_worker: Annotated[int, Field(ge=1, le=100_000)] = 10
     """Pending tasks one worker is expected to handle; the builtin autoscaler divides the backlog by it."""

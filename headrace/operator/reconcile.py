@@ -114,6 +114,7 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
     run = record.current_run
     state = await jobs.run_state(op.pool, record.uid, run)
 
+    _fill_replicas(job, patch)
     if _schedule_due(job, state, now=now):
         run = await jobs.start_run(op.pool, record, reason=f"schedule {job.spec.schedule}")
         state = await jobs.run_state(op.pool, record.uid, run)
@@ -145,6 +146,13 @@ async def _record(op: Operator, uid: uuid.UUID, run: int, events: list[st.Event]
     for event in events:
         if event.reason not in ("StartedRun", "ScheduledRun"):
             await jobs.record_event(op.pool, uid, run, event.type, event.reason, event.message)
+
+
+def _fill_replicas(job: IngestionJob, patch: kopf.Patch) -> None:
+    """Write spec.workers.replicas when unset: the /scale subresource (the HPA, `kubectl scale`) answers
+    500 "the spec replicas field does not exist" without it. Whoever scales the job owns it from then on."""
+    if job.spec.workers.replicas is None:
+        patch.spec["workers"] = {"replicas": job.spec.workers.desired}
 
 
 def _schedule_due(job: IngestionJob, state: RunState | None, *, now: datetime) -> bool:

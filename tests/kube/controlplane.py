@@ -16,6 +16,7 @@ What the server runs with, as a cluster would (see `../shared/kube/README.md`):
 - the default admission plugins, among them Pod Security (namespaces labelled
   `pod-security.kubernetes.io/enforce=restricted` refuse non-compliant pods) and ServiceAccount
   (pods get their ServiceAccount's token volume; a pod whose ServiceAccount is missing is refused);
+- the OwnerReferencesPermissionEnforcement admission plugin too (as on OpenShift and hardened clusters);
 - RBAC authorization; the admin authenticates with a static token in `system:masters`;
 - kube-controller-manager (when the assets hold it) with the Job, garbage-collector, namespace,
   ServiceAccount, token, HPA, ttl-after-finished, ReplicaSet, Deployment, root-CA publisher and
@@ -127,12 +128,15 @@ def make_certificates(folder: Path) -> None:
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=folder)
 
 
-def write_kubeconfig(path: Path, server: str, token: str, *, ca_file: Path, namespace: str = "default") -> Path:
-    """A kubeconfig for one server and one bearer token."""
+def write_kubeconfig(
+    path: Path, server: str, token: str, *, ca_file: Path | None = None, namespace: str = "default"
+) -> Path:
+    """A kubeconfig for one server and one bearer token (and the CA of its certificate, for https)."""
+    cluster = {"server": server} | ({"certificate-authority": str(ca_file)} if ca_file else {})
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
+        "clusters": [{"name": "test", "cluster": cluster}],
         "users": [{"name": "test", "user": {"token": token}}],
         "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}],
         "current-context": "test",
@@ -263,6 +267,9 @@ class ControlPlane:
             f"--service-account-key-file={certs / 'sa.pub'}",
             f"--service-account-signing-key-file={certs / 'sa.key'}",
             "--feature-gates=CustomResourceValidationExpressions=true",
+            # On top of the defaults (among them PodSecurity and ServiceAccount): children whose owner
+            # reference blocks the owner's deletion need `update` on its finalizers, as the chart grants.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
         )
         self.has_controllers = (self.assets / "kube-controller-manager").is_file()
         self._wait(self._apiserver_ready, "kube-apiserver to serve /readyz")

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from headrace.cli import main
 from headrace.model.crd import crd_yaml
 from headrace.operator.kube import JOBS
-from tests.operator.cluster import IJS, client_for, write_kubeconfig
+from tests.operator.cluster import IJS, client_for, emulator_kubeconfig
 from tests.operator.conftest import ij
 
 
@@ -105,7 +105,7 @@ async def test_headrace_operator_serves_liveness_reconciles_and_stops_on_sigterm
     dsn: str, emulator: kmock.KubernetesEmulator, tmp_path: Path
 ) -> None:
     port = _free_port()
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(emulator.url).rstrip("/"), insecure=False)
+    kubeconfig = emulator_kubeconfig(tmp_path / "kubeconfig", str(emulator.url).rstrip("/"))
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
@@ -128,7 +128,7 @@ async def test_headrace_operator_serves_liveness_reconciles_and_stops_on_sigterm
                 except aiohttp.ClientConnectionError:
                     pass
                 await asyncio.sleep(0.1)
-        kube = client_for(str(emulator.url), insecure=False)
+        kube = client_for(str(emulator.url))
         body = ij()
         body["metadata"]["resourceVersion"] = "1"
         await kube.ensure(IJS, body)

@@ -1,14 +1,16 @@
 """The real operator (kopf's KopfRunner) on real Postgres, against kmock's Kubernetes emulator and, when
-KUBEBUILDER_ASSETS is set, against a real kube-apiserver + etcd too.
+KUBEBUILDER_ASSETS is set, against the session's real control plane (tests/kube/controlplane.py).
 
-Neither API server runs controllers (DESIGN.md, "Field notes"; tests/operator/cluster.py): these tests
-check what the operator does, not what the Job controller or the garbage collector would do after it.
+On the real one the operator runs as the chart's operator ServiceAccount with the chart's RBAC, in a
+namespace enforcing Pod Security "restricted", and the controllers act on what it creates: the Job
+controller makes worker pods (which Pod Security must admit), the garbage collector removes the Jobs
+and HPAs of a deleted IngestionJob, the namespace controller deletes a namespace through our finalizer.
 """
 
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,43 +22,34 @@ from kopf.testing import KopfRunner
 
 from headrace.model import IngestionJob
 from headrace.operator.config import OperatorConfig
-from headrace.operator.kube import HPAS, JOBS
+from headrace.operator.kube import HPAS, JOBS, KubeError
 from headrace.operator.main import build_registry
 from headrace.operator.resources.job import build_worker_job
 from headrace.store import jobs, queue
 from headrace.store.db import Pool
-from tests.operator.cluster import (
-    IJS,
-    ApiServer,
-    Cluster,
-    assets,
-    client_for,
-    install_crd,
-    new_namespace,
-    real_apiserver,
-    wait_ready,
-    write_kubeconfig,
-)
+from tests.kube.controlplane import RESTRICTED, ControlPlane
+from tests.operator.cluster import IJS, Cluster, chart_operator_kubeconfig, client_for, emulator_kubeconfig
 from tests.operator.conftest import IMAGE, ij
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
+POD_TIMEOUT = 30.0
+"""Seconds the Job controller gets to create a worker pod before the test fails with the Job's Events."""
+
 
 @pytest.fixture(scope="session")
-def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    found = assets()
-    if found is None:
-        pytest.skip("KUBEBUILDER_ASSETS is not set, so there is no real kube-apiserver to test against")
-    with real_apiserver(found, tmp_path_factory.mktemp("envtest")) as server:
-        yield server
+def operator_kubeconfig(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    control_plane.install_crd()
+    return chart_operator_kubeconfig(control_plane, tmp_path_factory.mktemp("operator") / "kubeconfig")
 
 
 @pytest.fixture(params=["emulator", "apiserver"])
-def target(request: pytest.FixtureRequest) -> tuple[str, bool]:
-    """(server URL, emulated?) of the API server this test runs against."""
+def target(request: pytest.FixtureRequest) -> kmock.KubernetesEmulator | ControlPlane:
+    """The API server this test runs against (sync: it asks for async fixtures by name)."""
     if request.param == "apiserver":
-        server: ApiServer = request.getfixturevalue("apiserver")
-        return server.url, False
+        plane: ControlPlane = request.getfixturevalue("control_plane")
+        request.getfixturevalue("operator_kubeconfig")
+        return plane
     emulator: kmock.KubernetesEmulator = request.getfixturevalue("emulator")
     # The /status and /scale subresources, as the CRD declares them.
     emulator.resources["headrace.io/v1alpha1/ingestionjobs"] = kmock.ResourceInfo(
@@ -65,25 +58,35 @@ def target(request: pytest.FixtureRequest) -> tuple[str, bool]:
         verbs=["get", "list", "watch", "create", "update", "patch", "delete"],
         subresources=["status", "scale"],
     )
-    return str(emulator.url).rstrip("/"), True
+    return emulator
 
 
 @pytest.fixture
-async def cluster(target: tuple[str, bool], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
-    url, emulated = target
-    kube = client_for(url, insecure=not emulated)
-    if emulated:
-        namespace = "default"
+async def cluster(
+    target: kmock.KubernetesEmulator | ControlPlane,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Cluster]:
+    if isinstance(target, ControlPlane):
+        kubeconfig: Path = request.getfixturevalue("operator_kubeconfig")
+        namespace = await target.create_namespace(labels=RESTRICTED, prefix="op")
+        found = Cluster(kube=target.client(), kubeconfig=kubeconfig, namespace=namespace, emulated=False, plane=target)
     else:
-        await wait_ready(kube)
-        await install_crd(kube)
-        namespace = await new_namespace(kube)
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", url, insecure=not emulated)
+        url = str(target.url).rstrip("/")
+        kubeconfig = emulator_kubeconfig(tmp_path / "kubeconfig", url)
+        found = Cluster(kube=client_for(url), kubeconfig=kubeconfig, namespace="default", emulated=True)
     # kopf logs in the way it would anywhere: from $KUBECONFIG, with no in-cluster service account.
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(found.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    yield Cluster(kube=kube, kubeconfig=kubeconfig, namespace=namespace, emulated=emulated)
-    await kube.close()
+    yield found
+    await found.kube.close()
+
+
+def real_only(cluster: Cluster) -> ControlPlane:
+    if cluster.plane is None:
+        pytest.skip("needs the controllers of a real control plane; the emulator has none")
+    return cluster.plane
 
 
 @pytest.fixture
@@ -92,9 +95,13 @@ def config(dsn: str) -> OperatorConfig:
 
 
 @asynccontextmanager
-async def running(config: OperatorConfig) -> AsyncIterator[KopfRunner]:
-    """The operator in a thread, stopped (and checked for errors) at the end of the block."""
-    runner = KopfRunner(["run", "-A", "--standalone"], registry=build_registry(config), timeout=30)
+async def running(config: OperatorConfig, cluster: Cluster) -> AsyncIterator[KopfRunner]:
+    """The operator in a thread, stopped (and checked for errors) at the end of the block.
+
+    On the real server it serves the test's namespace only (the chart's `operator.watchNamespaces`), so
+    IngestionJobs other tests left in the shared control plane are not its business."""
+    scope = ["-A"] if cluster.emulated else ["-n", cluster.namespace]
+    runner = KopfRunner(["run", "--standalone", *scope], registry=build_registry(config), timeout=30)
     # The emulator serves from this event loop, so enter and leave the runner without blocking it.
     await asyncio.to_thread(runner.__enter__)
     try:
@@ -124,7 +131,7 @@ async def parallelism(cluster: Cluster, name: str = "handbook-run-1") -> int | N
 async def test_lifecycle_create_scale_suspend_resume_delete(
     cluster: Cluster, config: OperatorConfig, pool: Pool
 ) -> None:
-    async with running(config):
+    async with running(config, cluster):
         created = await cluster.create(
             IJS, ij(spec={"source": {"volume": {"claimName": "docs"}}, "retention": "Delete"})
         )
@@ -140,15 +147,20 @@ async def test_lifecycle_create_scale_suspend_resume_delete(
         ].get("generation")
         assert (await queue.counts(pool, uid))["pending"] == 1
 
-        # What `kubectl scale` or the HPA does, through /scale (the emulator has no subresources:
-        # there, write the field /scale maps to).
-        if cluster.emulated:
-            await cluster.kube.patch(IJS, cluster.namespace, "handbook", {"spec": {"workers": {"replicas": 3}}})
-        else:
-            scale_path = IJS.path(cluster.namespace, "handbook") + "/scale"
-            scale = await cluster.kube.request("GET", scale_path)
+        # The operator writes the replicas the job defaults to (min): /scale has nothing to read without.
+        await until(lambda: _is(_spec_replicas(cluster), 1))
+        if cluster.plane is not None:
+            # The Job controller makes the worker pod, which Pod Security "restricted" must admit.
+            pod = (await worker_pods(cluster, "handbook-run-1"))[0]
+            assert pod["spec"]["automountServiceAccountToken"] is False
+            assert not [v for v in pod["spec"].get("volumes", []) if v["name"].startswith("kube-api-access")]
+            # What a user or the HPA does: through /scale, which the server maps to spec.workers.replicas.
+            scale = await cluster.kube.request("GET", IJS.path(cluster.namespace, "handbook") + "/scale")
             assert scale["status"]["selector"] == status["workers"]["selector"]
-            await cluster.kube.request("PATCH", scale_path, {"spec": {"replicas": 3}}, "application/merge-patch+json")
+            cluster.plane.kubectl("scale", "ij/handbook", "--replicas=3", "-n", cluster.namespace)
+        else:
+            # The emulator has no /scale: write the field /scale maps to.
+            await cluster.kube.patch(IJS, cluster.namespace, "handbook", {"spec": {"workers": {"replicas": 3}}})
         await until(lambda: _is(parallelism(cluster), 3))
 
         await cluster.kube.patch(IJS, cluster.namespace, "handbook", {"spec": {"suspend": True}})
@@ -163,10 +175,15 @@ async def test_lifecycle_create_scale_suspend_resume_delete(
         await cluster.kube.delete(IJS, cluster.namespace, "handbook")
         await until(lambda: _is(cluster.get(IJS, "handbook"), None))
     assert await jobs.get_job(pool, uid) is None
+    if cluster.plane is not None:
+        # The garbage collector follows the owner references the operator set (no operator needed).
+        await until(lambda: _is(cluster.get(JOBS, "handbook-run-1"), None))
+        await until(lambda: _is(cluster.get(HPAS, "handbook"), None))
+        await until(lambda: _is(_pod_count(cluster), 0))
 
 
 async def test_invalid_spec_and_retained_data(cluster: Cluster, config: OperatorConfig, pool: Pool) -> None:
-    async with running(config):
+    async with running(config, cluster):
         await cluster.create(IJS, ij(name="bad", spec={"source": {"volume": {"path": "docs"}}}))
         good = await cluster.create(
             IJS, ij(name="good", spec={"source": {"volume": {"claimName": "docs"}}, "retention": "Retain"})
@@ -210,10 +227,10 @@ async def test_restart_after_a_partial_reconcile_converges(
     )
     await cluster.kube.ensure(JOBS, manifest)
 
-    async with running(config):
+    async with running(config, cluster):
         await until(lambda: _is(phase(cluster), "Running"))
         await until(lambda: cluster.get(HPAS, name))
-    async with running(config):  # and stopped and started once more
+    async with running(config, cluster):  # and stopped and started once more
         await until(lambda: _is(phase(cluster), "Running"))
     listed = await cluster.kube.request("GET", JOBS.path(namespace))
     assert [item["metadata"]["name"] for item in listed["items"]] == ["handbook-run-1"]
@@ -223,6 +240,64 @@ async def test_restart_after_a_partial_reconcile_converges(
 
 async def _is(value: Awaitable[Any], expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def _spec_replicas(cluster: Cluster) -> int | None:
+    found = await cluster.get(IJS, "handbook") or {}
+    return found.get("spec", {}).get("workers", {}).get("replicas")  # type: ignore[no-any-return]
+
+
+async def _pods(cluster: Cluster, job: str | None = None) -> list[dict[str, Any]]:
+    selector = f"?labelSelector=job-name%3D{job}" if job else ""
+    listed = await cluster.kube.request("GET", f"/api/v1/namespaces/{cluster.namespace}/pods{selector}")
+    return listed["items"]  # type: ignore[no-any-return]
+
+
+async def _pod_count(cluster: Cluster) -> int:
+    return len(await _pods(cluster))
+
+
+async def worker_pods(cluster: Cluster, job: str) -> list[dict[str, Any]]:
+    """The pods the Job controller made for a worker Job; failing with the Job's Events (e.g. Pod Security
+    refusing the pod: `FailedCreate ... violates PodSecurity "restricted:latest": ...`) when it makes none."""
+    deadline = asyncio.get_running_loop().time() + POD_TIMEOUT
+    while not (pods := await _pods(cluster, job)):
+        if asyncio.get_running_loop().time() > deadline:
+            selector = f"involvedObject.kind=Job,involvedObject.name={job}"
+            events = await cluster.kube.request(
+                "GET", f"/api/v1/namespaces/{cluster.namespace}/events?fieldSelector={selector}"
+            )
+            said = "\n".join(f"{e['reason']}: {e['message']}" for e in events["items"]) or "(no events)"
+            pytest.fail(f"the Job controller made no pod for Job {job} in {POD_TIMEOUT:.0f} s:\n{said}")
+        await asyncio.sleep(0.2)
+    return pods
+
+
+async def test_namespace_deletion_completes_through_the_finalizer(
+    cluster: Cluster, config: OperatorConfig, pool: Pool
+) -> None:
+    """The namespace controller deletes the IngestionJob; our finalizer applies retention and lets go."""
+    real_only(cluster)
+    async with running(config, cluster):
+        created = await cluster.create(IJS, ij())
+        await until(lambda: _is(phase(cluster), "Running"))
+        await worker_pods(cluster, "handbook-run-1")
+        await cluster.kube.request("DELETE", f"/api/v1/namespaces/{cluster.namespace}")
+        await until(lambda: _gone(cluster, f"/api/v1/namespaces/{cluster.namespace}"))
+    record = await pool.fetchrow(
+        "SELECT deleted_at FROM headrace.jobs WHERE uid = $1", uuid.UUID(created["metadata"]["uid"])
+    )
+    assert record is not None and record["deleted_at"] is not None  # retention Retain, the default
+
+
+async def _gone(cluster: Cluster, path: str) -> bool:
+    try:
+        await cluster.kube.request("GET", path)
+    except KubeError as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return False
 
 
 def test_kopf_is_configured_under_our_group() -> None:
