@@ -128,7 +128,7 @@ class Cluster:
 
     def evidence(self, namespaces: tuple[str, ...]) -> str:
         shown = [self.sh(f"kubectl -n {ns} get events --field-selector type=Warning", check=False) for ns in namespaces]
-        return "\n".join(shown + [self.kubelet.logs(ns) for ns in namespaces])
+        return "\n".join(shown + [self.kubelet.logs(ns) for ns in namespaces] + [self.kubelet.notes()])
 
     def wait(self, what: str, ready: Callable[[], bool], *namespaces: str, timeout: float = WAIT) -> None:
         """Until `ready()`. Fails at once when the server refused something in `namespaces` (see `refusals`),

@@ -38,6 +38,7 @@ import socket
 import subprocess
 import threading
 import time
+import traceback
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,7 +272,18 @@ class Kubelet:
             self._spawn_thread(self._run, body, pod)
 
     def _spawn_thread(self, target: Any, *args: Any) -> None:
-        threading.Thread(target=target, args=args, daemon=True).start()
+        def run() -> None:
+            try:
+                target(*args)
+            except Exception:  # noted for failure messages (see `notes`); the pod stays as last reported
+                self._note(f"{target.__name__} failed:\n{traceback.format_exc()}")
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def notes(self) -> str:
+        """What went wrong inside the kubelet itself (lost API calls, crashed pod threads)."""
+        path = self.workdir / "kubelet.log"
+        return path.read_text() if path.exists() else ""
 
     def _run(self, body: dict[str, Any], pod: Pod) -> None:
         """Prepare the pod (retrying while something it needs is missing), run it, restart it as its policy says."""
