@@ -1,0 +1,583 @@
+"""A stand-in kubelet: runs a real control plane's pods as local processes, for end-to-end tests.
+
+The control plane in ../shared/kube has no kubelet, scheduler or container runtime. `Kubelet` plays one
+node: it binds every pod to itself (`pods/binding`), runs the pod's container as a local process, and
+reports `Running`, readiness and `Succeeded`/`Failed` with the exit code through `pods/status`, so the
+Job, ReplicaSet and Deployment controllers and `helm --wait` see what they would see on a node. When a
+pod is deleted it stops the process (SIGTERM, then SIGKILL after the grace period) and removes the pod.
+
+What stands in for the container:
+- **Image:** an `Image` names the entrypoint, command and environment an image's Dockerfile declares;
+  headrace's image runs `headrace` from the worktree's `.venv/bin` (first on its PATH).
+- **Filesystem:** each pod gets a folder standing for its root. Every volumeMount is a folder at its
+  mountPath inside it: emptyDir, Secret, ConfigMap and projected volumes (the ServiceAccount token
+  the ServiceAccount admission plugin adds, with `ca.crt` and `namespace`) are written there, and a
+  PersistentVolumeClaim is a link to the folder given with `add_claim`. Env values, arguments and
+  the working directory naming a path under a mount are rewritten to the local folder, and paths a
+  program reads without being told (`DEFAULT_PATHS`) are passed in the variable that redirects each.
+- **Network:** pods share this machine's loopback. Each containerPort gets a free local port: an env
+  value equal to the port and a `:PORT` in an argument are renumbered, wildcard binds become
+  127.0.0.1, and probes and `port_forward` use the local port.
+- **In-cluster API access:** `HEADRACE_KUBE_API_URL` names the API server (where a pod would read
+  `KUBERNETES_SERVICE_HOST`), and a pod that mounts a ServiceAccount token also gets a kubeconfig
+  holding it (`KUBECONFIG`), because kopf reads the in-cluster token only from its absolute path.
+
+Not done: init and sidecar containers, liveness and exec probes, resource limits, user ids (processes
+run as the test's user). A pod the kubelet cannot run says why in its container status, as a real
+kubelet does (`CreateContainerConfigError`, `ErrImagePull`), and is retried until it can.
+"""
+
+import base64
+import contextlib
+import datetime
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import traceback
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import yaml
+
+from headrace.model.contract import SECRETS_DIR_ENV, WORKER_SECRETS_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+DEFAULT_PATHS = {
+    "/tmp": "TMPDIR",
+    f"{SERVICE_ACCOUNT_DIR}/token": "HEADRACE_KUBE_TOKEN_FILE",
+    f"{SERVICE_ACCOUNT_DIR}/ca.crt": "HEADRACE_KUBE_CA_FILE",
+    WORKER_SECRETS_DIR: SECRETS_DIR_ENV,
+}
+"""Paths headrace (and Python) read when not told otherwise, and the variable that points each elsewhere."""
+
+GRACE_CAP = 10.0
+"""Longest wait between SIGTERM and SIGKILL, whatever the pod's terminationGracePeriodSeconds says."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """What a container runtime takes from an image: ENTRYPOINT, CMD, ENV and WORKDIR. PATH in `env`
+    names folders of this machine, where the image's executables are."""
+
+    entrypoint: list[str]
+    cmd: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/"
+
+
+HEADRACE_IMAGE = Image(
+    entrypoint=["headrace"],
+    cmd=["--help"],
+    env={
+        "PATH": f"{ROOT / '.venv' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOME": "/tmp",
+        "HEADRACE_LOG_FORMAT": "json",
+    },
+    workdir="/tmp",
+)
+"""The Dockerfile's image, with the worktree's virtualenv in place of /opt/headrace."""
+
+
+class CannotRun(Exception):
+    """What the pod needs is missing or unsupported; `reason` is the kubelet's waiting reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def repository(image: str) -> str:
+    """`registry/name:tag` or `registry/name@sha256:...` without its tag or digest."""
+    name = image.split("@", 1)[0]
+    head, _, tail = name.rpartition(":")
+    return head if head and "/" not in tail else name
+
+
+@dataclass
+class Pod:
+    """One pod this kubelet runs: its folder, its ports and its current process."""
+
+    namespace: str
+    name: str
+    uid: str
+    root: Path
+    body: dict[str, Any]
+    ports: dict[int, int] = field(default_factory=dict)
+    mounts: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+    deleted: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def log(self) -> Path:
+        return self.root / "container.log"
+
+    def local(self, path: str) -> Path:
+        """Where a path of the container's filesystem is on this machine."""
+        return self.root / path.lstrip("/")
+
+    def localize(self, value: str) -> str:
+        """An env value or argument as this process must see it: paths, ports and binds made local."""
+        prefix, sep, text = value.partition("=") if value.startswith("-") else ("", "", value)
+        for mount in sorted(self.mounts, key=len, reverse=True):
+            if text == mount or text.startswith(mount.rstrip("/") + "/"):
+                text = str(self.local(text))
+                break
+        for container_port, local_port in self.ports.items():
+            if text == str(container_port):
+                text = str(local_port)
+            text = re.sub(rf":{container_port}\b", f":{local_port}", text)
+        return prefix + sep + text.replace("0.0.0.0", "127.0.0.1")
+
+    def kill(self, sig: signal.Signals) -> None:
+        """Signal the whole process group, as a runtime stops every process of a container."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+
+
+class Kubelet:
+    """One node of the control plane at `api_url`, running its pods as local processes (see the module)."""
+
+    def __init__(
+        self, *, kubeconfig: Path, api_url: str, workdir: Path, images: dict[str, Image], node: str = "e2e-node"
+    ) -> None:
+        self.api_url = api_url
+        self.workdir = workdir
+        self.images = images
+        self.node = node
+        self.core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(config_file=str(kubeconfig)))
+        self.claims: dict[tuple[str, str], Path] = {}
+        self.pods: dict[str, Pod] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="kubelet-watch", daemon=True)
+
+    # --- what tests call ----------------------------------------------------------------------------
+
+    def add_claim(self, namespace: str, claim: str, folder: Path) -> None:
+        """Back the PersistentVolumeClaim `claim` of `namespace` with a local folder."""
+        self.claims[(namespace, claim)] = folder
+
+    def start(self) -> None:
+        labels = {"kubernetes.io/os": "linux", "kubernetes.io/hostname": self.node}
+        self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node, "labels": labels}})
+        capacity = {"cpu": "8", "memory": "32Gi", "pods": "110"}
+        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now()}
+        self.core.patch_node_status(
+            self.node, {"status": {"capacity": capacity, "allocatable": capacity, "conditions": [ready]}}
+        )
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            pods = list(self.pods.values())
+        for pod in pods:
+            pod.deleted.set()
+            pod.kill(signal.SIGKILL)
+            if pod.process is not None:
+                pod.process.wait()
+
+    def running(self, namespace: str, prefix: str = "") -> list[Pod]:
+        """This namespace's pods whose process is running now, oldest first."""
+        with self._lock:
+            pods = list(self.pods.values())
+        return [
+            pod
+            for pod in pods
+            if pod.namespace == namespace and pod.name.startswith(prefix)
+            and pod.process is not None and pod.process.poll() is None
+        ]
+
+    def port_forward(self, namespace: str, service: str) -> str:
+        """`kubectl port-forward svc/NAME`: the URL of a running pod behind the Service's first port."""
+        svc = self.core.read_namespaced_service(service, namespace)
+        selector = svc.spec.selector or {}
+        target = svc.spec.ports[0].target_port
+        for pod in self.running(namespace):
+            if selector.items() <= pod.body["metadata"].get("labels", {}).items():
+                return f"http://127.0.0.1:{pod.ports[self._container_port(pod.body, target)]}"
+        raise LookupError(f"no running pod behind service {namespace}/{service}")
+
+    def logs(self, namespace: str, prefix: str = "", *, tail: int | None = 4000) -> str:
+        """The output (its last `tail` characters) of every pod of `namespace` whose name starts with `prefix`."""
+        with self._lock:
+            pods = [p for p in self.pods.values() if p.namespace == namespace and p.name.startswith(prefix)]
+        return "\n".join(
+            f"--- {p.namespace}/{p.name}\n{p.log.read_text(errors='replace')[-(tail or 0):]}"
+            for p in pods
+            if p.log.exists()
+        )
+
+    # --- the node's loop ----------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            watch = kubernetes.watch.Watch()
+            try:
+                for event in watch.stream(self.core.list_pod_for_all_namespaces, timeout_seconds=10):
+                    if self._stopping.is_set():
+                        return
+                    try:
+                        self._on_pod(event["type"], event["raw_object"])
+                    except kubernetes.client.ApiException as exc:  # e.g. a lost race: the next event retries
+                        name = event["raw_object"]["metadata"]["name"]
+                        self._note(f"{event['type']} pod {name}: {exc.status} {exc.body}")
+            except Exception as exc:  # the server restarting or a watch cut short: list and watch again
+                self._note(f"watch ended: {exc!r}")
+                time.sleep(0.5)
+
+    def _note(self, line: str) -> None:
+        with (self.workdir / "kubelet.log").open("a") as log:
+            log.write(f"{now()} {line}\n")
+
+    def _on_pod(self, kind: str, body: dict[str, Any]) -> None:
+        meta, spec = body["metadata"], body["spec"]
+        if kind == "DELETED":
+            return
+        if meta.get("deletionTimestamp"):
+            self._spawn_thread(self._terminate, body)
+        elif not spec.get("nodeName"):
+            binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": meta["name"]},
+                       "target": {"apiVersion": "v1", "kind": "Node", "name": self.node}}  # fmt: skip
+            self.core.create_namespaced_pod_binding(meta["name"], meta["namespace"], binding, _preload_content=False)
+        elif spec["nodeName"] == self.node and body.get("status", {}).get("phase") == "Pending":
+            with self._lock:
+                if meta["uid"] in self.pods:
+                    return
+                root = self.workdir / f"{meta['namespace']}_{meta['name']}_{meta['uid'][:8]}"
+                pod = self.pods[meta["uid"]] = Pod(meta["namespace"], meta["name"], meta["uid"], root, body)
+            self._spawn_thread(self._run, body, pod)
+
+    def _spawn_thread(self, target: Any, *args: Any) -> None:
+        def run() -> None:
+            try:
+                target(*args)
+            except Exception:  # noted for failure messages (see `notes`); the pod stays as last reported
+                self._note(f"{target.__name__} failed:\n{traceback.format_exc()}")
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def notes(self) -> str:
+        """What went wrong inside the kubelet itself (lost API calls, crashed pod threads)."""
+        path = self.workdir / "kubelet.log"
+        return path.read_text() if path.exists() else ""
+
+    def _run(self, body: dict[str, Any], pod: Pod) -> None:
+        """Prepare the pod (retrying while something it needs is missing), run it, restart it as its policy says."""
+        while True:
+            try:
+                argv, env, cwd, container = self._prepare(body, pod)
+                break
+            except CannotRun as exc:
+                self._report(body, pod, {"waiting": {"reason": exc.reason, "message": str(exc)}})
+                if pod.deleted.wait(1.0):
+                    return
+        restarts = 0
+        while not pod.deleted.is_set():
+            with pod.log.open("ab") as log:
+                pod.process = subprocess.Popen(
+                    argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            started = now()
+            probe = container.get("readinessProbe")
+            self._report(body, pod, {"running": {"startedAt": started}}, ready=probe is None, restarts=restarts)
+            if probe is not None:
+                self._spawn_thread(self._probe, body, pod, probe, container, started, restarts)
+            code = pod.process.wait()
+            exit_code = 128 - code if code < 0 else code  # killed by signal N: 128 + N, as runtimes report
+            if pod.deleted.is_set():
+                return
+            policy = body["spec"].get("restartPolicy", "Always")
+            terminated = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                          "startedAt": started, "finishedAt": now()}  # fmt: skip
+            if policy == "Always" or (policy == "OnFailure" and exit_code != 0):
+                restarts += 1
+                self._report(body, pod, {"waiting": {"reason": "CrashLoopBackOff"}}, restarts=restarts,
+                             last=terminated)  # fmt: skip
+                pod.deleted.wait(1.0)
+                continue
+            self._report(body, pod, {"terminated": terminated}, restarts=restarts,
+                         phase="Succeeded" if exit_code == 0 else "Failed")  # fmt: skip
+            return
+
+    def _probe(
+        self, body: dict[str, Any], pod: Pod, probe: dict[str, Any], container: dict[str, Any], started: str,
+        restarts: int,
+    ) -> None:  # fmt: skip
+        """Probe readiness until it first passes, then report the pod Ready (no later probes)."""
+        get = probe.get("httpGet")
+        if get is None:
+            return  # unsupported probe kinds leave the pod unready, which a test waiting for Ready will show
+        url = f"http://127.0.0.1:{pod.ports[self._container_port(body, get['port'], container)]}{get.get('path', '/')}"
+        while pod.process is not None and pod.process.poll() is None and not pod.deleted.is_set():
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    if 200 <= answer.status < 400:
+                        self._report(body, pod, {"running": {"startedAt": started}}, ready=True, restarts=restarts)
+                        return
+            except OSError:
+                pass
+            time.sleep(0.25)
+
+    def _terminate(self, body: dict[str, Any]) -> None:
+        """The pod is being deleted: stop its process within its grace period, then remove the pod."""
+        meta = body["metadata"]
+        with self._lock:
+            pod = self.pods.get(meta["uid"])
+        if pod is not None and not pod.deleted.is_set():
+            pod.deleted.set()
+            pod.kill(signal.SIGTERM)
+            if pod.process is not None:
+                try:
+                    pod.process.wait(min(float(meta.get("deletionGracePeriodSeconds") or 0), GRACE_CAP))
+                except subprocess.TimeoutExpired:
+                    pod.kill(signal.SIGKILL)
+                    pod.process.wait()
+        options = {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
+        try:
+            self.core.delete_namespaced_pod(meta["name"], meta["namespace"], body=options)
+        except kubernetes.client.ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    # --- status ---------------------------------------------------------------------------------------
+
+    def _report(
+        self, body: dict[str, Any], pod: Pod, state: dict[str, Any], *, ready: bool = False, restarts: int = 0,
+        phase: str | None = None, last: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """Patch pods/status with the container's state, as the kubelet's status manager does."""
+        if pod.deleted.is_set():
+            return
+        container = body["spec"]["containers"][0]
+        status: dict[str, Any] = {
+            "name": container["name"], "image": container["image"], "imageID": "", "ready": ready,
+            "restartCount": restarts, "started": "running" in state, "state": state,
+        }  # fmt: skip
+        if last:
+            status["lastState"] = {"terminated": last}
+        if phase is None:
+            phase = "Running" if "running" in state or restarts else "Pending"
+        ready_now = ready and phase == "Running"
+        conditions = [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": str(ready_now)},
+            {"type": "Ready", "status": str(ready_now)},
+        ]
+        patch = {
+            "status": {
+                "phase": phase, "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+                "startTime": body["metadata"].get("creationTimestamp"), "containerStatuses": [status],
+                "conditions": [{**c, "lastTransitionTime": now()} for c in conditions],
+            }
+        }  # fmt: skip
+        try:
+            self.core.patch_namespaced_pod_status(pod.name, pod.namespace, patch)
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # --- what a container runtime would do --------------------------------------------------------
+
+    def _prepare(self, body: dict[str, Any], pod: Pod) -> tuple[list[str], dict[str, str], Path, dict[str, Any]]:
+        """The command line, environment, working directory and container of the pod's one container."""
+        spec = body["spec"]
+        if spec.get("initContainers") or len(spec["containers"]) != 1:
+            raise CannotRun("Unsupported", "the stand-in kubelet runs pods of exactly one container")
+        container = spec["containers"][0]
+        image = self.images.get(repository(container["image"]))
+        if image is None:
+            raise CannotRun("ErrImagePull", f"image {container['image']!r} is not one the stand-in kubelet knows")
+        shutil.rmtree(pod.root, ignore_errors=True)
+        pod.root.mkdir(parents=True)
+        pod.ports = {p["containerPort"]: free_port() for p in container.get("ports", [])}
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        pod.mounts = []
+        for mount in container.get("volumeMounts", []):
+            self._mount(body, pod, volumes[mount["name"]], mount["mountPath"])
+            pod.mounts.append(mount["mountPath"])
+
+        env = {**image.env, "HOSTNAME": pod.name, "HEADRACE_KUBE_API_URL": self.api_url}
+        for path, variable in DEFAULT_PATHS.items():
+            if any(path == m or path.startswith(m.rstrip("/") + "/") for m in pod.mounts) and pod.local(path).exists():
+                env[variable] = path
+        for source in container.get("envFrom", []):
+            env.update({source.get("prefix", "") + k: v for k, v in self._env_from(body, source).items()})
+        for var in container.get("env", []):
+            value = self._env_value(body, var, env)
+            if value is not None:
+                env[var["name"]] = value
+        # Container paths become local ones; PATH already names this machine's folders (see Image).
+        env = {name: value if name == "PATH" else pod.localize(value) for name, value in env.items()}
+        token = pod.local(f"{SERVICE_ACCOUNT_DIR}/token")
+        if token.exists():
+            env["KUBECONFIG"] = str(self._kubeconfig(pod, token.read_text()))
+
+        command = container.get("command") or image.entrypoint
+        args = container.get("args") if "args" in container or "command" in container else image.cmd
+        argv = [pod.localize(expand(a, env)) for a in [*command, *(args or [])]]
+        found = shutil.which(argv[0], path=env.get("PATH"))
+        if found is None:
+            raise CannotRun("CreateContainerError", f"executable {argv[0]!r} not found in the image's PATH")
+        cwd = pod.local(container.get("workingDir") or image.workdir)
+        cwd.mkdir(parents=True, exist_ok=True)
+        return [found, *argv[1:]], env, cwd, container
+
+    def _mount(self, body: dict[str, Any], pod: Pod, volume: dict[str, Any], mount_path: str) -> None:
+        target = pod.local(mount_path)
+        namespace = body["metadata"]["namespace"]
+        if "emptyDir" in volume:
+            target.mkdir(parents=True, exist_ok=True)
+        elif claim := volume.get("persistentVolumeClaim"):
+            self._read("persistent_volume_claim", claim["claimName"], namespace)  # a typo fails as on a cluster
+            folder = self.claims.get((namespace, claim["claimName"]))
+            if folder is None:
+                raise CannotRun("FailedMount", f"no local folder backs claim {namespace}/{claim['claimName']}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(folder)
+        elif "secret" in volume:
+            self._write_files(target, self._data(body, "secret", volume["secret"]))
+        elif "configMap" in volume:
+            self._write_files(target, self._data(body, "configMap", volume["configMap"]))
+        elif "projected" in volume:
+            for source in volume["projected"]["sources"]:
+                if token := source.get("serviceAccountToken"):
+                    self._write_files(target, {token["path"]: self._token(body, token)})
+                elif "downwardAPI" in source:
+                    items = source["downwardAPI"]["items"]
+                    self._write_files(target, {i["path"]: field_value(body, i["fieldRef"]["fieldPath"]) for i in items})
+                else:
+                    kind = "secret" if "secret" in source else "configMap"
+                    self._write_files(target, self._data(body, kind, source[kind]))
+        else:
+            raise CannotRun("FailedMount", f"volume {volume['name']!r}: kind not supported by the stand-in kubelet")
+
+    def _token(self, body: dict[str, Any], source: dict[str, Any]) -> str:
+        """A token of the pod's ServiceAccount bound to the pod, as the kubelet requests for a projected volume."""
+        meta = body["metadata"]
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [source["audience"]] if source.get("audience") else None,
+                "expirationSeconds": source.get("expirationSeconds", 3600),
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]},
+            },
+        }
+        account = body["spec"].get("serviceAccountName", "default")
+        answer = self.core.create_namespaced_service_account_token(account, meta["namespace"], request)
+        return str(answer.status.token)
+
+    def _kubeconfig(self, pod: Pod, token: str) -> Path:
+        ca = pod.local(f"{SERVICE_ACCOUNT_DIR}/ca.crt")
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "pod", "cluster": {"server": self.api_url, "certificate-authority": str(ca)}}],
+            "users": [{"name": "pod", "user": {"token": token}}],
+            "contexts": [{"name": "pod", "context": {"cluster": "pod", "user": "pod", "namespace": pod.namespace}}],
+            "current-context": "pod",
+        }
+        path = pod.root / "kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    # --- Secrets, ConfigMaps and fields -------------------------------------------------------------
+
+    def _read(self, kind: str, name: str, namespace: str) -> Any:
+        try:
+            return getattr(self.core, f"read_namespaced_{kind}")(name, namespace)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                raise CannotRun("CreateContainerConfigError", f'{kind.replace("_", " ")} "{name}" not found') from exc
+            raise
+
+    def _data(self, body: dict[str, Any], kind: str, source: dict[str, Any]) -> dict[str, str]:
+        """A Secret's or ConfigMap's data as text, `items` applied (key -> path); {} when optional and missing."""
+        name = source.get("secretName") or source["name"]
+        try:
+            found = self._read("secret" if kind == "secret" else "config_map", name, body["metadata"]["namespace"])
+        except CannotRun:
+            if source.get("optional"):
+                return {}
+            raise
+        data = found.data or {}
+        if kind == "secret":
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        if "items" in source:
+            return {item["path"]: data[item["key"]] for item in source["items"]}
+        return dict(data)
+
+    def _env_from(self, body: dict[str, Any], source: dict[str, Any]) -> dict[str, str]:
+        kind = "secret" if "secretRef" in source else "configMap"
+        return self._data(body, kind, source[f"{kind}Ref"])
+
+    def _env_value(self, body: dict[str, Any], var: dict[str, Any], env: dict[str, str]) -> str | None:
+        if "valueFrom" not in var:
+            return expand(var.get("value", ""), env)
+        source = var["valueFrom"]
+        for kind, ref in (("secret", source.get("secretKeyRef")), ("configMap", source.get("configMapKeyRef"))):
+            if ref is not None:
+                data = self._data(body, kind, ref)
+                if ref["key"] not in data and not ref.get("optional"):
+                    raise CannotRun("CreateContainerConfigError", f"couldn't find key {ref['key']} in {ref['name']}")
+                return data.get(ref["key"])
+        if "fieldRef" in source:
+            return field_value(body, source["fieldRef"]["fieldPath"])
+        raise CannotRun("CreateContainerConfigError", f"env {var['name']}: a source the stand-in kubelet lacks")
+
+    @staticmethod
+    def _write_files(folder: Path, files: dict[str, str]) -> None:
+        for relative, content in files.items():
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content)
+
+    @staticmethod
+    def _container_port(body: dict[str, Any], port: int | str, container: dict[str, Any] | None = None) -> int:
+        """A probe's or Service's port (a number or a port name) as the containerPort it names."""
+        container = container or body["spec"]["containers"][0]
+        if isinstance(port, int) or str(port).isdigit():
+            return int(port)
+        return int(next(p["containerPort"] for p in container.get("ports", []) if p.get("name") == port))
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' `$(VAR)` references in env values and arguments."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), value)
+
+
+def field_value(body: dict[str, Any], path: str) -> str:
+    """A downward-API fieldPath: metadata.name, metadata.labels['x'], spec.nodeName, status.podIP, ..."""
+    if match := re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path):
+        return str(body["metadata"].get(match[1], {}).get(match[2], ""))
+    if path in ("status.podIP", "status.hostIP"):
+        return "127.0.0.1"
+    value: Any = body
+    for part in path.split("."):
+        value = value.get(part, "") if isinstance(value, dict) else ""
+    return str(value)
