@@ -260,7 +260,7 @@ async def test_an_ingestion_job_over_a_volume_succeeds_with_every_document_once(
     assert row["WORKERS"] == "0", row  # every worker exited when the queue drained
 
     described = sh(GETTING_STARTED.command("kubectl -n docs-team describe ij handbook"))
-    assert "CreatedJob" in described and "StartedRun" in described, described
+    assert "CreatedJob" in described and "RunStarted" in described, described
     children = sh(GETTING_STARTED.command("kubectl -n docs-team get jobs,hpa,pods -l"))
     assert "job.batch/handbook-run-1" in children and "horizontalpodautoscaler" in children, children
 
