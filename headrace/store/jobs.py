@@ -386,8 +386,13 @@ async def list_runs(pool: Pool, uid: uuid.UUID, *, limit: int = 10) -> list[RunR
 
 
 async def job_phase(pool: Pool, uid: uuid.UUID) -> tuple[str, int] | None:
-    """The job's phase and current run, or None when it is gone."""
-    row = await pool.fetchrow("SELECT phase, current_run FROM headrace.jobs WHERE uid = $1", uid)
+    """The job's phase and current run, or None when it is gone. An unfinished job whose spec says
+    `suspend: true` is Suspended, as the operator derives it for status."""
+    row = await pool.fetchrow(
+        "SELECT CASE WHEN coalesce((spec->>'suspend')::boolean, false) AND phase NOT IN ('Succeeded', 'Failed') "
+        "THEN 'Suspended' ELSE phase END AS phase, current_run FROM headrace.jobs WHERE uid = $1",
+        uid,
+    )
     return (row["phase"], row["current_run"]) if row is not None else None
 
 
