@@ -11,13 +11,14 @@ from headrace.operator.config import OperatorConfig
 from headrace.operator.settings import configure
 from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
+from headrace.redaction import redact
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 
 
 def _post(body: kopf.Body, events: list[Event]) -> None:
     for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        kopf.event(body, type=event.type, reason=event.reason, message=redact(event.message))
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from headrace.model import Condition, IngestionJob, Phase
+from headrace.redaction import redact
 from headrace.store.jobs import RunState
 
 ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed"]
@@ -58,7 +59,7 @@ def merge_conditions(
             type=item.type,
             status=item.status,
             reason=item.reason,
-            message=item.message,
+            message=redact(item.message),
             observed_generation=generation,
             last_transition_time=when,
         )

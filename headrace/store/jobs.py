@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from headrace.model import IngestionJobSpec, Progress, RunSummary
+from headrace.redaction import redact
 from headrace.store import queue
 from headrace.store.db import Connection, Pool
 
@@ -253,7 +254,7 @@ async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
         phase = "Failed" if error else "Succeeded"
         if error:
             await conn.execute(
-                "UPDATE headrace.runs SET error = $3 WHERE job_uid = $1 AND run = $2", job.uid, run, error
+                "UPDATE headrace.runs SET error = $3 WHERE job_uid = $1 AND run = $2", job.uid, run, redact(error)
             )
         await conn.execute(
             "UPDATE headrace.jobs SET phase = $2, updated_at = now() WHERE uid = $1 AND current_run = $3",
@@ -283,7 +284,7 @@ async def record_event(
         run,
         type_,
         reason,
-        message,
+        redact(message),
     )
 
 

@@ -16,6 +16,7 @@ from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, s
 
 from headrace import metrics
 from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR
+from headrace.redaction import redact
 from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
 from headrace.worker.errors import DocumentError
@@ -152,7 +153,7 @@ class Worker:
             else:
                 log.warning("Lost lease before ack", extra={"task": task.id})
             return
-        reason = "".join(traceback.format_exception_only(error)).strip()
+        reason = redact("".join(traceback.format_exception_only(error)).strip())
         retries = ctx.job.spec.retries
         backoff = queue.backoff_seconds(task.attempts, base=retries.backoff_seconds, cap=retries.max_backoff_seconds)
         outcome = await queue.fail(self.pool, task, reason, backoff=backoff)

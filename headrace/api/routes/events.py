@@ -23,6 +23,7 @@ from headrace.api.problems import ProblemError, responses
 from headrace.api.routes.jobs import job_or_404
 from headrace.api.settings import ApiSettings
 from headrace.model import TERMINAL_PHASES
+from headrace.redaction import redact
 from headrace.store import jobs as store
 from headrace.store.db import Pool
 
@@ -90,7 +91,7 @@ async def _follow(
                     "run": entry["run"],
                     "type": entry["type"],
                     "reason": entry["reason"],
-                    "message": entry["message"],
+                    "message": redact(entry["message"]),
                     "time": entry["created_at"].isoformat(),
                 }
                 yield ServerSentEvent(json.dumps(data), event="job", id=str(entry["id"]))
