@@ -206,7 +206,11 @@ def _run_manifest(
                 pool,
                 dsn,
                 job,
-                volume_root=manifest.resolve().parent,
+                # Workers open spec.source.volume.path beneath this root: the manifest's folder, or
+                # the filesystem's root for an absolute path (local mode reads the user's own files).
+                volume_root=Path("/")
+                if job.spec.source.volume and Path(job.spec.source.volume.path).is_absolute()
+                else manifest.resolve().parent,
                 workers=workers,
                 console=console,
                 secrets_dir=secrets_dir.resolve() if secrets_dir else None,
