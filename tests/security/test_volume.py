@@ -42,15 +42,15 @@ async def read(files: VolumeFiles, uri: str) -> bytes:
 
 
 async def test_absolute_path_is_taken_beneath_the_mount(claim: Path) -> None:
-    with pytest.raises(DocumentError, match="source.volume.path"):
+    with pytest.raises(DocumentError, match=r"source\.volume\.path"):
         await listed(source(claim, str(claim.parent / "outside")))  # the node's path, beneath the claim: absent
-    with pytest.raises(DocumentError, match="source.volume.path"):
+    with pytest.raises(DocumentError, match=r"source\.volume\.path"):
         await listed(source(claim, "/outside"))  # not the node's /outside: the claim has none
     assert sorted(await listed(source(claim, "/"))) == ["docs/a.txt", "docs/deep/deeper/b.txt"]
 
 
 async def test_proc_self_is_not_the_workers_own(claim: Path) -> None:
-    with pytest.raises(DocumentError, match="source.volume.path"):
+    with pytest.raises(DocumentError, match=r"source\.volume\.path"):
         await listed(source(claim, "/proc/self"))
     (claim / "docs" / "proc").symlink_to("/proc/self")
     files = source(claim)
@@ -70,7 +70,7 @@ async def test_dot_dot_cannot_climb_out(claim: Path, uri: str) -> None:
 async def test_symlinks_out_at_every_depth_are_neither_listed_nor_read(claim: Path, depth: str, target: str) -> None:
     folder = claim / "docs" / depth
     outside = claim.parent / "outside"
-    link_target = outside if target == "absolute" else Path(os.path.relpath(outside, folder))
+    link_target = outside if target == "absolute" else Path("../" * (depth.count("/") + 2) + "outside")
     (folder / "escape").symlink_to(link_target)  # a folder link
     (folder / "token.txt").symlink_to(link_target / "token")  # a file link
     files = source(claim)
@@ -83,7 +83,7 @@ async def test_symlinks_out_at_every_depth_are_neither_listed_nor_read(claim: Pa
 
 async def test_a_symlinked_parent_of_the_source_folder_is_refused(claim: Path) -> None:
     (claim / "linked").symlink_to(claim.parent / "outside")
-    with pytest.raises(DocumentError, match="source.volume.path"):
+    with pytest.raises(DocumentError, match=r"source\.volume\.path"):
         await listed(source(claim, "linked"))
 
 
