@@ -503,6 +503,14 @@ class JsonObject(click.ParamType[dict[str, Any], Any]):
     help="Seconds between two looks at each job's progress.",
 )
 @click.option(
+    "--allow-private-networks/--no-allow-private-networks",
+    envvar="HEADRACE_ALLOW_PRIVATE_NETWORKS",
+    default=False,
+    show_default=True,
+    help="Honour allowPrivateNetworks in IngestionJobs; without it such specs are refused with a "
+    "condition (env HEADRACE_ALLOW_PRIVATE_NETWORKS).",
+)
+@click.option(
     "--migrate/--no-migrate",
     default=True,
     show_default=True,
@@ -522,6 +530,7 @@ def operator(
     worker_service_account: str | None,
     liveness_endpoint: str | None,
     observe_interval: float,
+    allow_private_networks: bool,
     migrate: bool,
 ) -> None:
     """Run the Kubernetes operator: IngestionJobs in, worker Jobs, HPAs and status out."""
@@ -546,6 +555,7 @@ def operator(
         worker_pods=worker_pods,
         database_secret=database_secret,
         observe_interval=observe_interval,
+        allow_private_networks=allow_private_networks,
         migrate=migrate,
     )
     run_operator(

@@ -42,7 +42,7 @@ class Operator:
     config: OperatorConfig
 
 
-def parse(body: kopf.Body) -> IngestionJob:
+def parse(body: kopf.Body, config: OperatorConfig) -> IngestionJob:
     """The body as a model; InvalidSpec naming every bad field when it is not a valid, runnable IngestionJob.
 
     The schema already rejects most bad specs; this catches what it cannot say (or what an API server
@@ -61,7 +61,19 @@ def parse(body: kopf.Body) -> IngestionJob:
     except InvalidManifest as exc:
         raise InvalidSpec("; ".join(exc.problems)) from None
     check_cluster_spec(job)
+    check_installation(job, config)
     return job
+
+
+def check_installation(job: IngestionJob, config: OperatorConfig) -> None:
+    """What this installation permits: `allowPrivateNetworks` only when the operator was told to honour it."""
+    source = job.spec.source
+    for kind, settings in (("http", source.http), ("s3", source.s3)):
+        if settings is not None and settings.allow_private_networks and not config.allow_private_networks:
+            raise InvalidSpec(
+                f"spec.source.{kind}.allowPrivateNetworks: this installation does not permit private networks "
+                "(the chart value operator.allowPrivateNetworks is false)"
+            )
 
 
 def _uid(job: IngestionJob) -> uuid.UUID:
@@ -73,7 +85,7 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
     """React to a created, updated or resumed IngestionJob; returns the Events to post on it."""
     events: list[st.Event] = []
     try:
-        job = parse(body)
+        job = parse(body, op.config)
         record = await jobs.register_job(
             op.pool,
             uid=_uid(job),
@@ -101,7 +113,7 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
     returns the Events to post."""
     events: list[st.Event] = []
     try:
-        job = parse(body)
+        job = parse(body, op.config)
     except InvalidSpec:
         return events  # apply_spec reported it; nothing runs until the spec is fixed
     if body.get("status", {}).get("observedGeneration") != job.metadata.generation:
