@@ -247,12 +247,12 @@ def run(manifest: Path, workers: int, secrets_dir: Path | None, database_url: st
 
 
 def print_hits(console: Console, query: str, hits: list[Any]) -> None:
-    from headrace.store.search import SNIPPET_START, SNIPPET_STOP
+    from headrace.store.snippets import START, STOP
 
     console.print(f"\n[bold]Search:[/bold] {escape(query)}  ({len(hits)} results)")
     for n, hit in enumerate(hits, 1):
         snippet = escape(" ".join(hit.snippet.split()))
-        snippet = snippet.replace(escape(SNIPPET_START), "[bold yellow]").replace(escape(SNIPPET_STOP), "[/]")
+        snippet = snippet.replace(START, "[bold yellow]").replace(STOP, "[/]")
         console.print(f"{n:>2}. [cyan]{escape(hit.uri)}[/cyan] [dim]#{hit.ordinal} score {hit.score:.3f}[/dim]")
         console.print(f"    {escape(hit.title)}", style="bold")
         console.print(f"    {snippet}")

@@ -1,5 +1,5 @@
-"""A hostile tenant's attempts: the API fixtures (fake cluster, settings) are shared with tests/api."""
+"""A hostile tenant's attempts: the API fixtures (fake cluster, settings, seeded jobs) are shared with tests/api."""
 
-from tests.api.conftest import cluster, kmock_options, settings
+from tests.api.conftest import client, cluster, kmock_options, seeded, settings
 
-__all__ = ["cluster", "kmock_options", "settings"]
+__all__ = ["client", "cluster", "kmock_options", "seeded", "settings"]

@@ -136,7 +136,8 @@ async def stream_events(
 ) -> EventSourceResponse:
     after = 0
     if last_event_id:
-        if not last_event_id.isdigit():
+        # isdigit() alone takes "²" (a Latin-1 b'\xb2' header) and other digits int() refuses.
+        if not (last_event_id.isascii() and last_event_id.isdigit()):
             raise ProblemError(400, "Last-Event-ID must be an event id this stream sent")
         after = int(last_event_id)
     view = await job_or_404(pool, ns, name)
