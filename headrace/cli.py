@@ -183,7 +183,11 @@ def _run_manifest(
                 pool,
                 dsn,
                 job,
-                volume_root=manifest.resolve().parent,
+                # Workers open spec.source.volume.path beneath this root: the manifest's folder, or
+                # the filesystem's root for an absolute path (local mode reads the user's own files).
+                volume_root=Path("/")
+                if job.spec.source.volume and Path(job.spec.source.volume.path).is_absolute()
+                else manifest.resolve().parent,
                 workers=workers,
                 console=console,
                 secrets_dir=secrets_dir.resolve() if secrets_dir else None,
@@ -237,12 +241,12 @@ def run(
 
 
 def print_hits(console: Console, query: str, hits: list[Any]) -> None:
-    from headrace.store.search import SNIPPET_START, SNIPPET_STOP
+    from headrace.store.snippets import START, STOP
 
     console.print(f"\n[bold]Search:[/bold] {escape(query)}  ({len(hits)} results)")
     for n, hit in enumerate(hits, 1):
         snippet = escape(" ".join(hit.snippet.split()))
-        snippet = snippet.replace(escape(SNIPPET_START), "[bold yellow]").replace(escape(SNIPPET_STOP), "[/]")
+        snippet = snippet.replace(START, "[bold yellow]").replace(STOP, "[/]")
         console.print(f"{n:>2}. [cyan]{escape(hit.uri)}[/cyan] [dim]#{hit.ordinal} score {hit.score:.3f}[/dim]")
         console.print(f"    {escape(hit.title)}", style="bold")
         console.print(f"    {snippet}")
@@ -452,6 +456,12 @@ def adopt(namespace: str, namespace_uid: uuid.UUID, dry_run: bool, database_url:
     help="Seconds between two looks at each job with a run in progress (HEADRACE_OBSERVE_INTERVAL; default 10).",
 )
 @click.option(
+    "--allow-private-networks/--no-allow-private-networks",
+    default=None,
+    help="Honour allowPrivateNetworks in IngestionJobs; without it (the default) such specs are refused with a "
+    "condition (HEADRACE_ALLOW_PRIVATE_NETWORKS).",
+)
+@click.option(
     "--migrate/--no-migrate",
     default=None,
     help="Apply pending database migrations at start (the default); with --no-migrate, refuse a stale schema.",
@@ -464,6 +474,7 @@ def operator(
     liveness: str | None,
     tenant_credentials: str | None,
     observe_interval: float | None,
+    allow_private_networks: bool | None,
     migrate: bool | None,
 ) -> None:
     """Run the Kubernetes operator: IngestionJobs in, worker Jobs, HPAs and status out.
@@ -474,7 +485,8 @@ def operator(
     HEADRACE_WORKER_POD_SECURITY_CONTEXT, HEADRACE_WORKER_SECURITY_CONTEXT, HEADRACE_WORKER_RESOURCES,
     HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL, HEADRACE_DATABASE_SECRET_KEY,
     HEADRACE_BACKOFF_LIMIT, HEADRACE_TTL_SECONDS_AFTER_FINISHED, HEADRACE_MIGRATE, HEADRACE_TENANT_CREDENTIALS,
-    HEADRACE_WORKER_CREDENTIALS_SECRET, HEADRACE_TENANT_ROLE_PREFIX, HEADRACE_TENANT_PASSWORD_MAX_AGE_HOURS.
+    HEADRACE_WORKER_CREDENTIALS_SECRET, HEADRACE_TENANT_ROLE_PREFIX, HEADRACE_TENANT_PASSWORD_MAX_AGE_HOURS,
+    HEADRACE_ALLOW_PRIVATE_NETWORKS.
     """
     from headrace.operator.main import run as run_operator
 
@@ -486,6 +498,7 @@ def operator(
         "liveness": liveness,
         "tenant_credentials": tenant_credentials,
         "observe_interval": observe_interval,
+        "allow_private_networks": allow_private_networks,
         "migrate": migrate,
         "namespaces": list(namespaces) or ([] if all_namespaces else None),
     }

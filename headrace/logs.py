@@ -2,7 +2,7 @@
 
 `log.info("Leased task", extra={"task": 7, "job": "docs"})` prints
 `{"ts": ..., "level": "info", "logger": ..., "msg": "Leased task", "task": 7, "job": "docs"}` as JSON,
-or `Leased task task=7 job=docs` as text.
+or `Leased task task=7 job=docs` as text. Every line goes through `redaction.redact` on its way out.
 """
 
 import json
@@ -10,6 +10,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Literal
+
+from headrace.redaction import redact
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _STANDARD.add("color_message")  # uvicorn's copy of the message with terminal colour codes
@@ -30,7 +32,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return redact(json.dumps(entry, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -39,7 +41,7 @@ class TextFormatter(logging.Formatter):
         line = f"{record.levelname[0]} {record.name}: {record.getMessage()}" + (f" {pairs}" if pairs else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
 
 
 def configure(fmt: Literal["json", "text"] = "json", level: str = "INFO") -> None:

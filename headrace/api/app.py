@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from headrace.api import auth, problems
-from headrace.api.deps import Services, reject_unknown_query
+from headrace.api.deps import Services, StreamSlots, reject_unknown_query
 from headrace.api.limits import RateLimiter, SizeLimits
 from headrace.api.metrics import RequestMetrics
 from headrace.api.routes import events, health, jobs, metrics, search
@@ -30,7 +30,11 @@ token of the cluster (a ServiceAccount's, for instance); a namespace is readable
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
-    pool = await create_pool(settings.database_url.get_secret_value(), max_size=settings.database_pool_size)
+    pool = await create_pool(
+        settings.database_url.get_secret_value(),
+        max_size=settings.database_pool_size,
+        acquire_timeout=settings.database_acquire_timeout_seconds,
+    )
     try:
         await migrate.ensure_current(pool)  # raises StaleSchema: never serve a schema we don't know
         authenticator = auth.build(settings)
@@ -40,6 +44,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 pool=pool,
                 auth=authenticator,
                 limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+                streams=StreamSlots(
+                    total=settings.events_max_streams, per_caller=settings.events_max_streams_per_caller
+                ),
             )
             log.info("Started API", extra={"auth": settings.auth_mode})
             yield

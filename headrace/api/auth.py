@@ -84,8 +84,17 @@ class TtlCache(Generic[K, V]):
             self._entries.popitem(last=False)
 
 
+Admit = Callable[[], None]
+"""Called before an authenticator spends anything on a token it does not know (a TokenReview, or a
+failed comparison); raises (RateLimited) to refuse. The API passes its per-address rate limit."""
+
+
+def _admit_all() -> None:
+    pass
+
+
 class Authenticator(Protocol):
-    async def authenticate(self, token: str | None) -> Principal:
+    async def authenticate(self, token: str | None, *, admit: Admit = _admit_all) -> Principal:
         """The caller holding this bearer token; raises Unauthenticated."""
 
     async def may_read(self, principal: Principal, namespace: str) -> bool:
@@ -99,7 +108,7 @@ class OpenAuthenticator:
 
     LOCAL = Principal(name="local", everywhere=True)
 
-    async def authenticate(self, token: str | None) -> Principal:
+    async def authenticate(self, token: str | None, *, admit: Admit = _admit_all) -> Principal:
         return self.LOCAL
 
     async def may_read(self, principal: Principal, namespace: str) -> bool:
@@ -124,8 +133,9 @@ class StaticTokenAuthenticator:
         assert settings.auth_token is not None
         return cls(settings.auth_token.get_secret_value())
 
-    async def authenticate(self, token: str | None) -> Principal:
+    async def authenticate(self, token: str | None, *, admit: Admit = _admit_all) -> Principal:
         if token is None or not hmac.compare_digest(token.encode(), self._token):
+            admit()  # guessing the token is limited per address
             raise Unauthenticated("a valid bearer token is required")
         return Principal(name="token", everywhere=True)
 
@@ -146,13 +156,16 @@ class KubernetesAuthenticator:
         own_token_file: Path,
         cache_seconds: float,
         audiences: list[str] | None = None,
+        cache_size: int = 4096,
     ) -> None:
         self._client = client
         self._own_token_file = own_token_file
         self._own_token: tuple[float, str] | None = None
         self._audiences = audiences or []
-        # A rejected token is cached too (as False), so a caller retrying a bad token costs no reviews.
-        self._identities: TtlCache[str, Principal | bool] = TtlCache(cache_seconds)
+        self._identities: TtlCache[str, Principal] = TtlCache(cache_seconds, size=cache_size)
+        # Rejected tokens are remembered apart, so a flood of random tokens can only evict other
+        # rejected tokens, never push a valid caller's identity out (and make them pay a review again).
+        self._rejected: TtlCache[str, bool] = TtlCache(cache_seconds, size=cache_size)
         self._decisions: TtlCache[tuple[str, str, tuple[str, ...], str], bool] = TtlCache(cache_seconds, size=16384)
         self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
 
@@ -211,18 +224,22 @@ class KubernetesAuthenticator:
         # Shielded: one caller going away must not cancel the review the others wait for.
         return await asyncio.shield(pending)
 
-    async def authenticate(self, token: str | None) -> Principal:
+    async def authenticate(self, token: str | None, *, admit: Admit = _admit_all) -> Principal:
         if not token:
             raise Unauthenticated("a bearer token is required: a ServiceAccount or user token of this cluster")
         key = hashlib.sha256(token.encode()).hexdigest()
         identity = self._identities.get(key)
-        if identity is None:
-            identity = await self._once(("token", key), lambda: self._review_token(key, token))
-        if not isinstance(identity, Principal):
-            raise Unauthenticated("the bearer token was not accepted by the cluster")
-        return identity
+        if identity is not None:
+            return identity
+        # Unknown or rejected: the caller's address pays before the API server is asked anything.
+        admit()
+        if self._rejected.get(key) is None:
+            found: Principal | None = await self._once(("token", key), lambda: self._review_token(key, token))
+            if found is not None:
+                return found
+        raise Unauthenticated("the bearer token was not accepted by the cluster")
 
-    async def _review_token(self, key: str, token: str) -> Principal | bool:
+    async def _review_token(self, key: str, token: str) -> Principal | None:
         spec: dict[str, Any] = {"token": token}
         if self._audiences:
             spec["audiences"] = self._audiences
@@ -231,14 +248,15 @@ class KubernetesAuthenticator:
         )
         status = review.get("status") or {}
         user = status.get("user") or {}
-        identity: Principal | bool = False
-        if status.get("authenticated") and user.get("username"):
-            identity = Principal(
-                name=user["username"],
-                uid=user.get("uid", ""),
-                groups=tuple(user.get("groups") or ()),
-                extra={k: list(v) for k, v in (user.get("extra") or {}).items()},
-            )
+        if not (status.get("authenticated") and user.get("username")):
+            self._rejected.put(key, True)
+            return None
+        identity = Principal(
+            name=user["username"],
+            uid=user.get("uid", ""),
+            groups=tuple(user.get("groups") or ()),
+            extra={k: list(v) for k, v in (user.get("extra") or {}).items()},
+        )
         self._identities.put(key, identity)
         return identity
 

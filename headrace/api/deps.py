@@ -1,6 +1,7 @@
 """What routes depend on: the pool, the caller, and a namespace the caller may read."""
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -9,8 +10,9 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from headrace.api.auth import Authenticator, Forbidden, Principal, Unauthenticated
+from headrace.api.auth import Authenticator, Forbidden, Principal
 from headrace.api.limits import RateLimiter
+from headrace.api.problems import ProblemError
 from headrace.api.schemas import NAME_PATTERN, NAMESPACE_PATTERN
 from headrace.api.settings import ApiSettings
 from headrace.store.db import Pool
@@ -25,14 +27,52 @@ class Services:
     auth: Authenticator
     limiter: RateLimiter
     metrics_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    streams: "StreamCount" = field(default_factory=lambda: StreamCount())
+    streams: "StreamSlots" = field(default_factory=lambda: StreamSlots(total=1000, per_caller=20))
 
 
-class StreamCount:
-    """How many event streams this process holds open."""
+class StreamSlots:
+    """The event streams this process holds open, in total and per caller.
 
-    def __init__(self) -> None:
+    A slot is reserved in the request handler, before the response starts, and released exactly once
+    when the stream ends; so a burst of requests cannot all pass the check before any stream counts.
+    """
+
+    def __init__(self, *, total: int, per_caller: int) -> None:
+        self.total, self.per_caller = total, per_caller
         self.open = 0
+        self._by_caller: dict[str, int] = {}
+
+    def reserve(self, caller: str) -> Callable[[], None]:
+        """Take a slot for `caller`, or raise a problem (429 for the caller, 503 for the process);
+        returns the function that gives the slot back (calling it twice is harmless)."""
+        if self._by_caller.get(caller, 0) >= self.per_caller:
+            raise ProblemError(
+                429, f"{caller!r} has {self.per_caller} event streams open already", headers={"Retry-After": "10"}
+            )
+        if self.open >= self.total:
+            raise ProblemError(
+                503, "this API process has as many event streams open as it may", headers={"Retry-After": "10"}
+            )
+        self.open += 1
+        self._by_caller[caller] = self._by_caller.get(caller, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self.open -= 1
+            left = self._by_caller[caller] - 1
+            if left:
+                self._by_caller[caller] = left
+            else:
+                del self._by_caller[caller]
+
+        return release
+
+    def held_by(self, caller: str) -> int:
+        return self._by_caller.get(caller, 0)
 
 
 def get_services(request: Request) -> Services:
@@ -50,21 +90,20 @@ def get_pool(services: ServicesDep) -> Pool:
 PoolDep = Annotated[Pool, Depends(get_pool)]
 
 _bearer = HTTPBearer(auto_error=False, description="A Kubernetes ServiceAccount or user token (or the static token).")
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 async def get_principal(
     request: Request,
     services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: BearerDep,
 ) -> Principal:
     """The authenticated caller, within their rate limit."""
     token = credentials.credentials if credentials else None
-    try:
-        principal = await services.auth.authenticate(token)
-    except Unauthenticated:
-        # Failed attempts are limited per client address, so guessing tokens is slow.
-        services.limiter.check(f"address:{request.client.host if request.client else ''}")
-        raise
+    address = f"address:{request.client.host if request.client else ''}"
+    # A token the API does not know yet costs a TokenReview (or, in token mode, is a guess): the
+    # caller's address is charged first, so random tokens cannot make the API flood the API server.
+    principal = await services.auth.authenticate(token, admit=lambda: services.limiter.check(address))
     services.limiter.check(f"principal:{principal.name}")
     return principal
 

@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from headrace.store.db import PoolExhausted
+
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -121,6 +123,13 @@ async def _on_invalid(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, detail, instance=request.url.path, errors=errors)
 
 
+async def _on_exhausted(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("Refused request", extra={"path": request.url.path, "reason": str(exc)})
+    return problem_response(
+        503, "the database is busy; retry shortly", instance=request.url.path, headers={"Retry-After": "2"}
+    )
+
+
 async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
     log.error("Failed request", exc_info=exc, extra={"path": request.url.path, "method": request.method})
     return problem_response(500, "the server failed to answer; the error is in its log", instance=request.url.path)
@@ -131,6 +140,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_invalid)
+    app.add_exception_handler(PoolExhausted, _on_exhausted)
     app.add_exception_handler(Exception, _on_crash)
 
 

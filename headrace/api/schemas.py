@@ -173,6 +173,8 @@ class SearchRequest(KubeModel):
     limit: Annotated[int, Field(ge=1, le=1000)] = 10
     cursor: Cursor | None = None
     """`nextCursor` of the previous page."""
+    highlight: Literal["html", "none"] = "html"
+    """`html`: snippets are HTML-escaped text with matches in `<mark></mark>`; `none`: plain text."""
 
 
 class SearchHit(KubeModel):
@@ -189,7 +191,8 @@ class SearchHit(KubeModel):
     score: float
     """ts_rank_cd rank: higher is better; comparable within one query only."""
     snippet: str
-    """The best passages, matches wrapped in <mark></mark>."""
+    """The best passages. With `highlight=html` (the default) the text is HTML-escaped and matches are
+    wrapped in <mark></mark>, the only tags it holds; with `highlight=none` it is plain text."""
 
 
 class SearchResults(KubeModel):

@@ -39,6 +39,9 @@ class ApiSettings(BaseSettings):
 
     database_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
 
+    database_acquire_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    """Longest a request waits for a free database connection before it is answered 503 with Retry-After."""
+
     listen_host: str = "0.0.0.0"
     listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
 
@@ -89,6 +92,13 @@ class ApiSettings(BaseSettings):
 
     events_max_streams: Annotated[int, Field(ge=1)] = 1000
     """Event streams one API process holds open at most; more get a 503 with Retry-After."""
+
+    events_max_streams_per_caller: Annotated[int, Field(ge=1)] = 20
+    """Event streams one caller (principal) may hold open on one API process; more get a 429."""
+
+    events_recheck_seconds: Annotated[float, Field(gt=0, le=3600)] = 180.0
+    """How often an open event stream checks again that its caller's token is valid and may still read
+    the namespace; the stream ends when either is no longer so."""
 
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
     """On SIGTERM, how long open requests and event streams get before they are closed."""

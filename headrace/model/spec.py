@@ -64,7 +64,8 @@ class SecretRef(KubeModel):
     """Name of the Secret."""
 
 
-HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/?#]+[^\s]*$", max_length=4096)]
+# No userinfo (`user:password@`): credentials come from Secrets, never from spec fields.
+HttpUrl = Annotated[str, StringConstraints(pattern=r"^https?://[^\s/?#@]+([/?#][^\s]*)?$", max_length=4096)]
 
 
 class HttpSource(KubeModel):
@@ -96,7 +97,9 @@ class HttpSource(KubeModel):
     allow_private_networks: bool = False
     """Allow requests to loopback, private (RFC 1918, unique-local), link-local and other non-public
     addresses. Off by default, so a URL or redirect cannot reach the cluster's own services or a
-    cloud metadata endpoint. Checked on the resolved address of every connection, redirects included."""
+    cloud metadata endpoint. Checked on the resolved address of every connection, redirects included.
+    Honoured only when the installation permits it (the chart's `operator.allowPrivateNetworks`);
+    otherwise the operator refuses the spec."""
 
     max_redirects: Annotated[int, Field(ge=0, le=20)] = 5
     """Redirects followed per request before the document fails."""
@@ -140,7 +143,14 @@ class S3Source(KubeModel):
     """Region of the bucket (used for request signing)."""
 
     endpoint: HttpUrl | None = None
-    """Endpoint URL of an S3-compatible store, e.g. `http://minio.storage:9000`. Empty means AWS."""
+    """Endpoint URL of an S3-compatible store, e.g. `https://minio.example.com`. Empty means AWS. Like
+    HTTP sources, it must resolve to public addresses unless `allowPrivateNetworks` is set."""
+
+    allow_private_networks: bool = False
+    """Allow an `endpoint` on loopback, private, link-local and other non-public addresses (an in-cluster
+    MinIO, say). Checked on the resolved address before every request. Honoured only when the
+    installation permits it (the chart's `operator.allowPrivateNetworks`); otherwise the operator
+    refuses the spec."""
 
     path_style: bool = False
     """Address the bucket in the path (`endpoint/bucket/key`) instead of the host name
@@ -148,8 +158,14 @@ class S3Source(KubeModel):
 
     credentials_secret_ref: SecretRef | None = None
     """A Secret with keys `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally
-    `AWS_SESSION_TOKEN`. Without it the worker uses the default AWS credential chain (for example
-    IAM Roles for Service Accounts)."""
+    `AWS_SESSION_TOKEN`. Without it, requests are anonymous (public buckets) unless
+    `ambientCredentials` is set."""
+
+    ambient_credentials: bool = False
+    """Without `credentialsSecretRef`, sign requests with the worker pod's default AWS credential chain
+    (IAM Roles for Service Accounts, EKS Pod Identity, ...). Off by default: on a node whose metadata
+    endpoint pods can reach, that chain ends at the node's own instance role, which is not the
+    tenant's to use."""
 
 
 class Source(KubeModel):

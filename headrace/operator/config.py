@@ -89,6 +89,9 @@ class OperatorSettings(BaseSettings):
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] = 86_400
     """How long a finished worker Job stays for inspection before Kubernetes deletes it."""
 
+    allow_private_networks: bool = False
+    """Whether IngestionJobs may set `allowPrivateNetworks`; when not, such specs are refused (InvalidSpec)."""
+
     migrate: bool = True
     """Apply pending database migrations at start (they take an advisory lock, so this is safe)."""
 

@@ -11,6 +11,7 @@ from headrace.operator.config import OperatorSettings
 from headrace.operator.settings import configure
 from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
+from headrace.redaction import redact
 from headrace.store.outage import ride_out
 from headrace.store.tenants import MissingPrivilege
 
@@ -19,7 +20,7 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 
 def _post(body: kopf.Body, events: list[Event]) -> None:
     for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        kopf.event(body, type=event.type, reason=event.reason, message=redact(event.message))
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:

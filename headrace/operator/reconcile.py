@@ -58,7 +58,7 @@ class Operator:
     """One per namespace: two jobs of a namespace handled at once must not both write its Secret."""
 
 
-def parse(body: kopf.Body) -> IngestionJob:
+def parse(body: kopf.Body, config: OperatorSettings) -> IngestionJob:
     """The body as a model; InvalidSpec naming every bad field when it is not a valid, runnable IngestionJob.
 
     The schema already rejects most bad specs; this catches what it cannot say (or what an API server
@@ -77,6 +77,7 @@ def parse(body: kopf.Body) -> IngestionJob:
     except InvalidManifest as exc:
         raise InvalidSpec("; ".join(exc.problems)) from None
     check_cluster_spec(job)
+    check_installation(job, config)
     return job
 
 
@@ -93,6 +94,17 @@ def needs_observe(body: kopf.Body) -> bool:
     return bool(_pending_requests(body, st.parse_status(status)))
 
 
+def check_installation(job: IngestionJob, config: OperatorSettings) -> None:
+    """What this installation permits: `allowPrivateNetworks` only when the operator was told to honour it."""
+    source = job.spec.source
+    for kind, settings in (("http", source.http), ("s3", source.s3)):
+        if settings is not None and settings.allow_private_networks and not config.allow_private_networks:
+            raise InvalidSpec(
+                f"spec.source.{kind}.allowPrivateNetworks: this installation does not permit private networks "
+                "(the chart value operator.allowPrivateNetworks is false)"
+            )
+
+
 def _uid(job: IngestionJob) -> uuid.UUID:
     assert job.metadata.uid is not None  # parse() got it from the API server
     return uuid.UUID(job.metadata.uid)
@@ -102,7 +114,7 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
     """React to a created, updated or resumed IngestionJob; returns the Events to post on it."""
     previous = st.parse_status(body.get("status"))
     try:
-        job = parse(body)
+        job = parse(body, op.config)
         namespace_uid = await _namespace_uid(op, job.metadata.namespace)
         adopted = await jobs.adopt_retained(op.pool, uid=_uid(job), namespace_uid=namespace_uid, name=job.metadata.name)
         record = await jobs.register_job(
@@ -138,7 +150,7 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
     """Look at the job's actual state and bring status, parallelism and replicas in line with it;
     returns the Events to post."""
     try:
-        job = parse(body)
+        job = parse(body, op.config)
     except InvalidSpec:
         return []  # apply_spec reported it; nothing runs until the spec is fixed
     previous = st.parse_status(body.get("status"))

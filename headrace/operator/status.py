@@ -16,6 +16,7 @@ import pydantic
 
 from headrace.model import Condition, IngestionJob, IngestionJobStatus, Phase, WorkerStatus
 from headrace.model.events import Reason
+from headrace.redaction import redact
 from headrace.store.jobs import RunState
 
 ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed", "TenantIsolated"]
@@ -77,7 +78,7 @@ def merge_conditions(
                 type=item.type,
                 status=item.status,
                 reason=item.reason,
-                message=item.message,
+                message=redact(item.message),
                 observed_generation=generation,
                 last_transition_time=when,
             )

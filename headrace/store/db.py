@@ -3,7 +3,7 @@
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -23,13 +23,56 @@ async def _init_connection(conn: Connection) -> None:
     await conn.set_builtin_type_codec("regconfig", schema="pg_catalog", codec_name="oid")
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> Pool:
-    """A pool whose connections speak jsonb as Python values."""
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+class PoolExhausted(Exception):
+    """No connection of the pool became free within its acquire timeout: the database is saturated or gone."""
+
+
+class _BoundedPool(asyncpg.Pool):
+    """A pool whose every acquire (`pool.fetch(...)` included) waits at most `acquire_timeout` seconds.
+
+    asyncpg's own acquire waits forever by default, so a saturated pool would hold every request
+    until its client gave up; a server answering 503 with Retry-After tells callers to come back.
+    """
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 - asyncpg's own signature
+        try:
+            return await super()._acquire(self._acquire_timeout if timeout is None else timeout)  # type: ignore[misc]
+        except TimeoutError as exc:
+            raise PoolExhausted(f"no database connection became free within {self._acquire_timeout:g}s") from exc
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquire_timeout: float | None = None) -> Pool:
+    """A pool whose connections speak jsonb as Python values.
+
+    With `acquire_timeout`, waiting for a free connection longer than that raises PoolExhausted.
+    """
+    if acquire_timeout is None:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        )
+        assert pool is not None
+        return pool
+    bounded = _BoundedPool(
+        dsn,
+        acquire_timeout=acquire_timeout,
+        min_size=min_size,
+        max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        init=_init_connection,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        command_timeout=60,
     )
-    assert pool is not None
-    return pool
+    await bounded
+    return cast("Pool", bounded)
 
 
 @asynccontextmanager

@@ -5,10 +5,12 @@ run (a worker that went on after a new run started) changes nothing of a documen
 recorded. `sync: mirror` deletes the documents whose `run` is older than the run that just finished.
 """
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from headrace.redaction import redact
 from headrace.store.db import Connection, Pool
 
 Outcome = Literal["added", "updated", "unchanged", "failed"]
@@ -187,8 +189,29 @@ async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: Document
         return outcome
 
 
+MAX_URI_BYTES = 2048
+"""Longest document URI stored, in UTF-8 bytes. The (job, uri) btree index takes keys of at most
+about 2.7 KB; a longer URI would fail every write of its task, so it fails as a document instead."""
+
+
+def uri_too_long(uri: str) -> str | None:
+    """Why `uri` cannot be stored as a document's URI, or None when it can."""
+    size = len(uri.encode())
+    return f"source URI is {size} bytes, over the {MAX_URI_BYTES}-byte limit" if size > MAX_URI_BYTES else None
+
+
+def storable_uri(uri: str) -> str:
+    """`uri` itself when it fits the index; else a prefix of it with a digest of the whole, which
+    fits, stays unique per URI and still tells a reader which document failed."""
+    if uri_too_long(uri) is None:
+        return uri
+    digest = hashlib.sha256(uri.encode()).hexdigest()
+    return uri.encode()[:1024].decode(errors="ignore") + f"...#sha256={digest}"
+
+
 async def record_failures(pool: Pool, job_uid: uuid.UUID, run: int, failures: dict[str, str]) -> None:
-    """Record documents that could not be ingested, each with its reason; their old chunks go."""
+    """Record documents that could not be ingested, each with its (redacted) reason; their old chunks go.
+    A URI too long to store is shortened by `storable_uri`."""
     if not failures:
         return
     async with pool.acquire() as conn, conn.transaction():
@@ -206,8 +229,8 @@ async def record_failures(pool: Pool, job_uid: uuid.UUID, run: int, failures: di
             """,
             job_uid,
             run,
-            list(failures),
-            [reason[:4000] for reason in failures.values()],
+            [storable_uri(uri) for uri in failures],
+            [redact(reason)[:4000] for reason in failures.values()],
         )
         await conn.execute("DELETE FROM headrace.chunks WHERE document_id = ANY($1::bigint[])", [r["id"] for r in rows])
 

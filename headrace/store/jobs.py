@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from headrace.model import IngestionJobSpec, Phase, Progress, RunSummary
 from headrace.model.events import Reason
+from headrace.redaction import redact
 from headrace.store import history, queue
 from headrace.store.db import Connection, Pool
 
@@ -330,7 +331,7 @@ async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
             "UPDATE headrace.runs SET error = $3, end_reason = $4 WHERE job_uid = $1 AND run = $2",
             job.uid,
             run,
-            error,
+            redact(error) if error else None,
             end_reason,
         )
         await conn.execute("UPDATE headrace.jobs SET updated_at = now() WHERE uid = $1", job.uid)
@@ -356,7 +357,7 @@ async def record_event(
         run,
         type_,
         reason,
-        message,
+        redact(message),
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
+from headrace.redaction import redact
 from headrace.store.db import Connection, Pool
 
 TaskKind = Literal["discover", "ingest"]
@@ -219,7 +220,7 @@ async def fail(pool: Pool, task: Task, error: str, *, backoff: float) -> Literal
         task.id,
         task.lease_token,
         timedelta(seconds=backoff),
-        error[:4000],
+        redact(error)[:4000],
     )
     if row is None:
         return "lost"

@@ -6,10 +6,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from headrace.store import snippets
 from headrace.store.db import Pool
 
-SNIPPET_START = "<mark>"
-SNIPPET_STOP = "</mark>"
+# Matches are delimited by sentinels that snippets.render turns into escaped HTML or plain text.
+SNIPPET_START = snippets.START
+SNIPPET_STOP = snippets.STOP
 _HEADLINE_OPTIONS = f"StartSel={SNIPPET_START}, StopSel={SNIPPET_STOP}, MaxWords=35, MinWords=15, MaxFragments=2"
 
 
@@ -92,7 +94,8 @@ page AS (
     LIMIT $9
 )
 SELECT p.id, p.score, p.ordinal, p.page, d.uri, d.title, s.namespace, s.name AS job,
-       ts_headline(p.cfg, p.content, p.query, '{_HEADLINE_OPTIONS}') AS snippet
+       ts_headline(p.cfg, translate(p.content, '{SNIPPET_START}{SNIPPET_STOP}', ''), p.query, '{_HEADLINE_OPTIONS}')
+           AS snippet
 FROM page p
 JOIN headrace.documents d ON d.id = p.document_id
 JOIN scope s ON s.uid = p.job_uid

@@ -14,6 +14,7 @@ from typing import Any
 
 from headrace import metrics
 from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR
+from headrace.redaction import redact
 from headrace.store import documents, history, jobs, queue
 from headrace.store.db import Pool
 from headrace.store.outage import ride_out
@@ -152,7 +153,7 @@ class Worker:
                 metrics.TASKS_FAILED.labels(task.kind, "lost").inc()
                 log.warning("Lost lease before ack", extra={"task": task.id})
             return
-        reason = "".join(traceback.format_exception_only(error)).strip()
+        reason = redact("".join(traceback.format_exception_only(error)).strip())
         retries = ctx.job.spec.retries
         backoff = queue.backoff_seconds(task.attempts, base=retries.backoff_seconds, cap=retries.max_backoff_seconds)
         outcome = await ride_out(queue.fail, self.pool, task, reason, backoff=backoff)

@@ -7,13 +7,26 @@ its own address-space limit and streams messages back. If no message arrives wit
 `limits.extractionTimeoutSeconds`, or the child dies, the worker kills it, records the document in
 progress as failed with the reason, and resumes the rest of the object in a fresh child.
 
+The child gets nothing it does not need (a parser exploit in a crawled PDF runs there):
+- an explicit, minimal environment (`minimal_environment`): no DATABASE_URL, no Secret, nothing the
+  worker's pod spec or the Kubernetes service links put in the worker's;
+- no network: a seccomp filter (installed by the child itself, unprivileged under no_new_privs)
+  refuses every socket but AF_UNIX, and io_uring, on x86-64 and arm64; the child reports in its
+  `ready` message whether the filter holds (`network: blocked`) or why not;
+- no look into the worker: the worker makes itself non-dumpable first, so the child (same uid)
+  cannot read `/proc/<worker>/environ` or its memory.
+
 Wire format, both ways: a 4-byte big-endian length and a JSON header; requests are followed by an
 8-byte length and the object's raw bytes.
 """
 
 import asyncio
+import ctypes
+import errno
 import json
 import logging
+import os
+import platform
 import resource
 import signal
 import struct
@@ -33,6 +46,80 @@ _DATA = struct.Struct(">Q")
 # cold start on a busy node.
 STARTUP_TIMEOUT_SECONDS = 120.0
 
+# What the child may inherit: nothing that names a database, a Secret or a service of the cluster.
+_INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "PYTHONPATH", "TZ")
+
+
+def minimal_environment() -> dict[str, str]:
+    """The child's whole environment: the few locale and path variables above, and nothing else."""
+    env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env["HOME"] = env.get("TMPDIR", "/tmp")  # a HOME for libraries that want one, writable
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+_PR_SET_DUMPABLE = 4
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
+# Per architecture: AUDIT_ARCH value, and the numbers of socket() and io_uring_setup().
+_SYSCALLS = {"x86_64": (0xC000003E, 41, 425), "aarch64": (0xC00000B7, 198, 425)}
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def protect_from_children() -> None:
+    """Make this process non-dumpable: a child of the same uid can then no longer read its
+    /proc/<pid>/environ (DATABASE_URL) or memory."""
+    if sys.platform == "linux":
+        _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def confine_network() -> str:
+    """Forbid this process every socket but AF_UNIX (and io_uring) with a seccomp filter.
+
+    Returns `blocked`, or why the platform does not allow it (the child then runs with the network).
+    """
+    if sys.platform != "linux":
+        return f"not blocked: no seccomp on {sys.platform}"
+    numbers = _SYSCALLS.get(platform.machine())
+    if numbers is None:
+        return f"not blocked: no filter for {platform.machine()}"
+    arch, socket_nr, io_uring_nr = numbers
+    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    deny, allow = 0x00050000 | errno.EACCES, 0x7FFF0000  # SECCOMP_RET_ERRNO | EACCES, SECCOMP_RET_ALLOW
+    program = [
+        (load, 0, 0, 4),  # 0: the architecture
+        (jeq, 0, 6, arch),  # 1: another ABI (i386 socketcall, ...): deny
+        (load, 0, 0, 0),  # 2: the syscall number
+        (jge, 4, 0, 0x40000000),  # 3: the x32 ABI: deny
+        (jeq, 3, 0, io_uring_nr),  # 4: io_uring could open sockets behind the filter's back: deny
+        (jeq, 0, 3, socket_nr),  # 5: not socket(): allow
+        (load, 0, 0, 16),  # 6: socket()'s domain (args[0], low word)
+        (jeq, 1, 0, 1),  # 7: AF_UNIX: allow
+        (ret, 0, 0, deny),  # 8
+        (ret, 0, 0, allow),  # 9
+    ]
+    filters = (_SockFilter * len(program))(*(_SockFilter(*item) for item in program))
+    fprog = _SockFprog(len(program), filters)
+    libc = _libc()
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return f"not blocked: no_new_privs refused ({os.strerror(ctypes.get_errno())})"
+    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        return f"not blocked: seccomp refused ({os.strerror(ctypes.get_errno())})"
+    return "blocked"
+
 
 class Sandbox:
     """The worker's handle on its extraction child; the child is started on first use."""
@@ -42,17 +129,22 @@ class Sandbox:
         self.command = command or [sys.executable, "-m", "headrace.worker.sandbox"]
         self._child: asyncio.subprocess.Process | None = None
         self._mid_request = False  # a caller stopped reading before `end`: the child's output is stale
+        self.network: str | None = None
+        """What the last child said of its network: `blocked`, or why it is not."""
 
     async def _start(self) -> asyncio.subprocess.Process:
         if self._mid_request:
             await self.close()
         if self._child is None or self._child.returncode is not None:
             args = ["--memory-bytes", str(self.memory_bytes)] if self.memory_bytes else []
+            protect_from_children()
             child = await asyncio.create_subprocess_exec(
                 *self.command,
                 *args,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                env=minimal_environment(),
+                cwd="/",
             )
             assert child.stdout is not None
             try:
@@ -64,6 +156,9 @@ class Sandbox:
             if ready.get("type") != "ready":
                 child.kill()
                 raise RuntimeError(f"extraction sandbox spoke before it was ready: {ready!r}")
+            if ready.get("network") != "blocked" and self.network != ready.get("network"):
+                log.warning("Started extraction sandbox with network", extra={"reason": ready.get("network")})
+            self.network = ready.get("network")
             self._child = child
         return self._child
 
@@ -146,9 +241,9 @@ def _write(stream: BinaryIO, message: Message) -> None:
     stream.flush()
 
 
-def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+def serve(stdin: BinaryIO, stdout: BinaryIO, *, network: str = "unknown") -> None:
     """The child's loop: one request in, its messages out, until stdin closes."""
-    _write(stdout, {"type": "ready"})
+    _write(stdout, {"type": "ready", "network": network, "environment": sorted(os.environ)})
     while True:
         head = _read_exactly(stdin, _HEADER.size)
         if head is None:
@@ -179,9 +274,10 @@ def main() -> None:
     import headrace.worker.formats.docx
     import headrace.worker.formats.pdf  # noqa: F401
 
+    network = confine_network()  # after the imports, before any document is seen
     stdout = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print() from a library must not corrupt the protocol
-    serve(sys.stdin.buffer, stdout)
+    serve(sys.stdin.buffer, stdout, network=network)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from headrace.redaction import remember
 from headrace.worker.errors import DocumentError
 
 _MAX_SECRET_BYTES = 64 * 1024
@@ -25,6 +26,7 @@ def read_secret(secrets_dir: Path, name: str, *, required: tuple[str, ...] = ())
             continue
         with entry.open("rb") as handle:
             values[entry.name] = handle.read(_MAX_SECRET_BYTES).decode().rstrip("\r\n")
+    remember(values.values())  # from now on, no error text of this process carries them
     missing = [key for key in required if key not in values]
     if missing:
         raise MissingSecret(f"Secret {name!r} has no key {', '.join(missing)}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from headrace import metrics
 from headrace.model.events import Reason
+from headrace.redaction import redact
 from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
 from headrace.store.documents import ChunkRecord, DocumentRecord, KnownDocument
@@ -114,6 +115,7 @@ class _Batch:
     failures: dict[str, str] = field(default_factory=dict)
 
     def fail(self, job: JobRecord, uri: str, reason: str) -> None:
+        reason = redact(reason)
         self.failures[uri] = reason
         log.warning("Failed document", extra={"job": job.name, "uri": uri, "reason": reason})
 
@@ -128,6 +130,9 @@ class _Batch:
 async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownDocument | None, batch: _Batch) -> None:
     """One listed object: skipped when its version or bytes are unchanged, else turned into 1..n
     documents (an archive yields its entries and a record of itself)."""
+    if too_long := documents.uri_too_long(ref.uri):
+        batch.fail(ctx.job, ref.uri, too_long)
+        return
     spec = ctx.job.spec
     fingerprint = spec.content_fingerprint()
     current = previous if previous and previous.state == "ingested" and previous.fingerprint == fingerprint else None
@@ -168,7 +173,9 @@ async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownD
 async def _record(ctx: Context, run: int, message: Message, version: str | None, batch: _Batch) -> None:
     """Act on one message of the extraction pipeline: store a document, or note a skip or failure."""
     kind, uri = message["type"], message["uri"]
-    if kind == "failed":
+    if kind in ("document", "container") and (too_long := documents.uri_too_long(uri)):
+        batch.fail(ctx.job, uri, too_long)
+    elif kind == "failed":
         batch.fail(ctx.job, uri, message["reason"])
     elif kind == "unchanged":
         batch.unchanged.append(uri)

@@ -5,6 +5,8 @@ database seeded by the real worker, in `token` auth mode so generated requests g
 """
 
 import asyncio
+import base64
+import json
 import threading
 import time
 import uuid
@@ -85,3 +87,40 @@ def api_url(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> I
 )
 def test_api_matches_its_schema(case: schemathesis.Case, api_url: str) -> None:
     case.call_and_validate(base_url=api_url, headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+def _cursor(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+JOBS = "/v1/namespaces/{ns}/ingestionjobs"
+# Inputs a hostile caller sends that the schema allows but the database would choke on (issue 12):
+# each must be a documented 4xx problem, never a 500.
+HOSTILE_CASES = [
+    (JOBS, {"ns": "team-a"}, {"cursor": _cursor("docs\x00")}, {}),
+    (JOBS, {"ns": "team-a"}, {"cursor": _cursor(2**63)}, {}),
+    (JOBS + "/{name}/documents", {"ns": "team-a", "name": "docs"}, {"cursor": _cursor(2**63)}, {}),
+    (JOBS + "/{name}/documents", {"ns": "team-a", "name": "docs"}, {"cursor": _cursor(-5)}, {}),
+    (JOBS + "/{name}/documents", {"ns": "team-a", "name": "docs"}, {"cursor": _cursor("docs\x00")}, {}),
+    (JOBS + "/{name}/events", {"ns": "team-a", "name": "docs"}, {}, {"Last-Event-ID": "\xb2"}),
+    (
+        JOBS + "/{name}/events",
+        {"ns": "team-a", "name": "docs"},
+        {},
+        {"Last-Event-ID": "\u0663".encode().decode("latin-1")},
+    ),
+    ("/v1/search", {}, {"q": "zephyr", "cursor": _cursor([1e308, 2**70])}, {}),
+    ("/v1/search", {}, {"q": "zephyr", "cursor": _cursor(["NaN", "x\x00"])}, {}),
+    ("/v1/search", {}, {"q": "zephyr", "highlight": "none"}, {}),
+]
+
+
+@pytest.mark.parametrize(("path", "parameters", "query", "headers"), HOSTILE_CASES)
+def test_hostile_inputs_get_documented_answers(
+    api_url: str, path: str, parameters: dict[str, str], query: dict[str, str], headers: dict[str, str]
+) -> None:
+    case = schema[path]["GET"].Case(path_parameters=parameters, query=query, headers=headers)
+    response = case.call_and_validate(base_url=api_url, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code < 500
+    if response.status_code >= 400:
+        assert response.headers["content-type"] == ["application/problem+json"]

@@ -66,3 +66,12 @@ def test_operator_flags_exist(render: Render) -> None:
     options |= {opt for param in main.commands["operator"].params for opt in getattr(param, "secondary_opts", [])}
     for arg in operator["args"][1:]:
         assert arg.split("=", 1)[0] in options, arg
+
+
+@pytest.mark.parametrize(("values", "expected"), [((), "false"), ((EVERYTHING,), "true")], ids=["default", "on"])
+def test_private_networks_are_off_unless_the_installation_says_so(
+    render: Render, values: tuple[Any, ...], expected: str
+) -> None:
+    (operator,) = [c for role, c in containers(render(*values)) if role == "operator"]
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["HEADRACE_ALLOW_PRIVATE_NETWORKS"] == expected

@@ -166,8 +166,7 @@ class Cluster:
             status, generation = job.get("status", {}), job["metadata"]["generation"]
             assert status.get("phase") != "Failed", f"{name} failed: {status}"
             return bool(
-                status.get("phase") == "Succeeded"
-                and status.get("observedGeneration") == generation > after_generation
+                status.get("phase") == "Succeeded" and status.get("observedGeneration") == generation > after_generation
             )
 
         self.wait(f"IngestionJob {namespace}/{name} to succeed", done, namespace, RELEASE)

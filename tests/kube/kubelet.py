@@ -207,8 +207,10 @@ class Kubelet:
         return [
             pod
             for pod in pods
-            if pod.namespace == namespace and pod.name.startswith(prefix)
-            and pod.process is not None and pod.process.poll() is None
+            if pod.namespace == namespace
+            and pod.name.startswith(prefix)
+            and pod.process is not None
+            and pod.process.poll() is None
         ]
 
     def port_forward(self, namespace: str, service: str) -> str:
@@ -226,7 +228,7 @@ class Kubelet:
         with self._lock:
             pods = [p for p in self.pods.values() if p.namespace == namespace and p.name.startswith(prefix)]
         return "\n".join(
-            f"--- {p.namespace}/{p.name}\n{p.log.read_text(errors='replace')[-(tail or 0):]}"
+            f"--- {p.namespace}/{p.name}\n{p.log.read_text(errors='replace')[-(tail or 0) :]}"
             for p in pods
             if p.log.exists()
         )

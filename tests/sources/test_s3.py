@@ -67,6 +67,7 @@ def s3_spec(endpoint: str, **s3: object) -> IngestionJobSpec:
                     "endpoint": endpoint,
                     "pathStyle": True,
                     "credentialsSecretRef": {"name": "s3-creds"},
+                    "allowPrivateNetworks": True,  # moto listens on loopback
                     **s3,
                 }
             },

@@ -1,6 +1,6 @@
 """Search across jobs with different text-search configs: each job's chunks match its own config's query."""
 
-from headrace.store import documents, search
+from headrace.store import documents, search, snippets
 from headrace.store.db import Pool
 from headrace.store.documents import ChunkRecord, DocumentRecord
 from tests.conftest import JobFactory, volume_spec
@@ -29,7 +29,7 @@ async def test_each_job_is_searched_with_its_own_config(pool: Pool, make_job: Jo
     assert [(h.job, h.uri) for h in hits] == [("en", "en.txt")]
     both = (await search.search(pool, "running")).hits
     assert sorted((h.job, h.ordinal) for h in both) == [("en", 0), ("plain", 0)]
-    assert all("<mark>" in h.snippet for h in both)
+    assert all(snippets.START in h.snippet and snippets.STOP in h.snippet for h in both)
 
     only_b = (await search.search(pool, "running", where=search.SearchFilter(namespaces=["b"]))).hits
     assert [h.namespace for h in only_b] == ["b"]

@@ -4,23 +4,31 @@ The stream replays the job's event log (RunStarted, Discovered, RunSucceeded, ..
 entry's id as the SSE id, so a client reconnecting with `Last-Event-ID` gets only what it missed.
 Between entries it sends `progress` snapshots when the counts change and `phase` when the phase
 does; snapshots carry no id, since the next one supersedes them. It ends after the job reaches a
-terminal phase (Succeeded or Failed) and everything up to that point was sent.
+terminal phase (Succeeded or Failed) or is suspended, and everything up to that point was sent.
+Every `events_recheck_seconds` it checks again that the caller's token is valid and may still read
+the namespace, and ends when not.
 """
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from headrace.api.deps import JobNamePath, NamespaceDep, PoolDep, ServicesDep, StreamCount
+from headrace.api.deps import BearerDep, JobNamePath, NamespaceDep, PoolDep, PrincipalDep, ServicesDep
 from headrace.api.problems import ProblemError, responses
 from headrace.api.routes.jobs import job_or_404
+from headrace.api.settings import ApiSettings
 from headrace.model import TERMINAL_PHASES
+from headrace.redaction import redact
 from headrace.store import jobs as store
 from headrace.store.db import Pool
+
+# A suspended job makes no progress: its streams end rather than hold a slot open for days.
+ENDING_PHASES = (*TERMINAL_PHASES, "Suspended")
 
 router = APIRouter(prefix="/v1/namespaces/{ns}/ingestionjobs", tags=["jobs"])
 
@@ -30,29 +38,46 @@ _STREAM_DOC = """\
 - `job` (with `id`): an entry of the job's event log: `{"id", "run", "type", "reason", "message", "time"}`;
 - `phase`: `{"phase", "run"}` whenever the phase changes (and once at the start);
 - `progress`: `{"run", "total", "succeeded", "failed", "pending", "percent"}` whenever the counts change;
-- `end`: `{"phase"}` just before the server closes a stream whose job reached Succeeded or Failed.
+- `end`: `{"phase"}` just before the server closes a stream whose job reached Succeeded or Failed or was
+  suspended (`Suspended`), or was deleted (`Deleted`); `{"phase": null, "reason": "AccessEnded"}` when the
+  caller's token or permission lapsed while the stream was open.
 
 Send `Last-Event-ID` (the last `id` seen) to resume without replaying older log entries.
 """
 
 
+Recheck = Callable[[], Awaitable[bool]]
+
+
 async def _stream(
-    pool: Pool, uid: Any, after: int, poll_seconds: float, request: Request, streams: StreamCount
+    pool: Pool,
+    uid: Any,
+    after: int,
+    request: Request,
+    release: Callable[[], None],
+    recheck: Recheck,
+    settings: ApiSettings,
 ) -> AsyncIterator[ServerSentEvent]:
-    streams.open += 1
     try:
-        async for event in _follow(pool, uid, after, poll_seconds, request):
+        async for event in _follow(pool, uid, after, request, recheck, settings):
             yield event
     finally:
-        streams.open -= 1
+        release()
 
 
 async def _follow(
-    pool: Pool, uid: Any, after: int, poll_seconds: float, request: Request
+    pool: Pool, uid: Any, after: int, request: Request, recheck: Recheck, settings: ApiSettings
 ) -> AsyncIterator[ServerSentEvent]:
     last_phase: tuple[str, int] | None = None
     last_progress: dict[str, Any] | None = None
+    loop = asyncio.get_running_loop()
+    checked_at = loop.time()
     while True:
+        if loop.time() - checked_at >= settings.events_recheck_seconds:
+            if not await recheck():
+                yield ServerSentEvent(json.dumps({"phase": None, "reason": "AccessEnded"}), event="end")
+                return
+            checked_at = loop.time()
         snapshot = await store.job_phase(pool, uid)
         if snapshot is None:  # the job was deleted while we watched
             yield ServerSentEvent(json.dumps({"phase": "Deleted"}), event="end")
@@ -66,7 +91,7 @@ async def _follow(
                     "run": entry["run"],
                     "type": entry["type"],
                     "reason": entry["reason"],
-                    "message": entry["message"],
+                    "message": redact(entry["message"]),
                     "time": entry["created_at"].isoformat(),
                 }
                 yield ServerSentEvent(json.dumps(data), event="job", id=str(entry["id"]))
@@ -79,12 +104,12 @@ async def _follow(
             if progress != last_progress:
                 last_progress = progress
                 yield ServerSentEvent(json.dumps(progress), event="progress")
-        if snapshot[0] in TERMINAL_PHASES:
+        if snapshot[0] in ENDING_PHASES:
             yield ServerSentEvent(json.dumps({"phase": snapshot[0]}), event="end")
             return
         if await request.is_disconnected():
             return
-        await asyncio.sleep(poll_seconds)
+        await asyncio.sleep(settings.events_poll_seconds)
 
 
 @router.get(
@@ -103,23 +128,40 @@ async def stream_events(
     name: JobNamePath,
     pool: PoolDep,
     services: ServicesDep,
+    principal: PrincipalDep,
+    credentials: BearerDep,
     last_event_id: Annotated[
         str | None, Header(max_length=18, description="The last event id received, to resume after it.")
     ] = None,
 ) -> EventSourceResponse:
     after = 0
     if last_event_id:
-        if not last_event_id.isdigit():
+        # isdigit() alone takes "²" (a Latin-1 b'\xb2' header) and other digits int() refuses.
+        if not (last_event_id.isascii() and last_event_id.isdigit()):
             raise ProblemError(400, "Last-Event-ID must be an event id this stream sent")
         after = int(last_event_id)
     view = await job_or_404(pool, ns, name)
     settings = services.settings
-    if services.streams.open >= settings.events_max_streams:
-        raise ProblemError(
-            503, "this API process has as many event streams open as it may", headers={"Retry-After": "10"}
+    token = credentials.credentials if credentials else None
+
+    async def recheck() -> bool:
+        """Whether the caller's token still names them and they may still read the namespace."""
+        try:
+            again = await services.auth.authenticate(token)
+            return again == principal and await services.auth.may_read(principal, ns)
+        except ProblemError:  # rejected, or the API server could not say: the client reconnects
+            return False
+
+    release = services.streams.reserve(principal.name)
+    try:
+        stream = _stream(pool, view.uid, after, request, release, recheck, settings)
+        # A stream the server never starts iterating (the client left first) still frees its slot.
+        weakref.finalize(stream, release)
+        return EventSourceResponse(
+            stream,
+            ping=int(settings.events_ping_seconds) or 1,
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
-    return EventSourceResponse(
-        _stream(pool, view.uid, after, settings.events_poll_seconds, request, services.streams),
-        ping=int(settings.events_ping_seconds) or 1,
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    except BaseException:
+        release()
+        raise

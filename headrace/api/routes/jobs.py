@@ -9,6 +9,7 @@ from headrace.api.deps import JobNamePath, NamespaceDep, PoolDep
 from headrace.api.problems import ProblemError, responses
 from headrace.api.schemas import Cursor, DocumentInfo, DocumentList, JobDetail, JobList, JobStatus, RunInfo
 from headrace.model import Progress, RunSummary
+from headrace.redaction import redact_optional
 from headrace.store import documents
 from headrace.store import jobs as store
 from headrace.store.db import Pool
@@ -40,7 +41,7 @@ def _status(view: store.JobView) -> JobStatus:
             "discovery_done": state.discovery_done if state else False,
             "start_time": state.started_at if state else None,
             "completion_time": state.finished_at if state else None,
-            "error": view.spec_error or (state.error if state else None),
+            "error": redact_optional(view.spec_error or (state.error if state else None)),
             "created_at": view.created_at,
             "updated_at": view.updated_at,
         }
@@ -75,7 +76,7 @@ async def get_job(ns: NamespaceDep, name: JobNamePath, pool: PoolDep) -> JobDeta
                 start_time=r.started_at,
                 completion_time=r.finished_at,
                 end_reason=r.end_reason,
-                error=r.error,
+                error=redact_optional(r.error),
             )
             for r in runs
         ],
@@ -101,7 +102,7 @@ async def list_documents(
             uri=r.uri,
             title=r.title,
             state=r.state,
-            error=r.error,
+            error=redact_optional(r.error),
             format=r.format,
             bytes=r.bytes,
             chunks=r.chunk_count,

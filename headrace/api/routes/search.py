@@ -20,7 +20,7 @@ from headrace.api.schemas import (
     UriPrefix,
 )
 from headrace.api.schemas import Query as SearchQuery
-from headrace.store import jobs
+from headrace.store import jobs, snippets
 from headrace.store import search as store
 from headrace.store.db import Pool
 
@@ -83,7 +83,7 @@ async def _search(
                 chunk=h.ordinal,
                 page=h.page,
                 score=h.score,
-                snippet=h.snippet,
+                snippet=snippets.render(h.snippet, request.highlight),
             )
             for h in page.hits
         ],
@@ -102,8 +102,14 @@ async def search_get(
     prefix: Annotated[UriPrefix | None, Query(description="Only source URIs starting with this.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
     cursor: Annotated[Cursor | None, Query(description="`nextCursor` of the previous page.")] = None,
+    highlight: Annotated[
+        snippets.Highlight,
+        Query(description="`html`: snippets HTML-escaped, matches in `<mark>`; `none`: plain text."),
+    ] = "html",
 ) -> SearchResults:
-    request = SearchRequest(q=q, namespaces=namespace, job=job, uri_prefix=prefix, limit=limit, cursor=cursor)
+    request = SearchRequest(
+        q=q, namespaces=namespace, job=job, uri_prefix=prefix, limit=limit, cursor=cursor, highlight=highlight
+    )
     return await _search(services, principal, pool, request)
 
 

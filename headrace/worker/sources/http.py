@@ -8,7 +8,7 @@ on the resolved address of every connection (redirects included, DNS rebinding t
 """
 
 import asyncio
-import ipaddress
+import re
 import socket
 import zlib
 from collections.abc import AsyncIterator, Iterable
@@ -23,25 +23,16 @@ import httpx
 from headrace.model import HttpSource
 from headrace.worker.errors import DocumentError
 from headrace.worker.secrets import read_secret
+from headrace.worker.sources.addresses import BlockedAddress, forbidden_address
 from headrace.worker.sources.base import DocumentRef, Fetched
+
+__all__ = ["BlockedAddress", "WebPages", "checked_headers", "forbidden_address", "parse_sitemap"]
 
 PAGE_SIZE = 1000
 MAX_SITEMAP_BYTES = 50 * 1024 * 1024  # the sitemaps protocol's own cap, uncompressed
 MAX_SITEMAP_DEPTH = 3
 _REDIRECTS = {301, 302, 303, 307, 308}
 _SITEMAP_NS = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
-
-
-class BlockedAddress(Exception):
-    """A connection to a non-public address was refused."""
-
-
-def forbidden_address(address: str) -> bool:
-    """Whether an IP address is not on the public internet (loopback, private, link-local, ...)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -94,6 +85,25 @@ def _transport(*, allow_private: bool) -> httpx.AsyncHTTPTransport:
     return transport
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")  # what httpx sends: ASCII without control characters
+
+
+def checked_headers(secret: str, headers: dict[str, str]) -> dict[str, str]:
+    """The Secret's headers with surrounding whitespace stripped (RFC 9110 allows none), or DocumentError
+    naming the key (never the value) whose name or value cannot be sent. Checked once, up front, so the
+    HTTP client never raises an error quoting a secret value."""
+    checked = {}
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise DocumentError(f"Secret {secret!r}: key {name!r} is not a valid HTTP header name")
+        value = value.strip(" \t\r\n")
+        if not _HEADER_VALUE.match(value):
+            raise DocumentError(f"Secret {secret!r}: the value of key {name!r} holds a control or non-ASCII character")
+        checked[name] = value
+    return checked
+
+
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port
@@ -104,7 +114,11 @@ class WebPages:
 
     def __init__(self, spec: HttpSource, *, secrets_dir: Path) -> None:
         self.spec = spec
-        self.secret_headers = read_secret(secrets_dir, spec.headers_secret_ref.name) if spec.headers_secret_ref else {}
+        self.secret_headers = (
+            checked_headers(spec.headers_secret_ref.name, read_secret(secrets_dir, spec.headers_secret_ref.name))
+            if spec.headers_secret_ref
+            else {}
+        )
         timeout = httpx.Timeout(
             connect=spec.connect_timeout_seconds,
             read=spec.read_timeout_seconds,

@@ -9,14 +9,17 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from headrace.model import S3Source
 from headrace.worker.errors import DocumentError
 from headrace.worker.secrets import read_secret
+from headrace.worker.sources.addresses import BlockedAddress, check_host
 from headrace.worker.sources.base import DocumentRef, Fetched
 from headrace.worker.sources.globs import matches
 
@@ -25,12 +28,20 @@ _GONE = {"NoSuchKey", "404", "NotFound"}
 _REFUSED = {"AccessDenied", "403", "InvalidObjectState", "InvalidRange"}
 
 
+def _refuse_private(request: Any, **_: Any) -> None:
+    parts = urlsplit(request.url)
+    try:
+        check_host(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    except BlockedAddress as exc:
+        raise DocumentError(f"refused: {exc} (set source.s3.allowPrivateNetworks to allow)") from None
+
+
 class BucketObjects:
     """The objects under `spec.source.s3.prefix` that the include/exclude globs select."""
 
     def __init__(self, spec: S3Source, *, secrets_dir: Path) -> None:
         self.spec = spec
-        credentials: dict[str, str] = {}
+        credentials: dict[str, Any] = {}
         if spec.credentials_secret_ref:
             secret = read_secret(
                 secrets_dir,
@@ -43,6 +54,9 @@ class BucketObjects:
             }
             if "AWS_SESSION_TOKEN" in secret:
                 credentials["aws_session_token"] = secret["AWS_SESSION_TOKEN"]
+        elif not spec.ambient_credentials:
+            # Anonymous: boto3's default chain would end at the node's instance role, not the tenant's.
+            credentials["config"] = Config(signature_version=UNSIGNED)
         config = Config(
             region_name=spec.region,
             s3={"addressing_style": "path" if spec.path_style else "auto"},
@@ -50,9 +64,20 @@ class BucketObjects:
             connect_timeout=10,
             read_timeout=60,
         )
+        if "config" in credentials:
+            config = config.merge(credentials.pop("config"))
         self.client: Any = boto3.session.Session().client(
             "s3", endpoint_url=spec.endpoint, config=config, **credentials
         )
+        if not spec.allow_private_networks:
+            # Checked on every request's resolved host, so a redirect or a rebinding endpoint is caught too.
+            self.client.meta.events.register("before-send.s3", _refuse_private)
+            if spec.endpoint:
+                parts = urlsplit(spec.endpoint)
+                try:
+                    check_host(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+                except BlockedAddress as exc:
+                    raise DocumentError(f"source.s3.endpoint refused: {exc} (see allowPrivateNetworks)") from None
         self.prefix_uri = f"s3://{spec.bucket}/"
 
     def _listing(self) -> Iterator[list[DocumentRef]]:
