@@ -1,6 +1,5 @@
 """What routes depend on: the pool, the caller, and a namespace the caller may read."""
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -24,7 +23,6 @@ class Services:
     pool: Pool
     auth: Authenticator
     limiter: RateLimiter
-    metrics_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     streams: "StreamCount" = field(default_factory=lambda: StreamCount())
 
 

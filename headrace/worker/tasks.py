@@ -166,6 +166,8 @@ async def _record(ctx: Context, run: int, message: Message, version: str | None,
             metadata={"entries": message["entries"]} if kind == "container" else {},
         )
         outcome = await documents.store_document(ctx.pool, ctx.job.uid, run, record)
+        if "seconds" in message:
+            metrics.EXTRACTION_SECONDS.labels(record.format).observe(message["seconds"])
         metrics.DOCUMENTS.labels(outcome).inc()
         metrics.DOCUMENT_BYTES.inc(record.bytes)
         metrics.CHUNKS.inc(len(record.chunks))
