@@ -491,6 +491,13 @@ class JsonObject(click.ParamType[dict[str, Any], Any]):
     help="Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (env HEADRACE_LIVENESS).",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    envvar="HEADRACE_METRICS_PORT",
+    default=None,
+    help="Serve the operator's Prometheus metrics on this port.",
+)
+@click.option(
     "--observe-interval",
     type=click.FloatRange(1, 3600),
     envvar="HEADRACE_OBSERVE_INTERVAL",
@@ -517,6 +524,7 @@ def operator(
     worker_resources: dict[str, Any] | None,
     worker_service_account: str | None,
     liveness_endpoint: str | None,
+    metrics_port: int | None,
     observe_interval: float,
     migrate: bool,
 ) -> None:
@@ -542,6 +550,7 @@ def operator(
         worker_pods=worker_pods,
         database_secret=database_secret,
         observe_interval=observe_interval,
+        metrics_port=metrics_port,
         migrate=migrate,
     )
     run_operator(

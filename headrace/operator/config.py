@@ -34,5 +34,8 @@ class OperatorConfig:
     ttl_seconds_after_finished: int = 86_400
     """How long a finished worker Job stays for inspection before Kubernetes deletes it."""
 
+    metrics_port: int | None = None
+    """Serve the operator's Prometheus metrics on this port (None: not at all)."""
+
     migrate: bool = True
     """Apply pending database migrations at start (they take an advisory lock, so this is safe)."""

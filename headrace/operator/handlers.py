@@ -6,8 +6,9 @@ from typing import Any
 import kopf
 
 from headrace.model import GROUP, PLURAL, VERSION
-from headrace.operator import reconcile
+from headrace.operator import metrics, reconcile
 from headrace.operator.config import OperatorConfig
+from headrace.operator.metrics import PHASES, reconciling
 from headrace.operator.settings import configure
 from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
@@ -27,6 +28,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings)
         memo["operator"] = await open_operator(config)
+        if config.metrics_port is not None:
+            memo["stop_metrics"] = metrics.serve(config.metrics_port)
 
     @kopf.on.login(registry=registry)
     def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -45,6 +48,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        if "stop_metrics" in memo:
+            memo["stop_metrics"]()
         operator: reconcile.Operator | None = memo.get("operator")
         if operator is not None:
             await operator.kube.close()
@@ -54,13 +59,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     @kopf.on.create(*RESOURCE, registry=registry)
     @kopf.on.update(*RESOURCE, field="spec", registry=registry)
     async def apply(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        _post(body, await reconcile.apply_spec(memo["operator"], body, patch, now=datetime.now(UTC)))
+        async with reconciling("apply"):
+            _post(body, await reconcile.apply_spec(memo["operator"], body, patch, now=datetime.now(UTC)))
+        PHASES.observe(body, patch)
 
     @kopf.timer(*RESOURCE, interval=config.observe_interval, initial_delay=config.observe_interval, registry=registry)
     async def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        _post(body, await reconcile.observe(memo["operator"], body, patch, now=datetime.now(UTC)))
+        async with reconciling("observe"):
+            _post(body, await reconcile.observe(memo["operator"], body, patch, now=datetime.now(UTC)))
+        PHASES.observe(body, patch)
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-        outcome = await reconcile.finalize(memo["operator"], body)
+        async with reconciling("delete"):
+            outcome = await reconcile.finalize(memo["operator"], body)
+        PHASES.forget(body)
         logger.info(f"{outcome} the indexed data of the IngestionJob (spec.retention)")

@@ -26,7 +26,7 @@ from headrace.operator.kube import HPAS, JOBS, KubeClient
 from headrace.operator.resources.hpa import build_hpa, hpa_name
 from headrace.operator.resources.job import InvalidSpec, build_worker_job, check_cluster_spec, job_name, parallelism
 from headrace.operator.resources.labels import selector
-from headrace.store import jobs, queue
+from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord, RunState, UnknownTextSearchConfig
 
@@ -125,8 +125,32 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
 
     worker_job = await _ensure_children(op, job, run, state, events)
     _write_status(body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events)
+    if state is not None and state.finished and state.summary.failed:
+        events += await _failures_summary(op, record.uid, run)
     await _record(op, record.uid, run, events)
     return events
+
+
+FAILURES_REASON = "DocumentsFailed"
+MAX_EVENT_MESSAGE = 1024  # what `kubectl describe` shows whole; the API has every failure in full
+
+
+async def _failures_summary(op: Operator, uid: uuid.UUID, run: int) -> list[st.Event]:
+    """One Event for people when a finished run had failed documents (the API lists each of them).
+
+    Posted once per run: the job's event log in Postgres, where `_record` writes it, says whether it was.
+    """
+    if await jobs.has_event(op.pool, uid, run, FAILURES_REASON):
+        return []
+    failure = await documents.first_failure(op.pool, uid, run)
+    if failure is None:
+        return []
+    count, uri, reason = failure
+    noun = "document" if count == 1 else "documents"
+    message = f"{count} {noun} failed; first: {uri}: {reason}"
+    if len(message) > MAX_EVENT_MESSAGE:
+        message = message[: MAX_EVENT_MESSAGE - 1] + "…"
+    return [st.Event("Warning", FAILURES_REASON, message)]
 
 
 async def finalize(op: Operator, body: kopf.Body) -> str:

@@ -287,6 +287,18 @@ async def record_event(
     )
 
 
+async def has_event(pool: Pool, uid: uuid.UUID, run: int, reason: str) -> bool:
+    """Whether the job's log already holds an event of this reason for this run."""
+    return bool(
+        await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM headrace.job_events WHERE job_uid = $1 AND run = $2 AND reason = $3)",
+            uid,
+            run,
+            reason,
+        )
+    )
+
+
 async def events(pool: Pool, uid: uuid.UUID, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
     """The job's events with id greater than `after`, oldest first."""
     rows = await pool.fetch(
@@ -395,17 +407,3 @@ async def namespaces(pool: Pool) -> list[str]:
     """Every namespace that has indexed data, live or retained."""
     rows = await pool.fetch("SELECT DISTINCT namespace FROM headrace.jobs ORDER BY namespace")
     return [row["namespace"] for row in rows]
-
-
-async def pending_tasks(pool: Pool) -> list[tuple[str, str, int]]:
-    """(namespace, job, tasks pending) for every live job, zero included: the workers' scaling signal."""
-    rows = await pool.fetch(
-        """
-        SELECT j.namespace, j.name, count(t.id) AS pending
-        FROM headrace.jobs j
-        LEFT JOIN headrace.tasks t ON t.job_uid = j.uid AND t.state = 'pending'
-        WHERE j.deleted_at IS NULL
-        GROUP BY j.uid, j.namespace, j.name
-        """
-    )
-    return [(row["namespace"], row["name"], row["pending"]) for row in rows]
