@@ -99,3 +99,17 @@ app.kubernetes.io/component: {{ .component }}
 - name: tmp
   mountPath: /tmp
 {{- end }}
+
+{{/* A NetworkPolicy ingress rule admitting Prometheus to a pod's `metrics` port. */}}
+{{- define "headrace.metricsIngress" -}}
+# Metrics: from Prometheus' namespace only (metrics.prometheusNamespace; every namespace when empty).
+- ports:
+    - port: metrics
+      protocol: TCP
+  {{- with .Values.metrics.prometheusNamespace }}
+  from:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ . }}
+  {{- end }}
+{{- end }}
