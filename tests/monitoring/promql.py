@@ -11,7 +11,32 @@ FOREIGN = frozenset(
 )
 
 _FUNCTIONS = frozenset(
-    ["sum", "count", "max", "min", "avg", "rate", "irate", "increase", "histogram_quantile", "absent", "time", "label_values", "humanize", "and", "or", "unless", "on", "ignoring", "by", "without", "group_left", "group_right", "bool", "offset"]
+    [
+        "sum",
+        "count",
+        "max",
+        "min",
+        "avg",
+        "rate",
+        "irate",
+        "increase",
+        "histogram_quantile",
+        "absent",
+        "time",
+        "label_values",
+        "humanize",
+        "and",
+        "or",
+        "unless",
+        "on",
+        "ignoring",
+        "by",
+        "without",
+        "group_left",
+        "group_right",
+        "bool",
+        "offset",
+    ]
 )
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
