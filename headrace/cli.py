@@ -86,9 +86,18 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
     """Apply the database migrations (safe to run concurrently)."""
     from headrace.store import migrate as migrations
 
+    async def go(pool: Any) -> tuple[list[Any], Any]:
+        applied = await migrations.migrate(pool)
+        return applied, await migrations.schema_state(pool)
+
     with _database(database_url, data_dir) as dsn:
-        applied = _with_pool(dsn, migrations.migrate)
-    click.echo(f"Applied {len(applied)} migrations; schema is at version {migrations.expected_version()}.")
+        applied, state = _with_pool(dsn, go)
+    built_for = migrations.expected_version()
+    click.echo(f"Applied {len(applied)} migrations; schema is at version {state.version}.")
+    if state.version > built_for:
+        # A newer release migrated this database (or is migrating it now): nothing of ours was left to apply.
+        fits = "runs on it" if state.compatible_from <= built_for else "cannot run on it: upgrade headrace"
+        click.echo(f"This headrace is built for version {built_for} and {fits}.")
 
 
 @main.command()
