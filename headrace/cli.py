@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -9,6 +10,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -46,6 +48,7 @@ def _run(coro: Awaitable[T]) -> T:
 def _database(url: str | None, data_dir: Path) -> Iterator[str]:
     """The given database, or the embedded one under data_dir."""
     if url:
+        _say_which_database(url)
         yield url
         return
     from headrace.local import embedded_postgres
@@ -62,6 +65,18 @@ def _with_pool(dsn: str, work: Callable[[Any], Awaitable[T]], *, max_size: int =
             return await work(pool)
 
     return _run(go())
+
+
+def _say_which_database(url: str) -> None:
+    """Say so when the database came from the environment: a DATABASE_URL left in the shell must not
+    silently send local commands to another database than the embedded one."""
+    context = click.get_current_context(silent=True)
+    if context is None or context.get_parameter_source("database_url") != click.core.ParameterSource.ENVIRONMENT:
+        return
+    parts = urlsplit(url)
+    where = f"{parts.hostname or 'localhost'}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    variable = next((name for name in DATABASE_URL_ENV if os.environ.get(name)), DATABASE_URL_ENV[0])
+    click.echo(f"Using the database at {where} from ${variable}, not the embedded one (unset it for that).", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
