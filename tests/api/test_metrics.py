@@ -46,6 +46,11 @@ async def test_metrics_are_served_on_their_own_port_from_a_snapshot(
     ):
         port = app.state.metrics_port
         assert isinstance(port, int) and port > 0
+        route = "/v1/namespaces/{ns}/ingestionjobs/{name}"
+        request_labels = {"method": "GET", "route": route, "status": "200"}
+        # Counters are the process's: count what this test adds.
+        requests_before = REGISTRY.get_sample_value("headrace_api_requests_total", request_labels) or 0
+        searches_before = REGISTRY.get_sample_value("headrace_search_duration_seconds_count") or 0
         await client.get("/v1/namespaces/team-a/ingestionjobs/docs", headers=bearer("alice-token"))
         await client.get("/v1/search?q=zephyr", headers=bearer("alice-token"))
         # Not on the API's port: tenants reach that one, and the totals name every namespace.
@@ -78,9 +83,8 @@ async def test_metrics_are_served_on_their_own_port_from_a_snapshot(
             assert value(found, "headrace_run_duration_seconds_bucket", outcome="succeeded", le="60.0") == 2
             # No series carries Prometheus' own `job` label.
             assert not any("job" in dict(labels) for _, labels in found)
-            route = "/v1/namespaces/{ns}/ingestionjobs/{name}"
-            assert value(found, "headrace_api_requests_total", method="GET", route=route, status="200") == 1
-            assert value(found, "headrace_search_duration_seconds_count") == 1
+            assert value(found, "headrace_api_requests_total", **request_labels) == requests_before + 1
+            assert value(found, "headrace_search_duration_seconds_count") == searches_before + 1
 
             # A scrape reads the snapshot, not Postgres: news shows only after the next refresh.
             await pool.execute(
