@@ -110,9 +110,14 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
     built_for = migrations.expected_version()
     click.echo(f"Applied {len(applied)} migrations; schema is at version {state.version}.")
     if state.version > built_for:
-        # A newer release migrated this database (or is migrating it now): nothing of ours was left to apply.
-        fits = "runs on it" if state.compatible_from <= built_for else "cannot run on it: upgrade headrace"
-        click.echo(f"This headrace is built for version {built_for} and {fits}.")
+        # A newer release migrated this database: nothing of ours was left to apply. Whether this release's
+        # API and operator may run on it is the schema's say; fail here, in the migration hook, if not.
+        if state.compatible_from > built_for:
+            raise click.ClickException(
+                f"this headrace is built for schema {built_for} and cannot run on it: migration {state.breaking} "
+                f"needs code for schema {state.compatible_from} or later (docs/operations.md, Upgrades and rollbacks)"
+            )
+        click.echo(f"This headrace is built for version {built_for}, which the newer schema declares compatible.")
 
 
 @main.command()

@@ -135,3 +135,25 @@ async def test_a_failing_migration_leaves_nothing_half_applied(empty_dsn: str, m
         assert await migrate.migrate(pool) == []
     finally:
         await pool.close()
+
+
+async def test_migrate_command_fails_on_a_newer_schema_it_cannot_run_on(empty_dsn: str) -> None:
+    from click.testing import CliRunner
+
+    from headrace.cli import main
+
+    pool = await create_pool(empty_dsn)
+    try:
+        await migrate.migrate(pool)
+        await pool.execute(
+            "INSERT INTO headrace.schema_migrations (version, name, compatible_from) VALUES (9998, 'expand', 7)"
+        )
+        ok = await asyncio.to_thread(CliRunner().invoke, main, ["migrate", "--database-url", empty_dsn])
+        assert ok.exit_code == 0 and "schema is at version 9998" in ok.output
+        assert "declares compatible" in ok.output
+        await pool.execute("UPDATE headrace.schema_migrations SET compatible_from = 9998 WHERE version = 9998")
+        refused = await asyncio.to_thread(CliRunner().invoke, main, ["migrate", "--database-url", empty_dsn])
+        assert refused.exit_code == 1
+        assert "cannot run on it: migration 9998_expand needs code for schema 9998" in refused.output
+    finally:
+        await pool.close()
