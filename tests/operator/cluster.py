@@ -146,7 +146,7 @@ async def wait_ready(kube: KubeClient) -> None:
         try:
             await kube.request("GET", "/api/v1/namespaces/default")
             return
-        except (TimeoutError, KubeError, OSError):
+        except (TimeoutError, KubeError, OSError, kopf.TemporaryError):
             await asyncio.sleep(0.2)
 
 
