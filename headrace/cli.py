@@ -1,6 +1,7 @@
 """The `headrace` command: one entry point for every role (demo, run, worker, migrate, search, ...)."""
 
 import asyncio
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -8,6 +9,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -45,6 +47,7 @@ def _run(coro: Awaitable[T]) -> T:
 def _database(url: str | None, data_dir: Path) -> Iterator[str]:
     """The given database, or the embedded one under data_dir."""
     if url:
+        _say_which_database(url)
         yield url
         return
     from headrace.local import embedded_postgres
@@ -61,6 +64,18 @@ def _with_pool(dsn: str, work: Callable[[Any], Awaitable[T]], *, max_size: int =
             return await work(pool)
 
     return _run(go())
+
+
+def _say_which_database(url: str) -> None:
+    """Say so when the database came from the environment: a DATABASE_URL left in the shell must not
+    silently send local commands to another database than the embedded one."""
+    context = click.get_current_context(silent=True)
+    if context is None or context.get_parameter_source("database_url") != click.core.ParameterSource.ENVIRONMENT:
+        return
+    parts = urlsplit(url)
+    where = f"{parts.hostname or 'localhost'}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    variable = next((name for name in DATABASE_URL_ENV if os.environ.get(name)), DATABASE_URL_ENV[0])
+    click.echo(f"Using the database at {where} from ${variable}, not the embedded one (unset it for that).", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,9 +100,23 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
     """Apply the database migrations (safe to run concurrently)."""
     from headrace.store import migrate as migrations
 
+    async def go(pool: Any) -> tuple[list[Any], Any]:
+        applied = await migrations.migrate(pool)
+        return applied, await migrations.schema_state(pool)
+
     with _database(database_url, data_dir) as dsn:
-        applied = _with_pool(dsn, migrations.migrate)
-    click.echo(f"Applied {len(applied)} migrations; schema is at version {migrations.expected_version()}.")
+        applied, state = _with_pool(dsn, go)
+    built_for = migrations.expected_version()
+    click.echo(f"Applied {len(applied)} migrations; schema is at version {state.version}.")
+    if state.version > built_for:
+        # A newer release migrated this database: nothing of ours was left to apply. Whether this release's
+        # API and operator may run on it is the schema's say; fail here, in the migration hook, if not.
+        if state.compatible_from > built_for:
+            raise click.ClickException(
+                f"this headrace is built for schema {built_for} and cannot run on it: migration {state.breaking} "
+                f"needs code for schema {state.compatible_from} or later (docs/operations.md, Upgrades and rollbacks)"
+            )
+        click.echo(f"This headrace is built for version {built_for}, which the newer schema declares compatible.")
 
 
 @main.command()
@@ -451,6 +480,11 @@ def adopt(namespace: str, namespace_uid: uuid.UUID, dry_run: bool, database_url:
     "isolates nothing (HEADRACE_TENANT_CREDENTIALS; docs/security.md).",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve the operator's Prometheus metrics on this port (HEADRACE_METRICS_PORT; default: not served).",
+)
+@click.option(
     "--observe-interval",
     type=click.FloatRange(1, 3600),
     help="Seconds between two looks at each job with a run in progress (HEADRACE_OBSERVE_INTERVAL; default 10).",
@@ -473,6 +507,7 @@ def operator(
     worker_image: str | None,
     liveness: str | None,
     tenant_credentials: str | None,
+    metrics_port: int | None,
     observe_interval: float | None,
     allow_private_networks: bool | None,
     migrate: bool | None,
@@ -486,7 +521,7 @@ def operator(
     HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL, HEADRACE_DATABASE_SECRET_KEY,
     HEADRACE_BACKOFF_LIMIT, HEADRACE_TTL_SECONDS_AFTER_FINISHED, HEADRACE_MIGRATE, HEADRACE_TENANT_CREDENTIALS,
     HEADRACE_WORKER_CREDENTIALS_SECRET, HEADRACE_TENANT_ROLE_PREFIX, HEADRACE_TENANT_PASSWORD_MAX_AGE_HOURS,
-    HEADRACE_ALLOW_PRIVATE_NETWORKS.
+    HEADRACE_ALLOW_PRIVATE_NETWORKS, HEADRACE_METRICS_PORT.
     """
     from headrace.operator.main import run as run_operator
 
@@ -497,6 +532,7 @@ def operator(
         "worker_image": worker_image,
         "liveness": liveness,
         "tenant_credentials": tenant_credentials,
+        "metrics_port": metrics_port,
         "observe_interval": observe_interval,
         "allow_private_networks": allow_private_networks,
         "migrate": migrate,

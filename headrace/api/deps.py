@@ -1,6 +1,5 @@
 """What routes depend on: the pool, the caller, and a namespace the caller may read."""
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -26,7 +25,6 @@ class Services:
     pool: Pool
     auth: Authenticator
     limiter: RateLimiter
-    metrics_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     streams: "StreamSlots" = field(default_factory=lambda: StreamSlots(total=1000, per_caller=20))
 
 

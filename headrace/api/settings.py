@@ -45,6 +45,16 @@ class ApiSettings(BaseSettings):
     listen_host: str = "0.0.0.0"
     listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
 
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """Port of the Prometheus metrics, apart from the API's (None: not served; 0: any free port).
+    Scrapers need no API access, and a NetworkPolicy can admit only Prometheus to it."""
+
+    metrics_host: str | None = None
+    """Address the metrics port binds to; defaults to `listen_host`."""
+
+    metrics_refresh_seconds: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    """How often the Postgres totals behind the metrics are read; a scrape reads none."""
+
     auth_mode: AuthMode = "kubernetes"
     """kubernetes: TokenReview + SubjectAccessReview; token: one static bearer token; none: loopback only."""
 

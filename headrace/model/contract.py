@@ -14,6 +14,13 @@ VOLUME_ROOT_ENV = "HEADRACE_VOLUME_ROOT"
 WORKER_SECRETS_DIR = "/var/run/secrets/headrace"
 SECRETS_DIR_ENV = "HEADRACE_SECRETS_DIR"
 
+# Every worker serves its Prometheus metrics on this port, named WORKER_METRICS_PORT_NAME in the pod
+# spec (the chart's PodMonitor scrapes it); the operator sets it through the worker's
+# --metrics-port (env METRICS_PORT_ENV).
+WORKER_METRICS_PORT = 9090
+WORKER_METRICS_PORT_NAME = "metrics"
+METRICS_PORT_ENV = "HEADRACE_METRICS_PORT"
+
 # The database URL reaches every pod as this variable, from the Secret the chart names.
 DATABASE_URL_ENV = "DATABASE_URL"
 DATABASE_URL_KEY = "DATABASE_URL"

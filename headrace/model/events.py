@@ -23,6 +23,7 @@ class Reason(StrEnum):
     NAME_CONFLICT = "NameConflict"
     WORKER_JOB_REFUSED = "WorkerJobRefused"
     ADOPTED_DATA = "AdoptedData"
+    DOCUMENTS_FAILED = "DocumentsFailed"
 
 
 STORE_RECORDED: frozenset[Reason] = frozenset(

@@ -444,7 +444,7 @@ class IngestionJobSpec(KubeModel):
 
     history_limit: Annotated[int, Field(ge=1, le=1000)] = 10
     """How many runs to keep, with their tasks and events, the current one included. Older runs are
-    pruned when a run's workers start; documents are kept whatever the run that last recorded them."""
+    pruned when a run starts; documents are kept whatever the run that last recorded them."""
 
     @field_validator("schedule")
     @classmethod

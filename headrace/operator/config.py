@@ -92,6 +92,9 @@ class OperatorSettings(BaseSettings):
     allow_private_networks: bool = False
     """Whether IngestionJobs may set `allowPrivateNetworks`; when not, such specs are refused (InvalidSpec)."""
 
+    metrics_port: int | None = None
+    """Serve the operator's Prometheus metrics on this port (None: not at all)."""
+
     migrate: bool = True
     """Apply pending database migrations at start (they take an advisory lock, so this is safe)."""
 

@@ -6,8 +6,9 @@ from typing import Any
 import kopf
 
 from headrace.model import GROUP, PLURAL, VERSION
-from headrace.operator import reconcile
+from headrace.operator import metrics, reconcile
 from headrace.operator.config import OperatorSettings
+from headrace.operator.metrics import PHASES, reconciling
 from headrace.operator.settings import configure
 from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
@@ -37,6 +38,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             memo["operator"] = await open_operator(config)
         except MissingPrivilege as exc:
             raise kopf.PermanentError(str(exc)) from None
+        if config.metrics_port is not None:
+            memo["stop_metrics"] = metrics.serve(config.metrics_port)
 
     @kopf.on.login(registry=registry)
     def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -55,6 +58,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        if "stop_metrics" in memo:
+            memo["stop_metrics"]()
         operator: reconcile.Operator | None = memo.get("operator")
         if operator is not None:
             await operator.kube.close()
@@ -64,7 +69,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     @kopf.on.create(*RESOURCE, registry=registry)
     @kopf.on.update(*RESOURCE, field="spec", registry=registry)
     async def apply(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        _post(body, await ride_out(reconcile.apply_spec, memo["operator"], body, patch, now=datetime.now(UTC)))
+        async with reconciling("apply"):
+            _post(body, await ride_out(reconcile.apply_spec, memo["operator"], body, patch, now=datetime.now(UTC)))
+        PHASES.observe(body, patch)
 
     @kopf.on.update(*RESOURCE, field="metadata.annotations", registry=registry)
     async def requested(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
@@ -84,7 +91,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         registry=registry,
     )
     async def observe(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-        _post(body, await ride_out(reconcile.observe, memo["operator"], body, patch, now=datetime.now(UTC)))
+        async with reconciling("observe"):
+            _post(body, await ride_out(reconcile.observe, memo["operator"], body, patch, now=datetime.now(UTC)))
+        PHASES.observe(body, patch)
 
     @kopf.on.event("", "v1", "namespaces", registry=registry)
     async def namespace(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
@@ -101,5 +110,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-        outcome = await ride_out(reconcile.finalize, memo["operator"], body)
+        async with reconciling("delete"):
+            outcome = await ride_out(reconcile.finalize, memo["operator"], body)
+        PHASES.forget(body)
         logger.info(f"{outcome} the indexed data of the IngestionJob (spec.retention)")

@@ -12,6 +12,8 @@ from typing import Any
 import aiohttp
 import kopf
 
+from headrace.operator.metrics import KUBE_REQUESTS, VERBS
+
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -98,7 +100,9 @@ class KubeClient:
                 text = await response.text()
                 status = response.status
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            KUBE_REQUESTS.labels(VERBS.get(method, method.lower()), "error").inc()
             raise kopf.TemporaryError(f"{method} {path}: {exc!r}", delay=RETRY_DELAY) from exc
+        KUBE_REQUESTS.labels(VERBS.get(method, method.lower()), str(status)).inc()
         if status >= 400:
             try:
                 message = json.loads(text).get("message", text)

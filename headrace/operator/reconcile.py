@@ -40,7 +40,7 @@ from headrace.operator.kube import NAMESPACES, RETRY_DELAY, SECRETS, STRATEGIC_M
 from headrace.operator.resources.job import InvalidSpec, check_cluster_spec, job_name, parallelism
 from headrace.operator.resources.labels import selector
 from headrace.operator.resources.secret import build_worker_secret, secret_owner
-from headrace.store import jobs, queue, runs, tenants
+from headrace.store import documents, jobs, queue, runs, tenants
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord, RunState, UnknownTextSearchConfig
 
@@ -175,6 +175,27 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
     elif job.spec.workers.autoscaling.mode == "builtin" and not job.spec.suspend and state and not state.finished:
         await _scale_from_backlog(op, job, record, patch)
     return await _converge(op, body, patch, job, record, run, previous, started=started, now=now, fields=fields)
+
+
+MAX_EVENT_MESSAGE = 1024  # what `kubectl describe` shows whole; the API has every failure in full
+
+
+async def _failures_summary(op: Operator, uid: uuid.UUID, run: int) -> list[st.Event]:
+    """One Event for people when a finished run had failed documents (the API lists each of them).
+
+    Posted once per run: the job's event log in Postgres, where `_record` writes it, says whether it was.
+    """
+    if await jobs.has_event(op.pool, uid, run, Reason.DOCUMENTS_FAILED):
+        return []
+    failure = await documents.first_failure(op.pool, uid, run)
+    if failure is None:
+        return []
+    count, uri, reason = failure
+    noun = "document" if count == 1 else "documents"
+    message = f"{count} {noun} failed; first: {uri}: {reason}"
+    if len(message) > MAX_EVENT_MESSAGE:
+        message = message[: MAX_EVENT_MESSAGE - 1] + "…"
+    return [st.Event("Warning", Reason.DOCUMENTS_FAILED, message)]
 
 
 async def finalize(op: Operator, body: kopf.Body) -> str:
@@ -353,6 +374,8 @@ async def _converge(
     )
     _write(body, patch, status)
     events = [*started, *children.events, *changes]
+    if state is not None and state.finished and state.summary.failed:
+        events += await _failures_summary(op, record.uid, run)
     await _record(op, record.uid, run, events)
     return events
 

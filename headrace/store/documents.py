@@ -279,30 +279,15 @@ async def list_documents(
     return [DocumentRow(**dict(row)) for row in rows]
 
 
-@dataclass(frozen=True)
-class IndexTotals:
-    """What the index holds for one job."""
-
-    namespace: str
-    job: str
-    ingested: int
-    failed: int
-    chunks: int
-    bytes: int
-
-
-async def index_totals(pool: Pool) -> list[IndexTotals]:
-    """Documents by state, chunks and bytes per job, live or retained."""
-    rows = await pool.fetch(
+async def first_failure(pool: Pool, job_uid: uuid.UUID, run: int) -> tuple[int, str, str] | None:
+    """(how many documents failed in the run, the first one's URI, its reason), or None when none did."""
+    row = await pool.fetchrow(
         """
-        SELECT j.namespace, j.name AS job,
-               count(d.id) FILTER (WHERE d.state = 'ingested') AS ingested,
-               count(d.id) FILTER (WHERE d.state = 'failed') AS failed,
-               coalesce(sum(d.chunk_count), 0) AS chunks,
-               coalesce(sum(d.bytes), 0) AS bytes
-        FROM headrace.jobs j
-        LEFT JOIN headrace.documents d ON d.job_uid = j.uid
-        GROUP BY j.uid, j.namespace, j.name
-        """
+        SELECT count(*) OVER () AS failed, uri, coalesce(error, 'unknown error') AS error
+        FROM headrace.documents WHERE job_uid = $1 AND run = $2 AND outcome = 'failed'
+        ORDER BY id LIMIT 1
+        """,
+        job_uid,
+        run,
     )
-    return [IndexTotals(**dict(row)) for row in rows]
+    return (row["failed"], row["uri"], row["error"]) if row is not None else None

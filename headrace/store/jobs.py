@@ -187,6 +187,10 @@ async def start_run(
         )
         await queue.enqueue(conn, job.uid, run, _first_tasks(job, retry), max_attempts=job.spec.retries.max_attempts)
         await record_event(conn, job.uid, run, "Normal", Reason.RUN_STARTED, f"Started run {run}: {reason}")
+    # Every run is started here, by the operator (or local mode) with the owner's connection: the one
+    # place to drop the runs before the last historyLimit, however those ended (drained, or closed by
+    # the operator when their worker Job failed). Workers hold a tenant credential that may not.
+    await history.prune_runs(pool, job.uid, keep=job.spec.history_limit)
     return int(run)
 
 
@@ -358,6 +362,18 @@ async def record_event(
         type_,
         reason,
         redact(message),
+    )
+
+
+async def has_event(pool: Pool, uid: uuid.UUID, run: int, reason: str) -> bool:
+    """Whether the job's log already holds an event of this reason for this run."""
+    return bool(
+        await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM headrace.job_events WHERE job_uid = $1 AND run = $2 AND reason = $3)",
+            uid,
+            run,
+            reason,
+        )
     )
 
 
@@ -561,17 +577,3 @@ async def namespaces(pool: Pool) -> list[str]:
     """Every namespace with a live job: the only data served (retained data waits for adoption)."""
     rows = await pool.fetch("SELECT DISTINCT namespace FROM headrace.jobs WHERE deleted_at IS NULL ORDER BY namespace")
     return [row["namespace"] for row in rows]
-
-
-async def pending_tasks(pool: Pool) -> list[tuple[str, str, int]]:
-    """(namespace, job, tasks pending) for every live job, zero included: the workers' scaling signal."""
-    rows = await pool.fetch(
-        """
-        SELECT j.namespace, j.name, count(t.id) AS pending
-        FROM headrace.jobs j
-        LEFT JOIN headrace.tasks t ON t.job_uid = j.uid AND t.state = 'pending'
-        WHERE j.deleted_at IS NULL
-        GROUP BY j.uid, j.namespace, j.name
-        """
-    )
-    return [(row["namespace"], row["name"], row["pending"]) for row in rows]

@@ -1,4 +1,20 @@
-"""Versioned SQL migrations, applied in order under an advisory lock so concurrent starters are safe."""
+"""Versioned SQL migrations, applied in order under an advisory lock so concurrent starters are safe.
+
+Migrations are expand/contract: a migration that only adds (tables, nullable columns, indexes,
+wider constraints) leaves the schema usable by older code, and says so in its header:
+
+    -- compatible-from: 2
+
+meaning "code built for schema version 2 or later keeps working on this schema". A migration that
+removes or changes what older code uses (the contract step, a release after the code stopped using
+it) declares its own version, or nothing: without a header a migration is taken to break all older
+code. `schema_migrations.compatible_from` records the header of each applied migration, so a
+process reads the compatibility of the database it meets, not of the migrations it ships.
+
+A process accepts a database at its own version, or at a newer one whose every newer migration
+declares it compatible with this process's version; it refuses an older one (run `headrace migrate`)
+and a newer incompatible one (upgrade headrace). docs/operations.md, "Upgrades and rollbacks".
+"""
 
 import logging
 import re
@@ -18,6 +34,15 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def compatible_from(self) -> int:
+        """The oldest code version (the schema version code was built for) that runs on this schema."""
+        match = _COMPATIBLE_FROM.search(self.sql)
+        return min(int(match[1]), self.version) if match else self.version
+
+
+_COMPATIBLE_FROM = re.compile(r"^-- compatible-from: (\d+)\s*$", re.MULTILINE)
 
 
 class StaleSchema(RuntimeError):
@@ -40,13 +65,42 @@ def expected_version() -> int:
     return available_migrations()[-1].version
 
 
+@dataclass(frozen=True)
+class SchemaState:
+    """What the database says about its schema."""
+
+    version: int
+    """The newest migration applied; 0 when never migrated."""
+    compatible_from: int
+    """The oldest code version that runs on it: the largest `compatible_from` of its migrations."""
+    breaking: str | None
+    """The migration that set `compatible_from` ("0007_name"), for messages."""
+
+
+async def schema_state(pool: Pool) -> SchemaState:
+    """The database's schema version and the oldest code it stays compatible with."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT to_regclass('headrace.schema_migrations') IS NOT NULL"):
+            return SchemaState(0, 0, None)
+        has_column = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'headrace' "
+            "AND table_name = 'schema_migrations' AND column_name = 'compatible_from')"
+        )
+        floor = "coalesce(compatible_from, version)" if has_column else "version"
+        rows = await conn.fetch(f"SELECT version, name, {floor} AS compatible_from FROM headrace.schema_migrations")
+    if not rows:
+        return SchemaState(0, 0, None)
+    breaking = max(rows, key=lambda r: (r["compatible_from"], r["version"]))
+    return SchemaState(
+        version=max(r["version"] for r in rows),
+        compatible_from=breaking["compatible_from"],
+        breaking=f"{breaking['version']:04d}_{breaking['name']}",
+    )
+
+
 async def current_version(pool: Pool) -> int:
     """The schema version the database is at; 0 when it was never migrated."""
-    async with pool.acquire() as conn:
-        exists = await conn.fetchval("SELECT to_regclass('headrace.schema_migrations') IS NOT NULL")
-        if not exists:
-            return 0
-        return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM headrace.schema_migrations"))
+    return (await schema_state(pool)).version
 
 
 async def migrate(pool: Pool) -> list[Migration]:
@@ -63,6 +117,9 @@ async def migrate(pool: Pool) -> list[Migration]:
                     name text NOT NULL,
                     applied_at timestamptz NOT NULL DEFAULT now()
                 );
+                -- The oldest code version each migration keeps working (NULL: its own version). Nullable,
+                -- so that code which predates the column still records the migrations it applies.
+                ALTER TABLE headrace.schema_migrations ADD COLUMN IF NOT EXISTS compatible_from integer;
                 """
             )
             done = {r["version"] for r in await conn.fetch("SELECT version FROM headrace.schema_migrations")}
@@ -72,9 +129,10 @@ async def migrate(pool: Pool) -> list[Migration]:
                 async with conn.transaction():
                     await conn.execute(migration.sql)
                     await conn.execute(
-                        "INSERT INTO headrace.schema_migrations (version, name) VALUES ($1, $2)",
+                        "INSERT INTO headrace.schema_migrations (version, name, compatible_from) VALUES ($1, $2, $3)",
                         migration.version,
                         migration.name,
+                        migration.compatible_from,
                     )
                 log.info("Applied migration", extra={"version": migration.version, "migration": migration.name})
                 applied.append(migration)
@@ -83,8 +141,25 @@ async def migrate(pool: Pool) -> list[Migration]:
     return applied
 
 
-async def ensure_current(pool: Pool) -> None:
-    """Raise StaleSchema unless the database is at exactly the version this code expects."""
-    have, want = await current_version(pool), expected_version()
-    if have != want:
-        raise StaleSchema(f"database schema is at version {have}, this headrace needs {want}: run `headrace migrate`")
+async def ensure_current(pool: Pool) -> SchemaState:
+    """Raise StaleSchema unless this code can run on the database's schema: its own version, or a newer
+    one that declares itself compatible with it. Returns the state found."""
+    state, want = await schema_state(pool), expected_version()
+    if state.version < want:
+        raise StaleSchema(
+            f"database schema is at version {state.version}, this headrace needs {want}: run `headrace migrate` "
+            "(the chart's migration hook does at install and upgrade)"
+        )
+    if state.compatible_from > want:
+        raise StaleSchema(
+            f"database schema is at version {state.version}, which headrace built for schema {want} cannot use: "
+            f"migration {state.breaking} needs code for schema {state.compatible_from} or later. "
+            "Upgrade headrace, or restore the backup taken before that migration (docs/operations.md, "
+            "Upgrades and rollbacks)"
+        )
+    if state.version > want:
+        log.warning(
+            "Running on a newer schema",
+            extra={"schema": state.version, "built_for": want, "compatible_from": state.compatible_from},
+        )
+    return state

@@ -15,7 +15,7 @@ from typing import Any
 from headrace import metrics
 from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR
 from headrace.redaction import redact
-from headrace.store import documents, history, jobs, queue
+from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
 from headrace.store.outage import ride_out
 from headrace.worker.errors import DocumentError
@@ -79,11 +79,6 @@ class Worker:
         except DocumentError as exc:  # e.g. a referenced Secret is not mounted or lacks a key
             log.error("Failed to open source", extra={"job": job.name, "reason": str(exc)})
             return EXIT_BAD_SOURCE
-        # Every run's workers prune the runs before the last historyLimit, however those runs ended
-        # (drained, or closed by the operator when their worker Job failed).
-        pruned = await ride_out(history.prune_runs, self.pool, job.uid, keep=job.spec.history_limit)
-        if pruned:
-            log.info("Pruned runs", extra={"job": job.name, "runs": pruned})
         ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes))
         log.info("Started worker", extra={"worker": self.name, "job": job.name, "namespace": job.namespace})
         try:

@@ -6,6 +6,7 @@ if the sandbox has to be killed.
 """
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,8 +102,10 @@ def _object(
         if depth > 0 and request.known.get(uri) == digest:
             yield {"type": "unchanged", "uri": uri}
             return
+        started = time.perf_counter()
         extracted = extract(data, name=uri, limits=limits, media_type=media_type)
         chunks = chunk_sections(extracted.sections, request.chunking)
+        seconds = time.perf_counter() - started
         if not chunks:
             raise DocumentError("no text to index after extraction")
         yield {
@@ -113,6 +116,8 @@ def _object(
             "hash": digest,
             "bytes": len(data),
             "chunks": [[c.ordinal, c.text, c.page] for c in chunks],
+            # Timed here, in the sandbox, and observed by the worker: the child's metrics would die with it.
+            "seconds": seconds,
         }
     except DocumentError as exc:
         yield {"type": "failed", "uri": uri, "reason": str(exc)}

@@ -192,6 +192,8 @@ async def _record(ctx: Context, run: int, message: Message, version: str | None,
             metadata={"entries": message["entries"]} if kind == "container" else {},
         )
         outcome = await ride_out(documents.store_document, ctx.pool, ctx.job.uid, run, record)
+        if "seconds" in message:
+            metrics.EXTRACTION_SECONDS.labels(record.format).observe(message["seconds"])
         if outcome is None:
             return  # a newer run already recorded it
         metrics.DOCUMENTS.labels(outcome).inc()

@@ -1,4 +1,4 @@
-"""Liveness, readiness, the stale-schema refusal, and Prometheus metrics."""
+"""Liveness, readiness and the stale-schema refusal."""
 
 from collections.abc import Callable
 
@@ -9,9 +9,7 @@ from asgi_lifespan import LifespanManager
 from headrace.api.app import create_app
 from headrace.api.settings import ApiSettings
 from headrace.store.db import Pool
-from headrace.store.jobs import JobRecord
 from headrace.store.migrate import StaleSchema
-from tests.api.conftest import bearer, serve
 
 
 async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
@@ -41,29 +39,3 @@ async def test_refuses_to_start_on_a_stale_schema(settings: Callable[..., ApiSet
     with pytest.raises(StaleSchema, match="9999"):
         async with LifespanManager(create_app(settings())):
             pass
-
-
-async def test_metrics_expose_backlog_index_and_requests(
-    settings: Callable[..., ApiSettings], seeded: dict[str, JobRecord], pool: Pool
-) -> None:
-    # A pending task for team-b: the backlog gauge must show it.
-    await pool.execute(
-        "INSERT INTO headrace.tasks (job_uid, run, kind, dedupe_key) VALUES ($1, 1, 'ingest', 'extra')",
-        seeded["team-b"].uid,
-    )
-    async with serve(settings()) as client:
-        await client.get("/v1/namespaces/team-a/ingestionjobs/docs", headers=bearer("alice-token"))
-        await client.get("/v1/search?q=zephyr", headers=bearer("alice-token"))
-        response = await client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    text = response.text
-    assert 'headrace_tasks_pending{job="docs",namespace="team-a"} 0.0' in text
-    assert 'headrace_tasks_pending{job="docs",namespace="team-b"} 1.0' in text
-    assert 'headrace_index_documents{job="docs",namespace="team-a",state="ingested"} 2.0' in text
-    assert 'headrace_index_documents{job="docs",namespace="team-a",state="failed"} 1.0' in text
-    assert 'headrace_index_chunks{job="docs",namespace="team-b"} 1.0' in text
-    assert 'headrace_index_bytes{job="docs",namespace="team-b"} 66.0' in text
-    route = 'route="/v1/namespaces/{ns}/ingestionjobs/{name}"'
-    assert f'headrace_api_requests_total{{method="GET",{route},status="200"}}' in text
-    assert "headrace_search_duration_seconds_count" in text

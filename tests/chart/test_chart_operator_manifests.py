@@ -80,7 +80,7 @@ def test_operator_children_match_the_kubernetes_schema(name: str, version: str) 
 def test_the_adapter_rule_serves_the_metric_the_hpa_asks_for(render: Render) -> None:
     hpa = build_hpa(ingestion_job(SPECS["everything"]))
     (external,) = [m["external"]["metric"] for m in hpa["spec"]["metrics"] if m["type"] == "External"]
-    (config_map,) = [o for o in render(EVERYTHING) if o["kind"] == "ConfigMap"]
+    (config_map,) = [o for o in render(EVERYTHING) if o["kind"] == "ConfigMap" and "rules.yaml" in o.get("data", {})]
     (rule,) = yaml.safe_load(config_map["data"]["rules.yaml"])
     assert external["name"] == EXTERNAL_METRIC == rule["name"]["as"]
     for label in external["selector"]["matchLabels"]:

@@ -34,6 +34,7 @@ def test_default_install_has_operator_api_crd_and_rbac(render: Render) -> None:
         "NetworkPolicy/hr-headrace-migrate",
         "NetworkPolicy/hr-headrace-operator",
         "Service/hr-headrace-api",
+        "Service/hr-headrace-operator-metrics",
         "ServiceAccount/hr-headrace-api",
         "ServiceAccount/hr-headrace-migrate",
         "ServiceAccount/hr-headrace-operator",
@@ -108,8 +109,17 @@ def test_api_probes_and_service(render: Render) -> None:
     container = api["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    (service,) = by_kind(objects, "Service")
+    (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"].endswith("-api")]
     assert service["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
+    # The API and its metrics on separate ports, the metrics one never the callers'.
+    assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http", "http"),
+        ("metrics", "metrics"),
+    ]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] != ports["metrics"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HEADRACE_METRICS_PORT"] == str(ports["metrics"])
 
 
 def test_api_autoscaling_drops_fixed_replicas(render: Render) -> None:

@@ -15,7 +15,7 @@ from tests.chart.conftest import CHART, ROOT, Manifest, parse, tool
 KUBERNETES_VERSIONS = ["1.29.0", "1.34.0"]
 SKIPS_FILE = Path(__file__).parent / "checkov-skips.yaml"
 # Kinds from other projects' CRDs, not in the Kubernetes schemas; checked by hand below.
-FOREIGN_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+FOREIGN_KINDS = {("monitoring.coreos.com/v1", kind) for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule")}
 
 
 def test_the_oldest_version_checked_is_the_chart_minimum() -> None:
@@ -48,14 +48,35 @@ def test_the_validator_catches_a_misspelt_field() -> None:
         kubernetes_validate.validate(bad, KUBERNETES_VERSIONS[-1], strict=True)
 
 
-def test_service_monitor_points_at_the_api_port(rendered: list[Manifest]) -> None:
+def test_service_monitors_scrape_the_metrics_ports_only(rendered: list[Manifest]) -> None:
+    """Each ServiceMonitor selects one Service, scrapes its `metrics` port (never the API's), and that
+    port reaches a container port of the selected pods."""
     monitors = [o for o in rendered if o["kind"] == "ServiceMonitor"]
-    services = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "Service"}
+    services = [o for o in rendered if o["kind"] == "Service"]
+    deployments = [o for o in rendered if o["kind"] == "Deployment"]
     for monitor in monitors:
         assert set(monitor["spec"]) == {"selector", "namespaceSelector", "endpoints"}
-        (api,) = [s for s in services.values() if s["metadata"]["name"].endswith("-api")]
-        assert monitor["spec"]["selector"]["matchLabels"].items() <= api["metadata"]["labels"].items()
-        assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in api["spec"]["ports"]]
+        wanted = monitor["spec"]["selector"]["matchLabels"].items()
+        (service,) = [s for s in services if wanted <= s["metadata"]["labels"].items()]
+        assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+        (port,) = [p for p in service["spec"]["ports"] if p["name"] == "metrics"]
+        (deployment,) = [
+            d
+            for d in deployments
+            if service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        container_ports = [p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]]
+        assert port["targetPort"] in container_ports
+    if monitors:
+        assert {m["metadata"]["name"].rsplit("-", 1)[-1] for m in monitors} == {"api", "operator"}
+
+
+def test_metrics_ports_admit_only_the_prometheus_namespace(rendered: list[Manifest]) -> None:
+    policies = [o for o in rendered if o["kind"] == "NetworkPolicy"]
+    for name in ("api", "operator"):
+        (policy,) = [p for p in policies if p["metadata"]["name"].endswith(f"-{name}")]
+        (rule,) = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "metrics"]
+        assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
 
 
 def _skips() -> dict[str, str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-USER_DOCS = ["getting-started", "ingestionjob", "operations", "troubleshooting", "security"]
+USER_DOCS = ["getting-started", "ingestionjob", "operations", "troubleshooting", "security", "metrics"]
 PAGES = [*(ROOT / "docs" / f"{doc}.md" for doc in USER_DOCS), ROOT / "charts" / "headrace" / "README.md"]
 LINK = re.compile(r"\]\(([^)#\s]+)(#[^)]*)?\)")
 

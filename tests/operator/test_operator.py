@@ -213,6 +213,45 @@ async def test_lifecycle_create_scale_suspend_resume_delete(
         await until(lambda: _is(_pod_count(cluster), 0))
 
 
+async def test_operator_serves_its_metrics(cluster: Cluster, config: OperatorSettings) -> None:
+    import socket
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.socket() as probe:  # a free port for the metrics server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scrape() -> dict[str, list[Any]]:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+    async def running_phase() -> bool:
+        phases = (await scrape())["headrace_ingestionjob_phase"]
+        wanted = {"namespace": cluster.namespace, "ingestionjob": "handbook", "phase": "Running"}
+        return any(s.labels == wanted and s.value == 1 for s in phases)
+
+    async with running(config.model_copy(update={"metrics_port": port}), cluster):
+        await cluster.create(IJS, ij(spec={"source": {"volume": {"claimName": "docs"}}, "retention": "Delete"}))
+        await until(lambda: cluster.get(JOBS, "handbook-run-1"))
+        await until(running_phase)
+        found = await scrape()
+        durations = {
+            s.labels["handler"]: s.value
+            for s in found["headrace_operator_reconcile_duration_seconds"]
+            if s.name.endswith("_count")
+        }
+        assert durations["apply"] >= 1
+        creates = [s for s in found["headrace_operator_kubernetes_requests"] if s.labels["verb"] == "create"]
+        assert sum(s.value for s in creates) >= 2  # the worker Job and the HPA
+        assert found["headrace_operator_last_reconcile_timestamp_seconds"][0].value > 0
+        await cluster.kube.delete(IJS, cluster.namespace, "handbook")
+        await until(lambda: _is(cluster.get(IJS, "handbook"), None))
+        assert not any(s.labels["ingestionjob"] == "handbook" for s in (await scrape())["headrace_ingestionjob_phase"])
+
+
 async def test_invalid_spec_and_retained_data(cluster: Cluster, config: OperatorSettings, pool: Pool) -> None:
     async with running(config, cluster):
         await cluster.create(IJS, ij(name="bad", spec={"source": {"volume": {"path": "docs"}}}))

@@ -304,3 +304,35 @@ async def test_observe_leaves_creation_to_apply_until_it_finished(
     # Once apply wrote status for this generation, the timer corrects drift: the deleted objects come back.
     await observe(op, applied)
     assert exists(emulator, JOBS, "handbook-run-1") and exists(emulator, HPAS, "handbook")
+
+
+async def test_a_run_with_failures_posts_one_summary_event(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+    from headrace.store import documents
+
+    raw, _ = await apply(op, ij())
+    uid = uuid.UUID(raw["metadata"]["uid"])
+    failures = {"docs/b.pdf": "encrypted PDF", "docs/a.pdf": "not a PDF", "docs/c.txt": "too large"}
+    await documents.record_failures(op.pool, uid, 1, failures)
+    first = await op.pool.fetchval("SELECT uri FROM headrace.documents WHERE job_uid = $1 ORDER BY id LIMIT 1", uid)
+    await drain(op, str(uid), total=3)
+    complete = {"type": "Complete", "status": "True", "reason": "CompletionsReached"}
+    emulator.objects[JOBS, "default", "handbook-run-1"].patch({"status": {"conditions": [complete]}})
+    raw, events = await observe(op, raw)
+    summaries = [e for e in events if e.reason == "DocumentsFailed"]
+    assert [(e.type, e.message) for e in summaries] == [
+        ("Warning", f"3 documents failed; first: {first}: {failures[first]}")
+    ]
+    # Once per run, also after an operator restart (the log in Postgres remembers).
+    raw, events = await observe(op, raw)
+    assert [e for e in events if e.reason == "DocumentsFailed"] == []
+    logged = await jobs.events(op.pool, uid)
+    assert [e["reason"] for e in logged].count("DocumentsFailed") == 1
+
+
+async def test_a_run_without_failures_posts_no_summary(op: Operator, emulator: kmock.KubernetesEmulator) -> None:
+    raw, _ = await apply(op, ij())
+    await drain(op, raw["metadata"]["uid"])
+    complete = {"type": "Complete", "status": "True", "reason": "CompletionsReached"}
+    emulator.objects[JOBS, "default", "handbook-run-1"].patch({"status": {"conditions": [complete]}})
+    raw, events = await observe(op, raw)
+    assert "DocumentsFailed" not in [e.reason for e in events]

@@ -108,7 +108,7 @@ async def test_a_worker_credential_gets_nothing_of_another_namespace(
         assert await conn.execute("UPDATE headrace.documents SET title = 'x' WHERE job_uid = $1", b.job.uid) == (
             "UPDATE 0"
         )
-        assert await conn.execute("UPDATE headrace.jobs SET spec_error = 'x' WHERE uid = $1", b.job.uid) == "UPDATE 0"
+        assert await conn.execute("UPDATE headrace.jobs SET updated_at = now() WHERE uid = $1", b.job.uid) == "UPDATE 0"
         assert await conn.execute("UPDATE headrace.runs SET error = 'x' WHERE job_uid = $1", b.job.uid) == "UPDATE 0"
 
         # What the worker has no business doing at all: permission denied, B's or its own.
@@ -266,3 +266,4 @@ async def test_an_owner_without_createrole_is_told_the_way_out(postgres_server: 
             await tenants.check_privilege(pool)
     finally:
         await pool.close()
+

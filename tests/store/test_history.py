@@ -23,7 +23,7 @@ async def count(pool: Pool, table: str, job: JobRecord | uuid.UUID, where: str =
     return int(await pool.fetchval(f"SELECT count(*) FROM headrace.{table} WHERE {column} = $1 AND {where}", uid))
 
 
-async def test_a_run_s_workers_prune_all_but_the_last_history_limit_runs(
+async def test_starting_a_run_prunes_all_but_the_last_history_limit_runs(
     pool: Pool, make_job: JobFactory, tmp_path: Path
 ) -> None:
     for i in range(3):

@@ -99,3 +99,31 @@ app.kubernetes.io/component: {{ .component }}
 - name: tmp
   mountPath: /tmp
 {{- end }}
+
+{{/* A NetworkPolicy ingress rule admitting Prometheus to a pod's `metrics` port. */}}
+{{- define "headrace.metricsIngress" -}}
+# Metrics: from Prometheus' namespace only (metrics.prometheusNamespace; every namespace when empty).
+- ports:
+    - port: metrics
+      protocol: TCP
+  {{- with .Values.metrics.prometheusNamespace }}
+  from:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ . }}
+  {{- end }}
+{{- end }}
+
+{{/*
+Fail the install at once, with the command to type, when the database Secret is missing: otherwise the
+migration hook waits in CreateContainerConfigError until helm times out. Only checked where helm talks
+to a cluster that has the release namespace (`lookup` answers nothing in `helm template`).
+*/}}
+{{- define "headrace.requireDatabaseSecret" -}}
+{{- if and (not .Values.postgresql.enabled) (lookup "v1" "Namespace" "" .Release.Namespace) }}
+{{- $name := include "headrace.databaseSecretName" . }}
+{{- if not (lookup "v1" "Secret" .Release.Namespace $name) }}
+{{- fail (printf "Secret %q (key DATABASE_URL) is missing in namespace %q; create it first:\n  kubectl -n %s create secret generic %s --from-literal=DATABASE_URL='postgresql://USER:PASSWORD@HOST:5432/DB'\n(or install with --set postgresql.enabled=true for a dev-only Postgres)" $name .Release.Namespace .Release.Namespace $name) }}
+{{- end }}
+{{- end }}
+{{- end }}

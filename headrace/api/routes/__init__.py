@@ -1,1 +1,1 @@
-"""One router per concern: health, metrics, jobs, events, search."""
+"""One router per concern: health, jobs, events, search."""

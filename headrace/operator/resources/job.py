@@ -12,8 +12,11 @@ from typing import Any, Literal
 from headrace.model import IngestionJob, Resources
 from headrace.model.contract import (
     DATABASE_URL_ENV,
+    METRICS_PORT_ENV,
     VOLUME_ROOT_ENV,
     WORKER_EXIT_STOPPED,
+    WORKER_METRICS_PORT,
+    WORKER_METRICS_PORT_NAME,
     WORKER_SECRETS_DIR,
     WORKER_VOLUME_ROOT,
 )
@@ -156,6 +159,7 @@ def build_worker_job(
             "valueFrom": {"secretKeyRef": {"name": database_secret, "key": database_secret_key}},
         },
         {"name": "HEADRACE_LOG_FORMAT", "value": "json"},
+        {"name": METRICS_PORT_ENV, "value": str(WORKER_METRICS_PORT)},
     ]
     if spec.source.volume is not None:
         volumes.append(
@@ -173,6 +177,7 @@ def build_worker_job(
         "imagePullPolicy": pods.image_pull_policy,
         "command": ["headrace", "worker", "--job", job.metadata.uid],
         "env": env,
+        "ports": [{"name": WORKER_METRICS_PORT_NAME, "containerPort": WORKER_METRICS_PORT, "protocol": "TCP"}],
         "resources": worker_resources(job, pods.resources),
         "volumeMounts": mounts,
     }

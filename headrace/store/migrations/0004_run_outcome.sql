@@ -1,3 +1,4 @@
+-- compatible-from: 2
 -- How a run ended and what asked for it; a spec the operator refused.
 --
 -- A run's end has one owner: its row here. `finished_at` says when, `error` says why it failed
@@ -19,5 +20,6 @@ ALTER TABLE headrace.runs ADD COLUMN retry_of integer;
 ALTER TABLE headrace.jobs ADD COLUMN spec_error text;
 
 -- The job's own phase column was a second owner of the same fact, written by the workers and never
--- by the operator: the phase is now derived from the current run's row wherever it is shown.
-ALTER TABLE headrace.jobs DROP COLUMN phase;
+-- by the operator: the phase is now derived from the current run's row wherever it is shown, and this
+-- code neither reads nor writes `jobs.phase`. The column stays (expand/contract, docs/operations.md)
+-- so that the previous release still runs on this schema; a later contract migration drops it.

@@ -1,3 +1,4 @@
+-- compatible-from: 2
 -- Tenant isolation: one Postgres role per Kubernetes namespace, row-level security on every table a
 -- worker touches, and namespaces identified by UID (docs/security.md).
 --
@@ -79,7 +80,7 @@ BEGIN
     SELECT string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position) INTO job_columns
     FROM information_schema.columns WHERE table_schema = 'headrace' AND table_name = 'jobs'
       AND column_name NOT IN ('uid', 'namespace', 'namespace_uid', 'name', 'generation', 'spec',
-                              'text_search_config', 'current_run', 'created_at', 'deleted_at');
+                              'spec_error', 'text_search_config', 'current_run', 'created_at', 'deleted_at');
     SELECT string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position) INTO run_columns
     FROM information_schema.columns WHERE table_schema = 'headrace' AND table_name = 'runs'
       AND column_name NOT IN ('job_uid', 'run', 'fingerprint');
