@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
-import psutil
 
 from bench import common
 from headrace.model import IngestionJobSpec
@@ -46,47 +45,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consumers", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument profile of headrace")
-
-
-class Meter:
-    """Wall time, this process's CPU time and the CPU time of the Postgres backends serving `database`."""
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-
-    def _server_cpu(self) -> dict[int, float]:
-        cpu = {}
-        for proc in psutil.process_iter(["cmdline"]):
-            title = " ".join(proc.info["cmdline"] or [])  # a backend's title: "postgres: user database ..."
-            if title.startswith("postgres: ") and f" {self.database} " in f"{title} ":
-                try:
-                    times = proc.cpu_times()
-                except psutil.Error:
-                    continue
-                cpu[proc.pid] = times.user + times.system
-        return cpu
-
-    def __enter__(self) -> "Meter":
-        self._wall, self._cpu, self._server = time.perf_counter(), time.process_time(), self._server_cpu()
-        return self
-
-    def stop(self) -> dict[str, float]:
-        """Call while the connections are still open: a closed backend takes its CPU time with it."""
-        now = self._server_cpu()
-        for pid in self._server.keys() - now.keys():  # a title read mid-update can miss a backend: ask by pid
-            try:
-                times = psutil.Process(pid).cpu_times()
-            except psutil.Error:
-                continue
-            now[pid] = times.user + times.system
-        return {
-            "seconds": time.perf_counter() - self._wall,
-            "client_cpu": time.process_time() - self._cpu,
-            "server_cpu": sum(cpu - self._server.get(pid, 0.0) for pid, cpu in now.items()),
-        }
-
-    def __exit__(self, *_: object) -> None:
-        pass
 
 
 def _database(dsn: str) -> str:
@@ -168,7 +126,7 @@ async def headrace_run(dsn: str, n: int, consumers: int, *, profile_to: Path | N
     try:
         enqueue_s = await _headrace_enqueue(pool, uid, n)
         profiler = _start_profiler() if profile_to else None
-        with Meter(_database(dsn)) as meter:
+        with common.Meter(_database(dsn)) as meter:
             acked = await _headrace_drain(pool, uid, consumers)
             used = meter.stop()
         if profiler is not None and profile_to is not None:
@@ -255,7 +213,7 @@ async def pgqueuer_run(dsn: str, n: int, consumers: int) -> dict[str, float]:
                 seen.append(job.id)
 
             managers.append(manager)
-        with Meter(_database(dsn)) as meter:
+        with common.Meter(_database(dsn)) as meter:
             await asyncio.gather(*(m.run(mode=QueueExecutionMode.drain, batch_size=BATCH) for m in managers))
             used = meter.stop()
         left = await admin.fetchval("SELECT count(*) FROM pgqueuer")
@@ -291,7 +249,7 @@ async def procrastinate_run(dsn: str, n: int, consumers: int) -> dict[str, float
         for start in range(0, n, ENQUEUE_BATCH):
             await noop.batch_defer_async(*({"i": i} for i in range(start, min(n, start + ENQUEUE_BATCH))))
         enqueue_s = time.perf_counter() - started
-        with Meter(_database(dsn)) as meter:
+        with common.Meter(_database(dsn)) as meter:
             await app.run_worker_async(concurrency=consumers, wait=False, install_signal_handlers=False)
             used = meter.stop()
     conn = await asyncpg.connect(dsn)

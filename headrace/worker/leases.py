@@ -47,9 +47,7 @@ def prefetch_limit(batch_size: int) -> int:
 class Holding:
     """One worker's held tasks of one job: `next()` hands out the next to start, `done()` queues its ack."""
 
-    def __init__(
-        self, pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: float, prefetch: int
-    ) -> None:
+    def __init__(self, pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: float, prefetch: int) -> None:
         self.pool = pool
         self.job_uid = job_uid
         self.worker = worker
@@ -79,7 +77,11 @@ class Holding:
             return []
         await self.flush()
         leased = await ride_out(
-            queue.lease, self.pool, self.job_uid, worker=self.worker, lease_seconds=self.lease_seconds,
+            queue.lease,
+            self.pool,
+            self.job_uid,
+            worker=self.worker,
+            lease_seconds=self.lease_seconds,
             limit=self._limit(),
         )
         self.queued.extend(leased)

@@ -86,8 +86,11 @@ async def test_a_slow_database_stops_extraction_and_reading_after_the_buffers_ar
         await blocker.execute("LOCK TABLE headrace.chunks IN SHARE MODE")  # every chunk COPY waits
         worker = Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.05)
         running = asyncio.create_task(worker.run())
-        await wait_for(pool, "SELECT count(*) = 1 FROM headrace.tasks WHERE job_uid = $1 AND state = 'leased' "
-                       "AND kind = 'ingest'", job.uid)
+        await wait_for(
+            pool,
+            "SELECT count(*) = 1 FROM headrace.tasks WHERE job_uid = $1 AND state = 'leased' AND kind = 'ingest'",
+            job.uid,
+        )
         # Stored (blocked), STAGE_BUFFER extracted, one extracted and waiting, STAGE_BUFFER fetched, one read.
         bound = 1 + STAGE_BUFFER + 1 + STAGE_BUFFER + 1
         assert await fetches.reach(bound) == bound
