@@ -72,18 +72,21 @@ class Holding:
         return max(1, min(self.prefetch, by_lease))
 
     async def lease(self) -> list[queue.Task]:
-        """Lease more tasks when none is queued (flushing finished acks first). Returns the new ones."""
+        """Lease more tasks when none is queued, acking the finished ones in the same statement. Returns
+        the new ones."""
         if self.queued:
             return []
-        await self.flush()
-        leased = await ride_out(
-            queue.lease,
+        batch, self.finished = self.finished, []
+        acked, leased = await ride_out(
+            queue.ack_and_lease,
             self.pool,
             self.job_uid,
+            batch,
             worker=self.worker,
             lease_seconds=self.lease_seconds,
             limit=self._limit(),
         )
+        self._count_acks(batch, acked)
         self.queued.extend(leased)
         return leased
 
@@ -105,10 +108,11 @@ class Holding:
             self._mean_seconds = took if self._mean_seconds is None else 0.8 * self._mean_seconds + 0.2 * took
 
     async def done(self, task: queue.Task) -> None:
-        """The task's work is done: ack it with the next batch (at once when the batch is full)."""
+        """The task's work is done: ack it with the next lease (one statement acks the batch and leases the
+        next), or at once should a full batch of finished tasks wait while more are queued."""
         self._stopped(task)
         self.finished.append(task)
-        if len(self.finished) >= self.prefetch or not self.queued:
+        if self.queued and len(self.finished) >= self.prefetch:
             await self.flush()
 
     def forget(self, task: queue.Task) -> None:
@@ -121,6 +125,10 @@ class Holding:
             return set()
         batch, self.finished = self.finished, []
         acked = await ride_out(queue.ack_many, self.pool, batch)
+        self._count_acks(batch, acked)
+        return acked
+
+    def _count_acks(self, batch: list[queue.Task], acked: set[int]) -> None:
         for task in batch:
             if task.id in acked:
                 metrics.TASKS_ACKED.labels(task.kind).inc()
@@ -128,7 +136,6 @@ class Holding:
             else:
                 metrics.TASKS_FAILED.labels(task.kind, "lost").inc()
                 log.warning("Lost lease before ack", extra={"task": task.id})
-        return acked
 
     async def heartbeat(self) -> None:
         """Extend every held lease; drop queued tasks whose lease was lost and signal running ones."""

@@ -39,10 +39,11 @@ async def test_tasks_are_leased_ahead_heartbeated_together_and_acked_in_one_batc
     assert len(await holding.lease()) == 1  # nothing known of these tasks' pace yet
     first, _ = holding.start() or (None, None)
     assert first is not None
-    await holding.done(first)  # nothing else queued: acked at once
-    assert (await queue.counts(pool, uid))["done"] == 1
+    await holding.done(first)
+    assert (await queue.counts(pool, uid))["done"] == 0, "acked before the next lease"
 
-    assert len(await holding.lease()) == 5  # fast tasks: the whole prefetch
+    assert len(await holding.lease()) == 5  # fast tasks: the whole prefetch, leased as the first is acked
+    assert (await queue.counts(pool, uid))["done"] == 1
     await pool.execute("UPDATE headrace.tasks SET lease_expires_at = now() WHERE state = 'leased'")
     await holding.heartbeat()
     expires = await pool.fetchval(
@@ -57,6 +58,7 @@ async def test_tasks_are_leased_ahead_heartbeated_together_and_acked_in_one_batc
     last, _ = holding.start() or (None, None)
     assert last is not None
     await holding.done(last)
+    assert len(await holding.lease()) == 5
     assert (await queue.counts(pool, uid))["done"] == 6
 
 
