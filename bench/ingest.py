@@ -201,13 +201,15 @@ class RssSampler:
         while first or not self._stop.wait(0.1):
             for child in me.children(recursive=True):
                 try:
-                    if not any("worker" in part for part in child.cmdline()):
+                    cmdline = child.cmdline()
+                    if not any("worker" in part for part in cmdline):
                         continue  # only `headrace worker` processes and their sandboxes, not a shell
                     rss = child.memory_info().rss
                     times = child.cpu_times()
                 except psutil.Error:
                     continue
-                self.peaks[child.pid] = max(rss, self.peaks.get(child.pid, 0))
+                if "worker" in cmdline:  # the worker itself; its sandbox has `headrace.worker.sandbox`
+                    self.peaks[child.pid] = max(rss, self.peaks.get(child.pid, 0))
                 self.cpu[child.pid] = times.user + times.system
             if self.database:
                 for proc in psutil.process_iter(["cmdline"]):
