@@ -1,9 +1,12 @@
 """What a worker does with each kind of task: discover lists the source, ingest indexes documents."""
 
+import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from headrace import metrics
 from headrace.model.events import Reason
@@ -83,10 +86,17 @@ def task_uris(task: queue.Task) -> list[str]:
     return [d["uri"] for d in task.payload.get("documents", [])]
 
 
+STAGE_BUFFER = 2
+"""Items waiting between two stages of an ingest task: fetched objects before the sandbox, extracted
+documents before the database. Small and fixed, so the slowest stage sets the pace and a stalled one (a
+hung extraction, a slow database) holds the others still instead of letting memory grow."""
+
+
 async def ingest(ctx: Context, task: queue.Task) -> None:
-    """Fetch, extract, chunk and store each document of the task. A bad document is recorded as
-    failed and the rest go on; a source outage raises, so the task is retried; a database outage is
-    ridden out (see `store.outage`)."""
+    """Fetch, extract, chunk and store each document of the task, the three stages overlapping: the
+    sandbox extracts the next document while Postgres indexes the previous one, and the source is read
+    meanwhile. A bad document is recorded as failed and the rest go on; a source outage raises, so the
+    task is retried; a database outage is ridden out (see `store.outage`)."""
     refs = [DocumentRef.from_payload(d) for d in task.payload["documents"]]
     # Skip what this run already recorded: an earlier attempt of this task, or another batch of the same
     # document after a discovery that was retried while the source changed.
@@ -94,8 +104,13 @@ async def ingest(ctx: Context, task: queue.Task) -> None:
     refs = [r for r in refs if r.uri not in done]
     known = await ride_out(documents.known, ctx.pool, ctx.job.uid, [r.uri for r in refs])
     batch = _Batch()
-    for ref in refs:
-        await _ingest_one(ctx, task.run, ref, known.get(ref.uri), batch)
+    fetched: asyncio.Queue[_Fetched | None] = asyncio.Queue(STAGE_BUFFER)
+    extracted: asyncio.Queue[tuple[Message, str | None] | None] = asyncio.Queue(STAGE_BUFFER)
+    await _run_stages(
+        _read(ctx, refs, known, batch, fetched),
+        _extract(ctx, fetched, extracted),
+        _store(ctx, task.run, extracted, batch),
+    )
     await ride_out(documents.mark_unchanged, ctx.pool, ctx.job.uid, task.run, batch.unchanged)
     await ride_out(documents.refresh_versions, ctx.pool, ctx.job.uid, batch.versions)
     await ride_out(documents.mark_unchanged_entries, ctx.pool, ctx.job.uid, task.run, batch.unchanged_archives)
@@ -125,31 +140,89 @@ class _Batch:
             self.versions[uri] = version
 
 
-async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownDocument | None, batch: _Batch) -> None:
-    """One listed object: skipped when its version or bytes are unchanged, else turned into 1..n
-    documents (an archive yields its entries and a record of itself)."""
+@dataclass(frozen=True)
+class _Fetched:
+    """An object read from the source that needs extracting."""
+
+    request: Request
+    data: bytes
+    version: str | None
+
+
+async def _run_stages(*stages: Coroutine[Any, Any, None]) -> None:
+    """Run the stages together until all are done; the first error cancels the others and is raised as is."""
+    running = [asyncio.create_task(stage) for stage in stages]
+    try:
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+        for stage in done:
+            if (error := stage.exception()) is not None:
+                raise error
+    finally:
+        for stage in running:
+            stage.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _read(
+    ctx: Context,
+    refs: list[DocumentRef],
+    known: dict[str, KnownDocument],
+    batch: _Batch,
+    out: "asyncio.Queue[_Fetched | None]",
+) -> None:
+    """Stage 1: fetch each listed object that may have changed, for the sandbox."""
+    for ref in refs:
+        if (item := await _fetch(ctx, ref, known.get(ref.uri), batch)) is not None:
+            await out.put(item)
+    await out.put(None)
+
+
+async def _extract(
+    ctx: Context, inbox: "asyncio.Queue[_Fetched | None]", out: "asyncio.Queue[tuple[Message, str | None] | None]"
+) -> None:
+    """Stage 2: turn each fetched object into messages in the sandbox, for the database."""
+    timeout = ctx.job.spec.limits.extraction_timeout_seconds
+    while (item := await inbox.get()) is not None:
+        messages = ctx.extractor.process(item.request, item.data, silence_seconds=timeout)
+        async with contextlib.aclosing(messages):
+            async for message in messages:
+                await out.put((message, item.version))
+    await out.put(None)
+
+
+async def _store(
+    ctx: Context, run: int, inbox: "asyncio.Queue[tuple[Message, str | None] | None]", batch: _Batch
+) -> None:
+    """Stage 3: store each document (one transaction each, its chunks COPYed), note skips and failures."""
+    while (item := await inbox.get()) is not None:
+        await _record(ctx, run, *item, batch)
+
+
+async def _fetch(ctx: Context, ref: DocumentRef, previous: KnownDocument | None, batch: _Batch) -> _Fetched | None:
+    """One listed object: None when its version or bytes are unchanged (or it cannot be fetched), else
+    what the sandbox turns into 1..n documents (an archive yields its entries and a record of itself)."""
     spec = ctx.job.spec
     fingerprint = spec.content_fingerprint()
     current = previous if previous and previous.state == "ingested" and previous.fingerprint == fingerprint else None
     if current and ref.version is not None and current.source_version == ref.version:
         batch.keep(ref.uri, current)
-        return
+        return None
     try:
         fetched = await ctx.source.fetch(
             ref, max_bytes=spec.limits.max_document_bytes, known_version=current.source_version if current else None
         )
     except DocumentError as exc:
         batch.fail(ctx.job, ref.uri, str(exc))
-        return
+        return None
     if fetched is None:  # the source says: not modified since current.source_version
         assert current is not None
         batch.keep(ref.uri, current)
-        return
+        return None
     digest = content_hash(fetched.data)
     version = fetched.version or ref.version
     if current and current.content_hash == digest:
         batch.keep(ref.uri, current, version)
-        return
+        return None
     request = Request(
         uri=ref.uri,
         limits=spec.limits,
@@ -159,10 +232,7 @@ async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownD
         if looks_like_archive(fetched.data)
         else {},
     )
-    messages = ctx.extractor.process(request, fetched.data, silence_seconds=spec.limits.extraction_timeout_seconds)
-    async with contextlib.aclosing(messages):
-        async for message in messages:
-            await _record(ctx, run, message, version, batch)
+    return _Fetched(request, fetched.data, version)
 
 
 async def _record(ctx: Context, run: int, message: Message, version: str | None, batch: _Batch) -> None:
