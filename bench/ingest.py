@@ -11,7 +11,9 @@ folder (`$HEADRACE_BENCH_CACHE`, default `~/.cache/headrace-bench`); it is never
   content hash) in this one process, with no database, no queue and no process start-up.
 - **Store floor:** the chunk rows the extract floor made, COPYed by this one process into the same schema
   (the same tables, indexes and triggers: the migrations the worker runs), with no worker logic: one
-  multi-row INSERT of the documents and one binary COPY of all their chunks, in one transaction.
+  multi-row INSERT of the documents and one binary COPY of all their chunks, in one transaction. The floor
+  runs as the schema's owner: a worker's tenant role cannot COPY into `chunks` (row-level security refuses
+  it), so the worker inserts from arrays instead; the floor is the cheapest write Postgres offers at all.
 
 Targets (issue 15): one worker's wall time ≤ 1.0× (extract floor + store floor), and its CPU seconds per
 document across the worker, its extraction sandbox and its Postgres backends ≤ 1.25× the two floors' CPU

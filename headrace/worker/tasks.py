@@ -193,7 +193,8 @@ async def _extract(
 async def _store(
     ctx: Context, run: int, inbox: "asyncio.Queue[tuple[Message, str | None] | None]", batch: _Batch
 ) -> None:
-    """Stage 3: store each document (one transaction each, its chunks COPYed), note skips and failures."""
+    """Stage 3: store each document (one transaction each, its chunks inserted from arrays: row-level
+    security refuses COPY into `chunks` for a tenant role), note skips and failures."""
     while (item := await inbox.get()) is not None:
         await _record(ctx, run, *item, batch)
 
