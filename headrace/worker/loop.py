@@ -15,8 +15,9 @@ import asyncpg
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from headrace import metrics
+from headrace.embedding import Embedder, EmbeddingError, open_embedder
 from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR
-from headrace.store import documents, jobs, queue
+from headrace.store import documents, jobs, queue, vectors
 from headrace.store.db import Pool
 from headrace.worker.errors import DocumentError
 from headrace.worker.sandbox import Sandbox
@@ -79,13 +80,37 @@ class Worker:
         except DocumentError as exc:  # e.g. a referenced Secret is not mounted or lacks a key
             log.error("Failed to open source", extra={"job": job.name, "reason": str(exc)})
             return EXIT_BAD_SOURCE
-        ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes))
+        try:
+            embedder, space = await self._embedding(job)
+        except EmbeddingError as exc:  # the endpoint's API-key Secret is not mounted
+            log.error("Failed to open embedding model", extra={"job": job.name, "reason": str(exc)})
+            await source.close()
+            return EXIT_BAD_SOURCE
+        ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes), embedder, space)
         log.info("Started worker", extra={"worker": self.name, "job": job.name, "namespace": job.namespace})
         try:
             return await self._loop(ctx)
         finally:
             await ctx.extractor.close()
             await source.close()
+            if embedder is not None:
+                await embedder.close()
+
+    async def _embedding(self, job: jobs.JobRecord) -> tuple[Embedder | None, vectors.Space | None]:
+        """The job's embedder and vector space, or (None, None) when embeddings are off or this
+        database lacks pgvector; then documents are indexed for keyword search only."""
+        spec = job.spec.embedding
+        if not spec.enabled:
+            return None, None
+        if not await vectors.available(self.pool):
+            log.warning(
+                "Skipped embeddings",
+                extra={"job": job.name, "reason": "the vector extension (pgvector) is not installed in the database"},
+            )
+            return None, None
+        assert spec.model_name is not None and spec.dimensions is not None
+        space = await vectors.ensure_space(self.pool, spec.model_name, spec.dimensions)
+        return open_embedder(spec, secrets_dir=self.secrets_dir), space
 
     async def _loop(self, ctx: Context) -> int:
         job = ctx.job

@@ -2,10 +2,12 @@
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 from headrace import metrics
-from headrace.store import documents, jobs, queue
+from headrace.embedding import Embedder, EmbeddingError, Vector
+from headrace.store import documents, jobs, queue, vectors
 from headrace.store.db import Pool
 from headrace.store.documents import ChunkRecord, DocumentRecord, KnownDocument
 from headrace.store.jobs import JobRecord
@@ -26,6 +28,32 @@ class Context:
     job: JobRecord
     source: Source
     extractor: Sandbox = field(default_factory=Sandbox)
+    embedder: Embedder | None = None
+    """The job's embedding model; None when embeddings are off or pgvector is missing."""
+    space: vectors.Space | None = None
+    """The vector space `embedder` writes to."""
+
+    @property
+    def wanted_space(self) -> int | None:
+        return self.space.id if self.space is not None else None
+
+    @property
+    def embeddings_settled(self) -> bool:
+        """Whether documents can be brought to the job's embedding setting: false when the job asks
+        for embeddings that this database cannot store, so stored documents are left as they are."""
+        return self.space is not None or not self.job.spec.embedding.enabled
+
+
+async def embed_chunks(ctx: Context, texts: list[str]) -> list[Vector]:
+    """The embedding stage: one vector per chunk text, or EmbeddingError. Bounded on its own so the
+    ingest path can batch or pipeline it without touching extraction or storage."""
+    if ctx.embedder is None or not texts:
+        return []
+    started = time.perf_counter()
+    embedded = await ctx.embedder.embed(texts)
+    metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
+    metrics.EMBEDDED_CHUNKS.inc(len(embedded))
+    return embedded
 
 
 async def discover(ctx: Context, task: queue.Task) -> None:
@@ -77,6 +105,7 @@ async def ingest(ctx: Context, task: queue.Task) -> None:
     batch = _Batch()
     for ref in refs:
         await _ingest_one(ctx, task.run, ref, known.get(ref.uri), batch)
+    await _reembed_kept(ctx, task.run, batch)
     await documents.mark_unchanged(ctx.pool, ctx.job.uid, task.run, batch.unchanged)
     await documents.refresh_versions(ctx.pool, ctx.job.uid, batch.versions)
     await documents.mark_unchanged_entries(ctx.pool, ctx.job.uid, task.run, batch.unchanged_archives)
@@ -104,6 +133,28 @@ class _Batch:
             self.unchanged_archives.append(uri)
         if version is not None and version != previous.source_version:
             self.versions[uri] = version
+
+
+async def _reembed_kept(ctx: Context, run: int, batch: _Batch) -> None:
+    """Bring documents kept as unchanged (and the entries of kept archives) to the job's embedding
+    setting from their stored chunks: a model change re-embeds without fetching or extracting."""
+    if not ctx.embeddings_settled or not (batch.unchanged or batch.unchanged_archives):
+        return
+    stale = await documents.stale_embeddings(
+        ctx.pool, ctx.job.uid, ctx.wanted_space, batch.unchanged, batch.unchanged_archives
+    )
+    for document_id, uri in stale:
+        stored = await vectors.stored_chunks(ctx.pool, document_id)
+        try:
+            embedded = await embed_chunks(ctx, stored)
+        except EmbeddingError as exc:
+            batch.fail(ctx.job, uri, f"embedding failed: {exc}")
+            continue
+        outcome = await documents.reembed_document(
+            ctx.pool, ctx.job.uid, run, document_id, ctx.space, embedded, expected_chunks=len(stored)
+        )
+        if outcome is not None:
+            log.info("Re-embedded document", extra={"job": ctx.job.name, "uri": uri, "chunks": len(stored)})
 
 
 async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownDocument | None, batch: _Batch) -> None:
@@ -165,7 +216,14 @@ async def _record(ctx: Context, run: int, message: Message, version: str | None,
             chunks=[ChunkRecord(ordinal, text, page) for ordinal, text, page in message.get("chunks", [])],
             metadata={"entries": message["entries"]} if kind == "container" else {},
         )
-        outcome = await documents.store_document(ctx.pool, ctx.job.uid, run, record)
+        try:
+            embedded = await embed_chunks(ctx, [c.content for c in record.chunks])
+        except EmbeddingError as exc:
+            batch.fail(ctx.job, uri, f"embedding failed: {exc}")
+            return
+        outcome = await documents.store_document(
+            ctx.pool, ctx.job.uid, run, record, space=ctx.space if embedded else None, embeddings=embedded
+        )
         metrics.DOCUMENTS.labels(outcome).inc()
         metrics.DOCUMENT_BYTES.inc(record.bytes)
         metrics.CHUNKS.inc(len(record.chunks))
