@@ -408,7 +408,7 @@ class Embedding(KubeModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.provider != 'endpoint' || has(self.endpoint)",
+                    "rule": "!has(self.provider) || self.provider != 'endpoint' || has(self.endpoint)",
                     "message": "provider endpoint needs endpoint",
                 }
             ]
