@@ -118,7 +118,8 @@ def test_embedding_defaults_to_the_builtin_model_and_an_endpoint_needs_its_setti
     job = parse_manifest(manifest())
     assert job.spec.embedding.provider == "builtin"
     assert job.spec.embedding_key() == "wordllama-l2-supercat/256"
-    assert any("spec.embedding" in p and "endpoint" in p for p in problems(manifest(embedding={"provider": "endpoint"})))
+    missing = problems(manifest(embedding={"provider": "endpoint"}))
+    assert any("spec.embedding" in p and "endpoint" in p for p in missing)
     endpoint = {"url": "ftp://x", "model": "m", "dimensions": 0}
     found = problems(manifest(embedding={"provider": "endpoint", "endpoint": endpoint}))
     assert any("spec.embedding.endpoint.url" in p for p in found)

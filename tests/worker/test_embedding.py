@@ -26,10 +26,14 @@ def endpoint(url: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def make(pool: Pool, folder: Path, embedding: dict[str, Any], files: dict[str, str] = FILES) -> JobRecord:
+def lay_out(folder: Path, files: dict[str, str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (folder / name).write_text(text)
+
+
+async def make(pool: Pool, folder: Path, embedding: dict[str, Any], files: dict[str, str] = FILES) -> JobRecord:
+    lay_out(folder, files)
     spec = volume_spec(folder, embedding=embedding)
     return await jobs.register_job(pool, uid=uuid.uuid4(), namespace="default", name="emb", generation=1, spec=spec)
 
