@@ -13,6 +13,7 @@ from headrace.store.documents import ChunkRecord, DocumentRecord, KnownDocument
 from headrace.store.jobs import JobRecord
 from headrace.worker.errors import DocumentError
 from headrace.worker.extract import ARCHIVE_FORMATS, looks_like_archive
+from headrace.worker.metadata import Metadata, document_metadata
 from headrace.worker.pipeline import Message, Request, content_hash
 from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import DocumentRef, Source
@@ -194,10 +195,12 @@ async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownD
     messages = ctx.extractor.process(request, fetched.data, silence_seconds=spec.limits.extraction_timeout_seconds)
     async with contextlib.aclosing(messages):
         async for message in messages:
-            await _record(ctx, run, message, version, batch)
+            await _record(ctx, run, message, version, batch, fetched.metadata if message["uri"] == ref.uri else {})
 
 
-async def _record(ctx: Context, run: int, message: Message, version: str | None, batch: _Batch) -> None:
+async def _record(
+    ctx: Context, run: int, message: Message, version: str | None, batch: _Batch, source_metadata: Metadata
+) -> None:
     """Act on one message of the extraction pipeline: store a document, or note a skip or failure."""
     kind, uri = message["type"], message["uri"]
     if kind == "failed":
@@ -214,7 +217,16 @@ async def _record(ctx: Context, run: int, message: Message, version: str | None,
             bytes=message["bytes"],
             source_version=version,
             chunks=[ChunkRecord(ordinal, text, page) for ordinal, text, page in message.get("chunks", [])],
-            metadata={"entries": message["entries"]} if kind == "container" else {},
+            metadata={"entries": message["entries"]}
+            if kind == "container"
+            else document_metadata(
+                source=source_metadata,
+                extracted=message.get("metadata", {}),
+                format=message["format"],
+                size=message["bytes"],
+                title=message.get("title", ""),
+                detected_language=message.get("language"),
+            ),
         )
         try:
             embedded = await embed_chunks(ctx, [c.content for c in record.chunks])
