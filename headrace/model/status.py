@@ -18,9 +18,10 @@ ConditionReason = Annotated[
 class Condition(KubeModel):
     """One aspect of the job's state, following the Kubernetes API conventions."""
 
-    type: Literal["Ready", "Progressing", "Succeeded", "Failed"]
+    type: Literal["Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady"]
     """Ready: the job's objects exist and its spec is valid. Progressing: a run is under way.
-    Succeeded: the last run finished. Failed: the last run failed."""
+    Succeeded: the last run finished. Failed: the last run failed. EmbeddingsReady: chunks get
+    vectors for semantic search (False when the database lacks the pgvector extension)."""
 
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""

@@ -26,7 +26,7 @@ from headrace.operator.kube import HPAS, JOBS, KubeClient
 from headrace.operator.resources.hpa import build_hpa, hpa_name
 from headrace.operator.resources.job import InvalidSpec, build_worker_job, check_cluster_spec, job_name, parallelism
 from headrace.operator.resources.labels import selector
-from headrace.store import jobs, queue
+from headrace.store import jobs, queue, vectors
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord, RunState, UnknownTextSearchConfig
 
@@ -91,7 +91,10 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
         events.append(st.Event("Normal", "StartedRun", f"Started run {run}: {reason}"))
     state = await jobs.run_state(op.pool, record.uid, run)
     worker_job = await _ensure_children(op, job, run, state, events)
-    _write_status(body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events)
+    has_vectors = await vectors.available(op.pool)
+    _write_status(
+        body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events, vectors=has_vectors
+    )
     await _record(op, record.uid, run, events)
     return events
 
@@ -124,7 +127,10 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
         await _scale_from_backlog(op, job, record, patch)
 
     worker_job = await _ensure_children(op, job, run, state, events)
-    _write_status(body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events)
+    has_vectors = await vectors.available(op.pool)
+    _write_status(
+        body, patch, job, run=run, state=state, worker_job=worker_job, now=now, events=events, vectors=has_vectors
+    )
     await _record(op, record.uid, run, events)
     return events
 
@@ -275,8 +281,9 @@ def _write_status(
     worker_job: dict[str, Any] | None,
     now: datetime,
     events: list[st.Event],
+    vectors: bool,
 ) -> None:
-    observed = st.observe_conditions(job, state=state, worker_job=worker_job)
+    observed = st.observe_conditions(job, state=state, worker_job=worker_job, vectors_available=vectors)
     previous = body.get("status", {}).get("conditions") or []
     conditions = st.merge_conditions(previous, observed, generation=job.metadata.generation, now=now)
     fresh = _phase_and_conditions(body, conditions, suspended=job.spec.suspend, events=events)

@@ -13,9 +13,9 @@ from typing import Any, Literal
 from headrace.model import Condition, IngestionJob, Phase
 from headrace.store.jobs import RunState
 
-ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed"]
+ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady"]
 ConditionStatus = Literal["True", "False", "Unknown"]
-CONDITION_TYPES: tuple[ConditionType, ...] = ("Ready", "Progressing", "Succeeded", "Failed")
+CONDITION_TYPES: tuple[ConditionType, ...] = ("Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady")
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,34 @@ def job_outcome(job: dict[str, Any] | None) -> tuple[Literal["Complete", "Failed
     return None
 
 
+def embeddings_condition(job: IngestionJob, *, vectors_available: bool) -> Observed:
+    """Whether the job's chunks get vectors: off by spec, stored, or impossible without pgvector."""
+    if not job.spec.embedding.enabled:
+        return Observed("EmbeddingsReady", "False", "Disabled", "spec.embedding.provider is none: keyword search only.")
+    if not vectors_available:
+        return Observed(
+            "EmbeddingsReady",
+            "False",
+            "VectorExtensionMissing",
+            "The database has no pgvector extension: chunks are indexed for keyword search only. "
+            "A database admin runs CREATE EXTENSION vector; the next run embeds them.",
+        )
+    model = f"{job.spec.embedding.model_name} ({job.spec.embedding.dimensions} dimensions)"
+    return Observed("EmbeddingsReady", "True", "VectorsStored", f"Chunks are embedded with {model}.")
+
+
 def observe_conditions(
-    job: IngestionJob, *, state: RunState | None, worker_job: dict[str, Any] | None
+    job: IngestionJob, *, state: RunState | None, worker_job: dict[str, Any] | None, vectors_available: bool = True
 ) -> list[Observed]:
-    """Ready, Progressing, Succeeded and Failed from the run in Postgres and the worker Job's own status."""
+    """Ready, Progressing, Succeeded and Failed from the run in Postgres and the worker Job's own status,
+    and EmbeddingsReady from the spec and whether the database can store vectors."""
+    return [
+        *_run_conditions(job, state=state, worker_job=worker_job),
+        embeddings_condition(job, vectors_available=vectors_available),
+    ]
+
+
+def _run_conditions(job: IngestionJob, *, state: RunState | None, worker_job: dict[str, Any] | None) -> list[Observed]:
     outcome = job_outcome(worker_job)
     ready = Observed("Ready", "True", "Reconciled", "The spec is valid and the run's objects exist.")
     if state is None:
