@@ -174,20 +174,24 @@ _KEYWORD_SQL = """
 WITH q AS (
     SELECT cfg, websearch_to_tsquery(cfg, $1) AS query
     FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) c
-)
-SELECT id, score FROM (
-    SELECT c.id, ts_rank_cd(c.tsv, q.query) AS score
+),
+matched AS (
+    SELECT c.id, c.tsv, q.query
     FROM q
     -- LATERAL with OFFSET 0 keeps Postgres from flattening this into a hash join that tests `@@` on
     -- every chunk: per text-search config it is a bitmap scan of the GIN index for that config's query.
     CROSS JOIN LATERAL (
-        SELECT * FROM headrace.chunks c0 WHERE c0.tsv @@ q.query AND c0.config = q.cfg OFFSET 0
+        SELECT c0.id, c0.tsv, c0.document_id FROM headrace.chunks c0
+        WHERE c0.tsv @@ q.query AND c0.config = q.cfg AND c0.job_uid = ANY($3::uuid[]) OFFSET 0
     ) c
     JOIN headrace.documents d ON d.id = c.document_id
-    WHERE c.job_uid = ANY($3::uuid[])
-      AND ($4::text IS NULL OR starts_with(d.uri, $4))
+    WHERE ($4::text IS NULL OR starts_with(d.uri, $4))
       AND ($5::jsonb IS NULL OR d.metadata @> $5)
-) ranked
+    -- The bound on ranking work: a word in half the index would otherwise have every match read and
+    -- ranked. NULL ranks every match.
+    LIMIT $9
+)
+SELECT id, score FROM (SELECT id, ts_rank_cd(tsv, query) AS score FROM matched) ranked
 WHERE $6::real IS NULL OR score < $6::real OR (score = $6::real AND id > $7)
 ORDER BY score DESC, id ASC
 LIMIT $8
@@ -237,9 +241,12 @@ async def search(
     embed: QueryEmbedder | None = None,
     candidates: int = DEFAULT_CANDIDATES,
     ef_search: int = 100,
+    ranked_matches: int | None = None,
 ) -> SearchPage:
     """One page of chunks for `query`, best first. `mode=None` picks hybrid when the searched jobs
-    share a vector space and `embed` can embed the query in it, else keyword."""
+    share a vector space and `embed` can embed the query in it, else keyword. `ranked_matches` caps
+    how many keyword matches are ranked (None: all): the bound that keeps common words fast on a
+    large index, at the cost of ranking a sample of their matches (see docs/benchmarks.md)."""
     after = decode_cursor(cursor) if cursor else None
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
@@ -252,7 +259,7 @@ async def search(
         filters = (where.uri_prefix, where.metadata)
         ranked: list[tuple[int, float]]
         if chosen == "keyword":
-            ranked = await _keyword(conn, query, configs, uids, filters, after, limit + 1)
+            ranked = await _keyword(conn, query, configs, uids, filters, after, limit + 1, ranked_matches)
         else:
             assert embed is not None
             space = next(iter(scoped.spaces.values()))
@@ -272,7 +279,7 @@ async def search(
                 )
                 ranked = [(r["id"], float(r["score"])) for r in rows]
             else:
-                keyword = await _keyword(conn, query, configs, uids, filters, None, candidates)
+                keyword = await _keyword(conn, query, configs, uids, filters, None, candidates, ranked_matches)
                 rows = await conn.fetch(
                     _semantic_sql(space), vector, space.id, space_uids, *filters, candidates, None, None
                 )
@@ -308,8 +315,11 @@ async def _keyword(
     filters: tuple[str | None, dict[str, Any] | None],
     after: tuple[float, int] | None,
     limit: int,
+    ranked_matches: int | None,
 ) -> list[tuple[int, float]]:
-    rows = await conn.fetch(_KEYWORD_SQL, query, configs, uids, *filters, *(after or (None, None)), limit)
+    rows = await conn.fetch(
+        _KEYWORD_SQL, query, configs, uids, *filters, *(after or (None, None)), limit, ranked_matches
+    )
     return [(r["id"], float(r["score"])) for r in rows]
 
 

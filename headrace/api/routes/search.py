@@ -81,6 +81,7 @@ async def _search(
             embed=partial(_embed_query, request.vector),
             candidates=settings.search_candidates,
             ef_search=settings.search_ef_search,
+            ranked_matches=settings.search_ranked_matches,
         )
     except store.SearchRefused as exc:
         raise ProblemError(400, str(exc)) from exc
