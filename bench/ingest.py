@@ -9,6 +9,9 @@ folder (`$HEADRACE_BENCH_CACHE`, default `~/.cache/headrace-bench`); it is never
   store every document. Timed from the call to the last worker's exit.
 - **Floor:** the same files through the same `extract` and `chunk_sections` (and the same SHA-256
   content hash) in this one process, with no database, no queue and no process start-up.
+- **Embeddings:** the pipeline runs with the default `spec.embedding` (the built-in model); one
+  worker also runs with each provider of `--compare-embeddings` (by default `none`), so the cost of
+  embedding shows as docs/s and peak RSS beside the same pipeline without it.
 """
 
 import argparse
@@ -45,6 +48,13 @@ BATCH_SIZE = 10
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument profile of one worker")
+    parser.add_argument(
+        "--compare-embeddings",
+        nargs="*",
+        default=["none"],
+        choices=["none", "builtin"],
+        help="embedding providers to run one worker with, beside the default (builtin)",
+    )
 
 
 def python_docs(cache: Path = common.CACHE) -> Path:
@@ -132,7 +142,7 @@ class RssSampler:
                 self.peaks[child.pid] = max(rss, self.peaks.get(child.pid, 0))
 
 
-def manifest(data: Corpus) -> IngestionJob:
+def manifest(data: Corpus, embedding: str = "builtin") -> IngestionJob:
     return IngestionJob.model_validate(
         {
             "apiVersion": "headrace.io/v1alpha1",
@@ -141,6 +151,7 @@ def manifest(data: Corpus) -> IngestionJob:
             "spec": {
                 "source": {"volume": {"path": data.root.name, "include": data.include}},
                 "workers": {"batchSize": BATCH_SIZE},
+                "embedding": {"provider": embedding},
             },
         }
     )
@@ -180,9 +191,9 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-async def pipeline(admin: str, name: str, data: Corpus, workers: int) -> dict[str, Any]:
+async def pipeline(admin: str, name: str, data: Corpus, workers: int, embedding: str = "builtin") -> dict[str, Any]:
     """`headrace run` on the corpus with `workers` worker processes, in a fresh database."""
-    job = manifest(data)
+    job = manifest(data, embedding)
     async with common.fresh_database(admin, name) as dsn:
         pool = await create_pool(dsn)
         try:
@@ -224,6 +235,7 @@ async def main() -> None:
     floors: list[float] = []
     runs: dict[int, list[dict[str, Any]]] = {w: [] for w in worker_counts}
     floor_result: dict[str, float] = {}
+    compared: dict[str, list[dict[str, Any]]] = {}
     with common.embedded_postgres() as admin:
         report.machine["versions"]["postgres"] = await common.postgres_version(admin)
         counter = 0
@@ -236,6 +248,11 @@ async def main() -> None:
                 result = await pipeline(admin, f"ingest_{counter}", data, w)
                 runs[w].append(result)
                 print(f"pipeline workers={w} repeat={r} {result['seconds']:.2f}s", flush=True)
+            for provider in opts.extra.compare_embeddings:
+                counter += 1
+                result = await pipeline(admin, f"ingest_{counter}", data, 1, provider)
+                compared.setdefault(provider, []).append(result)
+                print(f"pipeline workers=1 embedding={provider} repeat={r} {result['seconds']:.2f}s", flush=True)
         profile_path = None
         if not opts.smoke and not opts.extra.no_profile:
             profile_path = opts.out / f"ingest-profile-{report.stamp}.txt"
@@ -280,7 +297,7 @@ async def main() -> None:
         t = times[w]
         rows.append(
             [
-                f"pipeline, {w} worker{'s' if w > 1 else ''}",
+                f"pipeline, {w} worker{'s' if w > 1 else ''} (built-in embeddings)",
                 t.fmt(2),
                 f"{docs / t.median:,.0f}",
                 f"{total_mib / t.median:.2f}",
@@ -288,7 +305,31 @@ async def main() -> None:
                 f"{rss[w]:.0f}",
             ]
         )
+    base_time = times[worker_counts[0]].median
+    for provider, results in compared.items():
+        t = common.Summary.of([x["seconds"] for x in results])
+        peak = max(max(x["peak_rss_mib"], default=0.0) for x in results)
+        rows.append(
+            [
+                f"pipeline, 1 worker, `embedding.provider: {provider}`",
+                t.fmt(2),
+                f"{docs / t.median:,.0f}",
+                f"{total_mib / t.median:.2f}",
+                f"{t.median / floor_s.median:.2f}×",
+                f"{peak:.0f}",
+            ]
+        )
+        report.results.setdefault("compared_embeddings", {})[provider] = {"seconds": t, "peak_rss_mib": peak}
+        if worker_counts[0] == 1:
+            report.results["compared_embeddings"][provider]["builtin_time_ratio"] = base_time / t.median
     lines += common.table(["run", "seconds", "docs/s", "MiB/s", "time ÷ floor", "peak RSS per worker (MiB)"], rows)
+    if "none" in compared and worker_counts[0] == 1:
+        off = common.Summary.of([x["seconds"] for x in compared["none"]]).median
+        off_rss = max(max(x["peak_rss_mib"], default=0.0) for x in compared["none"])
+        lines.append(
+            f"- Embeddings with the built-in model (the default) take one worker {base_time / off:.2f}× the time of "
+            f"the same pipeline with `embedding.provider: none`, and {rss[1] - off_rss:+.0f} MiB of peak RSS."
+        )
     targets: dict[str, Any] = {}
     if 1 in times:
         ratio = times[1].median / floor_s.median
