@@ -150,14 +150,14 @@ async def build_index(pool: Pool, docs: list[tuple[str, str, list[str]]], want: 
     embedded_s = await embed_replicas(pool, docs, spec)
     async with pool.acquire() as conn:
         await conn.execute("SET maintenance_work_mem = '1GB'")
-        await conn.execute("CREATE INDEX chunks_tsv ON headrace.chunks USING gin (tsv)")
+        await conn.execute("CREATE INDEX chunks_tsv ON headrace.chunks USING gin (tsv)", timeout=7200)
         began = time.perf_counter()
         await conn.execute("SET max_parallel_maintenance_workers = 2")
-        await conn.execute("SELECT headrace.ensure_space_index(id) FROM headrace.embedding_spaces")
+        await conn.execute("SELECT headrace.ensure_space_index(id) FROM headrace.embedding_spaces", timeout=7200)
         hnsw_s = time.perf_counter() - began
-        await conn.execute("VACUUM ANALYZE headrace.chunks")
-        await conn.execute("VACUUM ANALYZE headrace.documents")
-        await conn.execute("VACUUM ANALYZE headrace.embeddings")
+        await conn.execute("VACUUM ANALYZE headrace.chunks", timeout=7200)
+        await conn.execute("VACUUM ANALYZE headrace.documents", timeout=7200)
+        await conn.execute("VACUUM ANALYZE headrace.embeddings", timeout=7200)
     chunks = await pool.fetchval("SELECT count(*) FROM headrace.chunks")
     size = await pool.fetchval("SELECT pg_size_pretty(pg_total_relation_size('headrace.chunks'))")
     index_size = await pool.fetchval("SELECT pg_size_pretty(pg_relation_size('headrace.chunks_tsv'))")
@@ -197,18 +197,22 @@ async def embed_replicas(pool: Pool, docs: list[tuple[str, str, list[str]]], spe
             [vectors.vector_literal(v) for v in embedded],
         )
     print(f"embedded base chunks in {time.perf_counter() - started:.0f} s", flush=True)
-    await pool.execute(
-        """
-        INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding)
-        SELECT c.id, c.job_uid, $1,
-               ARRAY(SELECT x + (random() - 0.5) * $2 FROM unnest(b.embedding::real[]) x)::vector
-        FROM headrace.chunks c
-        JOIN headrace.documents d ON d.id = c.document_id
-        JOIN bench_base b ON b.uri = substr(d.uri, 13) AND b.ordinal = c.ordinal
-        """,
-        space.id,
-        NOISE,
-    )
+    replicas = await pool.fetchval("SELECT count(DISTINCT substr(uri, 1, 12)) FROM headrace.documents")
+    for replica in range(replicas):  # one replica per statement, within the pool's command timeout
+        await pool.execute(
+            """
+            INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding)
+            SELECT c.id, c.job_uid, $1,
+                   ARRAY(SELECT x + (random() - 0.5) * $2 FROM unnest(b.embedding::real[]) x)::vector
+            FROM headrace.documents d
+            JOIN headrace.chunks c ON c.document_id = d.id
+            JOIN bench_base b ON b.uri = substr(d.uri, 13) AND b.ordinal = c.ordinal
+            WHERE starts_with(d.uri, $3)
+            """,
+            space.id,
+            NOISE,
+            f"replica-{replica:03d}/",
+        )
     await pool.execute("UPDATE headrace.documents SET embedding_space = $1", space.id)
     await pool.execute("DROP TABLE bench_base")
     return time.perf_counter() - started
@@ -358,6 +362,7 @@ async def explain(pool: Pool, query: str, ranked: int | None) -> str:
             None,
             11,
             ranked,
+            False,
         )
     return "\n".join(r[0] for r in rows)
 
