@@ -278,6 +278,7 @@ async def main() -> None:
                                     embed=embed,
                                     limit=CUTOFF,
                                     ranked_matches=cap if "1%" in method else None,
+                                    timeout_ms=300_000,  # quality, not latency: never cut a search short
                                 )
                                 uris = [h.uri for h in page.hits]
                             totals[variant][method].append(score(uris, query.target))
