@@ -203,7 +203,10 @@ LIMIT $8
 
 
 def _semantic_sql(space: vectors.Space) -> str:
-    cast = space.sql_type  # from the spaces table, an integer dimension: safe to format in
+    # The cast and the space id come from the spaces table (integers), so they are safe to format in,
+    # and must be: the space's HNSW index is partial (`WHERE space_id = N`) over `embedding::vector(D)`,
+    # and only a literal lets the planner match a prepared statement's plan to it.
+    cast = space.sql_type
     distance = f"(e.embedding::{cast} <=> $1::{cast})"
     return f"""
 SELECT id, score FROM (
@@ -211,7 +214,7 @@ SELECT id, score FROM (
     FROM headrace.embeddings e
     JOIN headrace.chunks c ON c.id = e.chunk_id
     JOIN headrace.documents d ON d.id = c.document_id
-    WHERE e.space_id = $2 AND e.job_uid = ANY($3::uuid[])
+    WHERE e.space_id = {int(space.id)} AND $2::int IS NOT NULL AND e.job_uid = ANY($3::uuid[])
       AND ($4::text IS NULL OR starts_with(d.uri, $4))
       AND ($5::jsonb IS NULL OR d.metadata @> $5)
       AND ($7::float8 IS NULL OR 1 - {distance} < $7::float8 OR (1 - {distance} = $7::float8 AND e.chunk_id > $8))
