@@ -16,8 +16,10 @@ JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=253)
 _NO_NUL = r"^[^\x00]*$"
 MAX_QUERY_BYTES = 4096
 Query = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_BYTES, pattern=_NO_NUL)]
+# A GET's q travels in the URL, whose query string is capped (HEADRACE_MAX_QUERY_CHARS): longer questions POST.
+GetQuery = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=_NO_NUL)]
 SearchMode = Literal["keyword", "semantic", "hybrid"]
-QueryVector = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1, max_length=16000)]
+QueryVector = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1, max_length=4000)]
 UriPrefix = Annotated[str, StringConstraints(max_length=2048, pattern=_NO_NUL)]
 Cursor = Annotated[str, StringConstraints(max_length=512, pattern=r"^[A-Za-z0-9_-]+$")]
 MetadataKey = Annotated[str, StringConstraints(max_length=256, pattern=_NO_NUL)]

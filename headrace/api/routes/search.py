@@ -15,6 +15,7 @@ from headrace.api.problems import ProblemError, responses
 from headrace.api.schemas import (
     MAX_QUERY_BYTES,
     Cursor,
+    GetQuery,
     JobName,
     Namespace,
     SearchHit,
@@ -23,7 +24,6 @@ from headrace.api.schemas import (
     SearchResults,
     UriPrefix,
 )
-from headrace.api.schemas import Query as SearchQuery
 from headrace.embedding.builtin import BuiltinEmbedder
 from headrace.model.spec import BUILTIN_EMBEDDING_MODEL
 from headrace.store import jobs
@@ -137,9 +137,7 @@ async def search_get(
     services: ServicesDep,
     principal: PrincipalDep,
     pool: PoolDep,
-    q: Annotated[
-        SearchQuery, Query(description="Words in websearch syntax, or a question.", examples=['"hacker ethic"'])
-    ],
+    q: Annotated[GetQuery, Query(description="Words in websearch syntax, or a question.", examples=['"hacker ethic"'])],
     mode: Annotated[
         SearchMode | None,
         Query(description="keyword, semantic or hybrid (default: hybrid when the jobs have embeddings)."),
