@@ -362,7 +362,6 @@ async def explain(pool: Pool, query: str, ranked: int | None) -> str:
             None,
             11,
             ranked,
-            False,
         )
     return "\n".join(r[0] for r in rows)
 

@@ -172,11 +172,9 @@ def choose_mode(asked: Mode | None, where: Scope) -> Mode:
 
 _KEYWORD_SQL = """
 WITH q AS (
-    -- Keyword mode reads q in websearch syntax (every word must match). Hybrid's keyword half asks
-    -- for any of q's words instead, as BM25 does: a question rarely holds every word of its answer.
-    SELECT cfg,
-           CASE WHEN $10 THEN replace(plainto_tsquery(cfg, $1)::text, ' & ', ' | ')::tsquery
-                ELSE websearch_to_tsquery(cfg, $1) END AS query
+    -- q in websearch syntax: every word must match. (Matching any word, as BM25 does, measured worse
+    -- inside hybrid search in bench/retrieval.py: ts_rank_cd weighs no word by its rarity.)
+    SELECT cfg, websearch_to_tsquery(cfg, $1) AS query
     FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) c
 ),
 matched AS (
@@ -286,9 +284,7 @@ async def search(
                 )
                 ranked = [(r["id"], float(r["score"])) for r in rows]
             else:
-                keyword = await _keyword(
-                    conn, query, configs, uids, filters, None, candidates, ranked_matches, any_word=True
-                )
+                keyword = await _keyword(conn, query, configs, uids, filters, None, candidates, ranked_matches)
                 rows = await conn.fetch(
                     _semantic_sql(space), vector, space.id, space_uids, *filters, candidates, None, None
                 )
@@ -325,11 +321,9 @@ async def _keyword(
     after: tuple[float, int] | None,
     limit: int,
     ranked_matches: int | None,
-    *,
-    any_word: bool = False,
 ) -> list[tuple[int, float]]:
     rows = await conn.fetch(
-        _KEYWORD_SQL, query, configs, uids, *filters, *(after or (None, None)), limit, ranked_matches, any_word
+        _KEYWORD_SQL, query, configs, uids, *filters, *(after or (None, None)), limit, ranked_matches
     )
     return [(r["id"], float(r["score"])) for r in rows]
 
