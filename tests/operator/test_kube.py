@@ -69,3 +69,4 @@ async def test_refusal_is_an_error_not_a_retry(op: Operator, emulator: kmock.Kub
     with pytest.raises(KubeError) as caught:
         await op.kube.ensure(JOBS, manifest)
     assert caught.value.status == 403
+
