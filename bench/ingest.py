@@ -14,6 +14,9 @@ folder (`$HEADRACE_BENCH_CACHE`, default `~/.cache/headrace-bench`); it is never
   multi-row INSERT of the documents and one binary COPY of all their chunks, in one transaction. The floor
   runs as the schema's owner: a worker's tenant role cannot COPY into `chunks` (row-level security refuses
   it), so the worker inserts from arrays instead; the floor is the cheapest write Postgres offers at all.
+- **Embeddings:** the pipeline runs with the default `spec.embedding` (the built-in model); one
+  worker also runs with each provider of `--compare-embeddings` (by default `none`), so the cost of
+  embedding shows as docs/s and peak RSS beside the same pipeline without it.
 
 Targets (issue 15): one worker's wall time ≤ 1.0× (extract floor + store floor), and its CPU seconds per
 document across the worker, its extraction sandbox and its Postgres backends ≤ 1.25× the two floors' CPU
@@ -56,6 +59,13 @@ BATCH_SIZE = 10
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument profile of one worker")
+    parser.add_argument(
+        "--compare-embeddings",
+        nargs="*",
+        default=["none"],
+        choices=["none", "builtin"],
+        help="embedding providers to run one worker with, beside the default (builtin)",
+    )
 
 
 def python_docs(cache: Path = common.CACHE) -> Path:
@@ -235,7 +245,7 @@ def manifest_spec() -> Any:
     return manifest(Corpus(Path("corpus"), ["**/*.html"], [])).spec
 
 
-def manifest(data: Corpus) -> IngestionJob:
+def manifest(data: Corpus, embedding: str = "builtin") -> IngestionJob:
     return IngestionJob.model_validate(
         {
             "apiVersion": "headrace.io/v1alpha1",
@@ -244,6 +254,7 @@ def manifest(data: Corpus) -> IngestionJob:
             "spec": {
                 "source": {"volume": {"path": data.root.name, "include": data.include}},
                 "workers": {"batchSize": BATCH_SIZE},
+                "embedding": {"provider": embedding},
             },
         }
     )
@@ -283,9 +294,9 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-async def pipeline(admin: str, name: str, data: Corpus, workers: int) -> dict[str, Any]:
+async def pipeline(admin: str, name: str, data: Corpus, workers: int, embedding: str = "builtin") -> dict[str, Any]:
     """`headrace run` on the corpus with `workers` worker processes, in a fresh database."""
-    job = manifest(data)
+    job = manifest(data, embedding)
     async with common.fresh_database(admin, name) as dsn:
         pool = await create_pool(dsn)
         try:
@@ -331,6 +342,7 @@ async def main() -> None:
     store_cpu: list[float] = []
     runs: dict[int, list[dict[str, Any]]] = {w: [] for w in worker_counts}
     floor_result: dict[str, Any] = {}
+    compared: dict[str, list[dict[str, Any]]] = {}
     with common.embedded_postgres() as admin:
         report.machine["versions"]["postgres"] = await common.postgres_version(admin)
         counter = 0
@@ -348,6 +360,11 @@ async def main() -> None:
                 result = await pipeline(admin, f"ingest_{counter}", data, w)
                 runs[w].append(result)
                 print(f"pipeline workers={w} repeat={r} {result['seconds']:.2f}s", flush=True)
+            for provider in opts.extra.compare_embeddings:
+                counter += 1
+                result = await pipeline(admin, f"ingest_{counter}", data, 1, provider)
+                compared.setdefault(provider, []).append(result)
+                print(f"pipeline workers=1 embedding={provider} repeat={r} {result['seconds']:.2f}s", flush=True)
         profile_path = None
         if not opts.smoke and not opts.extra.no_profile:
             profile_path = opts.out / f"ingest-profile-{report.stamp}.txt"
@@ -413,7 +430,7 @@ async def main() -> None:
         t = times[w]
         rows.append(
             [
-                f"pipeline, {w} worker{'s' if w > 1 else ''}",
+                f"pipeline, {w} worker{'s' if w > 1 else ''} (built-in embeddings)",
                 t.fmt(2),
                 f"{docs / t.median:,.0f}",
                 f"{t.median / both_s.median:.2f}×",
@@ -421,6 +438,23 @@ async def main() -> None:
                 f"{rss[w]:.0f}",
             ]
         )
+    base_time = times[worker_counts[0]].median
+    for provider, results in compared.items():
+        t = common.Summary.of([x["seconds"] for x in results])
+        peak = max(max(x["peak_rss_mib"], default=0.0) for x in results)
+        rows.append(
+            [
+                f"pipeline, 1 worker, `embedding.provider: {provider}`",
+                t.fmt(2),
+                f"{docs / t.median:,.0f}",
+                f"{t.median / both_s.median:.2f}×",
+                common.Summary.of([x["cpu"] for x in results]).fmt(2),
+                f"{peak:.0f}",
+            ]
+        )
+        report.results.setdefault("compared_embeddings", {})[provider] = {"seconds": t, "peak_rss_mib": peak}
+        if worker_counts[0] == 1:
+            report.results["compared_embeddings"][provider]["builtin_time_ratio"] = base_time / t.median
     lines += common.table(
         ["run", "seconds", "docs/s", "time ÷ floors", "CPU seconds (all processes)", "peak RSS per worker (MiB)"], rows
     )
@@ -431,6 +465,13 @@ async def main() -> None:
         "serving its database; the store floor's counts this process and its backend.",
         "",
     ]
+    if "none" in compared and worker_counts[0] == 1:
+        off = common.Summary.of([x["seconds"] for x in compared["none"]]).median
+        off_rss = max(max(x["peak_rss_mib"], default=0.0) for x in compared["none"])
+        lines.append(
+            f"- Embeddings with the built-in model (the default) take one worker {base_time / off:.2f}× the time of "
+            f"the same pipeline with `embedding.provider: none`, and {rss[1] - off_rss:+.0f} MiB of peak RSS."
+        )
     targets: dict[str, Any] = {}
     if 1 in times:
         ratio = times[1].median / both_s.median

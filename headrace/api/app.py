@@ -11,7 +11,7 @@ from headrace.api import auth, problems
 from headrace.api.deps import Services, reject_unknown_query
 from headrace.api.limits import RateLimiter, SizeLimits
 from headrace.api.metrics import RequestMetrics
-from headrace.api.routes import events, health, jobs, metrics, search
+from headrace.api.routes import events, health, jobs, metrics, passages, search
 from headrace.api.settings import ApiSettings
 from headrace.store import migrate
 from headrace.store.db import create_pool
@@ -86,7 +86,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     # Probes and scrapers are answered whatever they append; the API proper refuses unknown parameters.
     app.include_router(health.router)
     app.include_router(metrics.router)
-    for router in (jobs.router, events.router, search.router):
+    for router in (jobs.router, events.router, search.router, passages.router):
         app.include_router(router, dependencies=[Depends(reject_unknown_query)])
     app.add_middleware(SizeLimits, max_body=settings.max_body_bytes, max_query=settings.max_query_chars)
     app.add_middleware(RequestMetrics)

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from headrace import metrics
+from headrace.embedding import Embedder, EmbeddingError, open_embedder
 from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR
-from headrace.store import documents, history, jobs, queue
+from headrace.store import documents, history, jobs, queue, vectors
 from headrace.store.db import Pool
 from headrace.store.outage import ride_out
 from headrace.worker.errors import DocumentError
@@ -85,13 +86,37 @@ class Worker:
         pruned = await ride_out(history.prune_runs, self.pool, job.uid, keep=job.spec.history_limit)
         if pruned:
             log.info("Pruned runs", extra={"job": job.name, "runs": pruned})
-        ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes))
+        try:
+            embedder, space = await self._embedding(job)
+        except EmbeddingError as exc:  # the endpoint's API-key Secret is not mounted
+            log.error("Failed to open embedding model", extra={"job": job.name, "reason": str(exc)})
+            await source.close()
+            return EXIT_BAD_SOURCE
+        ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes), embedder, space)
         log.info("Started worker", extra={"worker": self.name, "job": job.name, "namespace": job.namespace})
         try:
             return await self._loop(ctx)
         finally:
             await ctx.extractor.close()
             await source.close()
+            if embedder is not None:
+                await embedder.close()
+
+    async def _embedding(self, job: jobs.JobRecord) -> tuple[Embedder | None, vectors.Space | None]:
+        """The job's embedder and vector space, or (None, None) when embeddings are off or this
+        database lacks pgvector; then documents are indexed for keyword search only."""
+        spec = job.spec.embedding
+        if not spec.enabled:
+            return None, None
+        if not await ride_out(vectors.available, self.pool):
+            log.warning(
+                "Skipped embeddings",
+                extra={"job": job.name, "reason": "the vector extension (pgvector) is not installed in the database"},
+            )
+            return None, None
+        assert spec.model_name is not None and spec.dimensions is not None
+        space = await ride_out(vectors.space_for, self.pool, spec.model_name, spec.dimensions)
+        return open_embedder(spec, secrets_dir=self.secrets_dir), space
 
     async def _loop(self, ctx: Context) -> int:
         holding = Holding(

@@ -1,3 +1,4 @@
+-- compatible-from: 2
 -- A task of a superseded run is cancelled, not deleted: its worker finds its lease gone and stops.
 ALTER TABLE headrace.tasks DROP CONSTRAINT tasks_state_check;
 ALTER TABLE headrace.tasks ADD CONSTRAINT tasks_state_check

@@ -1,3 +1,4 @@
+-- compatible-from: 2
 -- How a run ended and what asked for it; a spec the operator refused.
 --
 -- A run's end has one owner: its row here. `finished_at` says when, `error` says why it failed

@@ -1,3 +1,4 @@
+-- compatible-from: 2
 -- Tenant isolation: one Postgres role per Kubernetes namespace, row-level security on every table a
 -- worker touches, and namespaces identified by UID (docs/security.md).
 --
