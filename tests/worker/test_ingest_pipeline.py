@@ -83,7 +83,7 @@ async def test_a_slow_database_stops_extraction_and_reading_after_the_buffers_ar
     fetches = Fetches(monkeypatch)
     job = await _started(pool, make_job, tmp_path)
     async with pool.acquire() as blocker, blocker.transaction():
-        await blocker.execute("LOCK TABLE headrace.chunks IN SHARE MODE")  # every chunk COPY waits
+        await blocker.execute("LOCK TABLE headrace.chunks IN SHARE MODE")  # every chunk INSERT waits
         worker = Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.05)
         running = asyncio.create_task(worker.run())
         await wait_for(
@@ -91,8 +91,9 @@ async def test_a_slow_database_stops_extraction_and_reading_after_the_buffers_ar
             "SELECT count(*) = 1 FROM headrace.tasks WHERE job_uid = $1 AND state = 'leased' AND kind = 'ingest'",
             job.uid,
         )
-        # Stored (blocked), STAGE_BUFFER extracted, one extracted and waiting, STAGE_BUFFER fetched, one read.
-        bound = 1 + STAGE_BUFFER + 1 + STAGE_BUFFER + 1
+        # Stored (blocked); STAGE_BUFFER embedded and one embedded waiting; STAGE_BUFFER extracted and one
+        # extracted waiting; STAGE_BUFFER fetched and one read waiting.
+        bound = 1 + 3 * (STAGE_BUFFER + 1)
         assert await fetches.reach(bound) == bound
     assert await asyncio.wait_for(running, 120) == EXIT_DRAINED  # the lock is gone: it goes on to the end
     docs = await documents(pool, job)
