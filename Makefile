@@ -54,7 +54,7 @@ clean:
 
 # Benchmarks (bench/, docs/benchmarks.md). Their peers, plots and profiler live in the `bench` extra.
 BENCH_READY := $(VENV)/.bench-ready
-BENCHMARKS  := queue ingest search reconcile
+BENCHMARKS  := queue ingest search retrieval reconcile
 
 $(BENCH_READY): pyproject.toml $(READY)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -14,6 +14,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -271,3 +273,44 @@ def verdict(ok: bool) -> str:
 def run(main: Callable[[], Awaitable[None]]) -> None:
     """Run a benchmark's async main."""
     asyncio.run(main())
+
+
+class Meter:
+    """Wall time, this process's CPU time and the CPU time of the Postgres backends serving `database`."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+
+    def _server_cpu(self) -> dict[int, float]:
+        cpu = {}
+        for proc in psutil.process_iter(["cmdline"]):
+            title = " ".join(proc.info["cmdline"] or [])  # a backend's title: "postgres: user database ..."
+            if title.startswith("postgres: ") and f" {self.database} " in f"{title} ":
+                try:
+                    times = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                cpu[proc.pid] = times.user + times.system
+        return cpu
+
+    def __enter__(self) -> "Meter":
+        self._wall, self._cpu, self._server = time.perf_counter(), time.process_time(), self._server_cpu()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        """Call while the connections are still open: a closed backend takes its CPU time with it."""
+        now = self._server_cpu()
+        for pid in self._server.keys() - now.keys():  # a title read mid-update can miss a backend: ask by pid
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            now[pid] = times.user + times.system
+        return {
+            "seconds": time.perf_counter() - self._wall,
+            "client_cpu": time.process_time() - self._cpu,
+            "server_cpu": sum(cpu - self._server.get(pid, 0.0) for pid, cpu in now.items()),
+        }
+
+    def __exit__(self, *_: object) -> None:
+        pass

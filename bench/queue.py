@@ -5,10 +5,9 @@ enqueue N no-op tasks, then drain them with C concurrent consumers in one asynci
 check afterwards that every task was acknowledged exactly once. What a "consumer" is follows each
 system's own idiom:
 
-- headrace: C coroutines sharing a pool of C connections, each looping `lease(limit=1)` then `ack`
-  (what `headrace worker` does, one task at a time);
-- headrace-batch: the same, leasing 10 at a time and acking them with one `ack_many`, the batch
-  pgqueuer uses by default;
+- headrace: C coroutines sharing a pool of C connections, each running the lease path of `headrace worker`
+  itself (`headrace.worker.leases.Holding`: prefetch bounded by `workers.batchSize` and the lease time,
+  every held task heartbeated, acks batched with `ack_many`) around a no-op handler;
 - pgqueuer: C `QueueManager`s, each with its own connection and the library's default batch of 10;
 - procrastinate: one worker with `concurrency=C` (its own notion of concurrent consumers).
 
@@ -26,14 +25,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
-import psutil
 
 from bench import common
 from headrace.model import IngestionJobSpec
 from headrace.store import jobs, migrate, queue
 from headrace.store.db import Pool, create_pool
+from headrace.worker.leases import Holding, prefetch_limit
 
-SYSTEMS = ("headrace", "headrace-batch", "pgqueuer", "procrastinate")
+SYSTEMS = ("headrace", "pgqueuer", "procrastinate")
 PEERS = ("pgqueuer", "procrastinate")
 BATCH = 10
 TARGET_RATIO = 1.5
@@ -46,47 +45,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consumers", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     parser.add_argument("--no-profile", action="store_true", help="skip the pyinstrument profile of headrace")
-
-
-class Meter:
-    """Wall time, this process's CPU time and the CPU time of the Postgres backends serving `database`."""
-
-    def __init__(self, database: str) -> None:
-        self.database = database
-
-    def _server_cpu(self) -> dict[int, float]:
-        cpu = {}
-        for proc in psutil.process_iter(["cmdline"]):
-            title = " ".join(proc.info["cmdline"] or [])  # a backend's title: "postgres: user database ..."
-            if title.startswith("postgres: ") and f" {self.database} " in f"{title} ":
-                try:
-                    times = proc.cpu_times()
-                except psutil.Error:
-                    continue
-                cpu[proc.pid] = times.user + times.system
-        return cpu
-
-    def __enter__(self) -> "Meter":
-        self._wall, self._cpu, self._server = time.perf_counter(), time.process_time(), self._server_cpu()
-        return self
-
-    def stop(self) -> dict[str, float]:
-        """Call while the connections are still open: a closed backend takes its CPU time with it."""
-        now = self._server_cpu()
-        for pid in self._server.keys() - now.keys():  # a title read mid-update can miss a backend: ask by pid
-            try:
-                times = psutil.Process(pid).cpu_times()
-            except psutil.Error:
-                continue
-            now[pid] = times.user + times.system
-        return {
-            "seconds": time.perf_counter() - self._wall,
-            "client_cpu": time.process_time() - self._cpu,
-            "server_cpu": sum(cpu - self._server.get(pid, 0.0) for pid, cpu in now.items()),
-        }
-
-    def __exit__(self, *_: object) -> None:
-        pass
 
 
 def _database(dsn: str) -> str:
@@ -140,33 +98,36 @@ async def _headrace_enqueue(pool: Pool, uid: uuid.UUID, n: int, *, run: int = 1,
     return time.perf_counter() - started
 
 
-async def _headrace_drain(
-    pool: Pool, uid: uuid.UUID, consumers: int, *, lease_seconds: float = 30, batch: int = 1
-) -> list[int]:
-    acked: list[int] = []
+async def _headrace_drain(pool: Pool, uid: uuid.UUID, consumers: int, *, lease_seconds: float = 30) -> list[int]:
+    """C consumers, each holding tasks as `headrace worker` does (`worker.leases.Holding`: prefetch sized by
+    the default `workers.batchSize`, one heartbeat for all held tasks, batched acks), running a no-op handler.
+    Returns the id of every task handled, once per time it was handled."""
+    handled: list[int] = []
+    prefetch = prefetch_limit(IngestionJobSpec.model_validate({"source": {"volume": {"path": "."}}}).workers.batch_size)
 
     async def consume(name: str) -> None:
-        while leased := await queue.lease(pool, uid, worker=name, lease_seconds=lease_seconds, limit=batch):
-            if batch > 1:
-                acked.extend(await queue.ack_many(pool, leased))
-                continue
-            for task in leased:
-                if await queue.ack(pool, task):
-                    acked.append(task.id)
+        holding = Holding(pool, uid, worker=name, lease_seconds=lease_seconds, prefetch=prefetch)
+        beat = asyncio.create_task(holding.beat_forever())
+        try:
+            while await holding.lease() or holding.queued:
+                while started := holding.start():
+                    handled.append(started[0].id)
+                    await holding.done(started[0])
+            await holding.flush()
+        finally:
+            beat.cancel()
 
     await asyncio.gather(*(consume(f"c{i}") for i in range(consumers)))
-    return acked
+    return handled
 
 
-async def headrace_run(
-    dsn: str, n: int, consumers: int, *, batch: int = 1, profile_to: Path | None = None
-) -> dict[str, float]:
+async def headrace_run(dsn: str, n: int, consumers: int, *, profile_to: Path | None = None) -> dict[str, float]:
     pool, uid = await _headrace_setup(dsn, consumers)
     try:
         enqueue_s = await _headrace_enqueue(pool, uid, n)
         profiler = _start_profiler() if profile_to else None
-        with Meter(_database(dsn)) as meter:
-            acked = await _headrace_drain(pool, uid, consumers, batch=batch)
+        with common.Meter(_database(dsn)) as meter:
+            acked = await _headrace_drain(pool, uid, consumers)
             used = meter.stop()
         if profiler is not None and profile_to is not None:
             _stop_profiler(profiler, profile_to)
@@ -175,10 +136,6 @@ async def headrace_run(
         return _rates(n, enqueue_s, used)
     finally:
         await pool.close()
-
-
-async def headrace_batch_run(dsn: str, n: int, consumers: int) -> dict[str, float]:
-    return await headrace_run(dsn, n, consumers, batch=BATCH)
 
 
 async def _lease_and_die(pool: Pool, uid: uuid.UUID, n: int) -> None:
@@ -256,7 +213,7 @@ async def pgqueuer_run(dsn: str, n: int, consumers: int) -> dict[str, float]:
                 seen.append(job.id)
 
             managers.append(manager)
-        with Meter(_database(dsn)) as meter:
+        with common.Meter(_database(dsn)) as meter:
             await asyncio.gather(*(m.run(mode=QueueExecutionMode.drain, batch_size=BATCH) for m in managers))
             used = meter.stop()
         left = await admin.fetchval("SELECT count(*) FROM pgqueuer")
@@ -292,7 +249,7 @@ async def procrastinate_run(dsn: str, n: int, consumers: int) -> dict[str, float
         for start in range(0, n, ENQUEUE_BATCH):
             await noop.batch_defer_async(*({"i": i} for i in range(start, min(n, start + ENQUEUE_BATCH))))
         enqueue_s = time.perf_counter() - started
-        with Meter(_database(dsn)) as meter:
+        with common.Meter(_database(dsn)) as meter:
             await app.run_worker_async(concurrency=consumers, wait=False, install_signal_handlers=False)
             used = meter.stop()
     conn = await asyncpg.connect(dsn)
@@ -306,7 +263,6 @@ async def procrastinate_run(dsn: str, n: int, consumers: int) -> dict[str, float
 
 RUNNERS = {
     "headrace": headrace_run,
-    "headrace-batch": headrace_batch_run,
     "pgqueuer": pgqueuer_run,
     "procrastinate": procrastinate_run,
 }
@@ -419,8 +375,9 @@ def _write_section(
     lines = [
         f"Lease + ack of {n:,} no-op tasks, in tasks/s, median (min-max) of {report.options.repeat} runs, all in "
         "one asyncio process beside the embedded Postgres. Every run checked that each task was acknowledged "
-        f"exactly once. `headrace` leases one task at a time as `headrace worker` does; `headrace-batch` leases "
-        f"{BATCH} and acks them with one `ack_many`, the same batch pgqueuer dequeues.",
+        f"exactly once. `headrace` runs the lease path of `headrace worker` itself (`worker.leases.Holding`: "
+        "prefetch from `workers.batchSize` and the lease time, one heartbeat for every held task, acks batched "
+        f"with `ack_many`); pgqueuer dequeues its default batch of {BATCH}.",
         "",
     ]
     header = ["consumers", *systems, *(f"{s} ÷ best peer" for s in ours if peers)]

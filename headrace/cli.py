@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import click
@@ -287,6 +287,12 @@ def print_hits(console: Console, query: str, hits: list[Any]) -> None:
 @click.option("--job", help="Only this IngestionJob (by name).")
 @click.option("--prefix", "uri_prefix", help="Only documents whose URI starts with this.")
 @click.option("-n", "--limit", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(["keyword", "semantic", "hybrid"]),
+    help="keyword (full text), semantic (embeddings) or hybrid (both, fused). Default: hybrid when the jobs "
+    "have embeddings, else keyword.",
+)
 @database_url_option
 @data_dir_option
 def search(
@@ -295,16 +301,41 @@ def search(
     job: str | None,
     uri_prefix: str | None,
     limit: int,
+    mode: str | None,
     database_url: str | None,
     data_dir: Path,
 ) -> None:
-    """Search the index: websearch syntax ("quoted phrase", or, -not), ranked, with highlighted snippets."""
+    """Search the index by words (websearch syntax: "quoted phrase", or, -not) and meaning, with snippets."""
     from headrace.store import search as store_search
 
     where = store_search.SearchFilter(namespaces=[namespace] if namespace else None, job=job, uri_prefix=uri_prefix)
+    chosen = cast(store_search.Mode | None, mode)
     with _database(database_url, data_dir) as dsn:
-        page = _with_pool(dsn, lambda pool: store_search.search(pool, query, where=where, limit=limit))
+        try:
+            page = _with_pool(
+                dsn,
+                lambda pool: store_search.search(
+                    pool, query, where=where, limit=limit, mode=chosen, embed=_embed_builtin_query
+                ),
+            )
+        except store_search.SearchRefused as exc:
+            raise click.UsageError(str(exc)) from exc
+    Console(stderr=True).print(f"[dim]mode: {page.mode}[/dim]")
     print_hits(Console(), query, page.hits)
+
+
+async def _embed_builtin_query(space: Any, text: str) -> list[float]:
+    """The query's vector for `headrace search`, which embeds with the built-in model only."""
+    from headrace.embedding.builtin import BuiltinEmbedder
+    from headrace.model.spec import BUILTIN_EMBEDDING_MODEL
+    from headrace.store.search import SearchRefused
+
+    if space.model != BUILTIN_EMBEDDING_MODEL:
+        raise SearchRefused(
+            f"the jobs are embedded by the endpoint model {space.model}; `headrace search` embeds queries with the "
+            "built-in model only: use --mode keyword, or the API with a `vector`"
+        )
+    return (await BuiltinEmbedder().embed([text]))[0]
 
 
 DEMO_QUERIES = ["politics", '"hacker ethic"', "marriage -divorce"]

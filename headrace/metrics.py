@@ -32,3 +32,9 @@ EXTRACTION_SECONDS = Histogram(
     ["format"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+EMBEDDED_CHUNKS = Counter("headrace_embedded_chunks_total", "Chunks embedded by workers.")
+EMBED_SECONDS = Histogram(
+    "headrace_embed_duration_seconds",
+    "Time to embed one document's chunks (one or more requests to the model).",
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)

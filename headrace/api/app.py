@@ -12,7 +12,7 @@ from headrace.api import metrics as api_metrics
 from headrace.api.deps import Services, StreamSlots, reject_unknown_query
 from headrace.api.limits import RateLimiter, SizeLimits
 from headrace.api.metrics import RequestMetrics
-from headrace.api.routes import events, health, jobs, search
+from headrace.api.routes import events, health, jobs, passages, search
 from headrace.api.settings import ApiSettings
 from headrace.store import migrate
 from headrace.store.db import create_pool
@@ -101,7 +101,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     problems.install(app)
     # Probes are answered whatever they append; the API proper refuses unknown parameters.
     app.include_router(health.router)
-    for router in (jobs.router, events.router, search.router):
+    for router in (jobs.router, events.router, search.router, passages.router):
         app.include_router(router, dependencies=[Depends(reject_unknown_query)])
     app.add_middleware(SizeLimits, max_body=settings.max_body_bytes, max_query=settings.max_query_chars)
     app.add_middleware(RequestMetrics)

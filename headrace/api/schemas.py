@@ -14,7 +14,12 @@ Namespace = Annotated[str, StringConstraints(pattern=NAMESPACE_PATTERN, max_leng
 JobName = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=253)]
 # Postgres text cannot hold NUL: refuse it at the door rather than fail in the database.
 _NO_NUL = r"^[^\x00]*$"
-Query = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=_NO_NUL)]
+MAX_QUERY_BYTES = 4096
+Query = Annotated[str, StringConstraints(min_length=1, max_length=MAX_QUERY_BYTES, pattern=_NO_NUL)]
+# A GET's q travels in the URL, whose query string is capped (HEADRACE_MAX_QUERY_CHARS): longer questions POST.
+GetQuery = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=_NO_NUL)]
+SearchMode = Literal["keyword", "semantic", "hybrid"]
+QueryVector = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1, max_length=4000)]
 UriPrefix = Annotated[str, StringConstraints(max_length=2048, pattern=_NO_NUL)]
 Cursor = Annotated[str, StringConstraints(max_length=512, pattern=r"^[A-Za-z0-9_-]+$")]
 MetadataKey = Annotated[str, StringConstraints(max_length=256, pattern=_NO_NUL)]
@@ -161,7 +166,14 @@ class SearchRequest(KubeModel):
     )
 
     q: Query
-    """Words in websearch syntax: `"a phrase"`, `or`, `-excluded`."""
+    """The question or words (at most 4 KiB). Keyword matching reads it in websearch syntax:
+    `"a phrase"`, `or`, `-excluded`."""
+    mode: SearchMode | None = None
+    """`keyword` (full text), `semantic` (embeddings) or `hybrid` (both, fused by reciprocal rank).
+    By default hybrid when the searched jobs have embeddings, else keyword."""
+    vector: QueryVector | None = None
+    """The query's embedding, for jobs embedded by an endpoint model (the API does not call tenants'
+    endpoints): embed `q` with the same model and pass it here. Built-in-model jobs need none."""
     namespaces: Annotated[list[Namespace], Field(max_length=100)] | None = None
     """Only these namespaces (each must be readable); by default every readable one."""
     job: JobName | None = None
@@ -188,11 +200,18 @@ class SearchHit(KubeModel):
     """Position of the chunk in its document, from 0."""
     page: int | None
     """Page of the document the chunk starts on, for paged formats."""
+    chunk_id: int
+    """The chunk's id: fetch it with its neighbours from `.../ingestionjobs/{job}/chunks/{chunkId}`."""
     score: float
-    """ts_rank_cd rank: higher is better; comparable within one query only."""
+    """Higher is better; comparable within one query only. keyword: ts_rank_cd; semantic: cosine
+    similarity; hybrid: the reciprocal-rank-fusion score."""
     snippet: str
     """The best passages. With `highlight=html` (the default) the text is HTML-escaped and matches are
     wrapped in <mark></mark>, the only tags it holds; with `highlight=none` it is plain text."""
+    text: str
+    """The chunk's whole text: the passage to hand to a model."""
+    metadata: dict[str, Any]
+    """The document's metadata (contentType, language, modified, ...)."""
 
 
 class SearchResults(KubeModel):
@@ -206,13 +225,52 @@ class SearchResults(KubeModel):
                     "job": "demo",
                     "chunk": 12,
                     "page": None,
+                    "chunkId": 5121,
                     "score": 0.4,
                     "snippet": "the <mark>hacker</mark> <mark>ethic</mark> ...",
+                    "text": "HACKER ETHIC n. 1. The belief that information-sharing is a powerful positive good ...",
+                    "metadata": {"contentType": "text/markdown", "language": "en"},
                 }
             ],
+            "mode": "hybrid",
             "nextCursor": "WzAuNCwgMTJd",
         }
     )
 
     items: list[SearchHit]
+    mode: SearchMode
+    """The mode that ran (the default resolves to hybrid or keyword)."""
+    next_cursor: str | None = None
+
+
+class Passage(KubeModel):
+    """One chunk of a document."""
+
+    chunk_id: int
+    chunk: int
+    """Position of the chunk in its document, from 0."""
+    page: int | None
+    text: str
+
+
+class PassageContext(KubeModel):
+    """A chunk with its neighbours in the same document, in order: the context for a RAG prompt."""
+
+    uri: str
+    title: str
+    metadata: dict[str, Any]
+    chunk_id: int
+    """The chunk asked for; `passages` holds it and up to `context` chunks either side."""
+    passages: list[Passage]
+
+
+class DocumentPassages(KubeModel):
+    """A document's chunks in order, a page at a time."""
+
+    uri: str
+    title: str
+    metadata: dict[str, Any]
+    chunks: int
+    """How many chunks the document has."""
+    passages: list[Passage]
     next_cursor: str | None = None

@@ -93,6 +93,19 @@ class ApiSettings(BaseSettings):
     """Postgres `statement_timeout` of one search."""
 
     search_max_limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    """Most hits one search page may ask for (`limit`); more is a 400."""
+
+    search_candidates: Annotated[int, Field(ge=10, le=10_000)] = 100
+    """Hits of each ranking (keyword, semantic) that hybrid search fuses. Hybrid pages end there."""
+
+    search_ranked_matches: Annotated[int | None, Field(ge=100)] = 10_000
+    """Most keyword matches ranked per search (null: every match). A word found in half of a million
+    chunks would otherwise have all of them read and ranked; capped, the best hits are taken from the
+    first this-many matches. benchmarks.md measures what it costs in quality."""
+
+    search_ef_search: Annotated[int, Field(ge=10, le=1000)] = 100
+    """pgvector `hnsw.ef_search`: candidates the HNSW index visits per semantic search; higher finds
+    more of the true nearest neighbours, slower."""
 
     events_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     """How often an event stream looks for news in Postgres."""

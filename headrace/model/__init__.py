@@ -16,6 +16,8 @@ from headrace.model.manifest import (
 from headrace.model.spec import (
     Autoscaling,
     Chunking,
+    Embedding,
+    EmbeddingEndpoint,
     FailurePolicy,
     HttpSource,
     IngestionJobSpec,
@@ -48,6 +50,8 @@ __all__ = [
     "Autoscaling",
     "Chunking",
     "Condition",
+    "Embedding",
+    "EmbeddingEndpoint",
     "FailurePolicy",
     "HttpSource",
     "IngestionJob",

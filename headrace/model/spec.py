@@ -397,6 +397,99 @@ class FailurePolicy(KubeModel):
     """The job fails when more than this percentage of a run's documents failed."""
 
 
+BUILTIN_EMBEDDING_MODEL = "wordllama-l2-supercat"
+BUILTIN_EMBEDDING_DIMENSIONS = 256
+
+
+class EmbeddingEndpoint(KubeModel):
+    """An OpenAI-compatible embeddings API (`POST {url}/embeddings`), as served by OpenAI, TEI, vLLM,
+    Ollama and LiteLLM."""
+
+    url: HttpUrl
+    """Base URL of the API, up to and including `/v1` (e.g. `http://tei.models:8080/v1`); the worker
+    posts to `{url}/embeddings`."""
+
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\s]+$")]
+    """Model name sent with each request (e.g. `text-embedding-3-small`, `BAAI/bge-small-en-v1.5`)."""
+
+    dimensions: Annotated[int, Field(ge=1, le=4000)]
+    """Length of the vectors the model returns. pgvector's HNSW index holds at most 2,000 dimensions
+    (4,000 as halfvec); a response of another length fails the document. Also sent as `dimensions`
+    when `sendDimensions` is true."""
+
+    send_dimensions: bool = False
+    """Send `dimensions` in the request, for models that can shorten their vectors (OpenAI's
+    text-embedding-3 family). Most self-hosted servers reject the field."""
+
+    batch_size: Annotated[int, Field(ge=1, le=2048)] = 64
+    """Chunks sent per request."""
+
+    api_key_secret_ref: SecretRef | None = None
+    """A Secret with key `apiKey`, sent as `Authorization: Bearer <apiKey>`. Leave unset for servers
+    without authentication."""
+
+    timeout_seconds: Annotated[float, Field(ge=1, le=600)] = 60.0
+    """Longest one request may take."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    """Attempts per request when the endpoint fails, times out or answers 429; waits honour
+    `Retry-After`, else back off exponentially. After the last, the document fails with the reason."""
+
+
+class Embedding(KubeModel):
+    """Vectors for semantic and hybrid search, stored in Postgres with pgvector."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.provider) || self.provider != 'endpoint' || has(self.endpoint)",
+                    "message": "provider endpoint needs endpoint",
+                }
+            ]
+        }
+    )
+
+    provider: Literal["builtin", "endpoint", "none"] = "builtin"
+    """`builtin`: a small static-embedding model shipped with Headrace (wordllama `l2_supercat`,
+    256 dimensions), run in the worker with no download and no GPU. `endpoint`: an OpenAI-compatible
+    API (see `endpoint`). `none`: keyword search only."""
+
+    endpoint: EmbeddingEndpoint | None = None
+    """The embeddings API, for provider `endpoint`."""
+
+    @model_validator(mode="after")
+    def _endpoint_given(self) -> "Embedding":
+        if self.provider == "endpoint" and self.endpoint is None:
+            raise ValueError("provider endpoint needs endpoint")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.provider != "none"
+
+    @property
+    def model_name(self) -> str | None:
+        """The name vectors of this job are filed under; jobs with equal names share a vector space."""
+        if self.provider == "builtin":
+            return BUILTIN_EMBEDDING_MODEL
+        if self.provider == "endpoint" and self.endpoint is not None:
+            return self.endpoint.model
+        return None
+
+    @property
+    def dimensions(self) -> int | None:
+        if self.provider == "builtin":
+            return BUILTIN_EMBEDDING_DIMENSIONS
+        if self.provider == "endpoint" and self.endpoint is not None:
+            return self.endpoint.dimensions
+        return None
+
+    def space_key(self) -> str | None:
+        """`model/dimensions`, the vector space this job's chunks are embedded in; None when off."""
+        return f"{self.model_name}/{self.dimensions}" if self.enabled else None
+
+
 class IngestionJobSpec(KubeModel):
     """The desired state of an IngestionJob."""
 
@@ -417,6 +510,9 @@ class IngestionJobSpec(KubeModel):
 
     failure_policy: FailurePolicy = FailurePolicy()
     """When document failures fail the job."""
+
+    embedding: Embedding = Embedding()
+    """Embeddings for semantic and hybrid search. On by default with the built-in model."""
 
     text_search_config: Annotated[str, StringConstraints(pattern=r"^[a-z_]+$", max_length=63)] = "english"
     """Postgres text-search configuration for stemming and stop words (`english`, `german`,
@@ -471,6 +567,7 @@ class IngestionJobSpec(KubeModel):
         refs = [
             self.source.http.headers_secret_ref if self.source.http else None,
             self.source.s3.credentials_secret_ref if self.source.s3 else None,
+            self.embedding.endpoint.api_key_secret_ref if self.embedding.endpoint else None,
         ]
         return sorted({ref.name for ref in refs if ref is not None})
 
@@ -487,7 +584,14 @@ class IngestionJobSpec(KubeModel):
 
     def run_fingerprint(self) -> str:
         """What, when changed, starts a new run: the source and everything in the content fingerprint."""
-        return _digest({"source": self.source.to_wire(), "content": self.content_fingerprint()})
+        return _digest(
+            {"source": self.source.to_wire(), "content": self.content_fingerprint(), "embedding": self.embedding_key()}
+        )
+
+    def embedding_key(self) -> str | None:
+        """What decides a document's vectors besides its chunks: the vector space. A document stored
+        under another key is re-embedded from its stored chunks, without being fetched or extracted."""
+        return self.embedding.space_key()
 
 
 def _digest(value: object) -> str:

@@ -18,10 +18,12 @@ ConditionReason = Annotated[
 class Condition(KubeModel):
     """One aspect of the job's state, following the Kubernetes API conventions."""
 
-    type: Literal["Ready", "Progressing", "Succeeded", "Failed", "TenantIsolated"]
+    type: Literal["Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady", "TenantIsolated"]
     """Ready: the job's objects exist and its spec is valid. Progressing: a run is under way.
-    Succeeded: the last run finished. Failed: the last run failed. TenantIsolated (present only when
-    False): the installation gives workers a database credential shared by every namespace."""
+    Succeeded: the last run finished. Failed: the last run failed. EmbeddingsReady: chunks get
+    vectors for semantic search (False when the database lacks the pgvector extension).
+    TenantIsolated (present only when False): the installation gives workers a database credential
+    shared by every namespace."""
 
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""

@@ -40,7 +40,7 @@ from headrace.operator.kube import NAMESPACES, RETRY_DELAY, SECRETS, STRATEGIC_M
 from headrace.operator.resources.job import InvalidSpec, check_cluster_spec, job_name, parallelism
 from headrace.operator.resources.labels import selector
 from headrace.operator.resources.secret import build_worker_secret, secret_owner
-from headrace.store import documents, jobs, queue, runs, tenants
+from headrace.store import documents, jobs, queue, runs, tenants, vectors
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord, RunState, UnknownTextSearchConfig
 
@@ -345,6 +345,11 @@ async def _converge(
         # The same words as the store's log entry of the start.
         started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {latest.reason}"))
         state = await jobs.run_state(op.pool, record.uid, run)
+    has_vectors = await vectors.available(op.pool)
+    embedding = job.spec.embedding
+    if has_vectors and embedding.enabled and embedding.model_name is not None and embedding.dimensions is not None:
+        # Before the workers start: their tenant roles may read a space but not create it.
+        await vectors.space_for(op.pool, embedding.model_name, embedding.dimensions)
     children = await ensure_children(op.kube, op.config, job, run, finished=state is not None and state.finished)
     outcome = st.job_outcome(children.worker_job)
     if state is not None and not state.finished and outcome is not None and outcome[0] == "Failed":
@@ -369,6 +374,7 @@ async def _converge(
         workers=_workers(job, children),
         problem=children.problem,
         shared_credentials=op.config.tenant_credentials == "shared",
+        vectors_available=has_vectors,
         now=now,
         **fields,
     )

@@ -19,9 +19,9 @@ from headrace.model.events import Reason
 from headrace.redaction import redact
 from headrace.store.jobs import RunState
 
-ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed", "TenantIsolated"]
+ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady", "TenantIsolated"]
 ConditionStatus = Literal["True", "False", "Unknown"]
-CONDITION_TYPES: tuple[ConditionType, ...] = ("Ready", "Progressing", "Succeeded", "Failed")
+CONDITION_TYPES: tuple[ConditionType, ...] = ("Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady")
 # Present only while observed: TenantIsolated=False warns that the installation runs with shared credentials.
 OPTIONAL_TYPES: tuple[ConditionType, ...] = ("TenantIsolated",)
 
@@ -140,9 +140,35 @@ def _reason(word: str | None, fallback: str) -> str:
     return word if word and _REASON.match(word) else fallback
 
 
-def observe_conditions(job: IngestionJob, *, state: RunState | None, problem: Observed | None = None) -> list[Observed]:
-    """Ready, Progressing, Succeeded and Failed from the run's row in Postgres. `problem` is a Ready=False
-    the operator met on the way (NameConflict, WorkerJobRefused)."""
+def embeddings_condition(job: IngestionJob, *, vectors_available: bool) -> Observed:
+    """Whether the job's chunks get vectors: off by spec, stored, or impossible without pgvector."""
+    if not job.spec.embedding.enabled:
+        return Observed("EmbeddingsReady", "False", "Disabled", "spec.embedding.provider is none: keyword search only.")
+    if not vectors_available:
+        return Observed(
+            "EmbeddingsReady",
+            "False",
+            "VectorExtensionMissing",
+            "The database has no pgvector extension: chunks are indexed for keyword search only. "
+            "A database admin runs CREATE EXTENSION vector; the next run embeds them.",
+        )
+    model = f"{job.spec.embedding.model_name} ({job.spec.embedding.dimensions} dimensions)"
+    return Observed("EmbeddingsReady", "True", "VectorsStored", f"Chunks are embedded with {model}.")
+
+
+def observe_conditions(
+    job: IngestionJob, *, state: RunState | None, problem: Observed | None = None, vectors_available: bool = True
+) -> list[Observed]:
+    """Ready, Progressing, Succeeded and Failed from the run's row in Postgres, and EmbeddingsReady from the
+    spec and whether the database can store vectors. `problem` is a Ready=False the operator met on the way
+    (NameConflict, WorkerJobRefused)."""
+    return [
+        *_run_conditions(job, state=state, problem=problem),
+        embeddings_condition(job, vectors_available=vectors_available),
+    ]
+
+
+def _run_conditions(job: IngestionJob, *, state: RunState | None, problem: Observed | None) -> list[Observed]:
     ready = problem or Observed("Ready", "True", "Reconciled", "The spec is valid and the run's objects exist.")
     if state is None:
         return [ready, Observed("Progressing", "Unknown", "RunStarting", "The run is being set up.")]
@@ -190,13 +216,15 @@ def next_status(
     workers: WorkerStatus,
     problem: Observed | None = None,
     shared_credentials: bool = False,
+    vectors_available: bool = True,
     now: datetime,
     **fields: Any,
 ) -> tuple[IngestionJobStatus, list[Event]]:
     """The status after looking at the run and the worker Job, and the Events its changes call for.
     `fields` are further status fields (by attribute name) to set, such as `last_schedule_time`;
-    `shared_credentials` adds the TenantIsolated=False warning."""
-    observed = observe_conditions(job, state=state, problem=problem)
+    `shared_credentials` adds the TenantIsolated=False warning; `vectors_available` says whether the
+    database has pgvector (EmbeddingsReady)."""
+    observed = observe_conditions(job, state=state, problem=problem, vectors_available=vectors_available)
     if shared_credentials:
         observed.append(SHARED_CREDENTIALS)
     conditions = merge_conditions(previous.conditions, observed, generation=job.metadata.generation, now=now)

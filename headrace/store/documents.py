@@ -7,10 +7,12 @@ recorded. `sync: mirror` deletes the documents whose `run` is older than the run
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from headrace.redaction import redact
+from headrace.store import vectors
 from headrace.store.db import Connection, Pool
 
 Outcome = Literal["added", "updated", "unchanged", "failed"]
@@ -27,6 +29,7 @@ class KnownDocument:
     source_version: str | None
     run: int
     format: str | None = None
+    embedding_space: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class DocumentRecord:
 async def known(conn: Pool | Connection, job_uid: uuid.UUID, uris: list[str]) -> dict[str, KnownDocument]:
     """The index's record of each of these URIs that it has."""
     rows = await conn.fetch(
-        "SELECT uri, state, content_hash, fingerprint, source_version, run, format FROM headrace.documents "
+        "SELECT uri, state, content_hash, fingerprint, source_version, run, format, embedding_space "
+        "FROM headrace.documents "
         "WHERE job_uid = $1 AND uri = ANY($2::text[])",
         job_uid,
         uris,
@@ -130,8 +134,17 @@ async def entry_hashes(pool: Pool, job_uid: uuid.UUID, archive_uri: str, fingerp
     return {row["uri"]: row["content_hash"] for row in rows}
 
 
-async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: DocumentRecord) -> Outcome | None:
-    """Write a document and replace its chunks in one transaction; None when a newer run already recorded it."""
+async def store_document(
+    pool: Pool,
+    job_uid: uuid.UUID,
+    run: int,
+    doc: DocumentRecord,
+    *,
+    space: vectors.Space | None = None,
+    embeddings: Sequence[Sequence[float]] = (),
+) -> Outcome | None:
+    """Write a document and replace its chunks, and their vectors in `space`, in one transaction; None when a
+    newer run already recorded it."""
     async with pool.acquire() as conn, conn.transaction():
         config = await conn.fetchval("SELECT text_search_config FROM headrace.jobs WHERE uid = $1", job_uid)
         previous = await conn.fetchrow(
@@ -186,6 +199,37 @@ async def store_document(pool: Pool, job_uid: uuid.UUID, run: int, doc: Document
             [c.content for c in doc.chunks],
             config,
         )
+        await vectors.store_embeddings(conn, job_uid, doc_id, space, embeddings)
+        return outcome
+
+
+async def reembed_document(
+    pool: Pool,
+    job_uid: uuid.UUID,
+    run: int,
+    document_id: int,
+    space: vectors.Space | None,
+    embeddings: Sequence[Sequence[float]],
+    *,
+    expected_chunks: int,
+) -> Outcome | None:
+    """Replace the vectors of a document whose chunks are current; None when its chunks changed
+    meanwhile (another run rewrote it), in which case nothing is written."""
+    async with pool.acquire() as conn, conn.transaction():
+        previous = await conn.fetchrow(
+            "SELECT id, state, run, outcome, chunk_count FROM headrace.documents WHERE id = $1 FOR UPDATE",
+            document_id,
+        )
+        if previous is None or previous["chunk_count"] != expected_chunks:
+            return None
+        outcome = _next_outcome(previous, run, "updated")
+        await vectors.store_embeddings(conn, job_uid, document_id, space, embeddings)
+        await conn.execute(
+            "UPDATE headrace.documents SET run = $2, outcome = $3, updated_at = now() WHERE id = $1",
+            document_id,
+            run,
+            outcome,
+        )
         return outcome
 
 
@@ -222,7 +266,7 @@ async def record_failures(pool: Pool, job_uid: uuid.UUID, run: int, failures: di
             FROM unnest($3::text[], $4::text[]) AS f(uri, error)
             ON CONFLICT (job_uid, uri) DO UPDATE
             SET state = 'failed', error = excluded.error, run = excluded.run, outcome = 'failed',
-                chunk_count = 0, content_hash = NULL, fingerprint = NULL, source_version = NULL,
+                chunk_count = 0, embedding_space = NULL, content_hash = NULL, fingerprint = NULL, source_version = NULL,
                 updated_at = now()
             WHERE headrace.documents.run <= excluded.run
             RETURNING id
@@ -233,6 +277,22 @@ async def record_failures(pool: Pool, job_uid: uuid.UUID, run: int, failures: di
             [redact(reason)[:4000] for reason in failures.values()],
         )
         await conn.execute("DELETE FROM headrace.chunks WHERE document_id = ANY($1::bigint[])", [r["id"] for r in rows])
+
+
+async def stale_embeddings(
+    pool: Pool, job_uid: uuid.UUID, space_id: int | None, uris: list[str], archive_uris: list[str]
+) -> list[tuple[int, str]]:
+    """(id, uri) of these documents, and of these archives' entries, whose chunks are not embedded in
+    `space_id` (None: that carry vectors while the job wants none)."""
+    rows = await pool.fetch(
+        "SELECT id, uri FROM headrace.documents WHERE job_uid = $1 AND state = 'ingested' AND chunk_count > 0 "
+        "AND embedding_space IS DISTINCT FROM $2 AND (uri = ANY($3::text[]) OR uri LIKE ANY($4::text[])) ORDER BY id",
+        job_uid,
+        space_id,
+        uris,
+        [_entries_pattern(uri) for uri in archive_uris],
+    )
+    return [(r["id"], r["uri"]) for r in rows]
 
 
 async def processed_in_run(pool: Pool, job_uid: uuid.UUID, run: int, uris: list[str]) -> set[str]:

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from headrace.store.db import Pool
+from headrace.store.db import Connection, Pool
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,18 @@ async def migrate(pool: Pool) -> list[Migration]:
                     )
                 log.info("Applied migration", extra={"version": migration.version, "migration": migration.name})
                 applied.append(migration)
+            await ensure_vectors(conn)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)
     return applied
+
+
+async def ensure_vectors(conn: Connection) -> bool:
+    """Create what needs pgvector if the extension is there now (an admin may have added it after the
+    migration that first looked); whether vectors can be stored."""
+    if not await conn.fetchval("SELECT to_regprocedure('headrace.ensure_vectors()') IS NOT NULL"):
+        return False
+    return bool(await conn.fetchval("SELECT headrace.ensure_vectors()"))
 
 
 async def ensure_current(pool: Pool) -> SchemaState:

@@ -67,6 +67,46 @@ async def enqueue(
     return len(rows)
 
 
+_LEASE = """
+    WITH {acked}expired AS (
+        SELECT id FROM headrace.tasks
+        WHERE job_uid = $1 AND state = 'leased' AND lease_expires_at < now() AND attempts < max_attempts
+          AND run = (SELECT current_run FROM headrace.jobs WHERE uid = $1){not_acked}
+        ORDER BY lease_expires_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ),
+    pending AS (
+        SELECT id FROM headrace.tasks
+        WHERE job_uid = $1 AND state = 'pending' AND available_at <= now()
+          AND run = (SELECT current_run FROM headrace.jobs WHERE uid = $1)
+        ORDER BY available_at, id
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ),
+    ready AS (
+        (SELECT id FROM expired) UNION ALL (SELECT id FROM pending) LIMIT $2
+    ),
+    leased AS (
+        UPDATE headrace.tasks t
+        SET state = 'leased', attempts = t.attempts + 1, lease_token = gen_random_uuid(),
+            leased_by = $3, lease_expires_at = now() + $4::interval
+        FROM ready WHERE t.id = ready.id
+        RETURNING t.id, t.job_uid, t.run, t.kind, t.payload, t.attempts, t.max_attempts, t.lease_token
+    )
+    SELECT *{acked_ids} FROM leased{union}
+"""
+
+_ACKED = """acked AS (
+        UPDATE headrace.tasks a
+        SET state = 'done', finished_at = coalesce(a.finished_at, now()), lease_expires_at = NULL
+        FROM unnest($5::bigint[], $6::uuid[]) AS held(id, token)
+        WHERE a.id = held.id AND a.lease_token = held.token AND a.state IN ('leased', 'done')
+        RETURNING a.id
+    ),
+    """
+
+
 async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: float, limit: int = 1) -> list[Task]:
     """Lease up to `limit` ready tasks of the job's current run: leased ones whose lease expired first, then
     pending ones whose time has come. A task of an older run is never taken: it would record the old run's
@@ -77,38 +117,40 @@ async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: f
     made Postgres walk the primary key past every done task: the cost of a lease grew with the queue.)
     """
     rows = await pool.fetch(
-        """
-        WITH expired AS (
-            SELECT id FROM headrace.tasks
-            WHERE job_uid = $1 AND state = 'leased' AND lease_expires_at < now() AND attempts < max_attempts
-              AND run = (SELECT current_run FROM headrace.jobs WHERE uid = $1)
-            ORDER BY lease_expires_at
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
-        ),
-        pending AS (
-            SELECT id FROM headrace.tasks
-            WHERE job_uid = $1 AND state = 'pending' AND available_at <= now()
-              AND run = (SELECT current_run FROM headrace.jobs WHERE uid = $1)
-            ORDER BY available_at, id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
-        ),
-        ready AS (
-            (SELECT id FROM expired) UNION ALL (SELECT id FROM pending) LIMIT $2
-        )
-        UPDATE headrace.tasks t
-        SET state = 'leased', attempts = t.attempts + 1, lease_token = gen_random_uuid(),
-            leased_by = $3, lease_expires_at = now() + $4::interval
-        FROM ready WHERE t.id = ready.id
-        RETURNING t.id, t.job_uid, t.run, t.kind, t.payload, t.attempts, t.max_attempts, t.lease_token
-        """,
+        _LEASE.format(acked="", not_acked="", acked_ids="", union=""),
         job_uid,
         limit,
         worker,
         timedelta(seconds=lease_seconds),
     )
     return [Task(**dict(row)) for row in sorted(rows, key=lambda r: r["id"])]
+
+
+async def ack_and_lease(
+    pool: Pool, job_uid: uuid.UUID, done: list[Task], *, worker: str, lease_seconds: float, limit: int
+) -> tuple[set[int], list[Task]]:
+    """`ack_many(done)` and `lease(limit)` in one statement, one round trip: what a worker that leases ahead
+    does when it has worked through what it held. Returns the ids acked and the tasks leased."""
+    if not done:
+        return set(), await lease(pool, job_uid, worker=worker, lease_seconds=lease_seconds, limit=limit)
+    # The acked tasks are kept out of the expired ones: one statement must not update a row twice.
+    rows = await pool.fetch(
+        _LEASE.format(
+            acked=_ACKED,
+            not_acked="\n          AND id <> ALL($5::bigint[])",
+            acked_ids=", NULL::bigint AS acked",
+            union="\n    UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, id FROM acked",
+        ),
+        job_uid,
+        limit,
+        worker,
+        timedelta(seconds=lease_seconds),
+        [t.id for t in done],
+        [t.lease_token for t in done],
+    )
+    acked = {row["acked"] for row in rows if row["acked"] is not None}
+    leased = [Task(**{k: v for k, v in dict(row).items() if k != "acked"}) for row in rows if row["acked"] is None]
+    return acked, sorted(leased, key=lambda t: t.id)
 
 
 async def heartbeat(pool: Pool, tasks: list[Task], *, lease_seconds: float) -> set[int]:

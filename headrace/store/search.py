@@ -1,22 +1,44 @@
-"""Full-text search over chunks: websearch syntax, ts_rank_cd ranking, ts_headline snippets, keyset pages."""
+"""Search over chunks: keyword (full text), semantic (pgvector) and hybrid (reciprocal rank fusion).
+
+Every mode takes the same filters and pages the same way: hits are ordered by (score desc, chunk id
+asc) and a cursor is the last hit's (score, id), so a page never repeats or skips a hit ranked above
+the cursor. Each hit carries its chunk's whole text for a RAG client, beside a `ts_headline` snippet.
+
+Keyword ranking is `ts_rank_cd` over the GIN index. Semantic ranking is cosine similarity over the
+HNSW index of the searched jobs' vector space, scanned iteratively so filters cannot starve a page.
+Hybrid fuses the best `candidates` of each with RRF: score = Σ 1/(60 + rank).
+"""
 
 import base64
 import json
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from headrace.store import snippets
-from headrace.store.db import Pool
+from headrace.model import Embedding
+from headrace.store import snippets, vectors
+from headrace.store.db import Connection, Pool
 
 # Matches are delimited by sentinels that snippets.render turns into escaped HTML or plain text.
 SNIPPET_START = snippets.START
 SNIPPET_STOP = snippets.STOP
 _HEADLINE_OPTIONS = f"StartSel={SNIPPET_START}, StopSel={SNIPPET_STOP}, MaxWords=35, MinWords=15, MaxFragments=2"
+RRF_K = 60
+"""The constant of reciprocal rank fusion (Cormack et al., 2009): 60 damps the head of each list."""
+DEFAULT_CANDIDATES = 100
+
+Mode = Literal["keyword", "semantic", "hybrid"]
+MODES: tuple[Mode, ...] = ("keyword", "semantic", "hybrid")
+QueryEmbedder = Callable[[vectors.Space, str], Awaitable[Sequence[float]]]
 
 
 class InvalidCursor(ValueError):
     """A page cursor that this server did not hand out."""
+
+
+class SearchRefused(ValueError):
+    """A search that cannot run as asked, with the reason (the mode needs vectors the jobs lack, ...)."""
 
 
 @dataclass(frozen=True)
@@ -31,22 +53,57 @@ class SearchFilter:
 
 
 @dataclass(frozen=True)
+class ScopedJob:
+    uid: uuid.UUID
+    namespace: str
+    name: str
+    config: str
+    embedding: Embedding
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The jobs a search covers and the vector spaces their chunks are embedded in."""
+
+    jobs: list[ScopedJob]
+    spaces: dict[int, vectors.Space] = field(default_factory=dict)
+    space_of: dict[uuid.UUID, int] = field(default_factory=dict)
+
+    def jobs_in(self, space_id: int) -> list[uuid.UUID]:
+        return [uid for uid, sid in self.space_of.items() if sid == space_id]
+
+    def describe_spaces(self) -> str:
+        parts = []
+        for space_id, space in sorted(self.spaces.items()):
+            names = sorted(j.label for j in self.jobs if self.space_of.get(j.uid) == space_id)
+            parts.append(f"{space.model} ({space.dimensions} dimensions): {', '.join(names)}")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
 class SearchHit:
     chunk_id: int
     score: float
     snippet: str
+    text: str
     uri: str
     title: str
     ordinal: int
     page: int | None
     namespace: str
     job: str
+    metadata: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class SearchPage:
     hits: list[SearchHit]
     next_cursor: str | None
+    mode: Mode = "keyword"
 
 
 def encode_cursor(score: float, chunk_id: int) -> str:
@@ -61,45 +118,125 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
         raise InvalidCursor("cursor is not one this server returned") from exc
 
 
-_SEARCH_SQL = f"""
-WITH scope AS (
-    SELECT uid, namespace, name, text_search_config AS cfg FROM headrace.jobs
-    -- Retained data (its IngestionJob deleted) is not served until a new IngestionJob adopts it.
-    WHERE deleted_at IS NULL
-      AND ($2::text[] IS NULL OR namespace = ANY($2::text[]))
-      AND ($3::text IS NULL OR name = $3)
-      AND ($4::uuid IS NULL OR uid = $4)
+async def scope(conn: Pool | Connection, where: SearchFilter) -> Scope:
+    """The jobs `where` selects, and for each the vector space its spec names, when it exists."""
+    rows = await conn.fetch(
+        """
+        SELECT uid, namespace, name, text_search_config::text AS config, spec->'embedding' AS embedding
+        FROM headrace.jobs
+        -- Retained data (its IngestionJob deleted) is not served until a new IngestionJob adopts it.
+        WHERE deleted_at IS NULL
+          AND ($1::text[] IS NULL OR namespace = ANY($1::text[]))
+          AND ($2::text IS NULL OR name = $2) AND ($3::uuid IS NULL OR uid = $3)
+        """,
+        where.namespaces,
+        where.job,
+        where.job_uid,
+    )
+    jobs = [
+        ScopedJob(r["uid"], r["namespace"], r["name"], r["config"], Embedding.model_validate(r["embedding"] or {}))
+        for r in rows
+    ]
+    keys = {j.uid: key for j in jobs if (key := _space_key(j.embedding)) is not None}
+    if not keys or not await vectors.available(conn):
+        return Scope(jobs)
+    found = await vectors.find_spaces(conn, sorted(set(keys.values())))
+    space_of = {uid: found[key].id for uid, key in keys.items() if key in found}
+    return Scope(jobs, {s.id: s for s in found.values()}, space_of)
+
+
+def _space_key(embedding: Embedding) -> tuple[str, int] | None:
+    if embedding.model_name is None or embedding.dimensions is None:
+        return None
+    return embedding.model_name, embedding.dimensions
+
+
+def choose_mode(asked: Mode | None, where: Scope) -> Mode:
+    """The mode to run: the one asked for, or hybrid when the searched jobs share one vector space
+    (keyword when they have none). Raises SearchRefused when vectors are needed and absent or mixed."""
+    if asked is None:
+        if not where.spaces:
+            return "keyword"
+        asked = "hybrid"
+    if asked == "keyword":
+        return asked
+    if not where.spaces:
+        raise SearchRefused(
+            f"mode {asked} needs embeddings, and none of the searched jobs has any "
+            "(spec.embedding is none, the vector extension is missing, or nothing is ingested yet); use mode keyword"
+        )
+    if len(where.spaces) > 1:
+        raise SearchRefused(
+            f"mode {asked}: the searched jobs use different embedding models, whose vectors cannot be compared: "
+            f"{where.describe_spaces()}. Narrow the search with namespaces or job, or use mode keyword"
+        )
+    return asked
+
+
+_KEYWORD_SQL = """
+WITH q AS (
+    -- q in websearch syntax: every word must match. (Matching any word, as BM25 does, measured worse
+    -- inside hybrid search in bench/retrieval.py: ts_rank_cd weighs no word by its rarity.)
+    SELECT cfg, websearch_to_tsquery(cfg, $1) AS query
+    FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) c
 ),
-q AS (
-    SELECT cfg, websearch_to_tsquery(cfg, $1) AS query FROM (SELECT DISTINCT cfg FROM scope) c
-),
-ranked AS (
-    SELECT c.id, c.document_id, c.job_uid, c.ordinal, c.page, c.content, q.cfg, q.query,
-           ts_rank_cd(c.tsv, q.query) AS score
+matched AS (
+    SELECT c.id, c.tsv, q.query
     FROM q
     -- LATERAL with OFFSET 0 keeps Postgres from flattening this into a hash join that tests `@@` on
     -- every chunk: per text-search config it is a bitmap scan of the GIN index for that config's query.
     CROSS JOIN LATERAL (
-        SELECT * FROM headrace.chunks c0 WHERE c0.tsv @@ q.query AND c0.config = q.cfg OFFSET 0
+        SELECT c0.id, c0.tsv, c0.document_id FROM headrace.chunks c0
+        WHERE c0.tsv @@ q.query AND c0.config = q.cfg AND c0.job_uid = ANY($3::uuid[]) OFFSET 0
     ) c
     JOIN headrace.documents d ON d.id = c.document_id
-    WHERE c.job_uid IN (SELECT uid FROM scope)
-      AND ($5::text IS NULL OR starts_with(d.uri, $5))
-      AND ($6::jsonb IS NULL OR d.metadata @> $6)
-),
-page AS (
-    SELECT * FROM ranked
-    WHERE $7::real IS NULL OR score < $7::real OR (score = $7::real AND id > $8)
-    ORDER BY score DESC, id ASC
+    WHERE ($4::text IS NULL OR starts_with(d.uri, $4))
+      AND ($5::jsonb IS NULL OR d.metadata @> $5)
+    -- The bound on ranking work: a word in half the index would otherwise have every match read and
+    -- ranked. NULL ranks every match.
     LIMIT $9
 )
-SELECT p.id, p.score, p.ordinal, p.page, d.uri, d.title, s.namespace, s.name AS job,
-       ts_headline(p.cfg, translate(p.content, '{SNIPPET_START}{SNIPPET_STOP}', ''), p.query, '{_HEADLINE_OPTIONS}')
-           AS snippet
-FROM page p
-JOIN headrace.documents d ON d.id = p.document_id
-JOIN scope s ON s.uid = p.job_uid
-ORDER BY p.score DESC, p.id ASC
+SELECT id, score FROM (SELECT id, ts_rank_cd(tsv, query) AS score FROM matched) ranked
+WHERE $6::real IS NULL OR score < $6::real OR (score = $6::real AND id > $7)
+ORDER BY score DESC, id ASC
+LIMIT $8
+"""
+
+
+def _semantic_sql(space: vectors.Space) -> str:
+    # The cast and the space id come from the spaces table (integers), so they are safe to format in,
+    # and must be: the space's HNSW index is partial (`WHERE space_id = N`) over `embedding::vector(D)`,
+    # and only a literal lets the planner match a prepared statement's plan to it.
+    cast = space.sql_type
+    distance = f"(e.embedding::{cast} <=> $1::{cast})"
+    return f"""
+SELECT id, score FROM (
+    SELECT e.chunk_id AS id, 1 - {distance} AS score
+    FROM headrace.embeddings e
+    JOIN headrace.chunks c ON c.id = e.chunk_id
+    JOIN headrace.documents d ON d.id = c.document_id
+    WHERE e.space_id = {int(space.id)} AND $2::int IS NOT NULL AND e.job_uid = ANY($3::uuid[])
+      AND ($4::text IS NULL OR starts_with(d.uri, $4))
+      AND ($5::jsonb IS NULL OR d.metadata @> $5)
+      AND ($7::float8 IS NULL OR 1 - {distance} < $7::float8 OR (1 - {distance} = $7::float8 AND e.chunk_id > $8))
+    ORDER BY {distance}
+    LIMIT $6
+) nearest
+ORDER BY score DESC, id ASC
+"""
+
+
+_HITS_SQL = f"""
+SELECT c.id, c.ordinal, c.page, c.content, d.uri, d.title, d.metadata, j.namespace, j.name AS job,
+       ts_headline(
+           c.config, translate(c.content, '{SNIPPET_START}{SNIPPET_STOP}', ''), websearch_to_tsquery(c.config, $2),
+           '{_HEADLINE_OPTIONS}'
+       ) AS snippet
+FROM unnest($1::bigint[]) WITH ORDINALITY AS p(id, position)
+JOIN headrace.chunks c ON c.id = p.id
+JOIN headrace.documents d ON d.id = c.document_id
+JOIN headrace.jobs j ON j.uid = c.job_uid
+ORDER BY p.position
 """
 
 
@@ -111,36 +248,102 @@ async def search(
     limit: int = 10,
     cursor: str | None = None,
     timeout_ms: int = 5000,
+    mode: Mode | None = "keyword",
+    embed: QueryEmbedder | None = None,
+    candidates: int = DEFAULT_CANDIDATES,
+    ef_search: int = 100,
+    ranked_matches: int | None = None,
 ) -> SearchPage:
-    """One page of chunks matching `query` (websearch syntax), best first."""
-    after_score, after_id = decode_cursor(cursor) if cursor else (None, None)
+    """One page of chunks for `query`, best first. `mode=None` picks hybrid when the searched jobs
+    share a vector space and `embed` can embed the query in it, else keyword. `ranked_matches` caps
+    how many keyword matches are ranked (None: all): the bound that keeps common words fast on a
+    large index, at the cost of ranking a sample of their matches (see docs/benchmarks.md)."""
+    after = decode_cursor(cursor) if cursor else None
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-        rows = await conn.fetch(
-            _SEARCH_SQL,
-            query,
-            where.namespaces,
-            where.job,
-            where.job_uid,
-            where.uri_prefix,
-            where.metadata,
-            after_score,
-            after_id,
-            limit + 1,
-        )
+        scoped = await scope(conn, where)
+        chosen = choose_mode(mode if (mode is not None or embed is not None) else "keyword", scoped)
+        if chosen != "keyword" and embed is None:
+            raise SearchRefused(f"mode {chosen} needs a query embedder")
+        uids = [j.uid for j in scoped.jobs]
+        configs = sorted({j.config for j in scoped.jobs})
+        filters = (where.uri_prefix, where.metadata)
+        ranked: list[tuple[int, float]]
+        if chosen == "keyword":
+            ranked = await _keyword(conn, query, configs, uids, filters, after, limit + 1, ranked_matches)
+        else:
+            assert embed is not None
+            space = next(iter(scoped.spaces.values()))
+            vector = vectors.vector_literal(await embed(space, query))
+            space_uids = scoped.jobs_in(space.id)
+            await conn.execute(f"SET LOCAL hnsw.ef_search = {max(int(ef_search), 1)}")
+            await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            if chosen == "semantic":
+                rows = await conn.fetch(
+                    _semantic_sql(space),
+                    vector,
+                    space.id,
+                    space_uids,
+                    *filters,
+                    limit + 1,
+                    *(after or (None, None)),
+                )
+                ranked = [(r["id"], float(r["score"])) for r in rows]
+            else:
+                keyword = await _keyword(conn, query, configs, uids, filters, None, candidates, ranked_matches)
+                rows = await conn.fetch(
+                    _semantic_sql(space), vector, space.id, space_uids, *filters, candidates, None, None
+                )
+                ranked = _fuse([keyword, [(r["id"], float(r["score"])) for r in rows]], after, limit + 1)
+        page = ranked[:limit]
+        rows = await conn.fetch(_HITS_SQL, [chunk_id for chunk_id, _ in page], query) if page else []
+    scores = dict(page)
     hits = [
         SearchHit(
-            chunk_id=row["id"],
-            score=row["score"],
-            snippet=row["snippet"],
-            uri=row["uri"],
-            title=row["title"],
-            ordinal=row["ordinal"],
-            page=row["page"],
-            namespace=row["namespace"],
-            job=row["job"],
+            chunk_id=r["id"],
+            score=scores[r["id"]],
+            snippet=r["snippet"],
+            text=r["content"],
+            uri=r["uri"],
+            title=r["title"],
+            ordinal=r["ordinal"],
+            page=r["page"],
+            namespace=r["namespace"],
+            job=r["job"],
+            metadata=r["metadata"],
         )
-        for row in rows[:limit]
+        for r in rows
     ]
-    next_cursor = encode_cursor(hits[-1].score, hits[-1].chunk_id) if len(rows) > limit else None
-    return SearchPage(hits=hits, next_cursor=next_cursor)
+    next_cursor = encode_cursor(hits[-1].score, hits[-1].chunk_id) if hits and len(ranked) > limit else None
+    return SearchPage(hits=hits, next_cursor=next_cursor, mode=chosen)
+
+
+async def _keyword(
+    conn: Connection,
+    query: str,
+    configs: list[str],
+    uids: list[uuid.UUID],
+    filters: tuple[str | None, dict[str, Any] | None],
+    after: tuple[float, int] | None,
+    limit: int,
+    ranked_matches: int | None,
+) -> list[tuple[int, float]]:
+    rows = await conn.fetch(
+        _KEYWORD_SQL, query, configs, uids, *filters, *(after or (None, None)), limit, ranked_matches
+    )
+    return [(r["id"], float(r["score"])) for r in rows]
+
+
+def _fuse(
+    rankings: list[list[tuple[int, float]]], after: tuple[float, int] | None, limit: int
+) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of best-first rankings, then the keyset page after `after`."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, (chunk_id, _) in enumerate(ranking, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+    # Scores go through a JSON cursor and back: round so a float's repr cannot shift an equal score.
+    ordered = sorted(((cid, round(score, 12)) for cid, score in fused.items()), key=lambda h: (-h[1], h[0]))
+    if after is not None:
+        ordered = [h for h in ordered if h[1] < after[0] or (h[1] == after[0] and h[0] > after[1])]
+    return ordered[:limit]

@@ -2,9 +2,10 @@
 
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import PurePosixPath
+from typing import Any
 
 from charset_normalizer import from_bytes
 from selectolax.lexbor import LexborHTMLParser
@@ -61,6 +62,8 @@ class Extracted:
     format: str
     title: str
     sections: list[Section]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What the format itself says: PDF document info, DOCX core properties, HTML <meta>."""
 
 
 def decode_text(data: bytes) -> str:
@@ -151,17 +154,17 @@ def extract(data: bytes, *, name: str, limits: Limits | None = None, media_type:
     if kind == "pdf":
         from headrace.worker.formats.pdf import extract_pdf
 
-        title, sections = extract_pdf(data, max_pages=limits.max_pdf_pages)
-        return Extracted("pdf", title or _first_line(sections[0].text) or _basename(name), sections)
+        title, sections, meta = extract_pdf(data, max_pages=limits.max_pdf_pages)
+        return Extracted("pdf", title or _first_line(sections[0].text) or _basename(name), sections, meta)
     if kind == "docx":
         from headrace.worker.archives import check_zip
         from headrace.worker.formats.docx import extract_docx
 
         check_zip(data, limits, budget=limits.max_total_uncompressed_bytes)
-        title, body = extract_docx(data)
+        title, body, meta = extract_docx(data)
         if not body.strip():
             raise DocumentError("DOCX has no text")
-        return Extracted("docx", title or _first_line(body) or _basename(name), [Section(body)])
+        return Extracted("docx", title or _first_line(body) or _basename(name), [Section(body)], meta)
     if kind in ARCHIVE_FORMATS:
         raise DocumentError(f"{kind} archive where a single document was expected")
     if kind not in ("html", "markdown", "json", "csv", "text"):
@@ -208,6 +211,7 @@ def _extract_html(text: str) -> Extracted:
     tree = LexborHTMLParser(text)
     title_node = tree.css_first("title")
     title = title_node.text(strip=True) if title_node else ""
+    meta = _html_meta(tree)
     for node in tree.css(_HTML_NOISE):
         node.decompose()
     root = tree.css_first("main") or tree.css_first("article") or tree.body or tree.root
@@ -225,4 +229,34 @@ def _extract_html(text: str) -> Extracted:
     body = re.sub(r"\n{3,}", "\n\n", body).strip()
     if not body:
         raise DocumentError("HTML has no text outside scripts, styles and navigation")
-    return Extracted("html", title[:_TITLE_LIMIT] or _first_line(body), [Section(body)])
+    return Extracted("html", title[:_TITLE_LIMIT] or _first_line(body), [Section(body)], meta)
+
+
+# <meta name|property=...> worth filtering on, and the metadata key each becomes.
+_HTML_META = {
+    "description": "description",
+    "og:description": "description",
+    "keywords": "keywords",
+    "author": "author",
+    "article:author": "author",
+    "article:published_time": "created",
+    "article:modified_time": "modified",
+    "dc.language": "declaredLanguage",
+}
+
+
+def _html_meta(tree: LexborHTMLParser) -> dict[str, Any]:
+    """The page's <meta> description, keywords, author and dates, and its declared language."""
+    meta: dict[str, Any] = {}
+    for node in tree.css("meta"):
+        attributes = node.attributes
+        key = _HTML_META.get(str(attributes.get("name") or attributes.get("property") or "").lower())
+        if key is None and str(attributes.get("http-equiv") or "").lower() == "content-language":
+            key = "declaredLanguage"
+        content = attributes.get("content")
+        if key and content and key not in meta:
+            meta[key] = content
+    root = tree.css_first("html")
+    if root is not None and root.attributes.get("lang"):
+        meta["declaredLanguage"] = root.attributes["lang"]
+    return meta

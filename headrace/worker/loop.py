@@ -1,4 +1,5 @@
-"""The worker's lease loop: lease, heartbeat, handle, ack or fail; exit 0 when the job's queue is drained."""
+"""The worker's lease loop: lease ahead, heartbeat, handle, ack in batches or fail; exit 0 when the job's queue is
+drained (see `leases.py` for what it holds and why)."""
 
 import asyncio
 import contextlib
@@ -13,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from headrace import metrics
+from headrace.embedding import Embedder, EmbeddingError, open_embedder
 from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR
 from headrace.redaction import redact
-from headrace.store import documents, jobs, queue
+from headrace.store import documents, jobs, queue, vectors
 from headrace.store.db import Pool
 from headrace.store.outage import ride_out
 from headrace.worker.errors import DocumentError
+from headrace.worker.leases import Holding, prefetch_limit
 from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import open_source
 from headrace.worker.tasks import HANDLERS, Context, task_uris
@@ -79,28 +82,65 @@ class Worker:
         except DocumentError as exc:  # e.g. a referenced Secret is not mounted or lacks a key
             log.error("Failed to open source", extra={"job": job.name, "reason": str(exc)})
             return EXIT_BAD_SOURCE
-        ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes))
+        try:
+            embedder, space = await self._embedding(job)
+        except EmbeddingError as exc:  # the endpoint's API-key Secret is not mounted
+            log.error("Failed to open embedding model", extra={"job": job.name, "reason": str(exc)})
+            await source.close()
+            return EXIT_BAD_SOURCE
+        ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes), embedder, space)
         log.info("Started worker", extra={"worker": self.name, "job": job.name, "namespace": job.namespace})
         try:
             return await self._loop(ctx)
         finally:
             await ctx.extractor.close()
             await source.close()
+            if embedder is not None:
+                await embedder.close()
+
+    async def _embedding(self, job: jobs.JobRecord) -> tuple[Embedder | None, vectors.Space | None]:
+        """The job's embedder and vector space, or (None, None) when embeddings are off or this
+        database lacks pgvector; then documents are indexed for keyword search only."""
+        spec = job.spec.embedding
+        if not spec.enabled:
+            return None, None
+        if not await ride_out(vectors.available, self.pool):
+            log.warning(
+                "Skipped embeddings",
+                extra={"job": job.name, "reason": "the vector extension (pgvector) is not installed in the database"},
+            )
+            return None, None
+        assert spec.model_name is not None and spec.dimensions is not None
+        space = await ride_out(vectors.space_for, self.pool, spec.model_name, spec.dimensions)
+        return open_embedder(spec, secrets_dir=self.secrets_dir), space
 
     async def _loop(self, ctx: Context) -> int:
+        holding = Holding(
+            self.pool,
+            ctx.job.uid,
+            worker=self.name,
+            lease_seconds=self.lease_seconds,
+            prefetch=prefetch_limit(ctx.job.spec.workers.batch_size),
+        )
+        beat = asyncio.create_task(holding.beat_forever())
+        try:
+            return await self._drain(ctx, holding)
+        finally:
+            await _cancel(beat)
+
+    async def _drain(self, ctx: Context, holding: Holding) -> int:
+        """Lease ahead, handle one task at a time, ack in batches; on stop, hand back what was not started."""
         job = ctx.job
         while not self.stopping.is_set():
-            leased = await ride_out(
-                queue.lease, self.pool, job.uid, worker=self.name, lease_seconds=self.lease_seconds, limit=1
-            )
-            if leased and leased[0].run != job.current_run:
+            leased = await holding.lease()
+            if superseded := next((t.run for t in leased if t.run != job.current_run), None):
                 # A newer run started after this worker read the job: its spec may differ. The run's own
-                # worker Job takes the task; this one (of a superseded run) hands it back and stops.
-                await ride_out(queue.release, self.pool, leased[0])
-                log.info("Stopped worker", extra={"worker": self.name, "reason": f"run {leased[0].run} started"})
+                # worker Job takes the tasks; this one (of a superseded run) hands them back and stops.
+                await holding.release_queued()
+                log.info("Stopped worker", extra={"worker": self.name, "reason": f"run {superseded} started"})
                 return EXIT_STOPPED
-            if leased:
-                await self._handle(ctx, leased[0])
+            if started := holding.start():
+                await self._handle(ctx, holding, *started)
                 continue
             for dead in await ride_out(queue.reap_expired, self.pool, job.uid):
                 await self._give_up(ctx, dead, "the worker holding it died or hung on every attempt")
@@ -113,41 +153,41 @@ class Worker:
                 return EXIT_DRAINED
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
+        await holding.flush()
+        await holding.release_queued()
         return EXIT_STOPPED
 
-    async def _handle(self, ctx: Context, task: queue.Task) -> None:
+    async def _handle(self, ctx: Context, holding: Holding, task: queue.Task, lost: asyncio.Event) -> None:
         metrics.TASKS_LEASED.labels(task.kind).inc()
         log.info("Leased task", extra={"task": task.id, "kind": task.kind, "attempt": task.attempts})
         started = time.monotonic()
         work = asyncio.create_task(HANDLERS[task.kind](ctx, task))
-        beat = asyncio.create_task(self._heartbeat(task))
+        gone = asyncio.create_task(lost.wait())
         stop = asyncio.create_task(self.stopping.wait())
         try:
-            await asyncio.wait({work, beat, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if stop.done() and not work.done() and not beat.done():
+            await asyncio.wait({work, gone, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.done() and not work.done() and not gone.done():
                 # Asked to stop mid-task: give it the grace period, then hand the task back.
-                await asyncio.wait({work, beat}, timeout=self.grace_seconds, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({work, gone}, timeout=self.grace_seconds, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
                 await _cancel(work)
-                if beat.done():
-                    self._abandon(task, beat)
+                holding.forget(task)
+                if gone.done():
+                    self._abandon(task)
                     return
                 await ride_out(queue.release, self.pool, task)
                 log.info("Released task", extra={"task": task.id, "reason": "worker stopping"})
                 return
         finally:
-            await _cancel(beat, stop)
+            await _cancel(gone, stop)
         elapsed = time.monotonic() - started
         metrics.TASK_DURATION.labels(task.kind).observe(elapsed)
         error = work.exception()
         if error is None:
-            if await ride_out(queue.ack, self.pool, task):
-                metrics.TASKS_ACKED.labels(task.kind).inc()
-                log.info("Acked task", extra={"task": task.id, "kind": task.kind, "seconds": round(elapsed, 3)})
-            else:
-                metrics.TASKS_FAILED.labels(task.kind, "lost").inc()
-                log.warning("Lost lease before ack", extra={"task": task.id})
+            log.info("Finished task", extra={"task": task.id, "kind": task.kind, "seconds": round(elapsed, 3)})
+            await holding.done(task)  # acked with the next batch
             return
+        holding.forget(task)
         reason = redact("".join(traceback.format_exception_only(error)).strip())
         retries = ctx.job.spec.retries
         backoff = queue.backoff_seconds(task.attempts, base=retries.backoff_seconds, cap=retries.max_backoff_seconds)
@@ -160,15 +200,11 @@ class Worker:
             extra={"task": task.id, "kind": task.kind, "attempt": task.attempts, "outcome": outcome, "error": reason},
         )
 
-    def _abandon(self, task: queue.Task, beat: "asyncio.Task[None]") -> None:
+    def _abandon(self, task: queue.Task) -> None:
         """The lease was lost mid-task (it expired during an outage and another worker took the task over,
         or a newer run cancelled it): the work was stopped, and the task is the new holder's to finish."""
-        error = beat.exception() if not beat.cancelled() else None
         metrics.TASKS_FAILED.labels(task.kind, "lost").inc()
-        log.warning(
-            "Abandoned task",
-            extra={"task": task.id, "kind": task.kind, "reason": repr(error) if error else "lease lost"},
-        )
+        log.warning("Abandoned task", extra={"task": task.id, "kind": task.kind, "reason": "lease lost"})
 
     async def _give_up(self, ctx: Context, task: queue.Task, reason: str) -> None:
         """A task is dead: record its documents this run has not recorded yet as failed, with the reason."""
@@ -179,14 +215,6 @@ class Worker:
         message = f"gave up after {task.attempts} attempts: {reason}"
         failures = {u: message for u in uris if u not in done}
         await ride_out(documents.record_failures, self.pool, ctx.job.uid, task.run, failures)
-
-    async def _heartbeat(self, task: queue.Task) -> None:
-        """Extend the lease every third of its length; return as soon as it is no longer held."""
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            held = await ride_out(queue.heartbeat, self.pool, [task], lease_seconds=self.lease_seconds)
-            if task.id not in held:
-                return
 
 
 async def _cancel(*tasks: "asyncio.Task[Any]") -> None:

@@ -16,6 +16,7 @@ from headrace.worker.archives import Budget, tar_entries, zip_entries
 from headrace.worker.chunker import chunk_sections
 from headrace.worker.errors import DocumentError
 from headrace.worker.extract import ARCHIVE_FORMATS, extract, sniff_format
+from headrace.worker.metadata import clean, detect_language
 
 Message = dict[str, Any]
 ENTRY_SEPARATOR = "!/"
@@ -118,6 +119,8 @@ def _object(
             "chunks": [[c.ordinal, c.text, c.page] for c in chunks],
             # Timed here, in the sandbox, and observed by the worker: the child's metrics would die with it.
             "seconds": seconds,
+            "metadata": clean(extracted.metadata),
+            "language": detect_language(" ".join(c.text for c in chunks[:3])),
         }
     except DocumentError as exc:
         yield {"type": "failed", "uri": uri, "reason": str(exc)}

@@ -269,10 +269,14 @@ def main() -> None:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when this child stops
-    # Import every extractor now, before saying ready, so no document's timeout pays for it.
+    # Import every extractor and load the language model now, before saying ready, so no document's
+    # timeout pays for it.
     import headrace.worker.formats.data
     import headrace.worker.formats.docx
     import headrace.worker.formats.pdf  # noqa: F401
+    from headrace.worker.metadata import detect_language
+
+    detect_language("Loading the language model before the first document arrives.")
 
     network = confine_network()  # after the imports, before any document is seen
     stdout = sys.stdout.buffer

@@ -1,20 +1,26 @@
 """What a worker does with each kind of task: discover lists the source, ingest indexes documents."""
 
+import asyncio
 import contextlib
 import hashlib
 import logging
+import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from headrace import metrics
+from headrace.embedding import Embedder, EmbeddingError, Vector
 from headrace.model.events import Reason
 from headrace.redaction import redact
-from headrace.store import documents, jobs, queue
+from headrace.store import documents, jobs, queue, vectors
 from headrace.store.db import Pool
 from headrace.store.documents import ChunkRecord, DocumentRecord, KnownDocument
 from headrace.store.jobs import JobRecord
 from headrace.store.outage import ride_out
 from headrace.worker.errors import DocumentError
 from headrace.worker.extract import ARCHIVE_FORMATS, looks_like_archive
+from headrace.worker.metadata import Metadata, document_metadata
 from headrace.worker.pipeline import Message, Request, content_hash
 from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import DocumentRef, Source
@@ -34,6 +40,32 @@ class Context:
     job: JobRecord
     source: Source
     extractor: Sandbox = field(default_factory=Sandbox)
+    embedder: Embedder | None = None
+    """The job's embedding model; None when embeddings are off or pgvector is missing."""
+    space: vectors.Space | None = None
+    """The vector space `embedder` writes to."""
+
+    @property
+    def wanted_space(self) -> int | None:
+        return self.space.id if self.space is not None else None
+
+    @property
+    def embeddings_settled(self) -> bool:
+        """Whether documents can be brought to the job's embedding setting: false when the job asks
+        for embeddings that this database cannot store, so stored documents are left as they are."""
+        return self.space is not None or not self.job.spec.embedding.enabled
+
+
+async def embed_chunks(ctx: Context, texts: list[str]) -> list[Vector]:
+    """The embedding stage: one vector per chunk text, or EmbeddingError. Bounded on its own so the
+    ingest path can batch or pipeline it without touching extraction or storage."""
+    if ctx.embedder is None or not texts:
+        return []
+    started = time.perf_counter()
+    embedded = await ctx.embedder.embed(texts)
+    metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
+    metrics.EMBEDDED_CHUNKS.inc(len(embedded))
+    return embedded
 
 
 async def discover(ctx: Context, task: queue.Task) -> None:
@@ -84,10 +116,18 @@ def task_uris(task: queue.Task) -> list[str]:
     return [d["uri"] for d in task.payload.get("documents", [])]
 
 
+STAGE_BUFFER = 2
+"""Items waiting between two stages of an ingest task: fetched objects before the sandbox, extracted
+documents before the embedding model, embedded documents before the database. Small and fixed, so the
+slowest stage sets the pace and a stalled one (a hung extraction, a slow endpoint, a slow database) holds
+the others still instead of letting memory grow."""
+
+
 async def ingest(ctx: Context, task: queue.Task) -> None:
-    """Fetch, extract, chunk and store each document of the task. A bad document is recorded as
-    failed and the rest go on; a source outage raises, so the task is retried; a database outage is
-    ridden out (see `store.outage`)."""
+    """Fetch, extract, chunk, embed and store each document of the task, the four stages overlapping: the
+    sandbox extracts the next document while the model embeds one and Postgres indexes the one before,
+    and the source is read meanwhile. A bad document is recorded as failed and the rest go on; a source
+    outage raises, so the task is retried; a database outage is ridden out (see `store.outage`)."""
     refs = [DocumentRef.from_payload(d) for d in task.payload["documents"]]
     # Skip what this run already recorded: an earlier attempt of this task, or another batch of the same
     # document after a discovery that was retried while the source changed.
@@ -95,8 +135,16 @@ async def ingest(ctx: Context, task: queue.Task) -> None:
     refs = [r for r in refs if r.uri not in done]
     known = await ride_out(documents.known, ctx.pool, ctx.job.uid, [r.uri for r in refs])
     batch = _Batch()
-    for ref in refs:
-        await _ingest_one(ctx, task.run, ref, known.get(ref.uri), batch)
+    fetched: asyncio.Queue[_Fetched | None] = asyncio.Queue(STAGE_BUFFER)
+    extracted: asyncio.Queue[_Extracted | None] = asyncio.Queue(STAGE_BUFFER)
+    embedded: asyncio.Queue[_Embedded | None] = asyncio.Queue(STAGE_BUFFER)
+    await _run_stages(
+        _read(ctx, refs, known, batch, fetched),
+        _extract(ctx, fetched, extracted),
+        _embed(ctx, extracted, embedded, batch),
+        _store(ctx, task.run, embedded),
+    )
+    await ride_out(_reembed_kept, ctx, task.run, batch)
     await ride_out(documents.mark_unchanged, ctx.pool, ctx.job.uid, task.run, batch.unchanged)
     await ride_out(documents.refresh_versions, ctx.pool, ctx.job.uid, batch.versions)
     await ride_out(documents.mark_unchanged_entries, ctx.pool, ctx.job.uid, task.run, batch.unchanged_archives)
@@ -127,34 +175,166 @@ class _Batch:
             self.versions[uri] = version
 
 
-async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownDocument | None, batch: _Batch) -> None:
-    """One listed object: skipped when its version or bytes are unchanged, else turned into 1..n
-    documents (an archive yields its entries and a record of itself)."""
+@dataclass(frozen=True)
+class _Fetched:
+    """An object read from the source that needs extracting, with what the source said about it."""
+
+    request: Request
+    data: bytes
+    version: str | None
+    metadata: Metadata
+
+
+@dataclass(frozen=True)
+class _Extracted:
+    """One message of the sandbox, with the source's version and metadata of the object it came from
+    (the metadata belongs to the object itself, not to an archive's entries)."""
+
+    message: Message
+    version: str | None
+    metadata: Metadata
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    """A document ready for the database: its record and one vector per chunk (none when embeddings are off)."""
+
+    record: DocumentRecord
+    embeddings: list[Vector]
+
+
+async def _run_stages(*stages: Coroutine[Any, Any, None]) -> None:
+    """Run the stages together until all are done; the first error cancels the others and is raised as is."""
+    running = [asyncio.create_task(stage) for stage in stages]
+    try:
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+        for stage in done:
+            if (error := stage.exception()) is not None:
+                raise error
+    finally:
+        for stage in running:
+            stage.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _read(
+    ctx: Context,
+    refs: list[DocumentRef],
+    known: dict[str, KnownDocument],
+    batch: _Batch,
+    out: "asyncio.Queue[_Fetched | None]",
+) -> None:
+    """Stage 1: fetch each listed object that may have changed, for the sandbox."""
+    for ref in refs:
+        if (item := await _fetch(ctx, ref, known.get(ref.uri), batch)) is not None:
+            await out.put(item)
+    await out.put(None)
+
+
+async def _extract(
+    ctx: Context, inbox: "asyncio.Queue[_Fetched | None]", out: "asyncio.Queue[_Extracted | None]"
+) -> None:
+    """Stage 2: turn each fetched object into messages in the sandbox, for the embedding model."""
+    timeout = ctx.job.spec.limits.extraction_timeout_seconds
+    while (item := await inbox.get()) is not None:
+        messages = ctx.extractor.process(item.request, item.data, silence_seconds=timeout)
+        async with contextlib.aclosing(messages):
+            async for message in messages:
+                own = item.metadata if message["uri"] == item.request.uri else {}
+                await out.put(_Extracted(message, item.version, own))
+    await out.put(None)
+
+
+async def _embed(
+    ctx: Context, inbox: "asyncio.Queue[_Extracted | None]", out: "asyncio.Queue[_Embedded | None]", batch: _Batch
+) -> None:
+    """Stage 3: note skips and failures, and embed each document's chunks, for the database. A document
+    the model cannot embed is recorded as failed and the rest go on."""
+    while (item := await inbox.get()) is not None:
+        if (record := _document(ctx, item, batch)) is None:
+            continue
+        if "seconds" in item.message:  # timed in the sandbox, observed here: the child's metrics die with it
+            metrics.EXTRACTION_SECONDS.labels(record.format).observe(item.message["seconds"])
+        try:
+            embedded = await embed_chunks(ctx, [c.content for c in record.chunks])
+        except EmbeddingError as exc:
+            batch.fail(ctx.job, record.uri, f"embedding failed: {exc}")
+            continue
+        await out.put(_Embedded(record, embedded))
+    await out.put(None)
+
+
+async def _store(ctx: Context, run: int, inbox: "asyncio.Queue[_Embedded | None]") -> None:
+    """Stage 4: store each document with its vectors (one transaction each, its chunks inserted from
+    arrays: row-level security refuses COPY into `chunks` for a tenant role)."""
+    while (item := await inbox.get()) is not None:
+        record, embedded = item.record, item.embeddings
+        outcome = await ride_out(
+            documents.store_document,
+            ctx.pool,
+            ctx.job.uid,
+            run,
+            record,
+            space=ctx.space if embedded else None,
+            embeddings=embedded,
+        )
+        if outcome is None:
+            continue  # a newer run already recorded it
+        metrics.DOCUMENTS.labels(outcome).inc()
+        metrics.DOCUMENT_BYTES.inc(record.bytes)
+        metrics.CHUNKS.inc(len(record.chunks))
+
+
+async def _reembed_kept(ctx: Context, run: int, batch: _Batch) -> None:
+    """Bring documents kept as unchanged (and the entries of kept archives) to the job's embedding
+    setting from their stored chunks: a model change re-embeds without fetching or extracting."""
+    if not ctx.embeddings_settled or not (batch.unchanged or batch.unchanged_archives):
+        return
+    stale = await documents.stale_embeddings(
+        ctx.pool, ctx.job.uid, ctx.wanted_space, batch.unchanged, batch.unchanged_archives
+    )
+    for document_id, uri in stale:
+        stored = await vectors.stored_chunks(ctx.pool, document_id)
+        try:
+            embedded = await embed_chunks(ctx, stored)
+        except EmbeddingError as exc:
+            batch.fail(ctx.job, uri, f"embedding failed: {exc}")
+            continue
+        outcome = await documents.reembed_document(
+            ctx.pool, ctx.job.uid, run, document_id, ctx.space, embedded, expected_chunks=len(stored)
+        )
+        if outcome is not None:
+            log.info("Re-embedded document", extra={"job": ctx.job.name, "uri": uri, "chunks": len(stored)})
+
+
+async def _fetch(ctx: Context, ref: DocumentRef, previous: KnownDocument | None, batch: _Batch) -> _Fetched | None:
+    """One listed object: None when its version or bytes are unchanged (or it cannot be fetched), else
+    what the sandbox turns into 1..n documents (an archive yields its entries and a record of itself)."""
     if too_long := documents.uri_too_long(ref.uri):
         batch.fail(ctx.job, ref.uri, too_long)
-        return
+        return None
     spec = ctx.job.spec
     fingerprint = spec.content_fingerprint()
     current = previous if previous and previous.state == "ingested" and previous.fingerprint == fingerprint else None
     if current and ref.version is not None and current.source_version == ref.version:
         batch.keep(ref.uri, current)
-        return
+        return None
     try:
         fetched = await ctx.source.fetch(
             ref, max_bytes=spec.limits.max_document_bytes, known_version=current.source_version if current else None
         )
     except DocumentError as exc:
         batch.fail(ctx.job, ref.uri, str(exc))
-        return
+        return None
     if fetched is None:  # the source says: not modified since current.source_version
         assert current is not None
         batch.keep(ref.uri, current)
-        return
+        return None
     digest = content_hash(fetched.data)
     version = fetched.version or ref.version
     if current and current.content_hash == digest:
         batch.keep(ref.uri, current, version)
-        return
+        return None
     request = Request(
         uri=ref.uri,
         limits=spec.limits,
@@ -164,41 +344,44 @@ async def _ingest_one(ctx: Context, run: int, ref: DocumentRef, previous: KnownD
         if looks_like_archive(fetched.data)
         else {},
     )
-    messages = ctx.extractor.process(request, fetched.data, silence_seconds=spec.limits.extraction_timeout_seconds)
-    async with contextlib.aclosing(messages):
-        async for message in messages:
-            await _record(ctx, run, message, version, batch)
+    return _Fetched(request, fetched.data, version, fetched.metadata)
 
 
-async def _record(ctx: Context, run: int, message: Message, version: str | None, batch: _Batch) -> None:
-    """Act on one message of the extraction pipeline: store a document, or note a skip or failure."""
+def _document(ctx: Context, item: _Extracted, batch: _Batch) -> DocumentRecord | None:
+    """The record of a document or container message; a skip or failure is noted in `batch` instead."""
+    message = item.message
     kind, uri = message["type"], message["uri"]
     if kind in ("document", "container") and (too_long := documents.uri_too_long(uri)):
         batch.fail(ctx.job, uri, too_long)
-    elif kind == "failed":
+        return None
+    if kind == "failed":
         batch.fail(ctx.job, uri, message["reason"])
-    elif kind == "unchanged":
+        return None
+    if kind == "unchanged":
         batch.unchanged.append(uri)
-    elif kind in ("document", "container"):
-        record = DocumentRecord(
-            uri=uri,
-            title=message.get("title", ""),
-            content_hash=message["hash"],
-            fingerprint=ctx.job.spec.content_fingerprint(),
+        return None
+    if kind not in ("document", "container"):
+        return None
+    return DocumentRecord(
+        uri=uri,
+        title=message.get("title", ""),
+        content_hash=message["hash"],
+        fingerprint=ctx.job.spec.content_fingerprint(),
+        format=message["format"],
+        bytes=message["bytes"],
+        source_version=item.version,
+        chunks=[ChunkRecord(ordinal, text, page) for ordinal, text, page in message.get("chunks", [])],
+        metadata={"entries": message["entries"]}
+        if kind == "container"
+        else document_metadata(
+            source=item.metadata,
+            extracted=message.get("metadata", {}),
             format=message["format"],
-            bytes=message["bytes"],
-            source_version=version,
-            chunks=[ChunkRecord(ordinal, text, page) for ordinal, text, page in message.get("chunks", [])],
-            metadata={"entries": message["entries"]} if kind == "container" else {},
-        )
-        outcome = await ride_out(documents.store_document, ctx.pool, ctx.job.uid, run, record)
-        if "seconds" in message:
-            metrics.EXTRACTION_SECONDS.labels(record.format).observe(message["seconds"])
-        if outcome is None:
-            return  # a newer run already recorded it
-        metrics.DOCUMENTS.labels(outcome).inc()
-        metrics.DOCUMENT_BYTES.inc(record.bytes)
-        metrics.CHUNKS.inc(len(record.chunks))
+            size=message["bytes"],
+            title=message.get("title", ""),
+            detected_language=message.get("language"),
+        ),
+    )
 
 
 HANDLERS = {"discover": discover, "ingest": ingest}

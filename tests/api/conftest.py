@@ -132,7 +132,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def ingest(
-    pool: Pool, root: Path, *, namespace: str, name: str, files: dict[str, str], metadata: Any = None
+    pool: Pool, root: Path, *, namespace: str, name: str, files: dict[str, str], metadata: Any = None, **spec: Any
 ) -> JobRecord:
     """Register a job over `files` and run it to the end with the real worker, in this process."""
     folder = root / namespace / name
@@ -145,7 +145,7 @@ async def ingest(
         namespace=namespace,
         name=name,
         generation=1,
-        spec=volume_spec(f"{namespace}/{name}", workers={"batchSize": 2}),
+        spec=volume_spec(f"{namespace}/{name}", workers={"batchSize": 2}, **spec),
     )
     await jobs.start_run(pool, job, reason="test")
     code = await Worker(pool, job.uid, volume_root=root, poll_seconds=0.02, lease_seconds=10).run()

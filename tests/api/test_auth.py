@@ -58,7 +58,8 @@ async def test_search_returns_only_readable_namespaces(client: httpx.AsyncClient
     assert namespaces(await client.get("/v1/search?q=zephyr", headers=bearer("admin-token"))) == {"team-a", "team-b"}
     assert namespaces(await client.get("/v1/search?q=zephyr", headers=bearer("eve-token"))) == set()
     # Team B's words are not findable by alice, even by their exact terms.
-    assert namespaces(await client.get("/v1/search?q=combination", headers=bearer("alice-token"))) == set()
+    assert namespaces(await client.get("/v1/search?q=combination&mode=keyword", headers=bearer("alice-token"))) == set()
+    assert "team-b" not in namespaces(await client.get("/v1/search?q=combination", headers=bearer("alice-token")))
 
 
 async def test_search_naming_a_forbidden_namespace_is_403(

@@ -17,7 +17,7 @@ async def test_healthz_and_readyz(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz?verbose=1")).status_code == 200
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"postgres": "ok"}
+    assert ready.json()["checks"] == {"postgres": "ok", "vectors": "ok"}
 
 
 async def test_readyz_is_503_when_postgres_is_gone(settings: Callable[..., ApiSettings]) -> None:

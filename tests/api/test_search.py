@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import httpx
+import pytest
 
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
@@ -15,7 +16,7 @@ JSON = {"content-type": "application/json"}
 async def test_get_search_returns_ranked_hits_with_snippets(
     client: httpx.AsyncClient, seeded: dict[str, JobRecord]
 ) -> None:
-    response = await client.get("/v1/search", params={"q": '"mill wheel" or glacier'}, headers=ADMIN)
+    response = await client.get("/v1/search", params={"q": '"mill wheel" or glacier', "mode": "keyword"}, headers=ADMIN)
     assert response.status_code == 200
     hits = response.json()["items"]
     assert {h["uri"] for h in hits} == {"reports/glacier.txt", "reports/river.md"}
@@ -23,13 +24,13 @@ async def test_get_search_returns_ranked_hits_with_snippets(
     assert all(h["chunk"] == 0 and h["score"] > 0 for h in hits)
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert any("<mark>glacier</mark>" in h["snippet"] for h in hits)
-    excluded = await client.get("/v1/search", params={"q": "zephyr -glacier"}, headers=ADMIN)
+    excluded = await client.get("/v1/search", params={"q": "zephyr -glacier", "mode": "keyword"}, headers=ADMIN)
     assert "reports/glacier.txt" not in {h["uri"] for h in excluded.json()["items"]}
 
 
 async def test_post_search_filters(client: httpx.AsyncClient, seeded: dict[str, JobRecord]) -> None:
     async def uris(**body: object) -> set[str]:
-        response = await client.post("/v1/search", json={"q": "zephyr", **body}, headers=ADMIN)
+        response = await client.post("/v1/search", json={"q": "zephyr", "mode": "keyword", **body}, headers=ADMIN)
         assert response.status_code == 200, response.text
         return {h["uri"] for h in response.json()["items"]}
 
@@ -69,19 +70,27 @@ async def test_injection_in_q_is_just_words(
     assert await pool.fetchval("SELECT count(*) FROM headrace.chunks") > 0
 
 
+@pytest.mark.parametrize("mode", ["keyword", "semantic"])
 async def test_pages_are_stable_while_documents_are_ingested(
-    client: httpx.AsyncClient, pool: Pool, tmp_path: Path
+    client: httpx.AsyncClient, pool: Pool, tmp_path: Path, mode: str
 ) -> None:
     # 12 documents matching with different strengths, so scores differ and tie.
     files = {f"doc{i:02}.txt": ("ferry " * (1 + i % 4)) + f"crossing number {i}." for i in range(12)}
     await ingest(pool, tmp_path, namespace="team-a", name="ferries", files=files)
-    everything = (await client.get("/v1/search", params={"q": "ferry", "limit": 100}, headers=ADMIN)).json()["items"]
+    everything = (
+        await client.get("/v1/search", params={"q": "ferry", "limit": 100, "mode": mode}, headers=ADMIN)
+    ).json()["items"]
     assert len(everything) == 12
     seen: list[tuple[str, int]] = []
     cursor = None
     page_number = 0
     while True:
-        params: dict[str, str | int] = {"q": "ferry", "limit": 5, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, str | int] = {
+            "q": "ferry",
+            "mode": mode,
+            "limit": 5,
+            **({"cursor": cursor} if cursor else {}),
+        }
         page = (await client.get("/v1/search", params=params, headers=ADMIN)).json()
         seen += [(h["uri"], h["chunk"]) for h in page["items"]]
         page_number += 1

@@ -148,7 +148,7 @@ async def test_getting_started_search_commands_run_against_a_local_api(local_api
     import json
 
     script = block(ROOT / "docs" / "getting-started.md", "search").replace("127.0.0.1:8080", f"127.0.0.1:{local_api}")
-    status, search, events = commands(script)
+    status, search, hybrid, events = commands(script)
     env = {"TOKEN": TOKEN}
     job = await asyncio.to_thread(run, status, cwd=ROOT, env=env)
     assert job.returncode == 0, job.stderr
@@ -156,6 +156,9 @@ async def test_getting_started_search_commands_run_against_a_local_api(local_api
     hits = await asyncio.to_thread(run, search, cwd=ROOT, env=env)
     assert hits.returncode == 0, hits.stderr
     assert [h["uri"] for h in json.loads(hits.stdout)["items"]] == ["notes/ship.md"]
+    asked = await asyncio.to_thread(run, hybrid, cwd=ROOT, env=env)
+    assert asked.returncode == 0, asked.stderr
+    assert isinstance(json.loads(asked.stdout)["items"], list)
     # The stream of a finished job ends after its history; a running one's would go on: cap it.
     stream = await asyncio.to_thread(run, events.replace("curl -N", "curl -N --max-time 5"), cwd=ROOT, env=env)
     assert stream.returncode in (0, 28), stream.stderr  # 28: curl's time limit, after reading

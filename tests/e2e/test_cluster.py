@@ -330,7 +330,7 @@ def test_the_api_answers_serviceaccount_tokens_for_their_namespaces_only(cluster
     assert (status["name"], status["phase"], status["progress"]["succeeded"]) == (
         "handbook", "Succeeded", cluster.corpus_files
     ), status  # fmt: skip
-    found = json.loads(sh(f"{token}\n{GETTING_STARTED.command('curl -s', containing='/v1/search')}"))
+    found = json.loads(sh(f"{token}\n{GETTING_STARTED.command('curl -s', containing='mode=keyword')}"))
     assert "items" in found, found
     stream = sh(f"{token}\n{GETTING_STARTED.command('curl -N')}", timeout=60)
     assert "event: end" in stream and '"phase": "Succeeded"' in stream, stream

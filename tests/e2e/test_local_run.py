@@ -79,7 +79,7 @@ async def test_run_ingests_everything_findably_and_a_rerun_finds_it_unchanged(
         found = headrace("search", f"zq{i:04}marker", "--job", "e2e", dsn=dsn, cwd=tmp_path)
         assert found.returncode == 0, found.stderr
         assert f"doc{i}." in found.stdout
-    assert "zq" not in headrace("search", "excluded", dsn=dsn, cwd=tmp_path).stdout
+    assert "zq" not in headrace("search", "excluded", "--mode", "keyword", dsn=dsn, cwd=tmp_path).stdout
 
     second = headrace("run", "-f", str(manifest), "--workers", "2", dsn=dsn, cwd=tmp_path)
     assert second.returncode == 0, second.stderr

@@ -192,6 +192,7 @@ CEL_CASES = [
     ({"source": {"http": {}}}, "spec.source.http", "set urls, sitemaps or both"),
     ({**BASE_SPEC, "chunking": {"overlap": 800}}, "spec.chunking", "overlap must be at most half of targetSize"),
     ({**BASE_SPEC, "workers": {"min": 5}}, "spec.workers", "min must not exceed max"),
+    ({**BASE_SPEC, "embedding": {"provider": "endpoint"}}, "spec.embedding", "provider endpoint needs endpoint"),
     (
         {**BASE_SPEC, "workers": {"resources": {"requests": {"gpu": "1"}}}},
         "spec.workers.resources.requests",

@@ -127,3 +127,26 @@ def test_every_spec_field_is_documented() -> None:
 
     walk(IngestionJobSpec, "spec")
     assert missing == []
+
+
+def test_embedding_defaults_to_the_builtin_model_and_an_endpoint_needs_its_settings() -> None:
+    job = parse_manifest(manifest())
+    assert job.spec.embedding.provider == "builtin"
+    assert job.spec.embedding_key() == "wordllama-l2-supercat/256"
+    missing = problems(manifest(embedding={"provider": "endpoint"}))
+    assert any("spec.embedding" in p and "endpoint" in p for p in missing)
+    endpoint = {"url": "ftp://x", "model": "m", "dimensions": 0}
+    found = problems(manifest(embedding={"provider": "endpoint", "endpoint": endpoint}))
+    assert any("spec.embedding.endpoint.url" in p for p in found)
+    assert any("spec.embedding.endpoint.dimensions" in p for p in found)
+
+
+def test_a_model_change_starts_a_run_but_keeps_the_chunks() -> None:
+    builtin = parse_manifest(manifest()).spec
+    endpoint = {"url": "http://tei:8080/v1", "model": "bge", "dimensions": 384, "apiKeySecretRef": {"name": "tei-key"}}
+    remote = parse_manifest(manifest(embedding={"provider": "endpoint", "endpoint": endpoint})).spec
+    off = parse_manifest(manifest(embedding={"provider": "none"})).spec
+    assert builtin.content_fingerprint() == remote.content_fingerprint() == off.content_fingerprint()
+    assert len({builtin.run_fingerprint(), remote.run_fingerprint(), off.run_fingerprint()}) == 3
+    assert remote.embedding_key() == "bge/384" and off.embedding_key() is None
+    assert remote.secret_names() == ["tei-key"]

@@ -172,7 +172,13 @@ async def test_lifecycle_create_scale_suspend_resume_delete(
         assert hpa["spec"]["scaleTargetRef"]["name"] == "handbook"
         await until(lambda: _is(phase(cluster), "Running"))
         status = (await cluster.get(IJS, "handbook"))["status"]  # type: ignore[index]
-        assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Succeeded", "Failed"}
+        assert {c["type"] for c in status["conditions"]} == {
+            "Ready",
+            "Progressing",
+            "Succeeded",
+            "Failed",
+            "EmbeddingsReady",
+        }
         assert status["workers"]["selector"].endswith(str(uid)) and status["observedGeneration"] == created[
             "metadata"
         ].get("generation")

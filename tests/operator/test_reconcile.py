@@ -71,7 +71,7 @@ async def test_create_makes_job_hpa_run_and_status(op: Operator, emulator: kmock
     assert status["observedGeneration"] == 1
     assert status["workers"]["selector"].endswith(f"headrace.io/ingestionjob-uid={uid}")
     cond = conditions(raw)
-    assert set(cond) == {"Ready", "Progressing", "Succeeded", "Failed"}
+    assert set(cond) == {"Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady"}
     assert (cond["Ready"]["status"], cond["Progressing"]["status"]) == ("True", "True")
     assert all(c["lastTransitionTime"] and c["observedGeneration"] == 1 for c in cond.values())
     assert [e.reason for e in events] == ["RunStarted", "CreatedHorizontalPodAutoscaler", "CreatedJob"]

@@ -4,10 +4,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from headrace.model import Condition, IngestionJob, IngestionJobStatus, Progress, RunSummary, WorkerStatus
+from headrace.model import (
+    Condition,
+    IngestionJob,
+    IngestionJobStatus,
+    Progress,
+    RunSummary,
+    WorkerStatus,
+    parse_manifest,
+)
 from headrace.operator.status import (
     Observed,
     builtin_replicas,
+    embeddings_condition,
     merge_conditions,
     next_status,
     observe_conditions,
@@ -25,8 +34,8 @@ def _wire(conditions: list[Condition]) -> list[dict[str, object]]:
 
 def test_first_reconcile_writes_every_condition_even_unknown() -> None:
     result = _wire(merge_conditions([], [Observed("Ready", "True", "Reconciled")], generation=3, now=T0))
-    assert [c["type"] for c in result] == ["Ready", "Progressing", "Succeeded", "Failed"]
-    assert [c["status"] for c in result] == ["True", "Unknown", "Unknown", "Unknown"]
+    assert [c["type"] for c in result] == ["Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady"]
+    assert [c["status"] for c in result] == ["True", "Unknown", "Unknown", "Unknown", "Unknown"]
     assert all(c["observedGeneration"] == 3 and c["lastTransitionTime"] == "2026-01-01T00:00:00Z" for c in result)
 
 
@@ -169,3 +178,26 @@ def test_builtin_replicas(pending: int, expected: int) -> None:
 
 def test_builtin_replicas_may_scale_to_zero() -> None:
     assert builtin_replicas(0, tasks_per_worker=10, minimum=0, maximum=8) == 0
+
+
+@pytest.mark.parametrize(
+    ("embedding", "vectors", "expected"),
+    [
+        ({}, True, ("True", "VectorsStored")),
+        ({}, False, ("False", "VectorExtensionMissing")),
+        ({"provider": "none"}, False, ("False", "Disabled")),
+    ],
+)
+def test_embeddings_condition_says_why_search_is_keyword_only(
+    embedding: dict[str, str], vectors: bool, expected: tuple[str, str]
+) -> None:
+    job = parse_manifest(
+        {
+            "apiVersion": "headrace.io/v1alpha1",
+            "kind": "IngestionJob",
+            "metadata": {"name": "docs", "namespace": "team-a"},
+            "spec": {"source": {"volume": {"path": "docs"}}, "embedding": embedding},
+        }
+    )
+    observed = embeddings_condition(job, vectors_available=vectors)
+    assert (observed.status, observed.reason) == expected

@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from headrace.store import documents, jobs, search, tenants
+from headrace.store import documents, jobs, search, tenants, vectors
 from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
@@ -50,13 +50,22 @@ async def tenant(pool: Pool, dsn: str, prefix: str, namespace: str) -> Tenant:
     return Tenant(namespace, job, credential.url(dsn))
 
 
+async def _job_space(pool: Pool, job: JobRecord) -> vectors.Space:
+    """The job's vector space, created as the operator does before a run's workers start."""
+    assert await vectors.available(pool), "the test Postgres has pgvector"
+    embedding = job.spec.embedding
+    assert embedding.model_name is not None and embedding.dimensions is not None
+    return await vectors.space_for(pool, embedding.model_name, embedding.dimensions)
+
+
 @pytest.fixture
 async def two_tenants(pool: Pool, dsn: str, prefix: str, tmp_path: Path) -> AsyncIterator[tuple[Tenant, Tenant]]:
     await tenants.prepare(pool, prefix=prefix)
     a = await tenant(pool, dsn, prefix, "team-a")
     b = await tenant(pool, dsn, prefix, "team-b")
-    # B has a finished run: documents, chunks, tasks, runs and events, all written by the owner.
+    # B has a finished run: documents, chunks, vectors, tasks, runs and events, all written by the owner.
     run = await jobs.start_run(pool, b.job, reason="test")
+    space = await _job_space(pool, b.job)
     await documents.store_document(
         pool,
         b.job.uid,
@@ -70,6 +79,8 @@ async def two_tenants(pool: Pool, dsn: str, prefix: str, tmp_path: Path) -> Asyn
             bytes=30,
             chunks=[documents.ChunkRecord(0, "the merger with lighthouse corp closes friday")],
         ),
+        space=space,
+        embeddings=[[0.5] * space.dimensions],
     )
     await documents.record_failures(pool, b.job.uid, run, {"broken.pdf": "not a PDF"})
     yield a, b
@@ -83,7 +94,8 @@ async def test_a_worker_credential_gets_nothing_of_another_namespace(
     try:
         assert await conn.fetchval("SELECT current_user") != await pool.fetchval("SELECT current_user")
         # Read: nothing of B, whichever way it is asked.
-        for table in ("jobs", "runs", "tasks", "documents", "chunks", "job_events"):
+        assert await pool.fetchval("SELECT count(*) FROM headrace.embeddings WHERE job_uid = $1", b.job.uid) == 1
+        for table in ("jobs", "runs", "tasks", "documents", "chunks", "embeddings", "job_events"):
             assert await conn.fetchval(f"SELECT count(*) FROM headrace.{table}") == (
                 await pool.fetchval(
                     f"SELECT count(*) FROM headrace.{table} WHERE "
@@ -100,7 +112,7 @@ async def test_a_worker_credential_gets_nothing_of_another_namespace(
         assert await conn.fetch("SELECT id FROM headrace.chunks WHERE tsv @@ to_tsquery('english', 'merger')") == []
 
         # Update and delete: zero rows.
-        for table in ("tasks", "documents", "chunks"):
+        for table in ("tasks", "documents", "chunks", "embeddings"):
             assert await conn.execute(f"DELETE FROM headrace.{table} WHERE job_uid = $1", b.job.uid) == "DELETE 0"
         assert await conn.execute("UPDATE headrace.tasks SET state = 'dead' WHERE job_uid = $1", b.job.uid) == (
             "UPDATE 0"
@@ -137,6 +149,8 @@ async def test_a_worker_credential_gets_nothing_of_another_namespace(
             "VALUES ($1, 'x', 'failed', 1, 'failed')",
             "INSERT INTO headrace.tasks (job_uid, run, kind, dedupe_key) VALUES ($1, 1, 'discover', 'x')",
             "INSERT INTO headrace.job_events (job_uid, run, type, reason) VALUES ($1, 1, 'Normal', 'X')",
+            "INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding) "
+            "VALUES (1, $1, (SELECT min(id) FROM headrace.embedding_spaces), '[1]')",
         ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
                 await conn.execute(statement, b.job.uid)
@@ -153,6 +167,7 @@ async def test_a_worker_credential_gets_nothing_of_another_namespace(
     assert await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE job_uid = $1", b.job.uid) == 2
     assert await pool.fetchval("SELECT title FROM headrace.documents WHERE uri = 'secret-plans.txt'") == "Secret plans"
     assert await pool.fetchval("SELECT spec_error FROM headrace.jobs WHERE uid = $1", b.job.uid) is None
+    assert await pool.fetchval("SELECT count(*) FROM headrace.embeddings WHERE job_uid = $1", b.job.uid) == 1
 
 
 async def test_a_worker_completes_a_run_with_its_namespace_credential(
@@ -162,6 +177,7 @@ async def test_a_worker_completes_a_run_with_its_namespace_credential(
     (tmp_path / "keepers.md").write_text("# Keepers\n\nThe lighthouse keeper trims the lamp at dusk.")
     (tmp_path / "fog.txt").write_text("Foghorns sound when the lighthouse lamp cannot be seen.")
     run = await jobs.start_run(pool, a.job, reason="test")
+    space = await _job_space(pool, a.job)  # embeddings on (the built-in model): the spec's default
     tenant_pool = await create_pool(a.url, max_size=3)
     try:
         worker = Worker(tenant_pool, a.job.uid, volume_root=tmp_path, poll_seconds=0.05)
@@ -175,6 +191,22 @@ async def test_a_worker_completes_a_run_with_its_namespace_credential(
     assert (state.summary.added, state.summary.failed) == (2, 0)
     hits = await search.search(pool, "lighthouse", where=search.SearchFilter(job_uid=a.job.uid))
     assert {h.uri for h in hits.hits} == {"keepers.md", "fog.txt"}
+    # Written with the namespace's credential: every chunk has its vector, in the job's space.
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM headrace.chunks c JOIN headrace.embeddings e ON e.chunk_id = c.id "
+            "WHERE c.job_uid = $1 AND e.space_id = $2",
+            a.job.uid,
+            space.id,
+        )
+        == await pool.fetchval("SELECT count(*) FROM headrace.chunks WHERE job_uid = $1", a.job.uid)
+        > 0
+    )
+    assert set(
+        await pool.fetchval(
+            "SELECT array_agg(DISTINCT embedding_space) FROM headrace.documents WHERE job_uid = $1", a.job.uid
+        )
+    ) == {space.id}
     assert await jobs.job_phase(pool, a.job.uid) == ("Succeeded", run)
 
 
@@ -266,4 +298,3 @@ async def test_an_owner_without_createrole_is_told_the_way_out(postgres_server: 
             await tenants.check_privilege(pool)
     finally:
         await pool.close()
-

@@ -3,6 +3,7 @@
 import asyncio
 import gzip
 import sys
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,29 @@ async def test_headrace_run_hands_local_secrets_to_its_workers(pool: Pool, dsn: 
         assert await done.wait() == 0
     errors = await pool.fetch("SELECT state, error FROM headrace.documents")
     assert [(r["state"], r["error"]) for r in errors] == [("ingested", None)]
+
+
+async def test_last_modified_and_content_language_become_metadata(
+    pool: Pool, make_job: JobFactory, tmp_path: Path
+) -> None:
+    body = b"Het loodsschip begeleidt de schepen door het smalle kanaal bij hoog water."
+
+    def dated(request: BaseHTTPRequestHandler) -> None:
+        request.send_response(200)
+        for name, value in {
+            "Content-Type": "text/plain",
+            "Last-Modified": "Wed, 21 Oct 2015 07:28:00 GMT",
+            "Content-Language": "nl-BE",
+            "Content-Length": str(len(body)),
+        }.items():
+            request.send_header(name, value)
+        request.end_headers()
+        request.wfile.write(body)
+
+    with serve(Site()) as site:
+        site.handlers["/pilot"] = dated
+        job = await make_job(http_spec(urls=[site.url("/pilot")]))
+        await run_once(pool, job, secrets_dir=tmp_path)
+    meta = await pool.fetchval("SELECT metadata FROM headrace.documents WHERE job_uid = $1", job.uid)
+    assert meta["modified"] == "2015-10-21T07:28:00Z"
+    assert meta["language"] == "nl" and meta["contentType"] == "text/plain" and meta["size"] == len(body)

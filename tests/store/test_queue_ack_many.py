@@ -2,6 +2,7 @@
 
 import asyncio
 import collections
+import uuid
 
 from headrace.store import queue
 from headrace.store.db import Pool
@@ -38,3 +39,22 @@ async def test_ack_many_skips_tasks_whose_lease_was_taken_over(pool: Pool, make_
     assert await queue.ack_many(pool, [first, second]) == set()  # both leases lapsed and were taken over
     assert await queue.ack_many(pool, []) == set()
     assert (await queue.counts(pool, job.uid))["leased"] == 2
+
+
+async def test_ack_and_lease_acks_the_held_and_never_releases_them_as_expired(pool: Pool, make_job: JobFactory) -> None:
+    job = await make_job()
+    await make_current(pool, job)
+    await queue.enqueue(pool, job.uid, 1, [queue.NewTask("ingest", f"t{i}", {}) for i in range(7)], max_attempts=3)
+    held = await queue.lease(pool, job.uid, worker="w", lease_seconds=30, limit=3)
+    # One of them expired meanwhile (its holder still has the token): it must be acked, not leased again.
+    await pool.execute(
+        "UPDATE headrace.tasks SET lease_expires_at = now() - interval '1 second' WHERE id = $1", held[0].id
+    )
+    acked, leased = await queue.ack_and_lease(pool, job.uid, held, worker="w", lease_seconds=30, limit=3)
+    assert acked == {t.id for t in held}
+    assert len(leased) == 3 and not {t.id for t in leased} & acked
+    assert (await queue.counts(pool, job.uid))["done"] == 3
+    taken_over = queue.Task(**{**leased[0].__dict__, "lease_token": uuid.uuid4()})  # its lease was lost
+    acked, more = await queue.ack_and_lease(pool, job.uid, [taken_over], worker="w", lease_seconds=30, limit=10)
+    assert acked == set() and [t.id for t in more] == [max(t.id for t in leased) + 1]
+    assert (await queue.counts(pool, job.uid))["done"] == 3

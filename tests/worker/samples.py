@@ -8,11 +8,14 @@ import docx
 from fpdf import FPDF
 
 
-def pdf(pages: list[str], *, title: str = "", password: str | None = None) -> bytes:
+def pdf(pages: list[str], *, title: str = "", password: str | None = None, author: str = "") -> bytes:
     document = FPDF()
     document.set_font("helvetica", size=12)
     if title:
         document.set_title(title)
+    if author:
+        document.set_author(author)
+        document.set_keywords("ledger, audit")
     for text in pages:
         document.add_page()
         document.multi_cell(0, 8, text)
@@ -21,8 +24,11 @@ def pdf(pages: list[str], *, title: str = "", password: str | None = None) -> by
     return bytes(document.output())
 
 
-def docx_file(heading: str, paragraphs: list[str], table: list[list[str]] | None = None) -> bytes:
+def docx_file(heading: str, paragraphs: list[str], table: list[list[str]] | None = None, *, author: str = "") -> bytes:
     document = docx.Document()
+    if author:
+        document.core_properties.author = author
+        document.core_properties.subject = "quarterly figures"
     document.add_heading(heading, level=1)
     for paragraph in paragraphs:
         document.add_paragraph(paragraph)

@@ -1,6 +1,8 @@
 """Search over chunks of every namespace the caller may read."""
 
 import time
+from collections.abc import Sequence
+from functools import partial
 from typing import Annotated
 
 from asyncpg.exceptions import DataError, QueryCanceledError
@@ -11,26 +13,32 @@ from headrace.api.deps import PoolDep, PrincipalDep, ServicesDep
 from headrace.api.metrics import SEARCH_SECONDS
 from headrace.api.problems import ProblemError, responses
 from headrace.api.schemas import (
+    MAX_QUERY_BYTES,
     Cursor,
+    GetQuery,
     JobName,
     Namespace,
     SearchHit,
+    SearchMode,
     SearchRequest,
     SearchResults,
     UriPrefix,
 )
-from headrace.api.schemas import Query as SearchQuery
+from headrace.embedding.builtin import BuiltinEmbedder
+from headrace.model.spec import BUILTIN_EMBEDDING_MODEL
 from headrace.store import jobs, snippets
 from headrace.store import search as store
 from headrace.store.db import Pool
+from headrace.store.vectors import Space
 
 router = APIRouter(prefix="/v1/search", tags=["search"], responses=responses(400, 401, 403, 422, 429, 503, 504))
 
 _SEARCH_DOC = """\
-Full-text search in Postgres `websearch_to_tsquery` syntax (`"a phrase"`, `or`, `-excluded`), ranked with
-`ts_rank_cd`, with `ts_headline` snippets. Only namespaces the caller may `get` `ingestionjobs` in are searched.
-Pages are keyset-paginated: pass `nextCursor` back as `cursor`; documents ingested meanwhile never repeat or
-skip a hit that was already ranked above the cursor.
+Search passages by `mode`: `keyword` (Postgres full text, `websearch_to_tsquery` syntax, ranked with
+`ts_rank_cd`), `semantic` (cosine similarity of embeddings in pgvector) or `hybrid` (both, fused by reciprocal
+rank), by default hybrid when the searched jobs have embeddings. Each hit carries the chunk's whole `text`, a
+`ts_headline` snippet, its position, document title, URI and metadata. Only namespaces the caller may `get`
+`ingestionjobs` in are searched. Pages are keyset-paginated: pass `nextCursor` back as `cursor`.
 """
 
 
@@ -52,6 +60,10 @@ async def _search(
     settings = services.settings
     if request.limit > settings.search_max_limit:
         raise ProblemError(400, f"limit must be at most {settings.search_max_limit}")
+    if len(request.q.encode()) > MAX_QUERY_BYTES:
+        raise ProblemError(400, f"q is {len(request.q.encode())} bytes long; at most {MAX_QUERY_BYTES}")
+    if not request.q.strip():
+        raise ProblemError(400, "q is empty: give words or a question")
     namespaces = await _scope(services, principal, pool, request.namespaces)
     where = store.SearchFilter(
         namespaces=namespaces, job=request.job, uri_prefix=request.uri_prefix, metadata=request.metadata
@@ -65,7 +77,14 @@ async def _search(
             limit=request.limit,
             cursor=request.cursor,
             timeout_ms=settings.search_timeout_ms,
+            mode=request.mode,
+            embed=partial(_embed_query, request.vector),
+            candidates=settings.search_candidates,
+            ef_search=settings.search_ef_search,
+            ranked_matches=settings.search_ranked_matches,
         )
+    except store.SearchRefused as exc:
+        raise ProblemError(400, str(exc)) from exc
     except (store.InvalidCursor, DataError, OverflowError) as exc:
         # A cursor decodes to values Postgres must accept; a forged one can fail to, which is the caller's error.
         raise ProblemError(400, "cursor is not one this server returned") from exc
@@ -82,13 +101,35 @@ async def _search(
                 job=h.job,
                 chunk=h.ordinal,
                 page=h.page,
+                chunk_id=h.chunk_id,
                 score=h.score,
                 snippet=snippets.render(h.snippet, request.highlight),
+                text=h.text,
+                metadata=h.metadata,
             )
             for h in page.hits
         ],
+        mode=page.mode,
         next_cursor=page.next_cursor,
     )
+
+
+async def _embed_query(given: list[float] | None, space: Space, text: str) -> Sequence[float]:
+    """The query's vector in `space`: the one the caller gave, else the built-in model's."""
+    if given is not None:
+        if len(given) != space.dimensions:
+            raise ProblemError(
+                400,
+                f"vector has {len(given)} dimensions; the searched jobs' model {space.model} has {space.dimensions}",
+            )
+        return given
+    if space.model != BUILTIN_EMBEDDING_MODEL:
+        raise ProblemError(
+            400,
+            f"the searched jobs are embedded by the endpoint model {space.model}: embed q with it and pass `vector` "
+            "(the API does not call tenants' endpoints), or use mode keyword",
+        )
+    return (await BuiltinEmbedder().embed([text]))[0]
 
 
 @router.get("", summary="Search passages", description=_SEARCH_DOC)
@@ -96,7 +137,11 @@ async def search_get(
     services: ServicesDep,
     principal: PrincipalDep,
     pool: PoolDep,
-    q: Annotated[SearchQuery, Query(description="Words in websearch syntax.", examples=['"hacker ethic"'])],
+    q: Annotated[GetQuery, Query(description="Words in websearch syntax, or a question.", examples=['"hacker ethic"'])],
+    mode: Annotated[
+        SearchMode | None,
+        Query(description="keyword, semantic or hybrid (default: hybrid when the jobs have embeddings)."),
+    ] = None,
     namespace: Annotated[list[Namespace] | None, Query(max_length=100, description="Only these namespaces.")] = None,
     job: Annotated[JobName | None, Query(description="Only jobs of this name.")] = None,
     prefix: Annotated[UriPrefix | None, Query(description="Only source URIs starting with this.")] = None,
@@ -108,7 +153,14 @@ async def search_get(
     ] = "html",
 ) -> SearchResults:
     request = SearchRequest(
-        q=q, namespaces=namespace, job=job, uri_prefix=prefix, limit=limit, cursor=cursor, highlight=highlight
+        q=q,
+        mode=mode,
+        namespaces=namespace,
+        job=job,
+        uri_prefix=prefix,
+        limit=limit,
+        cursor=cursor,
+        highlight=highlight,
     )
     return await _search(services, principal, pool, request)
 

@@ -2,6 +2,7 @@
 
 import io
 import zipfile
+from typing import Any
 
 import docx
 from docx.opc.exceptions import PackageNotFoundError
@@ -11,9 +12,10 @@ from headrace.worker.errors import DocumentError
 _TITLE_LIMIT = 300
 
 
-def extract_docx(data: bytes) -> tuple[str, str]:
-    """The title (core property, else the first heading) and the body text, paragraphs and table
-    cells in document order. The zip container must already have passed the archive limits."""
+def extract_docx(data: bytes) -> tuple[str, str, dict[str, Any]]:
+    """The title (core property, else the first heading), the body text, paragraphs and table
+    cells in document order, and the core properties (author, dates, ...). The zip container must
+    already have passed the archive limits."""
     try:
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
@@ -33,5 +35,15 @@ def extract_docx(data: bytes) -> tuple[str, str]:
         if not heading and style.startswith(("heading", "title")):
             heading = text
         blocks.append(text)
-    title = (document.core_properties.title or heading).strip()[:_TITLE_LIMIT]
-    return title, "\n\n".join(b for b in blocks if b)
+    core = document.core_properties
+    title = (core.title or heading).strip()[:_TITLE_LIMIT]
+    meta = {
+        "author": core.author,
+        "subject": core.subject,
+        "keywords": core.keywords,
+        "category": core.category,
+        "declaredLanguage": core.language,
+        "created": core.created,
+        "modified": core.modified,
+    }
+    return title, "\n\n".join(b for b in blocks if b), meta

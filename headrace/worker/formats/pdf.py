@@ -1,15 +1,19 @@
 """PDF text, page by page, with pypdfium2 (PDFium, the engine of Chrome's PDF viewer)."""
 
+from typing import Any
+
 import pypdfium2 as pdfium
 
 from headrace.worker.chunker import Section
 from headrace.worker.errors import DocumentError
+from headrace.worker.metadata import pdf_date
 
 _TITLE_LIMIT = 300
 
 
-def extract_pdf(data: bytes, *, max_pages: int) -> tuple[str, list[Section]]:
-    """The title and one section per page (numbered from 1). Encrypted, corrupt and over-long PDFs fail."""
+def extract_pdf(data: bytes, *, max_pages: int) -> tuple[str, list[Section], dict[str, Any]]:
+    """The title, one section per page (numbered from 1) and the document info (author, dates, ...).
+    Encrypted, corrupt and over-long PDFs fail."""
     try:
         pdf = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
@@ -35,9 +39,19 @@ def extract_pdf(data: bytes, *, max_pages: int) -> tuple[str, list[Section]]:
                 page.close()
             if text.strip():
                 sections.append(Section(text, page=number + 1))
-        title = str(pdf.get_metadata_dict().get("Title", "")).strip()[:_TITLE_LIMIT]
+        info = pdf.get_metadata_dict()
+        title = str(info.get("Title", "")).strip()[:_TITLE_LIMIT]
+        meta = {
+            "author": info.get("Author"),
+            "subject": info.get("Subject"),
+            "keywords": info.get("Keywords"),
+            "creator": info.get("Creator"),
+            "created": pdf_date(info.get("CreationDate")),
+            "modified": pdf_date(info.get("ModDate")),
+            "pages": pages,
+        }
     finally:
         pdf.close()
     if not sections:
         raise DocumentError("PDF has no extractable text (scanned images need OCR, which Headrace does not do)")
-    return title, sections
+    return title, sections, meta

@@ -1,7 +1,7 @@
 """What every source offers the worker: list documents page by page, fetch one within a byte limit."""
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -30,6 +30,9 @@ class Fetched:
     """A change marker the source can check cheaply next time (an HTTP ETag), when the listing had none."""
     media_type: str | None = None
     """The media type the source announced (an HTTP Content-Type), a hint for format detection."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What the source knows about the document (`modified`, `declaredLanguage`, S3 `tags` and
+    `objectMetadata`), recorded as its searchable metadata; see worker/metadata.py."""
 
 
 class Source(Protocol):

@@ -22,6 +22,7 @@ import httpx
 
 from headrace.model import HttpSource
 from headrace.worker.errors import DocumentError
+from headrace.worker.metadata import http_date
 from headrace.worker.secrets import read_secret
 from headrace.worker.sources.addresses import BlockedAddress, forbidden_address
 from headrace.worker.sources.base import DocumentRef, Fetched
@@ -215,7 +216,11 @@ class WebPages:
                 data = _decode_body(bytes(body), response.headers.get("content-encoding", ""), max_bytes)
                 etag, modified = response.headers.get("etag"), response.headers.get("last-modified")
                 version = f"etag:{etag}" if etag else (f"modified:{modified}" if modified else None)
-                return Fetched(data, version=version, media_type=response.headers.get("content-type"))
+                meta = {
+                    "modified": http_date(modified),
+                    "declaredLanguage": response.headers.get("content-language"),
+                }
+                return Fetched(data, version=version, media_type=response.headers.get("content-type"), metadata=meta)
         raise DocumentError(f"more than source.http.maxRedirects ({self.spec.max_redirects}) redirects")
 
     async def close(self) -> None:

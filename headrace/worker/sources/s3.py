@@ -135,4 +135,18 @@ class BucketObjects:
         if len(data) > max_bytes:
             raise DocumentError(f"document is over limits.maxDocumentBytes ({max_bytes})")
         etag = str(response.get("ETag", "")).strip('"') or None
-        return Fetched(data, version=etag, media_type=response.get("ContentType"))
+        meta = {
+            "modified": response.get("LastModified"),
+            "declaredLanguage": response.get("ContentLanguage"),
+            "objectMetadata": response.get("Metadata") or {},
+            "tags": self._tags(key),
+        }
+        return Fetched(data, version=etag, media_type=response.get("ContentType"), metadata=meta)
+
+    def _tags(self, key: str) -> dict[str, str]:
+        """The object's tags; none when the store does not keep tags or the worker may not read them."""
+        try:
+            response = self.client.get_object_tagging(Bucket=self.spec.bucket, Key=key)
+        except ClientError:
+            return {}
+        return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}

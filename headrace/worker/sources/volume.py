@@ -13,10 +13,12 @@ import errno
 import os
 import stat
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from headrace.model import VolumeSource
 from headrace.worker.errors import DocumentError
+from headrace.worker.metadata import iso
 from headrace.worker.sources.base import DocumentRef, Fetched
 from headrace.worker.sources.globs import matches
 
@@ -166,9 +168,11 @@ class VolumeFiles:
             yield page
 
     async def fetch(self, ref: DocumentRef, *, max_bytes: int, known_version: str | None = None) -> Fetched:
-        return Fetched(await asyncio.to_thread(self._read, ref, max_bytes))
+        data, modified = await asyncio.to_thread(self._read, ref, max_bytes)
+        return Fetched(data, metadata={"modified": iso(datetime.fromtimestamp(modified, UTC))})
 
-    def _read(self, ref: DocumentRef, max_bytes: int) -> bytes:
+    def _read(self, ref: DocumentRef, max_bytes: int) -> tuple[bytes, float]:
+        """The file's bytes and modification time."""
         fd = open_beneath(self._folder_fd(), ref.uri, directory=False)
         with os.fdopen(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
@@ -179,7 +183,7 @@ class VolumeFiles:
             data = handle.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise DocumentError(f"document is over limits.maxDocumentBytes ({max_bytes})")
-        return data
+        return data, info.st_mtime
 
     async def close(self) -> None:
         folder, self._folder = self._folder, None

@@ -1,0 +1,118 @@
+"""Embedding vectors in pgvector: spaces (model, dimensions), and one row of vector per chunk.
+
+Every space has its own partial HNSW index (cosine) over `embedding::vector(dimensions)`, so vectors
+of two models never meet in one index or one ranking. Vectors travel as pgvector's text form
+(`[0.1,0.2]`), which needs no client-side codec and works whether or not the extension existed when
+the connection was opened.
+"""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from headrace.store.db import Connection, Pool
+
+# Above this, HNSW needs halfvec (up to 4,000 dimensions).
+MAX_VECTOR_INDEX_DIMENSIONS = 2000
+
+
+@dataclass(frozen=True)
+class Space:
+    """A vector space: one embedding model at one dimension."""
+
+    id: int
+    model: str
+    dimensions: int
+
+    @property
+    def sql_type(self) -> str:
+        """The type the space's index is built over, e.g. `vector(256)`."""
+        kind = "halfvec" if self.dimensions > MAX_VECTOR_INDEX_DIMENSIONS else "vector"
+        return f"{kind}({int(self.dimensions)})"
+
+
+def vector_literal(vector: Sequence[float]) -> str:
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+async def available(conn: Pool | Connection) -> bool:
+    """Whether vectors can be stored: pgvector is installed and the embeddings table exists."""
+    return bool(await conn.fetchval("SELECT to_regclass('headrace.embeddings') IS NOT NULL"))
+
+
+async def ensure_space(conn: Pool | Connection, model: str, dimensions: int) -> Space:
+    """The space of this model and dimension, created (with its index) on first use."""
+    space_id = await conn.fetchval(
+        "INSERT INTO headrace.embedding_spaces (model, dimensions) VALUES ($1, $2) "
+        "ON CONFLICT (model, dimensions) DO UPDATE SET model = excluded.model RETURNING id",
+        model,
+        dimensions,
+    )
+    await conn.execute("SELECT headrace.ensure_space_index($1)", space_id)
+    return Space(int(space_id), model, dimensions)
+
+
+async def space_for(conn: Pool | Connection, model: str, dimensions: int) -> Space:
+    """The space of this model and dimension: looked up, and created only when missing. A tenant's
+    worker may read spaces but not create them (a space's index needs the table's owner), so the
+    operator creates a job's space before its workers start; in local mode the worker's role owns all."""
+    found = await find_spaces(conn, [(model, dimensions)])
+    if (space := found.get((model, dimensions))) is not None:
+        return space
+    return await ensure_space(conn, model, dimensions)
+
+
+async def find_spaces(conn: Pool | Connection, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Space]:
+    """The spaces that exist among these (model, dimensions) pairs."""
+    rows = await conn.fetch(
+        "SELECT id, model, dimensions FROM headrace.embedding_spaces s "
+        "JOIN unnest($1::text[], $2::int[]) AS k(model, dimensions) USING (model, dimensions)",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r["model"], r["dimensions"]): Space(r["id"], r["model"], r["dimensions"]) for r in rows}
+
+
+async def store_embeddings(
+    conn: Connection, job_uid: uuid.UUID, document_id: int, space: Space | None, vectors: Sequence[Sequence[float]]
+) -> None:
+    """Replace the vectors of a document's chunks with `vectors`, one per chunk in ordinal order, and
+    record the space on the document. With `space=None` the document's vectors are removed. Call it
+    in the transaction that writes the document's chunks, so a document is never half-embedded."""
+    if await available(conn):
+        await conn.execute(
+            "DELETE FROM headrace.embeddings e USING headrace.chunks c WHERE e.chunk_id = c.id AND c.document_id = $1",
+            document_id,
+        )
+        if space is not None and vectors:
+            inserted = await conn.fetchval(
+                """
+                WITH v AS (SELECT ordinality - 1 AS ordinal, value FROM unnest($4::text[]) WITH ORDINALITY AS t(value))
+                , ins AS (
+                    INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding)
+                    SELECT c.id, $2, $3, v.value::vector
+                    FROM (SELECT id, row_number() OVER (ORDER BY ordinal) - 1 AS position
+                          FROM headrace.chunks WHERE document_id = $1) c
+                    JOIN v ON v.ordinal = c.position
+                    RETURNING 1
+                )
+                SELECT count(*) FROM ins
+                """,
+                document_id,
+                job_uid,
+                space.id,
+                [vector_literal(v) for v in vectors],
+            )
+            if inserted != len(vectors):
+                raise ValueError(f"{len(vectors)} vectors for {inserted} stored chunks of document {document_id}")
+    await conn.execute(
+        "UPDATE headrace.documents SET embedding_space = $2 WHERE id = $1",
+        document_id,
+        space.id if space is not None and vectors else None,
+    )
+
+
+async def stored_chunks(conn: Pool | Connection, document_id: int) -> list[str]:
+    """A document's stored chunk texts in order, for re-embedding without re-extracting."""
+    rows = await conn.fetch("SELECT content FROM headrace.chunks WHERE document_id = $1 ORDER BY ordinal", document_id)
+    return [r["content"] for r in rows]

@@ -1,0 +1,100 @@
+"""The pipelined ingest under a stalled stage: buffers stay bounded (counted, not timed), and it resumes."""
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from headrace.store import jobs
+from headrace.store.db import Pool
+from headrace.worker import loop
+from headrace.worker.loop import EXIT_DRAINED, EXIT_STOPPED, Worker
+from headrace.worker.sandbox import Sandbox
+from headrace.worker.tasks import STAGE_BUFFER
+from tests.conftest import JobFactory, volume_spec
+from tests.worker.test_worker import BIG_CORPUS, documents, wait_for, write
+
+HUNG_SANDBOX = [
+    sys.executable,
+    "-c",
+    "import json, struct, sys, time\n"
+    "body = json.dumps({'type': 'ready'}).encode()\n"
+    "sys.stdout.buffer.write(struct.pack('>I', len(body)) + body); sys.stdout.buffer.flush()\n"
+    "time.sleep(3600)\n",
+]
+
+
+class Fetches:
+    """Counts the objects the worker read from its (real) source."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        real_open = loop.open_source
+
+        def counting_open(*args: Any, **kwargs: Any) -> Any:
+            source = real_open(*args, **kwargs)
+            fetch = source.fetch
+
+            async def counted(*a: Any, **k: Any) -> Any:
+                self.count += 1
+                return await fetch(*a, **k)
+
+            source.fetch = counted  # type: ignore[method-assign]
+            return source
+
+        monkeypatch.setattr(loop, "open_source", counting_open)
+
+    async def reach(self, bound: int) -> int:
+        """The count once it reached `bound` and the stages had a while to read more, had they not been held."""
+        while self.count < bound:  # noqa: ASYNC110 - the test's own timeout bounds the wait
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # not a threshold: a chance for an unbounded buffer to show itself
+        return self.count
+
+
+async def _started(pool: Pool, make_job: JobFactory, root: Path) -> Any:
+    write(root, BIG_CORPUS)
+    job = await make_job(volume_spec(workers={"batchSize": 300}))  # one task of 300 documents
+    await jobs.start_run(pool, job, reason="test")
+    return job
+
+
+async def test_a_hung_extraction_stops_reading_after_the_buffer_is_full(
+    pool: Pool, make_job: JobFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches = Fetches(monkeypatch)
+    monkeypatch.setattr(loop, "Sandbox", lambda **_: Sandbox(command=HUNG_SANDBOX))
+    job = await _started(pool, make_job, tmp_path)
+    worker = Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.05, grace_seconds=0)
+    running = asyncio.create_task(worker.run())
+    await wait_for(pool, "SELECT count(*) = 1 FROM headrace.tasks WHERE job_uid = $1 AND kind = 'ingest'", job.uid)
+    # One object in the hung sandbox, STAGE_BUFFER waiting for it, one read and waiting to be queued.
+    bound = 1 + STAGE_BUFFER + 1
+    assert await fetches.reach(bound) == bound
+    worker.stop()
+    assert await asyncio.wait_for(running, 60) == EXIT_STOPPED
+
+
+async def test_a_slow_database_stops_extraction_and_reading_after_the_buffers_are_full(
+    pool: Pool, make_job: JobFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches = Fetches(monkeypatch)
+    job = await _started(pool, make_job, tmp_path)
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute("LOCK TABLE headrace.chunks IN SHARE MODE")  # every chunk INSERT waits
+        worker = Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.05)
+        running = asyncio.create_task(worker.run())
+        await wait_for(
+            pool,
+            "SELECT count(*) = 1 FROM headrace.tasks WHERE job_uid = $1 AND state = 'leased' AND kind = 'ingest'",
+            job.uid,
+        )
+        # Stored (blocked); STAGE_BUFFER embedded and one embedded waiting; STAGE_BUFFER extracted and one
+        # extracted waiting; STAGE_BUFFER fetched and one read waiting.
+        bound = 1 + 3 * (STAGE_BUFFER + 1)
+        assert await fetches.reach(bound) == bound
+    assert await asyncio.wait_for(running, 120) == EXIT_DRAINED  # the lock is gone: it goes on to the end
+    docs = await documents(pool, job)
+    assert len(docs) == 300 and all(d["state"] == "ingested" and d["chunk_count"] == d["chunks"] for d in docs.values())
