@@ -40,19 +40,23 @@ async def available(conn: Pool | Connection) -> bool:
     return bool(await conn.fetchval("SELECT to_regclass('headrace.embeddings') IS NOT NULL"))
 
 
-async def ensure_space(conn: Pool | Connection, model: str, dimensions: int) -> Space:
+async def ensure_space(pool: Pool, model: str, dimensions: int) -> Space:
     """The space of this model and dimension, created (with its index) on first use."""
-    space_id = await conn.fetchval(
-        "INSERT INTO headrace.embedding_spaces (model, dimensions) VALUES ($1, $2) "
-        "ON CONFLICT (model, dimensions) DO UPDATE SET model = excluded.model RETURNING id",
-        model,
-        dimensions,
-    )
-    await conn.execute("SELECT headrace.ensure_space_index($1)", space_id)
+    async with pool.acquire() as conn, conn.transaction():
+        # Several workers (local mode) or the operator's handlers may meet a new space at once: one at a
+        # time, or two would race to create its index ("relation embeddings_hnsw_N already exists").
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('headrace.embedding_spaces'))")
+        space_id = await conn.fetchval(
+            "INSERT INTO headrace.embedding_spaces (model, dimensions) VALUES ($1, $2) "
+            "ON CONFLICT (model, dimensions) DO UPDATE SET model = excluded.model RETURNING id",
+            model,
+            dimensions,
+        )
+        await conn.execute("SELECT headrace.ensure_space_index($1)", space_id)
     return Space(int(space_id), model, dimensions)
 
 
-async def space_for(conn: Pool | Connection, model: str, dimensions: int) -> Space:
+async def space_for(conn: Pool, model: str, dimensions: int) -> Space:
     """The space of this model and dimension: looked up, and created only when missing. A tenant's
     worker may read spaces but not create them (a space's index needs the table's owner), so the
     operator creates a job's space before its workers start; in local mode the worker's role owns all."""
