@@ -65,6 +65,19 @@ def postgres_server() -> Iterator[str]:
 
 
 @pytest.fixture
+async def empty_dsn(postgres_server: str) -> AsyncIterator[str]:
+    """A database of its own that was never migrated, dropped after the test."""
+    name = f"empty_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(postgres_server)
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    yield with_database(postgres_server, name)
+    conn = await asyncpg.connect(postgres_server)
+    await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    await conn.close()
+
+
+@pytest.fixture
 def restartable_postgres() -> Iterator["PostgresServer"]:
     """A Postgres of the test's own, which it may stop and start again (same data folder and socket).
 

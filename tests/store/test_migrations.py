@@ -1,27 +1,12 @@
 """Migrations: idempotent, safe when many processes start at once, and a stale schema is refused."""
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
 from headrace.store import migrate
 from headrace.store.db import create_pool
-from tests.conftest import with_database
-
-
-@pytest.fixture
-async def empty_dsn(postgres_server: str) -> AsyncIterator[str]:
-    name = f"empty_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(postgres_server)
-    await conn.execute(f"CREATE DATABASE {name}")
-    await conn.close()
-    yield with_database(postgres_server, name)
-    conn = await asyncpg.connect(postgres_server)
-    await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    await conn.close()
 
 
 async def test_fresh_database_is_migrated_to_the_expected_version(empty_dsn: str) -> None:

@@ -13,16 +13,13 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from collections.abc import AsyncIterator
 from io import BytesIO
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from headrace.store import jobs, migrate, search
 from headrace.store.db import Pool, create_pool
-from tests.conftest import with_database
 
 pytestmark = pytest.mark.postgres
 
@@ -48,18 +45,6 @@ def previous_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_previous(code: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(code)}
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, check=False, timeout=120)
-
-
-@pytest.fixture
-async def empty_dsn(postgres_server: str) -> AsyncIterator[str]:
-    name = f"releases_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(postgres_server)
-    await conn.execute(f"CREATE DATABASE {name}")
-    await conn.close()
-    yield with_database(postgres_server, name)
-    conn = await asyncpg.connect(postgres_server)
-    await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    await conn.close()
 
 
 async def test_previous_release_ingests_and_searches_on_the_new_schema(
