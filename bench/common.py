@@ -314,3 +314,18 @@ class Meter:
 
     def __exit__(self, *_: object) -> None:
         pass
+
+
+def with_cluster_namespaces(parse_path: Callable[[str], Any]) -> Callable[[str], Any]:
+    """kmock 0.8's `parse_path`, except that `/api/v1/namespaces[/<name>]` are the cluster-scoped
+    namespaces (kmock reads `namespaces` as the start of a namespaced path and fails on the missing
+    parts). The operator looks namespaces up by name for their UID; the tests use this too."""
+    from kmock._internal.parsing import ParsedPath
+
+    def parse(path: str) -> Any:
+        parts = path.strip("/").split("/")
+        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+            return ParsedPath(group="", version="v1", plural="namespaces", name=parts[3] if len(parts) == 4 else None)
+        return parse_path(path)
+
+    return parse

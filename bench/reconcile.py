@@ -94,6 +94,7 @@ async def one_round(dsn: str, n: int) -> dict[str, Any]:
     """Start an operator, create n jobs at once, and time each until its Job and HPA exist."""
     import kmock
     import kopf
+    from kmock._internal import parsing as kmock_parsing
     from kopf.testing import KopfRunner
 
     from headrace.operator.config import OperatorSettings
@@ -107,6 +108,10 @@ async def one_round(dsn: str, n: int) -> dict[str, Any]:
             emulator.resources[key] = kmock.ResourceInfo(
                 kind=kind, namespaced=namespaced, verbs=VERBS, subresources=subresources
             )
+        kmock_parsing.parse_path = common.with_cluster_namespaces(kmock_parsing.parse_path)
+        # The namespace the jobs live in, with the UID the operator keys their data and credentials by.
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "uid": str(uuid.uuid4())}}
+        emulator.objects[kmock.resource("v1/namespaces"), None, "default"] = namespace
         server = str(emulator.url).rstrip("/")
         with tempfile.TemporaryDirectory() as folder:
             os.environ["KUBECONFIG"] = str(_kubeconfig(Path(folder), server))

@@ -9,8 +9,8 @@ import kmock
 import kopf
 import pytest
 from kmock._internal import parsing as kmock_parsing
-from kmock._internal.parsing import ParsedPath
 
+from bench.common import with_cluster_namespaces
 from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
@@ -42,7 +42,7 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
 @pytest.fixture
 def emulator(kmock: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch) -> kmock.KubernetesEmulator:
     declare_resources(kmock)
-    monkeypatch.setattr(kmock_parsing, "parse_path", _parse_path)
+    monkeypatch.setattr(kmock_parsing, "parse_path", with_cluster_namespaces(_kmock_parse_path))
     return kmock
 
 
@@ -61,15 +61,6 @@ class Namespaces:
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "uid": uid}}
         self.emulator.objects[kmock.resource("v1/namespaces"), None, name] = namespace
         return uid
-
-
-def _parse_path(path: str) -> ParsedPath:
-    """kmock 0.8's parse_path, except that `/api/v1/namespaces[/<name>]` are the cluster-scoped namespaces
-    (kmock reads `namespaces` as the start of a namespaced path and fails on the missing parts)."""
-    parts = path.strip("/").split("/")
-    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
-        return ParsedPath(group="", version="v1", plural="namespaces", name=parts[3] if len(parts) == 4 else None)
-    return _kmock_parse_path(path)
 
 
 @pytest.fixture
