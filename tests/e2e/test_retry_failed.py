@@ -1,9 +1,6 @@
 """`headrace run --retry-failed`: after fixing what failed, re-process only the failed documents, and a
 `sync: mirror` job deletes nothing for it (a retry lists nothing)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,7 @@ from headrace.local import local_uid
 from headrace.model import load_manifest
 from headrace.store import jobs
 from headrace.store.db import Pool
+from tests.e2e.test_local_run import headrace
 
 pytestmark = pytest.mark.slow
 
@@ -27,17 +25,6 @@ spec:
     volume:
       path: corpus
 """
-
-
-def headrace(*args: str, dsn: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "headrace", *args],
-        env={**os.environ, "HEADRACE_DATABASE_URL": dsn, "COLUMNS": "200"},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 async def test_retry_failed_reprocesses_only_the_failed_documents(pool: Pool, dsn: str, tmp_path: Path) -> None:
