@@ -54,15 +54,15 @@ clean:
 
 # Benchmarks (bench/, docs/benchmarks.md). Their peers, plots and profiler live in the `bench` extra.
 BENCH_READY := $(VENV)/.bench-ready
-BENCHMARKS  := queue ingest search retrieval reconcile
+BENCHMARKS  := queue ingest search retrieval reconcile cluster
 
 $(BENCH_READY): pyproject.toml $(READY)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
 bench: $(BENCH_READY)
-	for b in $(BENCHMARKS); do $(BIN)/python -m bench.$$b || exit 1; done
+	for b in $(BENCHMARKS); do KUBE_SHARED=$(KUBE_SHARED) $(BIN)/python -m bench.$$b || exit 1; done
 
 # Tiny sizes, results in a temp folder, nothing appended to the docs, no targets asserted: keeps bench/ from rotting.
 bench-smoke: $(BENCH_READY)
-	for b in $(BENCHMARKS); do $(BIN)/python -m bench.$$b --smoke || exit 1; done
+	for b in $(BENCHMARKS); do KUBE_SHARED=$(KUBE_SHARED) $(BIN)/python -m bench.$$b --smoke || exit 1; done

@@ -172,16 +172,21 @@ class Cluster:
         self.wait(f"IngestionJob {namespace}/{name} to succeed", done, namespace, RELEASE)
 
 
+def chart_for_this_control_plane(folder: Path) -> Path:
+    """A copy of the chart in `folder` that installs on this v1.24 control plane (the chart asks for 1.29+)."""
+    shutil.copytree(ROOT / "charts" / "headrace", folder)
+    chart_yaml = folder / "Chart.yaml"
+    chart_yaml.write_text(re.sub(r"(?m)^kubeVersion: .*$", 'kubeVersion: ">=1.24.0-0"', chart_yaml.read_text()))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def cluster(
     control_plane: ControlPlane, kubelet: Kubelet, postgres_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     """The chart installed as docs/getting-started.md step 1a says, into a fresh, empty database."""
     work = tmp_path_factory.mktemp("e2e")
-    chart = work / "chart"
-    shutil.copytree(ROOT / "charts" / "headrace", chart)
-    chart_yaml = chart / "Chart.yaml"  # this control plane is v1.24; the chart asks for 1.29+
-    chart_yaml.write_text(re.sub(r"(?m)^kubeVersion: .*$", 'kubeVersion: ">=1.24.0-0"', chart_yaml.read_text()))
+    chart = chart_for_this_control_plane(work / "chart")
 
     database = f"e2e_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(postgres_server, f"CREATE DATABASE {database}"))
