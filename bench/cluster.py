@@ -304,12 +304,12 @@ def cluster_runs(
 async def main() -> None:
     opts = common.parse_options("cluster", __doc__.splitlines()[0], repeat=2, configure=configure)
     worker_counts: list[int] = opts.extra.workers or ([1] if opts.smoke else [1, 2, 3])
-    if not HELM.is_file():
-        print(f"bench.cluster: skipped: {HELM} is missing (run `make tools`)")
-        return
     assets = control_plane_assets()
     if assets is None:
         print(f"bench.cluster: skipped: KUBEBUILDER_ASSETS is unset and {KUBE_SHARED} does not exist")
+        return
+    if not HELM.is_file():
+        print(f"bench.cluster: skipped: {HELM} is missing (run `make tools`)")
         return
     with tempfile.TemporaryDirectory(prefix="bench-cluster-corpus-") as folder:
         data = ingest.corpus(opts.smoke)
