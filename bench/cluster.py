@@ -8,9 +8,12 @@ one machine. Postgres is an embedded server (`bench.common.embedded_postgres`).
 
 For each worker count (`spec.workers` min = max = replicas, `autoscaling.mode: none`) a fresh IngestionJob
 over the Python docs (the corpus of `bench.ingest`) is applied with `kubectl apply`; the benchmark times
-it to `status.phase: Succeeded`, then deletes it (`retention: Delete`, so the next job meets tables of the
-same size). Beside it, in the same run: the extract floor and the store floor exactly as `bench.ingest`
-measures them (its own functions).
+it to `status.phase: Succeeded`, and deletes it before the next (`retention: Delete`, so every job meets
+tables of the same size). Jobs use the product's default embeddings (`--embedding none` for keyword
+only). Beside them, in the same run: the extract floor and the store floor exactly as `bench.ingest`
+measures them (its own functions), which embed nothing.
+
+`--smoke` runs one worker over 5 files of the demo corpus without embeddings, so `make test` stays short.
 
 CPU seconds per document count the worker pods' process trees (each worker and its extraction sandbox:
 the kubelet runs pods as children of this process, so their rusage is readable) and every Postgres
@@ -62,9 +65,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=None, help="worker counts (default 1 2 3)")
     parser.add_argument(
         "--embedding",
-        default="builtin",
+        default=None,
         choices=["builtin", "none"],
-        help="spec.embedding.provider of the jobs (default: the product's default, builtin; the floors embed nothing)",
+        help="spec.embedding.provider of the jobs (default: the product's own, builtin; none with --smoke, to keep "
+        "`make test` short); the floors embed nothing",
     )
     parser.add_argument(
         "--observe-interval",
@@ -304,6 +308,7 @@ def cluster_runs(
 async def main() -> None:
     opts = common.parse_options("cluster", __doc__.splitlines()[0], repeat=2, configure=configure)
     worker_counts: list[int] = opts.extra.workers or ([1] if opts.smoke else [1, 2, 3])
+    opts.extra.embedding = opts.extra.embedding or ("none" if opts.smoke else "builtin")
     assets = control_plane_assets()
     if assets is None:
         print(f"bench.cluster: skipped: KUBEBUILDER_ASSETS is unset and {KUBE_SHARED} does not exist")
