@@ -100,8 +100,6 @@ class Installation:
 
     plane: Any  # tests.kube.controlplane.ControlPlane
     kubelet: Any  # tests.kube.kubelet.Kubelet
-    cluster: Any  # tests.e2e.test_cluster.Cluster: the terminal, `helm --wait` and waits
-    dsn: str
     database: str
 
     def apply(self, manifest: dict[str, Any]) -> None:
@@ -158,7 +156,7 @@ def installed(assets: Path, admin: str, data: ingest.Corpus, observe_interval: f
         }  # fmt: skip
         plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(claim))
         kubelet.add_claim(TEAM, CLAIM, data.root)
-        yield Installation(plane, kubelet, cluster, dsn, DATABASE)
+        yield Installation(plane, kubelet, DATABASE)
     finally:
         if kubelet is not None:
             kubelet.stop()
