@@ -460,8 +460,9 @@ def _report(
                 f"On {report.machine['cores']} shared cores more workers cannot mean proportionally less wall "
                 "time (the workers, Postgres, the control plane and other work compete for the same cores), so "
                 "scaling is judged by CPU s/doc staying flat as workers are added: flat means that on a "
-                "cluster with a core per worker the throughput would grow with the worker count, and any "
-                "rise is the price of contention (locks, index pages, the queue)."
+                "cluster with a core per worker the throughput would grow with the worker count. A rise is "
+                "each added worker's fixed start-up (imports, sandbox, model) or contention (locks, index "
+                "pages, the queue); the Postgres CPU per chunk above separates the database's part."
             )
         for w in runs:
             if w != 1:
