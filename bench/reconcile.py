@@ -168,7 +168,8 @@ async def _operator(dsn: str, kubeconfig: Path, scope: list[str]) -> AsyncIterat
 
     os.environ["KUBECONFIG"] = str(kubeconfig)
     os.environ.pop("KUBERNETES_SERVICE_HOST", None)
-    config = OperatorSettings(database_url=dsn, worker_image=IMAGE, observe_interval=5.0)
+    # Everything else as the chart ships it (e.g. the observe timer every 10 s, HEADRACE_* from the environment).
+    config = OperatorSettings(database_url=dsn, worker_image=IMAGE)
     runner = KopfRunner(["run", "--standalone", *scope], registry=build_registry(config), timeout=120)
     # The emulator serves from this event loop: enter and leave the runner without blocking it.
     await asyncio.to_thread(runner.__enter__)
