@@ -74,6 +74,8 @@ class Operator:
     """Per namespace (name and UID), the batch that jobs arriving now join (`CredentialBatch`)."""
     namespace_lookups: dict[str, asyncio.Future[uuid.UUID | Exception]] = field(default_factory=dict)
     """Namespace UID lookups in flight: jobs of a namespace handled at once share one request."""
+    seen: dict[str, bool] = field(default_factory=dict)
+    """Facts about the database that, once true, stay true while the operator runs (`_vectors_available`)."""
 
 
 def parse(body: kopf.Body, config: OperatorSettings) -> IngestionJob:
@@ -161,7 +163,8 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
     run = await jobs.ensure_run(op.pool, record, reason=reason)
     if run != record.current_run:
         started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {reason}"))
-    return await _converge(op, body, patch, job, record, run, previous, started=started, now=now)
+    state = await jobs.run_state(op.pool, record.uid, run)
+    return await _converge(op, body, patch, job, record, run, state, previous, started=started, now=now)
 
 
 async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: datetime) -> list[st.Event]:
@@ -190,9 +193,10 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
         run = await jobs.start_run(op.pool, record, reason=f"schedule {job.spec.schedule}")
         fields["last_schedule_time"] = now
         started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run} on schedule {job.spec.schedule}"))
+        state = await jobs.run_state(op.pool, record.uid, run)
     elif job.spec.workers.autoscaling.mode == "builtin" and not job.spec.suspend and state and not state.finished:
         await _scale_from_backlog(op, job, record, patch)
-    return await _converge(op, body, patch, job, record, run, previous, started=started, now=now, fields=fields)
+    return await _converge(op, body, patch, job, record, run, state, previous, started=started, now=now, fields=fields)
 
 
 MAX_EVENT_MESSAGE = 1024  # what `kubectl describe` shows whole; the API has every failure in full
@@ -393,15 +397,18 @@ async def _converge(
     job: IngestionJob,
     record: JobRecord,
     run: int,
+    state: RunState | None,
     previous: IngestionJobStatus,
     *,
     started: list[st.Event],
     now: datetime,
     fields: dict[str, Any] | None = None,
 ) -> list[st.Event]:
-    """Start a requested run, make the run's objects exist, close a run whose Job failed, and write status."""
+    """Start a requested run, make the run's objects exist, close a run whose Job failed, and write status.
+
+    `state` is the run's state as the caller just read it (the timer runs this for every job, every tick:
+    each query less counts)."""
     fields = dict(fields or {})
-    state = await jobs.run_state(op.pool, record.uid, run)
     for kind, value in _pending_requests(body, previous):
         handled = "last_handled_run_request" if kind == "run" else "last_handled_retry_request"
         if await runs.started_for(op.pool, record.uid, kind, value) is not None:
@@ -416,7 +423,7 @@ async def _converge(
         # The same words as the store's log entry of the start.
         started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {latest.reason}"))
         state = await jobs.run_state(op.pool, record.uid, run)
-    has_vectors = await vectors.available(op.pool)
+    has_vectors = await _vectors_available(op)
     embedding = job.spec.embedding
     if has_vectors and embedding.enabled and embedding.model_name is not None and embedding.dimensions is not None:
         # Before the workers start: their tenant roles may read a space but not create it.
@@ -460,6 +467,14 @@ async def _converge(
         events += await _failures_summary(op, record.uid, run)
     await _record(op, record.uid, run, events)
     return events
+
+
+async def _vectors_available(op: Operator) -> bool:
+    """Whether vectors can be stored. Once they can, they stay so: the operator applied the migrations when
+    it started, and pgvector is not uninstalled under a running installation. Until then, asked each time."""
+    if not op.seen.get("vectors"):
+        op.seen["vectors"] = await vectors.available(op.pool)
+    return op.seen["vectors"]
 
 
 def _workers(job: IngestionJob, children: Children) -> WorkerStatus:
