@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import psutil
@@ -245,11 +246,13 @@ async def apiserver_round(plane: Any, operator_kubeconfig: Path, dsn: str, n: in
     try:
         async with _operator(dsn, operator_kubeconfig, ["-n", namespace]):
             cpu = time.process_time(), _cpu(control_plane)
+            postgres = common.Meter(urlsplit(dsn).path.lstrip("/")).__enter__()
             load = os.getloadavg()[0]
             result = await _burst(create, arrivals, n)
             result["cpu_s"] = {
                 "bench_process": time.process_time() - cpu[0],
                 "apiserver_etcd": _cpu(control_plane) - cpu[1],
+                "postgres": postgres.stop()["server_cpu"],  # while the operator's connections are open
             }
             result["load_average_1m"] = [round(load, 2), round(os.getloadavg()[0], 2)]
     finally:
@@ -418,6 +421,13 @@ def _print(backend: str, n: int, r: int, result: dict[str, Any]) -> None:
     )
 
 
+CPU_KEYS = ("bench_process", "apiserver_etcd", "postgres")
+CPU_HEADER = [
+    "jobs at once (apiserver)",
+    "CPU s: this process (operator + client)",
+    "CPU s: apiserver + etcd",
+    "CPU s: Postgres backends",
+]
 HEADER = [
     "jobs at once",
     "apiserver p50 (s)",
@@ -454,10 +464,9 @@ def _write(
     missing = [name for found in results.values() for rounds in found.values() for x in rounds for name in x["missing"]]
     report.results["missing"] = missing
     cpu = [
-        (n, common.Summary.of([x["cpu_s"]["bench_process"] for x in rounds]),
-         common.Summary.of([x["cpu_s"]["apiserver_etcd"] for x in rounds]))
+        [n, *(common.Summary.of([x["cpu_s"][key] for x in rounds]).fmt(2) for key in CPU_KEYS)]
         for n, rounds in sorted(results["apiserver"].items())
-    ]  # fmt: skip
+    ]
     loads = [x["load_average_1m"] for found in results.values() for rounds in found.values() for x in rounds]
     report.lines += [
         "IngestionJobs created at once (concurrent creates); a job's latency runs from its create call's "
@@ -473,10 +482,7 @@ def _write(
     ]
     if cpu:
         report.lines += [
-            *common.table(
-                ["jobs at once (apiserver)", "CPU s: this process (operator + client)", "CPU s: apiserver + etcd"],
-                [[n, a.fmt(2), b.fmt(2)] for n, a, b in cpu],
-            ),
+            *common.table(CPU_HEADER, cpu),
         ]
     report.lines += [
         f"- Jobs that still had no Job and HPA after {DEADLINE_S:.0f} s: {len(missing)}"
