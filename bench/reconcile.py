@@ -195,29 +195,40 @@ def _cpu(processes: list[psutil.Process]) -> float:
 
 async def _watch(plane: Any, path: str, kind: str, arrivals: Arrivals, listening: asyncio.Event) -> None:
     """List `path`, then watch it from the list's resourceVersion, noting when each object first arrives;
-    runs until cancelled."""
+    runs until cancelled. A watch the server ends is resumed from the last resourceVersion seen (listed
+    again when the server no longer has it), as an informer does."""
     connection = plane.connection()
     async with aiohttp.ClientSession(
         headers=connection.as_http_headers(),
         connector=aiohttp.TCPConnector(ssl=connection.as_ssl_context()),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
     ) as session:
-        async with session.get(plane.url + path) as response:
-            response.raise_for_status()
-            listed = await response.json()
-        now = time.perf_counter()
-        for item in listed.get("items") or []:
-            arrivals.note(kind, item["metadata"]["name"], now)
-        params = {"watch": "1", "resourceVersion": listed["metadata"]["resourceVersion"], "timeoutSeconds": "900"}
-        async with session.get(plane.url + path, params=params) as response:
-            response.raise_for_status()
-            listening.set()
-            while raw := await response.content.readline():
+        version = None
+        while True:
+            if version is None:
+                async with session.get(plane.url + path) as response:
+                    response.raise_for_status()
+                    listed = await response.json()
                 now = time.perf_counter()
-                event = json.loads(raw)
-                if event["type"] in ("ADDED", "MODIFIED"):
-                    arrivals.note(kind, event["object"]["metadata"]["name"], now)
-    raise RuntimeError(f"the watch of {path} ended early")
+                for item in listed.get("items") or []:
+                    arrivals.note(kind, item["metadata"]["name"], now)
+                version = listed["metadata"]["resourceVersion"]
+            params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true"}
+            async with session.get(plane.url + path, params=params) as response:
+                if response.status == 410:  # too old: list again
+                    version = None
+                    continue
+                response.raise_for_status()
+                listening.set()
+                while raw := await response.content.readline():
+                    now = time.perf_counter()
+                    event = json.loads(raw)
+                    if event["type"] == "ERROR":  # e.g. 410 Gone in the stream: list again
+                        version = None
+                        break
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        arrivals.note(kind, event["object"]["metadata"]["name"], now)
 
 
 async def apiserver_round(plane: Any, operator_kubeconfig: Path, dsn: str, n: int) -> dict[str, Any]:
