@@ -322,7 +322,8 @@ async def _ensure_credentials(op: Operator, job: IngestionJob, namespace_uid: uu
                 raise
             else:
                 batch.done.set_result(None)
-    await batch.done
+    # Shielded: a waiter's handler being cancelled must not cancel the outcome the others wait for.
+    await asyncio.shield(batch.done)
 
 
 async def _write_credentials(
