@@ -1,10 +1,10 @@
 """Cluster benchmark: an IngestionJob from `kubectl apply` to Succeeded on a real control plane, 1-3 workers.
 
 The whole product as a cluster runs it (issue 15, item 5): the real kube-apiserver, kube-controller-manager
-and etcd (`tests.kube.controlplane.ControlPlane`, binaries from `$KUBEBUILDER_ASSETS` or unpacked from
-`../shared/kube`), the chart installed with the real helm (`--wait`, its migration hook, the operator),
-and the stand-in kubelet (`tests.kube.kubelet.Kubelet`) running every pod as a local process of this
-one machine. Postgres is an embedded server (`bench.common.embedded_postgres`).
+and etcd (`tests.kube.controlplane.ControlPlane`, binaries from `$KUBEBUILDER_ASSETS`, which `make bench`
+sets from `../shared/kube` as `make test` does), the chart installed with the real helm (`--wait`, its
+migration hook, the operator), and the stand-in kubelet (`tests.kube.kubelet.Kubelet`) running every pod
+as a local process of this one machine. Postgres is an embedded server (`bench.common.embedded_postgres`).
 
 For each worker count (`spec.workers` min = max = replicas, `autoscaling.mode: none`) a fresh IngestionJob
 over the Python docs (the corpus of `bench.ingest`) is applied with `kubectl apply`; the benchmark times
@@ -26,7 +26,7 @@ The operator's status timer runs every `--observe-interval` seconds (the setting
 benchmark sets it short and also reports the workers' own span (first worker process seen to last
 one gone).
 
-Without the control plane's binaries (no `KUBEBUILDER_ASSETS`, no `../shared/kube`) or without helm
+Without the control plane's binaries (no `KUBEBUILDER_ASSETS`) or without helm
 (`make tools`), the benchmark says so and skips, exiting 0.
 """
 
@@ -52,7 +52,6 @@ import yaml
 from bench import common, ingest
 from headrace.model import GROUP, PLURAL, VERSION
 
-KUBE_SHARED = Path(os.environ.get("KUBE_SHARED", common.ROOT.parent / "shared" / "kube"))
 HELM = common.ROOT / ".tools" / "bin" / "helm"
 RELEASE, TEAM, CLAIM = "headrace", "bench-team", "python-docs"
 DATABASE = "cluster_bench"
@@ -76,22 +75,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="the operator's status timer, seconds (HEADRACE_OBSERVE_INTERVAL; the product's default is 10)",
     )
-
-
-def control_plane_assets() -> Path | None:
-    """`$KUBEBUILDER_ASSETS`, else the binaries of ../shared/kube unpacked into .tools/kube, else None."""
-    from tests.kube.controlplane import assets_folder
-
-    found = assets_folder()
-    if found is not None:
-        return found
-    unpack = KUBE_SHARED / "unpack.sh"
-    if not unpack.is_file():
-        return None
-    done = subprocess.run(
-        [str(unpack), str(common.ROOT / ".tools" / "kube")], capture_output=True, text=True, check=True
-    )
-    return Path(done.stdout.strip())
 
 
 @dataclass
@@ -311,9 +294,11 @@ async def main() -> None:
     opts = common.parse_options("cluster", __doc__.splitlines()[0], repeat=2, configure=configure)
     worker_counts: list[int] = opts.extra.workers or ([1] if opts.smoke else [1, 2, 3])
     opts.extra.embedding = opts.extra.embedding or ("none" if opts.smoke else "builtin")
-    assets = control_plane_assets()
+    from tests.kube.controlplane import assets_folder
+
+    assets = assets_folder()  # `make bench` and `make bench-smoke` set it as `make test` does
     if assets is None:
-        print(f"bench.cluster: skipped: KUBEBUILDER_ASSETS is unset and {KUBE_SHARED} does not exist")
+        print("bench.cluster: skipped: KUBEBUILDER_ASSETS is unset (`make bench` sets it from ../shared/kube)")
         return
     if not HELM.is_file():
         print(f"bench.cluster: skipped: {HELM} is missing (run `make tools`)")

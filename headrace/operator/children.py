@@ -6,9 +6,11 @@ uid. An object of the same name that someone else owns is left alone: the Ingest
 could have the operator re-point or delete an HPA or Job they may not touch themselves.
 """
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from headrace.model import IngestionJob
 from headrace.model.events import Reason
@@ -19,6 +21,8 @@ from headrace.operator.resources.hpa import build_hpa, hpa_name
 from headrace.operator.resources.job import build_worker_job, job_name, parallelism
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Answers that say "this request will never work as it is" (as opposed to "try again later").
 REFUSED = frozenset({400, 403, 422})
@@ -49,10 +53,40 @@ def _conflict(kind: str, name: str) -> st.Observed:
 
 
 async def ensure_children(
-    kube: KubeClient, config: OperatorSettings, job: IngestionJob, run: int, *, finished: bool
+    kube: KubeClient, config: OperatorSettings, job: IngestionJob, run: int, *, finished: bool, made: bool = False
 ) -> Children:
-    """Create what is missing and correct what drifted, among the objects this IngestionJob owns."""
-    hpa_problem, hpa_events = await _ensure_hpa(kube, job)
+    """Create what is missing and correct what drifted, among the objects this IngestionJob owns.
+
+    The HPA and the run's Job are independent, so they are ensured at once. `made`: the status says this
+    run's objects were made before, so they are read first (one call each, where a create would be
+    refused and then read).
+    """
+    hpa, worker = await asyncio.gather(
+        _caught(_ensure_hpa(kube, job, made=made)),
+        _caught(_ensure_worker_job(kube, config, job, run, finished=finished, made=made)),
+    )
+    for outcome in (hpa, worker):
+        if isinstance(outcome, Exception):
+            raise outcome
+    assert not isinstance(hpa, Exception) and not isinstance(worker, Exception)
+    hpa_problem, hpa_events = hpa
+    worker_job, job_events, job_problem = worker
+    return Children(worker_job, [*hpa_events, *job_events], job_problem or hpa_problem)
+
+
+async def _caught(step: Awaitable[T]) -> T | Exception:
+    """The step's result or its error, as a value: a task of `gather` that ends in an error nobody awaits
+    any more (its handler was cancelled at shutdown) would otherwise be re-raised by kopf as a crash."""
+    try:
+        return await step
+    except Exception as exc:
+        return exc
+
+
+async def _ensure_worker_job(
+    kube: KubeClient, config: OperatorSettings, job: IngestionJob, run: int, *, finished: bool, made: bool
+) -> tuple[dict[str, Any] | None, list[st.Event], st.Observed | None]:
+    """The run's worker Job (None when it is not ours or was refused), its Events and a Ready problem."""
     namespace, name = job.metadata.namespace, job_name(job.metadata.name, run)
     if run > 1:
         await _retire(kube, job, job_name(job.metadata.name, run - 1))
@@ -60,7 +94,7 @@ async def ensure_children(
         # A finished run's Job is left alone (and may be gone after ttlSecondsAfterFinished).
         found = await kube.get(JOBS, namespace, name)
         mine = found if found is not None and owned_by(found, job.metadata.uid) else None
-        return Children(mine, hpa_events, hpa_problem)
+        return mine, [], None
     manifest = build_worker_job(
         job,
         run=run,
@@ -72,7 +106,7 @@ async def ensure_children(
         ttl_seconds_after_finished=config.ttl_seconds_after_finished,
     )
     try:
-        worker_job, created = await kube.ensure(JOBS, manifest)
+        worker_job, created = await kube.ensure(JOBS, manifest, read_first=made)
     except KubeError as exc:
         if exc.status not in REFUSED:
             raise
@@ -80,11 +114,11 @@ async def ensure_children(
         # say why on the IngestionJob instead of retrying in silence.
         message = f"The API server refused worker Job {name}: {exc}"
         log.warning("Refused Job", extra={"namespace": namespace, "job": name, "error": str(exc)})
-        return Children(None, hpa_events, st.Observed("Ready", "False", Reason.WORKER_JOB_REFUSED, message))
+        return None, [], st.Observed("Ready", "False", Reason.WORKER_JOB_REFUSED, message)
     if not owned_by(worker_job, job.metadata.uid):
         log.warning("Found foreign Job", extra={"namespace": namespace, "job": name})
-        return Children(None, hpa_events, _conflict("Job", name))
-    events = list(hpa_events)
+        return None, [], _conflict("Job", name)
+    events = []
     fields = {"namespace": namespace, "job": name, "parallelism": manifest["spec"]["parallelism"]}
     if created:
         log.info("Created Job", extra=fields)
@@ -93,7 +127,7 @@ async def ensure_children(
         patched = await kube.patch(JOBS, namespace, name, {"spec": {"parallelism": parallelism(job)}})
         worker_job = patched or worker_job
         log.info("Scaled Job", extra=fields)
-    return Children(worker_job, events, hpa_problem)
+    return worker_job, events, None
 
 
 async def _retire(kube: KubeClient, job: IngestionJob, name: str) -> None:
@@ -111,7 +145,7 @@ async def _retire(kube: KubeClient, job: IngestionJob, name: str) -> None:
     log.info("Scaled Job", extra={"namespace": namespace, "job": name, "parallelism": 0, "reason": "superseded"})
 
 
-async def _ensure_hpa(kube: KubeClient, job: IngestionJob) -> tuple[st.Observed | None, list[st.Event]]:
+async def _ensure_hpa(kube: KubeClient, job: IngestionJob, *, made: bool) -> tuple[st.Observed | None, list[st.Event]]:
     namespace, name = job.metadata.namespace, hpa_name(job.metadata.name)
     if job.spec.workers.autoscaling.mode != "hpa":
         # Only one writer may own the replica count: no HPA of ours in builtin or none mode. Someone
@@ -128,7 +162,7 @@ async def _ensure_hpa(kube: KubeClient, job: IngestionJob) -> tuple[st.Observed 
                 raise
         return None, []
     manifest = build_hpa(job)
-    existing, created = await kube.ensure(HPAS, manifest)
+    existing, created = await kube.ensure(HPAS, manifest, read_first=made)
     if created:
         log.info("Created HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
         return None, [st.Event("Normal", Reason.CREATED_HPA, f"Created HPA {name}")]

@@ -80,6 +80,9 @@ class OperatorSettings(BaseSettings):
     worker_service_account: str | None = None
     """ServiceAccount, in each IngestionJob's namespace, of the worker pods (e.g. for IRSA)."""
 
+    database_pool_size: Annotated[int, Field(ge=1, le=100)] = 5
+    """Most connections the operator holds to Postgres at once (each reconcile step borrows one per query)."""
+
     observe_interval: Annotated[float, Field(gt=0, le=3600)] = 10.0
     """Seconds between two looks at a job with a run in progress or a schedule."""
 

@@ -131,9 +131,18 @@ class KubeClient:
         # Filtered here as well: not every server (nor every test double) honours field selectors.
         return [item for item in found.get("items") or [] if item.get("metadata", {}).get("name") == name]
 
-    async def ensure(self, resource: Resource, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Create the object unless it exists: (the object as the server has it, whether it was created now)."""
+    async def ensure(
+        self, resource: Resource, manifest: dict[str, Any], *, read_first: bool = False
+    ) -> tuple[dict[str, Any], bool]:
+        """Create the object unless it exists: (the object as the server has it, whether it was created now).
+
+        `read_first` for an object that most likely exists: one read, where a create would be refused and
+        followed by a read."""
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        if read_first:
+            found = await self.get(resource, namespace, name)
+            if found is not None:
+                return found, False
         try:
             created: dict[str, Any] = await self.request("POST", resource.path(namespace), manifest)
             return created, True

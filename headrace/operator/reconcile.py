@@ -47,6 +47,20 @@ from headrace.store.jobs import JobRecord, RunState, UnknownTextSearchConfig
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class CredentialBatch:
+    """IngestionJobs of one namespace waiting to be owners of its credential Secret.
+
+    The first of them to get the namespace's lock writes the Secret for all that joined by then (one read,
+    one database transaction, one patch) and hands them the outcome, as a database group-commits: a burst
+    of a namespace's jobs costs a few writes instead of three API calls each, one after the other.
+    """
+
+    jobs: list[IngestionJob] = field(default_factory=list)
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    taken: bool = False
+
+
 @dataclass(frozen=True)
 class Operator:
     """What every handler needs: the database, the Kubernetes client and the settings."""
@@ -56,6 +70,12 @@ class Operator:
     config: OperatorSettings
     credential_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     """One per namespace: two jobs of a namespace handled at once must not both write its Secret."""
+    credential_batches: dict[tuple[str, uuid.UUID], CredentialBatch] = field(default_factory=dict)
+    """Per namespace (name and UID), the batch that jobs arriving now join (`CredentialBatch`)."""
+    namespace_lookups: dict[str, asyncio.Future[uuid.UUID | Exception]] = field(default_factory=dict)
+    """Namespace UID lookups in flight: jobs of a namespace handled at once share one request."""
+    seen: dict[str, bool] = field(default_factory=dict)
+    """Facts about the database that, once true, stay true while the operator runs (`_vectors_available`)."""
 
 
 def parse(body: kopf.Body, config: OperatorSettings) -> IngestionJob:
@@ -143,7 +163,8 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
     run = await jobs.ensure_run(op.pool, record, reason=reason)
     if run != record.current_run:
         started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {reason}"))
-    return await _converge(op, body, patch, job, record, run, previous, started=started, now=now)
+    state = await jobs.run_state(op.pool, record.uid, run)
+    return await _converge(op, body, patch, job, record, run, state, previous, started=started, now=now)
 
 
 async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: datetime) -> list[st.Event]:
@@ -172,9 +193,10 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
         run = await jobs.start_run(op.pool, record, reason=f"schedule {job.spec.schedule}")
         fields["last_schedule_time"] = now
         started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run} on schedule {job.spec.schedule}"))
+        state = await jobs.run_state(op.pool, record.uid, run)
     elif job.spec.workers.autoscaling.mode == "builtin" and not job.spec.suspend and state and not state.finished:
         await _scale_from_backlog(op, job, record, patch)
-    return await _converge(op, body, patch, job, record, run, previous, started=started, now=now, fields=fields)
+    return await _converge(op, body, patch, job, record, run, state, previous, started=started, now=now, fields=fields)
 
 
 MAX_EVENT_MESSAGE = 1024  # what `kubectl describe` shows whole; the API has every failure in full
@@ -237,26 +259,78 @@ async def namespace_changed(op: Operator, *, name: str, uid: str, deleted: bool)
 
 
 async def _namespace_uid(op: Operator, namespace: str) -> uuid.UUID:
-    """The UID of the namespace as it is now: the identity its stored data and its database role go by."""
-    found = await op.kube.list(NAMESPACES, "", name=namespace)
+    """The UID of the namespace as it is now: the identity its stored data and its database role go by.
+
+    Jobs of a namespace that ask while a lookup is in flight share its answer: it is no older than their
+    own request would be, and a burst of jobs costs one request instead of one each. Nothing is cached.
+    """
+    lookup = op.namespace_lookups.get(namespace)
+    if lookup is None:
+        lookup = asyncio.ensure_future(_look_up_namespace(op, namespace))
+        op.namespace_lookups[namespace] = lookup
+        lookup.add_done_callback(lambda done: _forget_lookup(op, namespace, done))
+    # Shielded: one waiter's handler being cancelled must not cancel the others' lookup.
+    found = await asyncio.shield(lookup)
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def _forget_lookup(op: Operator, namespace: str, done: asyncio.Future[uuid.UUID | Exception]) -> None:
+    if op.namespace_lookups.get(namespace) is done:
+        del op.namespace_lookups[namespace]
+
+
+async def _look_up_namespace(op: Operator, namespace: str) -> uuid.UUID | Exception:
+    """The namespace's UID, or the error as a value: a shared task whose waiters all went away must not
+    end in an error nobody awaits (kopf re-raises those at shutdown)."""
+    try:
+        found = await op.kube.list(NAMESPACES, "", name=namespace)
+    except Exception as exc:
+        return exc
     uid = (found[0].get("metadata") or {}).get("uid") if found else None
     if not uid:
-        raise kopf.TemporaryError(f"namespace {namespace} was not found", delay=RETRY_DELAY)
+        return kopf.TemporaryError(f"namespace {namespace} was not found", delay=RETRY_DELAY)
     return uuid.UUID(uid)
 
 
 async def _ensure_credentials(op: Operator, job: IngestionJob, namespace_uid: uuid.UUID, *, now: datetime) -> None:
     """In `roles` mode, make the namespace's database role and its Secret exist, with this job among the
-    Secret's owners; rotate the password when it is due. Nothing in `shared` mode."""
-    config = op.config
-    if config.tenant_credentials != "roles":
+    Secret's owners; rotate the password when it is due. Nothing in `shared` mode.
+
+    The job joins its namespace's `CredentialBatch`; whichever job of the batch gets the lock first writes
+    for all of them, and each returns (or raises) with the batch's outcome.
+    """
+    if op.config.tenant_credentials != "roles":
         return
+    key = (job.metadata.namespace, namespace_uid)
+    batch = op.credential_batches.get(key)
+    if batch is None:
+        batch = op.credential_batches[key] = CredentialBatch()
+    batch.jobs.append(job)
     async with op.credential_locks[job.metadata.namespace]:
-        await _write_credentials(op, job, namespace_uid, now=now)
+        if not batch.taken:
+            batch.taken = True
+            del op.credential_batches[key]  # jobs arriving from now on form the next batch
+            try:
+                await _write_credentials(op, batch.jobs, namespace_uid, now=now)
+            except Exception as exc:
+                batch.done.set_exception(exc)
+            except BaseException:  # cancelled: the others try again soon
+                batch.done.set_exception(kopf.TemporaryError("the credential Secret was not written", delay=1))
+                batch.done.exception()
+                raise
+            else:
+                batch.done.set_result(None)
+    # Shielded: a waiter's handler being cancelled must not cancel the outcome the others wait for.
+    await asyncio.shield(batch.done)
 
 
-async def _write_credentials(op: Operator, job: IngestionJob, namespace_uid: uuid.UUID, *, now: datetime) -> None:
+async def _write_credentials(
+    op: Operator, owners: list[IngestionJob], namespace_uid: uuid.UUID, *, now: datetime
+) -> None:
     config = op.config
+    job = owners[0]
     namespace, name = job.metadata.namespace, config.worker_credentials_secret
     existing = await op.kube.get(SECRETS, namespace, name)
     credential = await tenants.ensure_credential(
@@ -270,13 +344,15 @@ async def _write_credentials(op: Operator, job: IngestionJob, namespace_uid: uui
     )
     if credential is None:
         assert existing is not None  # without a Secret, ensure_credential always makes a new password
-        if not any(ref.get("uid") == job.metadata.uid for ref in existing["metadata"].get("ownerReferences") or []):
-            await op.kube.patch(
-                SECRETS, namespace, name, {"metadata": {"ownerReferences": [secret_owner(job)]}}, STRATEGIC_MERGE_PATCH
-            )
+        present = {ref.get("uid") for ref in existing["metadata"].get("ownerReferences") or []}
+        missing = {job.metadata.uid: secret_owner(job) for job in owners if job.metadata.uid not in present}
+        if missing:
+            # Strategic merge adds them beside the present ones (ownerReferences merge by uid).
+            patch = {"metadata": {"ownerReferences": list(missing.values())}}
+            await op.kube.patch(SECRETS, namespace, name, patch, STRATEGIC_MERGE_PATCH)
         return
     manifest = build_worker_secret(
-        job,
+        owners,
         name=name,
         database_url=credential.url(config.database_url.get_secret_value()),
         role=credential.role,
@@ -322,15 +398,18 @@ async def _converge(
     job: IngestionJob,
     record: JobRecord,
     run: int,
+    state: RunState | None,
     previous: IngestionJobStatus,
     *,
     started: list[st.Event],
     now: datetime,
     fields: dict[str, Any] | None = None,
 ) -> list[st.Event]:
-    """Start a requested run, make the run's objects exist, close a run whose Job failed, and write status."""
+    """Start a requested run, make the run's objects exist, close a run whose Job failed, and write status.
+
+    `state` is the run's state as the caller just read it (the timer runs this for every job, every tick:
+    each query less counts)."""
     fields = dict(fields or {})
-    state = await jobs.run_state(op.pool, record.uid, run)
     for kind, value in _pending_requests(body, previous):
         handled = "last_handled_run_request" if kind == "run" else "last_handled_retry_request"
         if await runs.started_for(op.pool, record.uid, kind, value) is not None:
@@ -345,12 +424,17 @@ async def _converge(
         # The same words as the store's log entry of the start.
         started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {latest.reason}"))
         state = await jobs.run_state(op.pool, record.uid, run)
-    has_vectors = await vectors.available(op.pool)
+    has_vectors = await _vectors_available(op)
     embedding = job.spec.embedding
     if has_vectors and embedding.enabled and embedding.model_name is not None and embedding.dimensions is not None:
         # Before the workers start: their tenant roles may read a space but not create it.
         await vectors.space_for(op.pool, embedding.model_name, embedding.dimensions)
-    children = await ensure_children(op.kube, op.config, job, run, finished=state is not None and state.finished)
+    # This run's objects were made before when the status already reports the run (a later generation or a
+    # timer tick): read them first. A job's first reconcile, or a new run, creates them.
+    made = previous.observed_generation is not None and previous.run == run
+    children = await ensure_children(
+        op.kube, op.config, job, run, finished=state is not None and state.finished, made=made
+    )
     outcome = st.job_outcome(children.worker_job)
     if state is not None and not state.finished and outcome is not None and outcome[0] == "Failed":
         _, reason, message = outcome
@@ -386,6 +470,14 @@ async def _converge(
     return events
 
 
+async def _vectors_available(op: Operator) -> bool:
+    """Whether vectors can be stored. Once they can, they stay so: the operator applied the migrations when
+    it started, and pgvector is not uninstalled under a running installation. Until then, asked each time."""
+    if not op.seen.get("vectors"):
+        op.seen["vectors"] = await vectors.available(op.pool)
+    return op.seen["vectors"]
+
+
 def _workers(job: IngestionJob, children: Children) -> WorkerStatus:
     active = (children.worker_job or {}).get("status", {}).get("active") or 0
     return WorkerStatus(replicas=parallelism(job), active=active, selector=selector(job))
@@ -417,9 +509,9 @@ def _write(body: kopf.Body, patch: kopf.Patch, status: IngestionJobStatus) -> No
 
 async def _record(op: Operator, uid: uuid.UUID, run: int, events: list[st.Event]) -> None:
     """Copy the Events into the job's log in Postgres, which the API streams (the store logs the run's own)."""
-    for event in events:
-        if event.reason not in STORE_RECORDED:
-            await jobs.record_event(op.pool, uid, run, event.type, event.reason, event.message)
+    await jobs.record_events(
+        op.pool, uid, run, [(e.type, e.reason, e.message) for e in events if e.reason not in STORE_RECORDED]
+    )
 
 
 def _fill_replicas(job: IngestionJob, patch: kopf.Patch) -> None:

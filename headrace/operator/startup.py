@@ -15,7 +15,9 @@ log = logging.getLogger(__name__)
 async def open_operator(config: OperatorSettings) -> Operator:
     """Connect to Postgres (waiting up to two minutes for it), apply pending migrations, make sure tenant
     roles can be created (in `roles` mode), and wrap it all up."""
-    pool = await ride_out(create_pool, config.database_url.get_secret_value(), min_size=1, max_size=5)
+    pool = await ride_out(
+        create_pool, config.database_url.get_secret_value(), min_size=1, max_size=config.database_pool_size
+    )
     if config.migrate:
         applied = await migrate.migrate(pool)
         if applied:

@@ -1,6 +1,7 @@
 """Jobs and their runs: registration, run lifecycle, progress and events."""
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -362,6 +363,18 @@ async def record_event(
         type_,
         reason,
         redact(message),
+    )
+
+
+async def record_events(
+    conn: Pool | Connection, uid: uuid.UUID, run: int, events: Sequence[tuple[EventType, str, str]]
+) -> None:
+    """Append (type, reason, message) entries to the job's event log in one round trip."""
+    if not events:
+        return
+    await conn.executemany(
+        "INSERT INTO headrace.job_events (job_uid, run, type, reason, message) VALUES ($1, $2, $3, $4, $5)",
+        [(uid, run, type_, reason, redact(message)) for type_, reason, message in events],
     )
 
 

@@ -1,6 +1,7 @@
 """The operator's side of tenant isolation: the namespace's role and Secret, shared mode's warning, the role
 disabled with the namespace's last job, and adoption of retained data by namespace UID."""
 
+import asyncio
 import base64
 import dataclasses
 import uuid
@@ -12,10 +13,11 @@ import kopf
 import pytest
 
 from headrace.operator import reconcile
+from headrace.operator.kube import KubeError
 from headrace.operator.reconcile import Operator
 from headrace.store import jobs, tenants
 from tests.operator.conftest import Namespaces, ij
-from tests.operator.test_reconcile import NOW, apply, conditions, drain
+from tests.operator.test_reconcile import NOW, apply, conditions, drain, exists
 
 pytestmark = pytest.mark.postgres
 
@@ -163,3 +165,59 @@ async def test_a_namespace_recreated_behind_a_bypassed_finalizer_sees_nothing(
     old_uid = await op.pool.fetchval("SELECT namespace_uid FROM headrace.tenants WHERE role = $1", role)
     await reconcile.namespace_changed(op, name="default", uid=str(old_uid), deleted=True)
     assert not await op.pool.fetchval("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", role)
+
+
+async def _batched(op: Operator, bodies: list[dict[str, Any]]) -> list[Any]:
+    """Apply the jobs at once while their namespace's Secret is being written, so that all of them wait for
+    the next write together; returns what each apply returned or raised."""
+    namespace = bodies[0]["metadata"]["namespace"]
+    async with op.credential_locks[namespace]:
+        applying = [asyncio.create_task(apply(op, body)) for body in bodies]
+        while sum(len(batch.jobs) for batch in op.credential_batches.values()) < len(bodies):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # a batch has no event to wait on
+    return await asyncio.gather(*applying, return_exceptions=True)
+
+
+async def test_jobs_of_a_namespace_applied_at_once_share_one_secret_write(
+    op: Operator, emulator: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    request = op.kube.request
+
+    async def counted(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        if "/secrets" in path:
+            calls.append(method)
+        return await request(method, path, *args, **kwargs)
+
+    monkeypatch.setattr(op.kube, "request", counted)
+    bodies = [ij(f"burst-{i}") for i in range(8)]
+    results = await _batched(op, bodies)
+
+    assert all(raw["status"]["phase"] == "Running" for raw, _ in results)
+    owners = {o["uid"] for o in secret(emulator)["metadata"]["ownerReferences"]}
+    assert owners == {body["metadata"]["uid"] for body in bodies}
+    assert calls == ["GET", "POST"], "one read and one write for the eight of them, not two calls each"
+    # A later job joins the Secret's owners with one patch.
+    later = ij("later")
+    await apply(op, later)
+    assert later["metadata"]["uid"] in {o["uid"] for o in secret(emulator)["metadata"]["ownerReferences"]}
+    assert calls[2:] == ["GET", "PATCH"]
+
+
+async def test_a_failed_secret_write_fails_every_job_that_waited_for_it(
+    op: Operator, emulator: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = op.kube.request
+
+    async def refused(method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "POST" and "/secrets" in path:
+            raise KubeError(403, "secrets is forbidden")
+        return await request(method, path, *args, **kwargs)
+
+    monkeypatch.setattr(op.kube, "request", refused)
+    results = await _batched(op, [ij(f"burst-{i}") for i in range(3)])
+    assert all(isinstance(outcome, KubeError) and outcome.status == 403 for outcome in results), results
+    assert not exists(emulator, JOBS, "burst-0-run-1"), "no worker Job without its credential"
+    monkeypatch.setattr(op.kube, "request", request)
+    raw, _ = await apply(op, ij("burst-0"))  # the next try (kopf retries) writes it
+    assert raw["status"]["phase"] == "Running"

@@ -6,6 +6,7 @@ while a job might still start workers that read it.
 """
 
 import base64
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,9 +25,10 @@ def secret_owner(job: IngestionJob) -> dict[str, Any]:
 
 
 def build_worker_secret(
-    job: IngestionJob, *, name: str, database_url: str, role: str, rotated_at: datetime
+    owners: Sequence[IngestionJob], *, name: str, database_url: str, role: str, rotated_at: datetime
 ) -> dict[str, Any]:
-    """The namespace's worker credential Secret, owned (among others) by `job`."""
+    """The namespace's worker credential Secret, owned by `owners` (jobs of one namespace; more may join)."""
+    job = owners[0]
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -36,7 +38,7 @@ def build_worker_secret(
             "namespace": job.metadata.namespace,
             "labels": {NAME_LABEL: "headrace", COMPONENT_LABEL: "worker", MANAGED_BY_LABEL: "headrace-operator"},
             "annotations": {ROLE_ANNOTATION: role, ROTATED_ANNOTATION: rotated_at.isoformat()},
-            "ownerReferences": [secret_owner(job)],
+            "ownerReferences": list({owner.metadata.uid: secret_owner(owner) for owner in owners}.values()),
         },
         "data": {DATABASE_URL_KEY: base64.b64encode(database_url.encode()).decode()},
     }
