@@ -201,7 +201,7 @@ async def test_helm_upgrade_with_pending_migrations_keeps_every_document_searcha
         events = sh(
             f"kubectl -n {TEAM} get events --field-selector reason=RunStarted -o jsonpath='{{.items[*].message}}'"
         )
-        assert "Started run 2" in events, events
+        assert "Started run 2: source, chunking or embedding changed" in events, events
         row = sh.get_ij(TEAM)["manual"]
         assert (row["PHASE"], row["DOCUMENTS"], row["FAILED"]) == ("Succeeded", str(cluster.corpus_files), "0"), row
         reader = sh(f"kubectl -n {TEAM} create token reader").strip()
