@@ -32,7 +32,7 @@ import pytest
 from headrace.store import migrate
 from tests.conftest import with_database
 from tests.e2e.conftest import IMAGE_REPOSITORY, chart_for_this_control_plane
-from tests.e2e.test_cluster import DEMO_CORPUS, READER_ROLE, ROOT, Cluster, Terminal, get
+from tests.e2e.test_cluster import DEMO_CORPUS, READER_ROLE, ROOT, Cluster, Terminal, _admin, get
 from tests.kube.controlplane import CRD_FILE, ControlPlane
 from tests.kube.kubelet import HEADRACE_IMAGE, Kubelet
 from tests.release import PREVIOUS_RELEASE, unpack_previous_release
@@ -106,9 +106,9 @@ def upgrade(
 
 def without_cel_rules(crd: str) -> str:
     """The previous release's CRD without its `x-kubernetes-validations`: two of its rules (on `chunking`
-    and `workers`) fail against their own `default: {}`, which API servers with CEL evaluate (the field
-    notes of docs; this tree guards them with `has()`), so this server refuses that CRD whole. The
-    rules guard input, not stored data: the upgrade does not depend on them."""
+    and `workers`) fail against their own `default: {}`, which API servers with CEL evaluate (see the
+    design brief's field notes; this tree guards them with `has()`), so this server refuses that CRD
+    whole. The rules guard input, not stored data: the upgrade does not depend on them."""
     kept, skipping = [], ""
     for line in crd.splitlines(keepends=True):
         if skipping and line.startswith((skipping + "- ", skipping + "  ")):
@@ -119,14 +119,6 @@ def without_cel_rules(crd: str) -> str:
             continue
         kept.append(line)
     return "".join(kept)
-
-
-async def _admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def _drop_roles(dsn: str) -> None:
