@@ -102,8 +102,8 @@ def installed(assets: Path, admin: str, data: ingest.Corpus, observe_interval: f
     """Start the control plane and the kubelet, create the database, install the chart as
     docs/getting-started.md step 1a says (with the API off: nothing here calls it), and make the team's
     namespace with a claim backed by the corpus folder."""
-    from tests.e2e.conftest import IMAGE_REPOSITORY
-    from tests.e2e.test_cluster import Cluster, Terminal, chart_for_this_control_plane
+    from tests.e2e.conftest import IMAGE_REPOSITORY, chart_for_this_control_plane
+    from tests.e2e.test_cluster import Cluster, Terminal
     from tests.kube.controlplane import ControlPlane
     from tests.kube.kubelet import HEADRACE_IMAGE, Kubelet
 
@@ -124,7 +124,7 @@ def installed(assets: Path, admin: str, data: ingest.Corpus, observe_interval: f
         dsn = common.with_database(admin, DATABASE)
         sh = Terminal(plane, work)
         cluster = Cluster(sh, kubelet, dsn, data.root, len(data.files))
-        chart = chart_for_this_control_plane(work / "chart")
+        chart = chart_for_this_control_plane(common.ROOT / "charts" / "headrace", work)
         sh(f"kubectl create namespace {RELEASE}")
         sh(f"kubectl -n {RELEASE} create secret generic headrace-database --from-literal=DATABASE_URL='{dsn}'")
         cluster.helm(

@@ -1,7 +1,7 @@
 """What the operator does, as typed plain functions the kopf handlers call.
 
 - `apply_spec` reacts to a created, changed or resumed IngestionJob: register it, start a run when the
-  source or chunking changed, make sure the worker Job and the HPA exist, write status.
+  source, chunking or embedding changed, make sure the worker Job and the HPA exist, write status.
 - `observe` runs on a timer while a job has a run in progress, a schedule or a request waiting
   (`needs_observe`): it looks at Postgres and at the worker Job, closes a run whose Job failed, keeps
   parallelism equal to the desired replicas, sizes the job in builtin mode, starts scheduled and
@@ -159,7 +159,7 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
     if adopted is not None:
         reason = f"adopted the data of uid {adopted}"
     else:
-        reason = "created" if record.current_run == 0 else "source or chunking changed"
+        reason = "created" if record.current_run == 0 else "source, chunking or embedding changed"
     run = await jobs.ensure_run(op.pool, record, reason=reason)
     if run != record.current_run:
         started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {reason}"))

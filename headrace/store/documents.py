@@ -233,6 +233,37 @@ async def reembed_document(
         return outcome
 
 
+async def finish_reembed(pool: Pool, run: int, document_id: int, space: vectors.Space) -> Outcome | None:
+    """Record a document as re-embedded in `space` once every chunk has its vector there (see
+    `vectors.store_chunk_vectors`); None, writing nothing, when some chunk still lacks one or a newer
+    run has recorded the document meanwhile."""
+    async with pool.acquire() as conn, conn.transaction():
+        previous = await conn.fetchrow(
+            "SELECT id, state, run, outcome FROM headrace.documents WHERE id = $1 FOR UPDATE", document_id
+        )
+        if previous is None or previous["run"] > run:
+            return None
+        lacking = await conn.fetchval(
+            "SELECT count(*) FROM headrace.chunks c "
+            "LEFT JOIN headrace.embeddings e ON e.chunk_id = c.id AND e.space_id = $2 "
+            "WHERE c.document_id = $1 AND e.chunk_id IS NULL",
+            document_id,
+            space.id,
+        )
+        if lacking:
+            return None
+        outcome = _next_outcome(previous, run, "updated")
+        await conn.execute(
+            "UPDATE headrace.documents SET embedding_space = $2, run = $3, outcome = $4, updated_at = now() "
+            "WHERE id = $1",
+            document_id,
+            space.id,
+            run,
+            outcome,
+        )
+        return outcome
+
+
 MAX_URI_BYTES = 2048
 """Longest document URI stored, in UTF-8 bytes. The (job, uri) btree index takes keys of at most
 about 2.7 KB; a longer URI would fail every write of its task, so it fails as a document instead."""

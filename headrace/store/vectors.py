@@ -116,6 +116,45 @@ async def store_embeddings(
     )
 
 
+async def chunks_lacking(conn: Pool | Connection, document_id: int, space: Space) -> list[tuple[int, str]]:
+    """(id, text) of a document's chunks, in order, that have no vector in `space`: what re-embedding it
+    there still has to do."""
+    rows = await conn.fetch(
+        "SELECT c.id, c.content FROM headrace.chunks c "
+        "LEFT JOIN headrace.embeddings e ON e.chunk_id = c.id AND e.space_id = $2 "
+        "WHERE c.document_id = $1 AND e.chunk_id IS NULL ORDER BY c.ordinal",
+        document_id,
+        space.id,
+    )
+    return [(r["id"], r["content"]) for r in rows]
+
+
+async def store_chunk_vectors(
+    conn: Pool | Connection,
+    job_uid: uuid.UUID,
+    space: Space,
+    chunk_ids: Sequence[int],
+    vectors: Sequence[Sequence[float]],
+) -> None:
+    """Give these chunks their vector in `space` (a chunk has one vector: one of another space is
+    replaced). Chunks deleted meanwhile (a newer run rewrote the document) are skipped."""
+    if len(chunk_ids) != len(vectors):
+        raise ValueError(f"{len(vectors)} vectors for {len(chunk_ids)} chunks")
+    await conn.execute(
+        """
+        INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding)
+        SELECT c.id, $2, $3, v.value::vector
+        FROM unnest($1::bigint[], $4::text[]) AS v(chunk_id, value)
+        JOIN headrace.chunks c ON c.id = v.chunk_id
+        ON CONFLICT (chunk_id) DO UPDATE SET space_id = excluded.space_id, embedding = excluded.embedding
+        """,
+        list(chunk_ids),
+        job_uid,
+        space.id,
+        [vector_literal(v) for v in vectors],
+    )
+
+
 async def stored_chunks(conn: Pool | Connection, document_id: int) -> list[str]:
     """A document's stored chunk texts in order, for re-embedding without re-extracting."""
     rows = await conn.fetch("SELECT content FROM headrace.chunks WHERE document_id = $1 ORDER BY ordinal", document_id)

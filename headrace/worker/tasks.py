@@ -285,26 +285,47 @@ async def _store(ctx: Context, run: int, inbox: "asyncio.Queue[_Embedded | None]
         metrics.CHUNKS.inc(len(record.chunks))
 
 
+REEMBED_SLICE = 64
+"""Chunks re-embedded and stored per transaction (one request at an endpoint's default batchSize)."""
+
+
 async def _reembed_kept(ctx: Context, run: int, batch: _Batch) -> None:
     """Bring documents kept as unchanged (and the entries of kept archives) to the job's embedding
-    setting from their stored chunks: a model change re-embeds without fetching or extracting."""
+    setting from their stored chunks: a model change re-embeds without fetching or extracting.
+
+    A database outage retries the whole of this (`ride_out`): the documents finished before it are no
+    longer stale, and the one under way goes on with its chunks still lacking a vector in the job's
+    space, so an outage costs at most one slice of embedding work, not the document's."""
     if not ctx.embeddings_settled or not (batch.unchanged or batch.unchanged_archives):
         return
     stale = await documents.stale_embeddings(
         ctx.pool, ctx.job.uid, ctx.wanted_space, batch.unchanged, batch.unchanged_archives
     )
     for document_id, uri in stale:
-        stored = await vectors.stored_chunks(ctx.pool, document_id)
         try:
-            embedded = await embed_chunks(ctx, stored)
+            outcome = await _reembed(ctx, run, document_id)
         except EmbeddingError as exc:
             batch.fail(ctx.job, uri, f"embedding failed: {exc}")
             continue
-        outcome = await documents.reembed_document(
-            ctx.pool, ctx.job.uid, run, document_id, ctx.space, embedded, expected_chunks=len(stored)
-        )
         if outcome is not None:
-            log.info("Re-embedded document", extra={"job": ctx.job.name, "uri": uri, "chunks": len(stored)})
+            log.info("Re-embedded document", extra={"job": ctx.job.name, "uri": uri})
+
+
+async def _reembed(ctx: Context, run: int, document_id: int) -> documents.Outcome | None:
+    """One kept document brought to the job's space, REEMBED_SLICE chunks per transaction (or its vectors
+    dropped when the job wants none). Until its last slice is stored it keeps its former space, so it
+    stays stale and a retry resumes it; semantic search meanwhile finds the chunks already embedded."""
+    if ctx.space is None:
+        stored = await vectors.stored_chunks(ctx.pool, document_id)
+        return await documents.reembed_document(
+            ctx.pool, ctx.job.uid, run, document_id, None, [], expected_chunks=len(stored)
+        )
+    lacking = await vectors.chunks_lacking(ctx.pool, document_id, ctx.space)
+    for start in range(0, len(lacking), REEMBED_SLICE):
+        part = lacking[start : start + REEMBED_SLICE]
+        embedded = await embed_chunks(ctx, [text for _, text in part])
+        await vectors.store_chunk_vectors(ctx.pool, ctx.job.uid, ctx.space, [chunk for chunk, _ in part], embedded)
+    return await documents.finish_reembed(ctx.pool, run, document_id, ctx.space)
 
 
 async def _fetch(ctx: Context, ref: DocumentRef, previous: KnownDocument | None, batch: _Batch) -> _Fetched | None:

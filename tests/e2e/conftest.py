@@ -1,5 +1,6 @@
 """The stand-in kubelet of the session's control plane: one node that runs every pod as a local process."""
 
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,6 +13,15 @@ from tests.kube.kubelet import HEADRACE_IMAGE, Kubelet
 
 IMAGE_REPOSITORY = "registry.e2e.test/headrace"
 """The image the tests install the chart with; the kubelet runs it from the worktree's .venv."""
+
+
+def chart_for_this_control_plane(chart: Path, folder: Path) -> Path:
+    """A copy of `chart` in `folder` that installs on this v1.24 control plane (the chart asks for 1.29+)."""
+    copy = folder / "chart"
+    shutil.copytree(chart, copy)
+    chart_yaml = copy / "Chart.yaml"
+    chart_yaml.write_text(re.sub(r"(?m)^kubeVersion: .*$", 'kubeVersion: ">=1.24.0-0"', chart_yaml.read_text()))
+    return copy
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from tests.conftest import with_database
-from tests.e2e.conftest import IMAGE_REPOSITORY
+from tests.e2e.conftest import IMAGE_REPOSITORY, chart_for_this_control_plane
 from tests.e2e.docs import Doc
 from tests.kube.controlplane import KUBECTL, RESTRICTED, ControlPlane
 from tests.kube.kubelet import Kubelet
@@ -114,6 +114,8 @@ class Cluster:
     dsn: str
     corpus: Path
     corpus_files: int
+    release: str = RELEASE
+    """The release's namespace."""
 
     def refusals(self, namespaces: tuple[str, ...]) -> list[str]:
         """What the server refused so far: pods a controller could not create (Pod Security "restricted",
@@ -145,11 +147,11 @@ class Cluster:
         """A `helm install/upgrade --wait`, failing as soon as the server refuses one of the release's pods."""
         process = self.sh.start(f"{command} --wait --timeout 4m")
         try:
-            self.wait(f"`{command}`", lambda: process.poll() is not None, RELEASE, timeout=300)
+            self.wait(f"`{command}`", lambda: process.poll() is not None, self.release, timeout=300)
         finally:
             process.kill()
         out, err = process.communicate()
-        assert process.returncode == 0, f"`{command}` failed:\n{out}\n{err}\n{self.evidence((RELEASE,))}"
+        assert process.returncode == 0, f"`{command}` failed:\n{out}\n{err}\n{self.evidence((self.release,))}"
 
     def phase(self, namespace: str, name: str) -> str:
         return self.sh(f"kubectl -n {namespace} get ij {name} -o jsonpath={{.status.phase}}", check=False).strip()
@@ -169,15 +171,7 @@ class Cluster:
                 status.get("phase") == "Succeeded" and status.get("observedGeneration") == generation > after_generation
             )
 
-        self.wait(f"IngestionJob {namespace}/{name} to succeed", done, namespace, RELEASE)
-
-
-def chart_for_this_control_plane(folder: Path) -> Path:
-    """A copy of the chart in `folder` that installs on this v1.24 control plane (the chart asks for 1.29+)."""
-    shutil.copytree(ROOT / "charts" / "headrace", folder)
-    chart_yaml = folder / "Chart.yaml"
-    chart_yaml.write_text(re.sub(r"(?m)^kubeVersion: .*$", 'kubeVersion: ">=1.24.0-0"', chart_yaml.read_text()))
-    return folder
+        self.wait(f"IngestionJob {namespace}/{name} to succeed", done, namespace, self.release)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +180,7 @@ def cluster(
 ) -> Iterator[Cluster]:
     """The chart installed as docs/getting-started.md step 1a says, into a fresh, empty database."""
     work = tmp_path_factory.mktemp("e2e")
-    chart = chart_for_this_control_plane(work / "chart")
+    chart = chart_for_this_control_plane(ROOT / "charts" / "headrace", work)
 
     database = f"e2e_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(postgres_server, f"CREATE DATABASE {database}"))

@@ -8,7 +8,9 @@ pod is deleted it stops the process (SIGTERM, then SIGKILL after the grace perio
 
 What stands in for the container:
 - **Image:** an `Image` names the entrypoint, command and environment an image's Dockerfile declares;
-  headrace's image runs `headrace` from the worktree's `.venv/bin` (first on its PATH).
+  headrace's image runs `headrace` from the worktree's `.venv/bin` (first on its PATH). Images are
+  known by repository (any tag) or by a whole reference (`repo:tag`), which wins: `add_image` can
+  make `headrace:previous` an earlier release's code (the same `.venv`, that code first on PYTHONPATH).
 - **Filesystem:** each pod gets a folder standing for its root. Every volumeMount is a folder at its
   mountPath inside it: emptyDir, Secret, ConfigMap and projected volumes (the ServiceAccount token
   the ServiceAccount admission plugin adds, with `ca.crt` and `namespace`) are written there, and a
@@ -60,14 +62,17 @@ DEFAULT_PATHS = {
 }
 """Paths headrace (and Python) read when not told otherwise, and the variable that points each elsewhere."""
 
+HOST_PATHS = ("PATH", "PYTHONPATH")
+"""Variables an `Image` sets to folders of this machine, never rewritten into a pod's folder."""
+
 GRACE_CAP = 10.0
 """Longest wait between SIGTERM and SIGKILL, whatever the pod's terminationGracePeriodSeconds says."""
 
 
 @dataclass(frozen=True)
 class Image:
-    """What a container runtime takes from an image: ENTRYPOINT, CMD, ENV and WORKDIR. PATH in `env`
-    names folders of this machine, where the image's executables are."""
+    """What a container runtime takes from an image: ENTRYPOINT, CMD, ENV and WORKDIR. PATH (and
+    PYTHONPATH) in `env` name folders of this machine, where the image's executables (and code) are."""
 
     entrypoint: list[str]
     cmd: list[str] = field(default_factory=list)
@@ -179,6 +184,10 @@ class Kubelet:
     def add_claim(self, namespace: str, claim: str, folder: Path) -> None:
         """Back the PersistentVolumeClaim `claim` of `namespace` with a local folder."""
         self.claims[(namespace, claim)] = folder
+
+    def add_image(self, reference: str, image: Image) -> None:
+        """Run `image` for containers naming exactly `reference` (`registry/name:tag`), whatever the repository runs."""
+        self.images[reference] = image
 
     def start(self) -> None:
         labels = {"kubernetes.io/os": "linux", "kubernetes.io/hostname": self.node}
@@ -411,7 +420,7 @@ class Kubelet:
         if spec.get("initContainers") or len(spec["containers"]) != 1:
             raise CannotRun("Unsupported", "the stand-in kubelet runs pods of exactly one container")
         container = spec["containers"][0]
-        image = self.images.get(repository(container["image"]))
+        image = self.images.get(container["image"]) or self.images.get(repository(container["image"]))
         if image is None:
             raise CannotRun("ErrImagePull", f"image {container['image']!r} is not one the stand-in kubelet knows")
         shutil.rmtree(pod.root, ignore_errors=True)
@@ -433,8 +442,8 @@ class Kubelet:
             value = self._env_value(body, var, env)
             if value is not None:
                 env[var["name"]] = value
-        # Container paths become local ones; PATH already names this machine's folders (see Image).
-        env = {name: value if name == "PATH" else pod.localize(value) for name, value in env.items()}
+        # Container paths become local ones; PATH and PYTHONPATH already name this machine's folders (see Image).
+        env = {name: value if name in HOST_PATHS else pod.localize(value) for name, value in env.items()}
         token = pod.local(f"{SERVICE_ACCOUNT_DIR}/token")
         if token.exists():
             env["KUBECONFIG"] = str(self._kubeconfig(pod, token.read_text()))

@@ -1,9 +1,8 @@
 """The previous release's code against this release's schema (expand/contract), and two releases
 migrating one database at once.
 
-PREVIOUS_RELEASE is the commit whose `headrace/` is run: bump it to the last release's commit when
-releasing. Its code is unpacked with `git archive`; without git history (a shallow clone) these tests
-are skipped, saying so.
+The previous release (tests/release.py) is the commit whose `headrace/` is run; tests/e2e/test_upgrade.py
+installs its chart and `helm upgrade`s it to this tree's on the real control plane.
 """
 
 import asyncio
@@ -11,35 +10,21 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import uuid
-from io import BytesIO
 from pathlib import Path
 
 import pytest
 
 from headrace.store import jobs, migrate, search
 from headrace.store.db import Pool, create_pool
+from tests.release import unpack_previous_release
 
 pytestmark = pytest.mark.postgres
-
-ROOT = Path(__file__).resolve().parents[2]
-PREVIOUS_RELEASE = "50c854a4e9a7541e89e2b9ae186dde2999244571"
 
 
 @pytest.fixture(scope="module")
 def previous_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    done = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", PREVIOUS_RELEASE, "headrace"],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"no git history to take the previous release from: {done.stderr.decode().strip()}")
-    folder = tmp_path_factory.mktemp("previous-release")
-    with tarfile.open(fileobj=BytesIO(done.stdout)) as tar:
-        tar.extractall(folder, filter="data")
-    return folder
+    return unpack_previous_release(tmp_path_factory.mktemp("previous-release"), "headrace")
 
 
 def run_previous(code: Path, *args: str) -> subprocess.CompletedProcess[str]:

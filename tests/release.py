@@ -1,0 +1,30 @@
+"""The previous release, for tests that run its code or install its chart beside this tree's.
+
+PREVIOUS_RELEASE is the commit taken as the last release: bump it to the last release's commit when
+releasing. Its files are unpacked with `git archive`; without git history (a shallow clone) the tests
+needing them are skipped, saying so.
+"""
+
+import subprocess
+import tarfile
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PREVIOUS_RELEASE = "50c854a4e9a7541e89e2b9ae186dde2999244571"
+
+
+def unpack_previous_release(folder: Path, *paths: str) -> Path:
+    """`paths` (e.g. `headrace`, `charts/headrace`) as they were at PREVIOUS_RELEASE, under `folder`."""
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", PREVIOUS_RELEASE, *paths],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"no git history to take the previous release from: {done.stderr.decode().strip()}")
+    with tarfile.open(fileobj=BytesIO(done.stdout)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
