@@ -45,6 +45,10 @@ def is_connection_error(error: BaseException) -> bool:
         return False
     if isinstance(error, asyncpg.InterfaceError):  # a pooled connection used after the server closed it
         return "connection is closed" in str(error)
+    if isinstance(error, asyncpg.InternalClientError):
+        # The server ended the session mid-statement (a shutdown) and asyncpg's protocol was left
+        # between states (MagicStack/asyncpg#784, sqlalchemy#13241): that connection is dead, a new one works.
+        return "cannot switch to state" in str(error)
     return isinstance(error, _CONNECTION_ERRORS)
 
 

@@ -100,6 +100,11 @@ def test_only_connection_errors_are_ridden_out() -> None:
     assert outage.is_connection_error(asyncpg.AdminShutdownError("terminating connection"))
     assert outage.is_connection_error(asyncpg.ConnectionDoesNotExistError("closed in the middle of operation"))
     assert outage.is_connection_error(asyncpg.InterfaceError("connection is closed"))
+    # Seen as Postgres shut down under a worker's reaper: asyncpg's protocol left between states.
+    assert outage.is_connection_error(
+        asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+    )
+    assert not outage.is_connection_error(asyncpg.InternalClientError("got result for unknown protocol state 3"))
     assert not outage.is_connection_error(TimeoutError())  # a statement over command_timeout
     assert not outage.is_connection_error(asyncpg.UniqueViolationError("duplicate key"))
     assert not outage.is_connection_error(asyncpg.InterfaceError("another operation is in progress"))
