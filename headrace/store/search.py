@@ -4,9 +4,10 @@ Every mode takes the same filters and pages the same way: hits are ordered by (s
 asc) and a cursor is the last hit's (score, id), so a page never repeats or skips a hit ranked above
 the cursor. Each hit carries its chunk's whole text for a RAG client, beside a `ts_headline` snippet.
 
-Keyword ranking is `ts_rank_cd` over the GIN index. Semantic ranking is cosine similarity over the
-HNSW index of the searched jobs' vector space, scanned iteratively so filters cannot starve a page.
-Hybrid fuses the best `candidates` of each with RRF: score = Σ 1/(60 + rank).
+Keyword ranking is Okapi BM25 over the GIN index: any query word matches, rarer words weigh more
+(see _KEYWORD_SQL). Semantic ranking is cosine similarity over the HNSW index of the searched jobs'
+vector space, scanned iteratively so filters cannot starve a page. Hybrid fuses the best
+`candidates` of each with weighted RRF: score = 2/(60 + keyword rank) + 1/(60 + semantic rank).
 """
 
 import base64
@@ -27,6 +28,9 @@ SNIPPET_STOP = snippets.STOP
 _HEADLINE_OPTIONS = f"StartSel={SNIPPET_START}, StopSel={SNIPPET_STOP}, MaxWords=35, MinWords=15, MaxFragments=2"
 RRF_K = 60
 """The constant of reciprocal rank fusion (Cormack et al., 2009): 60 damps the head of each list."""
+RRF_KEYWORD_WEIGHT = 2.0
+"""Hybrid search counts a keyword rank twice a semantic one: chosen on the even-numbered queries of
+bench/retrieval.py, it also did better on the held-out odd ones (docs/benchmarks.md)."""
 DEFAULT_CANDIDATES = 100
 _OPERATORS = re.compile(r'"|(?:^|\s)-\w|(?:^|\s)or(?:\s|$)', re.IGNORECASE)
 """Websearch syntax (a quoted phrase, -word, or): a keyword query that uses it matches as written."""
@@ -397,7 +401,8 @@ async def search(
                 rows = await conn.fetch(
                     _semantic_sql(space), vector, space.id, space_uids, *filters, candidates, None, None
                 )
-                ranked = _fuse([keyword, [(r["id"], float(r["score"])) for r in rows]], after, limit + 1)
+                semantic = [(r["id"], float(r["score"])) for r in rows]
+                ranked = _fuse([(keyword, RRF_KEYWORD_WEIGHT), (semantic, 1.0)], after, limit + 1)
         page = ranked[:limit]
         rows = await conn.fetch(_HITS_SQL, [chunk_id for chunk_id, _ in page], query) if page else []
     scores = dict(page)
@@ -459,13 +464,13 @@ async def _has_words(conn: Connection, query: str, configs: list[str]) -> bool:
 
 
 def _fuse(
-    rankings: list[list[tuple[int, float]]], after: tuple[float, int] | None, limit: int
+    rankings: list[tuple[list[tuple[int, float]], float]], after: tuple[float, int] | None, limit: int
 ) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion of best-first rankings, then the keyset page after `after`."""
+    """Weighted reciprocal rank fusion of best-first rankings, then the keyset page after `after`."""
     fused: dict[int, float] = {}
-    for ranking in rankings:
+    for ranking, weight in rankings:
         for rank, (chunk_id, _) in enumerate(ranking, start=1):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (RRF_K + rank)
     # Scores go through a JSON cursor and back: round so a float's repr cannot shift an equal score.
     ordered = sorted(((cid, round(score, 12)) for cid, score in fused.items()), key=lambda h: (-h[1], h[0]))
     if after is not None:
