@@ -78,3 +78,27 @@ async def test_a_forged_cursor_is_refused(pool: Pool, make_job: JobFactory) -> N
     for forged in ["bm90IGpzb24", search.encode_cursor(1.0, 1)[:-2] + "xx", "WzEsIDIsIDMsIDRd"]:
         with pytest.raises(search.InvalidCursor):
             await search.search(pool, "heron", mode="keyword", cursor=forged)
+
+
+async def test_word_rarity_is_counted_in_the_searched_namespaces_only(pool: Pool, make_job: JobFactory) -> None:
+    # In namespace a, "river" is the rare word; in b (a security boundary) it is everywhere.
+    a = await make_job(name="docs", namespace="a")
+    b = await make_job(name="docs", namespace="b")
+    for i in range(4):
+        await documents.store_document(pool, a.uid, 1, _doc(f"heron{i}.txt", "A heron waits."))
+    await documents.store_document(pool, a.uid, 1, _doc("river.txt", "A river runs."))
+    for i in range(20):
+        await documents.store_document(pool, b.uid, 1, _doc(f"b{i}.txt", "The river, the river."))
+    only_a = search.SearchFilter(namespaces=["a"])
+    hits = (await search.search(pool, "heron river", mode="keyword", where=only_a)).hits
+    assert hits[0].uri == "river.txt" and {h.namespace for h in hits} == {"a"}
+
+
+async def test_with_work_bounded_a_chunk_holding_every_common_word_still_ranks_first(
+    pool: Pool, make_job: JobFactory
+) -> None:
+    # Both words are in more chunks than the bound; the one chunk holding both is stored last.
+    texts = {f"a{i}.txt": "alpha" for i in range(10)} | {f"b{i}.txt": "beta" for i in range(10)}
+    await _store(pool, make_job, texts | {"both.txt": "alpha beta"})
+    hits = (await search.search(pool, "alpha beta", mode="keyword", ranked_matches=5)).hits
+    assert hits[0].uri == "both.txt" and len(hits) <= 5
