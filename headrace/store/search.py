@@ -368,8 +368,9 @@ async def search(
 ) -> SearchPage:
     """One page of chunks for `query`, best first. `mode=None` picks hybrid when the searched jobs
     share a vector space and `embed` can embed the query in it, else keyword. `ranked_matches` caps
-    how many keyword matches are ranked (None: all): the bound that keeps common words fast on a
-    large index, at the cost of ranking a sample of their matches (see docs/benchmarks.md)."""
+    how many keyword candidates are ranked and how far a word's document frequency is counted (None:
+    all, exactly): the bound that keeps common words fast on a large index, at the cost of ranking a
+    sample of the chunks that share only common words with the query (see docs/benchmarks.md)."""
     after = decode_cursor(cursor) if cursor else None
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
