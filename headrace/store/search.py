@@ -120,9 +120,12 @@ def decode_cursor(cursor: str) -> tuple[float, int]:
 
 async def scope(conn: Pool | Connection, where: SearchFilter) -> Scope:
     """The jobs `where` selects, and for each the vector space its spec names, when it exists."""
+    # One round trip: the jobs, whether vectors can exist, and every vector space (a handful of rows).
     rows = await conn.fetch(
         """
-        SELECT uid, namespace, name, text_search_config::text AS config, spec->'embedding' AS embedding
+        SELECT uid, namespace, name, text_search_config::text AS config, spec->'embedding' AS embedding,
+               to_regclass('headrace.embeddings') IS NOT NULL AS vectors,
+               (SELECT jsonb_agg(jsonb_build_array(id, model, dimensions)) FROM headrace.embedding_spaces) AS spaces
         FROM headrace.jobs
         -- Retained data (its IngestionJob deleted) is not served until a new IngestionJob adopts it.
         WHERE deleted_at IS NULL
@@ -138,9 +141,10 @@ async def scope(conn: Pool | Connection, where: SearchFilter) -> Scope:
         for r in rows
     ]
     keys = {j.uid: key for j in jobs if (key := _space_key(j.embedding)) is not None}
-    if not keys or not await vectors.available(conn):
+    if not keys or not rows[0]["vectors"]:
         return Scope(jobs)
-    found = await vectors.find_spaces(conn, sorted(set(keys.values())))
+    spaces = (vectors.Space(int(i), str(m), int(d)) for i, m, d in rows[0]["spaces"] or [])
+    found = {key: space for space in spaces if (key := (space.model, space.dimensions)) in keys.values()}
     space_of = {uid: found[key].id for uid, key in keys.items() if key in found}
     return Scope(jobs, {s.id: s for s in found.values()}, space_of)
 

@@ -51,7 +51,7 @@ async def _scope(
             if not await services.auth.may_read(principal, namespace):
                 raise auth.Forbidden(principal, namespace)
         return sorted(set(asked))
-    return await auth.readable(services.auth, principal, await jobs.namespaces(pool))
+    return await auth.readable(services.auth, principal, partial(jobs.namespaces, pool))
 
 
 async def _search(
