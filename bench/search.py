@@ -23,9 +23,11 @@ costs in quality is measured against exact ranking of every match, as the overla
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import re
 import socket
 import sys
 import time
@@ -398,56 +400,64 @@ async def drive(clients: int, seconds: float, call: Callable[[int, str], Awaitab
 Results = dict[str, dict[int, list[dict[str, Any]]]]
 
 
-async def measure_api(
-    dsn: str, modes: list[str], client_counts: list[int], seconds: float, repeat: int, smoke: bool, ranked: int
-) -> Results:
-    """The same mix through `GET /v1/search?mode=...` of a running `headrace api`."""
+@asynccontextmanager
+async def api_callers(
+    dsn: str, clients: int, ranked: int
+) -> AsyncIterator[Callable[[search.Mode], Callable[[int, str], Awaitable[int]]]]:
+    """A running `headrace api` and `clients` HTTP clients (one connection each); yields, for a mode,
+    the call that asks `GET /v1/search?mode=...` as client i."""
     import httpx
 
-    results: Results = {m: {c: [] for c in client_counts} for m in modes}
-    async with api_server(dsn, max(client_counts) + 2, ranked) as base:
-        clients = [httpx.AsyncClient(base_url=base, timeout=60) for _ in range(max(client_counts))]
+    async with api_server(dsn, clients + 2, ranked) as base:
+        pool = [httpx.AsyncClient(base_url=base, timeout=60) for _ in range(clients)]
         try:
-            for mode in modes:
 
-                async def api_call(i: int, q: str, mode: str = mode) -> int:
-                    response = await clients[i].get("/v1/search", params={"q": q, "mode": mode})
+            def caller(mode: search.Mode) -> Callable[[int, str], Awaitable[int]]:
+                async def call(i: int, q: str) -> int:
+                    response = await pool[i].get("/v1/search", params={"q": q, "mode": mode})
                     response.raise_for_status()
                     return len(response.json()["items"])
 
-                await drive(2, 1.0 if smoke else 3.0, api_call)  # warm up
-                for r in range(repeat):
-                    for c in client_counts:
-                        result = await drive(c, seconds, api_call)
-                        results[mode][c].append(result)
-                        print(
-                            f"api mode={mode} clients={c} repeat={r} p50={result['p50']:.1f}ms "
-                            f"p99={result['p99']:.1f}ms qps={result['qps']:.0f} errors={result['errors']}",
-                            flush=True,
-                        )
+                return call
+
+            yield caller
         finally:
-            for client in clients:
+            for client in pool:
                 await client.aclose()
-    return results
 
 
-async def explain(pool: Pool, query: str, ranked: int | None) -> str:
-    """EXPLAIN ANALYZE of the store's keyword SQL for one query, as the floor runs it."""
-    uids = [r["uid"] for r in await pool.fetch("SELECT uid FROM headrace.jobs")]
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + search._KEYWORD_SQL,
-            query,
-            ["english"],
-            uids,
-            None,
-            None,
-            None,
-            None,
-            11,
-            ranked,
-        )
-    return "\n".join(r[0] for r in rows)
+async def explain(pool: Pool, query: str, mode: search.Mode, ranked: int | None) -> list[tuple[str, str]]:
+    """EXPLAIN ANALYZE of each statement one search runs (its scope query aside), as (what, plan).
+
+    The statements and their arguments are recorded as `search.search` sends them, so the plans are
+    those of the code measured, whatever its SQL; then each is explained in a transaction with the
+    search's own settings (custom plans, no JIT, the HNSW search settings)."""
+    import asyncpg
+
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+    original = asyncpg.connection.Connection.fetch
+
+    async def recording(self: asyncpg.Connection, sql: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append((sql, args))
+        return await original(self, sql, *args, **kwargs)
+
+    asyncpg.connection.Connection.fetch = recording  # type: ignore[method-assign,assignment]
+    try:
+        await search.search(pool, query, mode=mode, embed=embed_query, ranked_matches=ranked)
+    finally:
+        asyncpg.connection.Connection.fetch = original  # type: ignore[method-assign]
+    plans = []
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(search.transaction_settings(120_000))
+        await conn.execute("SET LOCAL hnsw.ef_search = 100; SET LOCAL hnsw.iterative_scan = strict_order")
+        for sql, args in calls:
+            if "FROM headrace.jobs" in sql and "embedding_spaces" in sql:
+                continue  # the scope: a handful of jobs
+            what = "hits (text, snippet)" if "ts_headline" in sql else "semantic" if "<=>" in sql else "keyword"
+            rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, *args)
+            plan = "\n".join(r[0] for r in rows)
+            plans.append((what, re.sub(r"'\[[-0-9.e,]{200,}\]'", "'[query vector]'", plan)))
+    return plans
 
 
 async def embed_query(space: Any, text: str) -> list[float]:
@@ -499,26 +509,47 @@ async def main() -> None:
                     for _, q in mix()
                 }
                 overlap = await capped_overlap(pool, ranked) if ranked else {}
-                for mode in modes:
+                async with contextlib.AsyncExitStack() as stack:
+                    api_call = (
+                        None
+                        if opts.extra.no_api
+                        else await stack.enter_async_context(api_callers(dsn, max(client_counts), ranked or 0))
+                    )
+                    if api_call is not None:
+                        api = {m: {c: [] for c in client_counts} for m in modes}
+                    for mode in modes:
 
-                    async def floor_call(_: int, q: str, mode: search.Mode = mode) -> int:
-                        page = await search.search(pool, q, mode=mode, embed=embed_query, ranked_matches=ranked)
-                        return len(page.hits)
+                        async def floor_call(_: int, q: str, mode: search.Mode = mode) -> int:
+                            page = await search.search(pool, q, mode=mode, embed=embed_query, ranked_matches=ranked)
+                            return len(page.hits)
 
-                    await drive(2, 1.0 if opts.smoke else 3.0, floor_call)  # warm the caches
-                    for r in range(opts.repeat):
-                        for c in client_counts:
-                            result = await drive(c, seconds, floor_call)
-                            floor[mode][c].append(result)
-                            print(
-                                f"floor mode={mode} clients={c} repeat={r} p50={result['p50']:.1f}ms "
-                                f"p99={result['p99']:.1f}ms qps={result['qps']:.0f}",
-                                flush=True,
-                            )
-                if not opts.extra.no_api:
-                    api = await measure_api(dsn, modes, client_counts, seconds, opts.repeat, opts.smoke, ranked or 0)
+                        ways: list[tuple[str, Callable[[int, str], Awaitable[int]], Results]] = [
+                            ("floor", floor_call, floor)
+                        ]
+                        if api_call is not None and api is not None:
+                            ways.append(("api", api_call(mode), api))
+                        for _, call, _ in ways:
+                            await drive(2, 1.0 if opts.smoke else 3.0, call)  # warm the caches
+                        # Floor and API take turns at each level, so both meet the same machine load.
+                        for r in range(opts.repeat):
+                            for c in client_counts:
+                                for way, call, results in ways:
+                                    result = await drive(c, seconds, call)
+                                    result["load1"] = os.getloadavg()[0]
+                                    results[mode][c].append(result)
+                                    print(
+                                        f"{way} mode={mode} clients={c} repeat={r} p50={result['p50']:.1f}ms "
+                                        f"p99={result['p99']:.1f}ms qps={result['qps']:.0f} "
+                                        f"errors={result['errors']} load={result['load1']:.1f}",
+                                        flush=True,
+                                    )
                 slowest = max(mix(), key=lambda kq: matches[kq[1]])[1]
-                plan = await explain(pool, slowest, ranked)
+                question = QUERIES["question"][0]
+                plans = {
+                    f"keyword, {slowest}": await explain(pool, slowest, "keyword", ranked),
+                    f"semantic, {question}": await explain(pool, question, "semantic", ranked),
+                    f"hybrid, {slowest}": await explain(pool, slowest, "hybrid", ranked),
+                }
             finally:
                 await pool.close()
 
@@ -537,22 +568,28 @@ async def main() -> None:
         "floor": {m: {str(c): floor[m][c] for c in client_counts} for m in modes},
         "floor_summary": {m: {str(c): summary[m][c] for c in client_counts} for m in modes},
         "api": None,
-        "explain": {slowest: plan},
+        "explain": plans,
     }
+    loads = [x["load1"] for res in (floor, api or {}) for per in res.values() for xs in per.values() for x in xs]
     lines = [
         f"Index: {built['chunks']:,} chunks in {built['documents']:,} documents ({built['replicas']} replicas of "
         f"{len(docs)} extracted files under distinct URIs, four jobs in four namespaces); chunks table "
         f"{built['table_size']}, GIN index {built['gin_size']}, HNSW index {built['hnsw_size']} (256-dimension "
         f"built-in-model vectors, cosine); built in {built['total_seconds']:.0f} s "
         f"(COPY {built['load_seconds']:.0f} s, vectors {built['embed_seconds']:.0f} s, "
-        f"HNSW {built['hnsw_seconds']:.0f} s).",
+        f"HNSW {built['hnsw_seconds']:.0f} s)"
+        + (", kept under bench/results/search-index/ and reused by this run." if built.get("reused") else ".")
+        + f" 1-minute load average after each measured level: {min(loads, default=0):.1f} to "
+        f"{max(loads, default=0):.1f} (median {common.percentile(loads, 50) if loads else 0:.1f}) on "
+        f"{os.cpu_count()} cores.",
         "",
         f"Query mix ({len(mix())} queries, every client cycles through all of them): "
         + "; ".join(f"{k}: {', '.join(f'`{q}`' for q in qs)}" for k, qs in QUERIES.items())
         + ". "
         f"{seconds:.0f} s per level, first page of 10 hits with text and snippets, no filters (the scope is every "
         f"job). Keyword ranking bounded to the first {ranked or 0:,} matches (0: unbounded), as the API does by "
-        f"default. Median (min-max) of {opts.repeat} runs.",
+        f"default. Median (min-max) of {opts.repeat} runs. Floor and API take turns at each level (same load). "
+        "Every search transaction plans with its values (`plan_cache_mode = force_custom_plan`) and without JIT.",
         "",
         "**Floor: `headrace.store.search.search` over asyncpg, query embedded in-process** (latency in ms)",
         "",
@@ -576,10 +613,17 @@ async def main() -> None:
     target_c = TARGET_CLIENTS if TARGET_CLIENTS in client_counts else client_counts[-1]
     kinds_rows = []
     for m in modes:
-        by_kind = floor[m][target_c][-1]["by_kind"]
-        kinds_rows += [[m, k, f"{v['p50']:.1f}", f"{v['p99']:.1f}"] for k, v in by_kind.items()]
-    lines += [f"By query kind at {target_c} clients (floor, last run):", ""]
-    lines += common.table(["mode", "query kind", "p50 ms", "p99 ms"], kinds_rows)
+        for k in QUERIES:
+            f = floor[m][target_c][-1]["by_kind"][k]
+            a = api[m][target_c][-1]["by_kind"][k] if api is not None else None
+            kinds_rows.append(
+                [m, k, f"{f['p50']:.1f}", f"{f['p99']:.1f}"]
+                + ([f"{a['p50']:.1f}", f"{a['p99']:.1f}"] if a is not None else ["-", "-"])
+            )
+    lines += [f"By query kind at {target_c} clients (last run):", ""]
+    lines += common.table(
+        ["mode", "query kind", "floor p50 ms", "floor p99 ms", "API p50 ms", "API p99 ms"], kinds_rows
+    )
     lines += common.table(
         ["query kind", "matching chunks per query"],
         [[k, ", ".join(f"{matches[q]:,}" for q in QUERIES[k])] for k in QUERIES],
@@ -636,15 +680,12 @@ async def main() -> None:
             f"{api_p99:.1f} ms — {common.verdict(api_p99 <= TARGET_P99_MS)}.",
             "",
         ]
+    for label, statements in plans.items():
+        lines += [f"<details><summary>EXPLAIN ANALYZE of one search: {label}</summary>", ""]
+        for what, plan in statements:
+            lines += [f"{what}:", "", "```", plan, "```", ""]
+        lines += ["</details>", ""]
     lines += [
-        f"<details><summary>EXPLAIN ANALYZE of the most-matched query in the mix, <code>{slowest}</code>, "
-        "keyword mode</summary>",
-        "",
-        "```",
-        plan,
-        "```",
-        "</details>",
-        "",
         f"![search](benchmarks/{report.plot_path().name})",
         "",
     ]
