@@ -5,6 +5,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from headrace.api.settings import ApiSettings
 from headrace.embedding.builtin import BuiltinEmbedder
 from headrace.store import search, vectors
@@ -43,18 +45,30 @@ async def test_repeated_searches_on_one_connection_never_use_a_generic_plan(
     assert [p["statement"][:60] for p in searched if p["generic_plans"]] == []
 
 
-async def test_settings_hold_in_the_search_transaction_and_end_with_it(pool: Pool) -> None:
+SETTINGS = ("jit", "plan_cache_mode", "statement_timeout")
+
+
+async def test_settings_hold_in_the_search_transaction_and_end_with_it(dsn: str, pool: Pool, tmp_path: Path) -> None:
     async with pool.acquire() as conn:
-        outside = [await conn.fetchval(f"SHOW {name}") for name in ("jit", "plan_cache_mode", "statement_timeout")]
+        outside = [await conn.fetchval(f"SHOW {name}") for name in SETTINGS]
         async with conn.transaction(readonly=True):
             await conn.execute(search.transaction_settings(1234))
-            assert await conn.fetchval("SHOW jit") == "off"
-            assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
-            assert await conn.fetchval("SHOW statement_timeout") == "1234ms"
-        # The pool hands this connection to other work next: nothing of the search may stay on it.
-        assert [await conn.fetchval(f"SHOW {name}") for name in ("jit", "plan_cache_mode", "statement_timeout")] == (
-            outside
-        )
+            assert [await conn.fetchval(f"SHOW {name}") for name in SETTINGS] == ["off", "force_custom_plan", "1234ms"]
+    await ingest(pool, tmp_path, namespace="team-a", name="ferries", files=FILES)
+    one = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        assert (await search.search(one, "ferry", mode="hybrid", embed=_embed)).hits
+        with pytest.raises(search.InvalidCursor):
+            await search.search(one, "ferry", cursor="bm90IGEgY3Vyc29y")
+        with pytest.raises(search.SearchRefused):  # refused inside the transaction: it must still end
+            await search.search(one, "ferry", mode="semantic")
+        # The pool hands this connection to other work next: nothing of the searches may stay on it.
+        async with one.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert [await conn.fetchval(f"SHOW {name}") for name in SETTINGS] == outside
+            assert await conn.fetchval("SELECT current_setting('transaction_read_only')") == "off"
+    finally:
+        await one.close()
 
 
 async def test_a_search_over_its_timeout_is_a_504(
