@@ -532,7 +532,7 @@ async def main() -> None:
                         if api_call is not None and api is not None:
                             ways.append(("api", api_call(mode), api))
                         for _, call, _ in ways:
-                            await drive(2, 1.0 if opts.smoke else 3.0, call)  # warm the caches
+                            await drive(2, 1.0 if opts.smoke else 6.0, call)  # warm the caches
                         # Floor and API take turns at each level, so both meet the same machine load.
                         for r in range(opts.repeat):
                             for c in client_counts:
