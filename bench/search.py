@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import re
@@ -464,9 +465,10 @@ async def explain(pool: Pool, query: str, mode: search.Mode, ranked: int | None)
 
 
 async def embed_query(space: Any, text: str) -> list[float]:
-    from headrace.embedding.builtin import BuiltinEmbedder
+    """The query's vector, as the API computes it."""
+    from headrace.embedding import builtin
 
-    return (await BuiltinEmbedder().embed([text]))[0]
+    return await builtin.embed_query(text)
 
 
 async def capped_overlap(pool: Pool, ranked: int) -> dict[str, float]:
@@ -482,6 +484,7 @@ async def capped_overlap(pool: Pool, ranked: int) -> dict[str, float]:
 
 async def main() -> None:
     opts = common.parse_options("search", __doc__.splitlines()[0], configure=configure)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would load the client
     want = 10_000 if opts.smoke else opts.extra.chunks
     client_counts = [1, 4] if opts.smoke else opts.extra.clients
     seconds = 1.5 if opts.smoke else opts.extra.seconds
