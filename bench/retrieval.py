@@ -13,6 +13,9 @@ whether one is there at all (Recall@10).
 Peer: BM25 (`bm25s`, Okapi, k1 1.5, b 0.75, English stop words, no stemming) over the same chunks.
 The cost of bounding keyword work is measured here too: keyword search that ranks only the first
 1% of a query's matches, the fraction `HEADRACE_SEARCH_RANKED_MATCHES` (10,000) is of a million chunks.
+
+Hybrid search weighs keyword ranks twice (`search.RRF_KEYWORD_WEIGHT`), a weight chosen on the
+even-numbered queries; the table reports hybrid on the even (tuning) and odd (held-out) halves too.
 """
 
 import argparse
@@ -288,8 +291,17 @@ async def main() -> None:
     def mean(values: list[float]) -> float:
         return sum(values) / len(values) if values else float("nan")
 
+    def halves(per: dict[str, list[tuple[float, float]]]) -> dict[str, list[tuple[float, float]]]:
+        out = dict(per)
+        for method in ("hybrid", "BM25 (bm25s)"):
+            out[f"{method}, even queries (tuning)"] = per[method][0::2]
+            out[f"{method}, odd queries (held out)"] = per[method][1::2]
+        return out
+
     table = {
-        variant: {m: {"mrr": mean([s[0] for s in v]), "recall": mean([s[1] for s in v])} for m, v in per.items()}
+        variant: {
+            m: {"mrr": mean([s[0] for s in v]), "recall": mean([s[1] for s in v])} for m, v in halves(per).items()
+        }
         for variant, per in totals.items()
     }
     report.results = {"index": built, "queries": len(queries), "metrics": table, "ranked_matches_cap": cap}
@@ -302,7 +314,7 @@ async def main() -> None:
         "",
     ]
     rows = []
-    for method in methods:
+    for method in table["plain"]:
         rows.append(
             [method] + [f"{table[v][method][k]:.3f}" for v in ("plain", "paraphrase") for k in ("mrr", "recall")]
         )
@@ -310,7 +322,12 @@ async def main() -> None:
         ["method", "MRR@10 plain", "Recall@10 plain", "MRR@10 paraphrased", "Recall@10 paraphrased"], rows
     )
     peer = "BM25 (bm25s)"
-    beats = all(table[v]["hybrid"][k] > table[v][peer][k] for v in ("plain", "paraphrase") for k in ("mrr", "recall"))
+    # Beating a peer at Recall@10 1.000 is impossible: there, matching it counts.
+    beats = all(
+        table[v]["hybrid"][k] > table[v][peer][k] or table[v]["hybrid"][k] == table[v][peer][k] == 1.0
+        for v in ("plain", "paraphrase")
+        for k in ("mrr", "recall")
+    )
     report.results["target"] = {"hybrid_beats_bm25": beats}
     ratio = {
         v: table[v]["hybrid"]["mrr"] / table[v][peer]["mrr"] if table[v][peer]["mrr"] else float("nan")
@@ -318,7 +335,8 @@ async def main() -> None:
     }
     lines += [
         f"- Hybrid MRR@10 ÷ BM25 MRR@10: {ratio['plain']:.2f}× plain, {ratio['paraphrase']:.2f}× paraphrased.",
-        f"- **Target** hybrid beats the BM25 peer on MRR@10 and Recall@10 in both variants: {common.verdict(beats)}.",
+        f"- **Target** hybrid beats the BM25 peer on MRR@10 and Recall@10 in both variants (a Recall@10 of 1.000 "
+        f"matched counts): {common.verdict(beats)}.",
         f"- Bounding keyword work to the first {cap:,} matches (1% of the index) costs "
         f"{table['plain']['keyword']['mrr'] - table['plain']['keyword, 1% of matches ranked']['mrr']:+.3f} MRR@10 "
         "(plain) against ranking every match.",

@@ -203,7 +203,7 @@ class SearchHit(KubeModel):
     chunk_id: int
     """The chunk's id: fetch it with its neighbours from `.../ingestionjobs/{job}/chunks/{chunkId}`."""
     score: float
-    """Higher is better; comparable within one query only. keyword: ts_rank_cd; semantic: cosine
+    """Higher is better; comparable within one query only. keyword: BM25; semantic: cosine
     similarity; hybrid: the reciprocal-rank-fusion score."""
     snippet: str
     """The best passages. With `highlight=html` (the default) the text is HTML-escaped and matches are

@@ -99,9 +99,10 @@ class ApiSettings(BaseSettings):
     """Hits of each ranking (keyword, semantic) that hybrid search fuses. Hybrid pages end there."""
 
     search_ranked_matches: Annotated[int | None, Field(ge=100)] = 10_000
-    """Most keyword matches ranked per search (null: every match). A word found in half of a million
-    chunks would otherwise have all of them read and ranked; capped, the best hits are taken from the
-    first this-many matches. benchmarks.md measures what it costs in quality."""
+    """Most keyword candidates ranked per search, and the count past which a word gets the floor IDF
+    (null: every match, counted exactly). A word found in half of a million chunks would otherwise
+    have all of them read and ranked; capped, candidates come from the rarest words first.
+    benchmarks.md measures what it costs in quality."""
 
     search_ef_search: Annotated[int, Field(ge=10, le=1000)] = 100
     """pgvector `hnsw.ef_search`: candidates the HNSW index visits per semantic search; higher finds

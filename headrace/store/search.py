@@ -4,14 +4,16 @@ Every mode takes the same filters and pages the same way: hits are ordered by (s
 asc) and a cursor is the last hit's (score, id), so a page never repeats or skips a hit ranked above
 the cursor. Each hit carries its chunk's whole text for a RAG client, beside a `ts_headline` snippet.
 
-Keyword ranking is `ts_rank_cd` over the GIN index. Semantic ranking is cosine similarity over the
-HNSW index of the searched jobs' vector space, scanned iteratively so filters cannot starve a page.
-Hybrid fuses the best `candidates` of each with RRF: score = Σ 1/(60 + rank).
+Keyword ranking is Okapi BM25 over the GIN index: any query word matches, rarer words weigh more
+(see _KEYWORD_SQL). Semantic ranking is cosine similarity over the HNSW index of the searched jobs'
+vector space, scanned iteratively so filters cannot starve a page. Hybrid fuses the best
+`candidates` of each with weighted RRF: score = 2/(60 + keyword rank) + 1/(60 + semantic rank).
 """
 
 import base64
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -28,7 +30,14 @@ SNIPPET_STOP = snippets.STOP
 _HEADLINE_OPTIONS = f"StartSel={SNIPPET_START}, StopSel={SNIPPET_STOP}, MaxWords=35, MinWords=15, MaxFragments=2"
 RRF_K = 60
 """The constant of reciprocal rank fusion (Cormack et al., 2009): 60 damps the head of each list."""
+RRF_KEYWORD_WEIGHT = 2.0
+"""Hybrid search counts a keyword rank twice a semantic one: chosen on the even-numbered queries of
+bench/retrieval.py, it also did better on the held-out odd ones (docs/benchmarks.md)."""
 DEFAULT_CANDIDATES = 100
+_OPERATORS = re.compile(r'"|(?:^|\s)-\w|(?:^|\s)or(?:\s|$)', re.IGNORECASE)
+"""Websearch syntax (a quoted phrase, -word, or): a keyword query that uses it matches as written."""
+MAX_QUERY_TERMS = 32
+"""Keyword ranking weighs a query's first 32 distinct words: each costs a document-frequency count."""
 
 Mode = Literal["keyword", "semantic", "hybrid"]
 MODES: tuple[Mode, ...] = ("keyword", "semantic", "hybrid")
@@ -108,14 +117,31 @@ class SearchPage:
     mode: Mode = "keyword"
 
 
-def encode_cursor(score: float, chunk_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([score, chunk_id]).encode()).decode().rstrip("=")
+def encode_cursor(score: float, chunk_id: int, statistics: dict[str, Any] | None = None) -> str:
+    """A cursor after the hit (score, chunk_id); keyword ranking's collection statistics ride along, so
+    that later pages score every chunk as the first page did, while documents come and go."""
+    fields: list[Any] = [score, chunk_id] + ([statistics] if statistics is not None else [])
+    return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[float, int]:
+    score, chunk_id, _ = _cursor_fields(cursor)
+    return score, chunk_id
+
+
+def cursor_statistics(cursor: str | None) -> dict[str, Any] | None:
+    """The keyword-ranking statistics a cursor carries (None: rank by the current ones)."""
+    return _cursor_fields(cursor)[2] if cursor else None
+
+
+def _cursor_fields(cursor: str) -> tuple[float, int, dict[str, Any] | None]:
     try:
-        score, chunk_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(score), int(chunk_id)
+        fields = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        score, chunk_id, *rest = fields
+        statistics = rest[0] if rest else None
+        if len(rest) > 1 or not (statistics is None or isinstance(statistics, dict)):
+            raise ValueError("unknown cursor fields")
+        return float(score), int(chunk_id), statistics
     except (ValueError, TypeError) as exc:
         raise InvalidCursor("cursor is not one this server returned") from exc
 
@@ -179,31 +205,105 @@ def choose_mode(asked: Mode | None, where: Scope) -> Mode:
     return asked
 
 
-_KEYWORD_SQL = """
-WITH q AS (
-    -- q in websearch syntax: every word must match. (Matching any word, as BM25 does, measured worse
-    -- inside hybrid search in bench/retrieval.py: ts_rank_cd weighs no word by its rarity.)
-    SELECT cfg, websearch_to_tsquery(cfg, $1) AS query
-    FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) c
+_KEYWORD_SQL = r"""
+WITH pinned AS (
+    -- The statistics a first page ranked by, carried in its cursor (NULL on a first page).
+    SELECT $11::jsonb AS s
 ),
-matched AS (
-    SELECT c.id, c.tsv, q.query
-    FROM q
-    -- LATERAL with OFFSET 0 keeps Postgres from flattening this into a hash join that tests `@@` on
-    -- every chunk: per text-search config it is a bitmap scan of the GIN index for that config's query.
-    CROSS JOIN LATERAL (
-        SELECT c0.id, c0.tsv, c0.document_id FROM headrace.chunks c0
-        WHERE c0.tsv @@ q.query AND c0.config = q.cfg AND c0.job_uid = ANY($3::uuid[]) OFFSET 0
-    ) c
-    JOIN headrace.documents d ON d.id = c.document_id
-    WHERE ($4::text IS NULL OR starts_with(d.uri, $4))
-      AND ($5::jsonb IS NULL OR d.metadata @> $5)
-    -- The bound on ranking work: a word in half the index would otherwise have every match read and
-    -- ranked. NULL ranks every match.
-    LIMIT $9
+terms AS (
+    -- The query's distinct words (its first MAX_QUERY_TERMS), normalised by each searched
+    -- text-search config as its chunks were (stemmed, stop words dropped), each as a one-word
+    -- tsquery (quoted, so that no word is read as an operator).
+    SELECT cfg, lexeme, ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS query
+    FROM (
+        SELECT c.cfg, t.lexeme, row_number() OVER (PARTITION BY c.cfg ORDER BY t.positions[1], t.lexeme) AS nth
+        FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) c
+        CROSS JOIN LATERAL unnest(to_tsvector(c.cfg, $1)) AS t
+    ) words
+    WHERE nth <= $12
+),
+counted AS (
+    -- Each word's document frequency in the searched jobs, counted through the GIN index up to
+    -- `ranked_matches`: a word in more chunks gets the floor rarity, so counting stays bounded.
+    SELECT t.*, coalesce(
+        ((SELECT s FROM pinned) -> 'df' ->> (t.cfg::text || ' ' || t.lexeme))::bigint,
+        (SELECT count(*) FROM (
+            SELECT 1 FROM headrace.chunks c0
+            WHERE c0.tsv @@ t.query AND c0.config = t.cfg AND c0.job_uid = ANY($3::uuid[]) LIMIT $9::bigint
+        ) m)
+    ) AS df
+    FROM terms t
+),
+collection AS (
+    -- N, the number of chunks, is the table's row estimate: any database role may read it, it tells
+    -- no namespace's words, and within one query it raises every word's IDF alike.
+    SELECT coalesce(((SELECT s FROM pinned) ->> 'n')::float8, greatest(
+        (SELECT reltuples FROM pg_class WHERE oid = 'headrace.chunks'::regclass), (SELECT max(df) FROM counted), 1
+    )::float8) AS n
+),
+weighted AS (
+    -- BM25's IDF, and the order in which words give candidates: the rarest first.
+    SELECT w.*, ln(1 + (c.n - w.df + 0.5) / (w.df + 0.5)) AS idf, row_number() OVER (ORDER BY w.df, w.lexeme) AS rarity
+    FROM counted w, collection c
+),
+passes AS (
+    -- Candidates come from the rarest word first, each word's matches capped and the whole set capped.
+    -- A chunk holding every word holds the rarest, so it is a candidate unless even the rarest word is
+    -- over the cap: then the chunks holding every word (the GIN index's AND) come first. A query in
+    -- websearch syntax ("a phrase", -word, or) is taken as written: its matches are the only candidates.
+    SELECT 0 AS rarity, cfg, CASE WHEN $10 THEN websearch_to_tsquery(cfg, $1) ELSE plainto_tsquery(cfg, $1) END AS query
+    FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) c
+    WHERE $10 OR ($9::bigint IS NOT NULL AND (SELECT min(df) FROM weighted) >= $9::bigint)
+    UNION ALL
+    SELECT rarity, cfg, query FROM weighted WHERE NOT $10
+),
+candidates AS (
+    SELECT DISTINCT id FROM (
+        SELECT m.id
+        FROM (SELECT * FROM passes ORDER BY rarity) p
+        -- LATERAL with OFFSET 0: per word, a bitmap scan of the GIN index, never `@@` on every chunk.
+        CROSS JOIN LATERAL (
+            SELECT c0.id FROM headrace.chunks c0
+            JOIN headrace.documents d ON d.id = c0.document_id
+            WHERE c0.tsv @@ p.query AND c0.config = p.cfg AND c0.job_uid = ANY($3::uuid[])
+              AND ($4::text IS NULL OR starts_with(d.uri, $4))
+              AND ($5::jsonb IS NULL OR d.metadata @> $5)
+            LIMIT $9::bigint OFFSET 0
+        ) m
+        LIMIT $9::bigint
+    ) found
+),
+lengths AS (
+    -- BM25 divides a chunk's length by the average length, here the candidates' average; a length
+    -- counts distinct words, which a tsvector knows without reading its positions.
+    SELECT c.id, c.config, c.tsv, length(c.tsv) AS len,
+           coalesce(((SELECT s FROM pinned) ->> 'avglen')::float8, (avg(length(c.tsv)) OVER ())::float8) AS avglen
+    FROM candidates k JOIN headrace.chunks c ON c.id = k.id
+),
+frequencies AS MATERIALIZED (
+    -- Each query word's frequency in each candidate: setweight + ts_filter keep only the query's words
+    -- of the chunk's tsvector (one pass over it), and the count of a word's positions is its frequency.
+    SELECT l.id, l.len, l.avglen, l.config, u.lexeme, cardinality(u.positions) AS tf
+    FROM lengths l
+    JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = l.config
+    CROSS JOIN LATERAL unnest(ts_filter(setweight(l.tsv, 'A', v.lexemes), '{a}')) u
+),
+scored AS (
+    -- Okapi BM25 (k1 1.2, b 0.75), summed in a fixed order so that a score is the same on every page.
+    SELECT f.id, sum(w.idf * f.tf * 2.2 / (f.tf + 1.2 * (0.25 + 0.75 * f.len / f.avglen)) ORDER BY w.lexeme) AS score
+    FROM frequencies f
+    JOIN weighted w ON w.cfg = f.config AND w.lexeme = f.lexeme
+    GROUP BY f.id
 )
-SELECT id, score FROM (SELECT id, ts_rank_cd(tsv, query) AS score FROM matched) ranked
-WHERE $6::real IS NULL OR score < $6::real OR (score = $6::real AND id > $7)
+SELECT id, score, (
+    SELECT jsonb_build_object(
+        'n', (SELECT n FROM collection),
+        'avglen', (SELECT max(avglen) FROM lengths),
+        'df', (SELECT jsonb_object_agg(cfg::text || ' ' || lexeme, df) FROM counted)
+    )
+) AS statistics
+FROM scored
+WHERE $6::float8 IS NULL OR score < $6::float8 OR (score = $6::float8 AND id > $7)
 ORDER BY score DESC, id ASC
 LIMIT $8
 """
@@ -321,8 +421,13 @@ async def search(
         configs = sorted({j.config for j in scoped.jobs})
         filters = (where.uri_prefix, where.metadata)
         ranked: list[tuple[int, float]]
+        statistics: dict[str, Any] | None = None
         if chosen == "keyword":
-            ranked = await _keyword(conn, query, configs, uids, filters, after, limit + 1, ranked_matches)
+            ranked, statistics = await _keyword(
+                conn, query, configs, uids, filters, after, limit + 1, ranked_matches, cursor_statistics(cursor)
+            )
+            if not ranked and after is None and query.strip() and not await _has_words(conn, query, configs):
+                raise SearchRefused("q has no words to search by keyword: only stop words or punctuation")
         else:
             assert embed is not None
             space = next(iter(scoped.spaces.values()))
@@ -343,11 +448,14 @@ async def search(
                 )
                 ranked = [(r["id"], float(r["score"])) for r in rows]
             else:
-                keyword = await _keyword(conn, query, configs, uids, filters, None, candidates, ranked_matches)
+                keyword, statistics = await _keyword(
+                    conn, query, configs, uids, filters, None, candidates, ranked_matches, cursor_statistics(cursor)
+                )
                 rows = await conn.fetch(
                     _semantic_sql(space), vector, space.id, space_uids, *filters, candidates, None, None
                 )
-                ranked = _fuse([keyword, [(r["id"], float(r["score"])) for r in rows]], after, limit + 1)
+                semantic = [(r["id"], float(r["score"])) for r in rows]
+                ranked = _fuse([(keyword, RRF_KEYWORD_WEIGHT), (semantic, 1.0)], after, limit + 1)
         page = ranked[:limit]
         rows = await conn.fetch(_HITS_SQL, [chunk_id for chunk_id, _ in page], query) if page else []
     scores = dict(page)
@@ -367,7 +475,7 @@ async def search(
         )
         for r in rows
     ]
-    next_cursor = encode_cursor(hits[-1].score, hits[-1].chunk_id) if hits and len(ranked) > limit else None
+    next_cursor = encode_cursor(hits[-1].score, hits[-1].chunk_id, statistics) if hits and len(ranked) > limit else None
     return SearchPage(hits=hits, next_cursor=next_cursor, mode=chosen)
 
 
@@ -380,21 +488,42 @@ async def _keyword(
     after: tuple[float, int] | None,
     limit: int,
     ranked_matches: int | None,
-) -> list[tuple[int, float]]:
+    statistics: dict[str, Any] | None,
+) -> tuple[list[tuple[int, float]], dict[str, Any] | None]:
+    """Keyword ranking (BM25 over the GIN index, see _KEYWORD_SQL) and the statistics it ranked by."""
     rows = await conn.fetch(
-        _KEYWORD_SQL, query, configs, uids, *filters, *(after or (None, None)), limit, ranked_matches
+        _KEYWORD_SQL,
+        query,
+        configs,
+        uids,
+        *filters,
+        *(after or (None, None)),
+        limit,
+        ranked_matches,
+        bool(_OPERATORS.search(query)),
+        statistics,
+        MAX_QUERY_TERMS,
     )
-    return [(r["id"], float(r["score"])) for r in rows]
+    ranked = [(r["id"], float(r["score"])) for r in rows]
+    return ranked, (rows[0]["statistics"] if rows else statistics)
+
+
+async def _has_words(conn: Connection, query: str, configs: list[str]) -> bool:
+    """Whether `query` has a word keyword search can match in any of `configs` (not only stop words)."""
+    found = await conn.fetchval(
+        "SELECT bool_or(to_tsvector(cfg::regconfig, $1) <> ''::tsvector) FROM unnest($2::text[]) cfg", query, configs
+    )
+    return bool(found) or not configs
 
 
 def _fuse(
-    rankings: list[list[tuple[int, float]]], after: tuple[float, int] | None, limit: int
+    rankings: list[tuple[list[tuple[int, float]], float]], after: tuple[float, int] | None, limit: int
 ) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion of best-first rankings, then the keyset page after `after`."""
+    """Weighted reciprocal rank fusion of best-first rankings, then the keyset page after `after`."""
     fused: dict[int, float] = {}
-    for ranking in rankings:
+    for ranking, weight in rankings:
         for rank, (chunk_id, _) in enumerate(ranking, start=1):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (RRF_K + rank)
     # Scores go through a JSON cursor and back: round so a float's repr cannot shift an equal score.
     ordered = sorted(((cid, round(score, 12)) for cid, score in fused.items()), key=lambda h: (-h[1], h[0]))
     if after is not None:

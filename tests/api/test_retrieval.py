@@ -94,6 +94,7 @@ async def test_refusals_are_problems(client: httpx.AsyncClient, pool: Pool, tmp_
         ({"q": "é" * 2100}, 400, "bytes"),  # 2,100 characters, 4,200 bytes
         ({"q": "x" * 4097}, 422, "4096"),
         ({"q": "   "}, 400, "empty"),
+        ({"q": "the of and", "mode": "keyword"}, 400, "stop words"),
         ({"q": "car", "limit": 101}, 400, "limit"),
         ({"q": "car", "mode": "semantic", "namespaces": ["team-b"]}, 400, "none of the searched jobs"),
         ({"q": "car", "mode": "fuzzy"}, 422, "mode"),
