@@ -243,24 +243,36 @@ collection AS (
 ),
 weighted AS (
     -- BM25's IDF, and the order in which words give candidates: the rarest first.
-    SELECT w.*, ln(1 + (c.n - w.df + 0.5) / (w.df + 0.5)) AS idf, row_number() OVER (ORDER BY w.df, w.lexeme) AS rarity
+    SELECT w.*, ln(1 + (c.n - w.df + 0.5) / (w.df + 0.5)) AS idf, row_number() OVER (ORDER BY w.df, w.lexeme) AS rarity,
+           row_number() OVER (PARTITION BY w.cfg ORDER BY w.df, w.lexeme) AS among
     FROM counted w, collection c
 ),
 passes AS (
-    -- Candidates come from the rarest word first, each word's matches capped and the whole set capped.
-    -- A chunk holding every word holds the rarest, so it is a candidate unless even the rarest word is
-    -- over the cap: then the chunks holding every word (the GIN index's AND) come first. A query in
-    -- websearch syntax ("a phrase", -word, or) is taken as written: its matches are the only candidates.
-    SELECT 0 AS rarity, cfg, CASE WHEN $10 THEN websearch_to_tsquery(cfg, $1) ELSE plainto_tsquery(cfg, $1) END AS query
-    FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) c
-    WHERE $10 OR ($9::bigint IS NOT NULL AND (SELECT min(df) FROM weighted) >= $9::bigint)
+    -- Where candidates come from, in order, until `ranked_matches` of them are found: every match of
+    -- each word under the cap, rarest first (a word that rare costs little to read whole); then, when
+    -- some word is over the cap, the chunks holding every word (the GIN index's AND), then those
+    -- holding two of the six rarest words, and only then a sample of each common word's matches. So a
+    -- chunk sharing more, and rarer, words with the query is a candidate before one sharing a common
+    -- word only. A query in websearch syntax ("a phrase", -word, or) is taken as written: its
+    -- matches are the only candidates.
+    SELECT 0 AS pass, cfg, websearch_to_tsquery(cfg, $1) AS query
+    FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) c WHERE $10
     UNION ALL
-    SELECT rarity, cfg, query FROM weighted WHERE NOT $10
+    SELECT rarity, cfg, query FROM weighted WHERE NOT $10 AND ($9::bigint IS NULL OR df < $9::bigint)
+    UNION ALL
+    SELECT 1000, cfg, plainto_tsquery(cfg, $1) FROM (SELECT DISTINCT cfg FROM weighted) c
+    WHERE NOT $10 AND (SELECT max(df) FROM weighted) >= $9::bigint
+    UNION ALL
+    SELECT 2000 + 100 * a.rarity + b.rarity, a.cfg, a.query && b.query
+    FROM weighted a JOIN weighted b ON b.cfg = a.cfg AND b.among < 7 AND a.among < b.among
+    WHERE NOT $10 AND (SELECT max(df) FROM weighted) >= $9::bigint
+    UNION ALL
+    SELECT 10000 + rarity, cfg, query FROM weighted WHERE NOT $10 AND df >= $9::bigint
 ),
 candidates AS (
     SELECT DISTINCT id FROM (
         SELECT m.id
-        FROM (SELECT * FROM passes ORDER BY rarity) p
+        FROM (SELECT * FROM passes ORDER BY pass) p
         -- LATERAL with OFFSET 0: per word, a bitmap scan of the GIN index, never `@@` on every chunk.
         CROSS JOIN LATERAL (
             SELECT c0.id FROM headrace.chunks c0
@@ -409,8 +421,9 @@ async def search(
 ) -> SearchPage:
     """One page of chunks for `query`, best first. `mode=None` picks hybrid when the searched jobs
     share a vector space and `embed` can embed the query in it, else keyword. `ranked_matches` caps
-    how many keyword matches are ranked (None: all): the bound that keeps common words fast on a
-    large index, at the cost of ranking a sample of their matches (see docs/benchmarks.md)."""
+    how many keyword candidates are ranked and how far a word's document frequency is counted (None:
+    all, exactly): the bound that keeps common words fast on a large index, at the cost of ranking a
+    sample of the chunks that share only common words with the query (see docs/benchmarks.md)."""
     after = decode_cursor(cursor) if cursor else None
     async with _read_only_transaction(pool, timeout_ms) as conn:
         scoped = await scope(conn, where)

@@ -1,5 +1,7 @@
 """Search: syntax, ranking, snippets, filters, keyset pages under concurrent ingest, hostile input."""
 
+import base64
+import json
 from pathlib import Path
 
 import httpx
@@ -119,3 +121,17 @@ async def test_retained_data_is_not_served(client: httpx.AsyncClient, seeded: di
     assert listed.json()["items"] == []
     documents = await client.get("/v1/namespaces/team-b/ingestionjobs/docs/documents", headers=ADMIN)
     assert documents.status_code == 404
+
+
+async def test_a_cursor_with_forged_ranking_statistics_is_a_400(
+    client: httpx.AsyncClient, seeded: dict[str, JobRecord]
+) -> None:
+    # A keyword cursor carries the statistics its first page ranked by; forged ones are the caller's error.
+    statistics = [{"n": "x"}, {"df": {"english zephyr": -5}}, {"avglen": 0}, [3]]
+    for forged in statistics:
+        cursor = base64.urlsafe_b64encode(json.dumps([1, 2, forged]).encode()).decode().rstrip("=")
+        response = await client.get(
+            "/v1/search", params={"q": "zephyr", "mode": "keyword", "cursor": cursor}, headers=ADMIN
+        )
+        assert response.status_code == 400, (forged, response.text)
+        assert response.json()["detail"] == "cursor is not one this server returned"
