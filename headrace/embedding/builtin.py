@@ -40,6 +40,15 @@ def embed_sync(texts: Sequence[str]) -> list[Vector]:
     return check_vectors(matrix.tolist(), expected=len(texts), dimensions=BUILTIN_EMBEDDING_DIMENSIONS)
 
 
+async def embed_query(text: str) -> Vector:
+    """The vector of one short text, a search query: computed in the calling thread once the model is
+    loaded (about 0.1 ms for a query of a few words, less than handing it to a worker thread, which
+    on a busy machine waits for the CPU twice). The first call loads the model in a thread."""
+    if _model.cache_info().currsize == 0:
+        await asyncio.to_thread(_model)
+    return embed_sync([text])[0]
+
+
 class BuiltinEmbedder:
     """wordllama in a thread, so embedding a long document does not stall heartbeats."""
 

@@ -11,10 +11,12 @@ vector space, scanned iteratively so filters cannot starve a page. Hybrid fuses 
 """
 
 import base64
+import contextlib
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -146,9 +148,12 @@ def _cursor_fields(cursor: str) -> tuple[float, int, dict[str, Any] | None]:
 
 async def scope(conn: Pool | Connection, where: SearchFilter) -> Scope:
     """The jobs `where` selects, and for each the vector space its spec names, when it exists."""
+    # One round trip: the jobs, whether vectors can exist, and every vector space (a handful of rows).
     rows = await conn.fetch(
         """
-        SELECT uid, namespace, name, text_search_config::text AS config, spec->'embedding' AS embedding
+        SELECT uid, namespace, name, text_search_config::text AS config, spec->'embedding' AS embedding,
+               to_regclass('headrace.embeddings') IS NOT NULL AS vectors,
+               (SELECT jsonb_agg(jsonb_build_array(id, model, dimensions)) FROM headrace.embedding_spaces) AS spaces
         FROM headrace.jobs
         -- Retained data (its IngestionJob deleted) is not served until a new IngestionJob adopts it.
         WHERE deleted_at IS NULL
@@ -164,9 +169,10 @@ async def scope(conn: Pool | Connection, where: SearchFilter) -> Scope:
         for r in rows
     ]
     keys = {j.uid: key for j in jobs if (key := _space_key(j.embedding)) is not None}
-    if not keys or not await vectors.available(conn):
+    if not keys or not rows[0]["vectors"]:
         return Scope(jobs)
-    found = await vectors.find_spaces(conn, sorted(set(keys.values())))
+    spaces = (vectors.Space(int(i), str(m), int(d)) for i, m, d in rows[0]["spaces"] or [])
+    found = {key: space for space in spaces if (key := (space.model, space.dimensions)) in keys.values()}
     space_of = {uid: found[key].id for uid, key in keys.items() if key in found}
     return Scope(jobs, {s.id: s for s in found.values()}, space_of)
 
@@ -338,10 +344,22 @@ ORDER BY score DESC, id ASC
 """
 
 
+_NO_MATCH_HEADLINE_CHARS = 1000
+"""ts_headline parses the whole text it is given, and is most of a semantic page's database time
+(EXPLAIN at a million chunks: 2.2 ms of the hits query, against 0.5 ms for the HNSW search). A chunk
+holding none of the query's words gets its first words as its snippet, so it is given only the
+start of its text: the same snippet (checked on 4,046 such chunks of the Python docs) for less."""
+
 _HITS_SQL = f"""
 SELECT c.id, c.ordinal, c.page, c.content, d.uri, d.title, d.metadata, j.namespace, j.name AS job,
        ts_headline(
-           c.config, translate(c.content, '{SNIPPET_START}{SNIPPET_STOP}', ''), websearch_to_tsquery(c.config, $2),
+           c.config,
+           translate(
+               CASE WHEN tsvector_to_array(c.tsv) && tsvector_to_array(to_tsvector(c.config, $2)) THEN c.content
+                    ELSE left(c.content, {_NO_MATCH_HEADLINE_CHARS}) END,
+               '{SNIPPET_START}{SNIPPET_STOP}', ''
+           ),
+           websearch_to_tsquery(c.config, $2),
            '{_HEADLINE_OPTIONS}'
        ) AS snippet
 FROM unnest($1::bigint[]) WITH ORDINALITY AS p(id, position)
@@ -350,6 +368,41 @@ JOIN headrace.documents d ON d.id = c.document_id
 JOIN headrace.jobs j ON j.uid = c.job_uid
 ORDER BY p.position
 """
+
+
+def transaction_settings(timeout_ms: int) -> str:
+    """The search transaction's settings, sent as one statement (one round trip).
+
+    - `plan_cache_mode = force_custom_plan`: asyncpg prepares every statement, and after five runs
+      on a connection Postgres may switch it to a generic plan, made without the parameters' values.
+      The generic plan of the semantic SQL guesses that `($4 IS NULL OR starts_with(d.uri, $4))`
+      keeps one document, and computes the distance of every chunk in a nested loop instead of
+      walking the space's HNSW index (EXPLAIN at 27,255 chunks: 360 ms against 28 ms; it grows with
+      the index). Planning with the values costs about a millisecond per statement.
+    - `jit = off`: the searches' cost estimates exceed `jit_above_cost` on a large index, and
+      compiling a query (up to a second) costs far more than it saves on a page of ten hits.
+    """
+    return (
+        f"SET LOCAL statement_timeout = {int(timeout_ms)}; SET LOCAL plan_cache_mode = force_custom_plan; "
+        "SET LOCAL jit = off"
+    )
+
+
+@asynccontextmanager
+async def _read_only_transaction(pool: Pool, timeout_ms: int) -> AsyncIterator[Connection]:
+    """A pooled connection in a read-only transaction with the search's settings, begun in one round
+    trip (BEGIN and the SETs in one simple query): a round trip is a context switch into Postgres,
+    and on a busy machine each one costs the search about a millisecond."""
+    async with pool.acquire() as conn:
+        await conn.execute("BEGIN READ ONLY; " + transaction_settings(timeout_ms))
+        try:
+            yield conn
+        except BaseException:
+            if not conn.is_closed():
+                with contextlib.suppress(Exception):  # the pool's reset rolls back what this could not
+                    await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
 
 
 async def search(
@@ -372,8 +425,7 @@ async def search(
     all, exactly): the bound that keeps common words fast on a large index, at the cost of ranking a
     sample of the chunks that share only common words with the query (see docs/benchmarks.md)."""
     after = decode_cursor(cursor) if cursor else None
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
-        await conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+    async with _read_only_transaction(pool, timeout_ms) as conn:
         scoped = await scope(conn, where)
         chosen = choose_mode(mode if (mode is not None or embed is not None) else "keyword", scoped)
         if chosen != "keyword" and embed is None:
@@ -394,8 +446,9 @@ async def search(
             space = next(iter(scoped.spaces.values()))
             vector = vectors.vector_literal(await embed(space, query))
             space_uids = scoped.jobs_in(space.id)
-            await conn.execute(f"SET LOCAL hnsw.ef_search = {max(int(ef_search), 1)}")
-            await conn.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            await conn.execute(
+                f"SET LOCAL hnsw.ef_search = {max(int(ef_search), 1)}; SET LOCAL hnsw.iterative_scan = strict_order"
+            )
             if chosen == "semantic":
                 rows = await conn.fetch(
                     _semantic_sql(space),

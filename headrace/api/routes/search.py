@@ -24,7 +24,7 @@ from headrace.api.schemas import (
     SearchResults,
     UriPrefix,
 )
-from headrace.embedding.builtin import BuiltinEmbedder
+from headrace.embedding.builtin import embed_query
 from headrace.model.spec import BUILTIN_EMBEDDING_MODEL
 from headrace.store import jobs, snippets
 from headrace.store import search as store
@@ -51,7 +51,7 @@ async def _scope(
             if not await services.auth.may_read(principal, namespace):
                 raise auth.Forbidden(principal, namespace)
         return sorted(set(asked))
-    return await auth.readable(services.auth, principal, await jobs.namespaces(pool))
+    return await auth.readable(services.auth, principal, partial(jobs.namespaces, pool))
 
 
 async def _search(
@@ -129,7 +129,7 @@ async def _embed_query(given: list[float] | None, space: Space, text: str) -> Se
             f"the searched jobs are embedded by the endpoint model {space.model}: embed q with it and pass `vector` "
             "(the API does not call tenants' endpoints), or use mode keyword",
         )
-    return (await BuiltinEmbedder().embed([text]))[0]
+    return await embed_query(text)  # at most MAX_QUERY_BYTES: cheap enough for the event loop
 
 
 @router.get("", summary="Search passages", description=_SEARCH_DOC)
