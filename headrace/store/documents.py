@@ -6,10 +6,13 @@ recorded. `sync: mirror` deletes the documents whose `run` is older than the run
 """
 
 import hashlib
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import asyncpg
 
 from headrace.redaction import redact
 from headrace.store import vectors
@@ -134,6 +137,209 @@ async def entry_hashes(pool: Pool, job_uid: uuid.UUID, archive_uri: str, fingerp
     return {row["uri"]: row["content_hash"] for row in rows}
 
 
+@dataclass(frozen=True)
+class Written:
+    """What one transaction of `store_documents` did: the outcome of each document written (a document
+    a newer run had already recorded is in neither map), and the documents Postgres refused, each with
+    its reason, which their batch-mates outlived."""
+
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+def _refuses_document(error: BaseException) -> bool:
+    """Whether the error is about a value of the document (a character Postgres cannot store, a chunk
+    too long for a tsvector, a vector of the wrong size), so the document fails and not its task."""
+    if isinstance(error, asyncpg.InterfaceError):  # asyncpg could not encode an argument
+        return isinstance(error, ValueError)
+    return isinstance(
+        error,
+        (
+            asyncpg.DataError,  # SQLSTATE 22: untranslatable character, invalid input, value too long
+            asyncpg.ProgramLimitExceededError,  # 54: string too long for tsvector, index row too large
+            asyncpg.NotNullViolationError,
+            asyncpg.UniqueViolationError,  # two chunks of a document with one ordinal
+            asyncpg.CheckViolationError,
+        ),
+    )
+
+
+async def store_documents(
+    pool: Pool,
+    job_uid: uuid.UUID,
+    run: int,
+    docs: Sequence[tuple[DocumentRecord, Sequence[Sequence[float]]]],
+    *,
+    space: vectors.Space | None = None,
+) -> Written:
+    """Write documents and replace their chunks, and the chunks' vectors in `space`, in one transaction
+    of a few statements whatever the number of documents. Each document comes with one vector per
+    chunk, or none (then it has no vectors).
+
+    A document that a newer run already recorded is left as it is. When Postgres refuses a value of
+    one document, the batch is written again one document at a time, so only that document is
+    refused, with the reason. Retry the whole call, never a part of it, after a lost connection: what
+    it writes is idempotent within a run."""
+    batch = {doc.uri: (doc, vecs) for doc, vecs in docs}  # the last of a URI given twice wins
+    refused = {uri: why for uri, (doc, vecs) in batch.items() if (why := _unfit(doc, vecs, space)) is not None}
+    fit = [doc for uri, doc in batch.items() if uri not in refused]
+    if not fit:
+        return Written(refused=refused)
+    try:
+        written = await _write_documents(pool, job_uid, run, fit, space)
+    except Exception as exc:
+        if not _refuses_document(exc):
+            raise
+        if len(fit) == 1:
+            written = Written(refused={fit[0][0].uri: f"the database refused the document: {exc}"})
+        else:  # find the culprit: each document alone
+            written = Written()
+            for doc in fit:
+                alone = await store_documents(pool, job_uid, run, [doc], space=space)
+                written.outcomes.update(alone.outcomes)
+                written.refused.update(alone.refused)
+    written.refused.update(refused)
+    return written
+
+
+def _unfit(doc: DocumentRecord, vecs: Sequence[Sequence[float]], space: vectors.Space | None) -> str | None:
+    """Why the document's vectors cannot be stored with its chunks, or None when they can."""
+    if not vecs:
+        return None
+    if len(vecs) != len(doc.chunks):
+        return f"{len(vecs)} vectors for {len(doc.chunks)} chunks"
+    if space is None:
+        return "vectors without an embedding space to store them in"
+    if any(len(v) != space.dimensions for v in vecs):
+        return f"a vector whose dimension is not the {space.dimensions} of model {space.model}"
+    return None
+
+
+async def _write_documents(
+    pool: Pool,
+    job_uid: uuid.UUID,
+    run: int,
+    docs: list[tuple[DocumentRecord, Sequence[Sequence[float]]]],
+    space: vectors.Space | None,
+) -> Written:
+    """One transaction: lock the rows the documents already have (in URI order, as every writer does,
+    so two workers never deadlock), upsert the documents while their `run` is not newer than this one,
+    drop their old chunks (their vectors go with them), and insert the new chunks with their vectors."""
+    docs = sorted(docs, key=lambda d: d[0].uri)
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT uri, state, run, outcome FROM headrace.documents WHERE job_uid = $1 AND uri = ANY($2::text[]) "
+            "ORDER BY uri FOR UPDATE",
+            job_uid,
+            [doc.uri for doc, _ in docs],
+        )
+        previous = {row["uri"]: row for row in rows}
+        docs = [(doc, vecs) for doc, vecs in docs if doc.uri not in previous or previous[doc.uri]["run"] <= run]
+        if not docs:
+            return Written()
+        outcomes = {doc.uri: _next_outcome(previous.get(doc.uri), run, "updated") for doc, _ in docs}
+        embedded = space is not None
+        ids = await conn.fetch(
+            """
+            WITH upserted AS (
+                INSERT INTO headrace.documents
+                    (job_uid, uri, title, state, error, content_hash, fingerprint, source_version, format,
+                     bytes, chunk_count, metadata, run, outcome, embedding_space)
+                SELECT $1, d.uri, d.title, 'ingested', NULL, d.content_hash, d.fingerprint, d.source_version,
+                       d.format, d.bytes, d.chunk_count, d.metadata::jsonb, $2, d.outcome, d.embedding_space
+                FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[],
+                            $10::integer[], $11::text[], $12::text[], $13::integer[])
+                     AS d(uri, title, content_hash, fingerprint, source_version, format, bytes, chunk_count,
+                          metadata, outcome, embedding_space)
+                ON CONFLICT (job_uid, uri) DO UPDATE
+                SET title = excluded.title, state = 'ingested', error = NULL,
+                    content_hash = excluded.content_hash, fingerprint = excluded.fingerprint,
+                    source_version = excluded.source_version, format = excluded.format,
+                    bytes = excluded.bytes, chunk_count = excluded.chunk_count, metadata = excluded.metadata,
+                    run = excluded.run, outcome = excluded.outcome, embedding_space = excluded.embedding_space,
+                    updated_at = now()
+                WHERE headrace.documents.run <= excluded.run
+                RETURNING id, uri
+            ), dropped AS (
+                DELETE FROM headrace.chunks c USING upserted u WHERE c.document_id = u.id
+            )
+            SELECT id, uri FROM upserted
+            """,
+            job_uid,
+            run,
+            [doc.uri for doc, _ in docs],
+            [doc.title for doc, _ in docs],
+            [doc.content_hash for doc, _ in docs],
+            [doc.fingerprint for doc, _ in docs],
+            [doc.source_version for doc, _ in docs],
+            [doc.format for doc, _ in docs],
+            [doc.bytes for doc, _ in docs],
+            [len(doc.chunks) for doc, _ in docs],
+            [json.dumps(doc.metadata) for doc, _ in docs],
+            [outcomes[doc.uri] for doc, _ in docs],
+            [space.id if space is not None and vecs else None for doc, vecs in docs],
+        )
+        by_uri = {row["uri"]: row["id"] for row in ids}  # a URI inserted meanwhile by a newer run is missing
+        written = [(by_uri[doc.uri], doc, vecs) for doc, vecs in docs if doc.uri in by_uri]
+        chunks = [
+            (doc_id, chunk, vecs[i] if vecs else None)
+            for doc_id, doc, vecs in written
+            for i, chunk in enumerate(doc.chunks)
+        ]
+        if chunks:
+            await _insert_chunks(conn, job_uid, chunks, space if embedded else None)
+        return Written(outcomes={doc.uri: outcomes[doc.uri] for _, doc, _ in written})
+
+
+async def _insert_chunks(
+    conn: Connection,
+    job_uid: uuid.UUID,
+    chunks: list[tuple[int, ChunkRecord, Sequence[float] | None]],
+    space: vectors.Space | None,
+) -> None:
+    """Insert chunks from arrays, and with them their vectors in `space`, in one statement. INSERT, not
+    COPY: Postgres refuses COPY FROM into a table with row-level security for the roles it applies to,
+    which tenant workers are. Vectors travel as one flat `real[]` sliced per chunk: binary floats, no
+    text to format and parse."""
+    insert = (
+        "INSERT INTO headrace.chunks (document_id, job_uid, ordinal, page, content, config) "
+        "SELECT c.document_id, $1, c.ordinal, c.page, c.content, "
+        "(SELECT text_search_config FROM headrace.jobs WHERE uid = $1) FROM c"
+    )
+    source = (
+        "unnest($2::bigint[], $3::integer[], $4::integer[], $5::text[]) "
+        "WITH ORDINALITY AS c(document_id, ordinal, page, content, position)"
+    )
+    args: list[object] = [
+        job_uid,
+        [doc_id for doc_id, _, _ in chunks],
+        [chunk.ordinal for _, chunk, _ in chunks],
+        [chunk.page for _, chunk, _ in chunks],
+        [chunk.content for _, chunk, _ in chunks],
+    ]
+    with_vectors = [(position, vec) for position, (_, _, vec) in enumerate(chunks, start=1) if vec is not None]
+    if space is None or not with_vectors:
+        await conn.execute(f"WITH c AS (SELECT * FROM {source}) {insert}", *args)
+        return
+    dims = space.dimensions
+    flat = [x for _, vec in with_vectors for x in vec]
+    await conn.execute(
+        f"""
+        WITH c AS (SELECT * FROM {source}),
+        v AS (SELECT * FROM unnest($6::bigint[]) WITH ORDINALITY AS v(position, slot)),
+        inserted AS ({insert} RETURNING id, document_id, ordinal)
+        INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding)
+        SELECT i.id, $1, $7, ($8::real[])[(v.slot - 1) * $9 + 1 : v.slot * $9]::vector
+        FROM inserted i JOIN c USING (document_id, ordinal) JOIN v USING (position)
+        """,
+        *args,
+        [position for position, _ in with_vectors],
+        space.id,
+        flat,
+        dims,
+    )
+
+
 async def store_document(
     pool: Pool,
     job_uid: uuid.UUID,
@@ -144,63 +350,11 @@ async def store_document(
     embeddings: Sequence[Sequence[float]] = (),
 ) -> Outcome | None:
     """Write a document and replace its chunks, and their vectors in `space`, in one transaction; None when a
-    newer run already recorded it."""
-    async with pool.acquire() as conn, conn.transaction():
-        config = await conn.fetchval("SELECT text_search_config FROM headrace.jobs WHERE uid = $1", job_uid)
-        previous = await conn.fetchrow(
-            "SELECT id, state, run, outcome FROM headrace.documents WHERE job_uid = $1 AND uri = $2 FOR UPDATE",
-            job_uid,
-            doc.uri,
-        )
-        if previous is not None and previous["run"] > run:
-            return None
-        outcome = _next_outcome(previous, run, "updated")
-        doc_id = await conn.fetchval(
-            """
-            INSERT INTO headrace.documents
-                (job_uid, uri, title, state, error, content_hash, fingerprint, source_version, format,
-                 bytes, chunk_count, metadata, run, outcome)
-            VALUES ($1, $2, $3, 'ingested', NULL, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-            ON CONFLICT (job_uid, uri) DO UPDATE
-            SET title = excluded.title, state = 'ingested', error = NULL,
-                content_hash = excluded.content_hash, fingerprint = excluded.fingerprint,
-                source_version = excluded.source_version, format = excluded.format,
-                bytes = excluded.bytes, chunk_count = excluded.chunk_count, metadata = excluded.metadata,
-                run = excluded.run, outcome = excluded.outcome, updated_at = now()
-            WHERE headrace.documents.run <= excluded.run
-            RETURNING id
-            """,
-            job_uid,
-            doc.uri,
-            doc.title,
-            doc.content_hash,
-            doc.fingerprint,
-            doc.source_version,
-            doc.format,
-            doc.bytes,
-            len(doc.chunks),
-            doc.metadata,
-            run,
-            outcome,
-        )
-        if doc_id is None:  # inserted meanwhile by a newer run
-            return None
-        await conn.execute("DELETE FROM headrace.chunks WHERE document_id = $1", doc_id)
-        # INSERT from arrays, not COPY: Postgres refuses COPY FROM into a table with row-level security
-        # for the roles it applies to, which tenant workers are.
-        await conn.execute(
-            "INSERT INTO headrace.chunks (document_id, job_uid, ordinal, page, content, config) "
-            "SELECT $1, $2, c.ordinal, c.page, c.content, $6 "
-            "FROM unnest($3::integer[], $4::integer[], $5::text[]) AS c(ordinal, page, content)",
-            doc_id,
-            job_uid,
-            [c.ordinal for c in doc.chunks],
-            [c.page for c in doc.chunks],
-            [c.content for c in doc.chunks],
-            config,
-        )
-        await vectors.store_embeddings(conn, job_uid, doc_id, space, embeddings)
-        return outcome
+    newer run already recorded it. A value Postgres refuses raises."""
+    if (why := _unfit(doc, embeddings, space)) is not None:
+        raise ValueError(f"cannot store {doc.uri}: {why}")
+    written = await _write_documents(pool, job_uid, run, [(doc, embeddings)], space)
+    return written.outcomes.get(doc.uri)
 
 
 async def reembed_document(

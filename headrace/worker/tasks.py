@@ -122,12 +122,23 @@ documents before the embedding model, embedded documents before the database. Sm
 slowest stage sets the pace and a stalled one (a hung extraction, a slow endpoint, a slow database) holds
 the others still instead of letting memory grow."""
 
+STORE_GROUP_CHUNKS = 64
+"""Chunks a group of documents gathers before it goes to the database while another group is being
+written: a transaction's own cost (its round trips and commit) is shared by at least this many chunks,
+about four documents of the Python docs."""
+
+STORE_GROUP_DOCUMENTS = 32
+STORE_GROUP_CHUNKS_MAX = 2000
+"""A full group goes to the database as soon as it can, and the group stage takes no more until it has:
+at most one group being written, one waiting and one filling."""
+
 
 async def ingest(ctx: Context, task: queue.Task) -> None:
-    """Fetch, extract, chunk, embed and store each document of the task, the four stages overlapping: the
-    sandbox extracts the next document while the model embeds one and Postgres indexes the one before,
-    and the source is read meanwhile. A bad document is recorded as failed and the rest go on; a source
-    outage raises, so the task is retried; a database outage is ridden out (see `store.outage`)."""
+    """Fetch, extract, chunk, embed and store each document of the task, the stages overlapping: the
+    sandbox extracts the next document while the model embeds one and Postgres stores a group of the
+    ones before, one transaction per group, and the source is read meanwhile. A bad document is
+    recorded as failed and the rest go on; a source outage raises, so the task is retried; a database
+    outage is ridden out (see `store.outage`)."""
     refs = [DocumentRef.from_payload(d) for d in task.payload["documents"]]
     # Skip what this run already recorded: an earlier attempt of this task, or another batch of the same
     # document after a discovery that was retried while the source changed.
@@ -138,11 +149,13 @@ async def ingest(ctx: Context, task: queue.Task) -> None:
     fetched: asyncio.Queue[_Fetched | None] = asyncio.Queue(STAGE_BUFFER)
     extracted: asyncio.Queue[_Extracted | None] = asyncio.Queue(STAGE_BUFFER)
     embedded: asyncio.Queue[_Embedded | None] = asyncio.Queue(STAGE_BUFFER)
+    grouped: asyncio.Queue[list[_Embedded] | None] = asyncio.Queue(1)
     await _run_stages(
         _read(ctx, refs, known, batch, fetched),
         _extract(ctx, fetched, extracted),
         _embed(ctx, extracted, embedded, batch),
-        _store(ctx, task.run, embedded),
+        _group(embedded, grouped),
+        _store(ctx, task.run, grouped, batch),
     )
     await ride_out(_reembed_kept, ctx, task.run, batch)
     await ride_out(documents.mark_unchanged, ctx.pool, ctx.job.uid, task.run, batch.unchanged)
@@ -264,25 +277,49 @@ async def _embed(
     await out.put(None)
 
 
-async def _store(ctx: Context, run: int, inbox: "asyncio.Queue[_Embedded | None]") -> None:
-    """Stage 4: store each document with its vectors (one transaction each, its chunks inserted from
-    arrays: row-level security refuses COPY into `chunks` for a tenant role)."""
+async def _group(inbox: "asyncio.Queue[_Embedded | None]", out: "asyncio.Queue[list[_Embedded] | None]") -> None:
+    """Stage 4: gather embedded documents into groups for the database, one transaction each. A group is
+    handed on once it holds `STORE_GROUP_CHUNKS` chunks and no other group is waiting (so while Postgres
+    writes one group, the next one grows), or when it is full: `STORE_GROUP_DOCUMENTS` documents or
+    `STORE_GROUP_CHUNKS_MAX` chunks, which bounds the memory of the groups waiting."""
+    group: list[_Embedded] = []
+    chunks = 0
     while (item := await inbox.get()) is not None:
-        record, embedded = item.record, item.embeddings
-        outcome = await ride_out(
-            documents.store_document,
+        group.append(item)
+        chunks += len(item.record.chunks)
+        if len(group) >= STORE_GROUP_DOCUMENTS or chunks >= STORE_GROUP_CHUNKS_MAX:
+            await out.put(group)  # waits while another group waits: the bound
+        elif chunks >= STORE_GROUP_CHUNKS and out.empty():
+            out.put_nowait(group)
+        else:
+            continue
+        group, chunks = [], 0
+    if group:
+        await out.put(group)
+    await out.put(None)
+
+
+async def _store(ctx: Context, run: int, inbox: "asyncio.Queue[list[_Embedded] | None]", batch: _Batch) -> None:
+    """Stage 5: store each group of documents with their vectors in one transaction (their chunks inserted
+    from arrays: row-level security refuses COPY into `chunks` for a tenant role). A document Postgres
+    refuses is recorded as failed and its group-mates are stored."""
+    while (group := await inbox.get()) is not None:
+        written = await ride_out(
+            documents.store_documents,
             ctx.pool,
             ctx.job.uid,
             run,
-            record,
-            space=ctx.space if embedded else None,
-            embeddings=embedded,
+            [(item.record, item.embeddings) for item in group],
+            space=ctx.space,
         )
-        if outcome is None:
-            continue  # a newer run already recorded it
-        metrics.DOCUMENTS.labels(outcome).inc()
-        metrics.DOCUMENT_BYTES.inc(record.bytes)
-        metrics.CHUNKS.inc(len(record.chunks))
+        for uri, reason in written.refused.items():
+            batch.fail(ctx.job, uri, reason)
+        for item in group:
+            if (outcome := written.outcomes.get(item.record.uri)) is None:
+                continue  # refused, or a newer run already recorded it
+            metrics.DOCUMENTS.labels(outcome).inc()
+            metrics.DOCUMENT_BYTES.inc(item.record.bytes)
+            metrics.CHUNKS.inc(len(item.record.chunks))
 
 
 REEMBED_SLICE = 64
