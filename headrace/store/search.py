@@ -235,10 +235,13 @@ counted AS (
     FROM terms t
 ),
 collection AS (
-    -- N, the number of chunks, is the table's row estimate: any database role may read it, it tells
-    -- no namespace's words, and within one query it raises every word's IDF alike.
+    -- N, the number of chunks in the searched jobs: the collection the document frequencies were
+    -- counted in, so IDF is BM25's over what the caller may search (nothing of another namespace's),
+    -- and the same for the same data whatever the planner's statistics say (a restored database
+    -- ranks as its source did). Read from the documents' chunk counts, one row per document.
     SELECT coalesce(((SELECT s FROM pinned) ->> 'n')::float8, greatest(
-        (SELECT reltuples FROM pg_class WHERE oid = 'headrace.chunks'::regclass), (SELECT max(df) FROM counted), 1
+        (SELECT sum(d.chunk_count) FROM headrace.documents d WHERE d.job_uid = ANY($3::uuid[])),
+        (SELECT max(df) FROM counted), 1
     )::float8) AS n
 ),
 weighted AS (
