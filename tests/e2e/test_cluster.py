@@ -266,14 +266,19 @@ async def test_an_ingestion_job_over_a_volume_succeeds_with_every_document_once(
     await assert_every_document_once(db, uid, cluster.corpus_files)
 
 
-CLAIM_MANIFEST = f"""\
+def claim_manifest(namespace: str, name: str) -> str:
+    """A PersistentVolumeClaim for the corpus; the stand-in kubelet maps every volume to a local folder."""
+    return f"""\
 apiVersion: v1
 kind: PersistentVolumeClaim
-metadata: {{name: {CLAIM}, namespace: {TEAM}}}
+metadata: {{name: {name}, namespace: {namespace}}}
 spec:
   accessModes: [ReadOnlyMany]
   resources: {{requests: {{storage: 1Gi}}}}
 """
+
+
+CLAIM_MANIFEST = claim_manifest(TEAM, CLAIM)
 
 
 async def assert_every_document_once(db: asyncpg.Connection, job_uid: uuid.UUID, expected: int) -> None:

@@ -32,7 +32,7 @@ import pytest
 from headrace.store import migrate
 from tests.conftest import with_database
 from tests.e2e.conftest import IMAGE_REPOSITORY, chart_for_this_control_plane
-from tests.e2e.test_cluster import DEMO_CORPUS, READER_ROLE, ROOT, Cluster, Terminal, _admin, get
+from tests.e2e.test_cluster import DEMO_CORPUS, READER_ROLE, ROOT, Cluster, Terminal, _admin, claim_manifest, get
 from tests.kube.controlplane import CRD_FILE, ControlPlane
 from tests.kube.kubelet import HEADRACE_IMAGE, Kubelet
 from tests.release import PREVIOUS_RELEASE, unpack_previous_release
@@ -62,14 +62,7 @@ spec:
   workers: {{min: 1, max: 2}}
 """
 """Fields the previous release's CRD already had."""
-CLAIM_MANIFEST = f"""\
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: {CLAIM}, namespace: {TEAM}}}
-spec:
-  accessModes: [ReadOnlyMany]
-  resources: {{requests: {{storage: 1Gi}}}}
-"""
+CLAIM_MANIFEST = claim_manifest(TEAM, CLAIM)
 QUERIES = ("devil", "baal", "zeal", "lawyer", "woman")
 """Words to search for: `devil` is in every file of the corpus."""
 
