@@ -5,7 +5,10 @@ one at a time, each read with a cap, so memory never holds more than one entry. 
 never inflates past an entry's declared size and checks its CRC, so declared sizes are binding.
 """
 
+import bz2
+import gzip
 import io
+import lzma
 import re
 import tarfile
 import zipfile
@@ -128,10 +131,28 @@ def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Li
     return Entry(info.filename, data=body)
 
 
+def _decompressing(data: bytes) -> io.BufferedIOBase:
+    """`data` as a file that decompresses as it is read (gzip, bzip2, xz by their magic), or as is."""
+    raw = io.BytesIO(data)
+    if data.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=raw)
+    if data.startswith(b"BZh"):
+        return bz2.BZ2File(raw)
+    if data.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(raw)
+    return raw
+
+
+_CORRUPT = (tarfile.TarError, OSError, EOFError, lzma.LZMAError)
+
+
 def _open_tar(data: bytes) -> tarfile.TarFile:
+    """A tar read as a stream, decompressed by the compression module's own file object. tarfile's
+    "r|*" decompresses each read whole into one buffer and slices it, which is quadratic in what a
+    few KiB expand to: 2.8 CPU s to walk the headers of a 86 KiB gzip bomb of 70 MiB, against 0.2 s."""
     try:
-        return tarfile.open(fileobj=io.BytesIO(data), mode="r|*")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+        return tarfile.open(fileobj=_decompressing(data), mode="r|")
+    except _CORRUPT as exc:
         raise DocumentError(f"corrupt or unsupported tar archive: {exc}") from None
 
 
@@ -146,7 +167,7 @@ def tar_entries(data: bytes, limits: Limits, budget: Budget) -> Iterator[Entry]:
                 total += max(member.size, 0)
                 _too_many(count, limits)
                 _too_big(total, budget.remaining, limits)
-    except (tarfile.TarError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (*_CORRUPT, zipfile.BadZipFile) as exc:
         raise DocumentError(f"corrupt tar archive: {exc}") from None
     compressed = not data.startswith(b"ustar", 257)
     if compressed and (reason := _ratio_error(total, len(data), limits)):
@@ -167,5 +188,5 @@ def tar_entries(data: bytes, limits: Limits, budget: Budget) -> Iterator[Entry]:
                     continue
                 handle = archive.extractfile(member)
                 yield Entry(member.name, data=handle.read() if handle else b"")
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except _CORRUPT as exc:
         raise DocumentError(f"corrupt tar archive: {exc}") from None

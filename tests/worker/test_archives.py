@@ -43,6 +43,30 @@ def test_tar_gz_entries_and_links() -> None:
 
 
 @pytest.mark.parametrize(
+    ("mode", "uri"), [("w", "box.tar"), ("w:gz", "box.tgz"), ("w:bz2", "box.tar.bz2"), ("w:xz", "box.tar.xz")]
+)
+def test_tar_entries_in_every_compression(mode: str, uri: str) -> None:
+    data = tar_file({"a.md": "# A\n\nalpha", "b.txt": "beta words"}, mode=mode)
+    found = outcomes(data, uri=uri)
+    assert {u: m["type"] for u, m in found.items()} == {
+        f"{uri}!/a.md": "document",
+        f"{uri}!/b.txt": "document",
+        uri: "container",
+    }
+
+    # A download cut short: inside the first entry's data (a plain tar is mostly zero padding at its end).
+    cut = outcomes(data[: 700 if mode == "w" else len(data) * 2 // 3], uri=uri)
+    assert cut[uri]["type"] == "failed" and "corrupt" in cut[uri]["reason"]
+
+
+def test_a_compressed_tar_over_the_total_fails_whole_before_any_entry() -> None:
+    bomb = tar_file({f"z{i}": b"\0" * (7 * MiB) for i in range(12)})  # 84 MiB of zeros in about 86 KiB
+    found = outcomes(bomb, uri="bomb.tgz", maxTotalUncompressedBytes=64 * MiB, maxDocumentBytes=16 * MiB)
+    assert list(found) == ["bomb.tgz"]
+    assert "over limits.maxTotalUncompressedBytes" in reasons(found)["bomb.tgz"]
+
+
+@pytest.mark.parametrize(
     ("name", "reason"),
     [
         ("../../etc/cron.d/evil", "path traversal"),
