@@ -309,18 +309,21 @@ candidates AS (
 ),
 lengths AS (
     -- BM25 divides a chunk's length by the average length, here the candidates' average; a length
-    -- counts distinct words, which a tsvector knows without reading its positions.
-    SELECT c.id, c.config, c.tsv, length(c.tsv) AS len,
-           coalesce(((SELECT s FROM pinned) ->> 'avglen')::float8, (avg(length(c.tsv)) OVER ())::float8) AS avglen
-    FROM candidates k JOIN headrace.chunks c ON c.id = k.id
+    -- counts distinct words, which a tsvector knows without reading its positions. Each query word's
+    -- frequency in the chunk is the count of its positions: setweight marks the query's words and
+    -- ts_filter keeps them. setweight's result is a copy in memory, so the chunk's stored tsvector
+    -- is fetched (and decompressed) once for both.
+    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{a}') AS hits,
+           coalesce(((SELECT s FROM pinned) ->> 'avglen')::float8, (avg(length(w.tsv)) OVER ())::float8) AS avglen
+    FROM candidates k
+    JOIN headrace.chunks c ON c.id = k.id
+    LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = c.config
+    CROSS JOIN LATERAL (SELECT coalesce(setweight(c.tsv, 'A', v.lexemes), c.tsv) AS tsv OFFSET 0) w
 ),
 frequencies AS MATERIALIZED (
-    -- Each query word's frequency in each candidate: setweight + ts_filter keep only the query's words
-    -- of the chunk's tsvector (one pass over it), and the count of a word's positions is its frequency.
     SELECT l.id, l.len, l.avglen, l.config, u.lexeme, cardinality(u.positions) AS tf
     FROM lengths l
-    JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = l.config
-    CROSS JOIN LATERAL unnest(ts_filter(setweight(l.tsv, 'A', v.lexemes), '{a}')) u
+    CROSS JOIN LATERAL unnest(l.hits) u
 ),
 scored AS (
     -- Okapi BM25 (k1 1.2, b 0.75), summed in a fixed order so that a score is the same on every page.
