@@ -240,18 +240,11 @@ async def test_disabling_the_role_when_the_namespace_has_no_live_job(
     assert await pool.fetchval("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", role) is False
 
 
-async def test_a_createrole_owner_that_is_not_superuser_manages_tenants(postgres_server: str, prefix: str) -> None:
+async def test_a_createrole_owner_that_is_not_superuser_manages_tenants(
+    owner_database: tuple[str, str, str],
+) -> None:
     """As on a managed Postgres: the installation's user owns the database and has CREATEROLE, nothing more."""
-    from tests.conftest import with_database
-
-    owner, database = f"{prefix}owner", f"{prefix}db"
-    admin = await asyncpg.connect(postgres_server)
-    try:
-        await admin.execute(f'CREATE ROLE "{owner}" LOGIN CREATEROLE')
-        await admin.execute(f'CREATE DATABASE "{database}" OWNER "{owner}"')
-    finally:
-        await admin.close()
-    owner_url = tenants.TenantCredential(owner, "", datetime.now(UTC)).url(with_database(postgres_server, database))
+    owner_url, _, prefix = owner_database
     pool = await create_pool(owner_url)
     try:
         from headrace.store import migrate
