@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from headrace.model import Embedding
-from headrace.store import snippets, vectors
+from headrace.store import lexicon, snippets, vectors
 from headrace.store.db import Connection, Pool
 
 # Matches are delimited by sentinels that snippets.render turns into escaped HTML or plain text.
@@ -531,7 +531,26 @@ async def _keyword(
     ranked_matches: int | None,
     statistics: dict[str, Any] | None,
 ) -> tuple[list[tuple[int, float]], dict[str, Any] | None]:
-    """Keyword ranking (BM25 over the GIN index, see _KEYWORD_SQL) and the statistics it ranked by."""
+    """Keyword ranking and the statistics it ranked by: from the jobs' search statistics when they can
+    answer (lexicon.rank: a few hundred postings per query word), else by BM25 over the GIN index
+    (_KEYWORD_SQL, the exact path), with the same statistics so that every page scores alike."""
+    operators = bool(_OPERATORS.search(query))
+    fast = await lexicon.rank(
+        conn,
+        query,
+        configs,
+        uids,
+        filters,
+        after,
+        limit,
+        operators=operators,
+        statistics=statistics,
+        max_terms=MAX_QUERY_TERMS,
+    )
+    if fast is not None and fast.complete:
+        return fast.hits, fast.statistics
+    if fast is not None:
+        statistics = fast.statistics
     rows = await conn.fetch(
         _KEYWORD_SQL,
         query,
@@ -541,7 +560,7 @@ async def _keyword(
         *(after or (None, None)),
         limit,
         ranked_matches,
-        bool(_OPERATORS.search(query)),
+        operators,
         statistics,
         MAX_QUERY_TERMS,
     )
