@@ -18,7 +18,7 @@ from rich.table import Table
 
 from headrace.model import IngestionJob
 from headrace.model.contract import SECRETS_DIR_ENV
-from headrace.store import jobs, migrate, runs
+from headrace.store import jobs, lexicon, migrate, runs
 from headrace.store.db import Pool
 from headrace.store.jobs import RunState
 
@@ -86,6 +86,8 @@ async def run_job(
     waiters = asyncio.gather(*(p.wait() for p in processes))
     await _show_progress(pool, uid, run, waiters, console)
     codes = list(await waiters)
+    # Search statistics as the operator builds them after a run, so that local search is as fast.
+    await lexicon.refresh(pool, uid)
     state = await jobs.run_state(pool, uid, run)
     assert state is not None
     failures = await pool.fetch(

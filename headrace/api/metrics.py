@@ -80,6 +80,11 @@ def families(snapshot: stats.Stats | None, *, taken_at: float, seconds: float) -
     durations = HistogramMetricFamily(
         "headrace_run_duration_seconds", "Duration of finished runs, by outcome.", labels=["outcome"]
     )
+    statistics = GaugeMetricFamily(
+        "headrace_search_statistics_current",
+        "1 when a live job's search statistics cover its last finished run (fast keyword search), else 0.",
+        labels=_JOB,
+    )
     age = GaugeMetricFamily("headrace_metrics_snapshot_timestamp_seconds", "When the Postgres snapshot was taken.")
     took = GaugeMetricFamily("headrace_metrics_snapshot_duration_seconds", "Time the last snapshot's queries took.")
     if snapshot is not None:
@@ -94,6 +99,7 @@ def families(snapshot: stats.Stats | None, *, taken_at: float, seconds: float) -
             if not job.live:
                 continue
             pending.add_metric(key, job.tasks.get("pending", 0))
+            statistics.add_metric(key, 1 if job.search_statistics_current else 0)
             for state, count in sorted(job.tasks.items()):
                 tasks.add_metric([*key, state], count)
             for outcome in ("added", "updated", "unchanged", "failed"):
@@ -118,6 +124,7 @@ def families(snapshot: stats.Stats | None, *, taken_at: float, seconds: float) -
         runs,
         started,
         progressed,
+        statistics,
         durations,
         age,
         took,

@@ -1,5 +1,7 @@
 """kopf registration: each handler is a few lines that call a typed function in `reconcile`."""
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +42,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             raise kopf.PermanentError(str(exc)) from None
         if config.metrics_port is not None:
             memo["stop_metrics"] = metrics.serve(config.metrics_port)
+        memo["statistics"] = asyncio.create_task(reconcile.build_statistics_forever(memo["operator"]))
 
     @kopf.on.login(registry=registry)
     def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -60,6 +63,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         if "stop_metrics" in memo:
             memo["stop_metrics"]()
+        if "statistics" in memo:
+            memo["statistics"].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await memo["statistics"]
         operator: reconcile.Operator | None = memo.get("operator")
         if operator is not None:
             await operator.kube.close()

@@ -142,6 +142,12 @@ async def stale(conn: Pool | Connection, job_uid: uuid.UUID) -> bool:
     return bool(await conn.fetchval(f"SELECT {_STALE} FROM headrace.jobs j WHERE j.uid = $1", job_uid))
 
 
+async def due(pool: Pool) -> list[uuid.UUID]:
+    """The live jobs whose statistics are due (see `stale`)."""
+    rows = await pool.fetch(f"SELECT j.uid FROM headrace.jobs j WHERE j.deleted_at IS NULL AND {_STALE} ORDER BY j.uid")
+    return [r["uid"] for r in rows]
+
+
 async def refresh(pool: Pool, job_uid: uuid.UUID, *, cap: int = CAP) -> Built | None:
     """Build the job's statistics when they are due (level-triggered: a build cut short by a restart
     is simply due again). None when they were current or another process is building them."""
@@ -155,6 +161,10 @@ DELTA_LIMIT = 2000
 beyond it, a search of that job takes the exact path (search._KEYWORD_SQL) until the next build."""
 RESCORE_EXTRA = 32
 """Candidates beyond the page's hits whose scores are computed exactly from their tsvectors."""
+
+SAMPLE = 300
+"""How many of a websearch query's matches (a phrase, -word, or) are read from the GIN index and ranked
+when its best list candidates hold too few of them."""
 
 _READY_SQL = """
 -- Whether every searched job has statistics, and how many chunks were stored since (counted up to
@@ -254,8 +264,24 @@ eligible AS MATERIALIZED (
           WHERE c.id = b.id AND ($4::text IS NULL OR starts_with(d.uri, $4)) AND ($5::jsonb IS NULL OR d.metadata @> $5)
       ))
 ),
+sample AS MATERIALIZED (
+    -- A query in websearch syntax whose best list candidates held too few matches: the first $15 of
+    -- its matches in the GIN index (a phrase or AND skips through a common word's postings by the
+    -- rarer word's, so this reads little), ranked beside them.
+    SELECT m.id FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) q
+    CROSS JOIN LATERAL (
+        SELECT c.id FROM headrace.chunks c
+        JOIN headrace.documents d ON d.id = c.document_id
+        WHERE $15::int > 0 AND c.tsv @@ websearch_to_tsquery(q.cfg, $1) AND c.config = q.cfg
+          AND c.job_uid = ANY($3::uuid[])
+          AND ($4::text IS NULL OR starts_with(d.uri, $4)) AND ($5::jsonb IS NULL OR d.metadata @> $5)
+        LIMIT $15 OFFSET 0
+    ) m
+),
 best AS (
-    SELECT id FROM eligible ORDER BY upper DESC, id LIMIT $9
+    (SELECT id FROM eligible ORDER BY upper DESC, id LIMIT $9)
+    UNION
+    SELECT id FROM sample
 ),
 scored AS (
     -- The best candidates by their upper bound, scored exactly from their tsvectors (deleted chunks
@@ -276,10 +302,13 @@ page AS (
     ORDER BY score DESC, id ASC
     LIMIT $8
 )
-SELECT id, score, NULL::bigint AS eligible, NULL::boolean AS truncated, NULL::jsonb AS statistics FROM page
+SELECT id, score, NULL::bigint AS eligible, NULL::bigint AS sampled, NULL::boolean AS truncated,
+       NULL::jsonb AS statistics
+FROM page
 UNION ALL
 -- Last, what the caller needs to tell a complete answer from one to complete on the exact path.
-SELECT NULL, NULL, (SELECT count(*) FROM eligible), (SELECT coalesce(bool_or(truncated), false) FROM lists),
+SELECT NULL, NULL, (SELECT count(*) FROM eligible), (SELECT count(*) FROM sample),
+       (SELECT coalesce(bool_or(truncated), false) FROM lists),
        jsonb_build_object(
            'n', (SELECT n FROM collection),
            'avglen', (SELECT avglen FROM collection),
@@ -326,23 +355,29 @@ async def rank(
     assert ready is not None
     if not uids or ready["missing"] or ready["delta"] > DELTA_LIMIT:
         return None
-    depth = limit + RESCORE_EXTRA if not operators else 4 * limit + 200
-    rows = await conn.fetch(
-        STATISTICS_SQL,
-        query,
-        configs,
-        uids,
-        *filters,
-        *(after or (None, None)),
-        limit,
-        depth,
-        operators,
-        statistics,
-        max_terms,
-        positive_words(query),
-        int(ready["delta"]),
-    )
-    (summary,) = [r for r in rows if r["id"] is None]
-    hits = [(int(r["id"]), float(r["score"])) for r in rows if r["id"] is not None]
-    exhausted = summary["eligible"] <= depth and not summary["truncated"]
-    return Ranked(hits, len(hits) >= limit or exhausted, summary["statistics"])
+    depth = limit + RESCORE_EXTRA if not operators else 2 * limit + RESCORE_EXTRA
+    # A query in websearch syntax matches as written: when its best list candidates hold too few
+    # matches, ask again with a sample of its matches from the GIN index.
+    for sample in (0, max(SAMPLE, 2 * limit)) if operators else (0,):
+        rows = await conn.fetch(
+            STATISTICS_SQL,
+            query,
+            configs,
+            uids,
+            *filters,
+            *(after or (None, None)),
+            limit,
+            depth,
+            operators,
+            statistics,
+            max_terms,
+            positive_words(query),
+            int(ready["delta"]),
+            sample,
+        )
+        (summary,) = [r for r in rows if r["id"] is None]
+        hits = [(int(r["id"]), float(r["score"])) for r in rows if r["id"] is not None]
+        exhausted = summary["eligible"] <= depth and not summary["truncated"]
+        if len(hits) >= limit or exhausted or (sample and summary["sampled"] < sample):
+            return Ranked(hits, True, summary["statistics"])
+    return Ranked(hits, False, summary["statistics"])

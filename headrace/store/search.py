@@ -83,6 +83,8 @@ class Scope:
     jobs: list[ScopedJob]
     spaces: dict[int, vectors.Space] = field(default_factory=dict)
     space_of: dict[uuid.UUID, int] = field(default_factory=dict)
+    statistics: bool = False
+    """Whether the database has search statistics (lexicon.py; a schema before 0008 has none)."""
 
     def jobs_in(self, space_id: int) -> list[uuid.UUID]:
         return [uid for uid, sid in self.space_of.items() if sid == space_id]
@@ -153,6 +155,7 @@ async def scope(conn: Pool | Connection, where: SearchFilter) -> Scope:
         """
         SELECT uid, namespace, name, text_search_config::text AS config, spec->'embedding' AS embedding,
                to_regclass('headrace.embeddings') IS NOT NULL AS vectors,
+               to_regclass('headrace.search_statistics') IS NOT NULL AS statistics,
                (SELECT jsonb_agg(jsonb_build_array(id, model, dimensions)) FROM headrace.embedding_spaces) AS spaces
         FROM headrace.jobs
         -- Retained data (its IngestionJob deleted) is not served until a new IngestionJob adopts it.
@@ -169,12 +172,13 @@ async def scope(conn: Pool | Connection, where: SearchFilter) -> Scope:
         for r in rows
     ]
     keys = {j.uid: key for j in jobs if (key := _space_key(j.embedding)) is not None}
+    statistics = bool(rows and rows[0]["statistics"])
     if not keys or not rows[0]["vectors"]:
-        return Scope(jobs)
+        return Scope(jobs, statistics=statistics)
     spaces = (vectors.Space(int(i), str(m), int(d)) for i, m, d in rows[0]["spaces"] or [])
     found = {key: space for space in spaces if (key := (space.model, space.dimensions)) in keys.values()}
     space_of = {uid: found[key].id for uid, key in keys.items() if key in found}
-    return Scope(jobs, {s.id: s for s in found.values()}, space_of)
+    return Scope(jobs, {s.id: s for s in found.values()}, space_of, statistics)
 
 
 def _space_key(embedding: Embedding) -> tuple[str, int] | None:
@@ -465,7 +469,16 @@ async def search(
         statistics: dict[str, Any] | None = None
         if chosen == "keyword":
             ranked, statistics = await _keyword(
-                conn, query, configs, uids, filters, after, limit + 1, ranked_matches, cursor_statistics(cursor)
+                conn,
+                query,
+                configs,
+                uids,
+                filters,
+                after,
+                limit + 1,
+                ranked_matches,
+                cursor_statistics(cursor),
+                use_statistics=scoped.statistics,
             )
             if not ranked and after is None and query.strip() and not await _has_words(conn, query, configs):
                 raise SearchRefused("q has no words to search by keyword: only stop words or punctuation")
@@ -490,7 +503,16 @@ async def search(
                 ranked = [(r["id"], float(r["score"])) for r in rows]
             else:
                 keyword, statistics = await _keyword(
-                    conn, query, configs, uids, filters, None, candidates, ranked_matches, cursor_statistics(cursor)
+                    conn,
+                    query,
+                    configs,
+                    uids,
+                    filters,
+                    None,
+                    candidates,
+                    ranked_matches,
+                    cursor_statistics(cursor),
+                    use_statistics=scoped.statistics,
                 )
                 rows = await conn.fetch(
                     _semantic_sql(space), vector, space.id, space_uids, *filters, candidates, None, None
@@ -530,22 +552,28 @@ async def _keyword(
     limit: int,
     ranked_matches: int | None,
     statistics: dict[str, Any] | None,
+    *,
+    use_statistics: bool,
 ) -> tuple[list[tuple[int, float]], dict[str, Any] | None]:
     """Keyword ranking and the statistics it ranked by: from the jobs' search statistics when they can
     answer (lexicon.rank: a few hundred postings per query word), else by BM25 over the GIN index
     (_KEYWORD_SQL, the exact path), with the same statistics so that every page scores alike."""
     operators = bool(_OPERATORS.search(query))
-    fast = await lexicon.rank(
-        conn,
-        query,
-        configs,
-        uids,
-        filters,
-        after,
-        limit,
-        operators=operators,
-        statistics=statistics,
-        max_terms=MAX_QUERY_TERMS,
+    fast = (
+        await lexicon.rank(
+            conn,
+            query,
+            configs,
+            uids,
+            filters,
+            after,
+            limit,
+            operators=operators,
+            statistics=statistics,
+            max_terms=MAX_QUERY_TERMS,
+        )
+        if use_statistics
+        else None
     )
     if fast is not None and fast.complete:
         return fast.hits, fast.statistics

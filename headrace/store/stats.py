@@ -36,6 +36,8 @@ class JobStats:
     """Start of the current run while it is unfinished and the job not suspended."""
     last_progress: datetime | None = None
     """When the active run last finished a task (its start when none has finished yet)."""
+    search_statistics_current: bool = False
+    """Whether its search statistics cover its last finished run (headrace/store/lexicon.py)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,10 @@ async def read(pool: Pool) -> Stats:
                    count(d.id) FILTER (WHERE d.state = 'ingested') AS ingested,
                    count(d.id) FILTER (WHERE d.state = 'failed') AS failed,
                    coalesce(sum(d.chunk_count), 0) AS chunks,
-                   coalesce(sum(d.bytes), 0) AS bytes
+                   coalesce(sum(d.bytes), 0) AS bytes,
+                   coalesce((SELECT s.run FROM headrace.search_statistics s WHERE s.job_uid = j.uid)
+                            >= (SELECT max(r.run) FROM headrace.runs r
+                                WHERE r.job_uid = j.uid AND r.finished_at IS NOT NULL), false) AS statistics
             FROM headrace.jobs j
             LEFT JOIN headrace.documents d ON d.job_uid = j.uid
             GROUP BY j.uid
@@ -132,6 +137,7 @@ async def read(pool: Pool) -> Stats:
             chunks=row["chunks"],
             bytes=row["bytes"],
             tasks={"pending": 0, "leased": 0, "dead": 0} if row["live"] else {},
+            search_statistics_current=row["statistics"],
         )
         for row in jobs
     }
