@@ -455,7 +455,9 @@ async def search(
     share a vector space and `embed` can embed the query in it, else keyword. `ranked_matches` caps
     how many keyword candidates are ranked and how far a word's document frequency is counted (None:
     all, exactly): the bound that keeps common words fast on a large index, at the cost of ranking a
-    sample of the chunks that share only common words with the query (see docs/benchmarks.md)."""
+    sample of the chunks that share only common words with the query (see docs/benchmarks.md).
+    Bounded keyword ranking reads the jobs' search statistics first when they have current ones
+    (lexicon.rank: a few hundred postings per query word); None ranks every match exactly, always."""
     after = decode_cursor(cursor) if cursor else None
     async with _read_only_transaction(pool, timeout_ms) as conn:
         scoped = await scope(conn, where)
@@ -478,7 +480,7 @@ async def search(
                 limit + 1,
                 ranked_matches,
                 cursor_statistics(cursor),
-                use_statistics=scoped.statistics,
+                use_statistics=scoped.statistics and ranked_matches is not None,
             )
             if not ranked and after is None and query.strip() and not await _has_words(conn, query, configs):
                 raise SearchRefused("q has no words to search by keyword: only stop words or punctuation")
@@ -512,7 +514,7 @@ async def search(
                     candidates,
                     ranked_matches,
                     cursor_statistics(cursor),
-                    use_statistics=scoped.statistics,
+                    use_statistics=scoped.statistics and ranked_matches is not None,
                 )
                 rows = await conn.fetch(
                     _semantic_sql(space), vector, space.id, space_uids, *filters, candidates, None, None

@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from headrace.store import documents, jobs, search, tenants, vectors
+from headrace.store import documents, jobs, lexicon, search, tenants, vectors
 from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
@@ -83,6 +83,9 @@ async def two_tenants(pool: Pool, dsn: str, prefix: str, tmp_path: Path) -> Asyn
         embeddings=[[0.5] * space.dimensions],
     )
     await documents.record_failures(pool, b.job.uid, run, {"broken.pdf": "not a PDF"})
+    # Search statistics of both jobs (B's lexeme rows summarise its text), as the operator builds them.
+    await lexicon.build(pool, a.job.uid)
+    await lexicon.build(pool, b.job.uid)
     yield a, b
 
 
@@ -95,7 +98,9 @@ async def test_a_worker_credential_gets_nothing_of_another_namespace(
         assert await conn.fetchval("SELECT current_user") != await pool.fetchval("SELECT current_user")
         # Read: nothing of B, whichever way it is asked.
         assert await pool.fetchval("SELECT count(*) FROM headrace.embeddings WHERE job_uid = $1", b.job.uid) == 1
-        for table in ("jobs", "runs", "tasks", "documents", "chunks", "embeddings", "job_events"):
+        assert await pool.fetchval("SELECT count(*) FROM headrace.lexemes WHERE job_uid = $1", b.job.uid) > 0
+        tables = ("jobs", "runs", "tasks", "documents", "chunks", "embeddings", "job_events")
+        for table in (*tables, "search_statistics", "lexemes"):
             assert await conn.fetchval(f"SELECT count(*) FROM headrace.{table}") == (
                 await pool.fetchval(
                     f"SELECT count(*) FROM headrace.{table} WHERE "
@@ -108,8 +113,10 @@ async def test_a_worker_credential_gets_nothing_of_another_namespace(
             assert await conn.fetch(f"SELECT * FROM headrace.{table} WHERE {key} = $1", b.job.uid) == [], table
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.fetch("SELECT * FROM headrace.tenants")
-        # Search as the tenant: B's passage is invisible.
+        # Search as the tenant: B's passage is invisible, and so are the words of B's statistics.
         assert await conn.fetch("SELECT id FROM headrace.chunks WHERE tsv @@ to_tsquery('english', 'merger')") == []
+        assert await conn.fetch("SELECT df FROM headrace.lexemes WHERE lexeme = 'merger'") == []
+        assert await conn.fetchval("SELECT count(*) FROM headrace.search_statistics") == 1  # its own job's
 
         # Update and delete: zero rows.
         for table in ("tasks", "documents", "chunks", "embeddings"):
@@ -129,11 +136,17 @@ async def test_a_worker_credential_gets_nothing_of_another_namespace(
             "UPDATE headrace.jobs SET namespace_uid = gen_random_uuid() WHERE uid = $1",
             "UPDATE headrace.jobs SET namespace = 'team-b', name = 'x' WHERE uid = $1",
             "UPDATE headrace.jobs SET deleted_at = now() WHERE uid = $1",
+            "UPDATE headrace.jobs SET spec_error = 'x' WHERE uid = $1",
             "UPDATE headrace.runs SET job_uid = gen_random_uuid() WHERE job_uid = $1",
             "DELETE FROM headrace.jobs WHERE uid = $1",
             "DELETE FROM headrace.job_events WHERE job_uid = $1",
             "DELETE FROM headrace.runs WHERE job_uid = $1",
             "UPDATE headrace.job_events SET message = 'x' WHERE job_uid = $1",
+            # The search statistics are the owner's to write (the operator builds them), read-only to tenants.
+            "DELETE FROM headrace.lexemes WHERE job_uid = $1",
+            "UPDATE headrace.search_statistics SET chunks = 0 WHERE job_uid = $1",
+            "INSERT INTO headrace.lexemes (job_uid, config, lexeme, df, ids, tfs, lens) "
+            "VALUES ($1, 'english', 'merger', 1, '{}', '{}', '{}')",
         ):
             for uid in (a.job.uid, b.job.uid):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):

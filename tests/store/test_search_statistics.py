@@ -10,6 +10,7 @@ from headrace.store.jobs import JobRecord
 from tests.conftest import JobFactory
 from tests.store.test_search_configs import _doc
 
+BOUND = 10_000  # the API's default: bounded keyword ranking, which reads the statistics
 WORDS = ["kettle", "lantern", "compass", "harbour", "meadow", "anchor", "copper", "thistle"]
 
 
@@ -26,27 +27,12 @@ async def _corpus(pool: Pool, make_job: JobFactory, count: int = 60) -> JobRecor
     return job
 
 
-async def _exact(pool: Pool, query: str, statistics: dict[str, object], limit: int) -> list[tuple[int, float]]:
-    """The exact path (_KEYWORD_SQL over the GIN index) ranking with the given statistics: a cursor
-    above every score carries them, and with no search statistics it is the path taken."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("DELETE FROM headrace.search_statistics")
-        cursor = search.encode_cursor(1e300, 0, statistics)
-        page = await search.search(pool, query, mode="keyword", limit=limit, cursor=cursor)
-        raise _Rollback([(h.chunk_id, h.score) for h in page.hits])
-
-
-class _Rollback(Exception):
-    def __init__(self, hits: list[tuple[int, float]]) -> None:
-        self.hits = hits
-
-
 async def _exact_hits(pool: Pool, query: str, statistics: dict[str, object], limit: int) -> list[tuple[int, float]]:
-    try:
-        await _exact(pool, query, statistics, limit)
-    except _Rollback as done:
-        return done.hits
-    raise AssertionError("unreachable")
+    """Exact ranking of every match (_KEYWORD_SQL over the GIN index) by the given statistics, which a
+    cursor above every score carries."""
+    cursor = search.encode_cursor(1e300, 0, statistics)
+    page = await search.search(pool, query, mode="keyword", limit=limit, cursor=cursor, ranked_matches=None)
+    return [(h.chunk_id, h.score) for h in page.hits]
 
 
 async def _fast(pool: Pool, job: JobRecord, query: str, limit: int) -> lexicon.Ranked:
@@ -91,7 +77,7 @@ async def test_with_truncated_lists_the_best_chunk_still_ranks_first(pool: Pool,
     assert await pool.fetchval(
         "SELECT bool_and(cardinality(ids) = 3) FROM headrace.lexemes WHERE lexeme IN ('kettl', 'compass')"
     )
-    page = await search.search(pool, "kettle compass", mode="keyword", limit=5)
+    page = await search.search(pool, "kettle compass", mode="keyword", ranked_matches=BOUND, limit=5)
     assert page.hits[0].uri == "best.txt"
     # A chunk whose words are in one truncated list only is still scored exactly.
     fast = await _fast(pool, job, "kettle compass", 5)
@@ -106,7 +92,7 @@ async def test_chunks_stored_after_the_build_are_found_at_once(pool: Pool, make_
     await documents.store_document(pool, job.uid, 2, _doc("new.txt", "a zeppelin over the harbour harbour harbour"))
     fast = await _fast(pool, job, "zeppelin", 10)
     assert fast.complete and len(fast.hits) == 1
-    page = await search.search(pool, "zeppelin harbour", mode="keyword", limit=3)
+    page = await search.search(pool, "zeppelin harbour", mode="keyword", ranked_matches=BOUND, limit=3)
     assert page.hits[0].uri == "new.txt"
     # Counted in N and in the words' document frequencies, as the exact path counts them.
     assert fast.statistics is not None and fast.statistics["n"] == 61
@@ -127,7 +113,7 @@ async def test_too_many_new_chunks_take_the_exact_path(
             operators=False, statistics=None, max_terms=search.MAX_QUERY_TERMS,
         )  # fmt: skip
     assert ranked is None
-    assert len((await search.search(pool, "zeppelin", mode="keyword")).hits) == 3
+    assert len((await search.search(pool, "zeppelin", mode="keyword", ranked_matches=BOUND)).hits) == 3
 
 
 async def test_deleted_chunks_drop_out_at_once_and_from_the_next_build(pool: Pool, make_job: JobFactory) -> None:
@@ -136,9 +122,11 @@ async def test_deleted_chunks_drop_out_at_once_and_from_the_next_build(pool: Poo
     await lexicon.build(pool, job.uid)
     gone = await pool.fetchval("SELECT c.id FROM headrace.chunks c JOIN headrace.documents d ON d.id = c.document_id "
                                "WHERE d.uri = 'gone.txt'")  # fmt: skip
-    assert (await search.search(pool, "kettle", mode="keyword")).hits[0].chunk_id == gone
+    assert (await search.search(pool, "kettle", mode="keyword", ranked_matches=BOUND)).hits[0].chunk_id == gone
     await pool.execute("DELETE FROM headrace.documents WHERE uri = 'gone.txt'")
-    assert gone not in {h.chunk_id for h in (await search.search(pool, "kettle", mode="keyword", limit=100)).hits}
+    assert gone not in {
+        h.chunk_id for h in (await search.search(pool, "kettle", mode="keyword", ranked_matches=BOUND, limit=100)).hits
+    }
     df = await pool.fetchval("SELECT df FROM headrace.lexemes WHERE lexeme = 'kettl'")
     await lexicon.build(pool, job.uid)
     assert await pool.fetchval("SELECT df FROM headrace.lexemes WHERE lexeme = 'kettl'") == df - 1
@@ -157,7 +145,7 @@ async def test_pages_from_the_statistics_return_each_hit_once(pool: Pool, make_j
     seen: list[tuple[int, float]] = []
     cursor = None
     while True:
-        page = await search.search(pool, query, mode="keyword", limit=7, cursor=cursor)
+        page = await search.search(pool, query, mode="keyword", ranked_matches=BOUND, limit=7, cursor=cursor)
         seen += [(h.chunk_id, h.score) for h in page.hits]
         if (cursor := page.next_cursor) is None:
             break
@@ -173,7 +161,11 @@ async def test_pages_from_the_statistics_return_each_hit_once(pool: Pool, make_j
 async def test_filters_apply_to_the_statistics_path(pool: Pool, make_job: JobFactory) -> None:
     job = await _corpus(pool, make_job)
     await lexicon.build(pool, job.uid)
-    hits = (await search.search(pool, "kettle", mode="keyword", where=search.SearchFilter(uri_prefix="d01"))).hits
+    hits = (
+        await search.search(
+            pool, "kettle", mode="keyword", ranked_matches=BOUND, where=search.SearchFilter(uri_prefix="d01")
+        )
+    ).hits
     assert hits and all(h.uri.startswith("d01") for h in hits)
 
 
