@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from headrace.api import metrics
 from headrace.api.app import create_app
 from headrace.api.settings import ApiSettings
+from headrace.store import lexicon
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from tests.api.conftest import bearer
@@ -94,6 +95,14 @@ async def test_metrics_are_served_on_their_own_port_from_a_snapshot(
             assert value(samples((await scraper.get("/metrics")).text), "headrace_tasks_pending", **team_b) == 1
             await metrics.SNAPSHOT.refresh(pool)
             assert value(samples((await scraper.get("/metrics")).text), "headrace_tasks_pending", **team_b) == 2
+
+            # Search statistics: missing (0) until built for team-a's finished run.
+            assert value(found, "headrace_search_statistics_current", **team_a) == 0
+            await lexicon.build(pool, seeded["team-a"].uid)
+            await metrics.SNAPSHOT.refresh(pool)
+            found = samples((await scraper.get("/metrics")).text)
+            assert value(found, "headrace_search_statistics_current", **team_a) == 1
+            assert value(found, "headrace_search_statistics_current", **team_b) == 0
 
     with pytest.raises(httpx.ConnectError):  # the metrics server stops with the app
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as scraper:

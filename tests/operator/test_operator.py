@@ -26,7 +26,7 @@ from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import HPAS, JOBS, MERGE_PATCH, SECRETS, KubeError
 from headrace.operator.main import build_registry
 from headrace.operator.resources.job import build_worker_job
-from headrace.store import jobs, queue
+from headrace.store import documents, jobs, lexicon, queue
 from headrace.store.db import Pool
 from tests.kube.controlplane import RESTRICTED, ControlPlane
 from tests.operator.cluster import IJS, Cluster, chart_operator_kubeconfig, client_for, emulator_kubeconfig
@@ -508,3 +508,43 @@ async def test_the_namespace_credential_secret(cluster: Cluster, config: Operato
     (env,) = [e for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "DATABASE_URL"]
     assert env["valueFrom"]["secretKeyRef"] == {"name": "headrace-worker-database", "key": "DATABASE_URL"}
     assert await pool.fetchval("SELECT namespace_uid FROM headrace.tenants WHERE role = $1", role) is not None
+
+
+async def test_search_statistics_are_built_after_a_run_finishes(
+    cluster: Cluster, config: OperatorSettings, pool: Pool
+) -> None:
+    async with running(config, cluster):
+        created = await cluster.create(IJS, ij(spec={"source": {"volume": {"claimName": "docs"}}}))
+        uid = uuid.UUID(created["metadata"]["uid"])
+        await until(lambda: _is(phase(cluster), "Running"))
+        # What the run's worker does: discover one document, store its chunks, drain the queue, close the run.
+        record = await jobs.get_job(pool, uid)
+        assert record is not None
+        (task,) = await queue.lease(pool, uid, worker="test", lease_seconds=60)
+        await documents.store_document(
+            pool,
+            uid,
+            record.current_run,
+            documents.DocumentRecord(
+                uri="lighthouse.txt",
+                title="Lighthouse",
+                content_hash="h",
+                fingerprint="f",
+                format="text",
+                bytes=40,
+                chunks=[documents.ChunkRecord(0, "the keeper trims the lighthouse lamp at dusk")],
+            ),
+        )
+        async with pool.acquire() as conn:
+            await jobs.set_discovered(conn, uid, record.current_run, total=1, done=True)
+        assert await queue.ack(pool, task)
+        assert not await lexicon.stale(pool, uid), "a run in progress: nothing to build yet"
+        assert await jobs.finish_run(pool, record, record.current_run) is not None
+        # The operator's statistics loop builds them (its pass runs every observe interval).
+        built = await until(
+            lambda: pool.fetchrow("SELECT chunks, run FROM headrace.search_statistics WHERE job_uid = $1", uid)
+        )
+        assert (built["chunks"], built["run"]) == (1, record.current_run)
+        assert await pool.fetchval("SELECT df FROM headrace.lexemes WHERE job_uid = $1 AND lexeme = 'lighthous'", uid)
+        assert not await lexicon.stale(pool, uid)
+        await until(lambda: _is(phase(cluster), "Succeeded"))
