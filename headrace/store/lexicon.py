@@ -169,14 +169,37 @@ when its best list candidates hold too few of them."""
 _READY_SQL = """
 -- Whether every searched job has statistics, and how many chunks were stored since (counted up to
 -- the limit, per job, from the (job_uid, id) index: the delta).
-SELECT count(*) FILTER (WHERE s.job_uid IS NULL) AS missing, coalesce(sum(d.n), 0) AS delta
-FROM unnest($1::uuid[]) AS u(uid)
-LEFT JOIN headrace.search_statistics s ON s.job_uid = u.uid
-LEFT JOIN LATERAL (
-    SELECT count(*) AS n FROM (
-        SELECT FROM headrace.chunks c WHERE c.job_uid = s.job_uid AND c.id > s.watermark LIMIT $2::int + 1
-    ) x
-) d ON true
+-- When they can answer, the statistics query that follows runs on its generic plan (set here, saving a
+-- round trip): planning that query for each search's values costs more than running it, and its plan
+-- does not depend on them. It sets the transaction's own mode (`previous`) back as it ends.
+SELECT missing, delta, current_setting('plan_cache_mode') AS previous,
+       set_config('plan_cache_mode',
+                  CASE WHEN missing = 0 AND delta <= $2 THEN 'force_generic_plan'
+                       ELSE current_setting('plan_cache_mode') END,
+                  true) AS plans
+FROM (
+    SELECT count(*) FILTER (WHERE s.job_uid IS NULL) AS missing, coalesce(sum(d.n), 0) AS delta
+    FROM unnest($1::uuid[]) AS u(uid)
+    LEFT JOIN headrace.search_statistics s ON s.job_uid = u.uid
+    LEFT JOIN LATERAL (
+        SELECT count(*) AS n FROM (
+            SELECT FROM headrace.chunks c WHERE c.job_uid = s.job_uid AND c.id > s.watermark LIMIT $2::int + 1
+        ) x
+    ) d ON true
+) ready
+"""
+
+SAMPLE_SQL = """
+-- The first $6 matches of a query in websearch syntax, through the GIN index (a phrase or an AND
+-- skips through a common word's postings by the rarer word's), under the filters.
+SELECT coalesce(array_agg(m.id), '{}') FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) q
+CROSS JOIN LATERAL (
+    SELECT c.id FROM headrace.chunks c
+    JOIN headrace.documents d ON d.id = c.document_id
+    WHERE c.tsv @@ websearch_to_tsquery(q.cfg, $1) AND c.config = q.cfg AND c.job_uid = ANY($3::uuid[])
+      AND ($4::text IS NULL OR starts_with(d.uri, $4)) AND ($5::jsonb IS NULL OR d.metadata @> $5)
+    LIMIT $6 OFFSET 0
+) m
 """
 
 # The BM25 term weight times IDF, as search._KEYWORD_SQL computes it (the same expression, so that a
@@ -264,19 +287,10 @@ eligible AS MATERIALIZED (
           WHERE c.id = b.id AND ($4::text IS NULL OR starts_with(d.uri, $4)) AND ($5::jsonb IS NULL OR d.metadata @> $5)
       ))
 ),
-sample AS MATERIALIZED (
-    -- A query in websearch syntax whose best list candidates held too few matches: the first $15 of
-    -- its matches in the GIN index (a phrase or AND skips through a common word's postings by the
-    -- rarer word's, so this reads little), ranked beside them.
-    SELECT m.id FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) q
-    CROSS JOIN LATERAL (
-        SELECT c.id FROM headrace.chunks c
-        JOIN headrace.documents d ON d.id = c.document_id
-        WHERE $15::int > 0 AND c.tsv @@ websearch_to_tsquery(q.cfg, $1) AND c.config = q.cfg
-          AND c.job_uid = ANY($3::uuid[])
-          AND ($4::text IS NULL OR starts_with(d.uri, $4)) AND ($5::jsonb IS NULL OR d.metadata @> $5)
-        LIMIT $15 OFFSET 0
-    ) m
+sample AS (
+    -- A query in websearch syntax whose best list candidates held too few matches: a sample of its
+    -- matches (SAMPLE_SQL), ranked beside them.
+    SELECT unnest($15::bigint[]) AS id
 ),
 best AS (
     (SELECT id FROM eligible ORDER BY upper DESC, id LIMIT $9)
@@ -303,17 +317,19 @@ page AS (
     LIMIT $8
 )
 SELECT id, score, NULL::bigint AS eligible, NULL::bigint AS sampled, NULL::boolean AS truncated,
-       NULL::jsonb AS statistics
+       NULL::jsonb AS statistics, NULL::text AS plans
 FROM page
 UNION ALL
 -- Last, what the caller needs to tell a complete answer from one to complete on the exact path.
-SELECT NULL, NULL, (SELECT count(*) FROM eligible), (SELECT count(*) FROM sample),
+SELECT NULL, NULL, (SELECT count(*) FROM eligible), cardinality($15::bigint[]),
        (SELECT coalesce(bool_or(truncated), false) FROM lists),
        jsonb_build_object(
            'n', (SELECT n FROM collection),
            'avglen', (SELECT avglen FROM collection),
            'df', (SELECT jsonb_object_agg(cfg::text || ' ' || lexeme, df) FROM counted)
-       )
+       ),
+       -- The transaction's plan_cache_mode as it was before _READY_SQL, for the statements that follow.
+       set_config('plan_cache_mode', $16, true)
 """
 
 _NEGATED = re.compile(r'(?:^|\s)-(?:"[^"]*"?|\S+)|(?:^|\s)or(?=\s|$)', re.IGNORECASE)
@@ -351,14 +367,16 @@ async def rank(
     (a searched job has none, or its delta is over DELTA_LIMIT). `complete` is False when the hits
     may be fewer than the exact path would find (truncated lists ran out, or a websearch query
     matched too few of the best candidates): the caller asks the exact path then."""
+    if not uids:
+        return None
     ready = await conn.fetchrow(_READY_SQL, uids, DELTA_LIMIT)
     assert ready is not None
-    if not uids or ready["missing"] or ready["delta"] > DELTA_LIMIT:
+    if ready["missing"] or ready["delta"] > DELTA_LIMIT:
         return None
     depth = limit + RESCORE_EXTRA if not operators else 2 * limit + RESCORE_EXTRA
-    # A query in websearch syntax matches as written: when its best list candidates hold too few
-    # matches, ask again with a sample of its matches from the GIN index.
-    for sample in (0, max(SAMPLE, 2 * limit)) if operators else (0,):
+    want = max(SAMPLE, 2 * limit)
+    sample: list[int] = []
+    while True:
         rows = await conn.fetch(
             STATISTICS_SQL,
             query,
@@ -374,10 +392,18 @@ async def rank(
             positive_words(query),
             int(ready["delta"]),
             sample,
+            ready["previous"],
         )
         (summary,) = [r for r in rows if r["id"] is None]
         hits = [(int(r["id"]), float(r["score"])) for r in rows if r["id"] is not None]
         exhausted = summary["eligible"] <= depth and not summary["truncated"]
-        if len(hits) >= limit or exhausted or (sample and summary["sampled"] < sample):
+        if len(hits) >= limit or exhausted:
             return Ranked(hits, True, summary["statistics"])
-    return Ranked(hits, False, summary["statistics"])
+        if not operators or sample:
+            # A sample smaller than asked held every match: nothing more to find. Else the exact path goes on.
+            return Ranked(hits, 0 < len(sample) < want, summary["statistics"])
+        # A query in websearch syntax matches as written: its best list candidates held too few
+        # matches, so rank a sample of its matches from the GIN index beside them.
+        sample = list(await conn.fetchval(SAMPLE_SQL, query, configs, uids, *filters, want))
+        if not sample:
+            return Ranked(hits, True, summary["statistics"])  # it matches nothing more
