@@ -9,7 +9,7 @@ import pytest
 
 from headrace.api.settings import ApiSettings
 from headrace.embedding.builtin import BuiltinEmbedder
-from headrace.store import search, vectors
+from headrace.store import lexicon, search, vectors
 from headrace.store.db import Pool, create_pool
 from tests.api.conftest import bearer, ingest, serve
 
@@ -45,6 +45,31 @@ async def test_repeated_searches_on_one_connection_never_use_a_generic_plan(
     assert [p["statement"][:60] for p in searched if p["generic_plans"]] == []
 
 
+async def test_with_search_statistics_only_their_query_runs_on_a_generic_plan(
+    dsn: str, pool: Pool, tmp_path: Path
+) -> None:
+    # The statistics query is planned once (its plan does not depend on the values); the semantic
+    # SQL that follows it in a hybrid search is still planned with its values every time.
+    job = await ingest(pool, tmp_path, namespace="team-a", name="ferries", files=FILES)
+    await lexicon.build(pool, job.uid)
+    one = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        for i in range(12):
+            page = await search.search(
+                one, f"ferry crossing {i}", mode="hybrid", embed=_embed, limit=3, ranked_matches=100
+            )
+            assert page.hits
+        async with one.acquire() as conn:
+            plans = await conn.fetch("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+            assert await conn.fetchval("SHOW plan_cache_mode") == "auto"  # nothing of the search stays on it
+    finally:
+        await one.close()
+    (statistics,) = [p for p in plans if "headrace.lexemes" in p["statement"]]
+    assert statistics["generic_plans"] >= 11
+    (semantic,) = [p for p in plans if "headrace.embeddings e" in p["statement"]]
+    assert (semantic["custom_plans"], semantic["generic_plans"]) == (12, 0)
+
+
 SETTINGS = ("jit", "plan_cache_mode", "statement_timeout")
 
 
@@ -71,10 +96,13 @@ async def test_settings_hold_in_the_search_transaction_and_end_with_it(dsn: str,
         await one.close()
 
 
+@pytest.mark.parametrize("statistics", [False, True], ids=["exact", "statistics"])
 async def test_a_search_over_its_timeout_is_a_504(
-    settings: Callable[..., ApiSettings], pool: Pool, tmp_path: Path
+    settings: Callable[..., ApiSettings], pool: Pool, tmp_path: Path, statistics: bool
 ) -> None:
-    await ingest(pool, tmp_path, namespace="team-a", name="ferries", files=FILES)
+    job = await ingest(pool, tmp_path, namespace="team-a", name="ferries", files=FILES)
+    if statistics:
+        await lexicon.build(pool, job.uid)
     async with serve(settings(search_timeout_ms=200)) as client:
         assert (await client.get("/v1/search", params={"q": "ferry"}, headers=ADMIN)).status_code == 200
         # Another transaction holds the chunks table: the search waits, and its statement timeout ends it.

@@ -193,3 +193,17 @@ async def test_one_build_of_a_job_at_a_time(pool: Pool, make_job: JobFactory) ->
     empty = await make_job(name="empty")
     built = await lexicon.build(pool, empty.uid)
     assert built is not None and (built.chunks, built.lexemes) == (0, 0)
+
+
+async def test_a_phrase_outside_the_truncated_lists_is_found_from_a_sample(pool: Pool, make_job: JobFactory) -> None:
+    job = await make_job()
+    texts = {f"kettle{i}.txt": "kettle kettle kettle on the stove" for i in range(6)}
+    texts |= {f"copper{i}.txt": "copper copper copper wire" for i in range(6)}
+    texts |= {f"phrase{i}.txt": f"a copper kettle number {i} on a long shelf of old things" for i in range(5)}
+    for uri, text in texts.items():
+        await documents.store_document(pool, job.uid, 1, _doc(uri, text))
+    await lexicon.build(pool, job.uid, cap=2)  # each word's list holds two of its six heavy chunks
+    fast = await _fast(pool, job, '"copper kettle"', 10)
+    assert fast.complete and fast.statistics is not None
+    assert len(fast.hits) == 5
+    assert fast.hits == await _exact_hits(pool, '"copper kettle"', fast.statistics, 10)
