@@ -315,7 +315,13 @@ def search(
             page = _with_pool(
                 dsn,
                 lambda pool: store_search.search(
-                    pool, query, where=where, limit=limit, mode=chosen, embed=_embed_builtin_query
+                    pool,
+                    query,
+                    where=where,
+                    limit=limit,
+                    mode=chosen,
+                    embed=_embed_builtin_query,
+                    ranked_matches=store_search.DEFAULT_RANKED_MATCHES,  # as the API ranks by default
                 ),
             )
         except store_search.SearchRefused as exc:
@@ -358,7 +364,9 @@ def demo(workers: int, data_dir: Path, serve: bool, port: int) -> None:
 
         async def searches(pool: Any) -> None:
             for query in DEMO_QUERIES:
-                page = await store_search.search(pool, query, limit=3)
+                page = await store_search.search(
+                    pool, query, limit=3, ranked_matches=store_search.DEFAULT_RANKED_MATCHES
+                )
                 print_hits(console, query, page.hits)
 
         _with_pool(dsn, searches)

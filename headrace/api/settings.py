@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from headrace.store.search import DEFAULT_RANKED_MATCHES
+
 AuthMode = Literal["kubernetes", "token", "none"]
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -98,11 +100,12 @@ class ApiSettings(BaseSettings):
     search_candidates: Annotated[int, Field(ge=10, le=10_000)] = 100
     """Hits of each ranking (keyword, semantic) that hybrid search fuses. Hybrid pages end there."""
 
-    search_ranked_matches: Annotated[int | None, Field(ge=100)] = 10_000
+    search_ranked_matches: Annotated[int | None, Field(ge=100)] = DEFAULT_RANKED_MATCHES
     """Most keyword candidates ranked per search, and the count past which a word gets the floor IDF
     (null: every match, counted exactly). A word found in half of a million chunks would otherwise
-    have all of them read and ranked; capped, candidates come from the rarest words first.
-    benchmarks.md measures what it costs in quality."""
+    have all of them read and ranked; capped, candidates come from the rarest words first. A bounded
+    search ranks from the jobs' search statistics first, when they have current ones
+    (operations.md, "Search statistics"). benchmarks.md measures what it costs in quality."""
 
     search_ef_search: Annotated[int, Field(ge=10, le=1000)] = 100
     """pgvector `hnsw.ef_search`: candidates the HNSW index visits per semantic search; higher finds

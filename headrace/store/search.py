@@ -34,6 +34,8 @@ RRF_KEYWORD_WEIGHT = 2.0
 """Hybrid search counts a keyword rank twice a semantic one: chosen on the even-numbered queries of
 bench/retrieval.py, it also did better on the held-out odd ones (docs/benchmarks.md)."""
 DEFAULT_CANDIDATES = 100
+DEFAULT_RANKED_MATCHES = 10_000
+"""The API's and `headrace search`'s bound on keyword ranking work (HEADRACE_SEARCH_RANKED_MATCHES)."""
 _OPERATORS = re.compile(r'"|(?:^|\s)-\w|(?:^|\s)or(?:\s|$)', re.IGNORECASE)
 """Websearch syntax (a quoted phrase, -word, or): a keyword query that uses it matches as written."""
 MAX_QUERY_TERMS = 32

@@ -74,6 +74,10 @@ async def test_run_ingests_everything_findably_and_a_rerun_finds_it_unchanged(
     state = await jobs.run_state(pool, uid)
     assert state is not None and state.finished and state.error is None
     assert (state.summary.added, state.summary.failed, state.progress.total) == (500, 0, 500)
+    # Search statistics built at the end of the run, as the operator builds them: `headrace search`
+    # below ranks from them.
+    built = await pool.fetchrow("SELECT run, chunks FROM headrace.search_statistics WHERE job_uid = $1", uid)
+    assert built is not None and built["run"] == state.run and built["chunks"] >= 500
 
     for i in (0, 250, 499):
         found = headrace("search", f"zq{i:04}marker", "--job", "e2e", dsn=dsn, cwd=tmp_path)
