@@ -162,7 +162,10 @@ beyond it, a search of that job takes the exact path (search._KEYWORD_SQL) until
 RESCORE_EXTRA = 32
 """Candidates beyond the page's hits whose scores are computed exactly from their tsvectors."""
 
-SAMPLE = 300
+CHECKED = 500
+"""How many of the best list candidates a query in websearch syntax is checked against (reading each
+one's tsvector) before a sample of its matches is read from the GIN index instead."""
+SAMPLE = 100
 """How many of a websearch query's matches (a phrase, -word, or) are read from the GIN index and ranked
 when its best list candidates hold too few of them."""
 
@@ -281,11 +284,16 @@ bounded AS (
 eligible AS MATERIALIZED (
     -- Those the filters keep and that may rank after the cursor (whose score is at least `lower`).
     SELECT b.id, b.upper FROM bounded b
-    WHERE ($6::float8 IS NULL OR b.lower <= $6::float8 + 1e-9 * abs($6::float8))
+    WHERE $9::int > 0 AND ($6::float8 IS NULL OR b.lower <= $6::float8 + 1e-9 * abs($6::float8))
       AND (($4::text IS NULL AND $5::jsonb IS NULL) OR EXISTS (
           SELECT FROM headrace.chunks c JOIN headrace.documents d ON d.id = c.document_id
           WHERE c.id = b.id AND ($4::text IS NULL OR starts_with(d.uri, $4)) AND ($5::jsonb IS NULL OR d.metadata @> $5)
       ))
+),
+written AS (
+    -- A query in websearch syntax as each config reads it, parsed once.
+    SELECT cfg, websearch_to_tsquery(cfg, $1) AS query FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) c
+    WHERE $10
 ),
 sample AS (
     -- A query in websearch syntax whose best list candidates held too few matches: a sample of its
@@ -293,21 +301,35 @@ sample AS (
     SELECT unnest($15::bigint[]) AS id
 ),
 best AS (
-    (SELECT id FROM eligible ORDER BY upper DESC, id LIMIT $9)
-    UNION
-    SELECT id FROM sample
+    -- The best $9 by upper bound; for a query in websearch syntax, the best $9 it matches as written,
+    -- checked in that order until found, among the first CHECKED (the subquery's order feeds the
+    -- LIMIT, so checking stops there).
+    SELECT e.id FROM (SELECT id, upper FROM eligible ORDER BY upper DESC, id LIMIT {CHECKED}) e
+    WHERE NOT $10 OR EXISTS (
+        SELECT FROM headrace.chunks c JOIN written q ON q.cfg = c.config WHERE c.id = e.id AND c.tsv @@ q.query
+    )
+    LIMIT $9
+),
+candidates AS (
+    SELECT id FROM best UNION SELECT id FROM sample
 ),
 scored AS (
     -- The best candidates by their upper bound, scored exactly from their tsvectors (deleted chunks
-    -- drop out here), and, for a query in websearch syntax, only those it matches as written.
-    SELECT c.id, sum({_BM25.format(tf="cardinality(u.positions)", len="n.len")} ORDER BY w.lexeme) AS score
-    FROM best k
+    -- drop out here), and, for a query in websearch syntax, only those it matches as written. The
+    -- query's words are picked out of a tsvector by marking them (setweight) and keeping the marked
+    -- (ts_filter): binary searches, not a walk of every lexeme.
+    SELECT c.id, sum({_BM25.format(tf="cardinality(u.positions)", len="f.len")} ORDER BY w.lexeme) AS score
+    FROM candidates k
     JOIN headrace.chunks c ON c.id = k.id
-    CROSS JOIN LATERAL (SELECT length(c.tsv) AS len) n
-    CROSS JOIN LATERAL unnest(c.tsv) AS u
+    LEFT JOIN written q ON q.cfg = c.config
+    LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = c.config
+    CROSS JOIN LATERAL (
+        SELECT length(c.tsv) AS len, ts_filter(setweight(c.tsv, 'A', v.lexemes), '{{a}}') AS hits OFFSET 0
+    ) f
+    CROSS JOIN LATERAL unnest(f.hits) AS u
     JOIN weighted w ON w.cfg = c.config AND w.lexeme = u.lexeme
     CROSS JOIN collection col
-    WHERE NOT $10 OR c.tsv @@ websearch_to_tsquery(c.config, $1)
+    WHERE NOT $10 OR c.tsv @@ q.query
     GROUP BY c.id
 ),
 page AS (
@@ -373,7 +395,7 @@ async def rank(
     assert ready is not None
     if ready["missing"] or ready["delta"] > DELTA_LIMIT:
         return None
-    depth = limit + RESCORE_EXTRA if not operators else 2 * limit + RESCORE_EXTRA
+    depth = limit + RESCORE_EXTRA
     want = max(SAMPLE, 2 * limit)
     sample: list[int] = []
     while True:
@@ -385,7 +407,7 @@ async def rank(
             *filters,
             *(after or (None, None)),
             limit,
-            depth,
+            0 if sample else depth,  # a second pass ranks the sample and the first's hits, no more
             operators,
             statistics,
             max_terms,
@@ -407,3 +429,4 @@ async def rank(
         sample = list(await conn.fetchval(SAMPLE_SQL, query, configs, uids, *filters, want))
         if not sample:
             return Ranked(hits, True, summary["statistics"])  # it matches nothing more
+        sample += [chunk_id for chunk_id, _ in hits if chunk_id not in set(sample)]
