@@ -265,21 +265,28 @@ weighted AS (
         FROM lists l WHERE l.cfg = w.cfg AND l.lexeme = w.lexeme AND l.truncated
     ) b ON true
 ),
-postings AS (
-    SELECT l.cfg, l.lexeme, p.id, p.tf, p.len
-    FROM lists l CROSS JOIN LATERAL unnest(l.ids, l.tfs, l.lens) AS p(id, tf, len)
+weights AS (
+    -- Each posting's weight for its word (BM25's term weight times IDF), list by list: the word's
+    -- IDF and bound are joined to its few lists, not to each of their postings.
+    SELECT p.id, {_BM25.format(tf="p.tf", len="p.len")} AS weight, w.bound
+    FROM lists l
+    JOIN weighted w ON w.cfg = l.cfg AND w.lexeme = l.lexeme
+    CROSS JOIN collection col
+    CROSS JOIN LATERAL unnest(l.ids, l.tfs, l.lens) AS p(id, tf, len)
     UNION ALL
-    SELECT cfg, lexeme, id, tf, len FROM delta
+    SELECT d.id, {_BM25.format(tf="d.tf", len="d.len")}, w.bound
+    FROM delta d
+    JOIN weighted w ON w.cfg = d.cfg AND w.lexeme = d.lexeme
+    CROSS JOIN collection col
 ),
 bounded AS (
     -- Each candidate's score from the lists (a lower bound: exact unless a word's list was truncated),
     -- and an upper bound adding, for each truncated word whose list lacks it, that list's worst weight.
-    SELECT p.id, sum({_BM25.format(tf="p.tf", len="p.len")} ORDER BY w.lexeme) AS lower,
-           sum({_BM25.format(tf="p.tf", len="p.len")} - w.bound) + (SELECT sum(idf * bound) FROM weighted) AS upper
-    FROM postings p
-    JOIN weighted w ON w.cfg = p.cfg AND w.lexeme = p.lexeme
-    CROSS JOIN collection col
-    GROUP BY p.id
+    -- Both only choose and skip candidates (the scores come from `scored`), so they are summed in any
+    -- order.
+    SELECT id, sum(weight) AS lower, sum(weight - bound) + (SELECT sum(idf * bound) FROM weighted) AS upper
+    FROM weights
+    GROUP BY id
 ),
 eligible AS MATERIALIZED (
     -- Those the filters keep and that may rank after the cursor (whose score is at least `lower`).
