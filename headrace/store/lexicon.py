@@ -86,6 +86,25 @@ async def build(pool: Pool, job_uid: uuid.UUID, *, cap: int = CAP) -> Built | No
         # The grouping holds every posting of the job in memory (about 40 bytes each: 770 MB for 250,000
         # chunks of 78 lexemes); beyond work_mem x hash_mem_multiplier (2) it spills to disk, slower.
         await conn.execute(f"SET LOCAL work_mem = '{BUILD_WORK_MEM}'; SET LOCAL jit = off")
+        # The same chunks as at the last build (a run that changed nothing: chunk ids only grow, so the
+        # same count and highest id are the same set): the statistics only become the last run's.
+        unchanged = await conn.fetchrow(
+            """
+            UPDATE headrace.search_statistics s
+            SET run = (SELECT coalesce(max(run), 0) FROM headrace.runs WHERE job_uid = $1 AND finished_at IS NOT NULL),
+                built_at = now()
+            FROM (SELECT count(*) AS chunks, coalesce(max(id), 0) AS watermark
+                  FROM headrace.chunks WHERE job_uid = $1) c
+            WHERE s.job_uid = $1 AND s.chunks = c.chunks AND s.watermark = c.watermark AND s.cap = $2
+            RETURNING s.chunks, (SELECT count(*) FROM headrace.lexemes WHERE job_uid = $1) AS lexemes
+            """,
+            job_uid,
+            cap,
+        )
+        if unchanged is not None:
+            built = Built(job_uid, int(unchanged["chunks"]), int(unchanged["lexemes"]), time.perf_counter() - started)
+            log.info("Kept search statistics", extra={"job_uid": str(job_uid), "chunks": built.chunks})
+            return built
         totals = await conn.fetchrow(
             """
             SELECT count(*) AS chunks, coalesce(sum(length(tsv)), 0) AS total, coalesce(max(id), 0) AS watermark,

@@ -180,8 +180,17 @@ async def test_statistics_are_due_after_a_finished_run_and_not_during_one(pool: 
     assert built is not None and built.chunks == 5
     assert not await lexicon.stale(pool, job.uid)
     assert await lexicon.refresh(pool, job.uid) is None
-    await jobs.start_run(pool, job, reason="again")
+    again = await jobs.start_run(pool, job, reason="again")
     assert not await lexicon.stale(pool, job.uid), "a run in progress: not yet"
+    # A run that changed no chunk: the statistics become its own without a rebuild.
+    await pool.execute("UPDATE headrace.runs SET finished_at = now() WHERE job_uid = $1 AND run = $2", job.uid, again)
+    before = await pool.fetchrow(
+        "SELECT run, build_seconds FROM headrace.search_statistics WHERE job_uid = $1", job.uid
+    )
+    assert await lexicon.refresh(pool, job.uid) is not None
+    after = await pool.fetchrow("SELECT run, build_seconds FROM headrace.search_statistics WHERE job_uid = $1", job.uid)
+    assert (before["run"], after["run"]) == (run, again) and after["build_seconds"] == before["build_seconds"]
+    assert not await lexicon.stale(pool, job.uid)
 
 
 async def test_one_build_of_a_job_at_a_time(pool: Pool, make_job: JobFactory) -> None:
