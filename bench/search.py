@@ -662,7 +662,8 @@ async def main() -> None:
         "from the search statistics (a few hundred postings per query word, the best candidates scored exactly "
         "from their tsvectors), else over the GIN index to that many matches. "
         f"Median (min-max) of {opts.repeat} runs. Floor and API take turns at each level (same load). "
-        "Every search transaction plans with its values (`plan_cache_mode = force_custom_plan`) and without JIT.",
+        "Every search transaction plans with its values (`plan_cache_mode = force_custom_plan`; the search "
+        "statistics' query alone keeps its generic plan) and without JIT.",
         "",
         "**Floor: `headrace.store.search.search` over asyncpg, query embedded in-process** (latency in ms)",
         "",
