@@ -4,8 +4,10 @@ Every mode takes the same filters and pages the same way: hits are ordered by (s
 asc) and a cursor is the last hit's (score, id), so a page never repeats or skips a hit ranked above
 the cursor. Each hit carries its chunk's whole text for a RAG client, beside a `ts_headline` snippet.
 
-Keyword ranking is Okapi BM25 over the GIN index: any query word matches, rarer words weigh more
-(see _KEYWORD_SQL). Semantic ranking is cosine similarity over the HNSW index of the searched jobs'
+Keyword ranking is Okapi BM25: any query word matches, rarer words weigh more. A bounded search ranks
+from the jobs' search statistics when they can answer (lexicon.rank: a few hundred postings per word),
+else over the GIN index (_KEYWORD_SQL, the exact path), with the same statistics.
+Semantic ranking is cosine similarity over the HNSW index of the searched jobs'
 vector space, scanned iteratively so filters cannot starve a page. Hybrid fuses the best
 `candidates` of each with weighted RRF: score = 2/(60 + keyword rank) + 1/(60 + semantic rank).
 """
