@@ -306,10 +306,11 @@ class Workers(KubeModel):
     max: Annotated[int, Field(ge=1, le=1000)] = 4
     """Most workers at once."""
 
-    replicas: Annotated[int | None, Field(ge=0, le=1000)] = None
-    """Desired workers now. Owned by whoever scales the job (the HPA, the operator in builtin mode,
-    or `kubectl scale`). When unset, the operator sets it to `min`, so that the /scale subresource
-    has a value to read."""
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Desired workers now, within [min, max]: the job never runs fewer than `min` workers while it
+    has work, nor more than `max`. Owned by whoever scales the job (the HPA, the operator in builtin
+    mode, or `kubectl scale`). The API server fills in the default, so the /scale subresource has a
+    value to read from the moment the job is created."""
 
     tasks_per_worker: Annotated[int, Field(ge=1, le=100_000)] = 10
     """Pending tasks one worker is expected to handle; the builtin autoscaler divides the backlog by it."""
@@ -339,8 +340,9 @@ class Workers(KubeModel):
 
     @property
     def desired(self) -> int:
-        """The replica count asked for: `replicas` when someone set it, else `min`."""
-        return self.min if self.replicas is None else self.replicas
+        """The worker count asked for: `replicas`, clamped to [min, max] (`kubectl scale` through /scale
+        is bounded by neither, the HPA and the builtin autoscaler by both)."""
+        return max(self.min, min(self.replicas, self.max))
 
 
 class Retries(KubeModel):

@@ -186,7 +186,6 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
     started: list[st.Event] = []
     fields: dict[str, Any] = {}
     state = await jobs.run_state(op.pool, record.uid, run)
-    _fill_replicas(job, patch)
     if _schedule_due(job, state, now=now):
         if record.namespace_uid is not None:
             await _ensure_credentials(op, job, record.namespace_uid, now=now)
@@ -512,13 +511,6 @@ async def _record(op: Operator, uid: uuid.UUID, run: int, events: list[st.Event]
     await jobs.record_events(
         op.pool, uid, run, [(e.type, e.reason, e.message) for e in events if e.reason not in STORE_RECORDED]
     )
-
-
-def _fill_replicas(job: IngestionJob, patch: kopf.Patch) -> None:
-    """Write spec.workers.replicas when unset: the /scale subresource (the HPA, `kubectl scale`) answers
-    500 "the spec replicas field does not exist" without it. Whoever scales the job owns it from then on."""
-    if job.spec.workers.replicas is None:
-        patch.spec["workers"] = {"replicas": job.spec.workers.desired}
 
 
 def _schedule_due(job: IngestionJob, state: RunState | None, *, now: datetime) -> bool:
