@@ -251,6 +251,8 @@ async def test_a_new_job_is_applied_once(cluster: Cluster, config: OperatorSetti
         await cluster.kube.patch(IJS, cluster.namespace, "handbook", {"spec": {"workers": {"max": 2, "replicas": 2}}})
         await until(lambda: _is(parallelism(cluster), 2))
         await until(lambda: _ready(_calls("apply") > before))
+        await cluster.kube.delete(IJS, cluster.namespace, "handbook")
+        await until(lambda: _is(cluster.get(IJS, "handbook"), None))
     assert _calls("observe") > observed
 
 
