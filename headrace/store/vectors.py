@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from headrace.model.spec import EMBEDDING_INPUT
 from headrace.store.db import Connection, Pool
 
 # Above this, HNSW needs halfvec (up to 4,000 dimensions).
@@ -109,24 +110,49 @@ async def store_embeddings(
             )
             if inserted != len(vectors):
                 raise ValueError(f"{len(vectors)} vectors for {inserted} stored chunks of document {document_id}")
+    embedded = space is not None and bool(vectors)
     await conn.execute(
-        "UPDATE headrace.documents SET embedding_space = $2 WHERE id = $1",
+        "UPDATE headrace.documents SET embedding_space = $2, embedding_input = $3 WHERE id = $1",
         document_id,
-        space.id if space is not None and vectors else None,
+        space.id if space is not None and embedded else None,
+        EMBEDDING_INPUT if embedded else None,
     )
 
 
-async def chunks_lacking(conn: Pool | Connection, document_id: int, space: Space) -> list[tuple[int, str]]:
-    """(id, text) of a document's chunks, in order, that have no vector in `space`: what re-embedding it
-    there still has to do."""
+async def drop_other_input(conn: Pool | Connection, document_id: int, space: Space) -> None:
+    """Remove the vectors of a document embedded in `space` from another input than `EMBEDDING_INPUT`
+    (by an earlier version), and its space with them, so that re-embedding it is the same resumable work
+    as bringing it from another space: its chunks then all lack a vector there. One statement, so an
+    outage leaves the document either as it was or without vectors, never half of each."""
+    await conn.execute(
+        """
+        WITH stale AS (
+            UPDATE headrace.documents SET embedding_space = NULL, embedding_input = NULL
+            WHERE id = $1 AND embedding_space = $2 AND embedding_input IS DISTINCT FROM $3
+            RETURNING id
+        )
+        DELETE FROM headrace.embeddings e USING headrace.chunks c, stale
+        WHERE e.chunk_id = c.id AND c.document_id = stale.id
+        """,
+        document_id,
+        space.id,
+        EMBEDDING_INPUT,
+    )
+
+
+async def chunks_lacking(conn: Pool | Connection, document_id: int, space: Space) -> tuple[str, list[tuple[int, str]]]:
+    """The document's title and the (id, text) of its chunks, in order, that have no vector in `space`:
+    what re-embedding it there still has to do (a chunk is embedded with its document's title)."""
     rows = await conn.fetch(
-        "SELECT c.id, c.content FROM headrace.chunks c "
-        "LEFT JOIN headrace.embeddings e ON e.chunk_id = c.id AND e.space_id = $2 "
-        "WHERE c.document_id = $1 AND e.chunk_id IS NULL ORDER BY c.ordinal",
+        "SELECT d.title, c.id, c.content FROM headrace.documents d "
+        "LEFT JOIN headrace.chunks c ON c.document_id = d.id "
+        "AND NOT EXISTS (SELECT FROM headrace.embeddings e WHERE e.chunk_id = c.id AND e.space_id = $2) "
+        "WHERE d.id = $1 ORDER BY c.ordinal",
         document_id,
         space.id,
     )
-    return [(r["id"], r["content"]) for r in rows]
+    title = rows[0]["title"] if rows else ""
+    return title, [(r["id"], r["content"]) for r in rows if r["id"] is not None]
 
 
 async def store_chunk_vectors(

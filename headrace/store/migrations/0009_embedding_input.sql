@@ -1,0 +1,11 @@
+-- compatible-from: 2
+--
+-- Expand only: a nullable column, which code of every earlier version ignores (and leaves NULL on
+-- the documents it writes, which this version then re-embeds).
+--
+-- What a document's vectors were computed from: `headrace.model.spec.EMBEDDING_INPUT` ('title+chunk':
+-- each chunk with its document's title) when they were stored, NULL for the chunk's text alone, as
+-- every earlier version embedded it, or when the document has no vectors. A document whose vectors
+-- came from another input than the current one is re-embedded from its stored chunks at its job's
+-- next run, as one embedded in another space is: nothing is fetched or extracted again.
+ALTER TABLE headrace.documents ADD COLUMN embedding_input text;
