@@ -22,9 +22,10 @@ PIPELINE_VERSION = 1
 
 EMBEDDING_INPUT = "title+chunk"
 """What a chunk's vector is computed from (headrace.embedding.embedding_input): its document's title,
-then its text. Recorded on each document with its vectors (`documents.embedding_input`) and part of
-the run fingerprint of a job with embeddings: change it, and the next run re-embeds every document
-from its stored chunks, as a model change does."""
+then its text. Part of the run fingerprint of a job with embeddings; changing it needs a migration
+that marks the documents embedded from the input it replaces (`documents.embedding_input`, as 0009
+does for the chunk text alone), so the next run re-embeds them from their stored chunks."""
+
 
 CRON_SHAPE = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[^ ]+( +[^ ]+){4})$"
 """Five space-separated fields or a macro: the shape the CRD's pattern checks at admission (CEL cannot

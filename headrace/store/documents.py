@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 import asyncpg
 
-from headrace.model.spec import EMBEDDING_INPUT
 from headrace.redaction import redact
 from headrace.store import vectors
 from headrace.store.db import Connection, Pool
@@ -245,10 +244,9 @@ async def _write_documents(
             WITH upserted AS (
                 INSERT INTO headrace.documents
                     (job_uid, uri, title, state, error, content_hash, fingerprint, source_version, format,
-                     bytes, chunk_count, metadata, run, outcome, embedding_space, embedding_input)
+                     bytes, chunk_count, metadata, run, outcome, embedding_space)
                 SELECT $1, d.uri, d.title, 'ingested', NULL, d.content_hash, d.fingerprint, d.source_version,
-                       d.format, d.bytes, d.chunk_count, d.metadata::jsonb, $2, d.outcome, d.embedding_space,
-                       CASE WHEN d.embedding_space IS NOT NULL THEN $14::text END
+                       d.format, d.bytes, d.chunk_count, d.metadata::jsonb, $2, d.outcome, d.embedding_space
                 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[],
                             $10::integer[], $11::text[], $12::text[], $13::integer[])
                      AS d(uri, title, content_hash, fingerprint, source_version, format, bytes, chunk_count,
@@ -259,7 +257,7 @@ async def _write_documents(
                     source_version = excluded.source_version, format = excluded.format,
                     bytes = excluded.bytes, chunk_count = excluded.chunk_count, metadata = excluded.metadata,
                     run = excluded.run, outcome = excluded.outcome, embedding_space = excluded.embedding_space,
-                    embedding_input = excluded.embedding_input, updated_at = now()
+                    updated_at = now()
                 WHERE headrace.documents.run <= excluded.run
                 RETURNING id, uri
             ), dropped AS (
@@ -280,7 +278,6 @@ async def _write_documents(
             [json.dumps(doc.metadata) for doc, _ in docs],
             [outcomes[doc.uri] for doc, _ in docs],
             [space.id if space is not None and vecs else None for doc, vecs in docs],
-            EMBEDDING_INPUT,
         )
         by_uri = {row["uri"]: row["id"] for row in ids}  # a URI inserted meanwhile by a newer run is missing
         written = [(by_uri[doc.uri], doc, vecs) for doc, vecs in docs if doc.uri in by_uri]
@@ -411,13 +408,12 @@ async def finish_reembed(pool: Pool, run: int, document_id: int, space: vectors.
             return None
         outcome = _next_outcome(previous, run, "updated")
         await conn.execute(
-            "UPDATE headrace.documents SET embedding_space = $2, embedding_input = $5, run = $3, outcome = $4, "
-            "updated_at = now() WHERE id = $1",
+            "UPDATE headrace.documents SET embedding_space = $2, run = $3, outcome = $4, updated_at = now() "
+            "WHERE id = $1",
             document_id,
             space.id,
             run,
             outcome,
-            EMBEDDING_INPUT,
         )
         return outcome
 
@@ -455,8 +451,8 @@ async def record_failures(pool: Pool, job_uid: uuid.UUID, run: int, failures: di
             FROM unnest($3::text[], $4::text[]) AS f(uri, error)
             ON CONFLICT (job_uid, uri) DO UPDATE
             SET state = 'failed', error = excluded.error, run = excluded.run, outcome = 'failed',
-                chunk_count = 0, embedding_space = NULL, embedding_input = NULL, content_hash = NULL,
-                fingerprint = NULL, source_version = NULL, updated_at = now()
+                chunk_count = 0, embedding_space = NULL, content_hash = NULL, fingerprint = NULL, source_version = NULL,
+                updated_at = now()
             WHERE headrace.documents.run <= excluded.run
             RETURNING id
             """,
@@ -472,17 +468,16 @@ async def stale_embeddings(
     pool: Pool, job_uid: uuid.UUID, space_id: int | None, uris: list[str], archive_uris: list[str]
 ) -> list[tuple[int, str]]:
     """(id, uri) of these documents, and of these archives' entries, whose chunks are not embedded in
-    `space_id` (None: that carry vectors while the job wants none), or were embedded there from another
-    input than `EMBEDDING_INPUT` (by an earlier version)."""
+    `space_id` (None: that carry vectors while the job wants none), or whose vectors an earlier version
+    computed from another input (`embedding_input`, see migration 0009)."""
     rows = await pool.fetch(
         "SELECT id, uri FROM headrace.documents WHERE job_uid = $1 AND state = 'ingested' AND chunk_count > 0 "
-        "AND (embedding_space IS DISTINCT FROM $2 OR ($2 IS NOT NULL AND embedding_input IS DISTINCT FROM $5)) "
+        "AND (embedding_space IS DISTINCT FROM $2 OR ($2 IS NOT NULL AND embedding_input IS NOT NULL)) "
         "AND (uri = ANY($3::text[]) OR uri LIKE ANY($4::text[])) ORDER BY id",
         job_uid,
         space_id,
         uris,
         [_entries_pattern(uri) for uri in archive_uris],
-        EMBEDDING_INPUT,
     )
     return [(r["id"], r["uri"]) for r in rows]
 

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from headrace.model.spec import EMBEDDING_INPUT
 from headrace.store.db import Connection, Pool
 
 # Above this, HNSW needs halfvec (up to 4,000 dimensions).
@@ -110,33 +109,29 @@ async def store_embeddings(
             )
             if inserted != len(vectors):
                 raise ValueError(f"{len(vectors)} vectors for {inserted} stored chunks of document {document_id}")
-    embedded = space is not None and bool(vectors)
     await conn.execute(
-        "UPDATE headrace.documents SET embedding_space = $2, embedding_input = $3 WHERE id = $1",
+        "UPDATE headrace.documents SET embedding_space = $2 WHERE id = $1",
         document_id,
-        space.id if space is not None and embedded else None,
-        EMBEDDING_INPUT if embedded else None,
+        space.id if space is not None and vectors else None,
     )
 
 
-async def drop_other_input(conn: Pool | Connection, document_id: int, space: Space) -> None:
-    """Remove the vectors of a document embedded in `space` from another input than `EMBEDDING_INPUT`
-    (by an earlier version), and its space with them, so that re-embedding it is the same resumable work
-    as bringing it from another space: its chunks then all lack a vector there. One statement, so an
-    outage leaves the document either as it was or without vectors, never half of each."""
+async def drop_old_input(conn: Pool | Connection, document_id: int) -> None:
+    """Remove the vectors of a document that an earlier version computed from another input than this
+    one's (`embedding_input` set, see migration 0009), with its space and its mark, so that re-embedding
+    it is the same resumable work as bringing it from another space: its chunks then all lack a vector.
+    One statement, so an outage leaves the document as it was or without vectors, never half of each."""
     await conn.execute(
         """
-        WITH stale AS (
+        WITH old AS (
             UPDATE headrace.documents SET embedding_space = NULL, embedding_input = NULL
-            WHERE id = $1 AND embedding_space = $2 AND embedding_input IS DISTINCT FROM $3
+            WHERE id = $1 AND embedding_input IS NOT NULL
             RETURNING id
         )
-        DELETE FROM headrace.embeddings e USING headrace.chunks c, stale
-        WHERE e.chunk_id = c.id AND c.document_id = stale.id
+        DELETE FROM headrace.embeddings e USING headrace.chunks c, old
+        WHERE e.chunk_id = c.id AND c.document_id = old.id
         """,
         document_id,
-        space.id,
-        EMBEDDING_INPUT,
     )
 
 

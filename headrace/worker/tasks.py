@@ -353,14 +353,14 @@ async def _reembed(ctx: Context, run: int, document_id: int) -> documents.Outcom
     """One kept document brought to the job's space, REEMBED_SLICE chunks per transaction (or its vectors
     dropped when the job wants none). Until its last slice is stored it keeps its former space, so it
     stays stale and a retry resumes it; semantic search meanwhile finds the chunks already embedded.
-    A document already in the job's space but embedded from another input (an earlier version's chunk
-    text alone) first loses its vectors, and then is brought back the same way."""
+    A document an earlier version embedded from another input (the chunk text alone) first loses its
+    vectors, and then is brought to the space the same way."""
     if ctx.space is None:
         stored = await vectors.stored_chunks(ctx.pool, document_id)
         return await documents.reembed_document(
             ctx.pool, ctx.job.uid, run, document_id, None, [], expected_chunks=len(stored)
         )
-    await vectors.drop_other_input(ctx.pool, document_id, ctx.space)
+    await vectors.drop_old_input(ctx.pool, document_id)
     title, lacking = await vectors.chunks_lacking(ctx.pool, document_id, ctx.space)
     for start in range(0, len(lacking), REEMBED_SLICE):
         part = lacking[start : start + REEMBED_SLICE]

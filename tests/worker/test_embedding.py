@@ -163,33 +163,67 @@ async def test_each_chunk_is_embedded_with_its_document_title_at_ingest_and_at_r
     assert sent == [expected, expected]
 
 
-async def test_documents_an_earlier_version_embedded_without_titles_are_re_embedded_not_re_extracted(
-    pool: Pool, tmp_path: Path
+async def test_after_the_upgrade_documents_embedded_without_titles_are_re_embedded_not_re_extracted(
+    postgres_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = {"rivers.html": RIVERS, "baking.html": BAKING}
-    with embedding_server() as server:
-        job = await make(pool, tmp_path / "docs", endpoint(server.url), files=files)
-        await run_once(pool, job, secrets_dir=tmp_path)
-        before = await embedded(pool, job)
-        # What an earlier version left: vectors in the job's space, of the chunk text alone (no input recorded).
-        await pool.execute("UPDATE headrace.documents SET embedding_input = NULL WHERE job_uid = $1", job.uid)
-        server.requests.clear()
-        state = await run_once(pool, job, secrets_dir=tmp_path, reason="upgraded")
-        assert (state.summary.updated, state.summary.unchanged, state.summary.failed) == (2, 0, 0), state.summary
-        assert sorted(text for _, body, _ in server.requests for text in body["input"]) == [
-            "Baking bread at home\n\nSee the list below for details.",
-            "Rivers of Europe\n\nSee the list below for details.",
-        ]
-        after = await embedded(pool, job)
-        for uri, document in after.items():
-            assert document["chunks"] == before[uri]["chunks"], "chunks were rewritten: the document was re-extracted"
-            assert (document["model"], document["vectors"]) == ("tiny", 1)
-        inputs = await pool.fetch("SELECT embedding_input FROM headrace.documents WHERE job_uid = $1", job.uid)
-        assert {r["embedding_input"] for r in inputs} == {"title+chunk"}
-        # Brought up to date, the documents are unchanged at the next run: nothing is embedded again.
-        server.requests.clear()
-        state = await run_once(pool, job, secrets_dir=tmp_path, reason="again")
-        assert state.summary.unchanged == 2 and server.requests == []
+    """A database ingested at the schema before migration 0009 (when chunks were embedded alone) is
+    migrated: its embedded documents are marked, and the next run re-embeds them with their titles
+    from their stored chunks; a job without embeddings has nothing to redo."""
+    name = f"upgrade_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    pool = await create_pool(with_database(postgres_server, name))
+    try:
+        every = migrate.available_migrations()
+        with monkeypatch.context() as patched:
+            patched.setattr(migrate, "available_migrations", lambda: [m for m in every if m.version < 9])
+            await migrate.migrate(pool)
+        files = {"rivers.html": RIVERS, "baking.html": BAKING}
+        with embedding_server() as server:
+            job = await make(pool, tmp_path / "docs", endpoint(server.url), files=files)
+            await run_once(pool, job, secrets_dir=tmp_path)
+            plain = await jobs.register_job(
+                pool,
+                uid=uuid.uuid4(),
+                namespace="default",
+                name="plain",
+                generation=1,
+                spec=volume_spec(tmp_path / "docs", embedding={"provider": "none"}),
+            )
+            await run_once(pool, plain, secrets_dir=tmp_path)
+            before = await embedded(pool, job)
+
+            await migrate.migrate(pool)
+            marks = await pool.fetch("SELECT job_uid, embedding_input FROM headrace.documents")
+            assert sorted((r["job_uid"] == job.uid, r["embedding_input"]) for r in marks) == [
+                (False, None),
+                (False, None),
+                (True, "chunk"),
+                (True, "chunk"),
+            ]
+            server.requests.clear()
+            state = await run_once(pool, job, secrets_dir=tmp_path, reason="upgraded")
+            assert (state.summary.updated, state.summary.unchanged, state.summary.failed) == (2, 0, 0), state.summary
+            assert sorted(text for _, body, _ in server.requests for text in body["input"]) == [
+                "Baking bread at home\n\nSee the list below for details.",
+                "Rivers of Europe\n\nSee the list below for details.",
+            ]
+            after = await embedded(pool, job)
+            for uri, document in after.items():
+                assert document["chunks"] == before[uri]["chunks"], (
+                    "chunks were rewritten: the document was re-extracted"
+                )
+                assert (document["model"], document["vectors"]) == ("tiny", 1)
+            assert await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE embedding_input IS NOT NULL") == 0
+            # Brought up to date, the documents are unchanged at the next run: nothing is embedded again.
+            server.requests.clear()
+            state = await run_once(pool, job, secrets_dir=tmp_path, reason="again")
+            assert state.summary.unchanged == 2 and server.requests == []
+    finally:
+        await pool.close()
 
 
 def _by_model(requests: list[tuple[float, dict[str, Any], dict[str, str]]]) -> list[list[dict[str, Any]]]:
