@@ -20,6 +20,13 @@ MiB = 1024 * 1024
 # document is re-processed on the next run instead of being skipped as unchanged.
 PIPELINE_VERSION = 1
 
+EMBEDDING_INPUT = "title+chunk"
+"""What a chunk's vector is computed from (headrace.embedding.embedding_input): its document's title,
+then its text. Part of the run fingerprint of a job with embeddings; changing it needs a migration
+that marks the documents embedded from the input it replaces (`documents.embedding_input`, as 0009
+does for the chunk text alone), so the next run re-embeds them from their stored chunks."""
+
+
 CRON_SHAPE = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[^ ]+( +[^ ]+){4})$"
 """Five space-separated fields or a macro: the shape the CRD's pattern checks at admission (CEL cannot
 parse cron); whether the fields make sense, and ever fire, is checked by the model."""
@@ -585,10 +592,16 @@ class IngestionJobSpec(KubeModel):
         )
 
     def run_fingerprint(self) -> str:
-        """What, when changed, starts a new run: the source and everything in the content fingerprint."""
-        return _digest(
-            {"source": self.source.to_wire(), "content": self.content_fingerprint(), "embedding": self.embedding_key()}
-        )
+        """What, when changed, starts a new run: the source, everything in the content fingerprint, and
+        what decides the vectors (the space, and what of a chunk is embedded)."""
+        value: dict[str, object] = {
+            "source": self.source.to_wire(),
+            "content": self.content_fingerprint(),
+            "embedding": self.embedding_key(),
+        }
+        if self.embedding.enabled:  # absent without embeddings, so such a job's fingerprint stays as it was
+            value["embeddingInput"] = EMBEDDING_INPUT
+        return _digest(value)
 
     def embedding_key(self) -> str | None:
         """What decides a document's vectors besides its chunks: the vector space. A document stored
