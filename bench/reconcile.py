@@ -28,13 +28,16 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import psutil
 
 from bench import common
+
+if TYPE_CHECKING:
+    from headrace.operator.config import OperatorSettings
 
 TARGETS: dict[int, dict[str, float]] = {1: {"all": 0.1}, 100: {"p50": 0.5, "all": 2.0}, 300: {"all": 5.0}}
 """Issue 15's targets on the real apiserver, seconds: the median (p50) and the slowest job (all)."""
@@ -43,6 +46,9 @@ SMOKE_SIZES = (1, 5)
 EMULATOR_MAX = 100
 """Larger bursts are not run on the emulator by default: 100 jobs already take it a minute or more."""
 DEADLINE_S = 120.0
+SETTLE_TICKS = 2
+"""Observe intervals waited after a burst before the API requests are counted: a job's first ticks, and
+whatever they set off (an apply of a spec the timer wrote), belong to what a new job costs."""
 IMAGE = "ghcr.io/example/headrace:bench"
 VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
 RESOURCES = {
@@ -160,7 +166,7 @@ async def _burst(
 
 
 @asynccontextmanager
-async def _operator(dsn: str, kubeconfig: Path, scope: list[str]) -> AsyncIterator[None]:
+async def _operator(dsn: str, kubeconfig: Path, scope: list[str]) -> AsyncIterator["OperatorSettings"]:
     """The operator in a thread, logged in from `kubeconfig` as it would be anywhere outside a pod."""
     from kopf.testing import KopfRunner
 
@@ -175,11 +181,45 @@ async def _operator(dsn: str, kubeconfig: Path, scope: list[str]) -> AsyncIterat
     # The emulator serves from this event loop: enter and leave the runner without blocking it.
     await asyncio.to_thread(runner.__enter__)
     try:
-        yield
+        yield config
     finally:
         await asyncio.to_thread(runner.__exit__, None, None, None)
     if runner.exception is not None:
         raise RuntimeError("the operator failed") from runner.exception
+
+
+async def _apiserver_requests(plane: Any) -> dict[str, float]:
+    """The apiserver's own count of the requests it served (`apiserver_request_total`), by
+    "VERB resource[/subresource]", from its /metrics: every client's (operator, kopf, controllers, this
+    benchmark), which no client-side counter sees whole."""
+    connection = plane.connection()
+    async with (
+        aiohttp.ClientSession(
+            headers=connection.as_http_headers(), connector=aiohttp.TCPConnector(ssl=connection.as_ssl_context())
+        ) as session,
+        session.get(plane.url + "/metrics") as response,
+    ):
+        response.raise_for_status()
+        text = await response.text()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        raw, value = line.rsplit(" ", 1)
+        labels = dict(part.split("=", 1) for part in raw[raw.index("{") + 1 : -1].split(","))
+        labels = {key: label.strip('"') for key, label in labels.items()}
+        resource = labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else "")
+        key = f"{labels.get('verb', '')} {resource}".strip()
+        counts[key] = counts.get(key, 0.0) + float(value)
+    return counts
+
+
+def _handler_calls(handler: str) -> float:
+    """How many times the operator in this process ran `handler` (its reconcile histogram's count)."""
+    from prometheus_client import REGISTRY
+
+    found = REGISTRY.get_sample_value("headrace_operator_reconcile_duration_seconds_count", {"handler": handler})
+    return found or 0.0
 
 
 def _cpu(processes: list[psutil.Process]) -> float:
@@ -255,10 +295,11 @@ async def apiserver_round(plane: Any, operator_kubeconfig: Path, dsn: str, n: in
         await kube.ensure(ijs, _ingestion_job(name, namespace, emulated=False))
 
     try:
-        async with _operator(dsn, operator_kubeconfig, ["-n", namespace]):
+        async with _operator(dsn, operator_kubeconfig, ["-n", namespace]) as config:
             cpu = time.process_time(), _cpu(control_plane)
             postgres = common.Meter(urlsplit(dsn).path.lstrip("/")).__enter__()
             load = os.getloadavg()[0]
+            requests, applies = await _apiserver_requests(plane), _handler_calls("apply")
             result = await _burst(create, arrivals, n)
             result["cpu_s"] = {
                 "bench_process": time.process_time() - cpu[0],
@@ -266,6 +307,17 @@ async def apiserver_round(plane: Any, operator_kubeconfig: Path, dsn: str, n: in
                 "postgres": postgres.stop()["server_cpu"],  # while the operator's connections are open
             }
             result["load_average_1m"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+            # What a new job costs the apiserver through its first ticks (the warm-up job counts too).
+            await asyncio.sleep(SETTLE_TICKS * config.observe_interval + 2)
+            after = await _apiserver_requests(plane)
+            jobs = n + 1
+            served = {key: after[key] - requests.get(key, 0.0) for key in after}
+            result["requests_per_job"] = {
+                "all": sum(served.values()) / jobs,
+                "ingestionjobs": sum(v for k, v in served.items() if " ingestionjobs" in k) / jobs,
+                "by_call": {k: v / jobs for k, v in sorted(served.items(), key=lambda kv: -kv[1]) if v},
+            }
+            result["applies_per_job"] = (_handler_calls("apply") - applies) / jobs
     finally:
         for task in watches:
             task.cancel()
@@ -429,6 +481,14 @@ def _print(backend: str, n: int, r: int, result: dict[str, Any]) -> None:
         f"all {result['total_s']:.2f}s missing {len(result['missing'])} load {result['load_average_1m']}",
         flush=True,
     )
+    if "requests_per_job" in result:
+        requests = result["requests_per_job"]
+        top = ", ".join(f"{k} {v:.2f}" for k, v in list(requests["by_call"].items())[:12])
+        print(
+            f"  per job: {requests['all']:.1f} API requests ({requests['ingestionjobs']:.1f} on ingestionjobs), "
+            f"{result['applies_per_job']:.2f} applies; {top}",
+            flush=True,
+        )
 
 
 CPU_KEYS = ("bench_process", "apiserver_etcd", "postgres")
@@ -437,6 +497,12 @@ CPU_HEADER = [
     "CPU s: this process (operator + client)",
     "CPU s: apiserver + etcd",
     "CPU s: Postgres backends",
+]
+REQUESTS_HEADER = [
+    "jobs at once (apiserver)",
+    "API requests per job",
+    "of them on ingestionjobs",
+    "apply handler runs per job",
 ]
 HEADER = [
     "jobs at once",
@@ -497,6 +563,24 @@ def _write(
     if cpu:
         report.lines += [
             *common.table(CPU_HEADER, cpu),
+        ]
+    requests = [
+        [
+            n,
+            common.Summary.of([x["requests_per_job"]["all"] for x in rounds]).fmt(1),
+            common.Summary.of([x["requests_per_job"]["ingestionjobs"] for x in rounds]).fmt(1),
+            common.Summary.of([x["applies_per_job"] for x in rounds]).fmt(2),
+        ]
+        for n, rounds in sorted(results["apiserver"].items())
+    ]
+    if requests:
+        report.lines += [
+            f"API requests per new job, counted by the apiserver (`apiserver_request_total`, every client: "
+            f"operator, kopf, controllers, this benchmark) from before the warm-up job to {SETTLE_TICKS} "
+            "observe intervals after the burst, divided by the jobs created (the burst and the warm-up); "
+            "and how many times kopf ran the operator's apply handler per job.",
+            "",
+            *common.table(REQUESTS_HEADER, requests),
         ]
     report.lines += [
         f"- Jobs that still had no Job and HPA after {DEADLINE_S:.0f} s (counted at {DEADLINE_S:.0f} s): "

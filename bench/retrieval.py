@@ -2,7 +2,8 @@
 
 Corpus: Debian's python3.11-doc HTML (as the ingest benchmark gets it), extracted and chunked by
 headrace's own extractor and chunker, stored through `headrace.store.documents.store_document` with
-the built-in model's vectors: the index a job with default settings builds.
+the built-in model's vectors of each chunk with its document's title (`embedding_input`): the index a
+job with default settings builds.
 
 Queries: each library module page's synopsis, from its title ("os.path — Common pathname
 manipulations"); the answer is that page. A paraphrased variant drops the module name and swaps the
@@ -28,6 +29,7 @@ from typing import Any
 
 from bench import common
 from bench.search import base_documents
+from headrace.embedding import embedding_input
 from headrace.embedding.builtin import embed_sync
 from headrace.model import IngestionJobSpec
 from headrace.store import documents, jobs, lexicon, migrate, search, vectors
@@ -202,7 +204,7 @@ async def build(pool: Pool, docs: list[tuple[str, str, list[str]]]) -> dict[str,
     embed_seconds = 0.0
     for uri, title, texts in docs:
         began = time.perf_counter()
-        embedded = await asyncio.to_thread(embed_sync, texts)
+        embedded = await asyncio.to_thread(embed_sync, [embedding_input(title, t) for t in texts])
         embed_seconds += time.perf_counter() - began
         record = DocumentRecord(
             uri=uri,

@@ -14,6 +14,16 @@ from headrace.model import Embedding
 Vector = list[float]
 
 
+def embedding_input(title: str, text: str) -> str:
+    """The text a chunk is embedded from: its document's title, a blank line, then the chunk's text
+    (contextual chunk embedding, `EMBEDDING_INPUT`). A chunk alone often does not say what it is
+    about ("Return the number of items"): the title says of what. A document without a title, or a
+    chunk that already begins with it (a plain-text file's title is its first line), gives the text
+    alone. Queries are embedded as asked."""
+    title = title.strip()
+    return f"{title}\n\n{text}" if title and not text.lstrip().startswith(title) else text
+
+
 class EmbeddingError(Exception):
     """The model could not embed the input, or answered with something that is not a vector per input."""
 

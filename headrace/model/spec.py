@@ -20,6 +20,13 @@ MiB = 1024 * 1024
 # document is re-processed on the next run instead of being skipped as unchanged.
 PIPELINE_VERSION = 1
 
+EMBEDDING_INPUT = "title+chunk"
+"""What a chunk's vector is computed from (headrace.embedding.embedding_input): its document's title,
+then its text. Part of the run fingerprint of a job with embeddings; changing it needs a migration
+that marks the documents embedded from the input it replaces (`documents.embedding_input`, as 0009
+does for the chunk text alone), so the next run re-embeds them from their stored chunks."""
+
+
 CRON_SHAPE = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[^ ]+( +[^ ]+){4})$"
 """Five space-separated fields or a macro: the shape the CRD's pattern checks at admission (CEL cannot
 parse cron); whether the fields make sense, and ever fire, is checked by the model."""
@@ -306,10 +313,11 @@ class Workers(KubeModel):
     max: Annotated[int, Field(ge=1, le=1000)] = 4
     """Most workers at once."""
 
-    replicas: Annotated[int | None, Field(ge=0, le=1000)] = None
-    """Desired workers now. Owned by whoever scales the job (the HPA, the operator in builtin mode,
-    or `kubectl scale`). When unset, the operator sets it to `min`, so that the /scale subresource
-    has a value to read."""
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Desired workers now, within [min, max]: the job never runs fewer than `min` workers while it
+    has work, nor more than `max`. Owned by whoever scales the job (the HPA, the operator in builtin
+    mode, or `kubectl scale`). The API server fills in the default, so the /scale subresource has a
+    value to read from the moment the job is created."""
 
     tasks_per_worker: Annotated[int, Field(ge=1, le=100_000)] = 10
     """Pending tasks one worker is expected to handle; the builtin autoscaler divides the backlog by it."""
@@ -339,8 +347,9 @@ class Workers(KubeModel):
 
     @property
     def desired(self) -> int:
-        """The replica count asked for: `replicas` when someone set it, else `min`."""
-        return self.min if self.replicas is None else self.replicas
+        """The worker count asked for: `replicas`, clamped to [min, max] (`kubectl scale` through /scale
+        is bounded by neither, the HPA and the builtin autoscaler by both)."""
+        return max(self.min, min(self.replicas, self.max))
 
 
 class Retries(KubeModel):
@@ -583,10 +592,16 @@ class IngestionJobSpec(KubeModel):
         )
 
     def run_fingerprint(self) -> str:
-        """What, when changed, starts a new run: the source and everything in the content fingerprint."""
-        return _digest(
-            {"source": self.source.to_wire(), "content": self.content_fingerprint(), "embedding": self.embedding_key()}
-        )
+        """What, when changed, starts a new run: the source, everything in the content fingerprint, and
+        what decides the vectors (the space, and what of a chunk is embedded)."""
+        value: dict[str, object] = {
+            "source": self.source.to_wire(),
+            "content": self.content_fingerprint(),
+            "embedding": self.embedding_key(),
+        }
+        if self.embedding.enabled:  # absent without embeddings, so such a job's fingerprint stays as it was
+            value["embeddingInput"] = EMBEDDING_INPUT
+        return _digest(value)
 
     def embedding_key(self) -> str | None:
         """What decides a document's vectors besides its chunks: the vector space. A document stored

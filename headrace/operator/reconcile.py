@@ -170,7 +170,20 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
 
 async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: datetime) -> list[st.Event]:
     """Look at the job's actual state and bring status, parallelism and replicas in line with it;
-    returns the Events to post."""
+    returns the Events to post.
+
+    A job being deleted is the finalizer's: the timer looks no further, and a tick that began before the
+    deletion writes nothing once it finds the job's row gone (`jobs.JobGone`, `jobs.record_events`)."""
+    if body.metadata.deletion_timestamp:
+        return []
+    try:
+        return await _observe(op, body, patch, now=now)
+    except jobs.JobGone:
+        _log_gone(body)
+        return []
+
+
+async def _observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: datetime) -> list[st.Event]:
     try:
         job = parse(body, op.config)
     except InvalidSpec:
@@ -187,7 +200,6 @@ async def observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: date
     started: list[st.Event] = []
     fields: dict[str, Any] = {}
     state = await jobs.run_state(op.pool, record.uid, run)
-    _fill_replicas(job, patch)
     if _schedule_due(job, state, now=now):
         if record.namespace_uid is not None:
             await _ensure_credentials(op, job, record.namespace_uid, now=now)
@@ -467,7 +479,8 @@ async def _converge(
     events = [*started, *children.events, *changes]
     if state is not None and state.finished and state.summary.failed:
         events += await _failures_summary(op, record.uid, run)
-    await _record(op, record.uid, run, events)
+    if not await _record(op, record.uid, run, events):
+        raise jobs.JobGone(str(record.uid))
     return events
 
 
@@ -508,18 +521,19 @@ def _write(body: kopf.Body, patch: kopf.Patch, status: IngestionJobStatus) -> No
         )
 
 
-async def _record(op: Operator, uid: uuid.UUID, run: int, events: list[st.Event]) -> None:
-    """Copy the Events into the job's log in Postgres, which the API streams (the store logs the run's own)."""
-    await jobs.record_events(
+async def _record(op: Operator, uid: uuid.UUID, run: int, events: list[st.Event]) -> bool:
+    """Copy the Events into the job's log in Postgres, which the API streams (the store logs the run's own);
+    False when the job was deleted or retained meanwhile."""
+    return await jobs.record_events(
         op.pool, uid, run, [(e.type, e.reason, e.message) for e in events if e.reason not in STORE_RECORDED]
     )
 
 
-def _fill_replicas(job: IngestionJob, patch: kopf.Patch) -> None:
-    """Write spec.workers.replicas when unset: the /scale subresource (the HPA, `kubectl scale`) answers
-    500 "the spec replicas field does not exist" without it. Whoever scales the job owns it from then on."""
-    if job.spec.workers.replicas is None:
-        patch.spec["workers"] = {"replicas": job.spec.workers.desired}
+def _log_gone(body: kopf.Body) -> None:
+    log.info(
+        "Skipped a deleted IngestionJob",
+        extra={"namespace": body.metadata.namespace, "ingestionjob": body.metadata.name},
+    )
 
 
 def _schedule_due(job: IngestionJob, state: RunState | None, *, now: datetime) -> bool:

@@ -468,10 +468,12 @@ async def stale_embeddings(
     pool: Pool, job_uid: uuid.UUID, space_id: int | None, uris: list[str], archive_uris: list[str]
 ) -> list[tuple[int, str]]:
     """(id, uri) of these documents, and of these archives' entries, whose chunks are not embedded in
-    `space_id` (None: that carry vectors while the job wants none)."""
+    `space_id` (None: that carry vectors while the job wants none), or whose vectors an earlier version
+    computed from another input (`embedding_input`, see migration 0009)."""
     rows = await pool.fetch(
         "SELECT id, uri FROM headrace.documents WHERE job_uid = $1 AND state = 'ingested' AND chunk_count > 0 "
-        "AND embedding_space IS DISTINCT FROM $2 AND (uri = ANY($3::text[]) OR uri LIKE ANY($4::text[])) ORDER BY id",
+        "AND (embedding_space IS DISTINCT FROM $2 OR ($2 IS NOT NULL AND embedding_input IS NOT NULL)) "
+        "AND (uri = ANY($3::text[]) OR uri LIKE ANY($4::text[])) ORDER BY id",
         job_uid,
         space_id,
         uris,

@@ -19,6 +19,10 @@ class UnknownTextSearchConfig(ValueError):
     """The spec names a text-search configuration this Postgres does not have."""
 
 
+class JobGone(Exception):
+    """The job's row was deleted (its IngestionJob's finalizer ran) while the caller was working on it."""
+
+
 @dataclass(frozen=True)
 class JobRecord:
     """A job as the store knows it."""
@@ -165,6 +169,8 @@ async def start_run(
             "WHERE uid = $1 RETURNING current_run",
             job.uid,
         )
+        if run is None:
+            raise JobGone(str(job.uid))
         # Work of an older run is redone by this run's discovery; left alone it would record the old run.
         await queue.cancel_superseded(conn, job.uid, run)
         await conn.execute(
@@ -368,14 +374,36 @@ async def record_event(
 
 async def record_events(
     conn: Pool | Connection, uid: uuid.UUID, run: int, events: Sequence[tuple[EventType, str, str]]
-) -> None:
-    """Append (type, reason, message) entries to the job's event log in one round trip."""
+) -> bool:
+    """Append (type, reason, message) entries to the job's event log in one round trip; False, writing
+    nothing, when the job was deleted or retained (its IngestionJob is gone).
+
+    The operator's timer reads the job, talks to Kubernetes, then writes here: the finalizer may have
+    deleted or retained the job in between. The job's row is locked FOR SHARE in the same statement, so
+    a finalizer still in flight is waited for and its outcome seen (a deleted row is skipped, a retained
+    one fails `deleted_at IS NULL` when re-checked), instead of a foreign-key error.
+    """
     if not events:
-        return
-    await conn.executemany(
-        "INSERT INTO headrace.job_events (job_uid, run, type, reason, message) VALUES ($1, $2, $3, $4, $5)",
-        [(uid, run, type_, reason, redact(message)) for type_, reason, message in events],
+        return True
+    found = await conn.fetchval(
+        """
+        WITH job AS (SELECT uid FROM headrace.jobs WHERE uid = $1 AND deleted_at IS NULL FOR SHARE),
+             written AS (
+                 INSERT INTO headrace.job_events (job_uid, run, type, reason, message)
+                 SELECT job.uid, $2, e.type, e.reason, e.message
+                 FROM job, unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS e(type, reason, message, n)
+                 ORDER BY e.n
+                 RETURNING 1
+             )
+        SELECT EXISTS (SELECT 1 FROM job)
+        """,
+        uid,
+        run,
+        [type_ for type_, _, _ in events],
+        [reason for _, reason, _ in events],
+        [redact(message) for _, _, message in events],
     )
+    return bool(found)
 
 
 async def has_event(pool: Pool, uid: uuid.UUID, run: int, reason: str) -> bool:

@@ -116,17 +116,38 @@ async def store_embeddings(
     )
 
 
-async def chunks_lacking(conn: Pool | Connection, document_id: int, space: Space) -> list[tuple[int, str]]:
-    """(id, text) of a document's chunks, in order, that have no vector in `space`: what re-embedding it
-    there still has to do."""
+async def drop_old_input(conn: Pool | Connection, document_id: int) -> None:
+    """Remove the vectors of a document that an earlier version computed from another input than this
+    one's (`embedding_input` set, see migration 0009), with its space and its mark, so that re-embedding
+    it is the same resumable work as bringing it from another space: its chunks then all lack a vector.
+    One statement, so an outage leaves the document as it was or without vectors, never half of each."""
+    await conn.execute(
+        """
+        WITH old AS (
+            UPDATE headrace.documents SET embedding_space = NULL, embedding_input = NULL
+            WHERE id = $1 AND embedding_input IS NOT NULL
+            RETURNING id
+        )
+        DELETE FROM headrace.embeddings e USING headrace.chunks c, old
+        WHERE e.chunk_id = c.id AND c.document_id = old.id
+        """,
+        document_id,
+    )
+
+
+async def chunks_lacking(conn: Pool | Connection, document_id: int, space: Space) -> tuple[str, list[tuple[int, str]]]:
+    """The document's title and the (id, text) of its chunks, in order, that have no vector in `space`:
+    what re-embedding it there still has to do (a chunk is embedded with its document's title)."""
     rows = await conn.fetch(
-        "SELECT c.id, c.content FROM headrace.chunks c "
-        "LEFT JOIN headrace.embeddings e ON e.chunk_id = c.id AND e.space_id = $2 "
-        "WHERE c.document_id = $1 AND e.chunk_id IS NULL ORDER BY c.ordinal",
+        "SELECT d.title, c.id, c.content FROM headrace.documents d "
+        "LEFT JOIN headrace.chunks c ON c.document_id = d.id "
+        "AND NOT EXISTS (SELECT FROM headrace.embeddings e WHERE e.chunk_id = c.id AND e.space_id = $2) "
+        "WHERE d.id = $1 ORDER BY c.ordinal",
         document_id,
         space.id,
     )
-    return [(r["id"], r["content"]) for r in rows]
+    title = rows[0]["title"] if rows else ""
+    return title, [(r["id"], r["content"]) for r in rows if r["id"] is not None]
 
 
 async def store_chunk_vectors(

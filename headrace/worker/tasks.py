@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headrace import metrics
-from headrace.embedding import Embedder, EmbeddingError, Vector
+from headrace.embedding import Embedder, EmbeddingError, Vector, embedding_input
 from headrace.model.events import Reason
 from headrace.redaction import redact
 from headrace.store import documents, jobs, queue, vectors
@@ -56,13 +56,14 @@ class Context:
         return self.space is not None or not self.job.spec.embedding.enabled
 
 
-async def embed_chunks(ctx: Context, texts: list[str]) -> list[Vector]:
-    """The embedding stage: one vector per chunk text, or EmbeddingError. Bounded on its own so the
-    ingest path can batch or pipeline it without touching extraction or storage."""
+async def embed_chunks(ctx: Context, title: str, texts: list[str]) -> list[Vector]:
+    """The embedding stage: one vector per chunk text of the document titled `title` (see
+    `embedding_input`), or EmbeddingError. Bounded on its own so the ingest path can batch or
+    pipeline it without touching extraction or storage."""
     if ctx.embedder is None or not texts:
         return []
     started = time.perf_counter()
-    embedded = await ctx.embedder.embed(texts)
+    embedded = await ctx.embedder.embed([embedding_input(title, text) for text in texts])
     metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
     metrics.EMBEDDED_CHUNKS.inc(len(embedded))
     return embedded
@@ -269,7 +270,7 @@ async def _embed(
         if "seconds" in item.message:  # timed in the sandbox, observed here: the child's metrics die with it
             metrics.EXTRACTION_SECONDS.labels(record.format).observe(item.message["seconds"])
         try:
-            embedded = await embed_chunks(ctx, [c.content for c in record.chunks])
+            embedded = await embed_chunks(ctx, record.title, [c.content for c in record.chunks])
         except EmbeddingError as exc:
             batch.fail(ctx.job, record.uri, f"embedding failed: {exc}")
             continue
@@ -351,16 +352,19 @@ async def _reembed_kept(ctx: Context, run: int, batch: _Batch) -> None:
 async def _reembed(ctx: Context, run: int, document_id: int) -> documents.Outcome | None:
     """One kept document brought to the job's space, REEMBED_SLICE chunks per transaction (or its vectors
     dropped when the job wants none). Until its last slice is stored it keeps its former space, so it
-    stays stale and a retry resumes it; semantic search meanwhile finds the chunks already embedded."""
+    stays stale and a retry resumes it; semantic search meanwhile finds the chunks already embedded.
+    A document an earlier version embedded from another input (the chunk text alone) first loses its
+    vectors, and then is brought to the space the same way."""
     if ctx.space is None:
         stored = await vectors.stored_chunks(ctx.pool, document_id)
         return await documents.reembed_document(
             ctx.pool, ctx.job.uid, run, document_id, None, [], expected_chunks=len(stored)
         )
-    lacking = await vectors.chunks_lacking(ctx.pool, document_id, ctx.space)
+    await vectors.drop_old_input(ctx.pool, document_id)
+    title, lacking = await vectors.chunks_lacking(ctx.pool, document_id, ctx.space)
     for start in range(0, len(lacking), REEMBED_SLICE):
         part = lacking[start : start + REEMBED_SLICE]
-        embedded = await embed_chunks(ctx, [text for _, text in part])
+        embedded = await embed_chunks(ctx, title, [text for _, text in part])
         await vectors.store_chunk_vectors(ctx.pool, ctx.job.uid, ctx.space, [chunk for chunk, _ in part], embedded)
     return await documents.finish_reembed(ctx.pool, run, document_id, ctx.space)
 

@@ -127,6 +127,45 @@ async def client(settings: Callable[..., ApiSettings]) -> AsyncIterator[httpx.As
         yield client
 
 
+class Tap:
+    """The app, with what it has sent of its responses' bodies so far readable as it is sent.
+
+    httpx's ASGITransport hands a test the body only once the response ended; a test that must act at a
+    point of an open event stream (after its first `phase` frame, say) waits for that text here instead
+    of sleeping and hoping the stream got there.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.sent = ""
+        self._more = asyncio.Condition()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def tapped(message: Any) -> None:
+            await send(message)
+            if message["type"] == "http.response.body":
+                async with self._more:
+                    self.sent += message.get("body", b"").decode()
+                    self._more.notify_all()
+
+        await self.app(scope, receive, tapped)
+
+    async def wait_for(self, text: str) -> None:
+        """Until `text` was sent (the test's timeout bounds the wait)."""
+        async with self._more:
+            await self._more.wait_for(lambda: text in self.sent)
+
+
+@pytest.fixture
+async def tapped(settings: Callable[..., ApiSettings]) -> AsyncIterator[tuple[httpx.AsyncClient, Tap]]:
+    """A client of the app, and the tap showing what the app has sent so far."""
+    app = create_app(settings())
+    async with LifespanManager(app) as manager:
+        tap = Tap(manager.app)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(tap), base_url="http://headrace") as client:
+            yield client, tap
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

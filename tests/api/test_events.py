@@ -16,7 +16,7 @@ from headrace.store import jobs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import Worker
-from tests.api.conftest import bearer
+from tests.api.conftest import Tap, bearer
 from tests.conftest import volume_spec
 
 ALICE = bearer("alice-token")
@@ -68,7 +68,10 @@ async def test_bad_last_event_id_is_a_400(client: httpx.AsyncClient, seeded: dic
     assert response.headers["content-type"] == "application/problem+json"
 
 
-async def test_stream_follows_a_running_job_to_its_end(client: httpx.AsyncClient, pool: Pool, tmp_path: Path) -> None:
+async def test_stream_follows_a_running_job_to_its_end(
+    tapped: tuple[httpx.AsyncClient, Tap], pool: Pool, tmp_path: Path
+) -> None:
+    client, tap = tapped
     volume = tmp_path / "volume"
     volume.mkdir()
     for i in range(8):
@@ -83,8 +86,9 @@ async def test_stream_follows_a_running_job_to_its_end(client: httpx.AsyncClient
     )
     await jobs.start_run(pool, job, reason="test")
     stream = asyncio.create_task(client.get(EVENTS, headers=ALICE))
-    # The stream is open on a running job: it must not end before the work does.
-    await asyncio.sleep(0.3)
+    # The stream is open on a running job: it must not end before the work does. The work starts once
+    # the stream said so (not after a fixed wait, which a loaded machine can outlast).
+    await tap.wait_for('"phase": "Running"')
     assert not stream.done()
     assert await Worker(pool, job.uid, volume_root=volume, poll_seconds=0.02).run() == 0
     response = await asyncio.wait_for(stream, timeout=30)

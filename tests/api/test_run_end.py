@@ -10,7 +10,7 @@ import httpx
 from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.worker.loop import Worker
-from tests.api.conftest import bearer
+from tests.api.conftest import Tap, bearer
 from tests.api.test_events import parse
 from tests.conftest import volume_spec
 
@@ -18,13 +18,18 @@ ALICE = bearer("alice-token")
 JOB = "/v1/namespaces/team-a/ingestionjobs/docs"
 
 
-async def test_a_run_closed_by_its_failed_job_ends_the_stream(client: httpx.AsyncClient, pool: Pool) -> None:
+async def test_a_run_closed_by_its_failed_job_ends_the_stream(
+    tapped: tuple[httpx.AsyncClient, Tap], pool: Pool
+) -> None:
+    client, tap = tapped
     job = await jobs.register_job(
         pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec(".")
     )
     await jobs.start_run(pool, job, reason="test")
     stream = asyncio.create_task(client.get(f"{JOB}/events", headers=ALICE))
-    await asyncio.sleep(0.3)
+    # The run closes once the stream said it was running (a stream that first looks after the close
+    # rightly says Failed alone: waiting a fixed 0.3 s for the first look failed so on a loaded machine).
+    await tap.wait_for('"phase": "Running"')
     assert not stream.done()  # a running job's stream stays open
     message = "the worker Job failed: Job has reached the specified backoff limit"
     assert await runs.close_run(pool, job.uid, 1, reason="BackoffLimitExceeded", message=message)

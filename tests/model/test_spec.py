@@ -3,6 +3,7 @@
 import pytest
 
 from headrace.model import IngestionJobSpec, InvalidManifest, parse_manifest
+from headrace.model import spec as spec_module
 
 
 def manifest(**spec: object) -> dict[str, object]:
@@ -109,6 +110,23 @@ def test_fingerprints_track_what_changes_the_index() -> None:
     assert base.content_fingerprint() != rechunked.content_fingerprint()
     assert base.run_fingerprint() != moved.run_fingerprint()
     assert base.content_fingerprint() == moved.content_fingerprint()
+
+
+def test_changing_what_is_embedded_of_a_chunk_starts_a_run_for_jobs_with_embeddings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks embedded from another input (an earlier version embedded their text alone, this one
+    their title too) need new vectors: a job with embeddings runs again, one without does not, and
+    neither re-extracts (the content fingerprint stays)."""
+    embedded = IngestionJobSpec.model_validate({"source": {"volume": {"path": "a"}}})
+    keyword_only = IngestionJobSpec.model_validate(
+        {"source": {"volume": {"path": "a"}}, "embedding": {"provider": "none"}}
+    )
+    before = [(s.run_fingerprint(), s.content_fingerprint()) for s in (embedded, keyword_only)]
+    monkeypatch.setattr(spec_module, "EMBEDDING_INPUT", "chunk")
+    after = [(s.run_fingerprint(), s.content_fingerprint()) for s in (embedded, keyword_only)]
+    assert after[0][0] != before[0][0] and after[0][1] == before[0][1]
+    assert after[1] == before[1]
 
 
 def test_every_spec_field_is_documented() -> None:

