@@ -152,7 +152,7 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
     import pydantic
 
     from headrace.model import field_errors
-    from headrace.store.db import create_pool
+    from headrace.store.db import close_pool, create_pool
     from headrace.store.outage import ride_out
     from headrace.worker.loop import Worker
     from headrace.worker.settings import WorkerSettings
@@ -184,7 +184,7 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
             loop.install_signal_handlers()
             return await loop.run()
         finally:
-            await pool.close()
+            await close_pool(pool)
 
     sys.exit(_run(go()))
 

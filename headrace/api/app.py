@@ -15,7 +15,7 @@ from headrace.api.metrics import RequestMetrics
 from headrace.api.routes import events, health, jobs, passages, search
 from headrace.api.settings import ApiSettings
 from headrace.store import migrate
-from headrace.store.db import create_pool
+from headrace.store.db import close_pool, create_pool
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         finally:
             await authenticator.aclose()
     finally:
-        await pool.close()
+        await close_pool(pool)
         log.info("Stopped API")
 
 

@@ -15,6 +15,7 @@ from headrace.operator.settings import configure
 from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
 from headrace.redaction import redact
+from headrace.store.db import close_pool
 from headrace.store.outage import ride_out
 from headrace.store.tenants import MissingPrivilege
 
@@ -70,7 +71,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         operator: reconcile.Operator | None = memo.get("operator")
         if operator is not None:
             await operator.kube.close()
-            await operator.pool.close()
+            await close_pool(operator.pool)
 
     @kopf.on.resume(*RESOURCE, registry=registry)
     @kopf.on.create(*RESOURCE, registry=registry)

@@ -6,7 +6,7 @@ from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
 from headrace.store import migrate, tenants
-from headrace.store.db import create_pool
+from headrace.store.db import close_pool, create_pool
 from headrace.store.outage import ride_out
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ async def open_operator(config: OperatorSettings) -> Operator:
             await tenants.check_privilege(pool)  # MissingPrivilege names the way out
             await tenants.prepare(pool, prefix=config.tenant_role_prefix)
         except BaseException:
-            await pool.close()
+            await close_pool(pool)
             raise
     else:
         log.warning(

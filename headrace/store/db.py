@@ -1,12 +1,16 @@
 """Connections to the one Postgres database shared by the operator, the API and the workers."""
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
@@ -75,6 +79,25 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquir
     return cast("Pool", bounded)
 
 
+CLOSE_TIMEOUT_SECONDS = 5.0
+"""How long closing a pool waits for its connections to be released before it drops them."""
+
+
+async def close_pool(pool: Pool, *, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:  # noqa: ASYNC109 - a bound, not a caller's deadline
+    """Close the pool, and drop (terminate) its connections if they are not all released within `timeout`.
+
+    asyncpg's `Pool.close()` waits for every connection to be released, with no bound: one a cancelled
+    task never gave back holds the process after its work is done (asyncpg says so only after 60 s),
+    past a pod's termination grace period. Its docs advise bounding it; the process is exiting, and
+    whatever such a connection was doing was already given up.
+    """
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except TimeoutError:
+        log.warning("Dropped database connections still in use at close", extra={"seconds": timeout})
+        pool.terminate()
+
+
 @asynccontextmanager
 async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> AsyncIterator[Pool]:
     """A pool for the length of a `with` block."""
@@ -82,4 +105,4 @@ async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> Async
     try:
         yield pool
     finally:
-        await pool.close()
+        await close_pool(pool)
