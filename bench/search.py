@@ -238,15 +238,17 @@ async def embed_replicas(pool: Pool, docs: list[tuple[str, str, list[str]]], spe
 
 
 async def ensure_statistics(dsn: str) -> dict[str, Any]:
-    """Build the search statistics of every job of the index that has none (a one-off, kept with the
-    index, as the operator builds them after a run); their build time and size."""
+    """Build the search statistics of every job of the index that has none, or has them with another
+    cap than lexicon.CAP (a one-off, kept with the index, as the operator builds them after a run);
+    their build time and size."""
     from headrace.store import lexicon
 
     pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
         missing = await pool.fetch(
-            "SELECT uid FROM headrace.jobs j "
-            "WHERE NOT EXISTS (SELECT FROM headrace.search_statistics s WHERE s.job_uid = j.uid) ORDER BY uid"
+            "SELECT uid FROM headrace.jobs j WHERE NOT EXISTS "
+            "(SELECT FROM headrace.search_statistics s WHERE s.job_uid = j.uid AND s.cap = $1) ORDER BY uid",
+            lexicon.CAP,
         )
         for row in missing:
             print(f"building the search statistics of job {row['uid']}", flush=True)
