@@ -14,6 +14,7 @@ vector space, scanned iteratively so filters cannot starve a page. Hybrid fuses 
 
 import base64
 import contextlib
+import functools
 import json
 import re
 import uuid
@@ -473,19 +474,19 @@ async def search(
         filters = (where.uri_prefix, where.metadata)
         ranked: list[tuple[int, float]]
         statistics: dict[str, Any] | None = None
+        keyword_ranking = functools.partial(
+            _keyword,
+            conn,
+            query,
+            configs,
+            uids,
+            filters,
+            ranked_matches=ranked_matches,
+            statistics=cursor_statistics(cursor),
+            use_statistics=scoped.statistics and ranked_matches is not None,
+        )
         if chosen == "keyword":
-            ranked, statistics = await _keyword(
-                conn,
-                query,
-                configs,
-                uids,
-                filters,
-                after,
-                limit + 1,
-                ranked_matches,
-                cursor_statistics(cursor),
-                use_statistics=scoped.statistics and ranked_matches is not None,
-            )
+            ranked, statistics = await keyword_ranking(after, limit + 1)
             if not ranked and after is None and query.strip() and not await _has_words(conn, query, configs):
                 raise SearchRefused("q has no words to search by keyword: only stop words or punctuation")
         else:
@@ -508,18 +509,7 @@ async def search(
                 )
                 ranked = [(r["id"], float(r["score"])) for r in rows]
             else:
-                keyword, statistics = await _keyword(
-                    conn,
-                    query,
-                    configs,
-                    uids,
-                    filters,
-                    None,
-                    candidates,
-                    ranked_matches,
-                    cursor_statistics(cursor),
-                    use_statistics=scoped.statistics and ranked_matches is not None,
-                )
+                keyword, statistics = await keyword_ranking(None, candidates)
                 rows = await conn.fetch(
                     _semantic_sql(space), vector, space.id, space_uids, *filters, candidates, None, None
                 )
