@@ -7,6 +7,12 @@ does; snapshots carry no id, since the next one supersedes them. It ends after t
 terminal phase (Succeeded or Failed) or is suspended, and everything up to that point was sent.
 Every `events_recheck_seconds` it checks again that the caller's token is valid and may still read
 the namespace, and ends when not.
+
+When the API is asked to stop (SIGTERM, a rollout), every open stream ends cleanly, without an
+`end` event, so the client's EventSource reconnects to another replica with `Last-Event-ID`. The
+generator ends itself: sse-starlette sets the stream's shutdown event, and it returns at its next
+wait. Were it cancelled instead, the stream would end in a truncated chunk whenever the cancellation
+caught a send.
 """
 
 import asyncio
@@ -15,6 +21,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -57,16 +64,23 @@ async def _stream(
     release: Callable[[], None],
     recheck: Recheck,
     settings: ApiSettings,
+    stopping: anyio.Event,
 ) -> AsyncIterator[ServerSentEvent]:
     try:
-        async for event in _follow(pool, uid, after, request, recheck, settings):
+        async for event in _follow(pool, uid, after, request, recheck, settings, stopping):
             yield event
     finally:
         release()
 
 
 async def _follow(
-    pool: Pool, uid: Any, after: int, request: Request, recheck: Recheck, settings: ApiSettings
+    pool: Pool,
+    uid: Any,
+    after: int,
+    request: Request,
+    recheck: Recheck,
+    settings: ApiSettings,
+    stopping: anyio.Event,
 ) -> AsyncIterator[ServerSentEvent]:
     last_phase: tuple[str, int] | None = None
     last_progress: dict[str, Any] | None = None
@@ -109,7 +123,10 @@ async def _follow(
             return
         if await request.is_disconnected():
             return
-        await asyncio.sleep(settings.events_poll_seconds)
+        with anyio.move_on_after(settings.events_poll_seconds):
+            await stopping.wait()
+        if stopping.is_set():  # the server is stopping: end cleanly, and the client reconnects elsewhere
+            return
 
 
 @router.get(
@@ -154,12 +171,16 @@ async def stream_events(
 
     release = services.streams.reserve(principal.name)
     try:
-        stream = _stream(pool, view.uid, after, request, release, recheck, settings)
+        stopping = anyio.Event()
+        stream = _stream(pool, view.uid, after, request, release, recheck, settings, stopping)
         # A stream the server never starts iterating (the client left first) still frees its slot.
         weakref.finalize(stream, release)
         return EventSourceResponse(
             stream,
             ping=int(settings.events_ping_seconds) or 1,
+            shutdown_event=stopping,
+            # Time for the generator to notice and return, within uvicorn's own grace for open requests.
+            shutdown_grace_period=settings.shutdown_grace_seconds / 2,
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
     except BaseException:
