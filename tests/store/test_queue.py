@@ -49,9 +49,9 @@ async def test_enqueue_is_idempotent_by_dedupe_key(pool: Pool, make_job: JobFact
 async def test_expired_lease_is_taken_over_and_the_old_holder_cannot_ack(pool: Pool, make_job: JobFactory) -> None:
     job = await make_job()
     await fill(pool, job, 1)
-    (first,) = await queue.lease(pool, job.uid, worker="dies", lease_seconds=0.2)
+    (first,) = await queue.lease(pool, job.uid, worker="dies", lease_seconds=30)
     assert await queue.lease(pool, job.uid, worker="other", lease_seconds=30) == []
-    await asyncio.sleep(0.4)
+    await _lease_runs_out(pool, first)
     (second,) = await queue.lease(pool, job.uid, worker="other", lease_seconds=30)
     assert second.id == first.id and second.attempts == 2
     assert not await queue.ack(pool, first)
@@ -61,12 +61,22 @@ async def test_expired_lease_is_taken_over_and_the_old_holder_cannot_ack(pool: P
 async def test_heartbeat_keeps_a_lease_alive(pool: Pool, make_job: JobFactory) -> None:
     job = await make_job()
     await fill(pool, job, 1)
-    (task,) = await queue.lease(pool, job.uid, worker="alive", lease_seconds=0.5)
-    for _ in range(4):
-        await asyncio.sleep(0.25)
-        assert await queue.heartbeat(pool, [task], lease_seconds=0.5) == {task.id}
+    (task,) = await queue.lease(pool, job.uid, worker="alive", lease_seconds=30)
+    assert await queue.heartbeat(pool, [task], lease_seconds=3600) == {task.id}
+    left = await pool.fetchval("SELECT lease_expires_at - now() FROM headrace.tasks WHERE id = $1", task.id)
+    assert left > timedelta(minutes=59)  # past the 30 s it was leased for
     assert await queue.lease(pool, job.uid, worker="thief", lease_seconds=30) == []
     assert await queue.ack(pool, task)
+
+
+async def test_heartbeat_cannot_revive_a_lease_taken_over(pool: Pool, make_job: JobFactory) -> None:
+    job = await make_job()
+    await fill(pool, job, 1)
+    (task,) = await queue.lease(pool, job.uid, worker="stalled", lease_seconds=30)
+    await _lease_runs_out(pool, task)
+    (taken,) = await queue.lease(pool, job.uid, worker="other", lease_seconds=30)
+    assert await queue.heartbeat(pool, [task], lease_seconds=30) == set()
+    assert await queue.ack(pool, taken)
 
 
 async def test_failure_is_retried_after_backoff_then_dead_with_its_error(pool: Pool, make_job: JobFactory) -> None:
@@ -144,3 +154,8 @@ async def test_a_cancelled_task_cannot_be_acked_failed_or_released(pool: Pool, m
     assert not await queue.release(pool, leased)
     assert await queue.heartbeat(pool, [leased], lease_seconds=30) == set()
     assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 0, "dead": 0, "cancelled": 2}
+
+
+async def _lease_runs_out(pool: Pool, task: queue.Task) -> None:
+    """The holder died: its lease lapses now, as it would once its time was up, without a test waiting for it."""
+    await pool.execute("UPDATE headrace.tasks SET lease_expires_at = now() - interval '1 s' WHERE id = $1", task.id)
