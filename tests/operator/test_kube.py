@@ -36,8 +36,9 @@ async def test_timeout_is_a_temporary_error_with_a_short_delay(
 ) -> None:
     # An API server too busy to answer in time. As a plain TimeoutError, kopf would retry the handler
     # only after its default 60 s backoff: jobs created in a burst got their worker Job a minute late.
-    slow_once(emulator, JOBS_URL, seconds=2)
-    busy = Operator(pool=op.pool, kube=KubeClient(op.kube.connection, timeout=0.2), config=op.config)
+    # The client's timeout leaves the retry's requests room on a loaded machine; the hang outlasts it.
+    slow_once(emulator, JOBS_URL, seconds=10)
+    busy = Operator(pool=op.pool, kube=KubeClient(op.kube.connection, timeout=2), config=op.config)
     raw = ij()
     try:
         with pytest.raises(kopf.TemporaryError) as caught:
