@@ -2,7 +2,9 @@
 
 import asyncio
 import os
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from headrace import logs
+from headrace import cli_errors, logs
 from headrace.model.contract import DATABASE_URL_ENV as POD_DATABASE_URL_ENV
 from headrace.model.contract import WORKER_SECRETS_DIR
 
@@ -48,11 +50,13 @@ def _database(url: str | None, data_dir: Path) -> Iterator[str]:
     """The given database, or the embedded one under data_dir."""
     if url:
         _say_which_database(url)
+        cli_errors.remember_database(url)
         yield url
         return
     from headrace.local import embedded_postgres
 
     with embedded_postgres(data_dir) as embedded:
+        cli_errors.remember_database(embedded)
         yield embedded
 
 
@@ -78,7 +82,7 @@ def _say_which_database(url: str) -> None:
     click.echo(f"Using the database at {where} from ${variable}, not the embedded one (unset it for that).", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=cli_errors.Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-format",
     type=click.Choice(["json", "text"]),
@@ -87,10 +91,16 @@ def _say_which_database(url: str) -> None:
     help="Log format; defaults to text on a terminal and JSON elsewhere.",
 )
 @click.option("--log-level", envvar="HEADRACE_LOG_LEVEL", default="INFO", show_default=True)
+@click.option("--debug", is_flag=True, envvar="HEADRACE_DEBUG", help="Show the traceback of an error, not one line.")
 @click.version_option(package_name="headrace")
-def main(log_format: str | None, log_level: str) -> None:
+@click.pass_context
+def main(ctx: click.Context, log_format: str | None, log_level: str, debug: bool) -> None:
     """Headrace: document ingestion on Kubernetes, and on your laptop."""
     logs.configure(log_format or ("text" if sys.stderr.isatty() else "json"), log_level)  # type: ignore[arg-type]
+    ctx.meta["headrace.debug"] = debug
+    if threading.current_thread() is threading.main_thread():  # not when a test invokes it from a thread
+        # SIGTERM unwinds like Ctrl-C, so what a command started (the embedded Postgres) is stopped on the way out.
+        signal.signal(signal.SIGTERM, cli_errors.raise_interrupted)
 
 
 @main.command()
@@ -205,6 +215,18 @@ def _run_manifest(
         job = load_manifest(manifest)
     except InvalidManifest as exc:
         raise click.ClickException(str(exc)) from None
+    volume = job.spec.source.volume
+    # Workers open spec.source.volume.path beneath this root: the manifest's folder, or the filesystem's
+    # root for an absolute path (local mode reads the user's own files).
+    volume_root = Path("/") if volume and Path(volume.path).is_absolute() else manifest.resolve().parent
+    if volume is not None:
+        folder = volume_root / volume.path
+        if not folder.is_dir():
+            # A folder that is not there will not appear on a retry: say so now, not after the workers' retries.
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise click.ClickException(
+                f"spec.source.volume.path: {folder} {what} (a relative path is taken from the manifest's folder)"
+            )
     with _database(database_url, data_dir) as dsn:
         result = _with_pool(
             dsn,
@@ -212,11 +234,7 @@ def _run_manifest(
                 pool,
                 dsn,
                 job,
-                # Workers open spec.source.volume.path beneath this root: the manifest's folder, or
-                # the filesystem's root for an absolute path (local mode reads the user's own files).
-                volume_root=Path("/")
-                if job.spec.source.volume and Path(job.spec.source.volume.path).is_absolute()
-                else manifest.resolve().parent,
+                volume_root=volume_root,
                 workers=workers,
                 console=console,
                 secrets_dir=secrets_dir.resolve() if secrets_dir else None,
@@ -308,6 +326,8 @@ def search(
     """Search the index by words (websearch syntax: "quoted phrase", or, -not) and meaning, with snippets."""
     from headrace.store import search as store_search
 
+    if not query.strip():
+        raise click.UsageError('the query is empty: give words to search for, e.g. headrace search "hacker ethic"')
     where = store_search.SearchFilter(namespaces=[namespace] if namespace else None, job=job, uri_prefix=uri_prefix)
     chosen = cast(store_search.Mode | None, mode)
     with _database(database_url, data_dir) as dsn:
@@ -372,18 +392,12 @@ def demo(workers: int, data_dir: Path, serve: bool, port: int) -> None:
         _with_pool(dsn, searches)
         console.print('\nTry your own: [bold]headrace search "your words here"[/bold]')
         if serve:
-            _serve_demo(console, dsn, port)
+            _serve_local(console, dsn, port, examples=_demo_examples)
 
 
-def _serve_demo(console: Console, dsn: str, port: int) -> None:
-    """Serve the API on loopback without authentication, with curl lines to paste, until Ctrl-C."""
-    from headrace.api.server import serve
-    from headrace.api.settings import ApiSettings
-
-    base = f"http://127.0.0.1:{port}"
+def _demo_examples(base: str) -> list[tuple[str, str]]:
     job = f"{base}/v1/namespaces/default/ingestionjobs/demo"
-    console.print(f"\n[bold]Serving the API on {base}[/bold] (no authentication: loopback only). Ctrl-C stops it.")
-    for title, command in [
+    return [
         ("status and progress", f"curl -s {job}"),
         ("failed documents", f"curl -s '{job}/documents?state=failed'"),
         ("live events (SSE)", f"curl -sN {job}/events"),
@@ -394,33 +408,97 @@ def _serve_demo(console: Console, dsn: str, port: int) -> None:
             '-d \'{"q": "politics", "uriPrefix": "devils-dictionary/", "limit": 3}\'',
         ),
         ("API reference", f"open {base}/docs"),
-    ]:
+    ]
+
+
+def _local_examples(base: str) -> list[tuple[str, str]]:
+    return [
+        ("jobs of a namespace", f"curl -s {base}/v1/namespaces/default/ingestionjobs"),
+        ("search every job", f"curl -s '{base}/v1/search?q=your+words&limit=3'"),
+        ("API reference", f"open {base}/docs"),
+    ]
+
+
+def _serve_local(
+    console: Console, dsn: str, port: int, host: str = "127.0.0.1", *, examples: Callable[[str], list[tuple[str, str]]]
+) -> None:
+    """Serve the API on loopback without authentication, with curl lines to paste, until Ctrl-C."""
+    from headrace.api.server import serve
+
+    base = f"http://{host}:{port}"
+    settings = _api_settings(database_url=dsn, auth_mode="none", listen_host=host, listen_port=port)
+    console.print(f"\n[bold]Serving the API on {base}[/bold] (no authentication: loopback only). Ctrl-C stops it.")
+    for title, command in examples(base):
         console.print(f"  [dim]# {title}[/dim]\n  {escape(command)}", highlight=False, soft_wrap=True)
-    settings = ApiSettings(database_url=dsn, auth_mode="none", listen_host="127.0.0.1", listen_port=port)
     if not serve(settings):
         raise click.ClickException(f"the API did not start: is port {port} free? (try --port)")
     console.print("Stopped the API.")
 
 
 @main.command()
-@click.option("--host", envvar="HEADRACE_LISTEN_HOST", default="0.0.0.0", show_default=True, help="Address to bind.")
+@click.option(
+    "--host",
+    envvar="HEADRACE_LISTEN_HOST",
+    default=None,
+    help="Address to bind [default: 0.0.0.0; 127.0.0.1 with --local].",
+)
 @click.option("--port", type=click.IntRange(0, 65535), envvar="HEADRACE_LISTEN_PORT", default=8080, show_default=True)
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Serve every job of `headrace run` and `headrace demo` from the embedded Postgres under --data-dir, "
+    "on loopback without authentication (as `headrace demo` serves).",
+)
 @database_url_option
-def api(host: str, port: int, database_url: str | None) -> None:
+@data_dir_option
+def api(host: str | None, port: int, local: bool, database_url: str | None, data_dir: Path) -> None:
     """Serve the HTTP API: job status, live progress, search. Configured by HEADRACE_* variables (docs/api.md)."""
-    from pydantic import ValidationError
-
-    from headrace.api.server import serve
-    from headrace.api.settings import ApiSettings
-
+    if local:
+        if database_url and click.get_current_context().get_parameter_source("database_url") == (
+            click.core.ParameterSource.COMMANDLINE
+        ):
+            raise click.UsageError("--local serves the embedded Postgres: give --local or --database-url, not both")
+        with _database(None, data_dir) as dsn:
+            _with_pool(dsn, _check_schema)
+            _serve_local(Console(), dsn, port, host or "127.0.0.1", examples=_local_examples)
+        return
     if not database_url:
-        raise click.UsageError("a database URL is needed: --database-url, HEADRACE_DATABASE_URL or DATABASE_URL")
-    try:
-        settings = ApiSettings(database_url=database_url, listen_host=host, listen_port=port)
-    except (ValidationError, ValueError) as exc:
-        raise click.ClickException(f"invalid API settings: {exc}") from None
+        raise click.UsageError(
+            "a database URL is needed: --database-url, HEADRACE_DATABASE_URL or DATABASE_URL "
+            "(or --local for the embedded Postgres of `headrace run`)"
+        )
+    settings = _api_settings(database_url=database_url, listen_host=host or "0.0.0.0", listen_port=port)
+    if settings.auth_mode == "kubernetes":
+        try:
+            settings.kubernetes_url()
+        except ValueError as exc:
+            raise click.ClickException(
+                f"{exc} (or HEADRACE_AUTH_MODE=token with HEADRACE_AUTH_TOKEN; "
+                "`headrace api --local` serves local runs on loopback)"
+            ) from None
+    # Reach the database before serving, so a wrong URL is one line here rather than a failed startup.
+    cli_errors.remember_database(database_url)
+    _with_pool(database_url, _check_schema, max_size=1)
+    from headrace.api.server import serve
+
     if not serve(settings):
         sys.exit(3)
+
+
+def _api_settings(**given: Any) -> Any:
+    from pydantic import ValidationError
+
+    from headrace.api.settings import ApiSettings
+
+    try:
+        return ApiSettings(**given)
+    except (ValidationError, ValueError) as exc:
+        raise click.ClickException(f"invalid API settings: {exc}") from None
+
+
+async def _check_schema(pool: Any) -> None:
+    """Fail with the reason when the database cannot be reached (the API's own startup refuses a stale schema)."""
+    await pool.fetchval("SELECT 1")
 
 
 @main.command()
