@@ -191,7 +191,9 @@ class Worker:
         reason = redact("".join(traceback.format_exception_only(error)).strip())
         retries = ctx.job.spec.retries
         backoff = queue.backoff_seconds(task.attempts, base=retries.backoff_seconds, cap=retries.max_backoff_seconds)
-        outcome = await ride_out(queue.fail, self.pool, task, reason, backoff=backoff)
+        # A DocumentError says retrying will not help (a source folder that is not there): no retries.
+        permanent = isinstance(error, DocumentError)
+        outcome = await ride_out(queue.fail, self.pool, task, reason, backoff=backoff, permanent=permanent)
         if outcome == "dead":
             await self._give_up(ctx, task, reason)
         metrics.TASKS_FAILED.labels(task.kind, outcome).inc()
