@@ -459,7 +459,7 @@ def api(host: str | None, port: int, local: bool, database_url: str | None, data
         ):
             raise click.UsageError("--local serves the embedded Postgres: give --local or --database-url, not both")
         with _database(None, data_dir) as dsn:
-            _with_pool(dsn, _check_schema)
+            _with_pool(dsn, _migrate)  # local mode owns its database, as `headrace run` does
             _serve_local(Console(), dsn, port, host or "127.0.0.1", examples=_local_examples)
         return
     if not database_url:
@@ -497,8 +497,17 @@ def _api_settings(**given: Any) -> Any:
 
 
 async def _check_schema(pool: Any) -> None:
-    """Fail with the reason when the database cannot be reached (the API's own startup refuses a stale schema)."""
-    await pool.fetchval("SELECT 1")
+    """Fail with the reason when the database cannot be reached or its schema is not this release's, as the
+    API's own startup would, but in one line before serving."""
+    from headrace.store import migrate as migrations
+
+    await migrations.ensure_current(pool)
+
+
+async def _migrate(pool: Any) -> None:
+    from headrace.store import migrate as migrations
+
+    await migrations.migrate(pool)
 
 
 @main.command()
@@ -531,6 +540,43 @@ def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         click.echo(f"Wrote {path}")
+
+
+@main.group()
+def local() -> None:
+    """The embedded Postgres of local mode (`headrace run`, `demo`, `api --local`)."""
+
+
+@local.command("status")
+@data_dir_option
+def local_status(data_dir: Path) -> None:
+    """Whether the embedded Postgres under --data-dir runs, its URL, and which processes use it."""
+    from headrace.local import server_state
+
+    state = server_state(data_dir)
+    if state.pid is None:
+        click.echo(f"Stopped: no embedded Postgres runs under {state.pgdata}.")
+        return
+    click.echo(f"Running: the embedded Postgres under {state.pgdata} (pid {state.pid}).")
+    click.echo(f"URL: {state.url}")
+    users = ", ".join(str(pid) for pid in state.users) or "none (`headrace local stop` stops it)"
+    click.echo(f"Used by: {users}")
+
+
+@local.command("stop")
+@data_dir_option
+def local_stop(data_dir: Path) -> None:
+    """Stop the embedded Postgres under --data-dir (its data stays); refused while a command uses it."""
+    from headrace.local import ServerInUse, stop_server
+
+    try:
+        state = stop_server(data_dir)
+    except ServerInUse as exc:
+        raise click.ClickException(str(exc)) from None
+    if state.pid is None:
+        click.echo(f"Nothing to stop: no embedded Postgres runs under {state.pgdata}.")
+    else:
+        click.echo(f"Stopped the embedded Postgres under {state.pgdata} (pid {state.pid}).")
 
 
 @main.command()

@@ -90,8 +90,9 @@ def describe(error: BaseException) -> str | None:
         return f"cannot reach {_database_place()}: {error.strerror or error} (is it running? {_FIX_URL})"
     from headrace.embedding import EmbeddingError
     from headrace.store.db import PoolExhausted
+    from headrace.store.migrate import StaleSchema
 
-    if isinstance(error, EmbeddingError | PoolExhausted):
+    if isinstance(error, EmbeddingError | PoolExhausted | StaleSchema):
         return str(error)
     return None
 

@@ -113,3 +113,12 @@ def test_a_missing_source_folder_fails_at_once_naming_its_absolute_path(
     line = one_line_error(headrace("run", "-f", str(manifest), "--database-url", dsn, cwd=Path("/")))
     assert f"spec.source.volume.path: {tmp_path / 'nosuchdir'} {what}" in line
     assert "Discovering" not in line
+
+
+def test_api_on_an_unmigrated_database_says_to_migrate(empty_dsn: str) -> None:
+    line = one_line_error(
+        headrace(
+            "api", "--port", "1", HEADRACE_DATABASE_URL=empty_dsn, HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN="t"
+        )
+    )
+    assert "run `headrace migrate`" in line
