@@ -211,40 +211,9 @@ def _extract_markdown(text: str, name: str) -> Extracted:
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)[^>]*?(/?)>")
 # Elements that never hold others (void) or whose end tag HTML lets a page leave out: a page of
 # unclosed <p>s is ordinary, not deep.
-_NOT_NESTING = frozenset(
-    [
-        "area",
-        "base",
-        "br",
-        "col",
-        "embed",
-        "hr",
-        "img",
-        "input",
-        "link",
-        "meta",
-        "source",
-        "track",
-        "wbr",
-        "p",
-        "li",
-        "dt",
-        "dd",
-        "tr",
-        "td",
-        "th",
-        "thead",
-        "tbody",
-        "tfoot",
-        "option",
-        "optgroup",
-        "rb",
-        "rt",
-        "rp",
-        "colgroup",
-        "caption",
-    ]
-)
+_VOID = ["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"]
+_OPTIONAL_END = ["p", "li", "dt", "dd", "tr", "td", "th", "thead", "tbody", "tfoot", "option", "optgroup"]
+_NOT_NESTING = frozenset([*_VOID, *_OPTIONAL_END, "rb", "rt", "rp", "colgroup", "caption"])
 
 
 def check_markup_depth(text: str, limit: int) -> None:
