@@ -287,24 +287,21 @@ def run(
     _run_manifest(manifest, workers, database_url, data_dir, Console(stderr=True), secrets_dir, retry_failed)
 
 
-def print_hits(console: Console, query: str, hits: list[Any]) -> None:
-    from headrace.store.snippets import START, STOP
-
-    console.print(f"\n[bold]Search:[/bold] {escape(query)}  ({len(hits)} results)")
-    for n, hit in enumerate(hits, 1):
-        snippet = escape(" ".join(hit.snippet.split()))
-        snippet = snippet.replace(START, "[bold yellow]").replace(STOP, "[/]")
-        console.print(f"{n:>2}. [cyan]{escape(hit.uri)}[/cyan] [dim]#{hit.ordinal} score {hit.score:.3f}[/dim]")
-        console.print(f"    {escape(hit.title)}", style="bold")
-        console.print(f"    {snippet}")
-
-
 @main.command()
 @click.argument("query")
-@click.option("--namespace", help="Only this namespace.")
+@click.option("-n", "--namespace", help="Only this namespace.")
 @click.option("--job", help="Only this IngestionJob (by name).")
 @click.option("--prefix", "uri_prefix", help="Only documents whose URI starts with this.")
-@click.option("-n", "--limit", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("-l", "--limit", type=click.IntRange(1, 100), default=5, show_default=True, help="Most hits to show.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "wide", "json", "yaml"]),
+    default="text",
+    show_default=True,
+    help="text for people; wide adds chunk ids and metadata; json and yaml for programs.",
+)
+@click.option("--full", is_flag=True, help="Print whole passages, not snippets.")
 @click.option(
     "--mode",
     type=click.Choice(["keyword", "semantic", "hybrid"]),
@@ -319,11 +316,17 @@ def search(
     job: str | None,
     uri_prefix: str | None,
     limit: int,
+    output: str,
+    full: bool,
     mode: str | None,
     database_url: str | None,
     data_dir: Path,
 ) -> None:
-    """Search the index by words (websearch syntax: "quoted phrase", or, -not) and meaning, with snippets."""
+    """Search the index by words (websearch syntax: "quoted phrase", or, -not) and meaning, with snippets.
+
+    Each hit names its job (namespace/name) and score; a hit with none of the query's words in it is
+    marked weak (only its meaning ranked it)."""
+    from headrace.hits import print_hits
     from headrace.store import search as store_search
 
     if not query.strip():
@@ -346,8 +349,9 @@ def search(
             )
         except store_search.SearchRefused as exc:
             raise click.UsageError(str(exc)) from exc
-    Console(stderr=True).print(f"[dim]mode: {page.mode}[/dim]")
-    print_hits(Console(), query, page.hits)
+    if output in ("text", "wide"):
+        Console(stderr=True).print(f"[dim]mode: {page.mode}[/dim]")
+    print_hits(Console(), query, page.hits, mode=page.mode, output=cast(Any, output), full=full)
 
 
 async def _embed_builtin_query(space: Any, text: str) -> list[float]:
@@ -374,6 +378,7 @@ DEMO_QUERIES = ["politics", '"hacker ethic"', "marriage -divorce"]
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port of the API.")
 def demo(workers: int, data_dir: Path, serve: bool, port: int) -> None:
     """Ingest the bundled sample corpus into an embedded Postgres, search it, then serve the API on it."""
+    from headrace.hits import print_hits
     from headrace.store import search as store_search
 
     console = Console()
@@ -387,7 +392,7 @@ def demo(workers: int, data_dir: Path, serve: bool, port: int) -> None:
                 page = await store_search.search(
                     pool, query, limit=3, ranked_matches=store_search.DEFAULT_RANKED_MATCHES
                 )
-                print_hits(console, query, page.hits)
+                print_hits(console, query, page.hits, mode=page.mode)
 
         _with_pool(dsn, searches)
         console.print('\nTry your own: [bold]headrace search "your words here"[/bold]')

@@ -9,7 +9,7 @@ instead. This is the one place that maps exception types to messages: commands r
 import signal
 import sys
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import click
@@ -59,7 +59,8 @@ def _database_place() -> str:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "the database"
-    return f"the database at {parts.hostname or 'localhost'}{port}{parts.path}"
+    socket = parse_qs(parts.query).get("host")  # a Unix socket's folder, as the embedded server's URL has
+    return f"the database at {parts.hostname or (socket[0] if socket else 'localhost')}{port}{parts.path}"
 
 
 _FIX_URL = "check --database-url or HEADRACE_DATABASE_URL"
