@@ -82,6 +82,11 @@ def _say_which_database(url: str) -> None:
     click.echo(f"Using the database at {where} from ${variable}, not the embedded one (unset it for that).", err=True)
 
 
+PERSONAL_COMMANDS = {"run", "demo", "search", "local"}
+"""Commands a person reads at a terminal: they log warnings only, unless --log-level asks for more."""
+DEFAULT = click.core.ParameterSource.DEFAULT
+
+
 @click.group(cls=cli_errors.Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-format",
@@ -96,6 +101,8 @@ def _say_which_database(url: str) -> None:
 @click.pass_context
 def main(ctx: click.Context, log_format: str | None, log_level: str, debug: bool) -> None:
     """Headrace: document ingestion on Kubernetes, and on your laptop."""
+    if ctx.invoked_subcommand in PERSONAL_COMMANDS and ctx.get_parameter_source("log_level") == DEFAULT:
+        log_level = "WARNING"  # their own output says what happened; INFO lines would cut into it
     logs.configure(log_format or ("text" if sys.stderr.isatty() else "json"), log_level)  # type: ignore[arg-type]
     ctx.meta["headrace.debug"] = debug
     if threading.current_thread() is threading.main_thread():  # not when a test invokes it from a thread
@@ -208,7 +215,7 @@ def _run_manifest(
     secrets_dir: Path | None = None,
     retry_failed: bool = False,
 ) -> uuid.UUID:
-    from headrace.local import print_summary, run_job
+    from headrace.local import NothingToRetry, local_uid, print_summary, run_job
     from headrace.model import InvalidManifest, load_manifest
 
     try:
@@ -228,19 +235,23 @@ def _run_manifest(
                 f"spec.source.volume.path: {folder} {what} (a relative path is taken from the manifest's folder)"
             )
     with _database(database_url, data_dir) as dsn:
-        result = _with_pool(
-            dsn,
-            lambda pool: run_job(
-                pool,
+        try:
+            result = _with_pool(
                 dsn,
-                job,
-                volume_root=volume_root,
-                workers=workers,
-                console=console,
-                secrets_dir=secrets_dir.resolve() if secrets_dir else None,
-                retry_failed=retry_failed,
-            ),
-        )
+                lambda pool: run_job(
+                    pool,
+                    dsn,
+                    job,
+                    volume_root=volume_root,
+                    workers=workers,
+                    console=console,
+                    secrets_dir=secrets_dir.resolve() if secrets_dir else None,
+                    retry_failed=retry_failed,
+                ),
+            )
+        except NothingToRetry as exc:
+            console.print(f"{exc}.")
+            return local_uid(job)
     print_summary(result, console)
     if result.state.error or any(code != 0 for code in result.worker_exit_codes):
         raise click.ClickException(f"run did not finish cleanly (worker exit codes {result.worker_exit_codes})")

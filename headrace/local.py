@@ -137,6 +137,10 @@ def local_uid(job: IngestionJob) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"headrace:{job.metadata.namespace}/{job.metadata.name}")
 
 
+class NothingToRetry(Exception):
+    """`--retry-failed` when the last run failed nothing: no run is started."""
+
+
 @dataclass(frozen=True)
 class LocalRun:
     job_uid: uuid.UUID
@@ -170,6 +174,11 @@ async def run_job(
         pool, uid=uid, namespace=job.metadata.namespace, name=job.metadata.name, generation=1, spec=job.spec
     )
     if retry_failed:
+        if not record.current_run or not await runs.failed_uris(pool, uid, record.current_run):
+            last = f"run {record.current_run}" if record.current_run else "no run yet"
+            raise NothingToRetry(
+                f"Nothing to retry: {job.metadata.namespace}/{job.metadata.name} has no failed documents ({last})"
+            )
         run = await runs.start_requested_run(pool, record, "retry", datetime.now(UTC).isoformat())
     else:
         run = await jobs.start_run(pool, record, reason="started by headrace run")

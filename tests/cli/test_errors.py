@@ -122,3 +122,31 @@ def test_api_on_an_unmigrated_database_says_to_migrate(empty_dsn: str) -> None:
         )
     )
     assert "run `headrace migrate`" in line
+
+
+async def test_run_prints_no_log_lines_and_retry_failed_with_nothing_failed_starts_no_run(
+    dsn: str, tmp_path: Path
+) -> None:
+    import asyncpg
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("The keeper trimmed the lamp.")
+    manifest = tmp_path / "job.yaml"
+    manifest.write_text(
+        "apiVersion: headrace.io/v1alpha1\nkind: IngestionJob\nmetadata:\n  name: calm\n"
+        "spec:\n  source:\n    volume:\n      path: corpus\n"
+    )
+    first = headrace("run", "-f", str(manifest), "--workers", "1", "--database-url", dsn)
+    assert first.returncode == 0, first.stderr
+    # Only the bar and the table: no log line cuts in between them.
+    assert '"level"' not in first.stderr and "Built search statistics" not in first.stderr
+    told = headrace("--log-level", "INFO", "run", "-f", str(manifest), "--workers", "1", "--database-url", dsn)
+    assert '"level": "info"' in told.stderr
+    again = headrace("run", "-f", str(manifest), "--retry-failed", "--database-url", dsn)
+    assert again.returncode == 0, again.stderr
+    assert "Nothing to retry: default/calm has no failed documents (run 2)." in again.stderr
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM headrace.runs") == 2
+    finally:
+        await conn.close()
