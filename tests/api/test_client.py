@@ -95,3 +95,18 @@ async def test_a_refused_token_is_an_api_error_with_the_reason(api: str) -> None
         with pytest.raises(ApiError) as missing:
             await client.job("team-a", "nosuchjob")
     assert missing.value.status == 404 and "nosuchjob" in missing.value.detail
+
+
+async def test_langchain_retriever_returns_whole_passages_with_their_source(api: str) -> None:
+    from headrace.langchain import HeadraceRetriever
+
+    retriever = HeadraceRetriever(base_url=api, token=TOKEN, k=5, namespaces=["team-a"], mode="keyword")
+    docs = await retriever.ainvoke("zephyr")
+    assert {doc.metadata["uri"] for doc in docs} == {"reports/glacier.txt", "reports/river.md"}
+    glacier = next(doc for doc in docs if doc.metadata["uri"] == "reports/glacier.txt")
+    assert glacier.page_content == TEAM_A["reports/glacier.txt"]
+    assert (glacier.metadata["namespace"], glacier.metadata["job"]) == ("team-a", "reports")
+    assert isinstance(glacier.metadata["chunkId"], int) and glacier.metadata["score"] > 0
+
+    narrowed = HeadraceRetriever(base_url=api, token=TOKEN, k=1, mode="keyword")
+    assert len(await asyncio.to_thread(narrowed.invoke, "zephyr")) == 1  # the sync path, off the event loop
