@@ -8,10 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from headrace.client import ApiError, AsyncClient, Client
+from headrace.client import ApiError, AsyncClient, Client, Event
+from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from tests.api.conftest import TEAM_A, TEAM_B, ingest
 from tests.api.test_cli import _env, _free_port, _start_api
+from tests.conftest import JobFactory
 
 TOKEN = "client-test-token"
 
@@ -110,3 +112,40 @@ async def test_langchain_retriever_returns_whole_passages_with_their_source(api:
 
     narrowed = HeadraceRetriever(base_url=api, token=TOKEN, k=1, mode="keyword")
     assert len(await asyncio.to_thread(narrowed.invoke, "zephyr")) == 1  # the sync path, off the event loop
+
+
+async def test_events_resume_on_another_api_process_without_repeating_or_losing_any(
+    pool: Pool, dsn: str, make_job: JobFactory
+) -> None:
+    job = await make_job(name="live", namespace="team-a")
+    run = await jobs.start_run(pool, job, reason="test")  # Running with no worker: the stream stays open
+    port = _free_port()
+    env = _env(dsn, HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN=TOKEN, HEADRACE_SHUTDOWN_GRACE_SECONDS="1")
+    first_api = await _start_api(port, env)
+    seen: list[Event] = []
+    started = asyncio.Event()
+
+    async def follow() -> None:
+        async with AsyncClient(f"http://127.0.0.1:{port}", token=TOKEN) as client:
+            async for event in client.events("team-a", "live", reconnect_seconds=0.1):
+                seen.append(event)
+                if event.event == "job":
+                    started.set()
+
+    following = asyncio.create_task(follow())
+    try:
+        await started.wait()  # the client's first connection ran (it retries until the API answers)
+        first_api.terminate()  # a rollout: the stream ends without `end`
+        assert await first_api.wait() == 0
+        second_api = await _start_api(port, env)
+        try:
+            await runs.close_run(pool, job.uid, run, reason="Tested", message="ended by the test")
+            await asyncio.wait_for(following, timeout=120)
+        finally:
+            second_api.terminate()
+            await second_api.wait()
+    finally:
+        following.cancel()
+    reasons = [event.data["reason"] for event in seen if event.event == "job"]
+    assert reasons == ["RunStarted", "RunFailed"]  # each log entry once, across the two processes
+    assert seen[-1].event == "end" and seen[-1].data["phase"] == "Failed"
