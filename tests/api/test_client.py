@@ -149,3 +149,15 @@ async def test_events_resume_on_another_api_process_without_repeating_or_losing_
     reasons = [event.data["reason"] for event in seen if event.event == "job"]
     assert reasons == ["RunStarted", "RunFailed"]  # each log entry once, across the two processes
     assert seen[-1].event == "end" and seen[-1].data["phase"] == "Failed"
+
+
+async def test_llamaindex_retriever_returns_scored_nodes_with_their_source(api: str) -> None:
+    from headrace.llamaindex import HeadraceRetriever
+
+    retriever = HeadraceRetriever(api, token=TOKEN, k=5, namespaces=["team-b"], mode="keyword")
+    nodes = await retriever.aretrieve("zephyr")
+    assert [node.node.metadata["uri"] for node in nodes] == ["secret.txt"]
+    assert nodes[0].node.get_content() == TEAM_B["secret.txt"]
+    assert nodes[0].node.node_id == f"headrace:{nodes[0].node.metadata['chunkId']}"
+    assert nodes[0].score is not None and nodes[0].score > 0
+    assert len(await asyncio.to_thread(HeadraceRetriever(api, token=TOKEN, k=1).retrieve, "zephyr")) == 1
