@@ -170,6 +170,14 @@ async def run_job(
     started = time.monotonic()
     await migrate.migrate(pool)
     uid = local_uid(job)
+    before = await jobs.get_job(pool, uid)
+    if before is not None and before.spec.source != job.spec.source:
+        # Local jobs are keyed by namespace and name: another manifest of the same name is the same job.
+        (console or Console(stderr=True)).print(
+            f"[yellow]Warning:[/yellow] {job.metadata.namespace}/{job.metadata.name} was last run with another "
+            "source; what it ingested from there stays in this job's index (spec.sync: mirror removes it). "
+            "Give this manifest its own metadata.name to keep the two apart."
+        )
     record = await jobs.register_job(
         pool, uid=uid, namespace=job.metadata.namespace, name=job.metadata.name, generation=1, spec=job.spec
     )

@@ -150,3 +150,18 @@ async def test_run_prints_no_log_lines_and_retry_failed_with_nothing_failed_star
         assert await conn.fetchval("SELECT count(*) FROM headrace.runs") == 2
     finally:
         await conn.close()
+
+
+def test_a_second_manifest_of_the_same_name_is_warned_about(dsn: str, tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "doc.txt").write_text(f"Folder {folder} notes.")
+        (tmp_path / f"{folder}.yaml").write_text(
+            "apiVersion: headrace.io/v1alpha1\nkind: IngestionJob\nmetadata:\n  name: same\n"
+            f"spec:\n  source:\n    volume:\n      path: {folder}\n"
+        )
+    first = headrace("run", "-f", str(tmp_path / "a.yaml"), "--workers", "1", "--database-url", dsn)
+    assert first.returncode == 0 and "Warning" not in first.stderr, first.stderr
+    second = headrace("run", "-f", str(tmp_path / "b.yaml"), "--workers", "1", "--database-url", dsn)
+    assert second.returncode == 0, second.stderr
+    assert "Warning: default/same was last run with another source" in " ".join(second.stderr.split())

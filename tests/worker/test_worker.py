@@ -239,4 +239,4 @@ async def test_a_source_folder_that_is_not_there_fails_the_run_at_once_naming_it
     assert f"nosuchdir does not exist (looked for at {tmp_path / 'nosuchdir'})" in task["last_error"]
     state = await jobs.run_state(pool, job.uid, run)
     assert state is not None and state.finished and state.error is not None
-    assert "nosuchdir does not exist" in state.error
+    assert state.error.startswith("discovery failed: source.volume.path: nosuchdir does not exist (")  # no class name
