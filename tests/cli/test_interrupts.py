@@ -4,13 +4,11 @@ marked interrupted, the embedded Postgres the command started stops, and one lin
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -39,15 +37,6 @@ spec:
   workers:
     batchSize: 10
 """
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A --data-dir for the embedded Postgres. Not under pytest's basetemp: run as root, Postgres runs as
-    another user, who cannot enter pytest's 0700 folder (tests/conftest.py)."""
-    home = Path(tempfile.mkdtemp(prefix="headrace-local-"))
-    yield home / "data"
-    shutil.rmtree(home, ignore_errors=True)
 
 
 def long_job(folder: Path) -> Path:
