@@ -120,3 +120,23 @@ $$;
 REVOKE ALL ON FUNCTION headrace.move_job(uuid, uuid) FROM PUBLIC;
 
 ALTER TABLE headrace.chunks DROP CONSTRAINT IF EXISTS chunks_document_id_fkey;
+
+-- Also, for the same tenant roles: a finished run stays finished. Rotation of a namespace's password
+-- waits until none of its runs is unfinished (headrace/store/tenants.py), so a role that may update
+-- its runs' bookkeeping could hold its own rotation off for ever by setting `finished_at` back to
+-- NULL. No code of any version changes `finished_at` once set (every UPDATE of it is guarded by
+-- `finished_at IS NULL`), so the trigger binds every role, the owner included.
+CREATE OR REPLACE FUNCTION headrace.keep_runs_finished() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF OLD.finished_at IS NOT NULL AND NEW.finished_at IS DISTINCT FROM OLD.finished_at THEN
+        RAISE EXCEPTION 'run % of job % finished at %: a finished run stays finished', OLD.run, OLD.job_uid,
+            OLD.finished_at USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER IF EXISTS runs_stay_finished ON headrace.runs;
+CREATE TRIGGER runs_stay_finished BEFORE UPDATE OF finished_at ON headrace.runs
+    FOR EACH ROW EXECUTE FUNCTION headrace.keep_runs_finished();
