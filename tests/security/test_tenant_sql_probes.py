@@ -10,7 +10,7 @@ tenant role can still do", and has no test here that would pass while it is open
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -46,7 +46,9 @@ async def test_a_tenant_role_gets_no_temporary_tables(pool: Pool, two_tenants: t
         await owner.execute("CREATE TEMPORARY TABLE scratch (x int) ON COMMIT DROP")
 
 
-async def test_a_tenant_cannot_reopen_a_finished_run(pool: Pool, two_tenants: tuple[Tenant, Tenant]) -> None:
+async def test_a_tenant_cannot_reopen_a_finished_run(
+    pool: Pool, two_tenants: tuple[Tenant, Tenant], prefix: str
+) -> None:
     """Re-opening its own finished run would hold its namespace's password rotation off for ever."""
     a, _ = two_tenants
     run = await jobs.start_run(pool, a.job, reason="test")
@@ -68,13 +70,13 @@ async def test_a_tenant_cannot_reopen_a_finished_run(pool: Pool, two_tenants: tu
     assert await pool.fetchval("SELECT finished_at FROM headrace.runs WHERE job_uid = $1", a.job.uid) == finished
     namespace_uid = a.job.namespace_uid
     assert namespace_uid is not None
+    # So the rotation that waits for the namespace's runs to finish is not held off.
     rotated = await tenants.ensure_credential(
         pool,
         namespace=a.namespace,
         namespace_uid=namespace_uid,
-        prefix=a.url.split("//", 1)[1].split("ns_", 1)[0],
-        rotate_after=None,
-        force=True,
+        prefix=prefix,
+        rotate_after=timedelta(0),
         now=datetime.now(UTC),
     )
     assert rotated is not None
