@@ -238,7 +238,6 @@ async def test_an_ingestion_job_over_a_volume_succeeds_with_every_document_once(
 ) -> None:
     sh = cluster.sh
     sh(GETTING_STARTED.command("kubectl create namespace docs-team"))
-    sh(GETTING_STARTED.command("kubectl -n docs-team create secret generic headrace-database"))
     sh(f"kubectl apply -f - <<'EOF'\n{CLAIM_MANIFEST}EOF")
     cluster.kubelet.add_claim(TEAM, CLAIM, cluster.corpus)
 
