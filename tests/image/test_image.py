@@ -97,3 +97,19 @@ def test_the_sbom_lists_exactly_what_the_virtualenv_holds(built_image: BuiltImag
     present = installed(built_image)
     present.pop("headrace")
     assert listed == present
+
+
+def test_a_volume_under_a_symlink_of_the_image_lands_inside_it(built_image: BuiltImage, tmp_path: Path) -> None:
+    """Debian's /var/run links to /run: the ServiceAccount volume at /var/run/secrets/... is the image's, not ours."""
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("t0ken")
+    mount_path = "/var/run/secrets/kubernetes.io/serviceaccount"
+    command = built_image.command(
+        ["cat", f"{mount_path}/token"], at=tmp_path / "root", binds=[(account, mount_path, True)], tmpfs=["/tmp"]
+    )
+    host_path = Path(mount_path)
+    existed = host_path.exists()
+    done = subprocess.run(command, env=built_image.env, capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (0, "t0ken"), done.stderr
+    assert host_path.exists() == existed

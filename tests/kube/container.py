@@ -7,7 +7,7 @@ machine and `config` the image's OCI config (entrypoint, env, user, labels).
 `container_command` is the command line that runs a program inside that root filesystem as a
 container would: in a mount namespace of its own (`unshare --mount`), the root filesystem bound
 read-only, the pod's volumes bound at their mount paths, a fresh /proc, a /dev holding only the
-usual devices, an /etc/hosts naming the in-cluster API server, then chroot, the pod's uid and gid,
+usual devices, an /etc/hosts of the caller's names (the in-cluster API server's), then chroot, the pod's uid and gid,
 and exec. The program keeps this machine's network (loopback), as pods of the stand-in kubelet do.
 The launcher (this file's `main`) runs as root up to the exec, which is why the tests run as root.
 """
@@ -26,7 +26,6 @@ IMAGE_NAME = os.environ.get("HEADRACE_TEST_IMAGE", "localhost/headrace:dev")
 """The tag `make image` gives (its default IMAGE), unless the environment names another."""
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-HOSTS = "127.0.0.1 localhost kubernetes kubernetes.default kubernetes.default.svc\n::1 localhost\n"
 
 
 @dataclass
@@ -75,15 +74,18 @@ class BuiltImage:
         tmpfs: Sequence[str] = (),
         user: tuple[int, int] | None = None,
         workdir: str = "/",
+        hosts: dict[str, str] | None = None,
     ) -> list[str]:
         """The command line running `argv` in the image (see the module); `at` is an empty folder to mount on.
 
         `binds` are (folder or file on this machine, path in the container, read-only); `tmpfs` paths get an
-        empty writable tmpfs. The environment is the caller's (Popen's `env`), passed through unchanged."""
+        empty writable tmpfs; `hosts` (name -> address) are /etc/hosts' lines beside localhost. The environment
+        is the caller's (Popen's `env`), passed through unchanged."""
         uid, gid = user or self.user
         spec = {
             "rootfs": str(self.rootfs), "at": str(at), "argv": argv, "uid": uid, "gid": gid, "workdir": workdir,
             "binds": [[str(source), target, read_only] for source, target, read_only in binds], "tmpfs": list(tmpfs),
+            "hosts": "127.0.0.1 localhost\n::1 localhost\n" + "".join(f"{a} {n}\n" for n, a in (hosts or {}).items()),
         }  # fmt: skip
         launcher = [sys.executable, "-I", __file__, json.dumps(spec)]
         return ["unshare", "--mount", "--propagation", "private", "--", *launcher]
@@ -95,6 +97,30 @@ def _buildah(*args: str) -> str:
 
 def _mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True)
+
+
+def inside(at: Path, path: str) -> Path:
+    """Where the container's `path` is on this machine, its symlinks resolved within `at` as after chroot.
+
+    Debian's /var/run is a link to /run: followed on this machine, a mount at /var/run/secrets would
+    land in this machine's /run instead of the image's."""
+    current, parts, hops = at, list(Path(path).parts[1:]), 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = current.parent if current != at else at
+            continue
+        candidate = current / part
+        if candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise OSError(f"{path}: too many levels of symbolic links in the image")
+            link = os.readlink(candidate)
+            parts = list(Path(link).parts[1:] if link.startswith("/") else Path(link).parts) + parts
+            current = at if link.startswith("/") else current
+            continue
+        current = candidate
+    return current
 
 
 def _mount_point(path: Path, like: Path | None) -> None:
@@ -111,11 +137,11 @@ def main(spec: dict[str, Any]) -> None:
     at = Path(spec["at"])
     at.mkdir(parents=True, exist_ok=True)
     _mount("--bind", spec["rootfs"], str(at))
-    inside = [(Path(p), None, False, "tmpfs") for p in spec["tmpfs"]]
-    inside += [(Path(target), Path(source), ro, "bind") for source, target, ro in spec["binds"]]
+    mounts = [(Path(p), None, False, "tmpfs") for p in spec["tmpfs"]]
+    mounts += [(Path(target), Path(source), ro, "bind") for source, target, ro in spec["binds"]]
     # Shorter paths first: a socket's folder under /tmp is bound after the /tmp volume, on top of it.
-    for target, source, read_only, kind in sorted(inside, key=lambda entry: len(entry[0].parts)):
-        point = at / str(target).lstrip("/")
+    for target, source, read_only, kind in sorted(mounts, key=lambda entry: len(entry[0].parts)):
+        point = inside(at, str(target))
         _mount_point(point, source)
         if kind == "tmpfs":
             _mount("-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", str(point))
@@ -131,10 +157,10 @@ def main(spec: dict[str, Any]) -> None:
     (at / "dev" / "shm").mkdir()
     _mount("-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", str(at / "dev" / "shm"))
     hosts = at.with_name(at.name + ".hosts")
-    hosts.write_text(HOSTS)
-    (at / "etc" / "hosts").touch(exist_ok=True)
-    _mount("--bind", str(hosts), str(at / "etc" / "hosts"))
-    _mount("-o", "remount,bind,ro", str(at / "etc" / "hosts"))
+    hosts.write_text(spec["hosts"])
+    _mount_point(inside(at, "/etc/hosts"), hosts)
+    _mount("--bind", str(hosts), str(inside(at, "/etc/hosts")))
+    _mount("-o", "remount,bind,ro", str(inside(at, "/etc/hosts")))
     _mount("-o", "remount,bind,ro", str(at))  # the read-only root; the mounts above keep their own modes
 
     os.chroot(at)
