@@ -43,14 +43,6 @@ RUN find /opt/headrace/lib -depth \( -type d \( -name tests -o -name __pycache__
 # runAsNonRoot. The root filesystem can be read-only: bytecode is precompiled above, and the only
 # writable place needed is /tmp (an emptyDir in the chart).
 FROM ${BASE_IMAGE}
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="headrace" \
-      org.opencontainers.image.description="Document ingestion on Kubernetes: operator, API, worker and migrations" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="https://github.com/headrace/headrace"
 RUN groupadd --gid 10001 headrace \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin headrace
 COPY --from=builder /opt/headrace /opt/headrace
@@ -64,3 +56,12 @@ WORKDIR /tmp
 EXPOSE 8080
 ENTRYPOINT ["headrace"]
 CMD ["--help"]
+# Last, so a new commit (REVISION) rebuilds only this metadata, never the layers above.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="headrace" \
+      org.opencontainers.image.description="Document ingestion on Kubernetes: operator, API, worker and migrations" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="https://github.com/headrace/headrace"
