@@ -10,6 +10,8 @@ help:
 	@echo "make demo   ingest the sample corpus into an embedded Postgres, search it, serve the API on :8080"
 	@echo "make test   lint, type-check and run every test"
 	@echo "make bench run the benchmarks and append the results to docs/benchmarks.md (takes a while)"
+	@echo "make image  build the image the chart runs (IMAGE=registry/headrace:tag), with its SBOM"
+	@echo "make lock   update uv.lock after changing pyproject.toml (make upgrade: every pin to the newest)"
 
 # Every environment installs the versions in uv.lock (with their hashes), never whatever is newest today:
 # the dev virtualenv here, CI through `make test`, and the image (Dockerfile). uv comes from PyPI, pinned.
@@ -93,7 +95,7 @@ bench-smoke: $(BENCH_READY)
 	for b in $(BENCHMARKS); do KUBEBUILDER_ASSETS="$$assets" $(BIN)/python -m bench.$$b --smoke || exit 1; done
 
 # The image every chart pod runs (scripts/build-image.sh): IMAGE=registry/headrace:tag to name it,
-# BASE_IMAGE=python:3.11-slim-bookworm (or any registry base) instead of the Debian base it makes itself.
+# BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm (or any registry base) instead of the Debian base it makes itself.
 IMAGE ?= localhost/headrace:dev
 image: $(READY)
 	IMAGE=$(IMAGE) PYTHON=$(BIN)/python scripts/build-image.sh
