@@ -3,9 +3,9 @@
 # `docker build -t headrace:dev .`, which starts from the python slim image below.
 ARG BASE_IMAGE=docker.io/library/python:3.11.14-slim-bookworm
 
-# Builder: install the locked runtime packages (uv.lock, hashes checked) and headrace into a
-# self-contained virtualenv. uv, pip, sources and caches stay behind in this stage.
-FROM ${BASE_IMAGE} AS builder
+# Dependencies: the locked runtime packages (uv.lock, hashes checked) in a self-contained virtualenv.
+# uv, pip, sources and caches stay behind in the build stages.
+FROM ${BASE_IMAGE} AS dependencies
 ARG UV_VERSION=0.13.8
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -23,11 +23,6 @@ RUN --mount=type=secret,id=ca,required=false \
     python3 -m venv /opt/uv; \
     /opt/uv/bin/pip install --quiet "uv==${UV_VERSION}"; \
     /opt/uv/bin/uv sync --locked --no-dev --no-install-project --no-install-package hf-xet --python python3
-COPY headrace ./headrace
-RUN --mount=type=secret,id=ca,required=false \
-    set -eu; \
-    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
-    /opt/uv/bin/uv sync --locked --no-dev --no-editable --no-install-package hf-xet --python python3
 # What no role runs (docs/benchmarks.md, "The image", has the sizes):
 # - hf-xet (above): huggingface_hub's download accelerator; the built-in model ships in wordllama's wheel.
 # - packages' own test suites, C sources and type stubs;
@@ -39,13 +34,26 @@ RUN find /opt/headrace/lib -depth \( -type d \( -name tests -o -name __pycache__
     && find /opt/headrace/lib/python3.11/site-packages/botocore/data -mindepth 1 -maxdepth 1 -type d \
         ! -name s3 ! -name sts ! -name sso ! -name sso-oidc -exec rm -rf {} +
 
+# Headrace itself, gathered into /out: its own small layer, so a code change rebuilds only that.
+FROM dependencies AS builder
+COPY headrace ./headrace
+RUN --mount=type=secret,id=ca,required=false \
+    set -eu; \
+    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi; \
+    /opt/uv/bin/uv sync --locked --no-dev --no-editable --no-install-package hf-xet --python python3; \
+    site=/opt/headrace/lib/python3.11/site-packages; \
+    mkdir -p "/out$site" /out/opt/headrace/bin; \
+    cp -a "$site/headrace" "$site"/headrace-*.dist-info "/out$site/"; \
+    cp -a /opt/headrace/bin/headrace /out/opt/headrace/bin/
+
 # Runtime: the same base plus the virtualenv, run as a numeric non-root user so Kubernetes can verify
-# runAsNonRoot. The root filesystem can be read-only: bytecode is precompiled above, and the only
-# writable place needed is /tmp (an emptyDir in the chart).
+# runAsNonRoot. The root filesystem can be read-only: nothing writes bytecode (PYTHONDONTWRITEBYTECODE),
+# and the only writable place needed is /tmp (an emptyDir in the chart).
 FROM ${BASE_IMAGE}
 RUN groupadd --gid 10001 headrace \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin headrace
-COPY --from=builder /opt/headrace /opt/headrace
+COPY --from=dependencies /opt/headrace /opt/headrace
+COPY --from=builder /out/ /
 ENV PATH=/opt/headrace/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
