@@ -4,20 +4,42 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 READY  := $(VENV)/.ready
 
-.PHONY: demo test lint help clean tools bench bench-smoke
+.PHONY: demo test lint help clean tools bench bench-smoke lock upgrade image audit
 
 help:
 	@echo "make demo   ingest the sample corpus into an embedded Postgres, search it, serve the API on :8080"
 	@echo "make test   lint, type-check and run every test"
 	@echo "make bench run the benchmarks and append the results to docs/benchmarks.md (takes a while)"
+	@echo "make image  build the image the chart runs (IMAGE=registry/headrace:tag), with its SBOM"
+	@echo "make lock   update uv.lock after changing pyproject.toml (make upgrade: every pin to the newest)"
+
+# Every environment installs the versions in uv.lock (with their hashes), never whatever is newest today:
+# the dev virtualenv here, CI through `make test`, and the image (Dockerfile). uv comes from PyPI, pinned.
+UV_VERSION := 0.13.8
+UV         := .tools/uv/bin/uv
+# uv sync: exactly the locked versions (--locked fails when uv.lock is stale against pyproject.toml);
+# --inexact leaves pip (scripts/install-tools.py uses it) and the other extra's packages in place.
+SYNC       := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never $(UV) sync --locked --inexact --python $(BIN)/python
+
+$(UV):
+	$(PYTHON) -m venv .tools/uv
+	.tools/uv/bin/python -m pip install --quiet uv==$(UV_VERSION)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(READY): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(READY): pyproject.toml uv.lock | $(BIN)/python $(UV)
+	$(SYNC) --extra test --extra local
 	touch $@
+
+# Re-resolve uv.lock after pyproject.toml changed, keeping every other pin (one command, same answer
+# for the same pyproject.toml and index). `make upgrade` moves every pin to the newest release allowed:
+# how such upgrades are reviewed is in docs/operations.md.
+lock: | $(UV)
+	$(UV) lock
+
+upgrade: | $(UV)
+	$(UV) lock --upgrade
 
 demo: $(READY)
 	$(BIN)/headrace demo
@@ -37,7 +59,7 @@ FIND_KUBE_ASSETS = assets="$$KUBEBUILDER_ASSETS"; \
 		assets=$$("$(KUBE_SHARED)/unpack.sh" "$(CURDIR)/.tools/kube") || exit 1; \
 	fi
 
-test: lint tools bench-smoke
+test: lint tools bench-smoke image
 	@$(FIND_KUBE_ASSETS); \
 	if [ -n "$$assets" ]; then \
 		echo "Real-cluster tests: kube-apiserver etc. from KUBEBUILDER_ASSETS=$$assets"; \
@@ -58,8 +80,8 @@ clean:
 BENCH_READY := $(VENV)/.bench-ready
 BENCHMARKS  := queue ingest search retrieval reconcile cluster
 
-$(BENCH_READY): pyproject.toml $(READY)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+$(BENCH_READY): pyproject.toml uv.lock $(READY)
+	$(SYNC) --extra test --extra local --extra bench
 	touch $@
 
 # The reconcile benchmark runs a real control plane too when the assets are there (else the emulator alone).
@@ -71,3 +93,16 @@ bench: $(BENCH_READY)
 bench-smoke: $(BENCH_READY)
 	@$(FIND_KUBE_ASSETS); \
 	for b in $(BENCHMARKS); do KUBEBUILDER_ASSETS="$$assets" $(BIN)/python -m bench.$$b --smoke || exit 1; done
+
+# The image every chart pod runs (scripts/build-image.sh): IMAGE=registry/headrace:tag to name it,
+# BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm (or any registry base) instead of the Debian base it makes itself.
+IMAGE ?= localhost/headrace:dev
+image: $(READY)
+	IMAGE=$(IMAGE) PYTHON=$(BIN)/python scripts/build-image.sh
+
+# Known vulnerabilities of the Python packages in the image (pip-audit asks PyPI's advisory database);
+# docs/security.md records each finding and what was decided.
+audit: $(READY)
+	@ctr=$$(buildah from --pull-never $(IMAGE)) && mnt=$$(buildah mount $$ctr) && \
+	$(BIN)/pip-audit --strict --progress-spinner off --desc on --path $$mnt/opt/headrace/lib/python3.11/site-packages; \
+	rc=$$?; buildah rm $$ctr >/dev/null; exit $$rc

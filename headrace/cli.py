@@ -53,11 +53,14 @@ def _database(url: str | None, data_dir: Path) -> Iterator[str]:
         cli_errors.remember_database(url)
         yield url
         return
-    from headrace.local import embedded_postgres
+    from headrace.local import LocalModeUnavailable, embedded_postgres
 
-    with embedded_postgres(data_dir) as embedded:
-        cli_errors.remember_database(embedded)
-        yield embedded
+    try:
+        with embedded_postgres(data_dir) as embedded:
+            cli_errors.remember_database(embedded)
+            yield embedded
+    except LocalModeUnavailable as exc:  # raised on entry only: the one line a user needs, no traceback
+        raise click.ClickException(str(exc)) from None
 
 
 def _with_pool(dsn: str, work: Callable[[Any], Awaitable[T]], *, max_size: int = 4) -> T:

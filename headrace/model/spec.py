@@ -68,7 +68,8 @@ class SecretRef(KubeModel):
     """A Secret in the job's namespace. Its keys are mounted as files in every worker pod."""
 
     name: DNS1123Subdomain
-    """Name of the Secret."""
+    """Name of the Secret. Not one of Headrace's own (the workers' database credential, the worker image's
+    pull Secrets): the operator refuses those, naming this field."""
 
 
 # No userinfo (`user:password@`): credentials come from Secrets, never from spec fields.

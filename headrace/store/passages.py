@@ -33,11 +33,14 @@ def _passages(rows: list[Any]) -> list[Passage]:
 async def with_neighbours(pool: Pool, job_uid: uuid.UUID, chunk_id: int, context: int) -> DocumentPassages | None:
     """The chunk `chunk_id` of this job and up to `context` chunks either side of it in its document;
     None when the job has no such chunk. Neighbours are found by ordinal on the (document, ordinal)
-    unique index, so this reads 2 × context + 1 rows."""
+    unique index, so this reads 2 × context + 1 rows.
+
+    Every row is matched on the job as well as on its id, here and in `of_document`: the schema
+    keeps a chunk in its document's job (0010_job_scoped_keys.sql), and these reads do not rely on it."""
     async with pool.acquire() as conn, conn.transaction(readonly=True, isolation="repeatable_read"):
         anchor = await conn.fetchrow(
             "SELECT c.document_id, c.ordinal, d.uri, d.title, d.metadata, d.chunk_count "
-            "FROM headrace.chunks c JOIN headrace.documents d ON d.id = c.document_id "
+            "FROM headrace.chunks c JOIN headrace.documents d ON d.id = c.document_id AND d.job_uid = c.job_uid "
             "WHERE c.id = $1 AND c.job_uid = $2",
             chunk_id,
             job_uid,
@@ -46,10 +49,11 @@ async def with_neighbours(pool: Pool, job_uid: uuid.UUID, chunk_id: int, context
             return None
         rows = await conn.fetch(
             "SELECT id, ordinal, page, content FROM headrace.chunks "
-            "WHERE document_id = $1 AND ordinal BETWEEN $2 AND $3 ORDER BY ordinal",
+            "WHERE document_id = $1 AND job_uid = $4 AND ordinal BETWEEN $2 AND $3 ORDER BY ordinal",
             anchor["document_id"],
             anchor["ordinal"] - context,
             anchor["ordinal"] + context,
+            job_uid,
         )
     return DocumentPassages(anchor["uri"], anchor["title"], anchor["metadata"], anchor["chunk_count"], _passages(rows))
 
@@ -69,11 +73,12 @@ async def of_document(
         if document is None:
             return None
         rows = await conn.fetch(
-            "SELECT id, ordinal, page, content FROM headrace.chunks WHERE document_id = $1 AND ordinal > $2 "
-            "ORDER BY ordinal LIMIT $3",
+            "SELECT id, ordinal, page, content FROM headrace.chunks "
+            "WHERE document_id = $1 AND job_uid = $4 AND ordinal > $2 ORDER BY ordinal LIMIT $3",
             document["id"],
             after_ordinal,
             limit,
+            job_uid,
         )
     return DocumentPassages(
         document["uri"], document["title"], document["metadata"], document["chunk_count"], _passages(rows)

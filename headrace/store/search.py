@@ -242,7 +242,7 @@ matched AS MATERIALIZED (
         SELECT count(*) AS found, array_agg(x.id) FILTER (WHERE x.kept) AS ids
         FROM (
             SELECT c0.id, ($4::text IS NULL AND $5::jsonb IS NULL) OR EXISTS (
-                SELECT FROM headrace.documents d WHERE d.id = c0.document_id
+                SELECT FROM headrace.documents d WHERE d.id = c0.document_id AND d.job_uid = c0.job_uid
                   AND ($4::text IS NULL OR starts_with(d.uri, $4)) AND ($5::jsonb IS NULL OR d.metadata @> $5)
             ) AS kept
             FROM headrace.chunks c0
@@ -307,7 +307,7 @@ candidates AS (
             UNION ALL
             -- LATERAL with OFFSET 0: a bitmap scan of the GIN index, never `@@` on every chunk.
             (SELECT c0.id FROM headrace.chunks c0
-             JOIN headrace.documents d ON d.id = c0.document_id
+             JOIN headrace.documents d ON d.id = c0.document_id AND d.job_uid = c0.job_uid
              WHERE p.ids IS NULL AND c0.tsv @@ p.query AND c0.config = p.cfg AND c0.job_uid = ANY($3::uuid[])
                AND ($4::text IS NULL OR starts_with(d.uri, $4))
                AND ($5::jsonb IS NULL OR d.metadata @> $5)
@@ -365,8 +365,8 @@ def _semantic_sql(space: vectors.Space) -> str:
 SELECT id, score FROM (
     SELECT e.chunk_id AS id, 1 - {distance} AS score
     FROM headrace.embeddings e
-    JOIN headrace.chunks c ON c.id = e.chunk_id
-    JOIN headrace.documents d ON d.id = c.document_id
+    JOIN headrace.chunks c ON c.id = e.chunk_id AND c.job_uid = e.job_uid
+    JOIN headrace.documents d ON d.id = c.document_id AND d.job_uid = c.job_uid
     WHERE e.space_id = {int(space.id)} AND $2::int IS NOT NULL AND e.job_uid = ANY($3::uuid[])
       AND ($4::text IS NULL OR starts_with(d.uri, $4))
       AND ($5::jsonb IS NULL OR d.metadata @> $5)
@@ -398,7 +398,7 @@ SELECT c.id, c.ordinal, c.page, c.content, d.uri, d.title, d.metadata, j.namespa
        ) AS snippet
 FROM unnest($1::bigint[]) WITH ORDINALITY AS p(id, position)
 JOIN headrace.chunks c ON c.id = p.id
-JOIN headrace.documents d ON d.id = c.document_id
+JOIN headrace.documents d ON d.id = c.document_id AND d.job_uid = c.job_uid
 JOIN headrace.jobs j ON j.uid = c.job_uid
 ORDER BY p.position
 """

@@ -8,6 +8,7 @@ that sees nothing of the old one.
 """
 
 import contextlib
+import logging
 import re
 import secrets
 import uuid
@@ -18,6 +19,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 
 from headrace.store.db import Connection, Pool
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ROLE_PREFIX = "headrace_"
 
@@ -40,6 +43,12 @@ class TenantCredential:
         host = parts.netloc.rsplit("@", 1)[-1]
         netloc = f"{quote(self.role, safe='')}:{quote(self.password, safe='')}@{host}"
         return urlunsplit(parts._replace(netloc=netloc))
+
+
+LOCK_TENANTS = "LOCK TABLE headrace.tenants IN SHARE ROW EXCLUSIVE MODE"
+"""One tenant change at a time. A lock on the table, not an advisory lock: any role may take any advisory
+lock, so a tenant could hold this one and stall every namespace's credentials; no tenant may lock this
+table (they hold no privilege on it), and the lock lets the policies' lookups read it meanwhile."""
 
 
 def group_role(prefix: str) -> str:
@@ -80,11 +89,29 @@ async def prepare(pool: Pool, *, prefix: str) -> None:
     group = group_role(prefix)
     async with pool.acquire() as conn, conn.transaction():
         # Two operators starting at once must not both try to create the role.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('headrace.tenants'))")
+        await conn.execute(LOCK_TENANTS)
         exists = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", group)
         if not exists:
             await conn.execute(f"CREATE ROLE {_ident(group)} NOLOGIN")
         await conn.execute("SELECT headrace.grant_tenant_access($1)", group)
+        await _revoke_temporary(conn)
+
+
+async def _revoke_temporary(conn: Connection) -> None:
+    """Take temporary tables from PUBLIC, hence from tenant roles (which get nothing else from PUBLIC
+    that they lack already): a temporary table is disk and catalog churn outside any quota. Only the
+    database's owner may; when the installation's user is not, say so and go on."""
+    database = await conn.fetchval("SELECT current_database()")
+    owns = await conn.fetchval(
+        "SELECT pg_has_role(current_user, datdba, 'USAGE') FROM pg_database WHERE datname = $1", database
+    )
+    if not owns:
+        log.warning(
+            "Left temporary tables open to every role",
+            extra={"database": database, "why": "the installation's user does not own the database"},
+        )
+        return
+    await conn.execute(f"REVOKE TEMPORARY ON DATABASE {_ident(database)} FROM PUBLIC")
 
 
 async def ensure_credential(
@@ -103,7 +130,7 @@ async def ensure_credential(
     the current one stands (the operator does not keep passwords: they live only in the Secret)."""
     role = role_name(prefix, namespace_uid)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('headrace.tenants'))")
+        await conn.execute(LOCK_TENANTS)
         row = await conn.fetchrow("SELECT rotated_at FROM headrace.tenants WHERE role = $1", role)
         login = await conn.fetchval("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", role)
         if row is not None and login and not force:

@@ -45,7 +45,8 @@ async def ensure_space(pool: Pool, model: str, dimensions: int) -> Space:
     async with pool.acquire() as conn, conn.transaction():
         # Several workers (local mode) or the operator's handlers may meet a new space at once: one at a
         # time, or two would race to create its index ("relation embeddings_hnsw_N already exists").
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('headrace.embedding_spaces'))")
+        # A table lock, not an advisory lock, which any tenant role could take and hold.
+        await conn.execute("LOCK TABLE headrace.embedding_spaces IN SHARE ROW EXCLUSIVE MODE")
         space_id = await conn.fetchval(
             "INSERT INTO headrace.embedding_spaces (model, dimensions) VALUES ($1, $2) "
             "ON CONFLICT (model, dimensions) DO UPDATE SET model = excluded.model RETURNING id",

