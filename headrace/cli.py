@@ -2,7 +2,9 @@
 
 import asyncio
 import os
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from headrace import logs
+from headrace import cli_errors, logs
 from headrace.model.contract import DATABASE_URL_ENV as POD_DATABASE_URL_ENV
 from headrace.model.contract import WORKER_SECRETS_DIR
 
@@ -48,12 +50,14 @@ def _database(url: str | None, data_dir: Path) -> Iterator[str]:
     """The given database, or the embedded one under data_dir."""
     if url:
         _say_which_database(url)
+        cli_errors.remember_database(url)
         yield url
         return
     from headrace.local import LocalModeUnavailable, embedded_postgres
 
     try:
         with embedded_postgres(data_dir) as embedded:
+            cli_errors.remember_database(embedded)
             yield embedded
     except LocalModeUnavailable as exc:  # raised on entry only: the one line a user needs, no traceback
         raise click.ClickException(str(exc)) from None
@@ -81,7 +85,12 @@ def _say_which_database(url: str) -> None:
     click.echo(f"Using the database at {where} from ${variable}, not the embedded one (unset it for that).", err=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+PERSONAL_COMMANDS = {"run", "demo", "search", "local"}
+"""Commands a person reads at a terminal: they log warnings only, unless --log-level asks for more."""
+DEFAULT = click.core.ParameterSource.DEFAULT
+
+
+@click.group(cls=cli_errors.Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-format",
     type=click.Choice(["json", "text"]),
@@ -90,10 +99,18 @@ def _say_which_database(url: str) -> None:
     help="Log format; defaults to text on a terminal and JSON elsewhere.",
 )
 @click.option("--log-level", envvar="HEADRACE_LOG_LEVEL", default="INFO", show_default=True)
+@click.option("--debug", is_flag=True, envvar="HEADRACE_DEBUG", help="Show the traceback of an error, not one line.")
 @click.version_option(package_name="headrace")
-def main(log_format: str | None, log_level: str) -> None:
+@click.pass_context
+def main(ctx: click.Context, log_format: str | None, log_level: str, debug: bool) -> None:
     """Headrace: document ingestion on Kubernetes, and on your laptop."""
+    if ctx.invoked_subcommand in PERSONAL_COMMANDS and ctx.get_parameter_source("log_level") == DEFAULT:
+        log_level = "WARNING"  # their own output says what happened; INFO lines would cut into it
     logs.configure(log_format or ("text" if sys.stderr.isatty() else "json"), log_level)  # type: ignore[arg-type]
+    ctx.meta["headrace.debug"] = debug
+    if threading.current_thread() is threading.main_thread():  # not when a test invokes it from a thread
+        # SIGTERM unwinds like Ctrl-C, so what a command started (the embedded Postgres) is stopped on the way out.
+        signal.signal(signal.SIGTERM, cli_errors.raise_interrupted)
 
 
 @main.command()
@@ -201,31 +218,43 @@ def _run_manifest(
     secrets_dir: Path | None = None,
     retry_failed: bool = False,
 ) -> uuid.UUID:
-    from headrace.local import print_summary, run_job
+    from headrace.local import NothingToRetry, local_uid, print_summary, run_job
     from headrace.model import InvalidManifest, load_manifest
 
     try:
         job = load_manifest(manifest)
     except InvalidManifest as exc:
         raise click.ClickException(str(exc)) from None
+    volume = job.spec.source.volume
+    # Workers open spec.source.volume.path beneath this root: the manifest's folder, or the filesystem's
+    # root for an absolute path (local mode reads the user's own files).
+    volume_root = Path("/") if volume and Path(volume.path).is_absolute() else manifest.resolve().parent
+    if volume is not None:
+        folder = volume_root / volume.path
+        if not folder.is_dir():
+            # A folder that is not there will not appear on a retry: say so now, not after the workers' retries.
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise click.ClickException(
+                f"spec.source.volume.path: {folder} {what} (a relative path is taken from the manifest's folder)"
+            )
     with _database(database_url, data_dir) as dsn:
-        result = _with_pool(
-            dsn,
-            lambda pool: run_job(
-                pool,
+        try:
+            result = _with_pool(
                 dsn,
-                job,
-                # Workers open spec.source.volume.path beneath this root: the manifest's folder, or
-                # the filesystem's root for an absolute path (local mode reads the user's own files).
-                volume_root=Path("/")
-                if job.spec.source.volume and Path(job.spec.source.volume.path).is_absolute()
-                else manifest.resolve().parent,
-                workers=workers,
-                console=console,
-                secrets_dir=secrets_dir.resolve() if secrets_dir else None,
-                retry_failed=retry_failed,
-            ),
-        )
+                lambda pool: run_job(
+                    pool,
+                    dsn,
+                    job,
+                    volume_root=volume_root,
+                    workers=workers,
+                    console=console,
+                    secrets_dir=secrets_dir.resolve() if secrets_dir else None,
+                    retry_failed=retry_failed,
+                ),
+            )
+        except NothingToRetry as exc:
+            console.print(f"{exc}.")
+            return local_uid(job)
     print_summary(result, console)
     if result.state.error or any(code != 0 for code in result.worker_exit_codes):
         raise click.ClickException(f"run did not finish cleanly (worker exit codes {result.worker_exit_codes})")
@@ -272,24 +301,21 @@ def run(
     _run_manifest(manifest, workers, database_url, data_dir, Console(stderr=True), secrets_dir, retry_failed)
 
 
-def print_hits(console: Console, query: str, hits: list[Any]) -> None:
-    from headrace.store.snippets import START, STOP
-
-    console.print(f"\n[bold]Search:[/bold] {escape(query)}  ({len(hits)} results)")
-    for n, hit in enumerate(hits, 1):
-        snippet = escape(" ".join(hit.snippet.split()))
-        snippet = snippet.replace(START, "[bold yellow]").replace(STOP, "[/]")
-        console.print(f"{n:>2}. [cyan]{escape(hit.uri)}[/cyan] [dim]#{hit.ordinal} score {hit.score:.3f}[/dim]")
-        console.print(f"    {escape(hit.title)}", style="bold")
-        console.print(f"    {snippet}")
-
-
 @main.command()
 @click.argument("query")
-@click.option("--namespace", help="Only this namespace.")
+@click.option("-n", "--namespace", help="Only this namespace.")
 @click.option("--job", help="Only this IngestionJob (by name).")
 @click.option("--prefix", "uri_prefix", help="Only documents whose URI starts with this.")
-@click.option("-n", "--limit", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("-l", "--limit", type=click.IntRange(1, 100), default=5, show_default=True, help="Most hits to show.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "wide", "json", "yaml"]),
+    default="text",
+    show_default=True,
+    help="text for people; wide adds chunk ids and metadata; json and yaml for programs.",
+)
+@click.option("--full", is_flag=True, help="Print whole passages, not snippets.")
 @click.option(
     "--mode",
     type=click.Choice(["keyword", "semantic", "hybrid"]),
@@ -304,13 +330,21 @@ def search(
     job: str | None,
     uri_prefix: str | None,
     limit: int,
+    output: str,
+    full: bool,
     mode: str | None,
     database_url: str | None,
     data_dir: Path,
 ) -> None:
-    """Search the index by words (websearch syntax: "quoted phrase", or, -not) and meaning, with snippets."""
+    """Search the index by words (websearch syntax: "quoted phrase", or, -not) and meaning, with snippets.
+
+    Each hit names its job (namespace/name) and score; a hit with none of the query's words in it is
+    marked weak (only its meaning ranked it)."""
+    from headrace.hits import print_hits
     from headrace.store import search as store_search
 
+    if not query.strip():
+        raise click.UsageError('the query is empty: give words to search for, e.g. headrace search "hacker ethic"')
     where = store_search.SearchFilter(namespaces=[namespace] if namespace else None, job=job, uri_prefix=uri_prefix)
     chosen = cast(store_search.Mode | None, mode)
     with _database(database_url, data_dir) as dsn:
@@ -329,8 +363,9 @@ def search(
             )
         except store_search.SearchRefused as exc:
             raise click.UsageError(str(exc)) from exc
-    Console(stderr=True).print(f"[dim]mode: {page.mode}[/dim]")
-    print_hits(Console(), query, page.hits)
+    if output in ("text", "wide"):
+        Console(stderr=True).print(f"[dim]mode: {page.mode}[/dim]")
+    print_hits(Console(), query, page.hits, mode=page.mode, output=cast(Any, output), full=full)
 
 
 async def _embed_builtin_query(space: Any, text: str) -> list[float]:
@@ -357,6 +392,7 @@ DEMO_QUERIES = ["politics", '"hacker ethic"', "marriage -divorce"]
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port of the API.")
 def demo(workers: int, data_dir: Path, serve: bool, port: int) -> None:
     """Ingest the bundled sample corpus into an embedded Postgres, search it, then serve the API on it."""
+    from headrace.hits import print_hits
     from headrace.store import search as store_search
 
     console = Console()
@@ -370,23 +406,17 @@ def demo(workers: int, data_dir: Path, serve: bool, port: int) -> None:
                 page = await store_search.search(
                     pool, query, limit=3, ranked_matches=store_search.DEFAULT_RANKED_MATCHES
                 )
-                print_hits(console, query, page.hits)
+                print_hits(console, query, page.hits, mode=page.mode)
 
         _with_pool(dsn, searches)
         console.print('\nTry your own: [bold]headrace search "your words here"[/bold]')
         if serve:
-            _serve_demo(console, dsn, port)
+            _serve_local(console, dsn, port, examples=_demo_examples)
 
 
-def _serve_demo(console: Console, dsn: str, port: int) -> None:
-    """Serve the API on loopback without authentication, with curl lines to paste, until Ctrl-C."""
-    from headrace.api.server import serve
-    from headrace.api.settings import ApiSettings
-
-    base = f"http://127.0.0.1:{port}"
+def _demo_examples(base: str) -> list[tuple[str, str]]:
     job = f"{base}/v1/namespaces/default/ingestionjobs/demo"
-    console.print(f"\n[bold]Serving the API on {base}[/bold] (no authentication: loopback only). Ctrl-C stops it.")
-    for title, command in [
+    return [
         ("status and progress", f"curl -s {job}"),
         ("failed documents", f"curl -s '{job}/documents?state=failed'"),
         ("live events (SSE)", f"curl -sN {job}/events"),
@@ -397,33 +427,106 @@ def _serve_demo(console: Console, dsn: str, port: int) -> None:
             '-d \'{"q": "politics", "uriPrefix": "devils-dictionary/", "limit": 3}\'',
         ),
         ("API reference", f"open {base}/docs"),
-    ]:
+    ]
+
+
+def _local_examples(base: str) -> list[tuple[str, str]]:
+    return [
+        ("jobs of a namespace", f"curl -s {base}/v1/namespaces/default/ingestionjobs"),
+        ("search every job", f"curl -s '{base}/v1/search?q=your+words&limit=3'"),
+        ("API reference", f"open {base}/docs"),
+    ]
+
+
+def _serve_local(
+    console: Console, dsn: str, port: int, host: str = "127.0.0.1", *, examples: Callable[[str], list[tuple[str, str]]]
+) -> None:
+    """Serve the API on loopback without authentication, with curl lines to paste, until Ctrl-C."""
+    from headrace.api.server import serve
+
+    base = f"http://{host}:{port}"
+    settings = _api_settings(database_url=dsn, auth_mode="none", listen_host=host, listen_port=port)
+    console.print(f"\n[bold]Serving the API on {base}[/bold] (no authentication: loopback only). Ctrl-C stops it.")
+    for title, command in examples(base):
         console.print(f"  [dim]# {title}[/dim]\n  {escape(command)}", highlight=False, soft_wrap=True)
-    settings = ApiSettings(database_url=dsn, auth_mode="none", listen_host="127.0.0.1", listen_port=port)
     if not serve(settings):
         raise click.ClickException(f"the API did not start: is port {port} free? (try --port)")
     console.print("Stopped the API.")
 
 
 @main.command()
-@click.option("--host", envvar="HEADRACE_LISTEN_HOST", default="0.0.0.0", show_default=True, help="Address to bind.")
+@click.option(
+    "--host",
+    envvar="HEADRACE_LISTEN_HOST",
+    default=None,
+    help="Address to bind [default: 0.0.0.0; 127.0.0.1 with --local].",
+)
 @click.option("--port", type=click.IntRange(0, 65535), envvar="HEADRACE_LISTEN_PORT", default=8080, show_default=True)
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Serve every job of `headrace run` and `headrace demo` from the embedded Postgres under --data-dir, "
+    "on loopback without authentication (as `headrace demo` serves).",
+)
 @database_url_option
-def api(host: str, port: int, database_url: str | None) -> None:
+@data_dir_option
+def api(host: str | None, port: int, local: bool, database_url: str | None, data_dir: Path) -> None:
     """Serve the HTTP API: job status, live progress, search. Configured by HEADRACE_* variables (docs/api.md)."""
-    from pydantic import ValidationError
-
-    from headrace.api.server import serve
-    from headrace.api.settings import ApiSettings
-
+    if local:
+        if database_url and click.get_current_context().get_parameter_source("database_url") == (
+            click.core.ParameterSource.COMMANDLINE
+        ):
+            raise click.UsageError("--local serves the embedded Postgres: give --local or --database-url, not both")
+        with _database(None, data_dir) as dsn:
+            _with_pool(dsn, _migrate)  # local mode owns its database, as `headrace run` does
+            _serve_local(Console(), dsn, port, host or "127.0.0.1", examples=_local_examples)
+        return
     if not database_url:
-        raise click.UsageError("a database URL is needed: --database-url, HEADRACE_DATABASE_URL or DATABASE_URL")
-    try:
-        settings = ApiSettings(database_url=database_url, listen_host=host, listen_port=port)
-    except (ValidationError, ValueError) as exc:
-        raise click.ClickException(f"invalid API settings: {exc}") from None
+        raise click.UsageError(
+            "a database URL is needed: --database-url, HEADRACE_DATABASE_URL or DATABASE_URL "
+            "(or --local for the embedded Postgres of `headrace run`)"
+        )
+    settings = _api_settings(database_url=database_url, listen_host=host or "0.0.0.0", listen_port=port)
+    if settings.auth_mode == "kubernetes":
+        try:
+            settings.kubernetes_url()
+        except ValueError as exc:
+            raise click.ClickException(
+                f"{exc} (or HEADRACE_AUTH_MODE=token with HEADRACE_AUTH_TOKEN; "
+                "`headrace api --local` serves local runs on loopback)"
+            ) from None
+    # Reach the database before serving, so a wrong URL is one line here rather than a failed startup.
+    cli_errors.remember_database(database_url)
+    _with_pool(database_url, _check_schema, max_size=1)
+    from headrace.api.server import serve
+
     if not serve(settings):
         sys.exit(3)
+
+
+def _api_settings(**given: Any) -> Any:
+    from pydantic import ValidationError
+
+    from headrace.api.settings import ApiSettings
+
+    try:
+        return ApiSettings(**given)
+    except (ValidationError, ValueError) as exc:
+        raise click.ClickException(f"invalid API settings: {exc}") from None
+
+
+async def _check_schema(pool: Any) -> None:
+    """Fail with the reason when the database cannot be reached or its schema is not this release's, as the
+    API's own startup would, but in one line before serving."""
+    from headrace.store import migrate as migrations
+
+    await migrations.ensure_current(pool)
+
+
+async def _migrate(pool: Any) -> None:
+    from headrace.store import migrate as migrations
+
+    await migrations.migrate(pool)
 
 
 @main.command()
@@ -456,6 +559,43 @@ def crd(output_dir: Path, chart: Path | None, stdout: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         click.echo(f"Wrote {path}")
+
+
+@main.group()
+def local() -> None:
+    """The embedded Postgres of local mode (`headrace run`, `demo`, `api --local`)."""
+
+
+@local.command("status")
+@data_dir_option
+def local_status(data_dir: Path) -> None:
+    """Whether the embedded Postgres under --data-dir runs, its URL, and which processes use it."""
+    from headrace.local import server_state
+
+    state = server_state(data_dir)
+    if state.pid is None:
+        click.echo(f"Stopped: no embedded Postgres runs under {state.pgdata}.")
+        return
+    click.echo(f"Running: the embedded Postgres under {state.pgdata} (pid {state.pid}).")
+    click.echo(f"URL: {state.url}")
+    users = ", ".join(str(pid) for pid in state.users) or "none (`headrace local stop` stops it)"
+    click.echo(f"Used by: {users}")
+
+
+@local.command("stop")
+@data_dir_option
+def local_stop(data_dir: Path) -> None:
+    """Stop the embedded Postgres under --data-dir (its data stays); refused while a command uses it."""
+    from headrace.local import ServerInUse, stop_server
+
+    try:
+        state = stop_server(data_dir)
+    except ServerInUse as exc:
+        raise click.ClickException(str(exc)) from None
+    if state.pid is None:
+        click.echo(f"Nothing to stop: no embedded Postgres runs under {state.pgdata}.")
+    else:
+        click.echo(f"Stopped the embedded Postgres under {state.pgdata} (pid {state.pid}).")
 
 
 @main.command()

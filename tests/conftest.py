@@ -97,6 +97,15 @@ def restartable_postgres() -> Iterator["PostgresServer"]:
 
 
 @pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A --data-dir for local mode's embedded Postgres. Not under pytest's basetemp: run as root, Postgres runs as
+    another user, who cannot enter pytest's 0700 folder (as postgres_server says)."""
+    home = Path(tempfile.mkdtemp(prefix="headrace-local-"))
+    yield home / "data"
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
 async def dsn(postgres_server: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test."""
     name = f"test_{next(_counter)}_{uuid.uuid4().hex[:8]}"

@@ -15,6 +15,8 @@ class Reason(StrEnum):
     DISCOVERED = "Discovered"
     RUN_SUCCEEDED = "RunSucceeded"
     RUN_FAILED = "RunFailed"
+    RUN_INTERRUPTED = "RunInterrupted"
+    """A local run stopped by Ctrl-C or SIGTERM (`headrace run`): its end reason; its event is RunFailed."""
     RUN_SUSPENDED = "RunSuspended"
     RUN_RESUMED = "RunResumed"
     CREATED_JOB = "CreatedJob"

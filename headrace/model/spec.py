@@ -389,6 +389,11 @@ class Limits(KubeModel):
     """How many levels of archives are opened: 1 opens archives but not archives inside them; 0
     treats every archive as a failed document."""
 
+    max_markup_depth: Annotated[int, Field(ge=16, le=1_000_000)] = 10_000
+    """Deepest nesting of elements in an HTML document, counted from its tags before it is parsed. A
+    deeper page fails at once: parsers spend time quadratic in the depth (minutes for 200,000 nested
+    `<div>`s). Void elements and those whose end tag may be left out (`<p>`, `<li>`, ...) are not counted."""
+
     max_pdf_pages: Annotated[int, Field(ge=1, le=100_000)] = 2000
     """Most pages in a PDF. A longer PDF fails without its text being extracted."""
 

@@ -238,8 +238,11 @@ def backoff_seconds(attempts: int, *, base: float, cap: float) -> float:
     return float(min(cap, base * 2 ** max(0, attempts - 1)))
 
 
-async def fail(pool: Pool, task: Task, error: str, *, backoff: float) -> Literal["retry", "dead", "lost"]:
-    """Record a failed attempt: retry after `backoff` seconds, or dead when attempts are used up.
+async def fail(
+    pool: Pool, task: Task, error: str, *, backoff: float, permanent: bool = False
+) -> Literal["retry", "dead", "lost"]:
+    """Record a failed attempt: retry after `backoff` seconds, or dead when attempts are used up or the
+    error is `permanent` (a source folder that does not exist will not appear on a retry).
 
     Like `ack`, the task keeps the failed lease's token until it is leased again, so a repeated call
     by the same holder answers the same instead of "lost" (a dead task's documents must be recorded).
@@ -248,9 +251,9 @@ async def fail(pool: Pool, task: Task, error: str, *, backoff: float) -> Literal
         """
         WITH failed AS (
             UPDATE headrace.tasks
-            SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END,
+            SET state = CASE WHEN attempts >= max_attempts OR $5 THEN 'dead' ELSE 'pending' END,
                 available_at = now() + $3::interval,
-                finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+                finished_at = CASE WHEN attempts >= max_attempts OR $5 THEN now() END,
                 last_error = $4, lease_expires_at = NULL
             WHERE id = $1 AND lease_token = $2 AND state = 'leased'
             RETURNING state
@@ -263,6 +266,7 @@ async def fail(pool: Pool, task: Task, error: str, *, backoff: float) -> Literal
         task.lease_token,
         timedelta(seconds=backoff),
         redact(error)[:4000],
+        permanent,
     )
     if row is None:
         return "lost"

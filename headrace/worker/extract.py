@@ -171,6 +171,7 @@ def extract(data: bytes, *, name: str, limits: Limits | None = None, media_type:
         raise DocumentError(f"binary content: {kind} is not a supported format")
     text = decode_text(data)
     if kind == "html":
+        check_markup_depth(text, limits.max_markup_depth)
         return _extract_html(text)
     if _control_ratio(text) > 0.05:
         raise DocumentError("binary content: mostly control characters in what should be text")
@@ -205,6 +206,34 @@ def _extract_markdown(text: str, name: str) -> Extracted:
             title = heading[1][:_TITLE_LIMIT]
             break
     return Extracted("markdown", title or _first_line(text) or PurePosixPath(name).name, [Section(text)])
+
+
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)[^>]*?(/?)>")
+# Elements that never hold others (void) or whose end tag HTML lets a page leave out: a page of
+# unclosed <p>s is ordinary, not deep.
+_VOID = ["area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"]
+_OPTIONAL_END = ["p", "li", "dt", "dd", "tr", "td", "th", "thead", "tbody", "tfoot", "option", "optgroup"]
+_NOT_NESTING = frozenset([*_VOID, *_OPTIONAL_END, "rb", "rt", "rp", "colgroup", "caption"])
+
+
+def check_markup_depth(text: str, limit: int) -> None:
+    """Refuse markup nested deeper than `limit`, from a scan of its tags: linear, before any parser is
+    quadratic in it. Raises DocumentError naming limits.maxMarkupDepth."""
+    if text.count("<") <= limit:  # fewer tags than the limit cannot nest deeper than it
+        return
+    depth = 0
+    for tag in _TAG.finditer(text):
+        closing, name, self_closing = tag.groups()
+        if self_closing or name.lower() in _NOT_NESTING:
+            continue
+        if closing:
+            depth = max(0, depth - 1)
+            continue
+        depth += 1
+        if depth > limit:
+            raise DocumentError(
+                f"HTML nested more than {limit} elements deep, over limits.maxMarkupDepth: refused before parsing"
+            )
 
 
 def _extract_html(text: str) -> Extracted:

@@ -188,10 +188,13 @@ class Worker:
             await holding.done(task)  # acked with the next batch
             return
         holding.forget(task)
-        reason = redact("".join(traceback.format_exception_only(error)).strip())
+        # A DocumentError says retrying will not help (a source folder that is not there): no retries,
+        # and its message is the reason as the user reads it, without a Python class name before it.
+        permanent = isinstance(error, DocumentError)
+        reason = redact(str(error) if permanent else "".join(traceback.format_exception_only(error)).strip())
         retries = ctx.job.spec.retries
         backoff = queue.backoff_seconds(task.attempts, base=retries.backoff_seconds, cap=retries.max_backoff_seconds)
-        outcome = await ride_out(queue.fail, self.pool, task, reason, backoff=backoff)
+        outcome = await ride_out(queue.fail, self.pool, task, reason, backoff=backoff, permanent=permanent)
         if outcome == "dead":
             await self._give_up(ctx, task, reason)
         metrics.TASKS_FAILED.labels(task.kind, outcome).inc()

@@ -2,6 +2,7 @@
 
 import pytest
 
+from headrace.model.spec import Limits
 from headrace.worker.errors import DocumentError
 from headrace.worker.extract import extract, sniff_format
 
@@ -32,9 +33,35 @@ def test_html_is_detected_by_content_not_only_by_name() -> None:
     assert sniff_format(b"plain words", "notes.html") == "text"
 
 
-def test_deeply_nested_html_is_extracted() -> None:
-    result = extract(b"<html><body>" + b"<div>" * 50_000 + b"deep text" + b"</div>" * 50_000, name="deep.html")
+DEEP = b"<html><body>" + b"<div>" * 50_000 + b"deep text" + b"</div>" * 50_000
+
+
+def test_deeply_nested_html_is_extracted_within_limits_max_markup_depth() -> None:
+    result = extract(DEEP, name="deep.html", limits=Limits(max_markup_depth=100_000))
     assert "deep text" in result.sections[0].text
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        DEEP,
+        b"<html><body>" + b"<div>" * 200_000,  # the 2.2 MB page that cost a parser a minute of CPU
+        b"<html><body>" + b"<div><p>" * 200_000,  # unclosed <p>s are not counted, the <div>s are
+        b"<svg>" + b"<g/><g>" * 20_000,  # self-closed tags are not counted, open ones are
+    ],
+)
+def test_html_nested_deeper_than_limits_max_markup_depth_is_refused_before_parsing(page: bytes) -> None:
+    with pytest.raises(DocumentError, match=r"more than 10000 elements deep, over limits.maxMarkupDepth"):
+        extract(page, name="deep.html")
+
+
+def test_markup_depth_counts_nesting_not_tags() -> None:
+    siblings = b"<html><body>" + b"<div>x</div>" * 50_000
+    unclosed_paragraphs = b"<html><body><ul>" + b"<li><p>item <br><img src=x>" * 50_000 + b"</ul>"
+    for page in (siblings, unclosed_paragraphs):
+        assert extract(page, name="wide.html", limits=Limits(max_markup_depth=16)).format == "html"
+    with pytest.raises(DocumentError, match=r"more than 16 elements deep, over limits.maxMarkupDepth"):
+        extract(b"<html><body>" + b"<section>" * 17 + b"text", name="deep.html", limits=Limits(max_markup_depth=16))
 
 
 def test_html_that_never_closes_is_extracted() -> None:

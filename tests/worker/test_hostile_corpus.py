@@ -73,8 +73,9 @@ def build_corpus(root: Path) -> dict[str, str | None]:
     for i in range(9):
         put(f"html/unclosed-{i}.html", b"<html><body>" + b"<div><p><b>" * (500 * (i + 1)) + prose(20).encode(), None)
     # Unclosed <p> inside unclosed <div>s makes every HTML parser walk its stack of open elements
-    # once per tag: quadratic, minutes of CPU. Only the extraction timeout stops it.
-    put("html/unclosed-quadratic.html", b"<html><body>" + b"<div><p>" * 200_000, "limits.extractionTimeoutSeconds")
+    # once per tag: quadratic, minutes of CPU. A scan of the tags refuses them before any parser runs.
+    put("html/unclosed-quadratic.html", b"<html><body>" + b"<div><p>" * 200_000, "limits.maxMarkupDepth")
+    put("html/200k-divs.html", b"<html><body>" + b"<div>" * 200_000, "limits.maxMarkupDepth")
     put("json/deep.json", b"[" * 100_000 + b"]" * 100_000, "")
     put("json/invalid.json", b'{"a": [1, 2', "invalid JSON")
     put("empty.txt", b"", "empty document")

@@ -225,3 +225,18 @@ async def test_sigterm_hands_the_task_back_and_exits_143(
         "SELECT state, attempts FROM headrace.tasks WHERE job_uid = $1 AND kind = 'ingest'", job.uid
     )
     assert dict(task) == {"state": "pending", "attempts": 0}
+
+
+async def test_a_source_folder_that_is_not_there_fails_the_run_at_once_naming_it(
+    pool: Pool, make_job: JobFactory, tmp_path: Path
+) -> None:
+    job = await make_job(volume_spec("nosuchdir", retries={"maxAttempts": 5}))
+    run = await jobs.start_run(pool, job, reason="test")
+    assert await run_worker(pool, job, tmp_path) == EXIT_DRAINED
+    # One attempt, not five: a folder that is not there will not appear on a retry.
+    task = await pool.fetchrow("SELECT state, attempts, last_error FROM headrace.tasks WHERE job_uid = $1", job.uid)
+    assert (task["state"], task["attempts"]) == ("dead", 1)
+    assert f"nosuchdir does not exist (looked for at {tmp_path / 'nosuchdir'})" in task["last_error"]
+    state = await jobs.run_state(pool, job.uid, run)
+    assert state is not None and state.finished and state.error is not None
+    assert state.error.startswith("discovery failed: source.volume.path: nosuchdir does not exist (")  # no class name

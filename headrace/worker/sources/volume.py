@@ -88,7 +88,7 @@ def _link_target(name: str, dir_fd: int) -> str | None:
 
 def _missing(path: str, exc: OSError) -> DocumentError:
     if exc.errno == errno.ENOENT:
-        return DocumentError(f"{path} no longer exists")
+        return DocumentError(f"{path} does not exist")
     if exc.errno == errno.ENOTDIR:
         return DocumentError(f"{path}: a part of it is not a folder")
     return DocumentError(f"cannot open {path}: {exc.strerror}")
@@ -111,7 +111,9 @@ class VolumeFiles:
             try:
                 self._folder = open_beneath(mount, self.spec.path, directory=True)
             except DocumentError as exc:
-                raise DocumentError(f"source.volume.path: {exc}") from None
+                # Named as the user wrote it and where it was looked for: the mount is this worker's own.
+                where = self.mount / self.spec.path.lstrip("/")
+                raise DocumentError(f"source.volume.path: {exc} (looked for at {where})") from None
             finally:
                 os.close(mount)
         return self._folder
