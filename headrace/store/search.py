@@ -4,9 +4,21 @@ Every mode takes the same filters and pages the same way: hits are ordered by (s
 asc) and a cursor is the last hit's (score, id), so a page never repeats or skips a hit ranked above
 the cursor. Each hit carries its chunk's whole text for a RAG client, beside a `ts_headline` snippet.
 
-Keyword ranking is Okapi BM25: any query word matches, rarer words weigh more. A bounded search ranks
-from the jobs' search statistics when they can answer (lexicon.rank: a few hundred postings per word),
-else over the GIN index (_KEYWORD_SQL, the exact path), with the same statistics.
+Keyword ranking is Okapi BM25 (bm25.py, one definition for every path): any query word matches, rarer
+words weigh more. A query is ranked on one of three paths, each there for a reason:
+- **the search statistics** (lexicon.rank), when a bounded search's jobs have current ones: a few
+  hundred postings per word instead of every match, which is what keeps common words fast at a
+  million chunks. A query in websearch syntax ("a phrase", -word, or) adds a sample of its matches
+  from the GIN index, because the lists hold words, not phrases.
+- **the exact path** (_KEYWORD_SQL over the GIN index), every match ranked, when asked for
+  (`ranked_matches=None`), or when the statistics cannot answer: a job has none yet (its first run),
+  too many chunks were stored since the build, or a truncated list ran out before a page was full
+  (then it ranks by the statistics' N and document frequencies, so the pages agree).
+- **the bounded exact path** (the same SQL with `ranked_matches`): as the exact path, but the matches
+  ranked and the document frequencies counted stop at the bound, rarest words first; only for jobs
+  without current statistics, because counting every match of a common word is what the bound avoids.
+All three rank by the same collection statistics (bm25.py), so a query scores the same before and
+after a statistics build.
 Semantic ranking is cosine similarity over the HNSW index of the searched jobs'
 vector space, scanned iteratively so filters cannot starve a page. Hybrid fuses the best
 `candidates` of each with weighted RRF: score = 2/(60 + keyword rank) + 1/(60 + semantic rank).
@@ -24,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from headrace.model import Embedding
-from headrace.store import lexicon, snippets, vectors
+from headrace.store import bm25, lexicon, snippets, vectors
 from headrace.store.db import Connection, Pool
 
 # Matches are delimited by sentinels that snippets.render turns into escaped HTML or plain text.
@@ -214,7 +226,7 @@ def choose_mode(asked: Mode | None, where: Scope) -> Mode:
     return asked
 
 
-_KEYWORD_SQL = r"""
+_KEYWORD_SQL = rf"""
 WITH pinned AS (
     -- The statistics a first page ranked by, carried in its cursor (NULL on a first page).
     SELECT $11::jsonb AS s
@@ -236,7 +248,7 @@ matched AS MATERIALIZED (
     -- `ranked_matches`: their count is the word's document frequency (a word in more chunks gets the
     -- floor rarity, so counting stays bounded), and those the filters keep, in the scan's order, are
     -- its candidates below, so a word's matches are found (bitmap and heap) once, not twice.
-    SELECT t.*, m.found, coalesce(m.ids, '{}') AS ids
+    SELECT t.*, m.found, coalesce(m.ids, '{{}}') AS ids
     FROM terms t
     CROSS JOIN LATERAL (
         SELECT count(*) AS found, array_agg(x.id) FILTER (WHERE x.kept) AS ids
@@ -257,18 +269,19 @@ counted AS (
     FROM matched t
 ),
 collection AS (
-    -- N, the number of chunks in the searched jobs: the collection the document frequencies were
-    -- counted in, so IDF is BM25's over what the caller may search (nothing of another namespace's),
-    -- and the same for the same data whatever the planner's statistics say (a restored database
-    -- ranks as its source did). Read from the documents' chunk counts, one row per document.
-    SELECT coalesce(((SELECT s FROM pinned) ->> 'n')::float8, greatest(
-        (SELECT sum(d.chunk_count) FROM headrace.documents d WHERE d.job_uid = ANY($3::uuid[])),
-        (SELECT max(df) FROM counted), 1
-    )::float8) AS n
+    -- BM25's collection statistics (bm25.py): N and the average length of the searched jobs' chunks,
+    -- summed over their documents, so IDF is BM25's over what the caller may search (nothing of
+    -- another namespace's), and a chunk scores as it does from the search statistics; or those a
+    -- first page ranked by, carried in its cursor.
+    SELECT coalesce(((SELECT s FROM pinned) ->> 'n')::float8,
+                    greatest(t.chunks, (SELECT max(df) FROM counted), 1)::float8) AS n,
+           coalesce(((SELECT s FROM pinned) ->> 'avglen')::float8,
+                    {bm25.average_length("t.total_length", "t.chunks")}) AS avglen
+    FROM ({bm25.collection("$3::uuid[]")}) t
 ),
 weighted AS (
     -- BM25's IDF, and the order in which words give candidates: the rarest first.
-    SELECT w.*, ln(1 + (c.n - w.df + 0.5) / (w.df + 0.5)) AS idf, row_number() OVER (ORDER BY w.df, w.lexeme) AS rarity,
+    SELECT w.*, {bm25.idf("c.n", "w.df")} AS idf, row_number() OVER (ORDER BY w.df, w.lexeme) AS rarity,
            row_number() OVER (PARTITION BY w.cfg ORDER BY w.df, w.lexeme) AS among
     FROM counted w, collection c
 ),
@@ -317,34 +330,33 @@ candidates AS (
     ) found
 ),
 lengths AS (
-    -- BM25 divides a chunk's length by the average length, here the candidates' average; a length
-    -- counts distinct words, which a tsvector knows without reading its positions. Each query word's
-    -- frequency in the chunk is the count of its positions: setweight marks the query's words and
-    -- ts_filter keeps them. setweight's result is a copy in memory, so the chunk's stored tsvector
-    -- is fetched (and decompressed) once for both.
-    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{a}') AS hits,
-           coalesce(((SELECT s FROM pinned) ->> 'avglen')::float8, (avg(length(w.tsv)) OVER ())::float8) AS avglen
+    -- A chunk's length counts distinct words, which a tsvector knows without reading its positions.
+    -- Each query word's frequency in the chunk is the count of its positions: setweight marks the
+    -- query's words and ts_filter keeps them. setweight's result is a copy in memory, so the chunk's
+    -- stored tsvector is fetched (and decompressed) once for both.
+    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{{a}}') AS hits
     FROM candidates k
     JOIN headrace.chunks c ON c.id = k.id
     LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = c.config
     CROSS JOIN LATERAL (SELECT coalesce(setweight(c.tsv, 'A', v.lexemes), c.tsv) AS tsv OFFSET 0) w
 ),
 frequencies AS MATERIALIZED (
-    SELECT l.id, l.len, l.avglen, l.config, u.lexeme, cardinality(u.positions) AS tf
+    SELECT l.id, l.len, l.config, u.lexeme, cardinality(u.positions) AS tf
     FROM lengths l
     CROSS JOIN LATERAL unnest(l.hits) u
 ),
 scored AS (
-    -- Okapi BM25 (k1 1.2, b 0.75), summed in a fixed order so that a score is the same on every page.
-    SELECT f.id, sum(w.idf * f.tf * 2.2 / (f.tf + 1.2 * (0.25 + 0.75 * f.len / f.avglen)) ORDER BY w.lexeme) AS score
+    -- Okapi BM25 (bm25.py), summed in a fixed order so that a score is the same on every page.
+    SELECT f.id, sum({bm25.weight("w.idf", "f.tf", "f.len", "col.avglen")} ORDER BY w.lexeme) AS score
     FROM frequencies f
     JOIN weighted w ON w.cfg = f.config AND w.lexeme = f.lexeme
+    CROSS JOIN collection col
     GROUP BY f.id
 )
 SELECT id, score, (
     SELECT jsonb_build_object(
         'n', (SELECT n FROM collection),
-        'avglen', (SELECT max(avglen) FROM lengths),
+        'avglen', (SELECT avglen FROM collection),
         'df', (SELECT jsonb_object_agg(cfg::text || ' ' || lexeme, df) FROM counted)
     )
 ) AS statistics

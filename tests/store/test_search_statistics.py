@@ -69,6 +69,39 @@ async def test_with_complete_lists_the_statistics_rank_as_the_exact_path(
     assert fast.hits == await _exact_hits(pool, query, fast.statistics, 10)
 
 
+@pytest.mark.parametrize("query", ["kettle", "kettle lantern compass", "harbour anchor thistle copper filler"])
+async def test_a_query_scores_the_same_before_and_after_a_statistics_build(
+    pool: Pool, make_job: JobFactory, query: str
+) -> None:
+    job = await _corpus(pool, make_job)
+    # Before: no statistics, so every search ranks on the exact path, by the job's own collection.
+    before = await search.search(pool, query, mode="keyword", limit=10, ranked_matches=None)
+    bounded_before = await search.search(pool, query, mode="keyword", limit=10, ranked_matches=BOUND)
+    assert before.hits, "the query matches"
+    await lexicon.build(pool, job.uid)
+    # After: the bounded search reads the statistics; the unbounded one still ranks every match exactly.
+    fast = await _fast(pool, job, query, 10)
+    assert fast.complete
+    after = await search.search(pool, query, mode="keyword", limit=10, ranked_matches=BOUND)
+    exact_after = await search.search(pool, query, mode="keyword", limit=10, ranked_matches=None)
+    expected = [(h.chunk_id, h.score) for h in before.hits]
+    assert fast.hits == expected
+    assert [(h.chunk_id, h.score) for h in after.hits] == expected
+    assert [(h.chunk_id, h.score) for h in exact_after.hits] == expected
+    assert [(h.chunk_id, h.score) for h in bounded_before.hits] == expected
+
+
+async def test_the_collection_length_follows_chunks_written_and_deleted(pool: Pool, make_job: JobFactory) -> None:
+    job = await _corpus(pool, make_job, count=12)
+    truth = "SELECT count(*), sum(length(tsv)) FROM headrace.chunks WHERE job_uid = $1"
+    kept = "SELECT sum(chunk_count), sum(lexemes) FROM headrace.documents WHERE job_uid = $1"
+    assert tuple(await pool.fetchrow(truth, job.uid)) == tuple(await pool.fetchrow(kept, job.uid))
+    # A document rewritten with other text, and one deleted with its chunks.
+    await documents.store_document(pool, job.uid, 2, _doc("d001.txt", "lantern lantern meadow copper anchor"))
+    await pool.execute("DELETE FROM headrace.documents WHERE job_uid = $1 AND uri = 'd002.txt'", job.uid)
+    assert tuple(await pool.fetchrow(truth, job.uid)) == tuple(await pool.fetchrow(kept, job.uid))
+
+
 async def test_with_truncated_lists_the_best_chunk_still_ranks_first(pool: Pool, make_job: JobFactory) -> None:
     job = await _corpus(pool, make_job)
     # The one chunk holding both words often, among many holding one of them.
