@@ -139,7 +139,7 @@ def known_item(corpus: str, rel: str, title: str, text: str) -> tuple[str, str] 
         return (title, title) if rel.startswith("howto/") else None
     if corpus == "sqlite":
         words = title.split()
-        if len(words) < 3 or rel.startswith("c3ref/") and title.startswith("Constants"):
+        if len(words) < 3 or (rel.startswith("c3ref/") and title.startswith("Constants")):
             return None
         return title, title
     raise ValueError(corpus)
