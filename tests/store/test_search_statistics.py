@@ -7,10 +7,11 @@ import pytest
 from headrace.store import documents, jobs, lexicon, search
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
-from tests.conftest import JobFactory
+from tests.conftest import JobFactory, volume_spec
 from tests.store.test_search_configs import _doc
 
 BOUND = 10_000  # the API's default: bounded keyword ranking, which reads the statistics
+ENGLISH = volume_spec(textSearchConfig="english")
 WORDS = ["kettle", "lantern", "compass", "harbour", "meadow", "anchor", "copper", "thistle"]
 
 
@@ -21,7 +22,7 @@ def _text(i: int) -> str:
 
 
 async def _corpus(pool: Pool, make_job: JobFactory, count: int = 60) -> JobRecord:
-    job = await make_job()
+    job = await make_job(ENGLISH)  # the lexemes named below are english's stems
     for i in range(count):
         await documents.store_document(pool, job.uid, 1, _doc(f"d{i:03}.txt", _text(i)))
     return job
@@ -37,10 +38,11 @@ async def _exact_hits(pool: Pool, query: str, statistics: dict[str, object], lim
 
 async def _fast(pool: Pool, job: JobRecord, query: str, limit: int) -> lexicon.Ranked:
     async with pool.acquire() as conn:
+        config = await conn.fetchval("SELECT text_search_config::text FROM headrace.jobs WHERE uid = $1", job.uid)
         ranked = await lexicon.rank(
             conn,
             query,
-            ["english"],
+            [config],
             [job.uid],
             (None, None),
             None,
@@ -238,7 +240,7 @@ async def test_one_build_of_a_job_at_a_time(pool: Pool, make_job: JobFactory) ->
 
 
 async def test_a_phrase_outside_the_truncated_lists_is_found_from_a_sample(pool: Pool, make_job: JobFactory) -> None:
-    job = await make_job()
+    job = await make_job(ENGLISH)  # the lexemes named below are english's stems
     texts = {f"kettle{i}.txt": "kettle kettle kettle on the stove" for i in range(6)}
     texts |= {f"copper{i}.txt": "copper copper copper wire" for i in range(6)}
     texts |= {f"phrase{i}.txt": f"a copper kettle number {i} on a long shelf of old things" for i in range(5)}
