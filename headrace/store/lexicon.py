@@ -389,7 +389,8 @@ SELECT NULL, NULL, (SELECT count(*) FROM eligible), cardinality($15::bigint[]),
        set_config('plan_cache_mode', $16, true)
 """
 
-_NEGATED = re.compile(r'(?:^|\s)-(?:"[^"]*"?|\S+)|(?:^|\s)or(?=\s|$)', re.IGNORECASE)
+_NEGATED = re.compile(r'(?:^|\s)-(?:"[^"]*"?|\w\S*)|(?:^|\s)or(?=\s|$)', re.IGNORECASE)
+"""-word and -"a phrase", as search._OPERATORS reads them: an option such as --force is a word to find."""
 
 
 def positive_words(query: str) -> str:

@@ -56,7 +56,15 @@ async def _fast(pool: Pool, job: JobRecord, query: str, limit: int) -> lexicon.R
 
 
 @pytest.mark.parametrize(
-    "query", ["kettle", "kettle lantern compass", "harbour anchor thistle copper", '"kettle lantern"', "meadow -copper"]
+    "query",
+    [
+        "kettle",
+        "kettle lantern compass",
+        "harbour anchor thistle copper",
+        '"kettle lantern"',
+        "meadow -copper",
+        "kettle --lantern",  # an option (--force) is a word to find, not a negation
+    ],
 )
 async def test_with_complete_lists_the_statistics_rank_as_the_exact_path(
     pool: Pool, make_job: JobFactory, query: str
