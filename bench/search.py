@@ -111,7 +111,8 @@ async def build_index(pool: Pool, docs: list[tuple[str, str, list[str]]], want: 
         job_uids.append(record.uid)
     per_replica = sum(len(texts) for _, _, texts in docs)
     replicas = -(-want // per_replica)
-    english = await pool.fetchval("SELECT 'english'::regconfig::oid")
+    # Every job has the default config; the chunks are written with it, as a worker writes them.
+    config = await pool.fetchval("SELECT text_search_config FROM headrace.jobs WHERE uid = $1", job_uids[0])
     await pool.execute("DROP INDEX headrace.chunks_tsv")
 
     async def load(replica: int) -> None:
@@ -132,7 +133,7 @@ async def build_index(pool: Pool, docs: list[tuple[str, str, list[str]]], want: 
             )
             by_uri = {row["uri"]: row["id"] for row in ids}
             records = [
-                (by_uri[f"replica-{replica:03d}/{uri}"], uid, ordinal, None, text, english)
+                (by_uri[f"replica-{replica:03d}/{uri}"], uid, ordinal, None, text, config)
                 for uri, _, texts in docs
                 for ordinal, text in enumerate(texts)
             ]
@@ -568,7 +569,7 @@ async def main() -> None:
             try:
                 matches = {
                     q: await pool.fetchval(
-                        "SELECT count(*) FROM headrace.chunks WHERE tsv @@ websearch_to_tsquery('english', $1)", q
+                        "SELECT count(*) FROM headrace.chunks c WHERE c.tsv @@ websearch_to_tsquery(c.config, $1)", q
                     )
                     for _, q in mix()
                 }

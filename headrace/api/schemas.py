@@ -169,7 +169,7 @@ class SearchRequest(KubeModel):
     """The question or words (at most 4 KiB). Keyword matching reads it in websearch syntax:
     `"a phrase"`, `or`, `-excluded`."""
     mode: SearchMode | None = None
-    """`keyword` (full text), `semantic` (embeddings) or `hybrid` (both, fused by reciprocal rank).
+    """`keyword` (full text), `semantic` (embeddings) or `hybrid` (both, a weighted sum of their scores).
     By default hybrid when the searched jobs have embeddings, else keyword."""
     vector: QueryVector | None = None
     """The query's embedding, for jobs embedded by an endpoint model (the API does not call tenants'

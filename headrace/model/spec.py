@@ -529,8 +529,9 @@ class IngestionJobSpec(KubeModel):
     embedding: Embedding = Embedding()
     """Embeddings for semantic and hybrid search. On by default with the built-in model."""
 
-    text_search_config: Annotated[str, StringConstraints(pattern=r"^[a-z_]+$", max_length=63)] = "english"
-    """Postgres text-search configuration for stemming and stop words (`english`, `german`,
+    text_search_config: Annotated[str, StringConstraints(pattern=r"^[a-z_]+$", max_length=63)] = "english_unstemmed"
+    """Postgres text-search configuration for stemming and stop words: `english_unstemmed` (English
+    stop words, words as written, Headrace's own), or any of Postgres's (`english`, `german`,
     `simple`, ...)."""
 
     retention: Literal["Retain", "Delete"] = "Retain"

@@ -97,7 +97,11 @@ async def register_job(
         await conn.execute(
             """
             INSERT INTO headrace.jobs (uid, namespace, name, generation, spec, text_search_config, namespace_uid)
-            VALUES ($1, $2, $3, $4, $5, $6::text::regconfig, $7)
+            VALUES ($1, $2, $3, $4, $5, (
+                -- The config of that name on the search path, else Headrace's own (migration 0011).
+                SELECT c.oid FROM pg_ts_config c WHERE c.cfgname = $6::text
+                ORDER BY pg_ts_config_is_visible(c.oid) DESC, c.cfgnamespace = 'headrace'::regnamespace DESC LIMIT 1
+            )::regconfig, $7)
             ON CONFLICT (uid) DO UPDATE
             SET generation = excluded.generation, spec = excluded.spec, spec_error = NULL,
                 text_search_config = excluded.text_search_config, updated_at = now(), deleted_at = NULL,

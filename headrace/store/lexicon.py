@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from headrace.store import bm25
 from headrace.store.db import Connection, Pool
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ BUILD_WORK_MEM = "512MB"
 _LOCK_CLASS = 0x6C6578  # "lex": the advisory-lock class of builds, keyed by the job within it
 _LOCK_SQL = "SELECT pg_try_advisory_xact_lock($1, hashtext($2::uuid::text))"
 
-_POSTINGS_SQL = """
+_POSTINGS_SQL = f"""
 INSERT INTO headrace.lexemes (job_uid, config, lexeme, df, ids, tfs, lens)
 SELECT $1, g.config, g.lexeme, g.df, b.ids, b.tfs, b.lens
 FROM (
@@ -58,12 +59,12 @@ FROM (
     GROUP BY c.config, u.lexeme
 ) g
 CROSS JOIN LATERAL (
-    -- The lexeme's best `cap` postings by BM25's term weight (k1 1.2, b 0.75) at the job's average
-    -- length: a top-N sort of each lexeme's postings, ties by chunk id.
+    -- The lexeme's best `cap` postings by BM25's term weight (bm25.py) at the job's average length: a
+    -- top-N sort of each lexeme's postings, ties by chunk id.
     SELECT array_agg(p.id) AS ids, array_agg(p.tf) AS tfs, array_agg(p.len) AS lens
     FROM (
         SELECT p.id, p.tf, p.len FROM unnest(g.ids, g.tfs, g.lens) AS p(id, tf, len)
-        ORDER BY p.tf / (p.tf + 1.2 * (0.25 + 0.75 * p.len / $2::float8)) DESC, p.id
+        ORDER BY {bm25.term_weight("p.tf", "p.len", "$2::float8")} DESC, p.id
         LIMIT $3
     ) p
 ) b
@@ -109,19 +110,20 @@ async def build(pool: Pool, job_uid: uuid.UUID, *, cap: int = CAP) -> Built | No
             built = Built(job_uid, int(unchanged["chunks"]), int(unchanged["lexemes"]), time.perf_counter() - started)
             log.info("Kept search statistics", extra={"job_uid": str(job_uid), "chunks": built.chunks})
             return built
+        # The collection statistics as search computes them (bm25.py), and the highest chunk id covered.
         totals = await conn.fetchrow(
-            """
-            SELECT count(*) AS chunks, coalesce(sum(length(tsv)), 0) AS total, coalesce(max(id), 0) AS watermark,
+            f"""
+            SELECT t.chunks, t.total_length AS total, {bm25.average_length("t.total_length", "t.chunks")} AS avglen,
+                   (SELECT coalesce(max(id), 0) FROM headrace.chunks WHERE job_uid = $1) AS watermark,
                    (SELECT coalesce(max(run), 0) FROM headrace.runs
                     WHERE job_uid = $1 AND finished_at IS NOT NULL) AS run
-            FROM headrace.chunks WHERE job_uid = $1
+            FROM ({bm25.collection("ARRAY[$1::uuid]")}) t
             """,
             job_uid,
         )
         assert totals is not None
         await conn.execute("DELETE FROM headrace.lexemes WHERE job_uid = $1", job_uid)
-        avglen = max(totals["total"] / max(totals["chunks"], 1), 1.0)
-        status = await conn.execute(_POSTINGS_SQL, job_uid, avglen, cap, timeout=BUILD_TIMEOUT_SECONDS)
+        status = await conn.execute(_POSTINGS_SQL, job_uid, totals["avglen"], cap, timeout=BUILD_TIMEOUT_SECONDS)
         seconds = time.perf_counter() - started
         await conn.execute(
             """
@@ -228,9 +230,12 @@ CROSS JOIN LATERAL (
 ) m
 """
 
-# The BM25 term weight times IDF, as search._KEYWORD_SQL computes it (the same expression, so that a
-# chunk scores the same whichever path ranked it, and pages of one search agree to the last bit).
-_BM25 = "w.idf * {tf} * 2.2 / ({tf} + 1.2 * (0.25 + 0.75 * {len} / col.avglen))"
+
+
+def _bm25(tf: str, length: str) -> str:
+    """A posting's BM25 weight for the word `w`, in the collection `col` (bm25.py)."""
+    return bm25.weight("w.idf", tf, length, "col.avglen")
+
 
 STATISTICS_SQL = rf"""
 WITH pinned AS (
@@ -267,7 +272,7 @@ collection AS (
     -- ranked by, carried in its cursor.
     SELECT coalesce(((SELECT s FROM pinned) ->> 'n')::float8, (sum(s.chunks) + $14::bigint)::float8) AS n,
            coalesce(((SELECT s FROM pinned) ->> 'avglen')::float8,
-                    (sum(s.total_length)::float8 / greatest(sum(s.chunks), 1))::float8) AS avglen
+                    {bm25.average_length("sum(s.total_length)", "sum(s.chunks)")}) AS avglen
     FROM headrace.search_statistics s WHERE s.job_uid = ANY($3::uuid[])
 ),
 counted AS (
@@ -281,23 +286,23 @@ weighted AS (
     -- IDF, and the most a chunk missing from the word's truncated list can weigh: its list's last
     -- (worst) posting's weight. A chunk missing from a complete list does not hold the word.
     SELECT w.cfg, w.lexeme, w.df, w.idf, coalesce(b.bound, 0) AS bound
-    FROM (SELECT k.*, ln(1 + (col.n - k.df + 0.5) / (k.df + 0.5)) AS idf FROM counted k, collection col) w
+    FROM (SELECT k.*, {bm25.idf("col.n", "k.df")} AS idf FROM counted k, collection col) w
     CROSS JOIN collection col
     LEFT JOIN LATERAL (
-        SELECT max({_BM25.format(tf="l.tfs[cardinality(l.ids)]", len="l.lens[cardinality(l.ids)]")}) AS bound
+        SELECT max({_bm25("l.tfs[cardinality(l.ids)]", "l.lens[cardinality(l.ids)]")}) AS bound
         FROM lists l WHERE l.cfg = w.cfg AND l.lexeme = w.lexeme AND l.truncated
     ) b ON true
 ),
 weights AS (
     -- Each posting's weight for its word (BM25's term weight times IDF), list by list: the word's
     -- IDF and bound are joined to its few lists, not to each of their postings.
-    SELECT p.id, {_BM25.format(tf="p.tf", len="p.len")} AS weight, w.bound
+    SELECT p.id, {_bm25("p.tf", "p.len")} AS weight, w.bound
     FROM lists l
     JOIN weighted w ON w.cfg = l.cfg AND w.lexeme = l.lexeme
     CROSS JOIN collection col
     CROSS JOIN LATERAL unnest(l.ids, l.tfs, l.lens) AS p(id, tf, len)
     UNION ALL
-    SELECT d.id, {_BM25.format(tf="d.tf", len="d.len")}, w.bound
+    SELECT d.id, {_bm25("d.tf", "d.len")}, w.bound
     FROM delta d
     JOIN weighted w ON w.cfg = d.cfg AND w.lexeme = d.lexeme
     CROSS JOIN collection col
@@ -348,7 +353,7 @@ scored AS (
     -- drop out here), and, for a query in websearch syntax, only those it matches as written. The
     -- query's words are picked out of a tsvector by marking them (setweight) and keeping the marked
     -- (ts_filter): binary searches, not a walk of every lexeme.
-    SELECT c.id, sum({_BM25.format(tf="cardinality(u.positions)", len="f.len")} ORDER BY w.lexeme) AS score
+    SELECT c.id, sum({_bm25("cardinality(u.positions)", "f.len")} ORDER BY w.lexeme) AS score
     FROM candidates k
     JOIN headrace.chunks c ON c.id = k.id
     LEFT JOIN written q ON q.cfg = c.config
@@ -384,7 +389,8 @@ SELECT NULL, NULL, (SELECT count(*) FROM eligible), cardinality($15::bigint[]),
        set_config('plan_cache_mode', $16, true)
 """
 
-_NEGATED = re.compile(r'(?:^|\s)-(?:"[^"]*"?|\S+)|(?:^|\s)or(?=\s|$)', re.IGNORECASE)
+_NEGATED = re.compile(r'(?:^|\s)-(?:"[^"]*"?|\w\S*)|(?:^|\s)or(?=\s|$)', re.IGNORECASE)
+"""-word and -"a phrase", as search._OPERATORS reads them: an option such as --force is a word to find."""
 
 
 def positive_words(query: str) -> str:

@@ -1,15 +1,28 @@
-"""Search over chunks: keyword (full text), semantic (pgvector) and hybrid (reciprocal rank fusion).
+"""Search over chunks: keyword (full text), semantic (pgvector) and hybrid (a weighted sum of both).
 
 Every mode takes the same filters and pages the same way: hits are ordered by (score desc, chunk id
 asc) and a cursor is the last hit's (score, id), so a page never repeats or skips a hit ranked above
 the cursor. Each hit carries its chunk's whole text for a RAG client, beside a `ts_headline` snippet.
 
-Keyword ranking is Okapi BM25: any query word matches, rarer words weigh more. A bounded search ranks
-from the jobs' search statistics when they can answer (lexicon.rank: a few hundred postings per word),
-else over the GIN index (_KEYWORD_SQL, the exact path), with the same statistics.
+Keyword ranking is Okapi BM25 (bm25.py, one definition for every path): any query word matches, rarer
+words weigh more. A query is ranked on one of three paths, each there for a reason:
+- **the search statistics** (lexicon.rank), when a bounded search's jobs have current ones: a few
+  hundred postings per word instead of every match, which is what keeps common words fast at a
+  million chunks. A query in websearch syntax ("a phrase", -word, or) adds a sample of its matches
+  from the GIN index, because the lists hold words, not phrases.
+- **the exact path** (_KEYWORD_SQL over the GIN index), every match ranked, when asked for
+  (`ranked_matches=None`), or when the statistics cannot answer: a job has none yet (its first run),
+  too many chunks were stored since the build, or a truncated list ran out before a page was full
+  (then it ranks by the statistics' N and document frequencies, so the pages agree).
+- **the bounded exact path** (the same SQL with `ranked_matches`): as the exact path, but the matches
+  ranked and the document frequencies counted stop at the bound, rarest words first; only for jobs
+  without current statistics, because counting every match of a common word is what the bound avoids.
+All three rank by the same collection statistics (bm25.py), so a query scores the same before and
+after a statistics build.
 Semantic ranking is cosine similarity over the HNSW index of the searched jobs'
 vector space, scanned iteratively so filters cannot starve a page. Hybrid fuses the best
-`candidates` of each with weighted RRF: score = 2/(60 + keyword rank) + 1/(60 + semantic rank).
+`candidates` of each by their scores, each list's scaled to 0..1 (its worst candidate 0, its best 1):
+score = 0.8 x keyword + 0.2 x semantic, a chunk missing from a list counting 0 there (_fuse).
 """
 
 import base64
@@ -24,18 +37,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from headrace.model import Embedding
-from headrace.store import lexicon, snippets, vectors
+from headrace.store import bm25, lexicon, snippets, vectors
 from headrace.store.db import Connection, Pool
 
 # Matches are delimited by sentinels that snippets.render turns into escaped HTML or plain text.
 SNIPPET_START = snippets.START
 SNIPPET_STOP = snippets.STOP
 _HEADLINE_OPTIONS = f"StartSel={SNIPPET_START}, StopSel={SNIPPET_STOP}, MaxWords=35, MinWords=15, MaxFragments=2"
-RRF_K = 60
-"""The constant of reciprocal rank fusion (Cormack et al., 2009): 60 damps the head of each list."""
-RRF_KEYWORD_WEIGHT = 2.0
-"""Hybrid search counts a keyword rank twice a semantic one: chosen on the even-numbered queries of
-bench/retrieval.py, it also did better on the held-out odd ones (docs/benchmarks.md)."""
+HYBRID_KEYWORD_WEIGHT = 0.8
+"""Hybrid search's weight of the keyword score (the semantic score's is 1 minus it), both scaled to
+0..1 within their lists. Chosen on the development halves of our evaluation sets (bench/retrieval.py,
+docs/benchmarks.md), among reciprocal rank fusion (k 10 to 60, keyword weight 1 to 4) and weights 0.5
+to 0.9: the only choice there that beat keyword alone on every corpus (MRR@10 +0.03 to +0.06); RRF
+with weight 2, the previous default, trailed keyword alone by 0.04 overall. A form-adaptive weight
+(less keyword for questions) did no better."""
 DEFAULT_CANDIDATES = 100
 DEFAULT_RANKED_MATCHES = 10_000
 """The API's and `headrace search`'s bound on keyword ranking work (HEADRACE_SEARCH_RANKED_MATCHES)."""
@@ -214,7 +229,7 @@ def choose_mode(asked: Mode | None, where: Scope) -> Mode:
     return asked
 
 
-_KEYWORD_SQL = r"""
+_KEYWORD_SQL = rf"""
 WITH pinned AS (
     -- The statistics a first page ranked by, carried in its cursor (NULL on a first page).
     SELECT $11::jsonb AS s
@@ -236,7 +251,7 @@ matched AS MATERIALIZED (
     -- `ranked_matches`: their count is the word's document frequency (a word in more chunks gets the
     -- floor rarity, so counting stays bounded), and those the filters keep, in the scan's order, are
     -- its candidates below, so a word's matches are found (bitmap and heap) once, not twice.
-    SELECT t.*, m.found, coalesce(m.ids, '{}') AS ids
+    SELECT t.*, m.found, coalesce(m.ids, '{{}}') AS ids
     FROM terms t
     CROSS JOIN LATERAL (
         SELECT count(*) AS found, array_agg(x.id) FILTER (WHERE x.kept) AS ids
@@ -257,18 +272,19 @@ counted AS (
     FROM matched t
 ),
 collection AS (
-    -- N, the number of chunks in the searched jobs: the collection the document frequencies were
-    -- counted in, so IDF is BM25's over what the caller may search (nothing of another namespace's),
-    -- and the same for the same data whatever the planner's statistics say (a restored database
-    -- ranks as its source did). Read from the documents' chunk counts, one row per document.
-    SELECT coalesce(((SELECT s FROM pinned) ->> 'n')::float8, greatest(
-        (SELECT sum(d.chunk_count) FROM headrace.documents d WHERE d.job_uid = ANY($3::uuid[])),
-        (SELECT max(df) FROM counted), 1
-    )::float8) AS n
+    -- BM25's collection statistics (bm25.py): N and the average length of the searched jobs' chunks,
+    -- summed over their documents, so IDF is BM25's over what the caller may search (nothing of
+    -- another namespace's), and a chunk scores as it does from the search statistics; or those a
+    -- first page ranked by, carried in its cursor.
+    SELECT coalesce(((SELECT s FROM pinned) ->> 'n')::float8,
+                    greatest(t.chunks, (SELECT max(df) FROM counted), 1)::float8) AS n,
+           coalesce(((SELECT s FROM pinned) ->> 'avglen')::float8,
+                    {bm25.average_length("t.total_length", "t.chunks")}) AS avglen
+    FROM ({bm25.collection("$3::uuid[]")}) t
 ),
 weighted AS (
     -- BM25's IDF, and the order in which words give candidates: the rarest first.
-    SELECT w.*, ln(1 + (c.n - w.df + 0.5) / (w.df + 0.5)) AS idf, row_number() OVER (ORDER BY w.df, w.lexeme) AS rarity,
+    SELECT w.*, {bm25.idf("c.n", "w.df")} AS idf, row_number() OVER (ORDER BY w.df, w.lexeme) AS rarity,
            row_number() OVER (PARTITION BY w.cfg ORDER BY w.df, w.lexeme) AS among
     FROM counted w, collection c
 ),
@@ -317,34 +333,33 @@ candidates AS (
     ) found
 ),
 lengths AS (
-    -- BM25 divides a chunk's length by the average length, here the candidates' average; a length
-    -- counts distinct words, which a tsvector knows without reading its positions. Each query word's
-    -- frequency in the chunk is the count of its positions: setweight marks the query's words and
-    -- ts_filter keeps them. setweight's result is a copy in memory, so the chunk's stored tsvector
-    -- is fetched (and decompressed) once for both.
-    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{a}') AS hits,
-           coalesce(((SELECT s FROM pinned) ->> 'avglen')::float8, (avg(length(w.tsv)) OVER ())::float8) AS avglen
+    -- A chunk's length counts distinct words, which a tsvector knows without reading its positions.
+    -- Each query word's frequency in the chunk is the count of its positions: setweight marks the
+    -- query's words and ts_filter keeps them. setweight's result is a copy in memory, so the chunk's
+    -- stored tsvector is fetched (and decompressed) once for both.
+    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{{a}}') AS hits
     FROM candidates k
     JOIN headrace.chunks c ON c.id = k.id
     LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = c.config
     CROSS JOIN LATERAL (SELECT coalesce(setweight(c.tsv, 'A', v.lexemes), c.tsv) AS tsv OFFSET 0) w
 ),
 frequencies AS MATERIALIZED (
-    SELECT l.id, l.len, l.avglen, l.config, u.lexeme, cardinality(u.positions) AS tf
+    SELECT l.id, l.len, l.config, u.lexeme, cardinality(u.positions) AS tf
     FROM lengths l
     CROSS JOIN LATERAL unnest(l.hits) u
 ),
 scored AS (
-    -- Okapi BM25 (k1 1.2, b 0.75), summed in a fixed order so that a score is the same on every page.
-    SELECT f.id, sum(w.idf * f.tf * 2.2 / (f.tf + 1.2 * (0.25 + 0.75 * f.len / f.avglen)) ORDER BY w.lexeme) AS score
+    -- Okapi BM25 (bm25.py), summed in a fixed order so that a score is the same on every page.
+    SELECT f.id, sum({bm25.weight("w.idf", "f.tf", "f.len", "col.avglen")} ORDER BY w.lexeme) AS score
     FROM frequencies f
     JOIN weighted w ON w.cfg = f.config AND w.lexeme = f.lexeme
+    CROSS JOIN collection col
     GROUP BY f.id
 )
 SELECT id, score, (
     SELECT jsonb_build_object(
         'n', (SELECT n FROM collection),
-        'avglen', (SELECT max(avglen) FROM lengths),
+        'avglen', (SELECT avglen FROM collection),
         'df', (SELECT jsonb_object_agg(cfg::text || ' ' || lexeme, df) FROM counted)
     )
 ) AS statistics
@@ -514,7 +529,8 @@ async def search(
                     _semantic_sql(space), vector, space.id, space_uids, *filters, candidates, None, None
                 )
                 semantic = [(r["id"], float(r["score"])) for r in rows]
-                ranked = _fuse([(keyword, RRF_KEYWORD_WEIGHT), (semantic, 1.0)], after, limit + 1)
+                weights = [(keyword, HYBRID_KEYWORD_WEIGHT), (semantic, 1 - HYBRID_KEYWORD_WEIGHT)]
+                ranked = _fuse(weights, after, limit + 1)
         page = ranked[:limit]
         rows = await conn.fetch(_HITS_SQL, [chunk_id for chunk_id, _ in page], query) if page else []
     scores = dict(page)
@@ -603,11 +619,18 @@ async def _has_words(conn: Connection, query: str, configs: list[str]) -> bool:
 def _fuse(
     rankings: list[tuple[list[tuple[int, float]], float]], after: tuple[float, int] | None, limit: int
 ) -> list[tuple[int, float]]:
-    """Weighted reciprocal rank fusion of best-first rankings, then the keyset page after `after`."""
+    """A weighted sum of best-first rankings' scores, each ranking's scaled to 0..1 (min-max: its last
+    candidate 0, its first 1; all 1 when they are equal), then the keyset page after `after`. Scores,
+    not ranks: a keyword list whose best chunk stands far above the rest keeps it first, where rank
+    fusion would let a semantic neighbour overtake it."""
     fused: dict[int, float] = {}
     for ranking, weight in rankings:
-        for rank, (chunk_id, _) in enumerate(ranking, start=1):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (RRF_K + rank)
+        if not ranking:
+            continue
+        best, worst = ranking[0][1], ranking[-1][1]
+        for chunk_id, score in ranking:
+            scaled = (score - worst) / (best - worst) if best > worst else 1.0
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight * scaled
     # Scores go through a JSON cursor and back: round so a float's repr cannot shift an equal score.
     ordered = sorted(((cid, round(score, 12)) for cid, score in fused.items()), key=lambda h: (-h[1], h[0]))
     if after is not None:

@@ -7,10 +7,11 @@ import pytest
 from headrace.store import documents, jobs, lexicon, search
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
-from tests.conftest import JobFactory
+from tests.conftest import JobFactory, volume_spec
 from tests.store.test_search_configs import _doc
 
 BOUND = 10_000  # the API's default: bounded keyword ranking, which reads the statistics
+ENGLISH = volume_spec(textSearchConfig="english")
 WORDS = ["kettle", "lantern", "compass", "harbour", "meadow", "anchor", "copper", "thistle"]
 
 
@@ -21,7 +22,7 @@ def _text(i: int) -> str:
 
 
 async def _corpus(pool: Pool, make_job: JobFactory, count: int = 60) -> JobRecord:
-    job = await make_job()
+    job = await make_job(ENGLISH)  # the lexemes named below are english's stems
     for i in range(count):
         await documents.store_document(pool, job.uid, 1, _doc(f"d{i:03}.txt", _text(i)))
     return job
@@ -37,10 +38,11 @@ async def _exact_hits(pool: Pool, query: str, statistics: dict[str, object], lim
 
 async def _fast(pool: Pool, job: JobRecord, query: str, limit: int) -> lexicon.Ranked:
     async with pool.acquire() as conn:
+        config = await conn.fetchval("SELECT text_search_config::text FROM headrace.jobs WHERE uid = $1", job.uid)
         ranked = await lexicon.rank(
             conn,
             query,
-            ["english"],
+            [config],
             [job.uid],
             (None, None),
             None,
@@ -54,7 +56,15 @@ async def _fast(pool: Pool, job: JobRecord, query: str, limit: int) -> lexicon.R
 
 
 @pytest.mark.parametrize(
-    "query", ["kettle", "kettle lantern compass", "harbour anchor thistle copper", '"kettle lantern"', "meadow -copper"]
+    "query",
+    [
+        "kettle",
+        "kettle lantern compass",
+        "harbour anchor thistle copper",
+        '"kettle lantern"',
+        "meadow -copper",
+        "kettle --lantern",  # an option (--force) is a word to find, not a negation
+    ],
 )
 async def test_with_complete_lists_the_statistics_rank_as_the_exact_path(
     pool: Pool, make_job: JobFactory, query: str
@@ -67,6 +77,39 @@ async def test_with_complete_lists_the_statistics_rank_as_the_exact_path(
     assert fast.hits, "the query matches"
     # Exact ranking of every match, by the same N, average length and document frequencies.
     assert fast.hits == await _exact_hits(pool, query, fast.statistics, 10)
+
+
+@pytest.mark.parametrize("query", ["kettle", "kettle lantern compass", "harbour anchor thistle copper filler"])
+async def test_a_query_scores_the_same_before_and_after_a_statistics_build(
+    pool: Pool, make_job: JobFactory, query: str
+) -> None:
+    job = await _corpus(pool, make_job)
+    # Before: no statistics, so every search ranks on the exact path, by the job's own collection.
+    before = await search.search(pool, query, mode="keyword", limit=10, ranked_matches=None)
+    bounded_before = await search.search(pool, query, mode="keyword", limit=10, ranked_matches=BOUND)
+    assert before.hits, "the query matches"
+    await lexicon.build(pool, job.uid)
+    # After: the bounded search reads the statistics; the unbounded one still ranks every match exactly.
+    fast = await _fast(pool, job, query, 10)
+    assert fast.complete
+    after = await search.search(pool, query, mode="keyword", limit=10, ranked_matches=BOUND)
+    exact_after = await search.search(pool, query, mode="keyword", limit=10, ranked_matches=None)
+    expected = [(h.chunk_id, h.score) for h in before.hits]
+    assert fast.hits == expected
+    assert [(h.chunk_id, h.score) for h in after.hits] == expected
+    assert [(h.chunk_id, h.score) for h in exact_after.hits] == expected
+    assert [(h.chunk_id, h.score) for h in bounded_before.hits] == expected
+
+
+async def test_the_collection_length_follows_chunks_written_and_deleted(pool: Pool, make_job: JobFactory) -> None:
+    job = await _corpus(pool, make_job, count=12)
+    truth = "SELECT count(*), sum(length(tsv)) FROM headrace.chunks WHERE job_uid = $1"
+    kept = "SELECT sum(chunk_count), sum(lexemes) FROM headrace.documents WHERE job_uid = $1"
+    assert tuple(await pool.fetchrow(truth, job.uid)) == tuple(await pool.fetchrow(kept, job.uid))
+    # A document rewritten with other text, and one deleted with its chunks.
+    await documents.store_document(pool, job.uid, 2, _doc("d001.txt", "lantern lantern meadow copper anchor"))
+    await pool.execute("DELETE FROM headrace.documents WHERE job_uid = $1 AND uri = 'd002.txt'", job.uid)
+    assert tuple(await pool.fetchrow(truth, job.uid)) == tuple(await pool.fetchrow(kept, job.uid))
 
 
 async def test_with_truncated_lists_the_best_chunk_still_ranks_first(pool: Pool, make_job: JobFactory) -> None:
@@ -205,7 +248,7 @@ async def test_one_build_of_a_job_at_a_time(pool: Pool, make_job: JobFactory) ->
 
 
 async def test_a_phrase_outside_the_truncated_lists_is_found_from_a_sample(pool: Pool, make_job: JobFactory) -> None:
-    job = await make_job()
+    job = await make_job(ENGLISH)  # the lexemes named below are english's stems
     texts = {f"kettle{i}.txt": "kettle kettle kettle on the stove" for i in range(6)}
     texts |= {f"copper{i}.txt": "copper copper copper wire" for i in range(6)}
     texts |= {f"phrase{i}.txt": f"a copper kettle number {i} on a long shelf of old things" for i in range(5)}
