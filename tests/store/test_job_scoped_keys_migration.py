@@ -27,7 +27,13 @@ async def test_the_migration_removes_forged_rows_keeps_the_rest_and_holds_afterw
         assert await migrate.current_version(pool) == 9
         a, b = [
             await jobs.register_job(
-                pool, uid=uuid.uuid4(), namespace=ns, name="handbook", generation=1, spec=volume_spec()
+                # `english`: the default config of new jobs, english_unstemmed, arrives with 0011.
+                pool,
+                uid=uuid.uuid4(),
+                namespace=ns,
+                name="handbook",
+                generation=1,
+                spec=volume_spec(textSearchConfig="english"),
             )
             for ns in ("team-a", "team-b")
         ]
