@@ -33,6 +33,7 @@ from headrace.model import (
 )
 from headrace.model.contract import RETRY_FAILED_ANNOTATION, RUN_REQUEST_ANNOTATION
 from headrace.model.events import STORE_RECORDED, Reason
+from headrace.model.run import RunState
 from headrace.operator import status as st
 from headrace.operator.children import Children, ensure_children
 from headrace.operator.config import OperatorSettings
@@ -42,7 +43,7 @@ from headrace.operator.resources.labels import selector
 from headrace.operator.resources.secret import build_worker_secret, secret_owner
 from headrace.store import documents, jobs, lexicon, queue, runs, tenants, vectors
 from headrace.store.db import Pool
-from headrace.store.jobs import JobRecord, RunState, UnknownTextSearchConfig
+from headrace.store.jobs import JobRecord, UnknownTextSearchConfig
 from headrace.store.outage import ride_out
 
 log = logging.getLogger(__name__)

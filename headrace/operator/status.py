@@ -1,8 +1,9 @@
-"""Status as the Kubernetes API conventions want it: conditions first, phase derived from them.
+"""Status as the Kubernetes API conventions want it: conditions, and a phase beside them for `kubectl get`.
 
 Pure functions: they take what was observed and return the new typed status with the Events it calls
 for, so they are tested without a cluster or a database. How a run ended is not decided here: it is
-read off the run's row in Postgres (`RunState`), the one owner the API and its event stream read too.
+read off the run's row in Postgres (`RunState`), and the phase comes from `model.run.phase_of`, the one
+rule the API and its event stream use too. The conditions say the same thing in more words.
 """
 
 import math
@@ -14,10 +15,10 @@ from typing import Any, Literal
 
 import pydantic
 
-from headrace.model import Condition, IngestionJob, IngestionJobStatus, Phase, WorkerStatus
+from headrace.model import Condition, IngestionJob, IngestionJobStatus, WorkerStatus
 from headrace.model.events import Reason
+from headrace.model.run import RunState, phase_of
 from headrace.redaction import redact
-from headrace.store.jobs import RunState
 
 ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady", "TenantIsolated"]
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -84,27 +85,6 @@ def merge_conditions(
             )
         )
     return result
-
-
-def phase(conditions: Iterable[Condition], *, suspended: bool) -> Phase:
-    """The one-word summary for `kubectl get`, read off the conditions."""
-    by_type = {entry.type: entry for entry in conditions}
-
-    def holds(type_: ConditionType) -> bool:
-        return type_ in by_type and by_type[type_].status == "True"
-
-    ready = by_type.get("Ready")
-    if ready is not None and ready.status == "False" and ready.reason == Reason.INVALID_SPEC:
-        return "Failed"
-    if holds("Failed"):
-        return "Failed"
-    if holds("Succeeded"):
-        return "Succeeded"
-    if suspended:
-        return "Suspended"
-    if holds("Progressing"):
-        return "Running"
-    return "Pending"
 
 
 def builtin_replicas(pending_tasks: int, *, tasks_per_worker: int, minimum: int, maximum: int) -> int:
@@ -228,7 +208,7 @@ def next_status(
     if shared_credentials:
         observed.append(SHARED_CREDENTIALS)
     conditions = merge_conditions(previous.conditions, observed, generation=job.metadata.generation, now=now)
-    new_phase = phase(conditions, suspended=job.spec.suspend)
+    new_phase = phase_of(state, suspended=job.spec.suspend)
     update: dict[str, Any] = {
         "observed_generation": job.metadata.generation,
         "conditions": conditions,
@@ -260,7 +240,7 @@ def invalid_status(
         update={
             "observed_generation": generation,
             "conditions": conditions,
-            "phase": phase(conditions, suspended=False),
+            "phase": phase_of(None, suspended=False, spec_error=message),
         }
     )
     return status, _events(previous, status)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from headrace.model import IngestionJobSpec, Phase, Progress, RunSummary
 from headrace.model.events import Reason
+from headrace.model.run import RunState, phase_of
 from headrace.redaction import redact
 from headrace.store import history, queue
 from headrace.store.db import Connection, Pool
@@ -34,41 +35,6 @@ class JobRecord:
     spec: IngestionJobSpec
     current_run: int
     namespace_uid: uuid.UUID | None = None
-
-
-@dataclass(frozen=True)
-class RunState:
-    """Where a run is: its counts and timings, and how it ended.
-
-    This is the one owner of a run's end: `finished_at`, `error` and `end_reason` come from the run's
-    row, and the operator's status, the API and its event stream all derive their phase from it
-    (`phase_of`).
-    """
-
-    run: int
-    progress: Progress
-    summary: RunSummary
-    discovery_done: bool
-    started_at: datetime | None
-    finished_at: datetime | None
-    error: str | None
-    end_reason: str | None = None
-    """CamelCase cause of the end (RunSucceeded, RunFailed, BackoffLimitExceeded, ...); None while it runs."""
-
-    @property
-    def finished(self) -> bool:
-        return self.finished_at is not None
-
-
-def phase_of(state: RunState | None, *, suspended: bool, spec_error: str | None = None) -> Phase:
-    """The job's phase, read off its current run: the one rule the operator, the API and the stream share."""
-    if spec_error is not None:
-        return "Failed"
-    if state is not None and state.finished:
-        return "Failed" if state.error else "Succeeded"
-    if suspended:
-        return "Suspended"
-    return "Pending" if state is None else "Running"
 
 
 async def register_job(
