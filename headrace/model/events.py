@@ -9,7 +9,12 @@ from enum import StrEnum
 
 
 class Reason(StrEnum):
-    """The CamelCase reason of an event."""
+    """The CamelCase reason of an event, of a run's end (`runs.end_reason`) or of a status condition.
+
+    A run's end reason is RunSucceeded, or one of the causes of a failure below (DiscoveryFailed,
+    FailurePolicyExceeded, RunInterrupted, RunSuperseded), or the reason of the worker Job's Failed
+    condition (BackoffLimitExceeded, DeadlineExceeded, ...), which Kubernetes names, not us.
+    """
 
     RUN_STARTED = "RunStarted"
     DISCOVERED = "Discovered"
@@ -17,6 +22,12 @@ class Reason(StrEnum):
     RUN_FAILED = "RunFailed"
     RUN_INTERRUPTED = "RunInterrupted"
     """A local run stopped by Ctrl-C or SIGTERM (`headrace run`): its end reason; its event is RunFailed."""
+    DISCOVERY_FAILED = "DiscoveryFailed"
+    """The run drained without discovery finishing: its end reason."""
+    FAILURE_POLICY_EXCEEDED = "FailurePolicyExceeded"
+    """More documents failed than spec.failurePolicy allows: the run's end reason."""
+    RUN_SUPERSEDED = "RunSuperseded"
+    """A newer run of the job started before this one finished: its end reason (no event is posted)."""
     RUN_SUSPENDED = "RunSuspended"
     RUN_RESUMED = "RunResumed"
     CREATED_JOB = "CreatedJob"
@@ -26,6 +37,19 @@ class Reason(StrEnum):
     WORKER_JOB_REFUSED = "WorkerJobRefused"
     ADOPTED_DATA = "AdoptedData"
     DOCUMENTS_FAILED = "DocumentsFailed"
+
+    # Reasons of status conditions only, never of an event.
+    RECONCILING = "Reconciling"
+    RECONCILED = "Reconciled"
+    RUN_STARTING = "RunStarting"
+    RUN_ACTIVE = "RunActive"
+    RUN_FINISHED = "RunFinished"
+    SUSPENDED = "Suspended"
+    NO_FAILURE = "NoFailure"
+    EMBEDDINGS_DISABLED = "Disabled"
+    VECTOR_EXTENSION_MISSING = "VectorExtensionMissing"
+    VECTORS_STORED = "VectorsStored"
+    SHARED_DATABASE_CREDENTIAL = "SharedDatabaseCredential"
 
 
 STORE_RECORDED: frozenset[Reason] = frozenset(

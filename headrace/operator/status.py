@@ -27,6 +27,10 @@ CONDITION_TYPES: tuple[ConditionType, ...] = ("Ready", "Progressing", "Succeeded
 OPTIONAL_TYPES: tuple[ConditionType, ...] = ("TenantIsolated",)
 
 
+READY_PROBLEMS: frozenset[str] = frozenset({Reason.INVALID_SPEC, Reason.NAME_CONFLICT, Reason.WORKER_JOB_REFUSED})
+"""Reasons of a Ready=False the operator met, each posted as a Warning Event when it appears."""
+
+
 @dataclass(frozen=True)
 class Event:
     """A Kubernetes Event to post on the IngestionJob (and, unless the store wrote it, to log in Postgres)."""
@@ -71,7 +75,7 @@ def merge_conditions(
         if item is None and old is not None:
             result.append(old)
             continue
-        item = item or Observed(type_, "Unknown", "Reconciling", "The operator has not looked at this yet.")
+        item = item or Observed(type_, "Unknown", Reason.RECONCILING, "The operator has not looked at this yet.")
         changed = old is None or old.status != item.status
         when = old.last_transition_time if old and not changed and old.last_transition_time else now
         result.append(
@@ -107,7 +111,7 @@ def job_outcome(job: dict[str, Any] | None) -> tuple[Literal["Complete", "Failed
 SHARED_CREDENTIALS = Observed(
     "TenantIsolated",
     "False",
-    "SharedDatabaseCredential",
+    Reason.SHARED_DATABASE_CREDENTIAL,
     "The operator runs with shared database credentials: this job's workers hold a database URL that reads "
     "and writes every namespace's data. Ask your platform team (docs/security.md).",
 )
@@ -123,17 +127,18 @@ def _reason(word: str | None, fallback: str) -> str:
 def embeddings_condition(job: IngestionJob, *, vectors_available: bool) -> Observed:
     """Whether the job's chunks get vectors: off by spec, stored, or impossible without pgvector."""
     if not job.spec.embedding.enabled:
-        return Observed("EmbeddingsReady", "False", "Disabled", "spec.embedding.provider is none: keyword search only.")
+        message = "spec.embedding.provider is none: keyword search only."
+        return Observed("EmbeddingsReady", "False", Reason.EMBEDDINGS_DISABLED, message)
     if not vectors_available:
         return Observed(
             "EmbeddingsReady",
             "False",
-            "VectorExtensionMissing",
+            Reason.VECTOR_EXTENSION_MISSING,
             "The database has no pgvector extension: chunks are indexed for keyword search only. "
             "A database admin runs CREATE EXTENSION vector; the next run embeds them.",
         )
     model = f"{job.spec.embedding.model_name} ({job.spec.embedding.dimensions} dimensions)"
-    return Observed("EmbeddingsReady", "True", "VectorsStored", f"Chunks are embedded with {model}.")
+    return Observed("EmbeddingsReady", "True", Reason.VECTORS_STORED, f"Chunks are embedded with {model}.")
 
 
 def observe_conditions(
@@ -149,15 +154,15 @@ def observe_conditions(
 
 
 def _run_conditions(job: IngestionJob, *, state: RunState | None, problem: Observed | None) -> list[Observed]:
-    ready = problem or Observed("Ready", "True", "Reconciled", "The spec is valid and the run's objects exist.")
+    ready = problem or Observed("Ready", "True", Reason.RECONCILED, "The spec is valid and the run's objects exist.")
     if state is None:
-        return [ready, Observed("Progressing", "Unknown", "RunStarting", "The run is being set up.")]
+        return [ready, Observed("Progressing", "Unknown", Reason.RUN_STARTING, "The run is being set up.")]
     run = f"Run {state.run}"
     if state.finished and state.error:
         reason = _reason(state.end_reason, Reason.RUN_FAILED)
         return [
             ready,
-            Observed("Progressing", "False", "RunFinished", f"{run} finished."),
+            Observed("Progressing", "False", Reason.RUN_FINISHED, f"{run} finished."),
             Observed("Succeeded", "False", reason, f"{run} failed."),
             Observed("Failed", "True", reason, state.error),
         ]
@@ -169,20 +174,20 @@ def _run_conditions(job: IngestionJob, *, state: RunState | None, problem: Obser
         )
         return [
             ready,
-            Observed("Progressing", "False", "RunFinished", f"{run} finished."),
+            Observed("Progressing", "False", Reason.RUN_FINISHED, f"{run} finished."),
             Observed("Succeeded", "True", Reason.RUN_SUCCEEDED, message),
-            Observed("Failed", "False", "NoFailure", ""),
+            Observed("Failed", "False", Reason.NO_FAILURE, ""),
         ]
     pending = f"{state.progress.pending} of {state.progress.total} documents pending"
     if job.spec.suspend:
-        progressing = Observed("Progressing", "False", "Suspended", f"{run} is suspended with {pending}.")
+        progressing = Observed("Progressing", "False", Reason.SUSPENDED, f"{run} is suspended with {pending}.")
     else:
-        progressing = Observed("Progressing", "True", "RunActive", f"{run} is running: {pending}.")
+        progressing = Observed("Progressing", "True", Reason.RUN_ACTIVE, f"{run} is running: {pending}.")
     return [
         ready,
         progressing,
-        Observed("Succeeded", "False", "RunActive", f"{run} has not finished."),
-        Observed("Failed", "False", "NoFailure", ""),
+        Observed("Succeeded", "False", Reason.RUN_ACTIVE, f"{run} has not finished."),
+        Observed("Failed", "False", Reason.NO_FAILURE, ""),
     ]
 
 
@@ -254,7 +259,7 @@ def _events(before: IngestionJobStatus, after: IngestionJobStatus) -> list[Event
     if (
         new_ready is not None
         and new_ready.status == "False"
-        and new_ready.reason in set(Reason)
+        and new_ready.reason in READY_PROBLEMS
         and (old_ready is None or (old_ready.reason, old_ready.message) != (new_ready.reason, new_ready.message))
     ):
         events.append(Event("Warning", Reason(new_ready.reason), new_ready.message))

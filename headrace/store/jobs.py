@@ -37,6 +37,18 @@ class JobRecord:
     namespace_uid: uuid.UUID | None = None
 
 
+END_REASON = f"""
+    CASE WHEN r.finished_at IS NOT NULL
+         THEN coalesce(r.end_reason,
+                       CASE WHEN r.error IS NULL THEN '{Reason.RUN_SUCCEEDED}' ELSE '{Reason.RUN_FAILED}' END)
+    END"""
+"""How the run `r` ended (`Reason`), NULL while it runs: the one reading of it for status, API and metrics.
+
+Every writer that closes a run sets `end_reason` (and migration 0013 gave it to the superseded runs of
+before). A run closed without one, by a release older than that, reads as RunSucceeded or RunFailed by
+its `error`."""
+
+
 async def register_job(
     pool: Pool,
     *,
@@ -144,10 +156,11 @@ async def start_run(
         # Work of an older run is redone by this run's discovery; left alone it would record the old run.
         await queue.cancel_superseded(conn, job.uid, run)
         await conn.execute(
-            "UPDATE headrace.runs SET finished_at = now(), error = 'superseded by run ' || $2::int "
+            "UPDATE headrace.runs SET finished_at = now(), error = 'superseded by run ' || $2::int, end_reason = $3 "
             "WHERE job_uid = $1 AND finished_at IS NULL",
             job.uid,
             run,
+            Reason.RUN_SUPERSEDED,
         )
         await conn.execute(
             "INSERT INTO headrace.runs "
@@ -205,11 +218,9 @@ async def set_discovered(conn: Connection, uid: uuid.UUID, run: int, *, total: i
 async def run_state(conn: Pool | Connection, uid: uuid.UUID, run: int | None = None) -> RunState | None:
     """Counts and timings of a run (the current one by default)."""
     row = await conn.fetchrow(
-        """
+        f"""
         SELECT r.run, r.discovered, r.discovery_done, r.deleted, r.started_at, r.finished_at, r.error,
-               CASE WHEN r.finished_at IS NOT NULL
-                    THEN coalesce(r.end_reason, CASE WHEN r.error IS NULL THEN 'RunSucceeded' ELSE 'RunFailed' END)
-               END AS end_reason,
+               {END_REASON} AS end_reason,
                count(d.id) FILTER (WHERE d.outcome = 'added') AS added,
                count(d.id) FILTER (WHERE d.outcome = 'updated') AS updated,
                count(d.id) FILTER (WHERE d.outcome = 'unchanged') AS unchanged,
@@ -304,9 +315,9 @@ async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
             )
         state = await run_state(conn, job.uid, run)
         assert state is not None
-        end_reason = "DiscoveryFailed" if error else Reason.RUN_SUCCEEDED
+        end_reason = Reason.DISCOVERY_FAILED if error else Reason.RUN_SUCCEEDED
         if error is None and (error := violates_failure_policy(job.spec, state.progress)):
-            end_reason = "FailurePolicyExceeded"
+            end_reason = Reason.FAILURE_POLICY_EXCEEDED
         # The run's row is the one owner of how it ended: status, API and stream all read it.
         await conn.execute(
             "UPDATE headrace.runs SET error = $3, end_reason = $4 WHERE job_uid = $1 AND run = $2",
@@ -561,10 +572,8 @@ async def list_jobs(pool: Pool, namespace: str, *, after_name: str | None = None
 async def list_runs(pool: Pool, uid: uuid.UUID, *, limit: int = 10) -> list[RunRecord]:
     """The job's most recent runs, newest first."""
     rows = await pool.fetch(
-        "SELECT run, reason, started_at, finished_at, error, "
-        "CASE WHEN finished_at IS NOT NULL THEN coalesce(end_reason, CASE WHEN error IS NULL THEN 'RunSucceeded' "
-        "ELSE 'RunFailed' END) END AS end_reason FROM headrace.runs WHERE job_uid = $1 "
-        "ORDER BY run DESC LIMIT $2",
+        f"SELECT r.run, r.reason, r.started_at, r.finished_at, r.error, {END_REASON} AS end_reason "
+        "FROM headrace.runs r WHERE r.job_uid = $1 ORDER BY r.run DESC LIMIT $2",
         uid,
         limit,
     )
