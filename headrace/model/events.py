@@ -7,6 +7,8 @@ the operator posts the same reasons as Kubernetes Events, so `kubectl describe` 
 
 from enum import StrEnum
 
+from headrace.model.status import RunSummary
+
 
 class Reason(StrEnum):
     """The CamelCase reason of an event, of a run's end (`runs.end_reason`) or of a status condition.
@@ -56,3 +58,26 @@ STORE_RECORDED: frozenset[Reason] = frozenset(
     {Reason.RUN_STARTED, Reason.DISCOVERED, Reason.RUN_SUCCEEDED, Reason.RUN_FAILED, Reason.INVALID_SPEC}
 )
 """Reasons the store writes into the job's log itself, in the transaction that makes them true."""
+
+
+# The messages of the run's milestones, written by the store into the job's log and posted by the
+# operator as Kubernetes Events: one wording, so the event stream and `kubectl describe` read alike.
+
+
+def run_started(run: int, reason: str) -> str:
+    """RunStarted: the run and what started it ("created", "schedule 0 * * * *", "requested at ...")."""
+    return f"Started run {run}: {reason}"
+
+
+def run_finished(run: int, summary: RunSummary) -> str:
+    """What a finished run did: RunSucceeded's message, and RunFailed's before the cause."""
+    s = summary
+    return (
+        f"Run {run} finished: {s.added} added, {s.updated} updated, {s.unchanged} unchanged, "
+        f"{s.deleted} deleted, {s.failed} failed"
+    )
+
+
+def run_failed(run: int, cause: str) -> str:
+    """RunFailed of a run closed before it drained (its worker Job failed, it was interrupted)."""
+    return f"Run {run} failed: {cause}"

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import pydantic
 
 from headrace.model import Condition, IngestionJob, IngestionJobStatus, WorkerStatus
-from headrace.model.events import Reason
+from headrace.model.events import Reason, run_finished
 from headrace.model.run import RunState, phase_of
 from headrace.redaction import redact
 
@@ -167,11 +167,7 @@ def _run_conditions(job: IngestionJob, *, state: RunState | None, problem: Obser
             Observed("Failed", "True", reason, state.error),
         ]
     if state.finished:
-        s = state.summary
-        message = (
-            f"{run} finished: {s.added} added, {s.updated} updated, {s.unchanged} unchanged, "
-            f"{s.deleted} deleted, {s.failed} failed."
-        )
+        message = f"{run_finished(state.run, state.summary)}."
         return [
             ready,
             Observed("Progressing", "False", Reason.RUN_FINISHED, f"{run} finished."),

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from headrace.model import IngestionJobSpec, Phase, Progress, RunSummary
+from headrace.model import events as messages
 from headrace.model.events import Reason
 from headrace.model.run import RunState, phase_of
 from headrace.redaction import redact
@@ -176,7 +177,7 @@ async def start_run(
             retry is not None,
         )
         await queue.enqueue(conn, job.uid, run, _first_tasks(job, retry), max_attempts=job.spec.retries.max_attempts)
-        await record_event(conn, job.uid, run, "Normal", Reason.RUN_STARTED, f"Started run {run}: {reason}")
+        await record_event(conn, job.uid, run, "Normal", Reason.RUN_STARTED, messages.run_started(run, reason))
     # Every run is started here, by the operator (or local mode) with the owner's connection: the one
     # place to drop the runs before the last historyLimit, however those ended (drained, or closed by
     # the operator when their worker Job failed). Workers hold a tenant credential that may not.
@@ -327,11 +328,7 @@ async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
             end_reason,
         )
         await conn.execute("UPDATE headrace.jobs SET updated_at = now() WHERE uid = $1", job.uid)
-        s = state.summary
-        message = (
-            f"Run {run} finished: {s.added} added, {s.updated} updated, {s.unchanged} unchanged, "
-            f"{s.deleted} deleted, {s.failed} failed"
-        )
+        message = messages.run_finished(run, state.summary)
         if error:
             await record_event(conn, job.uid, run, "Warning", Reason.RUN_FAILED, f"{message}; {error}")
         else:
