@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -127,6 +128,22 @@ async def pool(dsn: str) -> AsyncIterator[Pool]:
     pool = await create_pool(dsn, max_size=10)
     yield pool
     await pool.close()
+
+
+async def ingest_demo_corpus(pool: Pool) -> JobRecord:
+    """The demo's job (`default/demo`) registered and its sample corpus ingested by one worker, as
+    `headrace demo` does: what the docs' examples search."""
+    from headrace.model import load_manifest
+    from headrace.worker.loop import Worker
+
+    with resources.as_file(resources.files("headrace.samples") / "demo" / "job.yaml") as manifest:
+        job = load_manifest(manifest)
+        record = await jobs.register_job(
+            pool, uid=uuid.uuid4(), namespace="default", name="demo", generation=1, spec=job.spec
+        )
+        await jobs.start_run(pool, record, reason="docs")
+        assert await Worker(pool, record.uid, volume_root=manifest.parent, poll_seconds=0.02).run() == 0
+    return record
 
 
 def volume_spec(path: Path | str = ".", **overrides: object) -> IngestionJobSpec:

@@ -529,10 +529,10 @@ class IngestionJobSpec(KubeModel):
     embedding: Embedding = Embedding()
     """Embeddings for semantic and hybrid search. On by default with the built-in model."""
 
-    text_search_config: Annotated[str, StringConstraints(pattern=r"^[a-z_]+$", max_length=63)] = "english_unstemmed"
-    """Postgres text-search configuration for stemming and stop words: `english_unstemmed` (English
-    stop words, words as written, Headrace's own), or any of Postgres's (`english`, `german`,
-    `simple`, ...)."""
+    text_search_config: Annotated[str, StringConstraints(pattern=r"^[a-z_]+$", max_length=63)] = "english"
+    """Postgres text-search configuration for stemming and stop words: any of Postgres's (`english`,
+    `german`, `simple`, ...), or Headrace's own `english_unstemmed` (English stop words, words as
+    written: ranks identifiers and exact terms better, but `files` no longer finds `file`)."""
 
     retention: Literal["Retain", "Delete"] = "Retain"
     """What happens to the indexed documents and chunks when the IngestionJob is deleted: `Retain`

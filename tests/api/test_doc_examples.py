@@ -3,18 +3,14 @@
 import json
 import re
 import shlex
-import uuid
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from headrace.api.settings import ApiSettings
-from headrace.model import load_manifest
-from headrace.store import jobs
 from headrace.store.db import Pool
-from headrace.worker.loop import Worker
 from tests.api.conftest import serve
+from tests.conftest import ingest_demo_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 CURL = re.compile(r'^curl -s "\$API(?P<path>[^"]+)"(?P<rest>.*)$')
@@ -43,13 +39,7 @@ def examples() -> list[tuple[str, dict[str, object] | None]]:
 @pytest.mark.postgres
 async def test_every_documented_search_returns_results(pool: Pool, dsn: str, tmp_path: Path) -> None:
     assert len(examples()) >= 7
-    with resources.as_file(resources.files("headrace.samples") / "demo" / "job.yaml") as manifest:
-        job = load_manifest(manifest)
-        record = await jobs.register_job(
-            pool, uid=uuid.uuid4(), namespace="default", name="demo", generation=1, spec=job.spec
-        )
-        await jobs.start_run(pool, record, reason="docs")
-        assert await Worker(pool, record.uid, volume_root=manifest.parent, poll_seconds=0.02).run() == 0
+    await ingest_demo_corpus(pool)
     settings = ApiSettings(database_url=dsn, listen_host="127.0.0.1", auth_mode="none")
     chunk_id = None
     async with serve(settings) as client:

@@ -1,16 +1,12 @@
 """docs/local-mode.md's search commands, run as written against the demo corpus: each finds something."""
 
 import re
-import uuid
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from headrace.model import load_manifest
-from headrace.store import jobs
 from headrace.store.db import Pool
-from headrace.worker.loop import Worker
+from tests.conftest import ingest_demo_corpus
 from tests.docs.blocks import ROOT, block, commands, run
 
 PAGE = ROOT / "docs" / "local-mode.md"
@@ -18,13 +14,7 @@ PAGE = ROOT / "docs" / "local-mode.md"
 
 @pytest.mark.postgres
 async def test_local_mode_searches_work_as_written(pool: Pool, dsn: str, tmp_path: Path) -> None:
-    with resources.as_file(resources.files("headrace.samples") / "demo" / "job.yaml") as manifest:
-        job = load_manifest(manifest)
-        record = await jobs.register_job(
-            pool, uid=uuid.uuid4(), namespace="default", name="demo", generation=1, spec=job.spec
-        )
-        await jobs.start_run(pool, record, reason="docs")
-        assert await Worker(pool, record.uid, volume_root=manifest.parent, poll_seconds=0.02).run() == 0
+    await ingest_demo_corpus(pool)
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     env = {"HEADRACE_DATABASE_URL": dsn, "COLUMNS": "200"}
     searches = commands(block(PAGE, "local-search"))

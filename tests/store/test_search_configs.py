@@ -37,8 +37,10 @@ async def test_each_job_is_searched_with_its_own_config(pool: Pool, make_job: Jo
     assert [h.namespace for h in only_b] == ["b"]
 
 
-async def test_new_jobs_keep_words_as_written_and_drop_english_stop_words(pool: Pool, make_job: JobFactory) -> None:
-    job = await make_job()  # the default config: english_unstemmed (migration 0011)
+async def test_english_unstemmed_keeps_words_as_written_and_drops_english_stop_words(
+    pool: Pool, make_job: JobFactory
+) -> None:
+    job = await make_job(volume_spec(textSearchConfig="english_unstemmed"))  # Headrace's own (migration 0011)
     assert await pool.fetchval("SELECT text_search_config::text FROM headrace.jobs WHERE uid = $1", job.uid) in {
         "english_unstemmed",
         "headrace.english_unstemmed",
