@@ -581,6 +581,6 @@ async def test_search_statistics_are_built_after_a_run_finishes(
             lambda: pool.fetchrow("SELECT chunks, run FROM headrace.search_statistics WHERE job_uid = $1", uid)
         )
         assert (built["chunks"], built["run"]) == (1, record.current_run)
-        assert await pool.fetchval("SELECT df FROM headrace.lexemes WHERE job_uid = $1 AND lexeme = 'lighthouse'", uid)
+        assert await pool.fetchval("SELECT df FROM headrace.lexemes WHERE job_uid = $1 AND lexeme = 'lighthous'", uid)
         assert not await lexicon.stale(pool, uid)
         await until(lambda: _is(phase(cluster), "Succeeded"))
