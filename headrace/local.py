@@ -23,9 +23,9 @@ from headrace.cli_errors import Interrupted
 from headrace.model import IngestionJob
 from headrace.model.contract import SECRETS_DIR_ENV
 from headrace.model.events import Reason
+from headrace.model.run import RunState
 from headrace.store import jobs, lexicon, migrate, runs
 from headrace.store.db import Pool
-from headrace.store.jobs import RunState
 
 DEFAULT_DATA_DIR = Path(".headrace")
 LOCAL_GRACE_SECONDS = 5.0

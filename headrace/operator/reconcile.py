@@ -32,7 +32,8 @@ from headrace.model import (
     parse_manifest,
 )
 from headrace.model.contract import RETRY_FAILED_ANNOTATION, RUN_REQUEST_ANNOTATION
-from headrace.model.events import STORE_RECORDED, Reason
+from headrace.model.events import STORE_RECORDED, Reason, run_started
+from headrace.model.run import RunState
 from headrace.operator import status as st
 from headrace.operator.children import Children, ensure_children
 from headrace.operator.config import OperatorSettings
@@ -42,7 +43,7 @@ from headrace.operator.resources.labels import selector
 from headrace.operator.resources.secret import build_worker_secret, secret_owner
 from headrace.store import documents, jobs, lexicon, queue, runs, tenants, vectors
 from headrace.store.db import Pool
-from headrace.store.jobs import JobRecord, RunState, UnknownTextSearchConfig
+from headrace.store.jobs import JobRecord, UnknownTextSearchConfig
 from headrace.store.outage import ride_out
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
         reason = "created" if record.current_run == 0 else "source, chunking or embedding changed"
     run = await jobs.ensure_run(op.pool, record, reason=reason)
     if run != record.current_run:
-        started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {reason}"))
+        started.append(st.Event("Normal", Reason.RUN_STARTED, run_started(run, reason)))
     state = await jobs.run_state(op.pool, record.uid, run)
     return await _converge(op, body, patch, job, record, run, state, previous, started=started, now=now)
 
@@ -234,9 +235,10 @@ async def _observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: dat
     if _schedule_due(job, state, now=now):
         if record.namespace_uid is not None:
             await _ensure_credentials(op, job, record.namespace_uid, now=now)
-        run = await jobs.start_run(op.pool, record, reason=f"schedule {job.spec.schedule}")
+        reason = f"schedule {job.spec.schedule}"
+        run = await jobs.start_run(op.pool, record, reason=reason)
         fields["last_schedule_time"] = now
-        started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run} on schedule {job.spec.schedule}"))
+        started.append(st.Event("Normal", Reason.RUN_STARTED, run_started(run, reason)))
         state = await jobs.run_state(op.pool, record.uid, run)
     elif job.spec.workers.autoscaling.mode == "builtin" and not job.spec.suspend and state and not state.finished:
         await _scale_from_backlog(op, job, record, patch)
@@ -465,8 +467,7 @@ async def _converge(
         run = await runs.start_requested_run(op.pool, record, kind, value)
         fields[handled] = value
         (latest,) = await jobs.list_runs(op.pool, record.uid, limit=1)
-        # The same words as the store's log entry of the start.
-        started.append(st.Event("Normal", Reason.RUN_STARTED, f"Started run {run}: {latest.reason}"))
+        started.append(st.Event("Normal", Reason.RUN_STARTED, run_started(run, latest.reason)))
         state = await jobs.run_state(op.pool, record.uid, run)
     has_vectors = await _vectors_available(op)
     embedding = job.spec.embedding

@@ -1,8 +1,9 @@
-"""Status as the Kubernetes API conventions want it: conditions first, phase derived from them.
+"""Status as the Kubernetes API conventions want it: conditions, and a phase beside them for `kubectl get`.
 
 Pure functions: they take what was observed and return the new typed status with the Events it calls
 for, so they are tested without a cluster or a database. How a run ended is not decided here: it is
-read off the run's row in Postgres (`RunState`), the one owner the API and its event stream read too.
+read off the run's row in Postgres (`RunState`), and the phase comes from `model.run.phase_of`, the one
+rule the API and its event stream use too. The conditions say the same thing in more words.
 """
 
 import math
@@ -14,16 +15,20 @@ from typing import Any, Literal
 
 import pydantic
 
-from headrace.model import Condition, IngestionJob, IngestionJobStatus, Phase, WorkerStatus
-from headrace.model.events import Reason
+from headrace.model import Condition, IngestionJob, IngestionJobStatus, WorkerStatus
+from headrace.model.events import Reason, run_finished
+from headrace.model.run import RunState, phase_of
 from headrace.redaction import redact
-from headrace.store.jobs import RunState
 
 ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady", "TenantIsolated"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 CONDITION_TYPES: tuple[ConditionType, ...] = ("Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady")
 # Present only while observed: TenantIsolated=False warns that the installation runs with shared credentials.
 OPTIONAL_TYPES: tuple[ConditionType, ...] = ("TenantIsolated",)
+
+
+READY_PROBLEMS: frozenset[str] = frozenset({Reason.INVALID_SPEC, Reason.NAME_CONFLICT, Reason.WORKER_JOB_REFUSED})
+"""Reasons of a Ready=False the operator met, each posted as a Warning Event when it appears."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def merge_conditions(
         if item is None and old is not None:
             result.append(old)
             continue
-        item = item or Observed(type_, "Unknown", "Reconciling", "The operator has not looked at this yet.")
+        item = item or Observed(type_, "Unknown", Reason.RECONCILING, "The operator has not looked at this yet.")
         changed = old is None or old.status != item.status
         when = old.last_transition_time if old and not changed and old.last_transition_time else now
         result.append(
@@ -84,27 +89,6 @@ def merge_conditions(
             )
         )
     return result
-
-
-def phase(conditions: Iterable[Condition], *, suspended: bool) -> Phase:
-    """The one-word summary for `kubectl get`, read off the conditions."""
-    by_type = {entry.type: entry for entry in conditions}
-
-    def holds(type_: ConditionType) -> bool:
-        return type_ in by_type and by_type[type_].status == "True"
-
-    ready = by_type.get("Ready")
-    if ready is not None and ready.status == "False" and ready.reason == Reason.INVALID_SPEC:
-        return "Failed"
-    if holds("Failed"):
-        return "Failed"
-    if holds("Succeeded"):
-        return "Succeeded"
-    if suspended:
-        return "Suspended"
-    if holds("Progressing"):
-        return "Running"
-    return "Pending"
 
 
 def builtin_replicas(pending_tasks: int, *, tasks_per_worker: int, minimum: int, maximum: int) -> int:
@@ -127,7 +111,7 @@ def job_outcome(job: dict[str, Any] | None) -> tuple[Literal["Complete", "Failed
 SHARED_CREDENTIALS = Observed(
     "TenantIsolated",
     "False",
-    "SharedDatabaseCredential",
+    Reason.SHARED_DATABASE_CREDENTIAL,
     "The operator runs with shared database credentials: this job's workers hold a database URL that reads "
     "and writes every namespace's data. Ask your platform team (docs/security.md).",
 )
@@ -143,17 +127,18 @@ def _reason(word: str | None, fallback: str) -> str:
 def embeddings_condition(job: IngestionJob, *, vectors_available: bool) -> Observed:
     """Whether the job's chunks get vectors: off by spec, stored, or impossible without pgvector."""
     if not job.spec.embedding.enabled:
-        return Observed("EmbeddingsReady", "False", "Disabled", "spec.embedding.provider is none: keyword search only.")
+        message = "spec.embedding.provider is none: keyword search only."
+        return Observed("EmbeddingsReady", "False", Reason.EMBEDDINGS_DISABLED, message)
     if not vectors_available:
         return Observed(
             "EmbeddingsReady",
             "False",
-            "VectorExtensionMissing",
+            Reason.VECTOR_EXTENSION_MISSING,
             "The database has no pgvector extension: chunks are indexed for keyword search only. "
             "A database admin runs CREATE EXTENSION vector; the next run embeds them.",
         )
     model = f"{job.spec.embedding.model_name} ({job.spec.embedding.dimensions} dimensions)"
-    return Observed("EmbeddingsReady", "True", "VectorsStored", f"Chunks are embedded with {model}.")
+    return Observed("EmbeddingsReady", "True", Reason.VECTORS_STORED, f"Chunks are embedded with {model}.")
 
 
 def observe_conditions(
@@ -169,40 +154,36 @@ def observe_conditions(
 
 
 def _run_conditions(job: IngestionJob, *, state: RunState | None, problem: Observed | None) -> list[Observed]:
-    ready = problem or Observed("Ready", "True", "Reconciled", "The spec is valid and the run's objects exist.")
+    ready = problem or Observed("Ready", "True", Reason.RECONCILED, "The spec is valid and the run's objects exist.")
     if state is None:
-        return [ready, Observed("Progressing", "Unknown", "RunStarting", "The run is being set up.")]
+        return [ready, Observed("Progressing", "Unknown", Reason.RUN_STARTING, "The run is being set up.")]
     run = f"Run {state.run}"
     if state.finished and state.error:
         reason = _reason(state.end_reason, Reason.RUN_FAILED)
         return [
             ready,
-            Observed("Progressing", "False", "RunFinished", f"{run} finished."),
+            Observed("Progressing", "False", Reason.RUN_FINISHED, f"{run} finished."),
             Observed("Succeeded", "False", reason, f"{run} failed."),
             Observed("Failed", "True", reason, state.error),
         ]
     if state.finished:
-        s = state.summary
-        message = (
-            f"{run} finished: {s.added} added, {s.updated} updated, {s.unchanged} unchanged, "
-            f"{s.deleted} deleted, {s.failed} failed."
-        )
+        message = f"{run_finished(state.run, state.summary)}."
         return [
             ready,
-            Observed("Progressing", "False", "RunFinished", f"{run} finished."),
+            Observed("Progressing", "False", Reason.RUN_FINISHED, f"{run} finished."),
             Observed("Succeeded", "True", Reason.RUN_SUCCEEDED, message),
-            Observed("Failed", "False", "NoFailure", ""),
+            Observed("Failed", "False", Reason.NO_FAILURE, ""),
         ]
     pending = f"{state.progress.pending} of {state.progress.total} documents pending"
     if job.spec.suspend:
-        progressing = Observed("Progressing", "False", "Suspended", f"{run} is suspended with {pending}.")
+        progressing = Observed("Progressing", "False", Reason.SUSPENDED, f"{run} is suspended with {pending}.")
     else:
-        progressing = Observed("Progressing", "True", "RunActive", f"{run} is running: {pending}.")
+        progressing = Observed("Progressing", "True", Reason.RUN_ACTIVE, f"{run} is running: {pending}.")
     return [
         ready,
         progressing,
-        Observed("Succeeded", "False", "RunActive", f"{run} has not finished."),
-        Observed("Failed", "False", "NoFailure", ""),
+        Observed("Succeeded", "False", Reason.RUN_ACTIVE, f"{run} has not finished."),
+        Observed("Failed", "False", Reason.NO_FAILURE, ""),
     ]
 
 
@@ -228,7 +209,7 @@ def next_status(
     if shared_credentials:
         observed.append(SHARED_CREDENTIALS)
     conditions = merge_conditions(previous.conditions, observed, generation=job.metadata.generation, now=now)
-    new_phase = phase(conditions, suspended=job.spec.suspend)
+    new_phase = phase_of(state, suspended=job.spec.suspend)
     update: dict[str, Any] = {
         "observed_generation": job.metadata.generation,
         "conditions": conditions,
@@ -260,7 +241,7 @@ def invalid_status(
         update={
             "observed_generation": generation,
             "conditions": conditions,
-            "phase": phase(conditions, suspended=False),
+            "phase": phase_of(None, suspended=False, spec_error=message),
         }
     )
     return status, _events(previous, status)
@@ -274,7 +255,7 @@ def _events(before: IngestionJobStatus, after: IngestionJobStatus) -> list[Event
     if (
         new_ready is not None
         and new_ready.status == "False"
-        and new_ready.reason in set(Reason)
+        and new_ready.reason in READY_PROBLEMS
         and (old_ready is None or (old_ready.reason, old_ready.message) != (new_ready.reason, new_ready.message))
     ):
         events.append(Event("Warning", Reason(new_ready.reason), new_ready.message))

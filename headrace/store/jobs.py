@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from headrace.model import IngestionJobSpec, Phase, Progress, RunSummary
+from headrace.model import events as messages
 from headrace.model.events import Reason
+from headrace.model.run import RunState, phase_of
 from headrace.redaction import redact
 from headrace.store import history, queue
 from headrace.store.db import Connection, Pool
@@ -36,39 +38,16 @@ class JobRecord:
     namespace_uid: uuid.UUID | None = None
 
 
-@dataclass(frozen=True)
-class RunState:
-    """Where a run is: its counts and timings, and how it ended.
+END_REASON = f"""
+    CASE WHEN r.finished_at IS NOT NULL
+         THEN coalesce(r.end_reason,
+                       CASE WHEN r.error IS NULL THEN '{Reason.RUN_SUCCEEDED}' ELSE '{Reason.RUN_FAILED}' END)
+    END"""
+"""How the run `r` ended (`Reason`), NULL while it runs: the one reading of it for status, API and metrics.
 
-    This is the one owner of a run's end: `finished_at`, `error` and `end_reason` come from the run's
-    row, and the operator's status, the API and its event stream all derive their phase from it
-    (`phase_of`).
-    """
-
-    run: int
-    progress: Progress
-    summary: RunSummary
-    discovery_done: bool
-    started_at: datetime | None
-    finished_at: datetime | None
-    error: str | None
-    end_reason: str | None = None
-    """CamelCase cause of the end (RunSucceeded, RunFailed, BackoffLimitExceeded, ...); None while it runs."""
-
-    @property
-    def finished(self) -> bool:
-        return self.finished_at is not None
-
-
-def phase_of(state: RunState | None, *, suspended: bool, spec_error: str | None = None) -> Phase:
-    """The job's phase, read off its current run: the one rule the operator, the API and the stream share."""
-    if spec_error is not None:
-        return "Failed"
-    if state is not None and state.finished:
-        return "Failed" if state.error else "Succeeded"
-    if suspended:
-        return "Suspended"
-    return "Pending" if state is None else "Running"
+Every writer that closes a run sets `end_reason` (and migration 0013 gave it to the superseded runs of
+before). A run closed without one, by a release older than that, reads as RunSucceeded or RunFailed by
+its `error`."""
 
 
 async def register_job(
@@ -178,10 +157,11 @@ async def start_run(
         # Work of an older run is redone by this run's discovery; left alone it would record the old run.
         await queue.cancel_superseded(conn, job.uid, run)
         await conn.execute(
-            "UPDATE headrace.runs SET finished_at = now(), error = 'superseded by run ' || $2::int "
+            "UPDATE headrace.runs SET finished_at = now(), error = 'superseded by run ' || $2::int, end_reason = $3 "
             "WHERE job_uid = $1 AND finished_at IS NULL",
             job.uid,
             run,
+            Reason.RUN_SUPERSEDED,
         )
         await conn.execute(
             "INSERT INTO headrace.runs "
@@ -197,7 +177,7 @@ async def start_run(
             retry is not None,
         )
         await queue.enqueue(conn, job.uid, run, _first_tasks(job, retry), max_attempts=job.spec.retries.max_attempts)
-        await record_event(conn, job.uid, run, "Normal", Reason.RUN_STARTED, f"Started run {run}: {reason}")
+        await record_event(conn, job.uid, run, "Normal", Reason.RUN_STARTED, messages.run_started(run, reason))
     # Every run is started here, by the operator (or local mode) with the owner's connection: the one
     # place to drop the runs before the last historyLimit, however those ended (drained, or closed by
     # the operator when their worker Job failed). Workers hold a tenant credential that may not.
@@ -239,11 +219,9 @@ async def set_discovered(conn: Connection, uid: uuid.UUID, run: int, *, total: i
 async def run_state(conn: Pool | Connection, uid: uuid.UUID, run: int | None = None) -> RunState | None:
     """Counts and timings of a run (the current one by default)."""
     row = await conn.fetchrow(
-        """
+        f"""
         SELECT r.run, r.discovered, r.discovery_done, r.deleted, r.started_at, r.finished_at, r.error,
-               CASE WHEN r.finished_at IS NOT NULL
-                    THEN coalesce(r.end_reason, CASE WHEN r.error IS NULL THEN 'RunSucceeded' ELSE 'RunFailed' END)
-               END AS end_reason,
+               {END_REASON} AS end_reason,
                count(d.id) FILTER (WHERE d.outcome = 'added') AS added,
                count(d.id) FILTER (WHERE d.outcome = 'updated') AS updated,
                count(d.id) FILTER (WHERE d.outcome = 'unchanged') AS unchanged,
@@ -338,9 +316,9 @@ async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
             )
         state = await run_state(conn, job.uid, run)
         assert state is not None
-        end_reason = "DiscoveryFailed" if error else Reason.RUN_SUCCEEDED
+        end_reason = Reason.DISCOVERY_FAILED if error else Reason.RUN_SUCCEEDED
         if error is None and (error := violates_failure_policy(job.spec, state.progress)):
-            end_reason = "FailurePolicyExceeded"
+            end_reason = Reason.FAILURE_POLICY_EXCEEDED
         # The run's row is the one owner of how it ended: status, API and stream all read it.
         await conn.execute(
             "UPDATE headrace.runs SET error = $3, end_reason = $4 WHERE job_uid = $1 AND run = $2",
@@ -350,11 +328,7 @@ async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
             end_reason,
         )
         await conn.execute("UPDATE headrace.jobs SET updated_at = now() WHERE uid = $1", job.uid)
-        s = state.summary
-        message = (
-            f"Run {run} finished: {s.added} added, {s.updated} updated, {s.unchanged} unchanged, "
-            f"{s.deleted} deleted, {s.failed} failed"
-        )
+        message = messages.run_finished(run, state.summary)
         if error:
             await record_event(conn, job.uid, run, "Warning", Reason.RUN_FAILED, f"{message}; {error}")
         else:
@@ -595,10 +569,8 @@ async def list_jobs(pool: Pool, namespace: str, *, after_name: str | None = None
 async def list_runs(pool: Pool, uid: uuid.UUID, *, limit: int = 10) -> list[RunRecord]:
     """The job's most recent runs, newest first."""
     rows = await pool.fetch(
-        "SELECT run, reason, started_at, finished_at, error, "
-        "CASE WHEN finished_at IS NOT NULL THEN coalesce(end_reason, CASE WHEN error IS NULL THEN 'RunSucceeded' "
-        "ELSE 'RunFailed' END) END AS end_reason FROM headrace.runs WHERE job_uid = $1 "
-        "ORDER BY run DESC LIMIT $2",
+        f"SELECT r.run, r.reason, r.started_at, r.finished_at, r.error, {END_REASON} AS end_reason "
+        "FROM headrace.runs r WHERE r.job_uid = $1 ORDER BY r.run DESC LIMIT $2",
         uid,
         limit,
     )

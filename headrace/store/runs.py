@@ -8,7 +8,7 @@ how the run ended. A run requested by annotation (run now, retry failed) is star
 import uuid
 from typing import Literal
 
-from headrace.model.events import Reason
+from headrace.model.events import Reason, run_failed
 from headrace.store import jobs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
@@ -34,7 +34,7 @@ async def close_run(pool: Pool, uid: uuid.UUID, run: int, *, reason: str, messag
         await conn.execute(
             "DELETE FROM headrace.tasks WHERE job_uid = $1 AND run = $2 AND state IN ('pending', 'leased')", uid, run
         )
-        await jobs.record_event(conn, uid, run, "Warning", Reason.RUN_FAILED, f"Run {run} failed: {message}")
+        await jobs.record_event(conn, uid, run, "Warning", Reason.RUN_FAILED, run_failed(run, message))
     return True
 
 

@@ -9,7 +9,9 @@ Each query reads one table's worth of rows through an index, never the chunks.
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from headrace.model.events import Reason
 from headrace.store.db import Pool
+from headrace.store.jobs import END_REASON
 
 RUN_DURATION_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 """Upper bounds, in seconds, of the run-duration histogram: runs take minutes to hours."""
@@ -56,11 +58,11 @@ class Stats:
     run_durations: RunDurations
 
 
-_RUN_OUTCOME = """
-    CASE WHEN r.error IS NULL THEN 'succeeded'
-         WHEN r.error LIKE 'superseded by run %' THEN 'superseded'
+_RUN_OUTCOME = f"""
+    CASE {END_REASON} WHEN '{Reason.RUN_SUCCEEDED}' THEN 'succeeded' WHEN '{Reason.RUN_SUPERSEDED}' THEN 'superseded'
          ELSE 'failed' END
 """
+"""A finished run `r`'s outcome for the metrics, from its end reason."""
 
 
 async def read(pool: Pool) -> Stats:

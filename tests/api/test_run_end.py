@@ -6,12 +6,15 @@ import uuid
 from pathlib import Path
 
 import httpx
+from prometheus_client import REGISTRY, generate_latest
 
+from headrace.api import metrics
 from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.worker.loop import Worker
 from tests.api.conftest import Tap, bearer
 from tests.api.test_events import parse
+from tests.api.test_metrics import samples, value
 from tests.conftest import volume_spec
 
 ALICE = bearer("alice-token")
@@ -86,3 +89,25 @@ async def test_a_run_over_its_failure_policy_says_so_everywhere(
     assert "maxFailedDocuments (0)" in status["error"]
     frames = parse((await client.get(f"{JOB}/events", headers=ALICE)).text)
     assert frames[-1] == {"event": "end", "data": {"phase": "Failed"}}
+
+
+async def test_a_superseded_run_says_so_in_the_api_and_the_metrics(client: httpx.AsyncClient, pool: Pool) -> None:
+    """A run left unfinished when the next one starts ends as RunSuperseded, not RunFailed: its row says
+    so, and the API and the metrics read that word, not the text of its error."""
+    job = await jobs.register_job(
+        pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec(".")
+    )
+    await jobs.start_run(pool, job, reason="first")
+    await jobs.start_run(pool, job, reason="second")
+
+    status = (await client.get(JOB, headers=ALICE)).json()
+    assert (status["phase"], status["run"], status["reason"]) == ("Running", 2, None)
+    [second, first] = status["runs"]
+    assert (second["run"], second["endReason"]) == (2, None)
+    assert (first["run"], first["endReason"], first["error"]) == (1, "RunSuperseded", "superseded by run 2")
+
+    await metrics.SNAPSHOT.refresh(pool)
+    found = samples(generate_latest(REGISTRY).decode())
+    team_a = {"namespace": "team-a", "ingestionjob": "docs"}
+    assert value(found, "headrace_runs_total", **team_a, outcome="superseded") == 1
+    assert not value(found, "headrace_runs_total", **team_a, outcome="failed")

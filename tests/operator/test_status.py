@@ -1,5 +1,6 @@
 """Conditions, phase, the typed status and its Events, and the builtin autoscaler: pure functions, no cluster."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,17 +14,17 @@ from headrace.model import (
     WorkerStatus,
     parse_manifest,
 )
+from headrace.model.run import RunState, phase_of
 from headrace.operator.status import (
     Observed,
     builtin_replicas,
     embeddings_condition,
+    invalid_status,
     merge_conditions,
     next_status,
-    observe_conditions,
-    phase,
     status_patch,
 )
-from headrace.store.jobs import RunState, phase_of
+from headrace.store.jobs import JobView
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -52,29 +53,6 @@ def test_transition_time_moves_only_when_status_changes() -> None:
 def test_bad_reason_is_refused() -> None:
     with pytest.raises(ValueError, match="reason"):
         merge_conditions([], [Observed("Ready", "True", "not camel case")], generation=1, now=T0)
-
-
-def _conditions(statuses: dict[str, str], reason: str = "X") -> list[Condition]:
-    return [Condition(type=t, status=s, reason=reason) for t, s in statuses.items()]  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("statuses", "suspended", "expected"),
-    [
-        ({}, False, "Pending"),
-        ({"Progressing": "True"}, False, "Running"),
-        ({"Progressing": "False"}, True, "Suspended"),
-        ({"Succeeded": "True"}, False, "Succeeded"),
-        ({"Succeeded": "True"}, True, "Succeeded"),
-        ({"Failed": "True", "Progressing": "True"}, False, "Failed"),
-    ],
-)
-def test_phase_is_derived_from_conditions(statuses: dict[str, str], suspended: bool, expected: str) -> None:
-    assert phase(_conditions(statuses), suspended=suspended) == expected
-
-
-def test_invalid_spec_phase() -> None:
-    assert phase(_conditions({"Ready": "False"}, "InvalidSpec"), suspended=False) == "Failed"
 
 
 JOB = IngestionJob.model_validate(
@@ -109,18 +87,45 @@ STATES = [
     None,
     _state(finished=False),
     _state(finished=True, end_reason="RunSucceeded"),
-    _state(finished=True, error="3 documents failed, more than allowed", end_reason="RunFailed"),
+    _state(finished=True, error="3 documents failed, more than allowed", end_reason="FailurePolicyExceeded"),
+    _state(finished=True, error="discovery failed: no such bucket", end_reason="DiscoveryFailed"),
     _state(finished=True, error="the worker Job failed: backoff", end_reason="BackoffLimitExceeded"),
+    _state(finished=True, error="superseded by run 2", end_reason="RunSuperseded"),
+    _state(finished=True, error="interrupted", end_reason="RunInterrupted"),
 ]
 
 
 @pytest.mark.parametrize("state", STATES)
 @pytest.mark.parametrize("suspended", [False, True])
-def test_status_and_api_derive_the_same_phase_from_the_run(state: RunState | None, suspended: bool) -> None:
-    """The one rule: the CR's phase (from conditions) and the API's (store.phase_of) agree for every run state."""
+def test_status_and_api_show_the_same_phase_for_every_run_state(state: RunState | None, suspended: bool) -> None:
+    """The CR's phase (the operator's next_status) and the API's (JobView) agree for every run state, and
+    the CR's conditions say the same thing as its phase."""
     job = JOB.model_copy(update={"spec": JOB.spec.model_copy(update={"suspend": suspended})})
-    conditions = merge_conditions([], observe_conditions(job, state=state), generation=1, now=T0)
-    assert phase(conditions, suspended=suspended) == phase_of(state, suspended=suspended)
+    status, _ = next_status(
+        job, IngestionJobStatus(), run=1, job_name="a-run-1", state=state, workers=WorkerStatus(), now=T0
+    )
+    view = JobView(
+        uid=uuid.UUID(str(job.metadata.uid)),
+        namespace="default",
+        name="a",
+        current_run=1,
+        suspended=suspended,
+        spec_error=None,
+        created_at=T0,
+        updated_at=T0,
+        state=state,
+    )
+    assert status.phase == view.phase == phase_of(state, suspended=suspended)
+    holds = {c.type for c in status.conditions if c.status == "True"}
+    assert ("Failed" in holds) == (status.phase == "Failed")
+    assert ("Succeeded" in holds) == (status.phase == "Succeeded")
+    assert ("Progressing" in holds) == (status.phase == "Running")
+
+
+def test_a_refused_spec_is_failed_in_the_status_and_the_api() -> None:
+    status, events = invalid_status(IngestionJobStatus(), "spec.source: required", generation=1, now=T0)
+    assert status.phase == phase_of(None, suspended=False, spec_error="spec.source: required") == "Failed"
+    assert [(e.type, e.reason) for e in events] == [("Warning", "InvalidSpec")]
 
 
 def test_a_failed_run_reports_its_end_reason_and_posts_one_event() -> None:

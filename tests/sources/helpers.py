@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+from headrace.model.run import RunState
 from headrace.store import jobs
 from headrace.store.db import Pool
-from headrace.store.jobs import JobRecord, RunState
+from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
 
 

@@ -4,6 +4,7 @@ adopts it: its first run skips the unchanged documents by hash, and search shows
 import uuid
 from pathlib import Path
 
+from headrace.model.run import RunState
 from headrace.store import jobs, search
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
@@ -30,7 +31,7 @@ async def apply(pool: Pool, namespace_uid: uuid.UUID, *, name: str = "handbook")
     return job, adopted
 
 
-async def run_to_end(pool: Pool, job: JobRecord, root: Path) -> jobs.RunState:
+async def run_to_end(pool: Pool, job: JobRecord, root: Path) -> RunState:
     assert await Worker(pool, job.uid, volume_root=root, poll_seconds=0.05).run() == EXIT_DRAINED
     state = await jobs.run_state(pool, job.uid)
     assert state is not None and state.finished

@@ -25,8 +25,8 @@ PageCursor = Annotated[Cursor | None, Query(description="`nextCursor` of the pre
 
 
 def _status(view: store.JobView) -> JobStatus:
-    """The job as the API shows it. Phase, end time and reason are read off the run's row, as the
-    operator's status is: both come from `store.phase_of`."""
+    """The job as the API shows it. Phase, end time and reason are read off the current run's row, as in
+    the operator's status: both derive the phase with `model.run.phase_of`."""
     state = view.state
     return JobStatus(
         **{
