@@ -34,6 +34,7 @@ def as_dict(hit: SearchHit, *, full: bool) -> dict[str, Any]:
         "chunkId": hit.chunk_id,
         "ordinal": hit.ordinal,
         "page": hit.page,
+        "headingPath": hit.heading_path,
         "score": hit.score,
         "weak": is_weak(hit),
         "snippet": render(hit.snippet, "none"),
@@ -67,6 +68,8 @@ def print_hits(
     for n, hit in enumerate(hits, 1):
         console.print(_heading(n, hit, wide=output == "wide"), highlight=False)
         console.print(f"    {escape(hit.title)}", style="bold", highlight=False)
+        if hit.heading_path:
+            console.print(f"    [dim]{escape(hit.heading_path)}[/dim]", highlight=False)
         if output == "wide" and hit.metadata:
             pairs = ", ".join(f"{key}={value}" for key, value in sorted(hit.metadata.items()))
             console.print(f"    [dim]{escape(pairs)}[/dim]", highlight=False)

@@ -56,5 +56,6 @@ class HeadraceRetriever(BaseRetriever):
 
 def as_document(hit: SearchHit) -> Document:
     source = {"namespace": hit.namespace, "job": hit.job, "uri": hit.uri, "title": hit.title}
-    where = {"chunkId": hit.chunk_id, "chunk": hit.chunk, "page": hit.page, "score": hit.score}
+    where: dict[str, Any] = {"chunkId": hit.chunk_id, "chunk": hit.chunk, "page": hit.page, "score": hit.score}
+    where |= {"headingPath": hit.heading_path} if hit.heading_path else {}
     return Document(page_content=hit.text, metadata={**hit.metadata, **source, **where})

@@ -59,6 +59,7 @@ class HeadraceRetriever(BaseRetriever):
 
 def as_node(hit: SearchHit) -> NodeWithScore:
     source = {"namespace": hit.namespace, "job": hit.job, "uri": hit.uri, "title": hit.title}
-    where = {"chunkId": hit.chunk_id, "chunk": hit.chunk, "page": hit.page}
+    where: dict[str, Any] = {"chunkId": hit.chunk_id, "chunk": hit.chunk, "page": hit.page}
+    where |= {"headingPath": hit.heading_path} if hit.heading_path else {}
     node = TextNode(id_=f"headrace:{hit.chunk_id}", text=hit.text, metadata={**hit.metadata, **source, **where})
     return NodeWithScore(node=node, score=hit.score)

@@ -200,6 +200,11 @@ class SearchHit(KubeModel):
     """Position of the chunk in its document, from 0."""
     page: int | None
     """Page of the document the chunk starts on, for paged formats."""
+    heading_path: str | None = None
+    """The headings the chunk stands under in its document, outermost first, joined with " \u203a "
+    ("Installation \u203a Configuration \u203a Proxies"): where to cite the passage from. Null when
+    the document has no headings above the chunk, or is of a format without them (PDF, DOCX, plain
+    text), or was ingested before Headrace kept heading paths."""
     chunk_id: int
     """The chunk's id: fetch it with its neighbours from `.../ingestionjobs/{job}/chunks/{chunkId}`."""
     score: float
@@ -225,6 +230,7 @@ class SearchResults(KubeModel):
                     "job": "demo",
                     "chunk": 12,
                     "page": None,
+                    "headingPath": "H \u203a hacker ethic",
                     "chunkId": 5121,
                     "score": 0.4,
                     "snippet": "the <mark>hacker</mark> <mark>ethic</mark> ...",
@@ -250,6 +256,8 @@ class Passage(KubeModel):
     chunk: int
     """Position of the chunk in its document, from 0."""
     page: int | None
+    heading_path: str | None = None
+    """The headings the chunk stands under, as in a search hit's `headingPath`."""
     text: str
 
 

@@ -18,7 +18,8 @@ MiB = 1024 * 1024
 
 # Bump when extraction or chunking changes what is stored for the same input, so every
 # document is re-processed on the next run instead of being skipped as unchanged.
-PIPELINE_VERSION = 1
+# 2: HTML and Markdown are cut at their headings, and each chunk keeps its heading path.
+PIPELINE_VERSION = 2
 
 EMBEDDING_INPUT = "title+chunk"
 """What a chunk's vector is computed from (headrace.embedding.embedding_input): its document's title,

@@ -40,6 +40,8 @@ class ChunkRecord:
     ordinal: int
     content: str
     page: int | None = None
+    heading_path: str | None = None
+    """The headings the chunk stands under, joined with chunker.HEADING_SEPARATOR; None under none."""
 
 
 @dataclass(frozen=True)
@@ -302,13 +304,13 @@ async def _insert_chunks(
     which tenant workers are. Vectors travel as one flat `real[]` sliced per chunk: binary floats, no
     text to format and parse."""
     insert = (
-        "INSERT INTO headrace.chunks (document_id, job_uid, ordinal, page, content, config) "
-        "SELECT c.document_id, $1, c.ordinal, c.page, c.content, "
+        "INSERT INTO headrace.chunks (document_id, job_uid, ordinal, page, heading_path, content, config) "
+        "SELECT c.document_id, $1, c.ordinal, c.page, c.heading_path, c.content, "
         "(SELECT text_search_config FROM headrace.jobs WHERE uid = $1) FROM c"
     )
     source = (
-        "unnest($2::bigint[], $3::integer[], $4::integer[], $5::text[]) "
-        "WITH ORDINALITY AS c(document_id, ordinal, page, content, position)"
+        "unnest($2::bigint[], $3::integer[], $4::integer[], $5::text[], $6::text[]) "
+        "WITH ORDINALITY AS c(document_id, ordinal, page, content, heading_path, position)"
     )
     args: list[object] = [
         job_uid,
@@ -316,6 +318,7 @@ async def _insert_chunks(
         [chunk.ordinal for _, chunk, _ in chunks],
         [chunk.page for _, chunk, _ in chunks],
         [chunk.content for _, chunk, _ in chunks],
+        [chunk.heading_path for _, chunk, _ in chunks],
     ]
     with_vectors = [(position, vec) for position, (_, _, vec) in enumerate(chunks, start=1) if vec is not None]
     if space is None or not with_vectors:
@@ -326,10 +329,10 @@ async def _insert_chunks(
     await conn.execute(
         f"""
         WITH c AS (SELECT * FROM {source}),
-        v AS (SELECT * FROM unnest($6::bigint[]) WITH ORDINALITY AS v(position, slot)),
+        v AS (SELECT * FROM unnest($7::bigint[]) WITH ORDINALITY AS v(position, slot)),
         inserted AS ({insert} RETURNING id, document_id, ordinal)
         INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding)
-        SELECT i.id, $1, $7, ($8::real[])[(v.slot - 1) * $9 + 1 : v.slot * $9]::vector
+        SELECT i.id, $1, $8, ($9::real[])[(v.slot - 1) * $10 + 1 : v.slot * $10]::vector
         FROM inserted i JOIN c USING (document_id, ordinal) JOIN v USING (position)
         """,
         *args,

@@ -12,6 +12,7 @@ class Passage:
     chunk_id: int
     ordinal: int
     page: int | None
+    heading_path: str | None
     text: str
 
 
@@ -27,7 +28,7 @@ class DocumentPassages:
 
 
 def _passages(rows: list[Any]) -> list[Passage]:
-    return [Passage(r["id"], r["ordinal"], r["page"], r["content"]) for r in rows]
+    return [Passage(r["id"], r["ordinal"], r["page"], r["heading_path"], r["content"]) for r in rows]
 
 
 async def with_neighbours(pool: Pool, job_uid: uuid.UUID, chunk_id: int, context: int) -> DocumentPassages | None:
@@ -48,7 +49,7 @@ async def with_neighbours(pool: Pool, job_uid: uuid.UUID, chunk_id: int, context
         if anchor is None:
             return None
         rows = await conn.fetch(
-            "SELECT id, ordinal, page, content FROM headrace.chunks "
+            "SELECT id, ordinal, page, heading_path, content FROM headrace.chunks "
             "WHERE document_id = $1 AND job_uid = $4 AND ordinal BETWEEN $2 AND $3 ORDER BY ordinal",
             anchor["document_id"],
             anchor["ordinal"] - context,
@@ -73,7 +74,7 @@ async def of_document(
         if document is None:
             return None
         rows = await conn.fetch(
-            "SELECT id, ordinal, page, content FROM headrace.chunks "
+            "SELECT id, ordinal, page, heading_path, content FROM headrace.chunks "
             "WHERE document_id = $1 AND job_uid = $4 AND ordinal > $2 ORDER BY ordinal LIMIT $3",
             document["id"],
             after_ordinal,

@@ -1,4 +1,5 @@
-"""Split extracted text into overlapping chunks, cutting at paragraph, sentence or word boundaries."""
+"""Split extracted text into overlapping chunks, cutting at paragraph, sentence or word boundaries, and
+always between two sections under different headings, so a chunk knows where in its document it is."""
 
 import re
 from collections.abc import Iterable, Iterator
@@ -13,10 +14,12 @@ _WHITESPACE = re.compile(r"\s+")
 
 @dataclass(frozen=True)
 class Section:
-    """A run of text from one place in a document, e.g. a PDF page."""
+    """A run of text from one place in a document: a PDF page, or what stands under one heading."""
 
     text: str
     page: int | None = None
+    headings: tuple[str, ...] = ()
+    """The headings the text stands under, outermost first (headrace/worker/outline.py)."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,16 @@ class Chunk:
     ordinal: int
     text: str
     page: int | None
+    headings: tuple[str, ...] = ()
+
+    @property
+    def heading_path(self) -> str | None:
+        """The headings joined with HEADING_SEPARATOR for display and storage ("Installation, then
+        Configuration, then Proxies" as one string), or None when the chunk stands under no heading."""
+        return HEADING_SEPARATOR.join(self.headings) or None
+
+
+HEADING_SEPARATOR = " \u203a "  # a single right-pointing angle quotation mark between spaces
 
 
 def _pieces(text: str, boundary: str, limit: int) -> Iterator[str]:
@@ -80,13 +93,16 @@ def _tail(text: str, overlap: int) -> str:
 
 
 def chunk_sections(sections: Iterable[Section], settings: Chunking) -> list[Chunk]:
-    """Pack the sections' pieces into chunks of about `targetSize` characters with `overlap`."""
+    """Pack the sections' pieces into chunks of about `targetSize` characters with `overlap`. A chunk
+    never spans two sections under different headings: the chunk ends where the headings change, and
+    its overlap is not carried across."""
     target, overlap = settings.target_size, settings.overlap
     separator = "\n\n" if settings.boundary == "paragraph" else " "
     chunks: list[Chunk] = []
     parts: list[str] = []
     length = 0
     page: int | None = None
+    headings: tuple[str, ...] = ()
     fresh = False  # whether `parts` holds anything beyond the overlap carried from the last chunk
 
     def flush() -> None:
@@ -94,11 +110,14 @@ def chunk_sections(sections: Iterable[Section], settings: Chunking) -> list[Chun
         if not fresh:
             return
         text = separator.join(parts).strip()
-        chunks.append(Chunk(len(chunks), text, page))
+        chunks.append(Chunk(len(chunks), text, page, headings))
         carried = _tail(text, overlap)
         parts, length, fresh = ([carried], len(carried), False) if carried else ([], 0, False)
 
     for section in sections:
+        if section.headings != headings:
+            flush()
+            parts, length, headings = [], 0, section.headings
         for piece in _pieces(section.text, settings.boundary, target - overlap):
             if fresh and length + len(separator) + len(piece) > target:
                 flush()

@@ -2,6 +2,7 @@
 
 import re
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import PurePosixPath
@@ -13,6 +14,7 @@ from selectolax.lexbor import LexborHTMLParser
 from headrace.model import Limits
 from headrace.worker.chunker import Section
 from headrace.worker.errors import DocumentError
+from headrace.worker.outline import Heading, sections
 
 # Elements whose text is never part of a page's main content.
 _HTML_NOISE = "script, style, noscript, template, nav, header, footer, aside, form, svg, iframe, button"
@@ -198,14 +200,51 @@ def _first_line(text: str) -> str:
     return ""
 
 
+_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+# A line that can be a setext heading's text: not blank, not indented code, not a list item or quote.
+_PLAIN_LINE = re.compile(r"^ {0,3}(?![-*+>] |\d+[.)] |[-*+>]$)\S")
+
+
 def _extract_markdown(text: str, name: str) -> Extracted:
-    title = ""
-    for line in text.splitlines():
-        heading = re.match(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", line)
-        if heading:
-            title = heading[1][:_TITLE_LIMIT]
-            break
-    return Extracted("markdown", title or _first_line(text) or PurePosixPath(name).name, [Section(text)])
+    parts = list(_markdown_parts(text))
+    title = next((p.text.strip() for p in parts if isinstance(p, Heading) and p.text.strip()), "")
+    found = sections(parts) or [Section(text)]
+    return Extracted("markdown", title[:_TITLE_LIMIT] or _first_line(text) or PurePosixPath(name).name, found)
+
+
+def _markdown_parts(text: str) -> Iterator[Heading | str]:
+    """Markdown's ATX (`## Title`) and setext (a one-line paragraph underlined with `===` or `---`)
+    headings, and the lines between them; nothing inside a fenced code block is a heading."""
+    lines = text.splitlines()
+    body: list[str] = []
+    fence = ""
+    for line in lines:
+        opened = _FENCE.match(line)
+        if fence:
+            if opened and opened[1][0] == fence[0] and len(opened[1]) >= len(fence):
+                fence = ""
+            body.append(line)
+            continue
+        if opened:
+            fence = opened[1]
+            body.append(line)
+            continue
+        atx = _ATX_HEADING.match(line)
+        underline = _SETEXT_UNDERLINE.match(line)
+        if atx:
+            yield "\n".join(body)
+            body = []
+            yield Heading(len(atx[1]), atx[2] or "")
+        elif underline and body and _PLAIN_LINE.match(body[-1]) and (len(body) == 1 or not body[-2].strip()):
+            heading = body.pop()
+            yield "\n".join(body)
+            body = []
+            yield Heading(1 if underline[1][0] == "=" else 2, heading)
+        else:
+            body.append(line)
+    yield "\n".join(body)
 
 
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)[^>]*?(/?)>")
@@ -237,7 +276,7 @@ def check_markup_depth(text: str, limit: int) -> None:
 
 
 def _extract_html(text: str) -> Extracted:
-    tree = LexborHTMLParser(text)
+    tree = LexborHTMLParser(text.translate(_MARKERS))
     title_node = tree.css_first("title")
     title = title_node.text(strip=True) if title_node else ""
     meta = _html_meta(tree)
@@ -249,16 +288,40 @@ def _extract_html(text: str) -> Extracted:
     if not title:
         heading = root.css_first("h1")
         title = heading.text(strip=True) if heading else ""
-    # Mark block ends so paragraphs survive as blank-line breaks in the flattened text.
+    # Mark headings, and block ends so paragraphs survive as blank-line breaks in the flattened text.
+    for heading in root.css(_HTML_HEADINGS):
+        heading.insert_before(f"{_OPEN}{str(heading.tag)[1]}{_LEVEL}")
+        heading.insert_after(_CLOSE)
     for block in root.css(_HTML_BLOCKS):
         block.insert_after("\n\n")
     body = root.text(separator="", strip=False)
     body = re.sub(r"[ \t\r\f\v\xa0]+", " ", body)
     body = re.sub(r" ?\n ?", "\n", body)
     body = re.sub(r"\n{3,}", "\n\n", body).strip()
+    parts = _html_parts(body)
+    body = "".join(p if isinstance(p, str) else f"\n\n{p.text}\n\n" for p in parts).strip()
     if not body:
         raise DocumentError("HTML has no text outside scripts, styles and navigation")
-    return Extracted("html", title[:_TITLE_LIMIT] or _first_line(body), [Section(body)], meta)
+    return Extracted("html", title[:_TITLE_LIMIT] or _first_line(body), sections(parts), meta)
+
+
+_HTML_HEADINGS = "h1, h2, h3, h4, h5, h6"
+# Private-use characters that mark a heading in the flattened text; removed from the page beforehand.
+_OPEN, _LEVEL, _CLOSE = "\ue000", "\ue001", "\ue002"
+_MARKERS = str.maketrans("", "", _OPEN + _LEVEL + _CLOSE)
+_MARKED_HEADING = re.compile(f"{_OPEN}([1-6]){_LEVEL}(.*?){_CLOSE}", re.DOTALL)
+
+
+def _html_parts(body: str) -> list[Heading | str]:
+    """The flattened text cut at its marked headings."""
+    parts: list[Heading | str] = []
+    start = 0
+    for marked in _MARKED_HEADING.finditer(body):
+        parts.append(body[start : marked.start()])
+        parts.append(Heading(int(marked[1]), marked[2]))
+        start = marked.end()
+    parts.append(body[start:])
+    return parts
 
 
 # <meta name|property=...> worth filtering on, and the metadata key each becomes.

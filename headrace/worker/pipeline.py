@@ -117,6 +117,8 @@ def _object(
             "hash": digest,
             "bytes": len(data),
             "chunks": [[c.ordinal, c.text, c.page] for c in chunks],
+            # Beside `chunks`, not in it: a parent of an earlier release reads each chunk as three items.
+            "headingPaths": [c.heading_path for c in chunks],
             # Timed here, in the sandbox, and observed by the worker: the child's metrics would die with it.
             "seconds": seconds,
             "metadata": clean(extracted.metadata),

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Coroutine
@@ -432,7 +433,12 @@ def _document(ctx: Context, item: _Extracted, batch: _Batch) -> DocumentRecord |
         format=message["format"],
         bytes=message["bytes"],
         source_version=item.version,
-        chunks=[ChunkRecord(ordinal, text, page) for ordinal, text, page in message.get("chunks", [])],
+        chunks=[
+            ChunkRecord(ordinal, text, page, path)
+            for (ordinal, text, page), path in zip(
+                message.get("chunks", []), message.get("headingPaths") or itertools.repeat(None), strict=False
+            )
+        ],
         metadata={"entries": message["entries"]}
         if kind == "container"
         else document_metadata(

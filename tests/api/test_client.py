@@ -55,6 +55,8 @@ async def test_async_client_reads_jobs_searches_across_pages_and_fetches_context
         assert {(hit.namespace, hit.job) for hit in every} == {("team-a", "reports"), ("team-b", "vault")}
         assert len({hit.chunk_id for hit in every}) == len(every) == 3  # each hit once across the pages
         assert "<mark>" not in every[0].snippet  # plain text by default
+        where = {hit.uri: hit.heading_path for hit in every if hit.namespace == "team-a"}
+        assert where == {"reports/river.md": "River", "reports/glacier.txt": None}  # "# River"; no heading
 
         glacier = next(hit for hit in every if hit.uri == "reports/glacier.txt")
         context = await client.neighbours("team-a", "reports", glacier.chunk_id)
@@ -109,6 +111,8 @@ async def test_langchain_retriever_returns_whole_passages_with_their_source(api:
     assert glacier.page_content == TEAM_A["reports/glacier.txt"]
     assert (glacier.metadata["namespace"], glacier.metadata["job"]) == ("team-a", "reports")
     assert isinstance(glacier.metadata["chunkId"], int) and glacier.metadata["score"] > 0
+    river = next(doc for doc in docs if doc.metadata["uri"] == "reports/river.md")
+    assert river.metadata["headingPath"] == "River" and "headingPath" not in glacier.metadata
 
     narrowed = HeadraceRetriever(base_url=api, token=TOKEN, k=1, mode="keyword")
     assert len(await asyncio.to_thread(narrowed.invoke, "zephyr")) == 1  # the sync path, off the event loop

@@ -87,6 +87,44 @@ async def test_hits_are_passages_with_their_context(client: httpx.AsyncClient, p
     assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
 
 
+MANUAL = {
+    "manual.md": "# Manual\n\nWhat this manual covers.\n\n## Installation\n\n### Configuration\n\n"
+    "Set the options in the file.\n\n#### Proxies\n\nThe lighthouse proxy forwards every request.\n\n"
+    "## Usage\n\nRun the lighthouse daily.\n",
+    "manual.html": "<html><body><h1>Handbook</h1><p>Opening words.</p><h2>Storms</h2>"
+    "<p>Close the lighthouse shutters in a gale.</p></body></html>",
+    "plain.txt": "The lighthouse has no headings here.",
+}
+
+
+async def test_every_hit_and_passage_says_under_which_headings_it_stands(
+    client: httpx.AsyncClient, pool: Pool, tmp_path: Path
+) -> None:
+    job = await ingest(pool, tmp_path, namespace="team-a", name="manual", files=MANUAL)
+    hits = (await search(client, q="lighthouse", mode="keyword")).json()["items"]
+    where = {(h["uri"], h["headingPath"]) for h in hits}
+    arrow = " \u203a "
+    assert where == {
+        ("manual.md", arrow.join(["Manual", "Installation", "Configuration", "Proxies"])),
+        ("manual.md", arrow.join(["Manual", "Usage"])),
+        ("manual.html", arrow.join(["Handbook", "Storms"])),
+        ("plain.txt", None),
+    }
+    proxies = next(h for h in hits if (h["headingPath"] or "").endswith("Proxies"))
+    assert proxies["text"] == "Proxies\n\nThe lighthouse proxy forwards every request."  # nothing of Usage in it
+
+    base = f"/v1/namespaces/team-a/ingestionjobs/{job.name}"
+    page = (await client.get(f"{base}/passages", params={"uri": "manual.md"}, headers=ADMIN)).json()
+    assert [p["headingPath"] for p in page["passages"]] == [
+        "Manual",
+        arrow.join(["Manual", "Installation", "Configuration"]),
+        arrow.join(["Manual", "Installation", "Configuration", "Proxies"]),
+        arrow.join(["Manual", "Usage"]),
+    ]
+    around = (await client.get(f"{base}/chunks/{proxies['chunkId']}", params={"context": 1}, headers=ADMIN)).json()
+    assert [p["headingPath"] for p in around["passages"]] == [p["headingPath"] for p in page["passages"]][1:]
+
+
 async def test_refusals_are_problems(client: httpx.AsyncClient, pool: Pool, tmp_path: Path) -> None:
     await ingest(pool, tmp_path, namespace="team-a", name="library", files=LIBRARY)
     await ingest(pool, tmp_path, namespace="team-b", name="plain", files=LIBRARY, embedding={"provider": "none"})

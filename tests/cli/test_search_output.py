@@ -61,3 +61,22 @@ async def test_scores_print_precisely_enough_to_tell_hybrid_hits_apart(pool: Poo
     printed = [line.split("score ")[1].split()[0] for line in done.stdout.splitlines() if "score " in line]
     assert len(printed) >= 2 and len(set(printed)) == len(printed), printed  # fused scores differ in the 4th digit
     assert "chunk " in done.stdout  # wide adds chunk ids
+
+
+async def test_every_output_says_under_which_headings_a_hit_stands(pool: Pool, dsn: str, tmp_path: Path) -> None:
+    files = {
+        "guide.md": "# Guide\n\n## Installation\n\n### Proxies\n\nThe zephyr proxy forwards requests.\n",
+        "plain.txt": "A zephyr with no heading above it.",
+    }
+    await ingest(pool, tmp_path, namespace="team-a", name="guide", files=files)
+    path = " \u203a ".join(["Guide", "Installation", "Proxies"])
+    for output in ("text", "wide"):
+        done = headrace("search", "zephyr", "--mode", "keyword", "-o", output, "--database-url", dsn)
+        assert done.returncode == 0, done.stderr
+        lines = [line.strip() for line in done.stdout.splitlines()]
+        assert lines[lines.index("Guide") + 1] == path  # under the document's title
+        assert lines.count(path) == 1  # the plain-text hit has no path line
+    json_hits = json.loads(headrace("search", "zephyr", "-o", "json", "--database-url", dsn).stdout)["hits"]
+    yaml_hits = yaml.safe_load(headrace("search", "zephyr", "-o", "yaml", "--database-url", dsn).stdout)["hits"]
+    for hits in (json_hits, yaml_hits):
+        assert {hit["uri"]: hit["headingPath"] for hit in hits} == {"guide.md": path, "plain.txt": None}

@@ -3,7 +3,7 @@
 import itertools
 
 from headrace.model import Chunking
-from headrace.worker.chunker import Section, chunk_sections
+from headrace.worker.chunker import HEADING_SEPARATOR, Section, chunk_sections
 
 PARAGRAPHS = [f"Paragraph {i} opens here. " + " ".join(f"w{i}x{j}" for j in range(45)) + "." for i in range(12)]
 
@@ -57,3 +57,22 @@ def test_chunks_carry_the_page_they_start_on() -> None:
 
 def test_empty_text_makes_no_chunks() -> None:
     assert chunk_sections([Section("  \n\n  ")], Chunking()) == []
+
+
+def test_a_chunk_ends_where_the_headings_change_and_carries_no_overlap_across() -> None:
+    sections = [
+        Section("Installation\n\n" + " ".join(f"install{i}" for i in range(60)), headings=("Installation",)),
+        Section("Proxies\n\n" + " ".join(f"proxy{i}" for i in range(60)), headings=("Installation", "Proxies")),
+    ]
+    chunks = chunk_sections(sections, Chunking(target_size=2000, overlap=200))
+    assert [c.headings for c in chunks] == [("Installation",), ("Installation", "Proxies")]
+    assert "proxy" not in chunks[0].text
+    assert "install" not in chunks[1].text.replace("Installation", "")
+
+
+def test_a_long_section_splits_within_its_size_and_every_chunk_keeps_the_path() -> None:
+    text = "\n\n".join(PARAGRAPHS)
+    chunks = chunk_sections([Section("Intro"), Section(text, headings=("Guide", "Usage"))], Chunking(target_size=600))
+    assert chunks[0].heading_path is None
+    assert len(chunks) > 3
+    assert all(c.heading_path == f"Guide{HEADING_SEPARATOR}Usage" and len(c.text) <= 600 for c in chunks[1:])

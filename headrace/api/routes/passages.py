@@ -21,7 +21,10 @@ MAX_CONTEXT = 20
 
 
 def _passages(found: store.DocumentPassages) -> list[Passage]:
-    return [Passage(chunk_id=p.chunk_id, chunk=p.ordinal, page=p.page, text=p.text) for p in found.passages]
+    return [
+        Passage(chunk_id=p.chunk_id, chunk=p.ordinal, page=p.page, heading_path=p.heading_path, text=p.text)
+        for p in found.passages
+    ]
 
 
 @router.get("/chunks/{chunk_id}", summary="A chunk with its neighbours in the same document")

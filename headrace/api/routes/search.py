@@ -101,6 +101,7 @@ async def _search(
                 job=h.job,
                 chunk=h.ordinal,
                 page=h.page,
+                heading_path=h.heading_path,
                 chunk_id=h.chunk_id,
                 score=h.score,
                 snippet=snippets.render(h.snippet, request.highlight),
