@@ -37,7 +37,7 @@ async def documents(pool: Pool, job: JobRecord) -> dict[str, dict[str, object]]:
 
 
 HOSTILE = {
-    "good/notes.txt": "Plain notes about a lighthouse and its keepers.",
+    "good/notes.txt": "Plain notes about lighthouses and their keepers.",
     "good/guide.md": "# Lighthouse guide\n\nKeep the lamp trimmed.",
     "good/page.html": "<html><head><script>evil()</script></head><body><p>Foghorns at dusk.</p></body></html>",
     "bad/empty.txt": b"",
