@@ -146,6 +146,18 @@ async def ingest_demo_corpus(pool: Pool) -> JobRecord:
     return record
 
 
+SHIPPED_MIGRATIONS = migrate.available_migrations
+"""Every migration this release ships, whatever a test's monkeypatch makes `migrate` offer."""
+
+
+async def add_columns_this_release_writes(pool: Pool) -> None:
+    """Give a database held at an older schema the columns this release's store writes, for tests that
+    make an older version's data with today's worker: `chunks.heading_path` (0012, expand-only, and
+    idempotent, so the full migration later applies it again unchanged)."""
+    [heading_path] = [m for m in SHIPPED_MIGRATIONS() if m.version == 12]
+    await pool.execute(heading_path.sql)
+
+
 def volume_spec(path: Path | str = ".", **overrides: object) -> IngestionJobSpec:
     """A spec reading a local folder, with overrides in manifest (camelCase) form."""
     return IngestionJobSpec.model_validate({"source": {"volume": {"path": str(path)}}, **overrides})

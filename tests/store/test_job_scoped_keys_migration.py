@@ -9,7 +9,7 @@ import pytest
 
 from headrace.store import documents, jobs, migrate, vectors
 from headrace.store.db import create_pool
-from tests.conftest import volume_spec
+from tests.conftest import add_columns_this_release_writes, volume_spec
 
 pytestmark = pytest.mark.postgres
 
@@ -25,18 +25,15 @@ async def test_the_migration_removes_forged_rows_keeps_the_rest_and_holds_afterw
         monkeypatch.setattr(migrate, "available_migrations", lambda: [m for m in shipped if m.version < 10])
         await migrate.migrate(pool)
         assert await migrate.current_version(pool) == 9
-        # This release's store writes each chunk's heading path: the column 0012 adds, expand-only.
-        [heading_path] = [m for m in shipped if m.version == 12]
-        await pool.execute(heading_path.sql)
+        await add_columns_this_release_writes(pool)
         a, b = [
             await jobs.register_job(
-                # `english`: the default config of new jobs, english_unstemmed, arrives with 0011.
                 pool,
                 uid=uuid.uuid4(),
                 namespace=ns,
                 name="handbook",
                 generation=1,
-                spec=volume_spec(textSearchConfig="english"),
+                spec=volume_spec(),
             )
             for ns in ("team-a", "team-b")
         ]

@@ -11,7 +11,7 @@ from headrace.embedding.builtin import embed_query
 from headrace.store import documents, jobs, migrate, search, vectors
 from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
-from tests.conftest import volume_spec, with_database
+from tests.conftest import add_columns_this_release_writes, volume_spec, with_database
 from tests.sources.helpers import run_once, write_secret
 from tests.worker.embedserver import Answer, embedding_server, ok
 
@@ -181,6 +181,7 @@ async def test_after_the_upgrade_documents_embedded_without_titles_are_re_embedd
         with monkeypatch.context() as patched:
             patched.setattr(migrate, "available_migrations", lambda: [m for m in every if m.version < 9])
             await migrate.migrate(pool)
+        await add_columns_this_release_writes(pool)
         files = {"rivers.html": RIVERS, "baking.html": BAKING}
         with embedding_server() as server:
             job = await make(pool, tmp_path / "docs", endpoint(server.url), files=files)
