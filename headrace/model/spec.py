@@ -18,8 +18,10 @@ MiB = 1024 * 1024
 
 # Bump when extraction or chunking changes what is stored for the same input, so every
 # document is re-processed on the next run instead of being skipped as unchanged.
-# 2: HTML and Markdown are cut at their headings, and each chunk keeps its heading path.
-PIPELINE_VERSION = 2
+# Cutting HTML and Markdown at their headings (heading paths, migration 0012) did not bump it: a
+# document stored before keeps its chunks, with no heading path, until its bytes change, rather than
+# every job re-extracting and re-embedding everything at its first run after the upgrade.
+PIPELINE_VERSION = 1
 
 EMBEDDING_INPUT = "title+chunk"
 """What a chunk's vector is computed from (headrace.embedding.embedding_input): its document's title,
