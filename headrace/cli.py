@@ -166,7 +166,7 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
 )
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (HEADRACE_METRICS_PORT).")
 def worker(job_uid: uuid.UUID, **flags: Any) -> None:
-    """Lease and process the job's tasks until its queue is drained (exit 0) or SIGTERM (exit 143).
+    """Lease and process the job's tasks until its queue is drained (exit 0), SIGTERM (exit 143) or Ctrl-C (130).
 
     Configured by HEADRACE_* environment variables (WorkerSettings); flags override them."""
     import pydantic

@@ -215,7 +215,7 @@ async def run_job(
             raise Interrupted(
                 stopped.result(),
                 f"stopped {len(processes)} workers, which handed their tasks back; run {run} of "
-                f"{job.metadata.namespace}/{job.metadata.name} is marked {Reason.RUN_INTERRUPTED}",
+                f"{job.metadata.namespace}/{job.metadata.name} is Interrupted ({Reason.RUN_INTERRUPTED})",
             )
     codes = list(await waiters)
     # Search statistics as the operator builds them after a run, so that local search is as fast.

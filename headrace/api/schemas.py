@@ -88,11 +88,11 @@ class JobStatus(KubeModel):
     name: str
     uid: str
     phase: str
-    """Pending, Running, Succeeded, Failed or Suspended: derived from the current run, as the IngestionJob's
-    `status.phase` is."""
+    """Pending, Running, Succeeded, Failed, Interrupted (a local run stopped by Ctrl-C or SIGTERM) or
+    Suspended: derived from the current run, as the IngestionJob's `status.phase` is."""
     reason: str | None = None
-    """Why the job is Succeeded or Failed, as a CamelCase word: RunSucceeded, RunFailed, BackoffLimitExceeded,
-    DeadlineExceeded, InvalidSpec, ..."""
+    """Why the job is Succeeded, Failed or Interrupted, as a CamelCase word: RunSucceeded, RunFailed,
+    RunInterrupted, BackoffLimitExceeded, DeadlineExceeded, InvalidSpec, ..."""
     run: int
     """The current (or last) run; 0 before the first."""
     progress: Progress

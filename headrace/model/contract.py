@@ -26,7 +26,8 @@ DATABASE_URL_ENV = "DATABASE_URL"
 DATABASE_URL_KEY = "DATABASE_URL"
 
 # A worker stopped by SIGTERM with work left exits with this code, so a Job neither counts the
-# pod as a completion nor (with a podFailurePolicy rule ignoring it) against backoffLimit.
+# pod as a completion nor (with a podFailurePolicy rule ignoring it) against backoffLimit. Kubernetes
+# stops pods with SIGTERM only; Ctrl-C at a terminal gives 130 (128 + SIGINT), which no Job sees.
 WORKER_EXIT_STOPPED = 143
 
 # Annotations a user sets to ask for a run (`kubectl annotate ij NAME KEY="$(date -Is)" --overwrite`),

@@ -8,6 +8,7 @@ the job's phase from that state with `phase_of`, and nothing else computes a pha
 from dataclasses import dataclass
 from datetime import datetime
 
+from headrace.model.events import Reason
 from headrace.model.status import Phase, Progress, RunSummary
 
 
@@ -32,10 +33,14 @@ class RunState:
 
 def phase_of(state: RunState | None, *, suspended: bool, spec_error: str | None = None) -> Phase:
     """The job's phase, read off its current run: the one rule the operator, the API and the stream share.
-    `spec_error` is why the operator refused the spec, if it did: such a job is Failed whatever its run."""
+    `spec_error` is why the operator refused the spec, if it did: such a job is Failed whatever its run.
+    A run that ended with RunInterrupted (a local run stopped by Ctrl-C or SIGTERM) is Interrupted, not
+    Failed: nothing in it failed, and the next `headrace run` skips what it already ingested."""
     if spec_error is not None:
         return "Failed"
     if state is not None and state.finished:
+        if state.end_reason == Reason.RUN_INTERRUPTED:
+            return "Interrupted"
         return "Failed" if state.error else "Succeeded"
     if suspended:
         return "Suspended"

@@ -7,8 +7,9 @@ from pydantic import Field, StringConstraints
 
 from headrace.model.base import KubeModel
 
-Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
-TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
+Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Interrupted", "Suspended"]
+"""Interrupted: a local run stopped by Ctrl-C or SIGTERM (`headrace run`); never a cluster's job."""
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed", "Interrupted"})
 
 ConditionReason = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 EXIT_DRAINED = 0
 EXIT_STOPPED = WORKER_EXIT_STOPPED  # stopped with work left: a Job must not count this pod as done
+# Stopped by a signal, the worker exits as a shell reports a process that signal ended: 128 + its number,
+# 143 for SIGTERM (what Kubernetes sends, EXIT_STOPPED) and 130 for Ctrl-C, as `headrace run` does.
 EXIT_UNKNOWN_JOB = 2
 EXIT_BAD_SOURCE = 3  # the source cannot be opened: a Secret it references is missing or incomplete
 
@@ -60,16 +62,19 @@ class Worker:
         self.grace_seconds = grace_seconds
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.stopping = asyncio.Event()
+        self.stopped_code = EXIT_STOPPED
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(sig, self.stop, sig)
 
-    def stop(self) -> None:
-        """Stop leasing; the current task gets `grace_seconds` to finish before it is released."""
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop leasing; the current task gets `grace_seconds` to finish before it is released. The first
+        signal decides the exit code (128 + its number) of a worker stopped with work left."""
         if not self.stopping.is_set():
-            log.info("Stopping worker", extra={"worker": self.name})
+            log.info("Stopping worker", extra={"worker": self.name, "signal": signal.Signals(signum).name})
+            self.stopped_code = 128 + signum
         self.stopping.set()
 
     async def run(self) -> int:
@@ -155,7 +160,7 @@ class Worker:
                 await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
         await holding.flush()
         await holding.release_queued()
-        return EXIT_STOPPED
+        return self.stopped_code
 
     async def _handle(self, ctx: Context, holding: Holding, task: queue.Task, lost: asyncio.Event) -> None:
         metrics.TASKS_LEASED.labels(task.kind).inc()

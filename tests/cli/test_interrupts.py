@@ -130,12 +130,14 @@ async def test_ctrl_c_during_run_stops_workers_hands_tasks_back_and_marks_the_ru
     one_line(
         stderr,
         "Interrupted (SIGINT): stopped 2 workers, which handed their tasks back; "
-        "run 1 of qa/long is marked RunInterrupted.",
+        "run 1 of qa/long is Interrupted (RunInterrupted).",
     )
     assert_gone(before)
     state = await jobs.run_state(pool, uid)
     assert state is not None and state.finished and state.end_reason == Reason.RUN_INTERRUPTED
     assert state.error == "interrupted by SIGINT"
+    view = await jobs.find_job(pool, "qa", "long")  # what the API shows
+    assert view is not None and view.phase == "Interrupted"
     assert not await leased()
 
 
@@ -155,7 +157,7 @@ def test_sigterm_during_run_stops_everything_it_started_including_the_embedded_p
     one_line(
         stderr,
         "Interrupted (SIGTERM): stopped 2 workers, which handed their tasks back; "
-        "run 1 of qa/long is marked RunInterrupted.",
+        "run 1 of qa/long is Interrupted (RunInterrupted).",
     )
     assert_gone([*before, server])
     assert json.loads((pgdata_of(data_dir) / ".handle_pids.json").read_text()) == []

@@ -120,6 +120,10 @@ def test_status_and_api_show_the_same_phase_for_every_run_state(state: RunState 
     assert ("Failed" in holds) == (status.phase == "Failed")
     assert ("Succeeded" in holds) == (status.phase == "Succeeded")
     assert ("Progressing" in holds) == (status.phase == "Running")
+    interrupted = state is not None and state.end_reason == "RunInterrupted"
+    assert (status.phase == "Interrupted") == interrupted
+    if interrupted:
+        assert {c.type: c.reason for c in status.conditions}["Succeeded"] == "RunInterrupted"
 
 
 def test_a_refused_spec_is_failed_in_the_status_and_the_api() -> None:

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
+import pytest
+
 from headrace.store import jobs, queue, search
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
@@ -208,19 +211,25 @@ async def test_a_task_that_kills_its_worker_every_time_fails_its_documents_with_
     assert "gave up after 1 attempts" in reason and "died or hung" in reason
 
 
-async def test_sigterm_hands_the_task_back_and_exits_143(
-    pool: Pool, dsn: str, make_job: JobFactory, tmp_path: Path
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, EXIT_STOPPED), (signal.SIGINT, 130)])
+async def test_sigterm_or_ctrl_c_hands_the_task_back_stops_the_sandbox_and_exits_128_plus_the_signal(
+    pool: Pool, dsn: str, make_job: JobFactory, tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:
+    """143 on SIGTERM is what the worker Job's podFailurePolicy ignores; Ctrl-C gives 130, as `headrace run`."""
     write(tmp_path, BIG_CORPUS)
     job = await make_job(volume_spec(workers={"batchSize": 300}))
     await jobs.start_run(pool, job, reason="test")
     worker = _spawn(dsn, job, tmp_path, "--grace-seconds", "0")
     try:
         await wait_for(pool, "SELECT count(*) >= 5 FROM headrace.documents WHERE job_uid = $1", job.uid)
-        worker.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(worker.wait, 60) == EXIT_STOPPED
+        sandboxes = psutil.Process(worker.pid).children(recursive=True)
+        assert sandboxes, "the worker extracts in a child process"
+        worker.send_signal(sig)
+        assert await asyncio.to_thread(worker.wait, 60) == code
     finally:
         worker.kill()
+    _, alive = psutil.wait_procs(sandboxes, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
     task = await pool.fetchrow(
         "SELECT state, attempts FROM headrace.tasks WHERE job_uid = $1 AND kind = 'ingest'", job.uid
     )
