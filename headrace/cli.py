@@ -218,7 +218,7 @@ def _run_manifest(
     secrets_dir: Path | None = None,
     retry_failed: bool = False,
 ) -> uuid.UUID:
-    from headrace.local import NothingToRetry, local_uid, print_summary, run_job
+    from headrace.local import ManifestConflict, NothingToRetry, local_uid, print_summary, run_job
     from headrace.model import InvalidManifest, load_manifest
 
     try:
@@ -250,8 +250,11 @@ def _run_manifest(
                     console=console,
                     secrets_dir=secrets_dir.resolve() if secrets_dir else None,
                     retry_failed=retry_failed,
+                    manifest=manifest.resolve(),
                 ),
             )
+        except ManifestConflict as exc:
+            raise click.ClickException(str(exc)) from None
         except NothingToRetry as exc:
             console.print(f"{exc}.")
             return local_uid(job)

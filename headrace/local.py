@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from headrace.cli_errors import Interrupted
-from headrace.model import IngestionJob
+from headrace.model import IngestionJob, InvalidManifest, load_manifest
 from headrace.model.contract import SECRETS_DIR_ENV
 from headrace.model.events import Reason
 from headrace.model.run import RunState
@@ -155,6 +155,29 @@ class NothingToRetry(Exception):
     """`--retry-failed` when the last run failed nothing: no run is started."""
 
 
+class ManifestConflict(Exception):
+    """Another manifest file still defines the same local job (namespace and name): no run is started."""
+
+
+async def _check_manifest(pool: Pool, uid: uuid.UUID, job: IngestionJob, manifest: Path) -> str | None:
+    """Refuse `manifest` when the job was last run from another file that still names it: local jobs are
+    keyed by namespace and name, so the two files' documents would silently merge into one index. A file
+    that is gone, or that now names another job, gives the job up: then that file is returned."""
+    known = await jobs.local_manifest(pool, uid)
+    if known is None or Path(known) == manifest:
+        return None
+    try:
+        other = load_manifest(Path(known))
+    except (InvalidManifest, OSError):
+        return known
+    if (other.metadata.namespace, other.metadata.name) == (job.metadata.namespace, job.metadata.name):
+        raise ManifestConflict(
+            f"{manifest} and {known} both define the local job {job.metadata.namespace}/{job.metadata.name} "
+            "(one index per namespace and name): give one of them its own metadata.name"
+        )
+    return known
+
+
 @dataclass(frozen=True)
 class LocalRun:
     job_uid: uuid.UUID
@@ -175,26 +198,32 @@ async def run_job(
     console: Console | None = None,
     secrets_dir: Path | None = None,
     retry_failed: bool = False,
+    manifest: Path | None = None,
 ) -> LocalRun:
     """Register the job, start a run, and drive it to the end with `workers` worker processes.
 
     Every call is a new run, as `headrace.io/run-requested-at` is in a cluster (unchanged documents are
     skipped by hash); with `retry_failed`, the run re-processes only the documents the last run failed,
-    as `headrace.io/retry-failed-requested-at` does."""
+    as `headrace.io/retry-failed-requested-at` does. `manifest` is the file the job was read from (absolute):
+    another file that names the same job is refused (`ManifestConflict`)."""
     started = time.monotonic()
     await migrate.migrate(pool)
     uid = local_uid(job)
+    moved_from = await _check_manifest(pool, uid, job, manifest) if manifest is not None else None
     before = await jobs.get_job(pool, uid)
-    if before is not None and before.spec.source != job.spec.source:
-        # Local jobs are keyed by namespace and name: another manifest of the same name is the same job.
+    if before is not None and (moved_from or before.spec.source != job.spec.source):
+        # Local jobs are keyed by namespace and name: a manifest that takes over a name is the same job.
+        where = f"from {moved_from}" if moved_from else "with another source"
         (console or Console(stderr=True)).print(
-            f"[yellow]Warning:[/yellow] {job.metadata.namespace}/{job.metadata.name} was last run with another "
-            "source; what it ingested from there stays in this job's index (spec.sync: mirror removes it). "
+            f"[yellow]Warning:[/yellow] {job.metadata.namespace}/{job.metadata.name} was last run {where}; "
+            "what it ingested from there stays in this job's index (spec.sync: mirror removes it). "
             "Give this manifest its own metadata.name to keep the two apart."
         )
     record = await jobs.register_job(
         pool, uid=uid, namespace=job.metadata.namespace, name=job.metadata.name, generation=1, spec=job.spec
     )
+    if manifest is not None:
+        await jobs.record_local_manifest(pool, uid, str(manifest))
     if retry_failed:
         if not record.current_run or not await runs.failed_uris(pool, uid, record.current_run):
             last = f"run {record.current_run}" if record.current_run else "no run yet"

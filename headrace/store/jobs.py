@@ -133,6 +133,18 @@ async def get_job(conn: Pool | Connection, uid: uuid.UUID) -> JobRecord | None:
     return JobRecord(**{**dict(row), "spec": IngestionJobSpec.model_validate(row["spec"])})
 
 
+async def local_manifest(conn: Pool | Connection, uid: uuid.UUID) -> str | None:
+    """The manifest file the local job `uid` was last run from (absolute), or None: never recorded, or no
+    such job."""
+    manifest: str | None = await conn.fetchval("SELECT manifest FROM headrace.jobs WHERE uid = $1", uid)
+    return manifest
+
+
+async def record_local_manifest(conn: Pool | Connection, uid: uuid.UUID, manifest: str) -> None:
+    """Record the manifest file (absolute) the local job `uid` is run from (migration 0014)."""
+    await conn.execute("UPDATE headrace.jobs SET manifest = $2 WHERE uid = $1", uid, manifest)
+
+
 @dataclass(frozen=True)
 class Retry:
     """A run that re-processes only the documents that failed in run `of_run`, instead of discovering."""

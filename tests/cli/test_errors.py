@@ -152,16 +152,52 @@ async def test_run_prints_no_log_lines_and_retry_failed_with_nothing_failed_star
         await conn.close()
 
 
-def test_a_second_manifest_of_the_same_name_is_warned_about(dsn: str, tmp_path: Path) -> None:
+async def test_two_manifest_files_naming_the_same_job_are_refused_naming_both(dsn: str, tmp_path: Path) -> None:
+    """The same relative path in two folders: without the check, b's documents would join a's index."""
+    import asyncpg
+
+    for folder in ("a", "b"):
+        (tmp_path / folder / "docs").mkdir(parents=True)
+        (tmp_path / folder / "docs" / "doc.txt").write_text(f"Folder {folder} notes.")
+        (tmp_path / folder / "job.yaml").write_text(
+            "apiVersion: headrace.io/v1alpha1\nkind: IngestionJob\nmetadata:\n  name: same\n"
+            "spec:\n  source:\n    volume:\n      path: docs\n"
+        )
+    a, b = tmp_path / "a" / "job.yaml", tmp_path / "b" / "job.yaml"
+    first = headrace("run", "-f", str(a), "--workers", "1", "--database-url", dsn)
+    assert first.returncode == 0 and "Warning" not in first.stderr, first.stderr
+    again = headrace("run", "-f", str(a), "--workers", "1", "--database-url", dsn, cwd=tmp_path / "a")
+    assert again.returncode == 0 and "Warning" not in again.stderr, again.stderr
+
+    line = one_line_error(headrace("run", "-f", "b/job.yaml", "--workers", "1", "--database-url", dsn, cwd=tmp_path))
+    assert line == (
+        f"Error: {b} and {a} both define the local job default/same (one index per namespace and name): "
+        "give one of them its own metadata.name"
+    )
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM headrace.runs") == 2  # b started no run
+        assert await conn.fetchval("SELECT count(*) FROM headrace.documents WHERE uri LIKE '%doc.txt'") == 1
+    finally:
+        await conn.close()
+
+    # Once a's file names another job, b may take the name over, and is told what the index still holds.
+    a.write_text(a.read_text().replace("name: same", "name: other"))
+    taken = headrace("run", "-f", str(b), "--workers", "1", "--database-url", dsn)
+    assert taken.returncode == 0, taken.stderr
+    assert f"Warning: default/same was last run from {a}; what it ingested" in " ".join(taken.stderr.split())
+
+
+def test_a_manifest_whose_source_changed_is_warned_about(dsn: str, tmp_path: Path) -> None:
+    manifest = tmp_path / "job.yaml"
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "doc.txt").write_text(f"Folder {folder} notes.")
-        (tmp_path / f"{folder}.yaml").write_text(
+    for folder in ("a", "b"):
+        manifest.write_text(
             "apiVersion: headrace.io/v1alpha1\nkind: IngestionJob\nmetadata:\n  name: same\n"
             f"spec:\n  source:\n    volume:\n      path: {folder}\n"
         )
-    first = headrace("run", "-f", str(tmp_path / "a.yaml"), "--workers", "1", "--database-url", dsn)
-    assert first.returncode == 0 and "Warning" not in first.stderr, first.stderr
-    second = headrace("run", "-f", str(tmp_path / "b.yaml"), "--workers", "1", "--database-url", dsn)
-    assert second.returncode == 0, second.stderr
-    assert "Warning: default/same was last run with another source" in " ".join(second.stderr.split())
+        done = headrace("run", "-f", str(manifest), "--workers", "1", "--database-url", dsn)
+        assert done.returncode == 0, done.stderr
+    assert "Warning: default/same was last run with another source" in " ".join(done.stderr.split())
