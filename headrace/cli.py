@@ -392,7 +392,14 @@ DEMO_QUERIES = ["politics", '"hacker ethic"', "marriage -divorce"]
 @click.option("-w", "--workers", type=click.IntRange(1, 64), default=2, show_default=True)
 @data_dir_option
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the API when the searches are done.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port of the API.")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    envvar="HEADRACE_LISTEN_PORT",
+    default=8080,
+    show_default=True,
+    help="Port of the API (HEADRACE_LISTEN_PORT, as for `headrace api`).",
+)
 def demo(workers: int, data_dir: Path, serve: bool, port: int) -> None:
     """Ingest the bundled sample corpus into an embedded Postgres, search it, then serve the API on it."""
     from headrace.hits import print_hits
