@@ -4,7 +4,10 @@ The whole product as a cluster runs it (issue 15, item 5): the real kube-apiserv
 and etcd (`tests.kube.controlplane.ControlPlane`, binaries from `$KUBEBUILDER_ASSETS`, which `make bench`
 sets from `../shared/kube` as `make test` does), the chart installed with the real helm (`--wait`, its
 migration hook, the operator), and the stand-in kubelet (`tests.kube.kubelet.Kubelet`) running every pod
-as a local process of this one machine. Postgres is an embedded server (`bench.common.embedded_postgres`).
+on this one machine inside the image `make image` builds (`tests.kube.container.BuiltImage`, as
+tests/e2e runs it: read-only root, the pod's uid, its volumes): the image is the product, so the cost
+measured is the image's. Postgres is an embedded server (`bench.common.embedded_postgres`), its
+Unix socket bound into the pods.
 
 For each worker count (`spec.workers` min = max = replicas, `autoscaling.mode: none`) a fresh IngestionJob
 over the Python docs (the corpus of `bench.ingest`) is applied with `kubectl apply`; the benchmark times
@@ -104,19 +107,21 @@ def installed(assets: Path, admin: str, data: ingest.Corpus, observe_interval: f
     namespace with a claim backed by the corpus folder."""
     from tests.e2e.conftest import IMAGE_REPOSITORY, chart_for_this_control_plane
     from tests.e2e.test_cluster import Cluster, Terminal
+    from tests.kube.container import BuiltImage
     from tests.kube.controlplane import ControlPlane
-    from tests.kube.kubelet import HEADRACE_IMAGE, Kubelet
+    from tests.kube.kubelet import Image, Kubelet, postgres_socket
 
     work = Path(tempfile.mkdtemp(prefix="headrace-bench-cluster-"))
     plane = ControlPlane(assets=assets, workdir=work / "kube")
-    kubelet = None
+    kubelet = built = None
     try:
+        built = BuiltImage.build()  # `make image` (HEADRACE_TEST_IMAGE names the tag): cached when unchanged
         plane.start()
         if not plane.has_controllers:
             raise SystemExit(f"{assets} holds no kube-controller-manager: worker Jobs would never make pods")
         kubelet = Kubelet(
             kubeconfig=plane.kubeconfig, api_url=plane.url, workdir=work / "kubelet",
-            images={IMAGE_REPOSITORY: HEADRACE_IMAGE},
+            images={IMAGE_REPOSITORY: Image.of(built)}, shared=[postgres_socket(admin)],
         )  # fmt: skip
         (work / "kubelet").mkdir()
         kubelet.start()
@@ -144,6 +149,8 @@ def installed(assets: Path, admin: str, data: ingest.Corpus, observe_interval: f
         if kubelet is not None:
             kubelet.stop()
         plane.stop()
+        if built is not None:
+            built.remove()
         asyncio.run(_admin(admin, f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
         shutil.rmtree(work, ignore_errors=True)
 
@@ -159,6 +166,7 @@ async def _admin(dsn: str, *statements: str) -> None:
 
 def handful(data: ingest.Corpus, folder: Path, count: int = SMOKE_DOCUMENTS) -> ingest.Corpus:
     """The first `count` files of `data`, copied into `folder` (the smoke run's corpus: `make test` runs it)."""
+    folder.chmod(0o755)  # readable by the worker pods' uid, as the image runs them
     files = []
     for path in data.files[:count]:
         copy = folder / path.relative_to(data.root)
@@ -396,7 +404,7 @@ def _report(
         f"Corpus: {source}, {docs:,} files, {data.bytes / 2**20:.1f} MiB, ingest tasks of {ingest.BATCH_SIZE} "
         f"documents. The control plane ({report.machine['versions'].get('kubernetes', '?')}: kube-apiserver, "
         "kube-controller-manager, etcd), the chart (helm install --wait: migration hook, operator; API off), "
-        "the stand-in kubelet running pods as local processes and the embedded Postgres all share this "
+        "the stand-in kubelet running pods inside the built image and the embedded Postgres all share this "
         f"machine's {report.machine['cores']} cores; starting them and installing took {setup_s:.0f} s "
         f"(not counted). Each run is a fresh IngestionJob (`spec.workers` min = max = replicas, "
         f"`autoscaling.mode: none`, `embedding.provider: {report.options.extra.embedding}`, `retention: Delete`, "

@@ -5,13 +5,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.kube.container import BuiltImage
 from tests.kube.controlplane import ControlPlane
-from tests.kube.kubelet import Image, Kubelet
+from tests.kube.kubelet import Image, Kubelet, postgres_socket
 
 IMAGE_REPOSITORY = "registry.e2e.test/headrace"
 """The image the tests install the chart with; the kubelet runs `make image`'s image for it."""
@@ -29,10 +28,7 @@ def chart_for_this_control_plane(chart: Path, folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def kubelet(control_plane: ControlPlane, built_image: BuiltImage, postgres_server: str) -> Iterator[Kubelet]:
     control_plane.require_controllers()
-    # The tests' Postgres listens on a Unix socket in its data folder, which only its own user may enter:
-    # the socket itself is bound into every pod at the same path (as a node would mount a hostPath socket).
-    (socket_folder,) = parse_qs(urlsplit(postgres_server).query)["host"]
-    (socket,) = [path for path in Path(socket_folder).glob(".s.PGSQL.*") if path.suffix != ".lock"]
+    socket = postgres_socket(postgres_server)
     workdir = Path(tempfile.mkdtemp(prefix="headrace-kubelet-"))
     node = Kubelet(
         kubeconfig=control_plane.kubeconfig,

@@ -12,7 +12,7 @@ What stands in for the container:
   that image's root filesystem, read-only, as the pod's `runAsUser`/`runAsGroup` (else the image's
   USER), with their volumes bound at their mount paths and `KUBERNETES_SERVICE_HOST`/`PORT` naming
   the API server, as on a node. `HEADRACE_IMAGE` instead runs `headrace` from the worktree's
-  `.venv/bin` as a plain local process (the benchmarks, and an earlier release in the upgrade test).
+  `.venv/bin` as a plain local process (an earlier release in the upgrade test).
   Images are known by repository (any tag) or by a whole reference (`repo:tag`), which wins:
   `add_image` can make `headrace:previous` an earlier release's code (the same `.venv`, that code
   first on PYTHONPATH).
@@ -55,7 +55,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import kubernetes
 import yaml
@@ -106,6 +106,15 @@ class Image:
             workdir=config.get("WorkingDir") or "/",
             built=built,
         )
+
+
+def postgres_socket(dsn: str) -> Path:
+    """The Unix socket of an embedded Postgres whose URL names its folder (`?host=/...`), for `shared`: it listens
+    in its data folder, which only its own user may enter, so the socket itself is bound into every pod at the
+    same path (as a node would mount a hostPath socket)."""
+    (folder,) = parse_qs(urlsplit(dsn).query)["host"]
+    (found,) = [path for path in Path(folder).glob(".s.PGSQL.*") if path.suffix != ".lock"]
+    return found
 
 
 HEADRACE_IMAGE = Image(
