@@ -67,7 +67,9 @@ def families(snapshot: stats.Stats | None, *, taken_at: float, seconds: float) -
         labels=[*_JOB, "outcome"],
     )
     runs = CounterMetricFamily(
-        "headrace_runs", "Finished runs, by outcome (succeeded, failed, superseded).", labels=[*_JOB, "outcome"]
+        "headrace_runs",
+        "Finished runs, by outcome (succeeded, failed, superseded, interrupted).",
+        labels=[*_JOB, "outcome"],
     )
     started = GaugeMetricFamily(
         "headrace_run_started_timestamp_seconds", "Start of each active (unfinished, not suspended) run.", labels=_JOB

@@ -33,7 +33,7 @@ class JobStats:
     run_documents: dict[str, int] = field(default_factory=dict)
     """The current run's documents by outcome (added, updated, unchanged, failed)."""
     runs: dict[str, int] = field(default_factory=dict)
-    """Finished runs by outcome (succeeded, failed, superseded)."""
+    """Finished runs by outcome (succeeded, failed, superseded; interrupted, local runs only)."""
     active_since: datetime | None = None
     """Start of the current run while it is unfinished and the job not suspended."""
     last_progress: datetime | None = None
@@ -60,7 +60,7 @@ class Stats:
 
 _RUN_OUTCOME = f"""
     CASE {END_REASON} WHEN '{Reason.RUN_SUCCEEDED}' THEN 'succeeded' WHEN '{Reason.RUN_SUPERSEDED}' THEN 'superseded'
-         ELSE 'failed' END
+         WHEN '{Reason.RUN_INTERRUPTED}' THEN 'interrupted' ELSE 'failed' END
 """
 """A finished run `r`'s outcome for the metrics, from its end reason."""
 

@@ -9,6 +9,7 @@ import httpx
 from prometheus_client import REGISTRY, generate_latest
 
 from headrace.api import metrics
+from headrace.model.events import Reason
 from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.worker.loop import Worker
@@ -110,4 +111,34 @@ async def test_a_superseded_run_says_so_in_the_api_and_the_metrics(client: httpx
     found = samples(generate_latest(REGISTRY).decode())
     team_a = {"namespace": "team-a", "ingestionjob": "docs"}
     assert value(found, "headrace_runs_total", **team_a, outcome="superseded") == 1
+    assert not value(found, "headrace_runs_total", **team_a, outcome="failed")
+
+
+async def test_an_interrupted_local_run_is_its_own_phase_in_the_api_the_stream_and_the_metrics(
+    client: httpx.AsyncClient, pool: Pool
+) -> None:
+    """`headrace run` stopped by Ctrl-C closes its run with RunInterrupted: the job is Interrupted, not
+    Failed (nothing in it failed), its stream ends, and the metrics count it apart."""
+    job = await jobs.register_job(
+        pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec(".")
+    )
+    await jobs.start_run(pool, job, reason="started by headrace run")
+    assert await runs.close_run(pool, job.uid, 1, reason=Reason.RUN_INTERRUPTED, message="interrupted by SIGINT")
+
+    status = (await client.get(JOB, headers=ALICE)).json()
+    assert (status["phase"], status["reason"], status["error"]) == (
+        "Interrupted",
+        "RunInterrupted",
+        "interrupted by SIGINT",
+    )
+    assert status["runs"][0]["endReason"] == "RunInterrupted"
+    listed = (await client.get("/v1/namespaces/team-a/ingestionjobs", headers=ALICE)).json()
+    assert [item["phase"] for item in listed["items"]] == ["Interrupted"]
+    frames = parse((await client.get(f"{JOB}/events", headers=ALICE)).text)
+    assert frames[-1] == {"event": "end", "data": {"phase": "Interrupted"}}
+
+    await metrics.SNAPSHOT.refresh(pool)
+    found = samples(generate_latest(REGISTRY).decode())
+    team_a = {"namespace": "team-a", "ingestionjob": "docs"}
+    assert value(found, "headrace_runs_total", **team_a, outcome="interrupted") == 1
     assert not value(found, "headrace_runs_total", **team_a, outcome="failed")
