@@ -74,13 +74,17 @@ NO_RUN_AS_NON_ROOT = '{"allowPrivilegeEscalation": false, "capabilities": {"drop
         ({"HEADRACE_WORKER_RESOURCES": '{"requests": {"cpu": "lots"}}'}, "worker_resources.requests.cpu"),
         ({"HEADRACE_WORKER_RESOURCES": '{"requests": {"memory": "1Gi"}}'}, "must request cpu"),
         ({"HEADRACE_WORKER_IMAGE_PULL_POLICY": "Sometimes"}, "worker_image_pull_policy"),
-        ({"HEADRACE_INGEST_URL": "headrace-ingest:8081"}, "ingest_url: Value error, 'headrace-ingest:8081' is not"),
+        (
+            {"HEADRACE_INGEST_URL": "headrace-ingest:8081"},
+            "ingest_url: 'headrace-ingest:8081' is not an http:// or https:// URL",
+        ),
     ],
 )
 def test_operator_refuses_bad_worker_pod_settings_at_start(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
 ) -> None:
     """Refused before anything connects: the database URL points nowhere and no cluster is configured."""
+    monkeypatch.setenv("HEADRACE_INGEST_URL", INGEST_URL)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     result = CliRunner().invoke(main, OPERATOR)
