@@ -492,7 +492,7 @@ def api(host: str | None, port: int, local: bool, database_url: str | None, data
             settings.kubernetes_url()
         except ValueError as exc:
             raise click.ClickException(
-                f"{exc} (or HEADRACE_AUTH_MODE=token with HEADRACE_AUTH_TOKEN; "
+                f"auth mode 'kubernetes' {exc} (or HEADRACE_AUTH_MODE=token with HEADRACE_AUTH_TOKEN; "
                 "`headrace api --local` serves local runs on loopback)"
             ) from None
     # Reach the database before serving, so a wrong URL is one line here rather than a failed startup.
