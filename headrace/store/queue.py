@@ -233,6 +233,12 @@ async def lock_run_if_current(conn: Connection, job_uid: uuid.UUID, run: int) ->
     return bool(current == run)
 
 
+async def not_of_job(conn: Pool | Connection, job_uid: uuid.UUID, ids: list[int]) -> set[int]:
+    """Which of these task ids are not tasks of the job (whatever they are, or whether they exist)."""
+    rows = await conn.fetch("SELECT id FROM headrace.tasks WHERE job_uid = $1 AND id = ANY($2::bigint[])", job_uid, ids)
+    return set(ids) - {row["id"] for row in rows}
+
+
 def backoff_seconds(attempts: int, *, base: float, cap: float) -> float:
     """Exponential backoff after the given number of attempts: base, 2·base, 4·base, ... up to cap."""
     return float(min(cap, base * 2 ** max(0, attempts - 1)))

@@ -16,6 +16,7 @@ from headrace.store import documents, jobs, lexicon, search, tenants, vectors
 from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
+from headrace.worker.store import DirectStore
 from tests.conftest import volume_spec
 
 pytestmark = pytest.mark.postgres
@@ -193,7 +194,7 @@ async def test_a_worker_completes_a_run_with_its_namespace_credential(
     space = await _job_space(pool, a.job)  # embeddings on (the built-in model): the spec's default
     tenant_pool = await create_pool(a.url, max_size=3)
     try:
-        worker = Worker(tenant_pool, a.job.uid, volume_root=tmp_path, poll_seconds=0.05)
+        worker = Worker(DirectStore(tenant_pool, a.job.uid), volume_root=tmp_path, poll_seconds=0.05)
         assert await worker.run() == EXIT_DRAINED
         # The same credential, told to work on B's job, finds no job at all.
         assert await jobs.get_job(tenant_pool, b.job.uid) is None

@@ -16,6 +16,7 @@ import pytest
 from headrace.store import documents, jobs, migrate, search, tenants, vectors
 from headrace.store.db import Pool, create_pool
 from headrace.worker.loop import EXIT_DRAINED, Worker
+from headrace.worker.store import DirectStore
 from tests.security.test_tenant_isolation import tenant
 
 pytestmark = pytest.mark.postgres
@@ -62,7 +63,7 @@ async def test_tenants_created_before_pgvector_embed_and_search_only_their_own_o
         run_a = await jobs.start_run(pool, a.job, reason="test")
         tenant_pool = await create_pool(a.url, max_size=3)
         try:
-            worker = Worker(tenant_pool, a.job.uid, volume_root=tmp_path, poll_seconds=0.05)
+            worker = Worker(DirectStore(tenant_pool, a.job.uid), volume_root=tmp_path, poll_seconds=0.05)
             assert await worker.run() == EXIT_DRAINED
             state = await jobs.run_state(pool, a.job.uid, run_a)
             assert state is not None and state.finished and state.error is None, state

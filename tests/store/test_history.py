@@ -14,6 +14,7 @@ from headrace.store import history, jobs
 from headrace.store.db import Pool, open_pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
+from headrace.worker.store import DirectStore
 from tests.conftest import JobFactory, volume_spec
 
 
@@ -31,7 +32,7 @@ async def test_starting_a_run_prunes_all_but_the_last_history_limit_runs(
     job = await make_job(volume_spec(historyLimit=2, workers={"batchSize": 1}))
     for _ in range(4):
         await jobs.start_run(pool, job, reason="again")
-        assert await Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.05).run() == EXIT_DRAINED
+        assert await Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.05).run() == EXIT_DRAINED
 
     assert [r.run for r in await jobs.list_runs(pool, job.uid)] == [4, 3]
     assert await count(pool, "tasks", job, "run < 3") == 0
