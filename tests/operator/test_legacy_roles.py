@@ -9,8 +9,8 @@ Secret `headrace-worker-database` annotated with the role's name.
 """
 
 import base64
-import json
 import dataclasses
+import json
 import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
