@@ -174,6 +174,8 @@ class Pod:
     ports: dict[int, int] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
     in_image: bool = False
+    environment: dict[str, str] = field(default_factory=dict)
+    """The environment its process was started with."""
     process: subprocess.Popen[bytes] | None = None
     deleted: threading.Event = field(default_factory=threading.Event)
 
@@ -520,6 +522,7 @@ class Kubelet:
         if token.exists() and not pod.in_image:
             env["KUBECONFIG"] = str(self._kubeconfig(pod, token.read_text()))
 
+        pod.environment = dict(env)
         command = container.get("command") or image.entrypoint
         args = container.get("args") if "args" in container or "command" in container else image.cmd
         argv = [pod.localize(expand(a, env)) for a in [*command, *(args or [])]]
