@@ -300,7 +300,7 @@ def assert_no_database_url(cluster: Cluster, namespace: str) -> None:
                 ref = (env.get("valueFrom") or {}).get("secretKeyRef")
                 assert ref is None, (spec["metadata"]["name"], env)
     with cluster.kubelet._lock:
-        pods = [p for p in cluster.kubelet.pods.values() if p.namespace == namespace]
+        pods = [p for p in cluster.kubelet.pods.values() if p.namespace == namespace and not p.deleted.is_set()]
     assert pods, f"the kubelet ran no pod in {namespace}"
     for pod in pods:
         assert pod.environment.get("HEADRACE_INGEST_URL"), pod.name
