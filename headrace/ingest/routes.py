@@ -28,7 +28,7 @@ IdPath = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _EMPTY = Response(b"{}", media_type="application/json")
 
 
-def _answer(body: wire.Body) -> Response:
+def _answer(body: wire.Answer) -> Response:
     """The body as JSON, serialized once (FastAPI would validate a returned model again)."""
     return Response(body.model_dump_json(by_alias=True), media_type="application/json")
 

@@ -31,7 +31,7 @@ from headrace.worker.store import FailOutcome, ForeignId, RunSuperseded, Vectors
 
 log = logging.getLogger(__name__)
 
-A = TypeVar("A", bound=wire.Body)
+A = TypeVar("A", bound=wire.Answer)
 
 DEFAULT_TOKEN_FILE = Path("/var/run/secrets/headrace.io/ingest/token")
 
@@ -219,7 +219,7 @@ class RemoteStore:
             total=total,
             done=done,
         )
-        await self._call("POST", f"/runs/{run}/discovered", request, wire.Body)
+        await self._call("POST", f"/runs/{run}/discovered", request, wire.Answer)
 
     # --- documents ---------------------------------------------------------------------------------------
 
@@ -286,7 +286,7 @@ class RemoteStore:
             versions=dict(versions or {}),
             failures={uri: reason[: wire.MAX_REASON_CHARS] for uri, reason in (failures or {}).items()},
         )
-        await self._call("POST", f"/runs/{run}/outcomes", request, wire.Body)
+        await self._call("POST", f"/runs/{run}/outcomes", request, wire.Answer)
 
     # --- re-embedding kept documents -----------------------------------------------------------------------
 
@@ -316,7 +316,7 @@ class RemoteStore:
         encoded = wire.encode_vectors(vecs)
         assert encoded is not None
         request = wire.ChunkVectorsRequest(space_id=space.id, chunk_ids=list(chunk_ids), vectors=encoded)
-        await self._call("POST", "/chunk-vectors", request, wire.Body)
+        await self._call("POST", "/chunk-vectors", request, wire.Answer)
 
     async def finish_reembed(self, run: int, document_id: int, space: vectors.Space) -> Outcome | None:
         request = wire.SpaceRequest(space_id=space.id)

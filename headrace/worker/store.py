@@ -198,8 +198,8 @@ class DirectStore:
 
     async def _check_lost(self, tasks: Sequence[queue.Task], kept: set[int]) -> None:
         """Tasks a statement did not find (lease lost, or not the job's): ForeignId for any not the job's.
-        Checked after the fact, so the common case costs no extra round trip; the statements match a
-        task by its lease token as well, which only its holder knows, so a foreign id changed nothing."""
+        Checked after the fact, so the common case costs no extra round trip: the statements themselves
+        match only the job's tasks (and only by their lease token), so a foreign id changed nothing."""
         missing = [t.id for t in tasks if t.id not in kept]
         if missing and (foreign := await self._policy(queue.not_of_job, self.pool, self._job_uid, missing)):
             raise ForeignId(f"task ids {sorted(foreign)} are not tasks of job {self._job_uid}")
@@ -251,28 +251,32 @@ class DirectStore:
                 await self._check_lost(done, acked)
             except ForeignId:
                 for task in leased:  # hand back what the refused call leased, so nothing waits for its lease
-                    await self._policy(queue.release, self.pool, task)
+                    await self._policy(queue.release, self.pool, task, job_uid=self._job_uid)
                 raise
         return acked, leased
 
     async def ack(self, tasks: Sequence[queue.Task]) -> set[int]:
-        acked = await self._policy(queue.ack_many, self.pool, list(tasks))
+        acked = await self._policy(queue.ack_many, self.pool, list(tasks), job_uid=self._job_uid)
         await self._check_lost(tasks, acked)
         return acked
 
     async def heartbeat(self, tasks: Sequence[queue.Task], *, lease_seconds: float) -> set[int]:
-        kept = await self._policy(queue.heartbeat, self.pool, list(tasks), lease_seconds=lease_seconds)
+        kept = await self._policy(
+            queue.heartbeat, self.pool, list(tasks), lease_seconds=lease_seconds, job_uid=self._job_uid
+        )
         await self._check_lost(tasks, kept)
         return kept
 
     async def fail(self, task: queue.Task, error: str, *, backoff: float, permanent: bool) -> FailOutcome:
-        outcome = await self._policy(queue.fail, self.pool, task, error, backoff=backoff, permanent=permanent)
+        outcome = await self._policy(
+            queue.fail, self.pool, task, error, backoff=backoff, permanent=permanent, job_uid=self._job_uid
+        )
         if outcome == "lost":
             await self._check_lost([task], set())
         return outcome
 
     async def release(self, task: queue.Task) -> bool:
-        released = await self._policy(queue.release, self.pool, task)
+        released = await self._policy(queue.release, self.pool, task, job_uid=self._job_uid)
         if not released:
             await self._check_lost([task], set())
         return released

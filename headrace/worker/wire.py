@@ -12,7 +12,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from headrace.model.base import KubeModel
 from headrace.store import queue, vectors
@@ -37,7 +37,14 @@ Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 class Body(KubeModel):
-    """A worker API body: camelCase, unknown fields refused."""
+    """A request body: camelCase, unknown fields refused (a 422 naming them)."""
+
+
+class Answer(Body):
+    """An answer: unknown fields ignored, so a worker of this release reads the answers of a newer service
+    of the same API version, which may add fields (docs/worker-api.md, "Versions")."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 def encode_vectors(vecs: Sequence[Sequence[float]]) -> str | None:
@@ -71,7 +78,7 @@ def decode_vectors(encoded: str | None, count: int) -> list[list[float]]:
 # --- tasks ------------------------------------------------------------------------------------------------
 
 
-class TaskBody(Body):
+class TaskBody(Answer):
     """A leased task."""
 
     id: Id
@@ -118,7 +125,7 @@ class LeaseRequest(Body):
     limit: Annotated[int, Field(ge=1, le=100)]
 
 
-class LeaseAnswer(Body):
+class LeaseAnswer(Answer):
     acked: list[int]
     leased: list[TaskBody]
 
@@ -127,7 +134,7 @@ class AckRequest(Body):
     tasks: HeldTasks
 
 
-class AckAnswer(Body):
+class AckAnswer(Answer):
     acked: list[int]
 
 
@@ -136,7 +143,7 @@ class HeartbeatRequest(Body):
     lease_seconds: Annotated[float, Field(ge=1, le=3600)]
 
 
-class HeartbeatAnswer(Body):
+class HeartbeatAnswer(Answer):
     kept: list[int]
 
 
@@ -147,7 +154,7 @@ class FailRequest(Body):
     permanent: bool = False
 
 
-class FailAnswer(Body):
+class FailAnswer(Answer):
     outcome: Literal["retry", "dead", "lost"]
 
 
@@ -155,19 +162,19 @@ class ReleaseRequest(Body):
     lease_token: uuid.UUID
 
 
-class ReleaseAnswer(Body):
+class ReleaseAnswer(Answer):
     released: bool
 
 
-class TasksAnswer(Body):
+class TasksAnswer(Answer):
     tasks: list[TaskBody]
 
 
-class DrainedAnswer(Body):
+class DrainedAnswer(Answer):
     drained: bool
 
 
-class FinishedAnswer(Body):
+class FinishedAnswer(Answer):
     finished: bool
     """Whether this call closed the run (false: not drained yet, or closed by another worker)."""
 
@@ -192,7 +199,7 @@ class DiscoveredRequest(Body):
 # --- the job and its vector space ---------------------------------------------------------------------
 
 
-class JobBody(Body):
+class JobBody(Answer):
     uid: uuid.UUID
     namespace: str
     name: str
@@ -202,7 +209,7 @@ class JobBody(Body):
     namespace_uid: uuid.UUID | None = None
 
 
-class SpaceBody(Body):
+class SpaceBody(Answer):
     id: Id
     model: str
     dimensions: int
@@ -215,7 +222,7 @@ class SpaceBody(Body):
         return vectors.Space(self.id, self.model, self.dimensions)
 
 
-class SpaceAnswer(Body):
+class SpaceAnswer(Answer):
     space: SpaceBody | None
     """None when the database cannot store vectors (no pgvector), or the job wants none."""
 
@@ -227,7 +234,7 @@ class UrisRequest(Body):
     uris: Uris
 
 
-class KnownBody(Body):
+class KnownBody(Answer):
     uri: str
     state: str
     content_hash: str | None
@@ -241,11 +248,11 @@ class KnownBody(Body):
         return KnownDocument(**dict(self))
 
 
-class KnownAnswer(Body):
+class KnownAnswer(Answer):
     documents: list[KnownBody]
 
 
-class UrisAnswer(Body):
+class UrisAnswer(Answer):
     uris: list[str]
 
 
@@ -254,7 +261,7 @@ class EntryHashesRequest(Body):
     fingerprint: Annotated[str, Field(max_length=256)]
 
 
-class EntryHashesAnswer(Body):
+class EntryHashesAnswer(Answer):
     hashes: dict[str, str]
 
 
@@ -319,7 +326,7 @@ class StoreRequest(Body):
     documents: Annotated[list[DocumentBody], Field(min_length=1, max_length=MAX_DOCUMENTS)]
 
 
-class StoreAnswer(Body):
+class StoreAnswer(Answer):
     outcomes: dict[str, Outcome]
     refused: dict[str, str]
 
@@ -340,12 +347,12 @@ class StaleRequest(Body):
     archives: Uris = []
 
 
-class DocumentRef(Body):
+class DocumentRef(Answer):
     id: int
     uri: str
 
 
-class StaleAnswer(Body):
+class StaleAnswer(Answer):
     documents: list[DocumentRef]
 
 
@@ -353,12 +360,12 @@ class SpaceRequest(Body):
     space_id: Id
 
 
-class ChunkText(Body):
+class ChunkText(Answer):
     id: int
     content: str
 
 
-class ChunksAnswer(Body):
+class ChunksAnswer(Answer):
     title: str
     chunks: list[ChunkText]
 
@@ -370,6 +377,6 @@ class ChunkVectorsRequest(Body):
     """One vector per chunk id, `encode_vectors`'s form."""
 
 
-class OutcomeAnswer(Body):
+class OutcomeAnswer(Answer):
     outcome: Outcome | None
     """None when nothing was written (the document changed meanwhile, or some chunk lacks a vector)."""
