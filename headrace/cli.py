@@ -697,11 +697,9 @@ def adopt(namespace: str, namespace_uid: uuid.UUID, dry_run: bool, database_url:
     "--liveness", help="Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (HEADRACE_LIVENESS)."
 )
 @click.option(
-    "--tenant-credentials",
-    type=click.Choice(["roles", "shared"]),
-    help="roles (default): a Postgres role per namespace under row-level security, its URL written by the "
-    "operator into each namespace (needs CREATEROLE). shared: workers read the installation's own URL, which "
-    "isolates nothing (HEADRACE_TENANT_CREDENTIALS; docs/security.md).",
+    "--ingest-url",
+    help="Where worker pods reach the ingest service, e.g. http://headrace-ingest.headrace.svc:8081 "
+    "(HEADRACE_INGEST_URL).",
 )
 @click.option(
     "--metrics-port",
@@ -730,7 +728,7 @@ def operator(
     database_url: str | None,
     worker_image: str | None,
     liveness: str | None,
-    tenant_credentials: str | None,
+    ingest_url: str | None,
     metrics_port: int | None,
     observe_interval: float | None,
     allow_private_networks: bool | None,
@@ -739,12 +737,11 @@ def operator(
     """Run the Kubernetes operator: IngestionJobs in, worker Jobs, HPAs and status out.
 
     Configured by HEADRACE_* environment variables (flags override them), listed in docs/operator.md:
-    HEADRACE_DATABASE_URL, HEADRACE_WORKER_IMAGE, HEADRACE_NAMESPACES, HEADRACE_LIVENESS,
-    HEADRACE_DATABASE_SECRET, HEADRACE_WORKER_IMAGE_PULL_POLICY, HEADRACE_WORKER_IMAGE_PULL_SECRETS,
+    HEADRACE_DATABASE_URL, HEADRACE_WORKER_IMAGE, HEADRACE_INGEST_URL, HEADRACE_INGEST_AUDIENCE,
+    HEADRACE_NAMESPACES, HEADRACE_LIVENESS, HEADRACE_WORKER_IMAGE_PULL_POLICY, HEADRACE_WORKER_IMAGE_PULL_SECRETS,
     HEADRACE_WORKER_POD_SECURITY_CONTEXT, HEADRACE_WORKER_SECURITY_CONTEXT, HEADRACE_WORKER_RESOURCES,
-    HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL, HEADRACE_DATABASE_SECRET_KEY,
-    HEADRACE_BACKOFF_LIMIT, HEADRACE_TTL_SECONDS_AFTER_FINISHED, HEADRACE_MIGRATE, HEADRACE_TENANT_CREDENTIALS,
-    HEADRACE_WORKER_CREDENTIALS_SECRET, HEADRACE_TENANT_ROLE_PREFIX, HEADRACE_TENANT_PASSWORD_MAX_AGE_HOURS,
+    HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL, HEADRACE_BACKOFF_LIMIT,
+    HEADRACE_TTL_SECONDS_AFTER_FINISHED, HEADRACE_MIGRATE,
     HEADRACE_ALLOW_PRIVATE_NETWORKS, HEADRACE_METRICS_PORT, HEADRACE_DATABASE_POOL_SIZE.
     """
     from headrace.operator.main import run as run_operator
@@ -755,7 +752,7 @@ def operator(
         "database_url": database_url,
         "worker_image": worker_image,
         "liveness": liveness,
-        "tenant_credentials": tenant_credentials,
+        "ingest_url": ingest_url,
         "metrics_port": metrics_port,
         "observe_interval": observe_interval,
         "allow_private_networks": allow_private_networks,

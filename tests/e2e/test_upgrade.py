@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import json
 import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -32,18 +33,30 @@ import pytest
 from headrace.store import migrate
 from tests.conftest import with_database
 from tests.e2e.conftest import IMAGE_REPOSITORY, chart_for_this_control_plane
-from tests.e2e.test_cluster import DEMO_CORPUS, READER_ROLE, ROOT, Cluster, Terminal, _admin, claim_manifest, get
+from tests.e2e.test_cluster import (
+    DEMO_CORPUS,
+    READER_ROLE,
+    ROOT,
+    Cluster,
+    Terminal,
+    _admin,
+    assert_every_document_once,
+    assert_no_database_url,
+    claim_manifest,
+    get,
+)
 from tests.kube.controlplane import CRD_FILE, ControlPlane
 from tests.kube.kubelet import HEADRACE_IMAGE, Kubelet
-from tests.release import PREVIOUS_RELEASE, unpack_previous_release
+from tests.release import PREVIOUS_RELEASE, ROLES_RELEASE, unpack_previous_release
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 NAMESPACE, TEAM, RELEASE = "headrace-upgrade", "upgrade-team", "upgrade"
 """The release's namespace, the application team's, and the release name (objects are `upgrade-headrace-*`)."""
 PREVIOUS_IMAGE = f"{IMAGE_REPOSITORY}:previous"
+ROLES_IMAGE = f"{IMAGE_REPOSITORY}:roles"
 ROLE_PREFIX = "hrupgrade_"
-"""Postgres roles span the server: this installation's own prefix, apart from test_cluster.py's."""
+"""Postgres roles span the server: the roles release's own prefix, apart from any other test's."""
 
 VALUES = (
     f"--set image.repository={IMAGE_REPOSITORY} --set 'operator.watchNamespaces={{{TEAM}}}' "
@@ -72,9 +85,23 @@ def upgrade(
     control_plane: ControlPlane, kubelet: Kubelet, postgres_server: str, tmp_path: Path
 ) -> Iterator[tuple[Cluster, Path]]:
     """A terminal, an empty database, the corpus, and the previous release's chart (returned beside it)."""
-    previous = unpack_previous_release(tmp_path / "previous", "headrace", "charts/headrace")
+    yield from _release(control_plane, kubelet, postgres_server, tmp_path, PREVIOUS_RELEASE, PREVIOUS_IMAGE)
+
+
+@pytest.fixture
+def roles_upgrade(
+    control_plane: ControlPlane, kubelet: Kubelet, postgres_server: str, tmp_path: Path
+) -> Iterator[tuple[Cluster, Path]]:
+    """The same with the last release whose workers held a Postgres role of their namespace."""
+    yield from _release(control_plane, kubelet, postgres_server, tmp_path, ROLES_RELEASE, ROLES_IMAGE)
+
+
+def _release(
+    control_plane: ControlPlane, kubelet: Kubelet, postgres_server: str, tmp_path: Path, commit: str, tag: str
+) -> Iterator[tuple[Cluster, Path]]:
+    previous = unpack_previous_release(tmp_path / "previous", "headrace", "charts/headrace", commit=commit)
     image = dataclasses.replace(HEADRACE_IMAGE, env={**HEADRACE_IMAGE.env, "PYTHONPATH": str(previous)})
-    kubelet.add_image(PREVIOUS_IMAGE, image)
+    kubelet.add_image(tag, image)
     database = f"upgrade_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(postgres_server, f"CREATE DATABASE {database}"))
     corpus = tmp_path / "corpus"
@@ -159,7 +186,7 @@ async def test_helm_upgrade_with_pending_migrations_keeps_every_document_searcha
         running = {p["metadata"]["name"] for p in pods(sh, NAMESPACE)}
         cluster.helm(
             f"helm upgrade {RELEASE} {chart_for_this_control_plane(ROOT / 'charts' / 'headrace', sh.cwd)} "
-            f"-n {NAMESPACE} {VALUES} --set image.tag=current --set database.rolePrefix={ROLE_PREFIX} --take-ownership"
+            f"-n {NAMESPACE} {VALUES} --set image.tag=current --take-ownership"
         )
         applied = await db.fetch(
             "SELECT version, applied_at FROM headrace.schema_migrations WHERE version > $1 ORDER BY 1", previous_version
@@ -279,3 +306,77 @@ def finished(cluster: Cluster, run: int) -> bool:
     now = status(cluster)
     assert now.get("phase") != "Failed" and now.get("run", 0) <= run, now
     return bool(now.get("run") == run and now.get("phase") == "Succeeded")
+
+
+async def test_helm_upgrade_from_per_namespace_roles_drops_them_and_replaces_the_running_workers(
+    roles_upgrade: tuple[Cluster, Path],
+) -> None:
+    """From the last release whose workers held a Postgres role: the upgrade drops every role it made and
+    deletes its Secret, and a run in progress goes on. Its worker does not keep working (its role is
+    gone): the new operator deletes its Job, whose pod stops, and makes this release's Job of the same
+    name, whose pods finish the run through the ingest service, every document once."""
+    cluster, previous_chart = roles_upgrade
+    sh = cluster.sh
+    sh(f"kubectl create namespace {NAMESPACE}")
+    sh(f"kubectl -n {NAMESPACE} create secret generic headrace-database --from-literal=DATABASE_URL='{cluster.dsn}'")
+    sh(f"kubectl create namespace {TEAM}")
+    take = " --take-ownership" if "NotFound" not in sh("kubectl get crd ingestionjobs.headrace.io", check=False) else ""
+    cluster.helm(
+        f"helm install {RELEASE} {previous_chart} -n {NAMESPACE} {VALUES} --set image.tag=roles"
+        f" --set database.rolePrefix={ROLE_PREFIX}{take}"
+    )
+    db = await asyncpg.connect(cluster.dsn)
+    try:
+        # A run of the roles release, its one worker stopped (SIGSTOP) as soon as it runs: a worker of
+        # the earlier release in the middle of a run, holding its namespace's role, at the upgrade.
+        sh(f"kubectl apply -f - <<'EOF'\n{CLAIM_MANIFEST}EOF")
+        cluster.kubelet.add_claim(TEAM, CLAIM, cluster.corpus)
+        sh(f"kubectl apply -f - <<'EOF'\n{ONE_WORKER_JOB}EOF")
+        cluster.wait("the roles release's worker", lambda: bool(cluster.kubelet.running(TEAM, "manual-run-1")), TEAM)
+        (worker,) = cluster.kubelet.running(TEAM, "manual-run-1")
+        worker.kill(signal.SIGSTOP)
+        assert worker.body["spec"]["containers"][0]["image"] == ROLES_IMAGE
+        secret = json.loads(sh(f"kubectl -n {TEAM} get secret {LEGACY_SECRET} -o json"))
+        role = secret["metadata"]["annotations"]["headrace.io/database-role"]
+        assert role.startswith(ROLE_PREFIX) and await roles(db) == {role, f"{ROLE_PREFIX}tenant"}
+        uid = uuid.UUID(sh(f"kubectl -n {TEAM} get ij manual -o jsonpath={{.metadata.uid}}"))
+        assert status(cluster)["phase"] == "Running"
+
+        cluster.helm(
+            f"helm upgrade {RELEASE} {chart_for_this_control_plane(ROOT / 'charts' / 'headrace', sh.cwd)} "
+            f"-n {NAMESPACE} {VALUES} --set image.tag=current --take-ownership"
+        )
+        # The roles are gone as soon as the new operator has started; the Secret once it served the job.
+        assert await roles(db) == set()
+        cluster.wait(
+            f"the roles release's Secret in {TEAM} to be deleted",
+            lambda: "NotFound" in sh(f"kubectl -n {TEAM} get secret {LEGACY_SECRET}", check=False),
+            TEAM,
+            NAMESPACE,
+        )
+        assert await db.fetchval("SELECT count(*) FROM headrace.tenants") == 0
+        # The same run, finished by this release's workers, every document once.
+        cluster.wait("run 1 to succeed", lambda: finished(cluster, 1), TEAM, NAMESPACE)
+        assert worker.deleted.is_set() and worker.process is not None and worker.process.poll() is not None
+        events = sh(
+            f"kubectl -n {TEAM} get events --field-selector reason=ReplacedJob -o jsonpath='{{.items[*].message}}'"
+        )
+        assert "Replacing worker Job manual-run-1 of run 1: its pods were made by an earlier release" in events
+        finishers = [p for p in pods(sh, TEAM) if p["metadata"]["name"].startswith("manual-run-1")]
+        assert finishers and {p["spec"]["containers"][0]["image"] for p in finishers} == {f"{IMAGE_REPOSITORY}:current"}
+        await assert_every_document_once(db, uid, cluster.corpus_files)
+        assert_run(cluster, "added")
+        assert_no_database_url(cluster, TEAM)
+    finally:
+        await db.close()
+
+
+LEGACY_SECRET = "headrace-worker-database"
+ONE_WORKER_JOB = JOB.replace("workers: {min: 1, max: 2}", "workers: {min: 1, max: 1, autoscaling: {mode: none}}")
+"""One worker, so that stopping it stops the run."""
+
+
+async def roles(db: asyncpg.Connection) -> set[str]:
+    """The roles release's Postgres roles still on the server."""
+    rows = await db.fetch("SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)", ROLE_PREFIX)
+    return {row["rolname"] for row in rows}

@@ -97,7 +97,11 @@ async def test_the_finalizer_deletes_a_job_of_fifty_thousand_documents(
     async with open_pool(dsn, min_size=1, max_size=1) as single:  # one connection: every statement is logged
         async with single.acquire() as conn:
             conn.add_query_logger(log)
-        op = Operator(pool=single, kube=KubeClient(), config=OperatorSettings(database_url=dsn, worker_image="w"))
+        op = Operator(
+            pool=single,
+            kube=KubeClient(),
+            config=OperatorSettings(database_url=dsn, worker_image="w", ingest_url="http://ingest:8081"),
+        )
         body = kopf.Body({"metadata": {"uid": str(job.uid)}, "spec": {"retention": "Delete"}})
         assert await reconcile.finalize(op, body) == "Deleted"
 
