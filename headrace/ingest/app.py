@@ -107,5 +107,5 @@ def create_app(settings: IngestSettings, pool: Pool, authenticator: WorkerAuthen
 
     app.include_router(routes.router)
     app.add_middleware(SizeLimits, max_body=settings.ingest_max_body_bytes, max_query=4096)
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestMetrics, quiet_success=True)
     return app

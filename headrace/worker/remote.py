@@ -22,6 +22,7 @@ import httpx
 from tenacity import RetryCallState
 
 from headrace.model import IngestionJobSpec
+from headrace.model.contract import INGEST_TOKEN_PATH
 from headrace.store import queue, vectors
 from headrace.store.documents import DocumentRecord, KnownDocument, Outcome, Written
 from headrace.store.jobs import JobRecord
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 A = TypeVar("A", bound=wire.Answer)
 
-DEFAULT_TOKEN_FILE = Path("/var/run/secrets/headrace.io/ingest/token")
+DEFAULT_TOKEN_FILE = Path(INGEST_TOKEN_PATH)
 
 
 class IngestRefused(Exception):

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from headrace.model.contract import WORKER_SECRETS_DIR
+from headrace.model.contract import INGEST_TOKEN_PATH, WORKER_SECRETS_DIR
 
 
 class WorkerSettings(BaseSettings):
@@ -21,7 +21,7 @@ class WorkerSettings(BaseSettings):
     `http://headrace-ingest.headrace-system.svc:8081` (`HEADRACE_INGEST_URL`, set by the operator). When
     set, the worker holds no database credential and `database_url` is not read."""
 
-    ingest_token_file: Path = Path("/var/run/secrets/headrace.io/ingest/token")
+    ingest_token_file: Path = Path(INGEST_TOKEN_PATH)
     """The pod's projected ServiceAccount token for the ingest service (`HEADRACE_INGEST_TOKEN_FILE`), read
     again for every request: the kubelet replaces it before it expires."""
 

@@ -34,6 +34,9 @@ MAX_REASON_CHARS = 16_384
 Uri = Annotated[str, Field(max_length=MAX_URI_CHARS)]
 Uris = Annotated[list[Uri], Field(max_length=MAX_URIS)]
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
+"""A task, document or chunk id (bigint)."""
+SpaceId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+"""A vector space id (integer)."""
 
 
 class Body(KubeModel):
@@ -210,7 +213,7 @@ class JobBody(Answer):
 
 
 class SpaceBody(Answer):
-    id: Id
+    id: SpaceId
     model: str
     dimensions: int
 
@@ -321,7 +324,7 @@ class DocumentBody(Body):
 
 
 class StoreRequest(Body):
-    space_id: Id | None = None
+    space_id: SpaceId | None = None
     """The vector space the documents' vectors are in (`SpaceAnswer`); None when they carry none."""
     documents: Annotated[list[DocumentBody], Field(min_length=1, max_length=MAX_DOCUMENTS)]
 
@@ -342,7 +345,7 @@ class OutcomesRequest(Body):
 
 
 class StaleRequest(Body):
-    space_id: Id | None
+    space_id: SpaceId | None
     uris: Uris = []
     archives: Uris = []
 
@@ -357,7 +360,7 @@ class StaleAnswer(Answer):
 
 
 class SpaceRequest(Body):
-    space_id: Id
+    space_id: SpaceId
 
 
 class ChunkText(Answer):
@@ -371,7 +374,7 @@ class ChunksAnswer(Answer):
 
 
 class ChunkVectorsRequest(Body):
-    space_id: Id
+    space_id: SpaceId
     chunk_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_TASKS)]
     vectors: str
     """One vector per chunk id, `encode_vectors`'s form."""

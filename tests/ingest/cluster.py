@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from headrace.kubeapi import KubeSettings
 from headrace.model import API_VERSION, KIND, PLURAL
 from headrace.operator.kube import KubeError
 from tests.kube.controlplane import ControlPlane
@@ -81,6 +82,14 @@ async def ingest_account(control_plane: ControlPlane, folder: Path) -> Path:
     token = folder / "ingest-token"
     token.write_text(await control_plane.service_account_token(namespace, "headrace-ingest"))
     return token
+
+
+async def ingest_kube_settings(control_plane: ControlPlane, folder: Path) -> KubeSettings:
+    """Where the worker API finds the API server, asking as its own ServiceAccount (`ingest_account`)."""
+    control_plane.require_controllers()
+    control_plane.install_crd()
+    token_file = await ingest_account(control_plane, folder)
+    return KubeSettings(kube_api_url=control_plane.url, kube_ca_file=control_plane.ca_file, kube_token_file=token_file)
 
 
 async def create_ingestion_job(control_plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from tests.ingest.cluster import (
     create_pod,
     create_worker,
     delete_pod,
-    ingest_account,
+    ingest_kube_settings,
     pod_of,
     request,
     resign,
@@ -50,10 +50,7 @@ class CountingKube(KubeApi):
 
 @pytest.fixture(scope="module")
 async def settings(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> KubeSettings:
-    control_plane.require_controllers()
-    control_plane.install_crd()
-    token_file = await ingest_account(control_plane, tmp_path_factory.mktemp("ingest"))
-    return KubeSettings(kube_api_url=control_plane.url, kube_ca_file=control_plane.ca_file, kube_token_file=token_file)
+    return await ingest_kube_settings(control_plane, tmp_path_factory.mktemp("ingest"))
 
 
 def authenticator(settings: KubeSettings, *, cache_seconds: float = 600) -> KubernetesWorkerAuthenticator:
