@@ -54,10 +54,12 @@ class Worker:
         return str(self.pod["metadata"]["uid"])
 
 
-async def request(control_plane: ControlPlane, method: str, path: str, body: object = None) -> Any:
+async def request(
+    control_plane: ControlPlane, method: str, path: str, body: object = None, *, content_type: str = "application/json"
+) -> Any:
     kube = control_plane.client()
     try:
-        return await kube.request(method, path, body)
+        return await kube.request(method, path, body, content_type=content_type)
     finally:
         await kube.close()
 
@@ -159,16 +161,9 @@ async def create_worker(control_plane: ControlPlane, namespace: str, name: str) 
     return Worker(namespace, ingestion_job, job, await pod_of(control_plane, job))
 
 
-async def create_pod(
-    control_plane: ControlPlane, namespace: str, name: str, *, owner: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """A pod made by the tenant itself: owned by nothing, or by what it names."""
-    metadata: dict[str, Any] = {"name": name}
-    if owner is not None:
-        metadata["ownerReferences"] = [owner]
-        if owner["kind"] == "Job":  # the labels that let the Job controller adopt it rather than release it
-            metadata["labels"] = {"controller-uid": owner["uid"], "job-name": owner["name"]}
-    body = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": POD_SPEC}
+async def create_pod(control_plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    """A pod of the tenant's own, owned by nothing."""
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": POD_SPEC}
     answer: dict[str, Any] = await request(control_plane, "POST", f"/api/v1/namespaces/{namespace}/pods", body)
     return answer
 

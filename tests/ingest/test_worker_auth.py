@@ -18,6 +18,7 @@ import pytest
 from headrace.api.auth import AuthUnavailable, Unauthenticated
 from headrace.ingest.auth import KubernetesWorkerAuthenticator, NotAWorker, WorkerIdentity, _seconds_left
 from headrace.kubeapi import KubeApi, KubeSettings
+from headrace.operator.kube import MERGE_PATCH
 from tests.ingest.cluster import (
     AUDIENCE,
     TOKEN_SECONDS,
@@ -160,9 +161,17 @@ async def test_a_job_naming_another_namespaces_ingestionjob_as_its_owner_is_refu
     )
     victim = await create_ingestion_job(control_plane, team_b, "docs")
     await create_ingestion_job(control_plane, team_a, "docs")
-    job = await create_job(control_plane, team_a, "docs-worker", owner=controller_of(victim))
-    pod = await create_pod(control_plane, team_a, "forged", owner=controller_of(job))
+    job = await create_job(control_plane, team_a, "docs-worker", owner=None)
+    pod = await pod_of(control_plane, job)
     forged = await token(control_plane, team_a, pod=pod, audiences=[AUDIENCE])
+    # Only now the forged owner: the garbage collector may delete the Job and pod from here on.
+    await request(
+        control_plane,
+        "PATCH",
+        f"/apis/batch/v1/namespaces/{team_a}/jobs/docs-worker",
+        {"metadata": {"ownerReferences": [controller_of(victim)]}},
+        content_type=MERGE_PATCH,
+    )
     with pytest.raises((NotAWorker, Unauthenticated)):
         await auth.identify(forged)
 
