@@ -270,6 +270,7 @@ async def profile_worker(admin: str, name: str, data: Corpus, path: Path) -> Non
     from headrace.local import local_uid
     from headrace.store import jobs, migrate
     from headrace.worker.loop import Worker
+    from headrace.worker.store import DirectStore
 
     job = manifest(data)
     async with common.fresh_database(admin, name) as dsn:
@@ -282,7 +283,7 @@ async def profile_worker(admin: str, name: str, data: Corpus, path: Path) -> Non
             await jobs.start_run(pool, record, reason="profile")
             profiler = Profiler(async_mode="enabled")
             profiler.start()
-            await Worker(pool, record.uid, volume_root=data.root.parent).run()
+            await Worker(DirectStore(pool, record.uid), volume_root=data.root.parent).run()
             profiler.stop()
         finally:
             await pool.close()

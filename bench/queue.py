@@ -31,6 +31,7 @@ from headrace.model import IngestionJobSpec
 from headrace.store import jobs, migrate, queue
 from headrace.store.db import Pool, create_pool
 from headrace.worker.leases import Holding, prefetch_limit
+from headrace.worker.store import DirectStore
 
 SYSTEMS = ("headrace", "pgqueuer", "procrastinate")
 PEERS = ("pgqueuer", "procrastinate")
@@ -106,7 +107,7 @@ async def _headrace_drain(pool: Pool, uid: uuid.UUID, consumers: int, *, lease_s
     prefetch = prefetch_limit(IngestionJobSpec.model_validate({"source": {"volume": {"path": "."}}}).workers.batch_size)
 
     async def consume(name: str) -> None:
-        holding = Holding(pool, uid, worker=name, lease_seconds=lease_seconds, prefetch=prefetch)
+        holding = Holding(DirectStore(pool, uid), worker=name, lease_seconds=lease_seconds, prefetch=prefetch)
         beat = asyncio.create_task(holding.beat_forever())
         try:
             while await holding.lease() or holding.queued:

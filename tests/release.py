@@ -14,12 +14,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PREVIOUS_RELEASE = "50c854a4e9a7541e89e2b9ae186dde2999244571"
+ROLES_RELEASE = "93a3526e96c0d79ea23cfd93197415555f916124"
+"""The last commit whose workers held a Postgres role of their namespace (`database.tenantCredentials`),
+before the ingest service: the upgrade that must drop those roles and Secrets."""
 
 
-def unpack_previous_release(folder: Path, *paths: str) -> Path:
-    """`paths` (e.g. `headrace`, `charts/headrace`) as they were at PREVIOUS_RELEASE, under `folder`."""
+def unpack_previous_release(folder: Path, *paths: str, commit: str = PREVIOUS_RELEASE) -> Path:
+    """`paths` (e.g. `headrace`, `charts/headrace`) as they were at `commit` (PREVIOUS_RELEASE), under `folder`."""
     done = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", PREVIOUS_RELEASE, *paths],
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit, *paths],
         capture_output=True,
         check=False,
     )

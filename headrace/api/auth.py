@@ -9,18 +9,13 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import ssl
-import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
-
-import httpx
+from typing import Any, Protocol
 
 from headrace.api.problems import ProblemError
 from headrace.api.settings import ApiSettings
+from headrace.kubeapi import KubeApi, KubeUnavailable, Singleflight, TtlCache
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +24,6 @@ RESOURCE = "ingestionjobs"
 VERB = "get"
 TOKEN_REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"
 ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -58,30 +50,6 @@ class Forbidden(ProblemError):
 class AuthUnavailable(ProblemError):
     def __init__(self, detail: str) -> None:
         super().__init__(503, detail, headers={"Retry-After": "5"})
-
-
-class TtlCache(Generic[K, V]):
-    """A small LRU map whose entries expire; enough for a few thousand callers."""
-
-    def __init__(self, ttl: float, *, size: int = 4096) -> None:
-        self.ttl, self.size = ttl, size
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] < time.monotonic():
-            self._entries.pop(key, None)
-            return None
-        self._entries.move_to_end(key)
-        return entry[1]
-
-    def put(self, key: K, value: V) -> None:
-        if self.ttl <= 0:
-            return
-        self._entries[key] = (time.monotonic() + self.ttl, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
 
 
 Admit = Callable[[], None]
@@ -151,78 +119,37 @@ class KubernetesAuthenticator:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        kube: KubeApi,
         *,
-        own_token_file: Path,
         cache_seconds: float,
         audiences: list[str] | None = None,
         cache_size: int = 4096,
     ) -> None:
-        self._client = client
-        self._own_token_file = own_token_file
-        self._own_token: tuple[float, str] | None = None
+        self._kube = kube
         self._audiences = audiences or []
         self._identities: TtlCache[str, Principal] = TtlCache(cache_seconds, size=cache_size)
         # Rejected tokens are remembered apart, so a flood of random tokens can only evict other
         # rejected tokens, never push a valid caller's identity out (and make them pay a review again).
         self._rejected: TtlCache[str, bool] = TtlCache(cache_seconds, size=cache_size)
         self._decisions: TtlCache[tuple[str, str, tuple[str, ...], str], bool] = TtlCache(cache_seconds, size=16384)
-        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
+        self._once = Singleflight()
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> "KubernetesAuthenticator":
-        url = settings.kubernetes_url()
-        verify: ssl.SSLContext | bool = True
-        if url.startswith("https://") and settings.kube_ca_file.exists():
-            verify = ssl.create_default_context(cafile=str(settings.kube_ca_file))
-        client = httpx.AsyncClient(base_url=url, verify=verify, timeout=httpx.Timeout(5.0))
         return cls(
-            client,
-            own_token_file=settings.kube_token_file,
+            KubeApi.from_settings(settings),
             cache_seconds=settings.auth_cache_seconds,
             audiences=settings.auth_audiences,
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
-
-    def _credentials(self) -> dict[str, str]:
-        # Projected ServiceAccount tokens rotate: re-read the file every minute.
-        now = time.monotonic()
-        if self._own_token is None or self._own_token[0] < now:
-            self._own_token = (now + 60, self._own_token_file.read_text().strip())
-        return {"Authorization": f"Bearer {self._own_token[1]}"}
+        await self._kube.aclose()
 
     async def _review(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            response = await self._client.post(path, json=body, headers=await asyncio.to_thread(self._credentials))
-        except (httpx.HTTPError, OSError) as exc:
-            log.warning("Failed review", extra={"path": path, "error": str(exc)})
-            raise AuthUnavailable("the Kubernetes API server could not be asked; retry shortly") from exc
-        if response.status_code != 201 and response.status_code != 200:
-            log.warning("Failed review", extra={"path": path, "status": response.status_code})
-            raise AuthUnavailable(f"the Kubernetes API server refused a review ({response.status_code})")
-        result: dict[str, Any] = response.json()
-        return result
-
-    async def _once(self, key: Hashable, work: Callable[[], Awaitable[Any]]) -> Any:
-        """Run `work` once for all concurrent callers asking the same question; each gets its answer or error.
-
-        A burst of requests with a token not yet cached then costs one review, not one per request.
-        """
-        pending = self._inflight.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(work())
-            self._inflight[key] = pending
-
-            def forget(done: "asyncio.Future[Any]") -> None:
-                self._inflight.pop(key, None)
-                if not done.cancelled():
-                    done.exception()  # retrieved here, so an answer nobody waits for any more is not logged
-
-            pending.add_done_callback(forget)
-        # Shielded: one caller going away must not cancel the review the others wait for.
-        return await asyncio.shield(pending)
+            return await self._kube.create(path, body)
+        except KubeUnavailable as exc:
+            raise AuthUnavailable(f"{exc}; retry shortly") from exc
 
     async def authenticate(self, token: str | None, *, admit: Admit = _admit_all) -> Principal:
         if not token:
@@ -234,7 +161,7 @@ class KubernetesAuthenticator:
         # Unknown or rejected: the caller's address pays before the API server is asked anything.
         admit()
         if self._rejected.get(key) is None:
-            found: Principal | None = await self._once(("token", key), lambda: self._review_token(key, token))
+            found: Principal | None = await self._once.run(("token", key), lambda: self._review_token(key, token))
             if found is not None:
                 return found
         raise Unauthenticated("the bearer token was not accepted by the cluster")
@@ -265,7 +192,7 @@ class KubernetesAuthenticator:
         key = (principal.name, principal.uid, principal.groups, namespace)
         allowed = self._decisions.get(key)
         if allowed is None:
-            allowed = await self._once(("access", *key), lambda: self._review_access(key, principal, namespace))
+            allowed = await self._once.run(("access", *key), lambda: self._review_access(key, principal, namespace))
         return bool(allowed)
 
     async def _review_access(

@@ -192,14 +192,17 @@ async def serving(pool: Pool, *, host: str, port: int | None, refresh_seconds: f
 
 
 # Probes and scrapes come every few seconds: counted, but not logged.
-_QUIET_ROUTES = frozenset({"/healthz", "/readyz"})
+_QUIET_ROUTES = frozenset({"/healthz", "/livez", "/readyz"})
 
 
 class RequestMetrics:
-    """ASGI middleware counting requests by route template (never the raw path) and status, and logging them."""
+    """ASGI middleware counting requests by route template (never the raw path) and status, and logging them
+    (with `quiet_success`, a request answered below 400 at DEBUG only: the worker API's callers are
+    programs making many requests a second, whose failures are the news)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, quiet_success: bool = False) -> None:
         self.app = app
+        self.quiet_success = quiet_success
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -223,7 +226,8 @@ class RequestMetrics:
             REQUESTS.labels(scope["method"], template, str(status)).inc()
             REQUEST_SECONDS.labels(scope["method"], template).observe(elapsed)
             if template not in _QUIET_ROUTES:
-                log.info(
+                log.log(
+                    logging.DEBUG if self.quiet_success and status < 400 else logging.INFO,
                     "Served request",
                     extra={
                         "method": scope["method"],

@@ -1,18 +1,16 @@
 """API settings from the environment (prefix `HEADRACE_`), validated once at startup."""
 
 import ipaddress
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from headrace.kubeapi import KubeSettings
 from headrace.store.search import DEFAULT_RANKED_MATCHES
 
 AuthMode = Literal["kubernetes", "token", "none"]
-
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 def is_loopback(host: str) -> bool:
@@ -25,7 +23,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(KubeSettings):
     """Everything `headrace api` can be told. Field `x_y` is read from `HEADRACE_X_Y`.
 
     Names avoid `HEADRACE_PORT` and `HEADRACE_API_PORT`: Kubernetes injects variables of that
@@ -71,15 +69,6 @@ class ApiSettings(BaseSettings):
 
     auth_audiences: list[str] = []
     """Audiences a token must be issued for (TokenReview `spec.audiences`); empty means the API server's."""
-
-    kube_api_url: str | None = None
-    """Kubernetes API server; defaults to the in-cluster address from KUBERNETES_SERVICE_HOST/PORT."""
-
-    kube_token_file: Path = SERVICE_ACCOUNT_DIR / "token"
-    """This pod's ServiceAccount token, sent with TokenReviews and SubjectAccessReviews."""
-
-    kube_ca_file: Path = SERVICE_ACCOUNT_DIR / "ca.crt"
-    """CA bundle that signs the API server's certificate."""
 
     rate_limit_per_second: Annotated[float, Field(ge=0)] = 20.0
     """Sustained requests per second per principal; 0 turns rate limiting off."""
@@ -140,14 +129,3 @@ class ApiSettings(BaseSettings):
         if self.auth_mode == "token" and not (self.auth_token or self.auth_token_file):
             raise ValueError("auth mode 'token' needs HEADRACE_AUTH_TOKEN or HEADRACE_AUTH_TOKEN_FILE")
         return self
-
-    def kubernetes_url(self) -> str:
-        """The API server to send reviews to."""
-        if self.kube_api_url:
-            return self.kube_api_url.rstrip("/")
-        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        if not host:
-            raise ValueError("auth mode 'kubernetes' outside a cluster needs HEADRACE_KUBE_API_URL")
-        if ":" in host:
-            host = f"[{host}]"
-        return f"https://{host}:{port}"

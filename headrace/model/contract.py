@@ -21,9 +21,21 @@ WORKER_METRICS_PORT = 9090
 WORKER_METRICS_PORT_NAME = "metrics"
 METRICS_PORT_ENV = "HEADRACE_METRICS_PORT"
 
-# The database URL reaches every pod as this variable, from the Secret the chart names.
+# The database URL reaches the release's own pods (operator, API, ingest service, migrations) as this
+# variable, from the Secret the chart names. Worker pods never get it: they call the ingest service.
 DATABASE_URL_ENV = "DATABASE_URL"
 DATABASE_URL_KEY = "DATABASE_URL"
+
+# Worker pods reach Headrace's ingest service at INGEST_URL_ENV and prove who they are with a projected
+# ServiceAccount token of audience INGEST_AUDIENCE, bound to the pod and valid INGEST_TOKEN_SECONDS
+# (the kubelet replaces it before it expires), mounted at INGEST_TOKEN_PATH (env INGEST_TOKEN_FILE_ENV
+# overrides where the worker reads it).
+INGEST_URL_ENV = "HEADRACE_INGEST_URL"
+INGEST_AUDIENCE = "headrace-ingest"
+INGEST_TOKEN_DIR = "/var/run/secrets/headrace.io/ingest"
+INGEST_TOKEN_PATH = f"{INGEST_TOKEN_DIR}/token"
+INGEST_TOKEN_FILE_ENV = "HEADRACE_INGEST_TOKEN_FILE"
+INGEST_TOKEN_SECONDS = 600
 
 # A worker stopped by SIGTERM with work left exits with this code, so a Job neither counts the
 # pod as a completion nor (with a podFailurePolicy rule ignoring it) against backoffLimit. Kubernetes

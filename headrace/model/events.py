@@ -33,6 +33,8 @@ class Reason(StrEnum):
     RUN_SUSPENDED = "RunSuspended"
     RUN_RESUMED = "RunResumed"
     CREATED_JOB = "CreatedJob"
+    REPLACED_JOB = "ReplacedJob"
+    """A worker Job of an earlier release, whose pods cannot reach the ingest service, was deleted to be made anew."""
     CREATED_HPA = "CreatedHorizontalPodAutoscaler"
     INVALID_SPEC = "InvalidSpec"
     NAME_CONFLICT = "NameConflict"
@@ -51,7 +53,6 @@ class Reason(StrEnum):
     EMBEDDINGS_DISABLED = "Disabled"
     VECTOR_EXTENSION_MISSING = "VectorExtensionMissing"
     VECTORS_STORED = "VectorsStored"
-    SHARED_DATABASE_CREDENTIAL = "SharedDatabaseCredential"
 
 
 STORE_RECORDED: frozenset[Reason] = frozenset(

@@ -23,8 +23,8 @@ class Condition(KubeModel):
     """Ready: the job's objects exist and its spec is valid. Progressing: a run is under way.
     Succeeded: the last run finished. Failed: the last run failed. EmbeddingsReady: chunks get
     vectors for semantic search (False when the database lacks the pgvector extension).
-    TenantIsolated (present only when False): the installation gives workers a database credential
-    shared by every namespace."""
+    TenantIsolated: set only by earlier releases (workers holding a shared database credential), and
+    removed by this one."""
 
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""

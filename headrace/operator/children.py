@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from headrace.model import IngestionJob
+from headrace.model.contract import INGEST_URL_ENV
 from headrace.model.events import Reason
 from headrace.operator import status as st
 from headrace.operator.config import OperatorSettings
@@ -100,8 +101,8 @@ async def _ensure_worker_job(
         run=run,
         image=config.worker_image,
         pods=config.worker_pods(),
-        database_secret=config.worker_database_secret,
-        database_secret_key=config.database_secret_key,
+        ingest_url=config.ingest_url,
+        ingest_audience=config.ingest_audience,
         backoff_limit=config.backoff_limit,
         ttl_seconds_after_finished=config.ttl_seconds_after_finished,
     )
@@ -118,6 +119,8 @@ async def _ensure_worker_job(
     if not owned_by(worker_job, job.metadata.uid):
         log.warning("Found foreign Job", extra={"namespace": namespace, "job": name})
         return None, [], _conflict("Job", name)
+    if not created and _ingest_url(worker_job) != _ingest_url(manifest):
+        return None, await _replace(kube, worker_job, run), None
     events = []
     fields = {"namespace": namespace, "job": name, "parallelism": manifest["spec"]["parallelism"]}
     if created:
@@ -128,6 +131,36 @@ async def _ensure_worker_job(
         worker_job = patched or worker_job
         log.info("Scaled Job", extra=fields)
     return worker_job, events, None
+
+
+def _ingest_url(worker_job: dict[str, Any]) -> str | None:
+    """Where the Job's pods reach the ingest service; None for a Job of a release whose pods held a
+    database URL instead."""
+    containers = worker_job.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}]
+    return next((var.get("value") for var in containers[0].get("env") or [] if var.get("name") == INGEST_URL_ENV), None)
+
+
+async def _replace(kube: KubeClient, worker_job: dict[str, Any], run: int) -> list[st.Event]:
+    """Delete a worker Job whose pods cannot reach the ingest service (made by an earlier release, or
+    before the service moved); the next reconcile creates this release's Job of the same name.
+
+    A pod template cannot be changed in place. Its pods get SIGTERM: each hands its task back and exits,
+    as when a Job is scaled down, and the run goes on with the new Job's pods (leases make any task a
+    stopped pod held safe to lease again)."""
+    metadata = worker_job["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
+    try:
+        # A precondition on its uid: the server answers 409 if the name now belongs to another object.
+        deleted = await kube.delete(JOBS, namespace, name, uid=metadata.get("uid"))
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+        deleted = False
+    if not deleted:
+        return []
+    log.info("Deleted Job", extra={"namespace": namespace, "job": name, "why": "made for an earlier release"})
+    message = f"Replacing worker Job {name} of run {run}: its pods were made by an earlier release"
+    return [st.Event("Normal", Reason.REPLACED_JOB, message)]
 
 
 async def _retire(kube: KubeClient, job: IngestionJob, name: str) -> None:

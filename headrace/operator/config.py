@@ -1,19 +1,17 @@
 """What the operator is told at start, from `HEADRACE_*` environment variables (the chart sets them) or
 keyword arguments (the CLI's flags, tests): one pydantic-settings class, like the API's `ApiSettings`."""
 
-from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from headrace.model import Resources
-from headrace.model.contract import DATABASE_URL_KEY
+from headrace.model.contract import INGEST_AUDIENCE
 from headrace.operator.resources.job import PullPolicy, WorkerPodSettings
-from headrace.store.tenants import DEFAULT_ROLE_PREFIX, check_prefix
 
 SpaceSeparated = Annotated[list[str], NoDecode]
-TenantCredentials = Literal["roles", "shared"]
 
 
 class OperatorSettings(BaseSettings):
@@ -35,30 +33,13 @@ class OperatorSettings(BaseSettings):
     liveness: str | None = None
     """Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz."""
 
-    tenant_credentials: TenantCredentials = "roles"
-    """How workers reach Postgres. `roles`: the operator creates a Postgres role per namespace, confined to
-    that namespace's rows by row-level security, and writes its URL into `worker_credentials_secret` in the
-    namespace (the owner URL never leaves the operator). `shared`: workers read the installation's own URL
-    from `database_secret`, which you copy into each namespace, for a Postgres where the operator's role
-    may not create roles; every job then carries a TenantIsolated=False condition (docs/security.md)."""
+    ingest_url: str
+    """Where worker pods reach the ingest service, e.g. http://headrace-ingest.headrace.svc:8081 (the chart
+    sets it). Workers hold no database credential: every write they make goes through it."""
 
-    worker_credentials_secret: str = "headrace-worker-database"
-    """Secret the operator writes into each IngestionJob's namespace in `roles` mode."""
-
-    tenant_role_prefix: str = DEFAULT_ROLE_PREFIX
-    """Prefix of the Postgres roles the operator creates (`<prefix>tenant`, `<prefix>ns_<namespace uid>`).
-    Roles are shared by every database of a Postgres server: give each installation on one server its own."""
-
-    tenant_password_max_age_hours: Annotated[float, Field(ge=0)] = 168.0
-    """Hours after which a namespace's password is replaced, once none of the namespace's runs is unfinished;
-    0 rotates only when the Secret is lost or the namespace's jobs were all deleted."""
-
-    database_secret: str = "headrace-database"
-    """Secret, in each IngestionJob's namespace, whose `database_secret_key` the workers get as DATABASE_URL
-    in `shared` mode."""
-
-    database_secret_key: str = DATABASE_URL_KEY
-    """Key of the database URL in `database_secret` (`shared` mode)."""
+    ingest_audience: str = INGEST_AUDIENCE
+    """Audience of the projected ServiceAccount token worker pods present to the ingest service; it must be
+    the one the service accepts (its own `ingest_audience`)."""
 
     worker_image_pull_policy: PullPolicy = "IfNotPresent"
     """imagePullPolicy of the worker container."""
@@ -121,6 +102,14 @@ class OperatorSettings(BaseSettings):
             for key, amounts in value.items()
         }
 
+    @field_validator("ingest_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
+
     @model_validator(mode="after")
     def _pods_are_restricted(self) -> "OperatorSettings":
         self.worker_pods()  # refuses settings whose pods would break Pod Security "restricted"
@@ -141,20 +130,3 @@ class OperatorSettings(BaseSettings):
             service_account=self.worker_service_account or None,
             **given,
         )
-
-    @field_validator("tenant_role_prefix")
-    @classmethod
-    def _usable_prefix(cls, value: str) -> str:
-        check_prefix(value)
-        return value
-
-    @property
-    def worker_database_secret(self) -> str:
-        """The Secret, in each IngestionJob's namespace, that the workers read their database URL from."""
-        return self.worker_credentials_secret if self.tenant_credentials == "roles" else self.database_secret
-
-    @property
-    def tenant_password_max_age(self) -> timedelta | None:
-        """`tenant_password_max_age_hours` as a duration; None when passwords are not rotated on age."""
-        hours = self.tenant_password_max_age_hours
-        return timedelta(hours=hours) if hours else None

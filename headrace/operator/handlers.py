@@ -17,7 +17,6 @@ from headrace.operator.status import Event
 from headrace.redaction import redact
 from headrace.store.db import close_pool
 from headrace.store.outage import ride_out
-from headrace.store.tenants import MissingPrivilege
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 
@@ -37,10 +36,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings)
-        try:
-            memo["operator"] = await open_operator(config)
-        except MissingPrivilege as exc:
-            raise kopf.PermanentError(str(exc)) from None
+        memo["operator"] = await open_operator(config)
         if config.metrics_port is not None:
             memo["stop_metrics"] = metrics.serve(config.metrics_port)
         memo["statistics"] = asyncio.create_task(reconcile.build_statistics_forever(memo["operator"]))

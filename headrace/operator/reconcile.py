@@ -15,7 +15,6 @@ the Events to post; none of them touches what the IngestionJob does not own (`ch
 import asyncio
 import logging
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,30 +36,22 @@ from headrace.model.run import RunState
 from headrace.operator import status as st
 from headrace.operator.children import Children, ensure_children
 from headrace.operator.config import OperatorSettings
-from headrace.operator.kube import NAMESPACES, RETRY_DELAY, SECRETS, STRATEGIC_MERGE_PATCH, KubeClient
+from headrace.operator.kube import NAMESPACES, RETRY_DELAY, SECRETS, KubeClient, KubeError
 from headrace.operator.resources.job import InvalidSpec, check_cluster_spec, job_name, parallelism
 from headrace.operator.resources.labels import selector
-from headrace.operator.resources.secret import build_worker_secret, secret_owner
-from headrace.store import documents, jobs, lexicon, queue, runs, tenants, vectors
+from headrace.store import documents, jobs, legacy_roles, lexicon, queue, runs, vectors
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord, UnknownTextSearchConfig
+from headrace.store.legacy_roles import LegacySecret
 from headrace.store.outage import ride_out
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class CredentialBatch:
-    """IngestionJobs of one namespace waiting to be owners of its credential Secret.
-
-    The first of them to get the namespace's lock writes the Secret for all that joined by then (one read,
-    one database transaction, one patch) and hands them the outcome, as a database group-commits: a burst
-    of a namespace's jobs costs a few writes instead of three API calls each, one after the other.
-    """
-
-    jobs: list[IngestionJob] = field(default_factory=list)
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    taken: bool = False
+LEGACY_WORKER_SECRET = "headrace-worker-database"
+"""The Secret releases with per-namespace database roles wrote into each IngestionJob's namespace (the
+chart's RBAC lets the operator get and delete this name only)."""
+LEGACY_ROLE_ANNOTATION = "headrace.io/database-role"
+"""Set by those releases on that Secret, naming the database role whose URL it held."""
 
 
 @dataclass(frozen=True)
@@ -70,10 +61,9 @@ class Operator:
     pool: Pool
     kube: KubeClient
     config: OperatorSettings
-    credential_locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
-    """One per namespace: two jobs of a namespace handled at once must not both write its Secret."""
-    credential_batches: dict[tuple[str, uuid.UUID], CredentialBatch] = field(default_factory=dict)
-    """Per namespace (name and UID), the batch that jobs arriving now join (`CredentialBatch`)."""
+    legacy_secrets: dict[uuid.UUID, LegacySecret] = field(default_factory=dict)
+    """Namespaces (by UID) that may still hold the worker database Secret of an earlier release, removed
+    by the first job of each served after the upgrade (`_remove_legacy_secret`)."""
     namespace_lookups: dict[str, asyncio.Future[uuid.UUID | Exception]] = field(default_factory=dict)
     """Namespace UID lookups in flight: jobs of a namespace handled at once share one request."""
     seen: dict[str, bool] = field(default_factory=dict)
@@ -133,14 +123,10 @@ def check_secret_refs(job: IngestionJob, config: OperatorSettings) -> None:
     """Refuse a Secret reference that names one of Headrace's own Secrets in the namespace.
 
     A referenced Secret is mounted into the workers and its values are sent to an endpoint the spec
-    chooses, so naming the workers' database credential (or the image pull Secrets) would hand it to
-    whoever runs that endpoint. Any other Secret of the namespace may be named: whoever may create an
-    IngestionJob may read the namespace's Secrets anyway (docs/security.md, "Secrets")."""
-    own = {
-        config.worker_credentials_secret: "the workers' database credential",
-        config.database_secret: "the database URL of shared-credential mode",
-        **{name: "a Secret the worker image is pulled with" for name in config.worker_image_pull_secrets},
-    }
+    chooses, so naming the image pull Secrets would hand them to whoever runs that endpoint. Any other
+    Secret of the namespace may be named: whoever may create an IngestionJob may read the namespace's
+    Secrets anyway (docs/security.md, "Secrets")."""
+    own = {name: "a Secret the worker image is pulled with" for name in config.worker_image_pull_secrets}
     spec = job.spec
     refs = (
         ("spec.source.http.headersSecretRef.name", spec.source.http.headers_secret_ref if spec.source.http else None),
@@ -188,7 +174,7 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
         log.info(
             "Adopted retained data", extra={"namespace": job.metadata.namespace, "ingestionjob": job.metadata.name}
         )
-    await _ensure_credentials(op, job, namespace_uid, now=now)
+    await _remove_legacy_secret(op, job.metadata.namespace, namespace_uid)
     if adopted is not None:
         reason = f"adopted the data of uid {adopted}"
     else:
@@ -233,8 +219,6 @@ async def _observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: dat
     fields: dict[str, Any] = {}
     state = await jobs.run_state(op.pool, record.uid, run)
     if _schedule_due(job, state, now=now):
-        if record.namespace_uid is not None:
-            await _ensure_credentials(op, job, record.namespace_uid, now=now)
         reason = f"schedule {job.spec.schedule}"
         run = await jobs.start_run(op.pool, record, reason=reason)
         fields["last_schedule_time"] = now
@@ -269,7 +253,6 @@ async def _failures_summary(op: Operator, uid: uuid.UUID, run: int) -> list[st.E
 async def finalize(op: Operator, body: kopf.Body) -> str:
     """Apply spec.retention to the job's data; returns what was done."""
     uid = uuid.UUID(body.metadata.uid)
-    record = await jobs.get_job(op.pool, uid)
     # Read the raw field: a spec invalid in other ways still says what to do with its data.
     if body.spec.get("retention") == "Delete":
         await jobs.delete_job_data(op.pool, uid)
@@ -277,18 +260,12 @@ async def finalize(op: Operator, body: kopf.Body) -> str:
     else:
         await jobs.retain_job_data(op.pool, uid)
         outcome = "Retained"
-    if op.config.tenant_credentials == "roles" and record is not None and record.namespace_uid is not None:
-        # The namespace's last job gone: its credential (which anyone there could have copied) stops working.
-        prefix = op.config.tenant_role_prefix
-        disabled = await tenants.disable(op.pool, namespace_uid=record.namespace_uid, prefix=prefix)
-        if disabled:
-            log.info("Disabled database role", extra={"namespace": body.metadata.namespace})
     return outcome
 
 
 async def namespace_changed(op: Operator, *, name: str, uid: str, deleted: bool) -> None:
     """A namespace appeared (or was listed at start) or was deleted: data of a former namespace of its name,
-    or of the deleted one, stops being served, and the deleted one's database role stops logging in.
+    or of the deleted one, stops being served.
 
     Finalizers normally do this job by job; this covers IngestionJobs whose finalizer was bypassed, before
     anyone in a re-created namespace of the same name can search.
@@ -296,8 +273,6 @@ async def namespace_changed(op: Operator, *, name: str, uid: str, deleted: bool)
     namespace_uid = uuid.UUID(uid)
     if deleted:
         retired = await jobs.retire_namespace(op.pool, namespace_uid)
-        if op.config.tenant_credentials == "roles":
-            await tenants.disable(op.pool, namespace_uid=namespace_uid, prefix=op.config.tenant_role_prefix)
     else:
         retired = await jobs.retire_former_namespaces(op.pool, namespace=name, namespace_uid=namespace_uid)
     if retired:
@@ -305,7 +280,7 @@ async def namespace_changed(op: Operator, *, name: str, uid: str, deleted: bool)
 
 
 async def _namespace_uid(op: Operator, namespace: str) -> uuid.UUID:
-    """The UID of the namespace as it is now: the identity its stored data and its database role go by.
+    """The UID of the namespace as it is now: the identity its stored data goes by.
 
     Jobs of a namespace that ask while a lookup is in flight share its answer: it is no older than their
     own request would be, and a burst of jobs costs one request instead of one each. Nothing is cached.
@@ -340,78 +315,28 @@ async def _look_up_namespace(op: Operator, namespace: str) -> uuid.UUID | Except
     return uuid.UUID(uid)
 
 
-async def _ensure_credentials(op: Operator, job: IngestionJob, namespace_uid: uuid.UUID, *, now: datetime) -> None:
-    """In `roles` mode, make the namespace's database role and its Secret exist, with this job among the
-    Secret's owners; rotate the password when it is due. Nothing in `shared` mode.
+async def _remove_legacy_secret(op: Operator, namespace: str, namespace_uid: uuid.UUID) -> None:
+    """Delete the namespace's worker database Secret of an earlier release, once: its role is dropped
+    already, but a Secret holding a database URL has no business in a tenant's namespace.
 
-    The job joins its namespace's `CredentialBatch`; whichever job of the batch gets the lock first writes
-    for all of them, and each returns (or raises) with the batch's outcome.
-    """
-    if op.config.tenant_credentials != "roles":
+    Only a Secret of the legacy name that carries the role annotation that release wrote (naming the
+    role it held) is deleted, and only that object (a uid precondition): a Secret of the same name that
+    someone else made is left alone."""
+    legacy = op.legacy_secrets.get(namespace_uid)
+    if legacy is None:
         return
-    key = (job.metadata.namespace, namespace_uid)
-    batch = op.credential_batches.get(key)
-    if batch is None:
-        batch = op.credential_batches[key] = CredentialBatch()
-    batch.jobs.append(job)
-    async with op.credential_locks[job.metadata.namespace]:
-        if not batch.taken:
-            batch.taken = True
-            del op.credential_batches[key]  # jobs arriving from now on form the next batch
-            try:
-                await _write_credentials(op, batch.jobs, namespace_uid, now=now)
-            except Exception as exc:
-                batch.done.set_exception(exc)
-            except BaseException:  # cancelled: the others try again soon
-                batch.done.set_exception(kopf.TemporaryError("the credential Secret was not written", delay=1))
-                batch.done.exception()
+    name = LEGACY_WORKER_SECRET
+    found = await op.kube.get(SECRETS, namespace, name)
+    annotations = (found or {}).get("metadata", {}).get("annotations") or {}
+    if found is not None and annotations.get(LEGACY_ROLE_ANNOTATION) == legacy.role:
+        try:
+            if await op.kube.delete(SECRETS, namespace, name, uid=found["metadata"].get("uid")):
+                log.info("Deleted Secret", extra={"namespace": namespace, "secret": name, "why": "a database URL"})
+        except KubeError as exc:
+            if exc.status != 409:  # 409: replaced meanwhile by someone else's; not ours
                 raise
-            else:
-                batch.done.set_result(None)
-    # Shielded: a waiter's handler being cancelled must not cancel the outcome the others wait for.
-    await asyncio.shield(batch.done)
-
-
-async def _write_credentials(
-    op: Operator, owners: list[IngestionJob], namespace_uid: uuid.UUID, *, now: datetime
-) -> None:
-    config = op.config
-    job = owners[0]
-    namespace, name = job.metadata.namespace, config.worker_credentials_secret
-    existing = await op.kube.get(SECRETS, namespace, name)
-    credential = await tenants.ensure_credential(
-        op.pool,
-        namespace=namespace,
-        namespace_uid=namespace_uid,
-        prefix=config.tenant_role_prefix,
-        rotate_after=config.tenant_password_max_age,
-        force=existing is None,  # the password lives only in the Secret: a lost Secret means a new one
-        now=now,
-    )
-    if credential is None:
-        assert existing is not None  # without a Secret, ensure_credential always makes a new password
-        present = {ref.get("uid") for ref in existing["metadata"].get("ownerReferences") or []}
-        missing = {job.metadata.uid: secret_owner(job) for job in owners if job.metadata.uid not in present}
-        if missing:
-            # Strategic merge adds them beside the present ones (ownerReferences merge by uid).
-            patch = {"metadata": {"ownerReferences": list(missing.values())}}
-            await op.kube.patch(SECRETS, namespace, name, patch, STRATEGIC_MERGE_PATCH)
-        return
-    manifest = build_worker_secret(
-        owners,
-        name=name,
-        database_url=credential.url(config.database_url.get_secret_value()),
-        role=credential.role,
-        rotated_at=now,
-    )
-    if existing is None:
-        _, created = await op.kube.ensure(SECRETS, manifest)
-        if created:
-            log.info("Created Secret", extra={"namespace": namespace, "secret": name, "role": credential.role})
-            return
-    update = {key: manifest["metadata"][key] for key in ("labels", "annotations", "ownerReferences")}
-    await op.kube.patch(SECRETS, namespace, name, {"metadata": update, "data": manifest["data"]}, STRATEGIC_MERGE_PATCH)
-    log.info("Rotated database password", extra={"namespace": namespace, "secret": name, "role": credential.role})
+    await legacy_roles.forget(op.pool, namespace_uid)
+    op.legacy_secrets.pop(namespace_uid, None)
 
 
 async def _refuse(
@@ -472,7 +397,7 @@ async def _converge(
     has_vectors = await _vectors_available(op)
     embedding = job.spec.embedding
     if has_vectors and embedding.enabled and embedding.model_name is not None and embedding.dimensions is not None:
-        # Before the workers start: their tenant roles may read a space but not create it.
+        # Before the workers start, so that no two of them race to create it.
         await vectors.space_for(op.pool, embedding.model_name, embedding.dimensions)
     # This run's objects were made before when the status already reports the run (a later generation or a
     # timer tick): read them first. A job's first reconcile, or a new run, creates them.
@@ -502,7 +427,6 @@ async def _converge(
         state=state,
         workers=_workers(job, children),
         problem=children.problem,
-        shared_credentials=op.config.tenant_credentials == "shared",
         vectors_available=has_vectors,
         now=now,
         **fields,

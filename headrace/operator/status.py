@@ -23,7 +23,8 @@ from headrace.redaction import redact
 ConditionType = Literal["Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady", "TenantIsolated"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 CONDITION_TYPES: tuple[ConditionType, ...] = ("Ready", "Progressing", "Succeeded", "Failed", "EmbeddingsReady")
-# Present only while observed: TenantIsolated=False warns that the installation runs with shared credentials.
+# Present only while observed. TenantIsolated=False warned of the shared-credential mode of earlier
+# releases; nothing observes it now, so a job's next status drops one such a release left.
 OPTIONAL_TYPES: tuple[ConditionType, ...] = ("TenantIsolated",)
 
 
@@ -106,15 +107,6 @@ def job_outcome(job: dict[str, Any] | None) -> tuple[Literal["Complete", "Failed
             outcome: Literal["Complete", "Failed"] = condition["type"]
             return outcome, condition.get("reason") or f"Job{outcome}", condition.get("message") or ""
     return None
-
-
-SHARED_CREDENTIALS = Observed(
-    "TenantIsolated",
-    "False",
-    Reason.SHARED_DATABASE_CREDENTIAL,
-    "The operator runs with shared database credentials: this job's workers hold a database URL that reads "
-    "and writes every namespace's data. Ask your platform team (docs/security.md).",
-)
 
 
 _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
@@ -204,18 +196,14 @@ def next_status(
     state: RunState | None,
     workers: WorkerStatus,
     problem: Observed | None = None,
-    shared_credentials: bool = False,
     vectors_available: bool = True,
     now: datetime,
     **fields: Any,
 ) -> tuple[IngestionJobStatus, list[Event]]:
     """The status after looking at the run and the worker Job, and the Events its changes call for.
     `fields` are further status fields (by attribute name) to set, such as `last_schedule_time`;
-    `shared_credentials` adds the TenantIsolated=False warning; `vectors_available` says whether the
-    database has pgvector (EmbeddingsReady)."""
+    `vectors_available` says whether the database has pgvector (EmbeddingsReady)."""
     observed = observe_conditions(job, state=state, problem=problem, vectors_available=vectors_available)
-    if shared_credentials:
-        observed.append(SHARED_CREDENTIALS)
     conditions = merge_conditions(previous.conditions, observed, generation=job.metadata.generation, now=now)
     new_phase = phase_of(state, suspended=job.spec.suspend)
     update: dict[str, Any] = {

@@ -496,6 +496,21 @@ async def processed_in_run(pool: Pool, job_uid: uuid.UUID, run: int, uris: list[
     return {row["uri"] for row in rows}
 
 
+async def not_of_job(
+    conn: Pool | Connection, job_uid: uuid.UUID, *, document_ids: Sequence[int] = (), chunk_ids: Sequence[int] = ()
+) -> set[int]:
+    """Which of these document and chunk ids are not the job's (whatever they are, or whether they exist)."""
+    rows = await conn.fetch(
+        "SELECT id FROM headrace.documents WHERE job_uid = $1 AND id = ANY($2::bigint[]) "
+        "UNION ALL SELECT -id FROM headrace.chunks WHERE job_uid = $1 AND id = ANY($3::bigint[])",
+        job_uid,
+        list(document_ids),
+        list(chunk_ids),
+    )
+    found = {row["id"] for row in rows}
+    return {i for i in document_ids if i not in found} | {i for i in chunk_ids if -i not in found}
+
+
 @dataclass(frozen=True)
 class DocumentRow:
     """A document as the API lists it, with the reason when it failed."""

@@ -145,6 +145,12 @@ async def record_local_manifest(conn: Pool | Connection, uid: uuid.UUID, manifes
     await conn.execute("UPDATE headrace.jobs SET manifest = $2 WHERE uid = $1", uid, manifest)
 
 
+async def current_run(conn: Pool | Connection, uid: uuid.UUID) -> int | None:
+    """The job's current run number (0 before its first run), or None when there is no such job."""
+    run = await conn.fetchval("SELECT current_run FROM headrace.jobs WHERE uid = $1", uid)
+    return int(run) if run is not None else None
+
+
 @dataclass(frozen=True)
 class Retry:
     """A run that re-processes only the documents that failed in run `of_run`, instead of discovering."""

@@ -18,6 +18,7 @@ from typing import ParamSpec, TypeVar
 
 import asyncpg
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity.wait import WaitBaseT
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,10 @@ def is_connection_error(error: BaseException) -> bool:
     return isinstance(error, _CONNECTION_ERRORS)
 
 
-def _log_retry(state: RetryCallState) -> None:
+def _log_retry(state: RetryCallState, *, message: str = "Lost database connection") -> None:
     error = state.outcome.exception() if state.outcome else None
     log.warning(
-        "Lost database connection",
+        message,
         extra={
             "call": getattr(state.fn, "__qualname__", str(state.fn)),
             "attempt": state.attempt_number,
@@ -65,13 +66,25 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
-def retrying(*, give_up_after: float = OUTAGE_SECONDS) -> AsyncRetrying:
-    """The policy: connection errors only, exponential backoff from 0.5 s up to 10 s, then reraise."""
+BACKOFF = wait_exponential(multiplier=0.5, max=MAX_BACKOFF_SECONDS)
+
+
+def retrying(
+    *,
+    give_up_after: float = OUTAGE_SECONDS,
+    is_outage: Callable[[BaseException], bool] = is_connection_error,
+    wait: WaitBaseT = BACKOFF,
+    message: str = "Lost database connection",
+) -> AsyncRetrying:
+    """The policy: connection errors only, exponential backoff from 0.5 s up to 10 s, then reraise.
+
+    The worker's client of the ingest service (`worker/remote.py`) keeps the same budget and backoff
+    for its own outages (`is_outage`: the service unreachable or answering 502/503/504)."""
     return AsyncRetrying(
-        retry=retry_if_exception(is_connection_error),
-        wait=wait_exponential(multiplier=0.5, max=MAX_BACKOFF_SECONDS),
+        retry=retry_if_exception(is_outage),
+        wait=wait,
         stop=stop_after_delay(give_up_after),
-        before_sleep=_log_retry,
+        before_sleep=lambda state: _log_retry(state, message=message),
         reraise=True,
     )
 

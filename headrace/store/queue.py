@@ -101,7 +101,7 @@ _ACKED = """acked AS (
         UPDATE headrace.tasks a
         SET state = 'done', finished_at = coalesce(a.finished_at, now()), lease_expires_at = NULL
         FROM unnest($5::bigint[], $6::uuid[]) AS held(id, token)
-        WHERE a.id = held.id AND a.lease_token = held.token AND a.state IN ('leased', 'done')
+        WHERE a.id = held.id AND a.lease_token = held.token AND a.state IN ('leased', 'done') AND a.job_uid = $1
         RETURNING a.id
     ),
     """
@@ -153,17 +153,22 @@ async def ack_and_lease(
     return acked, sorted(leased, key=lambda t: t.id)
 
 
-async def heartbeat(pool: Pool, tasks: list[Task], *, lease_seconds: float) -> set[int]:
-    """Extend the leases still held; returns the ids of the tasks whose lease was extended."""
+async def heartbeat(
+    pool: Pool, tasks: list[Task], *, lease_seconds: float, job_uid: uuid.UUID | None = None
+) -> set[int]:
+    """Extend the leases still held (of tasks of `job_uid` only, when given); returns the ids of the tasks
+    whose lease was extended."""
     rows = await pool.fetch(
         """
         UPDATE headrace.tasks SET lease_expires_at = now() + $3::interval
         WHERE id = ANY($1::bigint[]) AND lease_token = ANY($2::uuid[]) AND state = 'leased'
+          AND ($4::uuid IS NULL OR job_uid = $4)
         RETURNING id
         """,
         [t.id for t in tasks],
         [t.lease_token for t in tasks],
         timedelta(seconds=lease_seconds),
+        job_uid,
     )
     return {row["id"] for row in rows}
 
@@ -186,8 +191,9 @@ async def ack(pool: Pool | Connection, task: Task) -> bool:
     return status == "UPDATE 1"
 
 
-async def ack_many(pool: Pool | Connection, tasks: list[Task]) -> set[int]:
-    """Mark several tasks done in one round trip. Returns the ids acked; a task missing from it lost its lease."""
+async def ack_many(pool: Pool | Connection, tasks: list[Task], *, job_uid: uuid.UUID | None = None) -> set[int]:
+    """Mark several tasks done (of `job_uid` only, when given) in one round trip. Returns the ids acked; a task
+    missing from it lost its lease."""
     if not tasks:
         return set()
     rows = await pool.fetch(
@@ -196,10 +202,12 @@ async def ack_many(pool: Pool | Connection, tasks: list[Task]) -> set[int]:
         SET state = 'done', finished_at = coalesce(t.finished_at, now()), lease_expires_at = NULL
         FROM unnest($1::bigint[], $2::uuid[]) AS held(id, token)
         WHERE t.id = held.id AND t.lease_token = held.token AND t.state IN ('leased', 'done')
+          AND ($3::uuid IS NULL OR t.job_uid = $3)
         RETURNING t.id
         """,
         [t.id for t in tasks],
         [t.lease_token for t in tasks],
+        job_uid,
     )
     return {row["id"] for row in rows}
 
@@ -233,13 +241,19 @@ async def lock_run_if_current(conn: Connection, job_uid: uuid.UUID, run: int) ->
     return bool(current == run)
 
 
+async def not_of_job(conn: Pool | Connection, job_uid: uuid.UUID, ids: list[int]) -> set[int]:
+    """Which of these task ids are not tasks of the job (whatever they are, or whether they exist)."""
+    rows = await conn.fetch("SELECT id FROM headrace.tasks WHERE job_uid = $1 AND id = ANY($2::bigint[])", job_uid, ids)
+    return set(ids) - {row["id"] for row in rows}
+
+
 def backoff_seconds(attempts: int, *, base: float, cap: float) -> float:
     """Exponential backoff after the given number of attempts: base, 2·base, 4·base, ... up to cap."""
     return float(min(cap, base * 2 ** max(0, attempts - 1)))
 
 
 async def fail(
-    pool: Pool, task: Task, error: str, *, backoff: float, permanent: bool = False
+    pool: Pool, task: Task, error: str, *, backoff: float, permanent: bool = False, job_uid: uuid.UUID | None = None
 ) -> Literal["retry", "dead", "lost"]:
     """Record a failed attempt: retry after `backoff` seconds, or dead when attempts are used up or the
     error is `permanent` (a source folder that does not exist will not appear on a retry).
@@ -255,35 +269,38 @@ async def fail(
                 available_at = now() + $3::interval,
                 finished_at = CASE WHEN attempts >= max_attempts OR $5 THEN now() END,
                 last_error = $4, lease_expires_at = NULL
-            WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+            WHERE id = $1 AND lease_token = $2 AND state = 'leased' AND ($6::uuid IS NULL OR job_uid = $6)
             RETURNING state
         )
         SELECT state FROM failed
         UNION ALL
         SELECT state FROM headrace.tasks WHERE id = $1 AND lease_token = $2 AND state IN ('pending', 'dead')
+          AND ($6::uuid IS NULL OR job_uid = $6)
         """,
         task.id,
         task.lease_token,
         timedelta(seconds=backoff),
         redact(error)[:4000],
         permanent,
+        job_uid,
     )
     if row is None:
         return "lost"
     return "dead" if row["state"] == "dead" else "retry"
 
 
-async def release(pool: Pool, task: Task) -> bool:
-    """Give a task back unprocessed (on shutdown), without counting the attempt."""
+async def release(pool: Pool, task: Task, *, job_uid: uuid.UUID | None = None) -> bool:
+    """Give a task back unprocessed (on shutdown), without counting the attempt (of `job_uid` only, when given)."""
     status = await pool.execute(
         """
         UPDATE headrace.tasks
         SET state = 'pending', attempts = attempts - 1, available_at = now(),
             lease_token = NULL, lease_expires_at = NULL, leased_by = NULL
-        WHERE id = $1 AND lease_token = $2 AND state = 'leased'
+        WHERE id = $1 AND lease_token = $2 AND state = 'leased' AND ($3::uuid IS NULL OR job_uid = $3)
         """,
         task.id,
         task.lease_token,
+        job_uid,
     )
     return status == "UPDATE 1"
 

@@ -67,6 +67,12 @@ async def space_for(conn: Pool, model: str, dimensions: int) -> Space:
     return await ensure_space(conn, model, dimensions)
 
 
+async def space_by_id(conn: Pool | Connection, space_id: int) -> Space | None:
+    """The space with this id, or None."""
+    row = await conn.fetchrow("SELECT id, model, dimensions FROM headrace.embedding_spaces WHERE id = $1", space_id)
+    return Space(row["id"], row["model"], row["dimensions"]) if row is not None else None
+
+
 async def find_spaces(conn: Pool | Connection, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Space]:
     """The spaces that exist among these (model, dimensions) pairs."""
     rows = await conn.fetch(
@@ -159,7 +165,8 @@ async def store_chunk_vectors(
     vectors: Sequence[Sequence[float]],
 ) -> None:
     """Give these chunks their vector in `space` (a chunk has one vector: one of another space is
-    replaced). Chunks deleted meanwhile (a newer run rewrote the document) are skipped."""
+    replaced). Chunks deleted meanwhile (a newer run rewrote the document), and any not of the job,
+    are skipped."""
     if len(chunk_ids) != len(vectors):
         raise ValueError(f"{len(vectors)} vectors for {len(chunk_ids)} chunks")
     await conn.execute(
@@ -167,7 +174,7 @@ async def store_chunk_vectors(
         INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding)
         SELECT c.id, $2, $3, v.value::vector
         FROM unnest($1::bigint[], $4::text[]) AS v(chunk_id, value)
-        JOIN headrace.chunks c ON c.id = v.chunk_id
+        JOIN headrace.chunks c ON c.id = v.chunk_id AND c.job_uid = $2
         ON CONFLICT (chunk_id) DO UPDATE SET space_id = excluded.space_id, embedding = excluded.embedding
         """,
         list(chunk_ids),

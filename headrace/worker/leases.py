@@ -22,13 +22,11 @@ import asyncio
 import collections
 import logging
 import time
-import uuid
 from collections.abc import Callable
 
 from headrace import metrics
 from headrace.store import queue
-from headrace.store.db import Pool
-from headrace.store.outage import ride_out
+from headrace.worker.store import WorkerStore
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +45,8 @@ def prefetch_limit(batch_size: int) -> int:
 class Holding:
     """One worker's held tasks of one job: `next()` hands out the next to start, `done()` queues its ack."""
 
-    def __init__(self, pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: float, prefetch: int) -> None:
-        self.pool = pool
-        self.job_uid = job_uid
+    def __init__(self, store: WorkerStore, *, worker: str, lease_seconds: float, prefetch: int) -> None:
+        self.store = store
         self.worker = worker
         self.lease_seconds = lease_seconds
         self.prefetch = max(1, prefetch)
@@ -77,14 +74,8 @@ class Holding:
         if self.queued:
             return []
         batch, self.finished = self.finished, []
-        acked, leased = await ride_out(
-            queue.ack_and_lease,
-            self.pool,
-            self.job_uid,
-            batch,
-            worker=self.worker,
-            lease_seconds=self.lease_seconds,
-            limit=self._limit(),
+        acked, leased = await self.store.lease(
+            batch, worker=self.worker, lease_seconds=self.lease_seconds, limit=self._limit()
         )
         self._count_acks(batch, acked)
         self.queued.extend(leased)
@@ -124,7 +115,7 @@ class Holding:
         if not self.finished:
             return set()
         batch, self.finished = self.finished, []
-        acked = await ride_out(queue.ack_many, self.pool, batch)
+        acked = await self.store.ack(batch)
         self._count_acks(batch, acked)
         return acked
 
@@ -142,7 +133,7 @@ class Holding:
         held = self.held
         if not held:
             return
-        kept = await ride_out(queue.heartbeat, self.pool, held, lease_seconds=self.lease_seconds)
+        kept = await self.store.heartbeat(held, lease_seconds=self.lease_seconds)
         self._lose(lambda task: task.id not in kept)
 
     def lose_all(self) -> None:
@@ -174,7 +165,7 @@ class Holding:
         released = 0
         while self.queued:
             task = self.queued.popleft()
-            if await ride_out(queue.release, self.pool, task):
+            if await self.store.release(task):
                 released += 1
         if released:
             log.info("Released tasks", extra={"tasks": released, "reason": "not started"})

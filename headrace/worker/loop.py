@@ -17,13 +17,12 @@ from headrace import metrics
 from headrace.embedding import Embedder, EmbeddingError, open_embedder
 from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR
 from headrace.redaction import redact
-from headrace.store import documents, jobs, queue, vectors
-from headrace.store.db import Pool
-from headrace.store.outage import ride_out
+from headrace.store import jobs, queue, vectors
 from headrace.worker.errors import DocumentError
 from headrace.worker.leases import Holding, prefetch_limit
 from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import open_source
+from headrace.worker.store import WorkerStore
 from headrace.worker.tasks import HANDLERS, Context, task_uris
 
 log = logging.getLogger(__name__)
@@ -34,15 +33,15 @@ EXIT_STOPPED = WORKER_EXIT_STOPPED  # stopped with work left: a Job must not cou
 # 143 for SIGTERM (what Kubernetes sends, EXIT_STOPPED) and 130 for Ctrl-C, as `headrace run` does.
 EXIT_UNKNOWN_JOB = 2
 EXIT_BAD_SOURCE = 3  # the source cannot be opened: a Secret it references is missing or incomplete
+EXIT_REFUSED = 4  # the ingest service refused the worker (its token, or a request): not retried
 
 
 class Worker:
-    """One worker process's loop over one job's queue."""
+    """One worker process's loop over one job's queue, kept in `store` (scoped to that job)."""
 
     def __init__(
         self,
-        pool: Pool,
-        job_uid: uuid.UUID,
+        store: WorkerStore,
         *,
         volume_root: Path,
         secrets_dir: Path = Path(WORKER_SECRETS_DIR),
@@ -52,8 +51,8 @@ class Worker:
         grace_seconds: float = 25.0,
         name: str | None = None,
     ) -> None:
-        self.pool = pool
-        self.job_uid = job_uid
+        self.store = store
+        self.job_uid: uuid.UUID = store.job_uid
         self.volume_root = volume_root
         self.secrets_dir = secrets_dir
         self.extract_memory_bytes = extract_memory_bytes
@@ -78,7 +77,7 @@ class Worker:
         self.stopping.set()
 
     async def run(self) -> int:
-        job = await ride_out(jobs.get_job, self.pool, self.job_uid)
+        job = await self.store.get_job()
         if job is None:
             log.error("Found no such job", extra={"job_uid": str(self.job_uid)})
             return EXIT_UNKNOWN_JOB
@@ -93,7 +92,7 @@ class Worker:
             log.error("Failed to open embedding model", extra={"job": job.name, "reason": str(exc)})
             await source.close()
             return EXIT_BAD_SOURCE
-        ctx = Context(self.pool, job, source, Sandbox(memory_bytes=self.extract_memory_bytes), embedder, space)
+        ctx = Context(self.store, job, source, Sandbox(memory_bytes=self.extract_memory_bytes), embedder, space)
         log.info("Started worker", extra={"worker": self.name, "job": job.name, "namespace": job.namespace})
         try:
             return await self._loop(ctx)
@@ -109,20 +108,17 @@ class Worker:
         spec = job.spec.embedding
         if not spec.enabled:
             return None, None
-        if not await ride_out(vectors.available, self.pool):
+        if (space := await self.store.vector_space()) is None:
             log.warning(
                 "Skipped embeddings",
                 extra={"job": job.name, "reason": "the vector extension (pgvector) is not installed in the database"},
             )
             return None, None
-        assert spec.model_name is not None and spec.dimensions is not None
-        space = await ride_out(vectors.space_for, self.pool, spec.model_name, spec.dimensions)
         return open_embedder(spec, secrets_dir=self.secrets_dir), space
 
     async def _loop(self, ctx: Context) -> int:
         holding = Holding(
-            self.pool,
-            ctx.job.uid,
+            self.store,
             worker=self.name,
             lease_seconds=self.lease_seconds,
             prefetch=prefetch_limit(ctx.job.spec.workers.batch_size),
@@ -147,12 +143,12 @@ class Worker:
             if started := holding.start():
                 await self._handle(ctx, holding, *started)
                 continue
-            for dead in await ride_out(queue.reap_expired, self.pool, job.uid):
+            for dead in await self.store.reap_expired():
                 await self._give_up(ctx, dead, "the worker holding it died or hung on every attempt")
-            if await ride_out(queue.is_drained, self.pool, job.uid):
-                fresh = await ride_out(jobs.get_job, self.pool, self.job_uid)
+            if await self.store.is_drained():
+                fresh = await self.store.get_job()
                 job = fresh or job
-                if await ride_out(jobs.finish_run, self.pool, job, job.current_run):
+                if await self.store.finish_run(job.current_run):
                     log.info("Finished run", extra={"job": job.name, "run": job.current_run})
                 log.info("Drained queue", extra={"worker": self.name, "job": job.name})
                 return EXIT_DRAINED
@@ -180,7 +176,7 @@ class Worker:
                 if gone.done():
                     self._abandon(task)
                     return
-                await ride_out(queue.release, self.pool, task)
+                await self.store.release(task)
                 log.info("Released task", extra={"task": task.id, "reason": "worker stopping"})
                 return
         finally:
@@ -199,7 +195,7 @@ class Worker:
         reason = redact(str(error) if permanent else "".join(traceback.format_exception_only(error)).strip())
         retries = ctx.job.spec.retries
         backoff = queue.backoff_seconds(task.attempts, base=retries.backoff_seconds, cap=retries.max_backoff_seconds)
-        outcome = await ride_out(queue.fail, self.pool, task, reason, backoff=backoff, permanent=permanent)
+        outcome = await self.store.fail(task, reason, backoff=backoff, permanent=permanent)
         if outcome == "dead":
             await self._give_up(ctx, task, reason)
         metrics.TASKS_FAILED.labels(task.kind, outcome).inc()
@@ -219,10 +215,10 @@ class Worker:
         if task.kind != "ingest":
             return
         uris = task_uris(task)
-        done = await ride_out(documents.processed_in_run, self.pool, ctx.job.uid, task.run, uris)
+        done = await self.store.processed_in_run(task.run, uris)
         message = f"gave up after {task.attempts} attempts: {reason}"
         failures = {u: message for u in uris if u not in done}
-        await ride_out(documents.record_failures, self.pool, ctx.job.uid, task.run, failures)
+        await self.store.record_outcomes(task.run, failures=failures)
 
 
 async def _cancel(*tasks: "asyncio.Task[Any]") -> None:

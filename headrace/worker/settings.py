@@ -5,10 +5,10 @@ the API's `ApiSettings` and the operator's `OperatorSettings`."""
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from headrace.model.contract import WORKER_SECRETS_DIR
+from headrace.model.contract import INGEST_TOKEN_PATH, WORKER_SECRETS_DIR
 
 
 class WorkerSettings(BaseSettings):
@@ -16,10 +16,20 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HEADRACE_", extra="ignore", frozen=True)
 
-    database_url: SecretStr = Field(
-        validation_alias=AliasChoices("HEADRACE_DATABASE_URL", "DATABASE_URL", "database_url")
+    ingest_url: str | None = None
+    """The ingest service (the worker API) a worker pod keeps its job's state through, e.g.
+    `http://headrace-ingest.headrace-system.svc:8081` (`HEADRACE_INGEST_URL`, set by the operator). When
+    set, the worker holds no database credential and `database_url` is not read."""
+
+    ingest_token_file: Path = Path(INGEST_TOKEN_PATH)
+    """The pod's projected ServiceAccount token for the ingest service (`HEADRACE_INGEST_TOKEN_FILE`), read
+    again for every request: the kubelet replaces it before it expires."""
+
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("HEADRACE_DATABASE_URL", "DATABASE_URL", "database_url")
     )
-    """Postgres URL, from `HEADRACE_DATABASE_URL` or (in a worker pod) `DATABASE_URL`."""
+    """Postgres URL, from `HEADRACE_DATABASE_URL` or `DATABASE_URL`: local mode's workers (`headrace run`),
+    which keep their job's state in the database directly."""
 
     volume_root: Path = Path("/")
     """Folder that spec.source.volume.path is relative to (`HEADRACE_VOLUME_ROOT`)."""
@@ -38,3 +48,12 @@ class WorkerSettings(BaseSettings):
 
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     """Serve Prometheus metrics on this port."""
+
+    @model_validator(mode="after")
+    def _somewhere_to_keep_state(self) -> "WorkerSettings":
+        if self.ingest_url is None and self.database_url is None:
+            raise ValueError(
+                "the worker needs the ingest service's URL (HEADRACE_INGEST_URL) or, in local mode, "
+                "a database URL (--database-url, HEADRACE_DATABASE_URL)"
+            )
+        return self

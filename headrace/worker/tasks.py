@@ -12,32 +12,28 @@ from typing import Any
 
 from headrace import metrics
 from headrace.embedding import Embedder, EmbeddingError, Vector, embedding_input
-from headrace.model.events import Reason
 from headrace.redaction import redact
-from headrace.store import documents, jobs, queue, vectors
-from headrace.store.db import Pool
+from headrace.store import documents, queue, vectors
 from headrace.store.documents import ChunkRecord, DocumentRecord, KnownDocument
 from headrace.store.jobs import JobRecord
-from headrace.store.outage import ride_out
 from headrace.worker.errors import DocumentError
 from headrace.worker.extract import ARCHIVE_FORMATS, looks_like_archive
 from headrace.worker.metadata import Metadata, document_metadata
 from headrace.worker.pipeline import Message, Request, content_hash
 from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import DocumentRef, Source
+from headrace.worker.store import RunSuperseded, WorkerStore
+
+__all__ = ["HANDLERS", "Context", "RunSuperseded", "discover", "ingest", "task_uris"]
 
 log = logging.getLogger(__name__)
-
-
-class RunSuperseded(Exception):
-    """The task's run is no longer the job's current run: its work is the newer run's to do."""
 
 
 @dataclass(frozen=True)
 class Context:
     """What a task handler works with."""
 
-    pool: Pool
+    store: WorkerStore
     job: JobRecord
     source: Source
     extractor: Sandbox = field(default_factory=Sandbox)
@@ -87,9 +83,9 @@ async def discover(ctx: Context, task: queue.Task) -> None:
         full = len(pending) - len(pending) % batch_size
         new_tasks = [_ingest_task(tuple(pending[start : start + batch_size])) for start in range(0, full, batch_size)]
         pending = pending[full:]
-        await ride_out(_enqueue_batches, ctx, task, new_tasks, total=total, done=False)
+        await _enqueue_batches(ctx, task, new_tasks, total=total, done=False)
     tail = [_ingest_task(tuple(pending))] if pending else []
-    await ride_out(_enqueue_batches, ctx, task, tail, total=total, done=True)
+    await _enqueue_batches(ctx, task, tail, total=total, done=True)
     log.info("Discovered documents", extra={"job": ctx.job.name, "run": task.run, "documents": total})
 
 
@@ -97,15 +93,9 @@ async def _enqueue_batches(
     ctx: Context, task: queue.Task, batches: list[queue.NewTask], *, total: int, done: bool
 ) -> None:
     """Enqueue a page's batches and the count discovered so far, in one transaction, while the task's run
-    is still the job's current run (else its tasks would never be leased and the queue never drain)."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        if not await queue.lock_run_if_current(conn, ctx.job.uid, task.run):
-            raise RunSuperseded(f"run {task.run} was superseded by a newer run")
-        await queue.enqueue(conn, ctx.job.uid, task.run, batches, max_attempts=task.max_attempts)
-        await jobs.set_discovered(conn, ctx.job.uid, task.run, total=total, done=done)
-        if done:
-            message = f"Discovered {total} documents"
-            await jobs.record_event(conn, ctx.job.uid, task.run, "Normal", Reason.DISCOVERED, message)
+    is still the job's current run (else its tasks would never be leased and the queue never drain):
+    RunSuperseded when it is not."""
+    await ctx.store.enqueue_discovered(task.run, batches, max_attempts=task.max_attempts, total=total, done=done)
 
 
 def _ingest_task(refs: tuple[DocumentRef, ...]) -> queue.NewTask:
@@ -144,9 +134,9 @@ async def ingest(ctx: Context, task: queue.Task) -> None:
     refs = [DocumentRef.from_payload(d) for d in task.payload["documents"]]
     # Skip what this run already recorded: an earlier attempt of this task, or another batch of the same
     # document after a discovery that was retried while the source changed.
-    done = await ride_out(documents.processed_in_run, ctx.pool, ctx.job.uid, task.run, [r.uri for r in refs])
+    done = await ctx.store.processed_in_run(task.run, [r.uri for r in refs])
     refs = [r for r in refs if r.uri not in done]
-    known = await ride_out(documents.known, ctx.pool, ctx.job.uid, [r.uri for r in refs])
+    known = await ctx.store.known([r.uri for r in refs])
     batch = _Batch()
     fetched: asyncio.Queue[_Fetched | None] = asyncio.Queue(STAGE_BUFFER)
     extracted: asyncio.Queue[_Extracted | None] = asyncio.Queue(STAGE_BUFFER)
@@ -159,11 +149,14 @@ async def ingest(ctx: Context, task: queue.Task) -> None:
         _group(embedded, grouped),
         _store(ctx, task.run, grouped, batch),
     )
-    await ride_out(_reembed_kept, ctx, task.run, batch)
-    await ride_out(documents.mark_unchanged, ctx.pool, ctx.job.uid, task.run, batch.unchanged)
-    await ride_out(documents.refresh_versions, ctx.pool, ctx.job.uid, batch.versions)
-    await ride_out(documents.mark_unchanged_entries, ctx.pool, ctx.job.uid, task.run, batch.unchanged_archives)
-    await ride_out(documents.record_failures, ctx.pool, ctx.job.uid, task.run, batch.failures)
+    await _reembed_kept(ctx, task.run, batch)
+    await ctx.store.record_outcomes(
+        task.run,
+        unchanged=batch.unchanged,
+        unchanged_archives=batch.unchanged_archives,
+        versions=batch.versions,
+        failures=batch.failures,
+    )
     metrics.DOCUMENTS.labels("unchanged").inc(len(batch.unchanged))
     metrics.DOCUMENTS.labels("failed").inc(len(batch.failures))
 
@@ -306,13 +299,8 @@ async def _store(ctx: Context, run: int, inbox: "asyncio.Queue[list[_Embedded] |
     from arrays: row-level security refuses COPY into `chunks` for a tenant role). A document Postgres
     refuses is recorded as failed and its group-mates are stored."""
     while (group := await inbox.get()) is not None:
-        written = await ride_out(
-            documents.store_documents,
-            ctx.pool,
-            ctx.job.uid,
-            run,
-            [(item.record, item.embeddings) for item in group],
-            space=ctx.space,
+        written = await ctx.store.store_documents(
+            run, [(item.record, item.embeddings) for item in group], space=ctx.space
         )
         for uri, reason in written.refused.items():
             batch.fail(ctx.job, uri, reason)
@@ -332,14 +320,13 @@ async def _reembed_kept(ctx: Context, run: int, batch: _Batch) -> None:
     """Bring documents kept as unchanged (and the entries of kept archives) to the job's embedding
     setting from their stored chunks: a model change re-embeds without fetching or extracting.
 
-    A database outage retries the whole of this (`ride_out`): the documents finished before it are no
-    longer stale, and the one under way goes on with its chunks still lacking a vector in the job's
-    space, so an outage costs at most one slice of embedding work, not the document's."""
+    Each store call rides out an outage by itself and is idempotent, and a document is stored slice by
+    slice: a retried task finds the documents finished before no longer stale, and the one under way
+    with only its chunks still lacking a vector, so an outage costs at most one slice of embedding work,
+    not the document's."""
     if not ctx.embeddings_settled or not (batch.unchanged or batch.unchanged_archives):
         return
-    stale = await documents.stale_embeddings(
-        ctx.pool, ctx.job.uid, ctx.wanted_space, batch.unchanged, batch.unchanged_archives
-    )
+    stale = await ctx.store.stale_embeddings(ctx.space, batch.unchanged, batch.unchanged_archives)
     for document_id, uri in stale:
         try:
             outcome = await _reembed(ctx, run, document_id)
@@ -357,17 +344,13 @@ async def _reembed(ctx: Context, run: int, document_id: int) -> documents.Outcom
     A document an earlier version embedded from another input (the chunk text alone) first loses its
     vectors, and then is brought to the space the same way."""
     if ctx.space is None:
-        stored = await vectors.stored_chunks(ctx.pool, document_id)
-        return await documents.reembed_document(
-            ctx.pool, ctx.job.uid, run, document_id, None, [], expected_chunks=len(stored)
-        )
-    await vectors.drop_old_input(ctx.pool, document_id)
-    title, lacking = await vectors.chunks_lacking(ctx.pool, document_id, ctx.space)
+        return await ctx.store.drop_vectors(run, document_id)
+    title, lacking = await ctx.store.chunks_to_embed(document_id, ctx.space)
     for start in range(0, len(lacking), REEMBED_SLICE):
         part = lacking[start : start + REEMBED_SLICE]
         embedded = await embed_chunks(ctx, title, [text for _, text in part])
-        await vectors.store_chunk_vectors(ctx.pool, ctx.job.uid, ctx.space, [chunk for chunk, _ in part], embedded)
-    return await documents.finish_reembed(ctx.pool, run, document_id, ctx.space)
+        await ctx.store.store_chunk_vectors(ctx.space, [chunk for chunk, _ in part], embedded)
+    return await ctx.store.finish_reembed(run, document_id, ctx.space)
 
 
 async def _fetch(ctx: Context, ref: DocumentRef, previous: KnownDocument | None, batch: _Batch) -> _Fetched | None:
@@ -403,9 +386,7 @@ async def _fetch(ctx: Context, ref: DocumentRef, previous: KnownDocument | None,
         limits=spec.limits,
         chunking=spec.chunking,
         media_type=fetched.media_type,
-        known=await ride_out(documents.entry_hashes, ctx.pool, ctx.job.uid, ref.uri, fingerprint)
-        if looks_like_archive(fetched.data)
-        else {},
+        known=await ctx.store.entry_hashes(ref.uri, fingerprint) if looks_like_archive(fetched.data) else {},
     )
     return _Fetched(request, fetched.data, version, fetched.metadata)
 

@@ -19,6 +19,7 @@ from headrace.store import jobs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import Worker
+from headrace.worker.store import DirectStore
 from tests.conftest import volume_spec
 
 API_SA_TOKEN = "api-serviceaccount-token"
@@ -187,7 +188,7 @@ async def ingest(
         spec=volume_spec(f"{namespace}/{name}", workers={"batchSize": 2}, **spec),
     )
     await jobs.start_run(pool, job, reason="test")
-    code = await Worker(pool, job.uid, volume_root=root, poll_seconds=0.02, lease_seconds=10).run()
+    code = await Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.02, lease_seconds=10).run()
     assert code == 0
     found = await jobs.get_job(pool, job.uid)
     assert found is not None

@@ -16,6 +16,7 @@ from headrace.store import jobs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import Worker
+from headrace.worker.store import DirectStore
 from tests.api.conftest import Tap, bearer
 from tests.conftest import volume_spec
 
@@ -90,7 +91,7 @@ async def test_stream_follows_a_running_job_to_its_end(
     # the stream said so (not after a fixed wait, which a loaded machine can outlast).
     await tap.wait_for('"phase": "Running"')
     assert not stream.done()
-    assert await Worker(pool, job.uid, volume_root=volume, poll_seconds=0.02).run() == 0
+    assert await Worker(DirectStore(pool, job.uid), volume_root=volume, poll_seconds=0.02).run() == 0
     response = await asyncio.wait_for(stream, timeout=30)
     frames = parse(response.text)
     phases = [f["data"]["phase"] for f in frames if f["event"] == "phase"]
@@ -120,7 +121,7 @@ async def test_streams_over_the_cap_are_503(settings: Callable[..., ApiSettings]
         second = await client.get(EVENTS, headers=ALICE)
         assert second.status_code == 503
         assert second.headers["retry-after"] == "10"
-        assert await Worker(pool, job.uid, volume_root=volume, poll_seconds=0.02).run() == 0
+        assert await Worker(DirectStore(pool, job.uid), volume_root=volume, poll_seconds=0.02).run() == 0
         assert (await asyncio.wait_for(first, timeout=30)).status_code == 200
         assert app.state.services.streams.open == 0
         assert (await client.get(EVENTS, headers=ALICE)).status_code == 200

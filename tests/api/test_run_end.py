@@ -13,6 +13,7 @@ from headrace.model.events import Reason
 from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.worker.loop import Worker
+from headrace.worker.store import DirectStore
 from tests.api.conftest import Tap, bearer
 from tests.api.test_events import parse
 from tests.api.test_metrics import samples, value
@@ -84,7 +85,7 @@ async def test_a_run_over_its_failure_policy_says_so_everywhere(
         spec=volume_spec(".", failurePolicy={"maxFailedDocuments": 0}),
     )
     await jobs.start_run(pool, job, reason="test")
-    assert await Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.02).run() == 0
+    assert await Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.02).run() == 0
     status = (await client.get(JOB, headers=ALICE)).json()
     assert (status["phase"], status["reason"]) == ("Failed", "FailurePolicyExceeded")
     assert "maxFailedDocuments (0)" in status["error"]

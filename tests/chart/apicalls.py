@@ -116,8 +116,9 @@ def operator_application_calls(package: Path) -> set[Call]:
 def api_calls(package: Path) -> set[Call]:
     """Calls to `/apis/<group>/<version>/<plural>` path constants used in the API package.
 
-    The verb follows from the HTTP methods the package sends to the API server: today only POST (reviews
-    are created). Should another method appear, this refuses to guess and says so.
+    The verb follows from the methods the package calls on its Kubernetes client (`headrace/kubeapi.py`,
+    held as `self._kube`; or a raw httpx client, `self._client`): today only `create` (reviews are POSTed).
+    Should another method appear, this refuses to guess and says so.
     """
     constants: dict[str, str] = {}
     used: set[str] = set()
@@ -134,13 +135,13 @@ def api_calls(package: Path) -> set[Call]:
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Attribute)
-                and node.func.value.attr == "_client"
-                and node.func.attr in {"get", "post", "put", "patch", "delete", "request", "stream"}
+                and node.func.value.attr in {"_client", "_kube"}
+                and node.func.attr in {"get", "post", "create", "put", "patch", "delete", "request", "stream"}
             ):
-                methods.add(node.func.attr)
+                methods.add("create" if node.func.attr == "post" else node.func.attr)
     if not constants:
         return set()
-    if methods != {"post"}:
+    if methods != {"create"}:
         raise AssertionError(f"the API sends {sorted(methods)} to the API server: teach apicalls.py their verbs")
     found: set[Call] = set()
     for name, value in constants.items():

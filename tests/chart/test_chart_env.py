@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings
 
 from headrace.api.settings import ApiSettings
 from headrace.cli import main
+from headrace.ingest.settings import IngestSettings
 from headrace.model.contract import DATABASE_URL_ENV
 from headrace.operator.config import OperatorSettings
 from tests.chart.conftest import EVERYTHING, Render, by_kind
@@ -34,7 +35,7 @@ def settings_envvars(settings: type[BaseSettings]) -> set[str]:
 
 def read_by(role: str) -> set[str]:
     names = click_envvars(main.commands[role])
-    settings = {"api": ApiSettings, "operator": OperatorSettings}.get(role)
+    settings = {"api": ApiSettings, "ingest-api": IngestSettings, "operator": OperatorSettings}.get(role)
     if settings is not None:
         names |= settings_envvars(settings)
     return names
@@ -52,7 +53,7 @@ def containers(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]
 def test_chart_env_is_read_by_the_code(render: Render, values: tuple[Any, ...]) -> None:
     objects = render(*values)
     roles = containers(objects)
-    assert {role for role, _ in roles} == {"operator", "api", "migrate"}
+    assert {role for role, _ in roles} == {"operator", "api", "ingest-api", "migrate"}
     assert all(DATABASE_URL_ENV in read_by(role) for role, _ in roles)
     for role, container in roles:
         set_by_chart = {e["name"] for e in container["env"]} - {"HEADRACE_EXTRA"}  # the test's own extraEnv

@@ -58,8 +58,8 @@ def worker_job(spec: dict[str, Any], pods: WorkerPodSettings = DEFAULT_PODS) -> 
         run=1,
         image="ghcr.io/headrace/headrace:0.1.0",
         pods=pods,
-        database_secret="headrace-database",
-        database_secret_key="DATABASE_URL",
+        ingest_url="http://hr-headrace-ingest.headrace.svc:8081",
+        ingest_audience="headrace-ingest",
         backoff_limit=6,
         ttl_seconds_after_finished=86_400,
     )

@@ -89,7 +89,7 @@ def test_api_without_kubernetes_auth_gets_no_role(render: Render) -> None:
 
 
 def test_the_analysis_sees_a_new_call(tmp_path: Path) -> None:
-    """Bad input for the analyzer: an operator that starts deleting Jobs shows up as a new call."""
+    """Bad input for the analyzer: an operator that starts listing Secrets shows up as a new call."""
     source = ROOT / "headrace" / "operator"
     copy = tmp_path / "operator"
     copy.mkdir()
@@ -98,14 +98,14 @@ def test_the_analysis_sees_a_new_call(tmp_path: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(path.read_text())
     (copy / "extra.py").write_text(
-        "from headrace.operator.kube import JOBS\n\n"
-        "async def purge(op, ns, name):\n"
-        "    await op.kube.delete(JOBS, ns, name)\n"
+        "from headrace.operator.kube import SECRETS\n\n"
+        "async def snoop(op, ns):\n"
+        "    await op.kube.list(SECRETS, ns)\n"
     )
-    assert ("batch", "jobs", "delete") in operator_application_calls(copy) - operator_application_calls(source)
+    assert ("", "secrets", "list") in operator_application_calls(copy) - operator_application_calls(source)
 
 
-@pytest.mark.parametrize("template", ["operator/rbac.yaml", "api/rbac.yaml"])
+@pytest.mark.parametrize("template", ["operator/rbac.yaml", "api/rbac.yaml", "ingest/rbac.yaml"])
 def test_every_rule_is_commented_as_framework_or_application(template: str) -> None:
     """The comment block right above each rule starts with "framework" or "application"."""
     lines = (CHART / "templates" / template).read_text().splitlines()

@@ -18,7 +18,6 @@ Rule = tuple[str, str, frozenset[str], frozenset[str], frozenset[str]]
 
 CONDITIONS = {
     "always": (),
-    "`database.tenantCredentials: roles`": ("database.tenantCredentials=shared",),
     "`api.auth.mode: kubernetes`": ("api.auth.mode=token", "api.auth.tokenSecret.name=api-token"),
     "`rbac.aggregateClusterRoles: true`": ("rbac.aggregateClusterRoles=false",),
 }
@@ -68,7 +67,7 @@ def rendered_rules(objects: list[Manifest]) -> set[Rule]:
     return rules
 
 
-@pytest.mark.parametrize("off", list(CONDITIONS), ids=["defaults", "shared", "token", "no-aggregate"])
+@pytest.mark.parametrize("off", list(CONDITIONS), ids=["defaults", "token", "no-aggregate"])
 def test_the_rbac_table_is_what_the_chart_grants(render: Render, off: str) -> None:
     rows = documented()
     want = {rule for rule, when in rows if when == "always" or when != off}

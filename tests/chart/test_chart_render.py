@@ -17,25 +17,32 @@ def test_helm_lint_passes(values: Path | None) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_default_install_has_operator_api_crd_and_rbac(render: Render) -> None:
+def test_default_install_has_operator_ingest_api_crd_and_rbac(render: Render) -> None:
     kinds = sorted({f"{o['kind']}/{o['metadata']['name']}" for o in render()})
     assert kinds == [
         "ClusterRole/hr-headrace-api",
         "ClusterRole/hr-headrace-edit",
+        "ClusterRole/hr-headrace-ingest",
         "ClusterRole/hr-headrace-operator",
         "ClusterRole/hr-headrace-view",
         "ClusterRoleBinding/hr-headrace-api",
+        "ClusterRoleBinding/hr-headrace-ingest",
         "ClusterRoleBinding/hr-headrace-operator",
         "CustomResourceDefinition/ingestionjobs.headrace.io",
         "Deployment/hr-headrace-api",
+        "Deployment/hr-headrace-ingest",
         "Deployment/hr-headrace-operator",
         "Job/hr-headrace-migrate",
         "NetworkPolicy/hr-headrace-api",
+        "NetworkPolicy/hr-headrace-ingest",
         "NetworkPolicy/hr-headrace-migrate",
         "NetworkPolicy/hr-headrace-operator",
+        "PodDisruptionBudget/hr-headrace-ingest",
         "Service/hr-headrace-api",
+        "Service/hr-headrace-ingest",
         "Service/hr-headrace-operator-metrics",
         "ServiceAccount/hr-headrace-api",
+        "ServiceAccount/hr-headrace-ingest",
         "ServiceAccount/hr-headrace-migrate",
         "ServiceAccount/hr-headrace-operator",
     ]
@@ -73,9 +80,7 @@ def test_operator_hands_worker_settings_to_the_pods_it_creates(render: Render) -
     (operator,) = [d for d in by_kind(render(EVERYTHING), "Deployment") if d["metadata"]["name"].endswith("-operator")]
     env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["HEADRACE_WORKER_IMAGE"]["value"] == "registry.example.com/headrace-worker:0.1.0"
-    assert env["HEADRACE_TENANT_CREDENTIALS"]["value"] == "roles"
-    assert env["HEADRACE_WORKER_CREDENTIALS_SECRET"]["value"] == "headrace-worker-database"
-    assert "HEADRACE_DATABASE_SECRET" not in env, "in roles mode no worker reads the owner's Secret"
+    assert not [name for name in env if "SECRET" in name and name != "HEADRACE_WORKER_IMAGE_PULL_SECRETS"], env
     assert env["HEADRACE_NAMESPACES"]["value"] == "docs-team research"
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "hr-headrace-database", "key": "DATABASE_URL"}
 
@@ -85,22 +90,50 @@ def test_worker_image_defaults_to_the_chart_image(render: Render) -> None:
     container = operator["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["HEADRACE_WORKER_IMAGE"]["value"] == container["image"] == "ghcr.io/headrace/headrace:0.1.0"
-    assert env["HEADRACE_TENANT_CREDENTIALS"]["value"] == "roles"
     assert "HEADRACE_NAMESPACES" not in env, "every namespace by default"
 
 
-def test_shared_credentials_are_an_explicit_opt_in(render: Render) -> None:
-    """Shared mode points workers at the owner's Secret, and the operator gets no Secret permissions."""
-    objects = render(sets=("database.tenantCredentials=shared",))
+def test_workers_get_the_ingest_service_and_the_operator_no_secret_but_the_legacy_one(render: Render) -> None:
+    """The operator tells worker pods where the ingest Service is; it may read and delete only the worker
+    Secret earlier releases wrote (to remove it), and write no Secret at all."""
+    objects = render()
     (operator,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"].endswith("-operator")]
     env = {e["name"]: e for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["HEADRACE_TENANT_CREDENTIALS"]["value"] == "shared"
-    assert env["HEADRACE_DATABASE_SECRET"]["value"] == "headrace-database"
+    (service,) = [s for s in by_kind(objects, "Service") if s["metadata"]["name"].endswith("-ingest")]
+    (port,) = service["spec"]["ports"]
+    assert env["HEADRACE_INGEST_URL"]["value"] == f"http://{service['metadata']['name']}.headrace.svc:{port['port']}"
+    assert env["HEADRACE_INGEST_AUDIENCE"]["value"] == "headrace-ingest"
+    assert not [name for name in env if "TENANT" in name or name == "HEADRACE_DATABASE_SECRET"]
     (role,) = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"].endswith("-operator")]
-    assert not [rule for rule in role["rules"] if "secrets" in rule["resources"]]
-    (roles,) = [r for r in by_kind(render(), "ClusterRole") if r["metadata"]["name"].endswith("-operator")]
-    named = [rule for rule in roles["rules"] if "secrets" in rule["resources"] and "get" in rule["verbs"]]
-    assert [rule["resourceNames"] for rule in named] == [["headrace-worker-database"]]
+    secrets = [rule for rule in role["rules"] if "secrets" in rule["resources"]]
+    assert secrets == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["headrace-worker-database"],
+            "verbs": ["get", "delete"],
+        }
+    ]
+
+
+def test_the_ingest_service_holds_the_database_url_and_admits_worker_pods(render: Render) -> None:
+    objects = render()
+    (ingest,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"].endswith("-ingest")]
+    (container,) = ingest["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["ingest-api"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "headrace-database", "key": "DATABASE_URL"}
+    assert env["HEADRACE_INGEST_PORT"]["value"] == "8081"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    (policy,) = [p for p in by_kind(objects, "NetworkPolicy") if p["metadata"]["name"].endswith("-ingest")]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    workers = {"app.kubernetes.io/name": "headrace", "app.kubernetes.io/component": "worker"}
+    assert {"namespaceSelector": {}, "podSelector": {"matchLabels": workers}} in rule["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in rule["from"]
+    (pdb,) = [p for p in by_kind(objects, "PodDisruptionBudget") if p["metadata"]["name"].endswith("-ingest")]
+    assert pdb["spec"]["maxUnavailable"] == 1
 
 
 def test_api_probes_and_service(render: Render) -> None:
@@ -159,7 +192,7 @@ def test_fullname_stays_within_63_characters(render: Render) -> None:
         if obj["kind"] != "CustomResourceDefinition":
             assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
     names = {o["metadata"]["name"] for o in by_kind(objects, "Deployment")}
-    assert len(names) == 2, "truncation must keep the component suffix apart"
+    assert len(names) == 3, "truncation must keep the component suffix apart"
 
 
 def test_every_object_carries_the_standard_labels(rendered: list[Manifest]) -> None:

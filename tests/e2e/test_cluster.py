@@ -13,6 +13,7 @@ server's own message: helm and kubectl print it, and waits quote the namespace's
 """
 
 import asyncio
+import base64
 import json
 import re
 import shutil
@@ -228,6 +229,8 @@ def test_helm_install_runs_the_chart_under_pod_security_restricted(cluster: Clus
     assert sorted(p[0].rsplit("-", 2)[0] for p in running if p[1:3] == ["1/1", "Running"]) == [
         "headrace-api",
         "headrace-api",
+        "headrace-ingest",
+        "headrace-ingest",
         "headrace-operator",
     ], pods
     sh(GETTING_STARTED.command("kubectl get crd ingestionjobs.headrace.io"))
@@ -273,6 +276,39 @@ async def test_an_ingestion_job_over_a_volume_succeeds_with_every_document_once(
 
     uid = uuid.UUID(sh(f"kubectl -n {TEAM} get ij handbook -o jsonpath={{.metadata.uid}}"))
     await assert_every_document_once(db, uid, cluster.corpus_files)
+    assert_no_database_url(cluster, TEAM)
+
+
+POSTGRES_URL = re.compile(r"postgres(ql)?://", re.IGNORECASE)
+
+
+def assert_no_database_url(cluster: Cluster, namespace: str) -> None:
+    """Nothing in the tenant's namespace opens Postgres: no Secret's value, no env var of any pod (as the
+    pod spec says and as its process got it), and no file mounted into a pod names a Postgres URL. The
+    workers ran anyway: they wrote through the ingest service."""
+    secrets = json.loads(cluster.sh(f"kubectl -n {namespace} get secrets -o json"))["items"]
+    for secret in secrets:
+        for key, value in (secret.get("data") or {}).items():
+            text = base64.b64decode(value).decode(errors="replace")
+            assert not POSTGRES_URL.search(text), f"Secret {secret['metadata']['name']} key {key}"
+    specs = json.loads(cluster.sh(f"kubectl -n {namespace} get pods -o json"))["items"]
+    assert specs, f"no pod in {namespace} to look at"
+    for spec in specs:
+        for container in spec["spec"]["containers"]:
+            for env in container.get("env") or []:
+                assert not POSTGRES_URL.search(env.get("value", "")), (spec["metadata"]["name"], env)
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                assert ref is None, (spec["metadata"]["name"], env)
+    with cluster.kubelet._lock:
+        pods = [p for p in cluster.kubelet.pods.values() if p.namespace == namespace and not p.deleted.is_set()]
+    assert pods, f"the kubelet ran no pod in {namespace}"
+    for pod in pods:
+        assert pod.environment.get("HEADRACE_INGEST_URL"), pod.name
+        leaked = {name for name, value in pod.environment.items() if POSTGRES_URL.search(value)}
+        assert leaked == set(), (pod.name, leaked)
+        for path in pod.root.rglob("*"):
+            if path.is_file() and not path.is_symlink() and "rootfs" not in path.parts:
+                assert not POSTGRES_URL.search(path.read_text(errors="replace")), path
 
 
 def claim_manifest(namespace: str, name: str) -> str:

@@ -26,8 +26,15 @@ What stands in for the container:
   (neither for an `Image.of` pod, which sees its volumes where the pod spec puts them). `shared`
   files and folders of this machine (the tests' Postgres socket) are bound at the same path into such pods.
 - **Network:** pods share this machine's loopback. Each containerPort gets a free local port: an env
-  value equal to the port and a `:PORT` in an argument are renumbered, wildcard binds become
-  127.0.0.1, and probes and `port_forward` use the local port.
+  value equal to the port and a `:PORT` after a wildcard or loopback host (or alone) are renumbered,
+  wildcard binds become 127.0.0.1, and probes and `port_forward` use the local port.
+- **Services:** an env value or argument naming a Service as `<service>.<namespace>.svc[.cluster.local][:port]`
+  (other than the API server's) reaches the pods of that Service this kubelet runs: each such name and
+  port gets a forwarder on a free loopback address, which at every connection picks a running pod behind
+  the Service's selector and connects to its local port for the Service's targetPort. An `Image.of` pod
+  finds the name in its /etc/hosts; a local process has the name replaced by the address.
+- **Projected ServiceAccount tokens** are requested with the volume's `audience` and `expirationSeconds`
+  and bound to the pod, as the kubelet does, and written again at 80% of their lifetime.
 - **In-cluster API access:** `HEADRACE_KUBE_API_URL` names the API server (where a pod would read
   `KUBERNETES_SERVICE_HOST`), and a pod that mounts a ServiceAccount token also gets a kubeconfig
   holding it (`KUBECONFIG`), because kopf reads the in-cluster token only from its absolute path.
@@ -40,6 +47,7 @@ kubelet does (`CreateContainerConfigError`, `ErrImagePull`), and is retried unti
 import base64
 import contextlib
 import datetime
+import functools
 import os
 import random
 import re
@@ -51,7 +59,7 @@ import threading
 import time
 import traceback
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +87,15 @@ HOST_PATHS = ("PATH", "PYTHONPATH")
 
 IN_CLUSTER_API = "kubernetes.default.svc"
 """The API server's in-cluster name: kopf's in-cluster login always connects to https://kubernetes.default.svc."""
+
+LOCAL_HOSTS = r"0\.0\.0\.0|127\.0\.0\.1|localhost|\[::\]"
+"""Hosts that name the pod itself in a bind address or URL."""
+
+SERVICE_NAME = re.compile(
+    r"(?<![\w.-])(?P<service>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc"
+    r"(\.cluster\.local)?(:(?P<port>\d+))?(?![\w.-])"
+)
+"""A Service's in-cluster DNS name, with an optional port."""
 
 GRACE_CAP = 10.0
 """Longest wait between SIGTERM and SIGKILL, whatever the pod's terminationGracePeriodSeconds says."""
@@ -169,6 +186,8 @@ class Pod:
     ports: dict[int, int] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
     in_image: bool = False
+    environment: dict[str, str] = field(default_factory=dict)
+    """The environment its process was started with."""
     process: subprocess.Popen[bytes] | None = None
     deleted: threading.Event = field(default_factory=threading.Event)
 
@@ -190,7 +209,8 @@ class Pod:
         for container_port, local_port in self.ports.items():
             if text == str(container_port):
                 text = str(local_port)
-            text = re.sub(rf":{container_port}\b", f":{local_port}", text)
+            # This pod's own binds and addresses only: a port of another host (a Service) is not its.
+            text = re.sub(rf"(^|{LOCAL_HOSTS}):{container_port}\b", rf"\g<1>:{local_port}", text)
         return prefix + sep + text.replace("0.0.0.0", "127.0.0.1")
 
     def kill(self, sig: signal.Signals) -> None:
@@ -225,6 +245,7 @@ class Kubelet:
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="kubelet-watch", daemon=True)
         self._forwarder: Forwarder | None = None
+        self._services: dict[tuple[str, str, int], Forwarder] = {}
 
     # --- what tests call ----------------------------------------------------------------------------
 
@@ -257,6 +278,8 @@ class Kubelet:
                 pod.process.wait()
         if self._forwarder is not None:
             self._forwarder.stop()
+        for forwarder in self._services.values():
+            forwarder.stop()
 
     def running(self, namespace: str, prefix: str = "") -> list[Pod]:
         """This namespace's pods whose process is running now, oldest first."""
@@ -505,13 +528,19 @@ class Kubelet:
             name: value if name in HOST_PATHS and not pod.in_image else pod.localize(value)
             for name, value in env.items()
         }
+        services = self._service_addresses([*env.values(), *(container.get("args") or [])])
+        if not pod.in_image:
+            env = {name: self._to_service_address(value, services) for name, value in env.items()}
         token = pod.local(f"{SERVICE_ACCOUNT_DIR}/token")
         if token.exists() and not pod.in_image:
             env["KUBECONFIG"] = str(self._kubeconfig(pod, token.read_text()))
 
+        pod.environment = dict(env)
         command = container.get("command") or image.entrypoint
         args = container.get("args") if "args" in container or "command" in container else image.cmd
         argv = [pod.localize(expand(a, env)) for a in [*command, *(args or [])]]
+        if not pod.in_image:
+            argv = [self._to_service_address(a, services) for a in argv]
         if image.built is not None:
             found = image.built.which(argv[0], env.get("PATH", ""))
             if found is None:
@@ -524,7 +553,7 @@ class Kubelet:
                 binds=binds,
                 user=self._user(body, container, image.built),
                 workdir=container.get("workingDir") or image.workdir,
-                hosts={IN_CLUSTER_API: self._api_address()},
+                hosts={IN_CLUSTER_API: self._api_address(), **services},
             )
             return in_container, env, pod.root, container
         found = shutil.which(argv[0], path=env.get("PATH"))
@@ -563,6 +592,8 @@ class Kubelet:
             for source in volume["projected"]["sources"]:
                 if token := source.get("serviceAccountToken"):
                     self._write_files(target, {token["path"]: self._token(body, token)})
+                    if token.get("audience"):  # the API token's own projection is left as written
+                        self._spawn_thread(self._refresh_tokens, body, pod, target, token)
                 elif "downwardAPI" in source:
                     items = source["downwardAPI"]["items"]
                     self._write_files(target, {i["path"]: field_value(body, i["fieldRef"]["fieldPath"]) for i in items})
@@ -571,6 +602,14 @@ class Kubelet:
                     self._write_files(target, self._data(body, kind, source[kind]))
         else:
             raise CannotRun("FailedMount", f"volume {volume['name']!r}: kind not supported by the stand-in kubelet")
+
+    def _refresh_tokens(self, body: dict[str, Any], pod: Pod, folder: Path, token: dict[str, Any]) -> None:
+        """Write the projected token again at 80% of its lifetime, as the kubelet does, until the pod goes."""
+        while not pod.deleted.wait(0.8 * token.get("expirationSeconds", 3600)):
+            try:
+                self._write_files(folder, {token["path"]: self._token(body, token)})
+            except kubernetes.client.ApiException as exc:  # the pod is gone; its deletion ends this loop
+                self._note(f"token of {pod.namespace}/{pod.name}: {exc.status}")
 
     def _token(self, body: dict[str, Any], source: dict[str, Any]) -> str:
         """A token of the pod's ServiceAccount bound to the pod, as the kubelet requests for a projected volume."""
@@ -601,6 +640,54 @@ class Kubelet:
         path = pod.root / "kubeconfig"
         path.write_text(yaml.safe_dump(config))
         return path
+
+    def _service_addresses(self, values: list[str]) -> dict[str, str]:
+        """`<service>.<namespace>.svc` names in `values` (with a port, else 80), each with the loopback
+        address of a forwarder to the pods behind that Service (started on first use)."""
+        found: dict[str, str] = {}
+        for value in values:
+            for match in SERVICE_NAME.finditer(value):
+                service, namespace, port = match["service"], match["namespace"], int(match["port"] or 80)
+                if f"{service}.{namespace}.svc" == IN_CLUSTER_API:
+                    continue
+                key = (namespace, service, port)
+                with self._lock:
+                    if key not in self._services:
+                        forwarder = Forwarder(functools.partial(self._service_target, *key), port=port, note=self._note)
+                        forwarder.start()
+                        self._services[key] = forwarder
+                    address = self._services[key].address
+                for name in (f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"):
+                    if found.setdefault(name, address) != address:
+                        raise CannotRun("Unsupported", f"{name} is named with two ports; the stand-in serves one")
+        return found
+
+    @staticmethod
+    def _to_service_address(value: str, services: dict[str, str]) -> str:
+        for name in sorted(services, key=len, reverse=True):
+            value = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", services[name], value)
+        return value
+
+    def _service_target(self, namespace: str, service: str, port: int) -> tuple[str, int] | None:
+        """The local address of a running pod behind the Service's `port`; None (noted) when there is none."""
+        try:
+            svc = self.core.read_namespaced_service(service, namespace)
+        except kubernetes.client.ApiException as exc:
+            self._note(f"service {namespace}/{service}: {exc.status}")
+            return None
+        spec_port = next((p for p in svc.spec.ports or [] if p.port == port), None)
+        if spec_port is None:
+            self._note(f"service {namespace}/{service} has no port {port}")
+            return None
+        selector = svc.spec.selector or {}
+        for pod in self.running(namespace):
+            if selector.items() <= pod.body["metadata"].get("labels", {}).items():
+                target = spec_port.target_port if spec_port.target_port is not None else port
+                local = pod.ports.get(self._container_port(pod.body, target))
+                if local is not None:
+                    return "127.0.0.1", local
+        self._note(f"service {namespace}/{service}:{port}: no running pod behind it")
+        return None
 
     def _api_address(self) -> str:
         """A loopback address whose port 443 forwards to the API server (started on first use).
@@ -693,20 +780,29 @@ def field_value(body: dict[str, Any], path: str) -> str:
 
 
 class Forwarder:
-    """TCP from a free 127.x.y.z:443 to `target`: the Service address of the API server, for in-image pods."""
+    """TCP from a free 127.x.y.z:`port` to `target`: a Service's address (the API server's, or one whose
+    pods this kubelet runs). `target` is an address, or a function giving one at each connection (None:
+    nothing serves now, and the connection is closed, as a Service without endpoints refuses)."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        target: tuple[str, int] | Callable[[], tuple[str, int] | None],
+        *,
+        port: int = 443,
+        note: Callable[[str], None] = lambda line: None,
+    ) -> None:
         self.target = target
+        self.note = note
         self.listener = socket.socket()
         for _ in range(50):
             address = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
             try:
-                self.listener.bind((address, 443))
+                self.listener.bind((address, port))
                 break
             except OSError:
                 continue
         else:
-            raise OSError("no free loopback address with port 443 for the API server's Service")
+            raise OSError(f"no free loopback address with port {port} for a Service")
         self.address = address
         self.listener.listen(64)
 
@@ -725,8 +821,12 @@ class Forwarder:
             except OSError:
                 return  # stopped
             try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
+                target = self.target() if callable(self.target) else self.target
+                if target is None:
+                    raise OSError("no endpoint")
+                upstream = socket.create_connection(target)
+            except Exception as exc:  # the accept loop outlives any one connection
+                self.note(f"forwarder {self.address}: {exc!r}")
                 client.close()
                 continue
             for source, sink in ((client, upstream), (upstream, client)):

@@ -14,10 +14,10 @@ from bench.common import with_cluster_namespaces
 from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
-from headrace.store import tenants
 from headrace.store.db import Pool
 
 IMAGE = "ghcr.io/example/headrace:test"
+INGEST_URL = "http://headrace-ingest.headrace.svc:8081"
 
 # What kopf and our client need the emulator to list, with the verbs they use. Without the CRD and
 # namespace entries kopf never starts watching (see DESIGN.md, "Field notes").
@@ -72,22 +72,13 @@ def namespaces(emulator: kmock.KubernetesEmulator) -> Namespaces:
 
 
 @pytest.fixture
-def role_prefix() -> str:
-    # Postgres roles belong to the whole server, which every test database shares: one prefix per test.
-    return f"t{uuid.uuid4().hex[:8]}_"
-
-
-@pytest.fixture
-async def op(
-    pool: Pool, emulator: kmock.KubernetesEmulator, namespaces: Namespaces, role_prefix: str
-) -> AsyncIterator[Operator]:
+async def op(pool: Pool, emulator: kmock.KubernetesEmulator, namespaces: Namespaces) -> AsyncIterator[Operator]:
     kube = KubeClient(kopf.ConnectionInfo(server=str(emulator.url)))
     config = OperatorSettings(
         database_url="postgresql://owner:secret@db.example:5432/headrace?sslmode=require",
         worker_image=IMAGE,
-        tenant_role_prefix=role_prefix,
+        ingest_url=INGEST_URL,
     )
-    await tenants.prepare(pool, prefix=role_prefix)
     yield Operator(pool=pool, kube=kube, config=config)
     await kube.close()
 

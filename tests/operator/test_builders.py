@@ -8,7 +8,14 @@ import pytest
 import yaml
 
 from headrace.model import IngestionJob, Resources, load_manifest
-from headrace.model.contract import WORKER_EXIT_STOPPED, WORKER_SECRETS_DIR, WORKER_VOLUME_ROOT
+from headrace.model.contract import (
+    INGEST_AUDIENCE,
+    INGEST_TOKEN_DIR,
+    INGEST_TOKEN_PATH,
+    WORKER_EXIT_STOPPED,
+    WORKER_SECRETS_DIR,
+    WORKER_VOLUME_ROOT,
+)
 from headrace.operator.resources.hpa import build_hpa
 from headrace.operator.resources.job import InvalidSpec, WorkerPodSettings, build_worker_job, job_name
 from headrace.operator.resources.labels import selector
@@ -34,8 +41,8 @@ def worker_job(job: IngestionJob, run: int = 1, pods: WorkerPodSettings = DEFAUL
         run=run,
         image="ghcr.io/example/headrace:0.1.0",
         pods=pods,
-        database_secret="headrace-worker-database",
-        database_secret_key="DATABASE_URL",
+        ingest_url="http://headrace-ingest.headrace.svc:8081",
+        ingest_audience=INGEST_AUDIENCE,
         backoff_limit=6,
         ttl_seconds_after_finished=86_400,
     )
@@ -61,6 +68,22 @@ def test_hpa_matches_golden() -> None:
     assert_golden("hpa.yaml", build_hpa(job))
 
 
+def test_worker_pod_holds_a_token_for_the_ingest_service_and_no_database_credential() -> None:
+    pod = worker_job(example("s3-job.yaml"))["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HEADRACE_INGEST_URL"] == "http://headrace-ingest.headrace.svc:8081"
+    assert env["HEADRACE_INGEST_TOKEN_FILE"] == INGEST_TOKEN_PATH
+    assert not [name for name in env if "DATABASE" in name]
+    # The only Secret volume is the one the spec names (S3 credentials); the token is projected, for our
+    # audience only (the API server refuses it), bound to the pod, and short-lived.
+    assert [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v] == ["reports-s3"]
+    (token,) = [v["projected"]["sources"][0]["serviceAccountToken"] for v in pod["volumes"] if "projected" in v]
+    assert token == {"audience": INGEST_AUDIENCE, "expirationSeconds": 600, "path": "token"}
+    assert {"name": "ingest-token", "mountPath": INGEST_TOKEN_DIR, "readOnly": True} in container["volumeMounts"]
+    assert pod["automountServiceAccountToken"] is False
+
+
 def test_worker_pod_keeps_the_contract() -> None:
     manifest = worker_job(example("volume-job.yaml"))
     pod = manifest["spec"]["template"]["spec"]
@@ -68,9 +91,11 @@ def test_worker_pod_keeps_the_contract() -> None:
     assert container["command"] == ["headrace", "worker", "--job", UID]
     assert {"name": "source", "mountPath": WORKER_VOLUME_ROOT, "readOnly": True} in container["volumeMounts"]
     assert {"name": "HEADRACE_VOLUME_ROOT", "value": WORKER_VOLUME_ROOT} in container["env"]
-    assert pod["volumes"][1]["persistentVolumeClaim"] == {"claimName": "handbook-docs", "readOnly": True}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["source"]["persistentVolumeClaim"] == {"claimName": "handbook-docs", "readOnly": True}
     assert all(
-        m["mountPath"].startswith((WORKER_VOLUME_ROOT, WORKER_SECRETS_DIR, "/tmp")) for m in container["volumeMounts"]
+        m["mountPath"].startswith((WORKER_VOLUME_ROOT, WORKER_SECRETS_DIR, INGEST_TOKEN_DIR, "/tmp"))
+        for m in container["volumeMounts"]
     )
     rule = manifest["spec"]["podFailurePolicy"]["rules"][0]
     assert rule["action"] == "Ignore" and rule["onExitCodes"]["values"] == [WORKER_EXIT_STOPPED]

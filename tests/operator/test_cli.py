@@ -16,7 +16,7 @@ from headrace.cli import main
 from headrace.model.crd import crd_yaml
 from headrace.operator.kube import JOBS
 from tests.operator.cluster import IJS, client_for, emulator_kubeconfig
-from tests.operator.conftest import Namespaces, ij
+from tests.operator.conftest import INGEST_URL, Namespaces, ij
 
 
 def _free_port() -> int:
@@ -32,6 +32,7 @@ def test_operator_needs_a_database_and_an_image(monkeypatch: pytest.MonkeyPatch)
     assert result.exit_code == 2 and "database URL" in result.output
     result = CliRunner().invoke(main, ["operator", "--database-url", "postgresql://x/y"])
     assert result.exit_code == 2 and "--worker-image or HEADRACE_WORKER_IMAGE" in result.output
+    assert "--ingest-url or HEADRACE_INGEST_URL" in result.output
 
 
 def test_operator_refuses_all_namespaces_with_a_namespace() -> None:
@@ -73,15 +74,17 @@ NO_RUN_AS_NON_ROOT = '{"allowPrivilegeEscalation": false, "capabilities": {"drop
         ({"HEADRACE_WORKER_RESOURCES": '{"requests": {"cpu": "lots"}}'}, "worker_resources.requests.cpu"),
         ({"HEADRACE_WORKER_RESOURCES": '{"requests": {"memory": "1Gi"}}'}, "must request cpu"),
         ({"HEADRACE_WORKER_IMAGE_PULL_POLICY": "Sometimes"}, "worker_image_pull_policy"),
-        ({"HEADRACE_TENANT_CREDENTIALS": "nobody"}, "tenant_credentials"),
-        ({"HEADRACE_TENANT_ROLE_PREFIX": "Robert'); DROP"}, "tenant role prefix"),
-        ({"HEADRACE_TENANT_ROLE_PREFIX": "x" * 21}, "1-20 characters"),
+        (
+            {"HEADRACE_INGEST_URL": "headrace-ingest:8081"},
+            "ingest_url: 'headrace-ingest:8081' is not an http:// or https:// URL",
+        ),
     ],
 )
 def test_operator_refuses_bad_worker_pod_settings_at_start(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
 ) -> None:
     """Refused before anything connects: the database URL points nowhere and no cluster is configured."""
+    monkeypatch.setenv("HEADRACE_INGEST_URL", INGEST_URL)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     result = CliRunner().invoke(main, OPERATOR)
@@ -97,7 +100,7 @@ def test_crd_to_stdout(tmp_path: Path) -> None:
 @pytest.mark.postgres
 @pytest.mark.timeout(120)
 async def test_headrace_operator_serves_liveness_reconciles_and_stops_on_sigterm(
-    dsn: str, emulator: kmock.KubernetesEmulator, namespaces: Namespaces, role_prefix: str, tmp_path: Path
+    dsn: str, emulator: kmock.KubernetesEmulator, namespaces: Namespaces, tmp_path: Path
 ) -> None:
     port = _free_port()
     kubeconfig = emulator_kubeconfig(tmp_path / "kubeconfig", str(emulator.url).rstrip("/"))
@@ -108,7 +111,7 @@ async def test_headrace_operator_serves_liveness_reconciles_and_stops_on_sigterm
         "HEADRACE_WORKER_IMAGE": "ghcr.io/example/headrace:test",
         "HEADRACE_LIVENESS": f"http://127.0.0.1:{port}/healthz",
         "HEADRACE_OBSERVE_INTERVAL": "1",
-        "HEADRACE_TENANT_ROLE_PREFIX": role_prefix,
+        "HEADRACE_INGEST_URL": INGEST_URL,
     }
     env.pop("KUBERNETES_SERVICE_HOST", None)
     process = await asyncio.create_subprocess_exec(

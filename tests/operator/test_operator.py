@@ -8,7 +8,6 @@ and HPAs of a deleted IngestionJob, the namespace controller deletes a namespace
 """
 
 import asyncio
-import base64
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +30,7 @@ from headrace.store import documents, jobs, lexicon, queue
 from headrace.store.db import Pool
 from tests.kube.controlplane import RESTRICTED, ControlPlane
 from tests.operator.cluster import IJS, Cluster, chart_operator_kubeconfig, client_for, emulator_kubeconfig
-from tests.operator.conftest import IMAGE, Namespaces, ij
+from tests.operator.conftest import IMAGE, INGEST_URL, Namespaces, ij
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -93,8 +92,8 @@ def real_only(cluster: Cluster) -> ControlPlane:
 
 
 @pytest.fixture
-def config(dsn: str, role_prefix: str) -> OperatorSettings:
-    return OperatorSettings(database_url=dsn, worker_image=IMAGE, observe_interval=0.3, tenant_role_prefix=role_prefix)
+def config(dsn: str) -> OperatorSettings:
+    return OperatorSettings(database_url=dsn, worker_image=IMAGE, observe_interval=0.3, ingest_url=INGEST_URL)
 
 
 class RefusalLog(logging.Handler):
@@ -337,8 +336,8 @@ async def test_restart_after_a_partial_reconcile_converges(
         run=1,
         image=IMAGE,
         pods=config.worker_pods(),
-        database_secret=config.database_secret,
-        database_secret_key=config.database_secret_key,
+        ingest_url=config.ingest_url,
+        ingest_audience=config.ingest_audience,
         backoff_limit=config.backoff_limit,
         ttl_seconds_after_finished=config.ttl_seconds_after_finished,
     )
@@ -513,37 +512,25 @@ async def test_a_worker_job_the_server_refuses_is_a_condition(cluster: Cluster, 
     assert "tolerations" in condition["message"] and "handbook-run-1" in condition["message"]
 
 
-async def test_the_namespace_credential_secret(cluster: Cluster, config: OperatorSettings, pool: Pool) -> None:
-    """Roles mode against the API server: the Secret in the namespace holds the namespace's role (never the
-    owner's URL), every IngestionJob there owns it, and each worker Job reads it."""
+async def test_worker_pods_call_the_ingest_service_and_hold_no_database_credential(
+    cluster: Cluster, config: OperatorSettings
+) -> None:
+    """Against the API server (which validates the projected volume): each worker Job's pods get the ingest
+    service's URL and a token for its audience, and nothing that opens Postgres; no Secret is written."""
     async with running(config, cluster):
-        first = await cluster.create(IJS, ij("first"))
-        second = await cluster.create(IJS, ij("second"))
-        await until(lambda: cluster.get(JOBS, "first-run-1"))
-        await until(lambda: cluster.get(JOBS, "second-run-1"))
-
-        async def both_own_it() -> dict[str, Any] | None:
-            found = await cluster.get(SECRETS, "headrace-worker-database")
-            owners = {ref["uid"] for ref in (found or {}).get("metadata", {}).get("ownerReferences") or []}
-            # The emulator merges patches as plain dicts: a strategic merge of ownerReferences replaces the list.
-            wanted = (
-                {second["metadata"]["uid"]}
-                if cluster.emulated
-                else {first["metadata"]["uid"], second["metadata"]["uid"]}
-            )
-            return found if found and wanted <= owners else None
-
-        secret = await until(both_own_it)
-    url = base64.b64decode(secret["data"]["DATABASE_URL"]).decode()
-    role = secret["metadata"]["annotations"]["headrace.io/database-role"]
-    assert url.startswith(f"postgresql://{role}:") and role.startswith(config.tenant_role_prefix)
-    owner_user = config.database_url.get_secret_value().split("//", 1)[1].split("@", 1)[0].split(":", 1)[0]
-    assert f"//{owner_user}:" not in url and f"//{owner_user}@" not in url
-    job = await cluster.get(JOBS, "first-run-1")
-    assert job is not None
-    (env,) = [e for e in job["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "DATABASE_URL"]
-    assert env["valueFrom"]["secretKeyRef"] == {"name": "headrace-worker-database", "key": "DATABASE_URL"}
-    assert await pool.fetchval("SELECT namespace_uid FROM headrace.tenants WHERE role = $1", role) is not None
+        await cluster.create(IJS, ij("first"))
+        job = await until(lambda: cluster.get(JOBS, "first-run-1"))
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["HEADRACE_INGEST_URL"] == {"name": "HEADRACE_INGEST_URL", "value": INGEST_URL}
+    assert "DATABASE_URL" not in env and not any("valueFrom" in e for e in env.values()), env
+    (projected,) = [v["projected"] for v in pod["volumes"] if "projected" in v]
+    assert projected["sources"] == [
+        {"serviceAccountToken": {"audience": "headrace-ingest", "expirationSeconds": 600, "path": "token"}}
+    ]
+    assert pod["automountServiceAccountToken"] is False
+    assert await cluster.get(SECRETS, "headrace-worker-database") is None
 
 
 async def test_search_statistics_are_built_after_a_run_finishes(

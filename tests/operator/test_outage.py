@@ -16,7 +16,7 @@ from headrace.operator.reconcile import Operator
 from headrace.store import jobs, migrate
 from headrace.store.db import open_pool
 from headrace.store.outage import ride_out
-from tests.operator.conftest import IMAGE, Namespaces, ij
+from tests.operator.conftest import IMAGE, INGEST_URL, Namespaces, ij
 
 pytestmark = pytest.mark.postgres
 
@@ -31,7 +31,7 @@ async def test_an_ingestionjob_created_while_postgres_restarts_is_reconciled_onc
         op = Operator(
             pool=pool,
             kube=kube,
-            config=OperatorSettings(database_url=dsn, worker_image=IMAGE, tenant_credentials="shared"),
+            config=OperatorSettings(database_url=dsn, worker_image=IMAGE, ingest_url=INGEST_URL),
         )
         try:
             await asyncio.to_thread(restartable_postgres.stop)

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from headrace.api.app import create_app
 from headrace.api.auth import KubernetesAuthenticator, Unauthenticated
 from headrace.api.settings import ApiSettings
+from headrace.kubeapi import KubeApi
 from headrace.store import jobs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
@@ -82,7 +83,7 @@ async def test_random_tokens_do_not_evict_a_valid_identity(
     token_file = tmp_path / "token"
     token_file.write_text(API_SA_TOKEN)
     async with httpx.AsyncClient(base_url=str(kmock.url)) as http:
-        auth = KubernetesAuthenticator(http, own_token_file=token_file, cache_seconds=600, cache_size=8)
+        auth = KubernetesAuthenticator(KubeApi(http, token_file=token_file), cache_seconds=600, cache_size=8)
         assert (await auth.authenticate("alice-token")).name == "alice"
         for i in range(50):  # six times the cache's size
             with pytest.raises(Unauthenticated):

@@ -16,6 +16,7 @@ from headrace.store.db import Pool
 from headrace.store.documents import MAX_URI_BYTES
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import Worker
+from headrace.worker.store import DirectStore
 from tests.api.conftest import bearer, ingest
 from tests.conftest import volume_spec
 
@@ -112,7 +113,7 @@ async def test_uris_longer_than_an_index_key_fail_as_documents(
         pool, uid=uuid.uuid4(), namespace="team-a", name="long", generation=1, spec=volume_spec(".")
     )
     await jobs.start_run(pool, job, reason="test")
-    assert await Worker(pool, job.uid, volume_root=root, poll_seconds=0.02, lease_seconds=10).run() == 0
+    assert await Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.02, lease_seconds=10).run() == 0
 
     listed = await client.get(f"{JOBS}/long/documents", params={"limit": 50}, headers=ALICE)
     assert listed.status_code == 200

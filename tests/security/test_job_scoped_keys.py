@@ -3,28 +3,86 @@
 Until migration 0010 a tenant's worker role could insert a chunk with its own `job_uid` and another
 namespace's `document_id` (foreign keys are checked without row-level security), and the API then
 served that document's URI, title and neighbouring chunks as the tenant's own; the same through
-`embeddings.chunk_id` for semantic search. Real Postgres, the real tenant role, the real API.
+`embeddings.chunk_id` for semantic search. Workers hold no SQL any more (they call the ingest service),
+but the schema still refuses such a row from anyone, the owner included: the probe of issue 21 runs
+here on the owner's connection, the one the ingest service holds. Real Postgres, the real API.
 """
 
 import re
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
 import pytest
 
 from headrace.api.settings import ApiSettings
-from headrace.store import lexicon
+from headrace.store import documents, jobs, lexicon, vectors
 from headrace.store.db import Pool
+from headrace.store.jobs import JobRecord
 from tests.api.conftest import bearer, serve
-from tests.security.test_tenant_isolation import Tenant, _job_space, prefix, two_tenants
-
-__all__ = ["prefix", "two_tenants"]
+from tests.conftest import volume_spec
 
 pytestmark = pytest.mark.postgres
 
 SECRETS = ("secret-plans", "Secret plans", "merger", "lighthouse corp")
 """What team-b stored; none of it may reach team-a's reader."""
+
+
+@dataclass(frozen=True)
+class Tenant:
+    namespace: str
+    job: JobRecord
+
+
+async def _job_space(pool: Pool, job: JobRecord) -> vectors.Space:
+    """The job's vector space, created as the operator does before a run's workers start."""
+    assert await vectors.available(pool), "the test Postgres has pgvector"
+    embedding = job.spec.embedding
+    assert embedding.model_name is not None and embedding.dimensions is not None
+    return await vectors.space_for(pool, embedding.model_name, embedding.dimensions)
+
+
+async def _tenant(pool: Pool, namespace: str) -> Tenant:
+    job = await jobs.register_job(
+        pool,
+        uid=uuid.uuid4(),
+        namespace=namespace,
+        name="handbook",
+        generation=1,
+        spec=volume_spec(),
+        namespace_uid=uuid.uuid4(),
+    )
+    return Tenant(namespace, job)
+
+
+@pytest.fixture
+async def two_tenants(pool: Pool) -> AsyncIterator[tuple[Tenant, Tenant]]:
+    """Team-a's job, and team-b's with a finished run: a document, its chunk and vector, a failure."""
+    a, b = await _tenant(pool, "team-a"), await _tenant(pool, "team-b")
+    run = await jobs.start_run(pool, b.job, reason="test")
+    space = await _job_space(pool, b.job)
+    await documents.store_document(
+        pool,
+        b.job.uid,
+        run,
+        documents.DocumentRecord(
+            uri="secret-plans.txt",
+            title="Secret plans",
+            content_hash="h",
+            fingerprint="f",
+            format="text",
+            bytes=30,
+            chunks=[documents.ChunkRecord(0, "the merger with lighthouse corp closes friday")],
+        ),
+        space=space,
+        embeddings=[[0.5] * space.dimensions],
+    )
+    await documents.record_failures(pool, b.job.uid, run, {"broken.pdf": "not a PDF"})
+    await lexicon.build(pool, a.job.uid)
+    await lexicon.build(pool, b.job.uid)
+    yield a, b
 
 
 async def _b_rows(pool: Pool, b: Tenant) -> tuple[int, int]:
@@ -42,8 +100,8 @@ async def _bare_chunk(pool: Pool, b: Tenant, document_id: int) -> int:
     """A second chunk of team-b's document, without a vector.
 
     A chunk with a vector is told apart by the vectors' primary key (chunk_id alone, which the upserts of
-    every release since 0006 name), a uniqueness check that runs before any foreign key: that oracle
-    stays until workers hold no SQL (issue 21's worker API)."""
+    every release since 0006 name), a uniqueness check that runs before any foreign key: an oracle
+    only for whoever holds SQL, which since the ingest service is no tenant."""
     return int(
         await pool.fetchval(
             "INSERT INTO headrace.chunks (document_id, job_uid, ordinal, content, config) "
@@ -59,8 +117,8 @@ def _masked(message: str) -> str:
     return re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+", "#", message)
 
 
-async def test_a_tenant_cannot_point_a_chunk_or_vector_at_another_jobs_row(
-    pool: Pool, two_tenants: tuple[Tenant, Tenant]
+async def test_nobody_can_point_a_chunk_or_vector_at_another_jobs_row(
+    pool: Pool, dsn: str, two_tenants: tuple[Tenant, Tenant]
 ) -> None:
     a, b = two_tenants
     document_id, _ = await _b_rows(pool, b)
@@ -68,7 +126,7 @@ async def test_a_tenant_cannot_point_a_chunk_or_vector_at_another_jobs_row(
     nowhere = 10**12
     bare = await _bare_chunk(pool, b, document_id)
     before = await pool.fetch("SELECT * FROM headrace.chunks ORDER BY id")
-    conn = await asyncpg.connect(a.url)
+    conn = await asyncpg.connect(dsn)
     try:
         chunk = (
             "INSERT INTO headrace.chunks (document_id, job_uid, ordinal, content, config) "

@@ -13,6 +13,7 @@ from headrace.store import jobs
 from headrace.store.db import Pool
 from headrace.worker.loop import EXIT_BAD_SOURCE, Worker
 from headrace.worker.secrets import MissingSecret, read_secret
+from headrace.worker.store import DirectStore
 from tests.conftest import JobFactory
 from tests.sources.helpers import counts, documents, run_once, write_secret
 from tests.worker.samples import pdf, zip_file
@@ -143,7 +144,7 @@ async def test_a_missing_secret_stops_the_worker_with_a_reason(
     write_secret(tmp_path, "s3-creds", {"AWS_ACCESS_KEY_ID": "only-half"})
     job = await make_job(s3_spec(s3_endpoint))
     await jobs.start_run(pool, job, reason="test")
-    worker = Worker(pool, job.uid, volume_root=Path("/"), secrets_dir=tmp_path)
+    worker = Worker(DirectStore(pool, job.uid), volume_root=Path("/"), secrets_dir=tmp_path)
     assert await worker.run() == EXIT_BAD_SOURCE
 
 

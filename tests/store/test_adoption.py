@@ -9,6 +9,7 @@ from headrace.store import jobs, search
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
+from headrace.worker.store import DirectStore
 from tests.conftest import volume_spec
 
 CORPUS = {
@@ -32,7 +33,7 @@ async def apply(pool: Pool, namespace_uid: uuid.UUID, *, name: str = "handbook")
 
 
 async def run_to_end(pool: Pool, job: JobRecord, root: Path) -> RunState:
-    assert await Worker(pool, job.uid, volume_root=root, poll_seconds=0.05).run() == EXIT_DRAINED
+    assert await Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.05).run() == EXIT_DRAINED
     state = await jobs.run_state(pool, job.uid)
     assert state is not None and state.finished
     return state

@@ -14,6 +14,7 @@ from headrace.store import history, jobs
 from headrace.store.db import Pool, open_pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
+from headrace.worker.store import DirectStore
 from tests.conftest import JobFactory, volume_spec
 
 
@@ -31,7 +32,7 @@ async def test_starting_a_run_prunes_all_but_the_last_history_limit_runs(
     job = await make_job(volume_spec(historyLimit=2, workers={"batchSize": 1}))
     for _ in range(4):
         await jobs.start_run(pool, job, reason="again")
-        assert await Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.05).run() == EXIT_DRAINED
+        assert await Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.05).run() == EXIT_DRAINED
 
     assert [r.run for r in await jobs.list_runs(pool, job.uid)] == [4, 3]
     assert await count(pool, "tasks", job, "run < 3") == 0
@@ -96,7 +97,11 @@ async def test_the_finalizer_deletes_a_job_of_fifty_thousand_documents(
     async with open_pool(dsn, min_size=1, max_size=1) as single:  # one connection: every statement is logged
         async with single.acquire() as conn:
             conn.add_query_logger(log)
-        op = Operator(pool=single, kube=KubeClient(), config=OperatorSettings(database_url=dsn, worker_image="w"))
+        op = Operator(
+            pool=single,
+            kube=KubeClient(),
+            config=OperatorSettings(database_url=dsn, worker_image="w", ingest_url="http://ingest:8081"),
+        )
         body = kopf.Body({"metadata": {"uid": str(job.uid)}, "spec": {"retention": "Delete"}})
         assert await reconcile.finalize(op, body) == "Deleted"
 

@@ -12,6 +12,7 @@ from headrace.store.db import Pool
 from headrace.worker import loop
 from headrace.worker.loop import EXIT_DRAINED, EXIT_STOPPED, Worker
 from headrace.worker.sandbox import Sandbox
+from headrace.worker.store import DirectStore
 from headrace.worker.tasks import STAGE_BUFFER, STORE_GROUP_DOCUMENTS
 from tests.conftest import JobFactory, volume_spec
 from tests.worker.test_worker import BIG_CORPUS, documents, wait_for, write
@@ -69,7 +70,7 @@ async def test_a_hung_extraction_stops_reading_after_the_buffer_is_full(
     fetches = Fetches(monkeypatch)
     monkeypatch.setattr(loop, "Sandbox", lambda **_: Sandbox(command=HUNG_SANDBOX))
     job = await _started(pool, make_job, tmp_path)
-    worker = Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.05, grace_seconds=0)
+    worker = Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.05, grace_seconds=0)
     running = asyncio.create_task(worker.run())
     await wait_for(pool, "SELECT count(*) = 1 FROM headrace.tasks WHERE job_uid = $1 AND kind = 'ingest'", job.uid)
     # One object in the hung sandbox, STAGE_BUFFER waiting for it, one read and waiting to be queued.
@@ -86,7 +87,7 @@ async def test_a_slow_database_stops_extraction_and_reading_after_the_buffers_ar
     job = await _started(pool, make_job, tmp_path)
     async with pool.acquire() as blocker, blocker.transaction():
         await blocker.execute("LOCK TABLE headrace.chunks IN SHARE MODE")  # every write to chunks waits
-        worker = Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.05)
+        worker = Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.05)
         running = asyncio.create_task(worker.run())
         await wait_for(
             pool,

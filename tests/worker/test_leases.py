@@ -8,6 +8,7 @@ from headrace.store import jobs, queue
 from headrace.store.db import Pool
 from headrace.worker.leases import MAX_PREFETCH, Holding, prefetch_limit
 from headrace.worker.loop import EXIT_DRAINED, EXIT_STOPPED, Worker
+from headrace.worker.store import DirectStore
 from tests.conftest import JobFactory, volume_spec
 from tests.worker.test_worker import BIG_CORPUS, documents, wait_for, write
 
@@ -35,7 +36,7 @@ async def test_tasks_are_leased_ahead_heartbeated_together_and_acked_in_one_batc
     pool: Pool, make_job: JobFactory
 ) -> None:
     uid = await _queue_of(pool, make_job, 12)
-    holding = Holding(pool, uid, worker="w", lease_seconds=30, prefetch=5)
+    holding = Holding(DirectStore(pool, uid), worker="w", lease_seconds=30, prefetch=5)
     assert len(await holding.lease()) == 1  # nothing known of these tasks' pace yet
     first, _ = holding.start() or (None, None)
     assert first is not None
@@ -64,7 +65,7 @@ async def test_tasks_are_leased_ahead_heartbeated_together_and_acked_in_one_batc
 
 async def test_a_queued_task_whose_lease_was_lost_is_never_started(pool: Pool, make_job: JobFactory) -> None:
     uid = await _queue_of(pool, make_job, 3)
-    holding = Holding(pool, uid, worker="w", lease_seconds=30, prefetch=3)
+    holding = Holding(DirectStore(pool, uid), worker="w", lease_seconds=30, prefetch=3)
     holding._mean_seconds = 0.001  # as after a few fast tasks
     leased = await holding.lease()
     assert len(leased) == 3
@@ -86,7 +87,7 @@ async def test_release_hands_back_every_unstarted_task_without_counting_the_atte
     pool: Pool, make_job: JobFactory
 ) -> None:
     uid = await _queue_of(pool, make_job, 4)
-    holding = Holding(pool, uid, worker="w", lease_seconds=30, prefetch=4)
+    holding = Holding(DirectStore(pool, uid), worker="w", lease_seconds=30, prefetch=4)
     holding._mean_seconds = 0.001
     await holding.lease()
     assert holding.start() is not None
@@ -101,7 +102,7 @@ async def test_sigterm_with_prefetched_tasks_leaves_none_leased_and_a_rerun_stor
     write(tmp_path, BIG_CORPUS)
     job = await make_job(volume_spec(workers={"batchSize": 10}))  # 30 tasks, up to 32 held at once
     run = await jobs.start_run(pool, job, reason="test")
-    worker = Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.05, grace_seconds=0)
+    worker = Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.05, grace_seconds=0)
     running = asyncio.create_task(worker.run())
     await wait_for(pool, "SELECT count(*) >= 25 FROM headrace.documents WHERE job_uid = $1", job.uid)
     worker.stop()
@@ -112,7 +113,7 @@ async def test_sigterm_with_prefetched_tasks_leaves_none_leased_and_a_rerun_stor
     assert all(attempts == 0 for state, attempts in states if state == "pending"), "a hand-back counted an attempt"
     assert any(state == "pending" for state, _ in states), "the worker was not stopped mid-run"
 
-    assert await Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.05).run() == EXIT_DRAINED
+    assert await Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.05).run() == EXIT_DRAINED
     docs = await documents(pool, job)
     assert len(docs) == 300 and all(d["chunk_count"] == d["chunks"] for d in docs.values())
     state = await jobs.run_state(pool, job.uid, run)

@@ -11,6 +11,7 @@ from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
 from headrace.worker.sources import DocumentRef, Fetched, Source, open_source, volume
+from headrace.worker.store import DirectStore
 from headrace.worker.tasks import Context, discover, ingest
 from tests.conftest import JobFactory, volume_spec
 from tests.worker.test_worker import documents, write
@@ -39,7 +40,7 @@ class DiesAfterFirstPage:
 
 
 async def run_to_end(pool: Pool, job: JobRecord, root: Path) -> None:
-    assert await Worker(pool, job.uid, volume_root=root, poll_seconds=0.05).run() == EXIT_DRAINED
+    assert await Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.05).run() == EXIT_DRAINED
 
 
 def in_source(root: Path) -> set[str]:
@@ -58,7 +59,9 @@ async def test_discovery_killed_after_a_page_and_retried_on_a_changed_source_del
     second = await jobs.start_run(pool, job, reason="second")
     job = await jobs.get_job(pool, job.uid) or job
     (task,) = await queue.lease(pool, job.uid, worker="dies", lease_seconds=0.3)
-    dying = Context(pool, job, DiesAfterFirstPage(open_source(job.spec.source, volume_root=tmp_path)))
+    dying = Context(
+        DirectStore(pool, job.uid), job, DiesAfterFirstPage(open_source(job.spec.source, volume_root=tmp_path))
+    )
     with pytest.raises(Killed):
         await discover(dying, task)  # enqueued the first page's two batches, then the pod died
     # The source changes before discovery is retried: every later file shifts one place in the listing.
@@ -88,14 +91,14 @@ async def test_a_task_of_the_previous_run_released_after_a_new_run_started_delet
     source = open_source(job.spec.source, volume_root=tmp_path)
 
     await jobs.start_run(pool, job, reason="second")
-    old = Context(pool, await jobs.get_job(pool, job.uid) or job, source)
+    old = Context(DirectStore(pool, job.uid), await jobs.get_job(pool, job.uid) or job, source)
     (disc,) = await queue.lease(pool, job.uid, worker="old", lease_seconds=30)
     await discover(old, disc)
     assert await queue.ack(pool, disc)
     (stale,) = await queue.lease(pool, job.uid, worker="old", lease_seconds=30)  # its worker is slow
 
     third = await jobs.start_run(pool, job, reason="third")
-    new = Context(pool, await jobs.get_job(pool, job.uid) or job, source)
+    new = Context(DirectStore(pool, job.uid), await jobs.get_job(pool, job.uid) or job, source)
     while leased := await queue.lease(pool, job.uid, worker="new", lease_seconds=30):
         handler = discover if leased[0].kind == "discover" else ingest
         await handler(new, leased[0])

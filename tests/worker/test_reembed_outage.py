@@ -69,7 +69,8 @@ async def test_a_postgres_restart_mid_re_embed_redoes_at_most_one_slice(
         for uri, document in after.items():
             assert document["chunks"] == before[uri]["chunks"], "chunks were rewritten: the document was re-extracted"
             assert (document["model"], document["vectors"]) == ("tiny", len(document["chunks"])), document
-        # Only the slice whose vectors were lost with the connection was embedded twice.
-        assert 0 < sum(inputs) - chunks <= REEMBED_SLICE, inputs
+        # Each store call rides out the outage by itself (worker/store.py), so the slice embedded while
+        # Postgres went down is stored once it is back: at most one slice is ever embedded twice.
+        assert sum(inputs) - chunks <= REEMBED_SLICE, inputs
     finally:
         await pool.close()

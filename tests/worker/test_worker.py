@@ -14,6 +14,7 @@ from headrace.store import jobs, queue, search
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, EXIT_STOPPED, Worker
+from headrace.worker.store import DirectStore
 from tests.conftest import JobFactory, volume_spec
 
 
@@ -25,7 +26,7 @@ def write(folder: Path, files: dict[str, bytes | str]) -> None:
 
 
 async def run_worker(pool: Pool, job: JobRecord, root: Path, **options: float) -> int:
-    worker = Worker(pool, job.uid, volume_root=root, poll_seconds=0.05, **options)  # type: ignore[arg-type]
+    worker = Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.05, **options)  # type: ignore[arg-type]
     return await worker.run()
 
 
@@ -106,12 +107,12 @@ async def test_a_redelivered_task_stores_each_document_once(pool: Pool, make_job
     write(tmp_path, {f"d{i}.md": f"# Doc {i}\n\n" + "words " * 400 for i in range(4)})
     job = await make_job(volume_spec(workers={"batchSize": 10}, chunking={"targetSize": 500, "overlap": 50}))
     run = await jobs.start_run(pool, job, reason="test")
-    worker = Worker(pool, job.uid, volume_root=tmp_path)
+    worker = Worker(DirectStore(pool, job.uid), volume_root=tmp_path)
     # Process the ingest task twice, as after a lost ack, then let the worker drain the queue.
     from headrace.worker.sources import open_source
     from headrace.worker.tasks import Context, discover, ingest
 
-    ctx = Context(pool, job, open_source(job.spec.source, volume_root=tmp_path))
+    ctx = Context(DirectStore(pool, job.uid), job, open_source(job.spec.source, volume_root=tmp_path))
     (disc,) = await queue.lease(pool, job.uid, worker="t", lease_seconds=30)
     await discover(ctx, disc)
     await queue.ack(pool, disc)

@@ -11,7 +11,11 @@ from typing import Any, Literal
 
 from headrace.model import IngestionJob, Resources
 from headrace.model.contract import (
-    DATABASE_URL_ENV,
+    INGEST_TOKEN_DIR,
+    INGEST_TOKEN_FILE_ENV,
+    INGEST_TOKEN_PATH,
+    INGEST_TOKEN_SECONDS,
+    INGEST_URL_ENV,
     METRICS_PORT_ENV,
     VOLUME_ROOT_ENV,
     WORKER_EXIT_STOPPED,
@@ -140,22 +144,43 @@ def build_worker_job(
     run: int,
     image: str,
     pods: WorkerPodSettings,
-    database_secret: str,
-    database_secret_key: str,
+    ingest_url: str,
+    ingest_audience: str,
     backoff_limit: int,
     ttl_seconds_after_finished: int,
 ) -> dict[str, Any]:
-    """The worker Job of `run`. Raises InvalidSpec when the spec cannot run in a cluster."""
+    """The worker Job of `run`. Raises InvalidSpec when the spec cannot run in a cluster.
+
+    The pods hold no database credential: they call the ingest service at `ingest_url` with a projected
+    ServiceAccount token of `ingest_audience`, bound to the pod, which the service trades (TokenReview)
+    for this one IngestionJob and nothing else. The token is short-lived and the kubelet renews it."""
     check_cluster_spec(job)
     spec = job.spec
     labels = {**object_labels(job), RUN_LABEL: str(run)}
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    env: list[dict[str, Any]] = [
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         {
-            "name": DATABASE_URL_ENV,
-            "valueFrom": {"secretKeyRef": {"name": database_secret, "key": database_secret_key}},
+            "name": "ingest-token",
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "audience": ingest_audience,
+                            "expirationSeconds": INGEST_TOKEN_SECONDS,
+                            "path": INGEST_TOKEN_PATH.rsplit("/", 1)[1],
+                        }
+                    }
+                ]
+            },
         },
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "ingest-token", "mountPath": INGEST_TOKEN_DIR, "readOnly": True},
+    ]
+    env: list[dict[str, Any]] = [
+        {"name": INGEST_URL_ENV, "value": ingest_url},
+        {"name": INGEST_TOKEN_FILE_ENV, "value": INGEST_TOKEN_PATH},
         {"name": "HEADRACE_LOG_FORMAT", "value": "json"},
         {"name": METRICS_PORT_ENV, "value": str(WORKER_METRICS_PORT)},
     ]

@@ -5,9 +5,9 @@ from typing import Any
 import kmock
 import pytest
 
-from tests.operator.conftest import emulator, namespaces, op, role_prefix
+from tests.operator.conftest import emulator, namespaces, op
 
-__all__ = ["emulator", "namespaces", "op", "role_prefix"]
+__all__ = ["emulator", "namespaces", "op"]
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """A tenant naming Headrace's own Secret in a Secret reference, to have its values sent to an endpoint of
 their choosing: refused, with a condition naming the field. Any other Secret of the namespace is mounted."""
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,12 +56,12 @@ def worker_jobs(emulator: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
 async def test_headraces_own_secret_is_refused_naming_the_field(
     op: Operator, emulator: kmock.KubernetesEmulator, field: str
 ) -> None:
-    own = op.config.worker_credentials_secret
-    assert own == "headrace-worker-database"
+    own = "registry-credentials"
+    op = dataclasses.replace(op, config=op.config.model_copy(update={"worker_image_pull_secrets": [own]}))
     raw, events = await apply(op, ij(spec=spec_naming(field, own)))
     ready = {c["type"]: c for c in raw["status"]["conditions"]}["Ready"]
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
-    assert ready["message"].startswith(f"{field}: headrace-worker-database is Headrace's own Secret")
+    assert ready["message"].startswith(f"{field}: {own} is Headrace's own Secret")
     assert [(e.type, e.reason) for e in events] == [("Warning", "InvalidSpec")]
     assert field in events[0].message
     assert worker_jobs(emulator) == []  # nothing mounts it

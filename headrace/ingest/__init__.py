@@ -1,0 +1,1 @@
+"""The worker API: the one service worker pods talk to, so that they hold no database credential."""
