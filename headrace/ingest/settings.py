@@ -47,10 +47,11 @@ class IngestSettings(KubeSettings):
     ingest_max_body_bytes: Annotated[int, Field(ge=MAX_REQUEST_BYTES)] = 2 * MAX_REQUEST_BYTES
     """Largest request body; more is a 413. Workers send at most `MAX_REQUEST_BYTES` (16 MiB) per request."""
 
-    ingest_rate_limit_per_second: Annotated[float, Field(ge=0)] = 500.0
-    """Sustained requests per second per job (all its workers together); 0 turns the limit off."""
+    ingest_rate_limit_per_second: Annotated[float, Field(ge=0)] = 2000.0
+    """Sustained requests per second per job (all its workers together); 0 turns the limit off. A busy
+    worker makes about 30 a second (small documents, docs/worker-api.md): this admits about 60 of them."""
 
-    ingest_rate_limit_burst: Annotated[int, Field(ge=1)] = 1000
+    ingest_rate_limit_burst: Annotated[int, Field(ge=1)] = 4000
     """Requests a job's workers may make at once before the sustained rate applies."""
 
     auth_cache_seconds: Annotated[float, Field(ge=0, le=600)] = 10.0

@@ -26,8 +26,8 @@ What stands in for the container:
   (neither for an `Image.of` pod, which sees its volumes where the pod spec puts them). `shared`
   files and folders of this machine (the tests' Postgres socket) are bound at the same path into such pods.
 - **Network:** pods share this machine's loopback. Each containerPort gets a free local port: an env
-  value equal to the port and a `:PORT` in an argument are renumbered, wildcard binds become
-  127.0.0.1, and probes and `port_forward` use the local port.
+  value equal to the port and a `:PORT` after a wildcard or loopback host (or alone) are renumbered,
+  wildcard binds become 127.0.0.1, and probes and `port_forward` use the local port.
 - **Services:** an env value or argument naming a Service as `<service>.<namespace>.svc[.cluster.local][:port]`
   (other than the API server's) reaches the pods of that Service this kubelet runs: each such name and
   port gets a forwarder on a free loopback address, which at every connection picks a running pod behind
@@ -87,6 +87,9 @@ HOST_PATHS = ("PATH", "PYTHONPATH")
 
 IN_CLUSTER_API = "kubernetes.default.svc"
 """The API server's in-cluster name: kopf's in-cluster login always connects to https://kubernetes.default.svc."""
+
+LOCAL_HOSTS = r"0\.0\.0\.0|127\.0\.0\.1|localhost|\[::\]"
+"""Hosts that name the pod itself in a bind address or URL."""
 
 SERVICE_NAME = re.compile(
     r"(?<![\w.-])(?P<service>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.svc"
@@ -197,7 +200,8 @@ class Pod:
         for container_port, local_port in self.ports.items():
             if text == str(container_port):
                 text = str(local_port)
-            text = re.sub(rf":{container_port}\b", f":{local_port}", text)
+            # This pod's own binds and addresses only: a port of another host (a Service) is not its.
+            text = re.sub(rf"(^|{LOCAL_HOSTS}):{container_port}\b", rf"\g<1>:{local_port}", text)
         return prefix + sep + text.replace("0.0.0.0", "127.0.0.1")
 
     def kill(self, sig: signal.Signals) -> None:
@@ -640,7 +644,7 @@ class Kubelet:
                 key = (namespace, service, port)
                 with self._lock:
                     if key not in self._services:
-                        forwarder = Forwarder(functools.partial(self._service_target, *key), port=port)
+                        forwarder = Forwarder(functools.partial(self._service_target, *key), port=port, note=self._note)
                         forwarder.start()
                         self._services[key] = forwarder
                     address = self._services[key].address
@@ -656,13 +660,15 @@ class Kubelet:
         return value
 
     def _service_target(self, namespace: str, service: str, port: int) -> tuple[str, int] | None:
-        """The local address of a running pod behind the Service's `port`; None when there is none."""
+        """The local address of a running pod behind the Service's `port`; None (noted) when there is none."""
         try:
             svc = self.core.read_namespaced_service(service, namespace)
-        except kubernetes.client.ApiException:
+        except kubernetes.client.ApiException as exc:
+            self._note(f"service {namespace}/{service}: {exc.status}")
             return None
         spec_port = next((p for p in svc.spec.ports or [] if p.port == port), None)
         if spec_port is None:
+            self._note(f"service {namespace}/{service} has no port {port}")
             return None
         selector = svc.spec.selector or {}
         for pod in self.running(namespace):
@@ -671,6 +677,7 @@ class Kubelet:
                 local = pod.ports.get(self._container_port(pod.body, target))
                 if local is not None:
                     return "127.0.0.1", local
+        self._note(f"service {namespace}/{service}:{port}: no running pod behind it")
         return None
 
     def _api_address(self) -> str:
@@ -768,8 +775,15 @@ class Forwarder:
     pods this kubelet runs). `target` is an address, or a function giving one at each connection (None:
     nothing serves now, and the connection is closed, as a Service without endpoints refuses)."""
 
-    def __init__(self, target: tuple[str, int] | Callable[[], tuple[str, int] | None], *, port: int = 443) -> None:
+    def __init__(
+        self,
+        target: tuple[str, int] | Callable[[], tuple[str, int] | None],
+        *,
+        port: int = 443,
+        note: Callable[[str], None] = lambda line: None,
+    ) -> None:
         self.target = target
+        self.note = note
         self.listener = socket.socket()
         for _ in range(50):
             address = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
@@ -802,7 +816,8 @@ class Forwarder:
                 if target is None:
                     raise OSError("no endpoint")
                 upstream = socket.create_connection(target)
-            except OSError:
+            except Exception as exc:  # the accept loop outlives any one connection
+                self.note(f"forwarder {self.address}: {exc!r}")
                 client.close()
                 continue
             for source, sink in ((client, upstream), (upstream, client)):
