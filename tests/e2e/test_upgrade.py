@@ -58,23 +58,38 @@ ROLES_IMAGE = f"{IMAGE_REPOSITORY}:roles"
 ROLE_PREFIX = "hrupgrade_"
 """Postgres roles span the server: the roles release's own prefix, apart from any other test's."""
 
-VALUES = (
-    f"--set image.repository={IMAGE_REPOSITORY} --set 'operator.watchNamespaces={{{TEAM}}}' "
-    "--set rbac.aggregateClusterRoles=false"
-)
-"""Values both releases take: one namespace watched (other tests' IngestionJobs are not ours to serve) and
-no cluster-wide aggregated roles (test_cluster.py's release owns those names)."""
+ROLES_NAMESPACE, ROLES_TEAM, ROLES_RELEASE_NAME = "headrace-roles", "roles-team", "roles"
+"""The same for the upgrade from per-namespace roles: namespaces of its own (a deleted namespace's
+PersistentVolumeClaim keeps its protection finalizer here, with no controller to remove it)."""
+
+
+def values(team: str) -> str:
+    """Values both releases take: one namespace watched (other tests' IngestionJobs are not ours to serve)
+    and no cluster-wide aggregated roles (test_cluster.py's release owns those names)."""
+    return (
+        f"--set image.repository={IMAGE_REPOSITORY} --set 'operator.watchNamespaces={{{team}}}' "
+        "--set rbac.aggregateClusterRoles=false"
+    )
+
+
+VALUES = values(TEAM)
 
 CLAIM = "manual"
-JOB = f"""\
+
+
+def job_manifest(team: str, workers: str = "{min: 1, max: 2}") -> str:
+    """The IngestionJob `manual`, with fields the previous releases' CRDs already had."""
+    return f"""\
 apiVersion: headrace.io/v1alpha1
 kind: IngestionJob
-metadata: {{name: manual, namespace: {TEAM}}}
+metadata: {{name: manual, namespace: {team}}}
 spec:
   source: {{volume: {{claimName: {CLAIM}, path: .}}}}
-  workers: {{min: 1, max: 2}}
+  workers: {workers}
 """
-"""Fields the previous release's CRD already had."""
+
+
+JOB = job_manifest(TEAM)
 CLAIM_MANIFEST = claim_manifest(TEAM, CLAIM)
 QUERIES = ("devil", "baal", "zeal", "lawyer", "woman")
 """Words to search for: `devil` is in every file of the corpus."""
@@ -85,7 +100,9 @@ def upgrade(
     control_plane: ControlPlane, kubelet: Kubelet, postgres_server: str, tmp_path: Path
 ) -> Iterator[tuple[Cluster, Path]]:
     """A terminal, an empty database, the corpus, and the previous release's chart (returned beside it)."""
-    yield from _release(control_plane, kubelet, postgres_server, tmp_path, PREVIOUS_RELEASE, PREVIOUS_IMAGE)
+    yield from _release(
+        control_plane, kubelet, postgres_server, tmp_path, PREVIOUS_RELEASE, PREVIOUS_IMAGE, (NAMESPACE, TEAM, RELEASE)
+    )
 
 
 @pytest.fixture
@@ -93,12 +110,20 @@ def roles_upgrade(
     control_plane: ControlPlane, kubelet: Kubelet, postgres_server: str, tmp_path: Path
 ) -> Iterator[tuple[Cluster, Path]]:
     """The same with the last release whose workers held a Postgres role of their namespace."""
-    yield from _release(control_plane, kubelet, postgres_server, tmp_path, ROLES_RELEASE, ROLES_IMAGE)
+    names = (ROLES_NAMESPACE, ROLES_TEAM, ROLES_RELEASE_NAME)
+    yield from _release(control_plane, kubelet, postgres_server, tmp_path, ROLES_RELEASE, ROLES_IMAGE, names)
 
 
 def _release(
-    control_plane: ControlPlane, kubelet: Kubelet, postgres_server: str, tmp_path: Path, commit: str, tag: str
+    control_plane: ControlPlane,
+    kubelet: Kubelet,
+    postgres_server: str,
+    tmp_path: Path,
+    commit: str,
+    tag: str,
+    names: tuple[str, str, str],
 ) -> Iterator[tuple[Cluster, Path]]:
+    namespace, team, release = names
     previous = unpack_previous_release(tmp_path / "previous", "headrace", "charts/headrace", commit=commit)
     image = dataclasses.replace(HEADRACE_IMAGE, env={**HEADRACE_IMAGE.env, "PYTHONPATH": str(previous)})
     kubelet.add_image(tag, image)
@@ -108,17 +133,17 @@ def _release(
     shutil.copytree(DEMO_CORPUS / "devils-dictionary", corpus)
     sh = Terminal(control_plane, tmp_path)
     files = sum(1 for _ in corpus.iterdir())
-    cluster = Cluster(sh, kubelet, with_database(postgres_server, database), corpus, files, release=NAMESPACE)
+    cluster = Cluster(sh, kubelet, with_database(postgres_server, database), corpus, files, release=namespace)
     chart = chart_for_this_control_plane(previous / "charts" / "headrace", previous)
     crd = chart / "templates" / "crds" / "ingestionjobs.yaml"
     crd.write_text(without_cel_rules(crd.read_text()))
     yield cluster, chart
 
     # Delete the job while an operator serves it; then whatever a failure left behind.
-    sh(f"kubectl -n {TEAM} delete ij --all --timeout=60s", check=False)
-    sh(f'kubectl -n {TEAM} patch ij manual --type=merge -p \'{{"metadata":{{"finalizers":null}}}}\'', check=False)
-    sh(f"helm -n {NAMESPACE} uninstall {RELEASE} --wait", check=False)
-    sh(f"kubectl delete namespace {NAMESPACE} {TEAM} --wait=false", check=False)
+    sh(f"kubectl -n {team} delete ij --all --timeout=60s", check=False)
+    sh(f'kubectl -n {team} patch ij manual --type=merge -p \'{{"metadata":{{"finalizers":null}}}}\'', check=False)
+    sh(f"helm -n {namespace} uninstall {release} --wait", check=False)
+    sh(f"kubectl delete namespace {namespace} {team} --wait=false", check=False)
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))  # whatever happened
     asyncio.run(_admin(postgres_server, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
     asyncio.run(_drop_roles(postgres_server))
@@ -284,8 +309,8 @@ def search_all(cluster: Cluster, token: str, *, keyword: str = "&mode=keyword") 
     return found
 
 
-def status(cluster: Cluster) -> dict[str, Any]:
-    return dict(json.loads(cluster.sh(f"kubectl -n {TEAM} get ij manual -o jsonpath={{.status}}")))
+def status(cluster: Cluster, team: str = TEAM) -> dict[str, Any]:
+    return dict(json.loads(cluster.sh(f"kubectl -n {team} get ij manual -o jsonpath={{.status}}")))
 
 
 def resumed(cluster: Cluster) -> None:
@@ -299,16 +324,16 @@ def resumed(cluster: Cluster) -> None:
     )
 
 
-def assert_run(cluster: Cluster, outcome: str) -> None:
+def assert_run(cluster: Cluster, outcome: str, team: str = TEAM) -> None:
     """The current run gave every document `outcome` (and none any other), and its status counts them."""
-    now = status(cluster)
+    now = status(cluster, team)
     others = {name: 0 for name in ("added", "updated", "unchanged", "deleted", "failed")}
     assert now["summary"] == {**now["summary"], **others, outcome: cluster.corpus_files}, now
     assert (now["progress"]["succeeded"], now["progress"]["failed"]) == (cluster.corpus_files, 0), now
 
 
-def finished(cluster: Cluster, run: int) -> bool:
-    now = status(cluster)
+def finished(cluster: Cluster, run: int, team: str = TEAM) -> bool:
+    now = status(cluster, team)
     assert now.get("phase") != "Failed" and now.get("run", 0) <= run, now
     return bool(now.get("run") == run and now.get("phase") == "Succeeded")
 
@@ -322,62 +347,68 @@ async def test_helm_upgrade_from_per_namespace_roles_drops_them_and_replaces_the
     name, whose pods finish the run through the ingest service, every document once."""
     cluster, previous_chart = roles_upgrade
     sh = cluster.sh
-    sh(f"kubectl create namespace {NAMESPACE}")
-    sh(f"kubectl -n {NAMESPACE} create secret generic headrace-database --from-literal=DATABASE_URL='{cluster.dsn}'")
-    sh(f"kubectl create namespace {TEAM}")
+    sh(f"kubectl create namespace {ROLES_NAMESPACE}")
+    sh(
+        f"kubectl -n {ROLES_NAMESPACE} create secret generic headrace-database "
+        f"--from-literal=DATABASE_URL='{cluster.dsn}'"
+    )
+    sh(f"kubectl create namespace {ROLES_TEAM}")
     take = " --take-ownership" if "NotFound" not in sh("kubectl get crd ingestionjobs.headrace.io", check=False) else ""
     cluster.helm(
-        f"helm install {RELEASE} {previous_chart} -n {NAMESPACE} {VALUES} --set image.tag=roles"
-        f" --set database.rolePrefix={ROLE_PREFIX}{take}"
+        f"helm install {ROLES_RELEASE_NAME} {previous_chart} -n {ROLES_NAMESPACE} {values(ROLES_TEAM)} "
+        f"--set image.tag=roles --set database.rolePrefix={ROLE_PREFIX}{take}"
     )
     db = await asyncpg.connect(cluster.dsn)
     try:
         # A run of the roles release, its one worker stopped (SIGSTOP) as soon as it runs: a worker of
         # the earlier release in the middle of a run, holding its namespace's role, at the upgrade.
-        sh(f"kubectl apply -f - <<'EOF'\n{CLAIM_MANIFEST}EOF")
-        cluster.kubelet.add_claim(TEAM, CLAIM, cluster.corpus)
+        sh(f"kubectl apply -f - <<'EOF'\n{claim_manifest(ROLES_TEAM, CLAIM)}EOF")
+        cluster.kubelet.add_claim(ROLES_TEAM, CLAIM, cluster.corpus)
         sh(f"kubectl apply -f - <<'EOF'\n{ONE_WORKER_JOB}EOF")
-        cluster.wait("the roles release's worker", lambda: bool(cluster.kubelet.running(TEAM, "manual-run-1")), TEAM)
-        (worker,) = cluster.kubelet.running(TEAM, "manual-run-1")
+        cluster.wait(
+            "the roles release's worker", lambda: bool(cluster.kubelet.running(ROLES_TEAM, "manual-run-1")), ROLES_TEAM
+        )
+        (worker,) = cluster.kubelet.running(ROLES_TEAM, "manual-run-1")
         worker.kill(signal.SIGSTOP)
         assert worker.body["spec"]["containers"][0]["image"] == ROLES_IMAGE
-        secret = json.loads(sh(f"kubectl -n {TEAM} get secret {LEGACY_SECRET} -o json"))
+        secret = json.loads(sh(f"kubectl -n {ROLES_TEAM} get secret {LEGACY_SECRET} -o json"))
         role = secret["metadata"]["annotations"]["headrace.io/database-role"]
         assert role.startswith(ROLE_PREFIX) and await roles(db) == {role, f"{ROLE_PREFIX}tenant"}
-        uid = uuid.UUID(sh(f"kubectl -n {TEAM} get ij manual -o jsonpath={{.metadata.uid}}"))
-        assert status(cluster)["phase"] == "Running"
+        uid = uuid.UUID(sh(f"kubectl -n {ROLES_TEAM} get ij manual -o jsonpath={{.metadata.uid}}"))
+        assert status(cluster, ROLES_TEAM)["phase"] == "Running"
 
         cluster.helm(
-            f"helm upgrade {RELEASE} {chart_for_this_control_plane(ROOT / 'charts' / 'headrace', sh.cwd)} "
-            f"-n {NAMESPACE} {VALUES} --set image.tag=current --take-ownership"
+            f"helm upgrade {ROLES_RELEASE_NAME} {chart_for_this_control_plane(ROOT / 'charts' / 'headrace', sh.cwd)} "
+            f"-n {ROLES_NAMESPACE} {values(ROLES_TEAM)} --set image.tag=current --take-ownership"
         )
         # The roles are gone as soon as the new operator has started; the Secret once it served the job.
         assert await roles(db) == set()
         cluster.wait(
-            f"the roles release's Secret in {TEAM} to be deleted",
-            lambda: "NotFound" in sh(f"kubectl -n {TEAM} get secret {LEGACY_SECRET}", check=False),
-            TEAM,
-            NAMESPACE,
+            f"the roles release's Secret in {ROLES_TEAM} to be deleted",
+            lambda: "NotFound" in sh(f"kubectl -n {ROLES_TEAM} get secret {LEGACY_SECRET}", check=False),
+            ROLES_TEAM,
+            ROLES_NAMESPACE,
         )
         assert await db.fetchval("SELECT count(*) FROM headrace.tenants") == 0
         # The same run, finished by this release's workers, every document once.
-        cluster.wait("run 1 to succeed", lambda: finished(cluster, 1), TEAM, NAMESPACE)
+        cluster.wait("run 1 to succeed", lambda: finished(cluster, 1, ROLES_TEAM), ROLES_TEAM, ROLES_NAMESPACE)
         assert worker.deleted.is_set() and worker.process is not None and worker.process.poll() is not None
         events = sh(
-            f"kubectl -n {TEAM} get events --field-selector reason=ReplacedJob -o jsonpath='{{.items[*].message}}'"
+            f"kubectl -n {ROLES_TEAM} get events --field-selector reason=ReplacedJob "
+            "-o jsonpath='{.items[*].message}'"
         )
         assert "Replacing worker Job manual-run-1 of run 1: its pods were made by an earlier release" in events
-        finishers = [p for p in pods(sh, TEAM) if p["metadata"]["name"].startswith("manual-run-1")]
+        finishers = [p for p in pods(sh, ROLES_TEAM) if p["metadata"]["name"].startswith("manual-run-1")]
         assert finishers and {p["spec"]["containers"][0]["image"] for p in finishers} == {f"{IMAGE_REPOSITORY}:current"}
         await assert_every_document_once(db, uid, cluster.corpus_files)
-        assert_run(cluster, "added")
-        assert_no_database_url(cluster, TEAM)
+        assert_run(cluster, "added", ROLES_TEAM)
+        assert_no_database_url(cluster, ROLES_TEAM)
     finally:
         await db.close()
 
 
 LEGACY_SECRET = "headrace-worker-database"
-ONE_WORKER_JOB = JOB.replace("workers: {min: 1, max: 2}", "workers: {min: 1, max: 1, autoscaling: {mode: none}}")
+ONE_WORKER_JOB = job_manifest(ROLES_TEAM, "{min: 1, max: 1, autoscaling: {mode: none}}")
 """One worker, so that stopping it stops the run."""
 
 
