@@ -237,14 +237,15 @@ WITH pinned AS (
     SELECT $11::jsonb AS s
 ),
 terms AS (
-    -- The query's distinct words (its first MAX_QUERY_TERMS), normalised by each searched
+    -- The query's distinct words (its first MAX_QUERY_TERMS; $13: not those negated with -word,
+    -- lexicon.positive_words), normalised by each searched
     -- text-search config as its chunks were (stemmed, stop words dropped), each as a one-word
     -- tsquery (quoted, so that no word is read as an operator).
     SELECT cfg, lexeme, ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS query
     FROM (
         SELECT c.cfg, t.lexeme, row_number() OVER (PARTITION BY c.cfg ORDER BY t.positions[1], t.lexeme) AS nth
         FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) c
-        CROSS JOIN LATERAL unnest(to_tsvector(c.cfg, $1)) AS t
+        CROSS JOIN LATERAL unnest(to_tsvector(c.cfg, $13)) AS t
     ) words
     WHERE nth <= $12
 ),
@@ -339,24 +340,29 @@ lengths AS (
     -- Each query word's frequency in the chunk is the count of its positions: setweight marks the
     -- query's words and ts_filter keeps them. setweight's result is a copy in memory, so the chunk's
     -- stored tsvector is fetched (and decompressed) once for both.
-    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{{a}}') AS hits
+    -- The chunk's context field (bm25.py, "Fields") is read here too, with its document's title for
+    -- a chunk stored before it was kept.
+    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{{a}}') AS hits,
+           {bm25.fields(bm25.context("c", "d.title"), "weighted", "c.config")} AS fields
     FROM candidates k
     JOIN headrace.chunks c ON c.id = k.id
+    JOIN headrace.documents d ON d.id = c.document_id AND d.job_uid = c.job_uid
     LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = c.config
     CROSS JOIN LATERAL (SELECT coalesce(setweight(c.tsv, 'A', v.lexemes), c.tsv) AS tsv OFFSET 0) w
 ),
 frequencies AS MATERIALIZED (
-    SELECT l.id, l.len, l.config, u.lexeme, cardinality(u.positions) AS tf
+    SELECT l.id, l.len, l.config, l.fields, u.lexeme, cardinality(u.positions) AS tf
     FROM lengths l
     CROSS JOIN LATERAL unnest(l.hits) u
 ),
 scored AS (
-    -- Okapi BM25 (bm25.py), summed in a fixed order so that a score is the same on every page.
-    SELECT f.id, sum({bm25.weight("w.idf", "f.tf", "f.len", "col.avglen")} ORDER BY w.lexeme) AS score
+    -- Okapi BM25 (bm25.py), summed in a fixed order so that a score is the same on every page, plus
+    -- the chunk's context field.
+    SELECT f.id, sum({bm25.weight("w.idf", "f.tf", "f.len", "col.avglen")} ORDER BY w.lexeme) + f.fields AS score
     FROM frequencies f
     JOIN weighted w ON w.cfg = f.config AND w.lexeme = f.lexeme
     CROSS JOIN collection col
-    GROUP BY f.id
+    GROUP BY f.id, f.fields
 )
 SELECT id, score, (
     SELECT jsonb_build_object(
@@ -606,6 +612,7 @@ async def _keyword(
         operators,
         statistics,
         MAX_QUERY_TERMS,
+        lexicon.positive_words(query),
     )
     ranked = [(r["id"], float(r["score"])) for r in rows]
     return ranked, (rows[0]["statistics"] if rows else statistics)
