@@ -79,29 +79,19 @@ CONTEXT_SQL = (
 weight B), from SQL expressions of its config, title and heading path: what `chunks.context_tsv` holds."""
 
 
-def context(chunk: str, title: str) -> str:
-    """The context field of the chunk aliased `chunk`, whose document's title is the SQL expression
-    `title`: as stored, or computed for a chunk stored before migration 0016."""
+def context(chunk: str) -> str:
+    """The context field of the chunk aliased `chunk`, as SQL: its `context_tsv`, or, for a chunk
+    stored before migration 0016, the same computed from its document's title (looked up only then)
+    and its heading path."""
+    title = f"(SELECT d.title FROM headrace.documents d WHERE d.id = {chunk}.document_id)"
     computed = CONTEXT_SQL.format(config=f"{chunk}.config", title=title, heading_path=f"{chunk}.heading_path")
     return f"coalesce({chunk}.context_tsv, {computed})"
 
 
-def field_weight(idf: str, lexeme: str, context_tsv: str) -> str:
-    """A query word's addition to a chunk's score from its context field (the SQL tsvector
-    `context_tsv`): its IDF times TITLE_WEIGHT when the title holds it, plus HEADING_WEIGHT when the
-    heading path does."""
-
-    def holds(weight: str) -> str:
-        return f"({lexeme} = ANY(tsvector_to_array(ts_filter({context_tsv}, '{{{weight}}}'))))::int"
-
-    return f"{idf} * ({TITLE_WEIGHT!r} * {holds('a')} + {HEADING_WEIGHT!r} * {holds('b')})"
-
-
-def fields(context_tsv: str, terms: str, config: str) -> str:
-    """A chunk's whole addition from its context field: field_weight summed over the query's words
-    (`terms`, a relation with `cfg`, `lexeme` and `idf`; those of the chunk's `config`), in a fixed
-    order so that every path adds the same float."""
-    return (
-        f"(SELECT coalesce(sum({field_weight('t.idf', 't.lexeme', context_tsv)} ORDER BY t.lexeme), 0) "
-        f"FROM {terms} t WHERE t.cfg = {config})"
-    )
+def field_weight(idf: str, weights: str) -> str:
+    """A query word's addition to a chunk's score from its context field, given the word's IDF and
+    the weights of its positions there (`unnest(tsvector)`'s `weights`): IDF times TITLE_WEIGHT when
+    the title holds it (A), plus HEADING_WEIGHT when the heading path does (B). Every path sums these
+    over the query's words ordered by lexeme, so each adds the same float."""
+    title, heading = f"('A' = ANY({weights}))::int", f"('B' = ANY({weights}))::int"
+    return f"{idf} * ({TITLE_WEIGHT!r} * {title} + {HEADING_WEIGHT!r} * {heading})"

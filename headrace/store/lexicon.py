@@ -359,12 +359,14 @@ scored AS (
     SELECT c.id, sum({_bm25("cardinality(u.positions)", "f.len")} ORDER BY w.lexeme) + f.fields AS score
     FROM candidates k
     JOIN headrace.chunks c ON c.id = k.id
-    JOIN headrace.documents d ON d.id = c.document_id AND d.job_uid = c.job_uid
     LEFT JOIN written q ON q.cfg = c.config
     LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = c.config
     CROSS JOIN LATERAL (
         SELECT length(c.tsv) AS len, ts_filter(setweight(c.tsv, 'A', v.lexemes), '{{a}}') AS hits,
-               {bm25.fields(bm25.context("c", "d.title"), "weighted", "c.config")} AS fields OFFSET 0
+               (SELECT coalesce(sum({bm25.field_weight("x.idf", "u.weights")} ORDER BY x.lexeme), 0)
+                FROM unnest({bm25.context("c")}) u
+                JOIN weighted x ON x.cfg = c.config AND x.lexeme = u.lexeme) AS fields
+        OFFSET 0
     ) f
     CROSS JOIN LATERAL unnest(f.hits) AS u
     JOIN weighted w ON w.cfg = c.config AND w.lexeme = u.lexeme

@@ -340,29 +340,36 @@ lengths AS (
     -- Each query word's frequency in the chunk is the count of its positions: setweight marks the
     -- query's words and ts_filter keeps them. setweight's result is a copy in memory, so the chunk's
     -- stored tsvector is fetched (and decompressed) once for both.
-    -- The chunk's context field (bm25.py, "Fields") is read here too, with its document's title for
-    -- a chunk stored before it was kept.
-    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{{a}}') AS hits,
-           {bm25.fields(bm25.context("c", "d.title"), "weighted", "c.config")} AS fields
+    -- The chunk's context field (bm25.py, "Fields") is read here too.
+    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{{a}}') AS hits, {bm25.context("c")} AS context
     FROM candidates k
     JOIN headrace.chunks c ON c.id = k.id
-    JOIN headrace.documents d ON d.id = c.document_id AND d.job_uid = c.job_uid
     LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = c.config
     CROSS JOIN LATERAL (SELECT coalesce(setweight(c.tsv, 'A', v.lexemes), c.tsv) AS tsv OFFSET 0) w
 ),
 frequencies AS MATERIALIZED (
-    SELECT l.id, l.len, l.config, l.fields, u.lexeme, cardinality(u.positions) AS tf
+    SELECT l.id, l.len, l.config, u.lexeme, cardinality(u.positions) AS tf
     FROM lengths l
     CROSS JOIN LATERAL unnest(l.hits) u
+),
+fielded AS (
+    -- Each chunk's context field (bm25.py, "Fields"): the query's words it holds, weighed by where.
+    SELECT l.id, sum({bm25.field_weight("w.idf", "u.weights")} ORDER BY w.lexeme) AS fields
+    FROM lengths l
+    CROSS JOIN LATERAL unnest(l.context) u
+    JOIN weighted w ON w.cfg = l.config AND w.lexeme = u.lexeme
+    GROUP BY l.id
 ),
 scored AS (
     -- Okapi BM25 (bm25.py), summed in a fixed order so that a score is the same on every page, plus
     -- the chunk's context field.
-    SELECT f.id, sum({bm25.weight("w.idf", "f.tf", "f.len", "col.avglen")} ORDER BY w.lexeme) + f.fields AS score
+    SELECT f.id, sum({bm25.weight("w.idf", "f.tf", "f.len", "col.avglen")} ORDER BY w.lexeme)
+                 + coalesce(min(x.fields), 0) AS score
     FROM frequencies f
     JOIN weighted w ON w.cfg = f.config AND w.lexeme = f.lexeme
     CROSS JOIN collection col
-    GROUP BY f.id, f.fields
+    LEFT JOIN fielded x ON x.id = f.id
+    GROUP BY f.id
 )
 SELECT id, score, (
     SELECT jsonb_build_object(
