@@ -105,3 +105,16 @@ async def test_a_chunk_stored_before_its_context_was_kept_ranks_the_same(pool: P
     await pool.execute("UPDATE headrace.chunks SET context_tsv = NULL")
     assert [(h.chunk_id, h.score) for h in await _search(pool, "proxy variable", "exact")] == before
     assert before[0][1] > before[1][1]
+
+
+async def test_the_statistics_score_fields_as_the_exact_path_does(pool: Pool, make_job: JobFactory) -> None:
+    await _corpus(
+        pool,
+        make_job,
+        _doc("a.html", "Daemon variables", (TEXT, "Daemon variables > Proxy")),
+        _doc("b.html", "Manual", (TEXT, "Manual > Logging"), ("The proxy variable names the daemon's proxy.", None)),
+        build=True,
+    )
+    exact = [(h.chunk_id, h.score) for h in await _search(pool, "daemon proxy variable", "exact")]
+    assert [(h.chunk_id, h.score) for h in await _search(pool, "daemon proxy variable", "statistics")] == exact
+    assert len(exact) == 10 and exact[0][1] > exact[1][1] > exact[2][1]
