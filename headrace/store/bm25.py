@@ -95,3 +95,13 @@ def field_weight(idf: str, weights: str) -> str:
     over the query's words ordered by lexeme, so each adds the same float."""
     title, heading = f"('A' = ANY({weights}))::int", f"('B' = ANY({weights}))::int"
     return f"{idf} * ({TITLE_WEIGHT!r} * {title} + {HEADING_WEIGHT!r} * {heading})"
+
+
+def fields(context: str, config: str, terms: str) -> str:
+    """A chunk's whole addition from its context field (the SQL tsvector `context`): field_weight
+    summed over the query's words it holds (`terms`: a relation with `cfg`, `lexeme` and `idf`, whose
+    words of the chunk's `config` count) in a fixed order, so that every path adds the same float."""
+    return (
+        f"(SELECT coalesce(sum({field_weight('t.idf', 'u.weights')} ORDER BY t.lexeme), 0)::float8 "
+        f"FROM unnest({context}) u JOIN {terms} t ON t.cfg = {config} AND t.lexeme = u.lexeme)"
+    )

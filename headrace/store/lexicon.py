@@ -363,9 +363,7 @@ scored AS (
     LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = c.config
     CROSS JOIN LATERAL (
         SELECT length(c.tsv) AS len, ts_filter(setweight(c.tsv, 'A', v.lexemes), '{{a}}') AS hits,
-               (SELECT coalesce(sum({bm25.field_weight("x.idf", "u.weights")} ORDER BY x.lexeme), 0)
-                FROM unnest({bm25.context("c")}) u
-                JOIN weighted x ON x.cfg = c.config AND x.lexeme = u.lexeme) AS fields
+               {bm25.fields(bm25.context("c"), "c.config", "weighted")} AS fields
         OFFSET 0
     ) f
     CROSS JOIN LATERAL unnest(f.hits) AS u

@@ -335,41 +335,36 @@ candidates AS (
         LIMIT $9::bigint
     ) found
 ),
-lengths AS (
+lengths AS MATERIALIZED (
     -- A chunk's length counts distinct words, which a tsvector knows without reading its positions.
     -- Each query word's frequency in the chunk is the count of its positions: setweight marks the
     -- query's words and ts_filter keeps them. setweight's result is a copy in memory, so the chunk's
     -- stored tsvector is fetched (and decompressed) once for both.
-    -- The chunk's context field (bm25.py, "Fields") is read here too.
-    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{{a}}') AS hits, {bm25.context("c")} AS context
+    -- Its context field (bm25.py, "Fields") too, once per chunk (so materialized), and read word by
+    -- word only when it holds some query word (one `@@` with the words or'ed).
+    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{{a}}') AS hits,
+           CASE WHEN x.context @@ v.query THEN {bm25.fields("x.context", "c.config", "weighted")}
+                ELSE 0::float8 END AS fields
     FROM candidates k
     JOIN headrace.chunks c ON c.id = k.id
-    LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = c.config
+    LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes, string_agg(query::text, ' | ')::tsquery AS query
+               FROM weighted GROUP BY cfg) v ON v.cfg = c.config
     CROSS JOIN LATERAL (SELECT coalesce(setweight(c.tsv, 'A', v.lexemes), c.tsv) AS tsv OFFSET 0) w
+    CROSS JOIN LATERAL (SELECT {bm25.context("c")} AS context OFFSET 0) x
 ),
 frequencies AS MATERIALIZED (
-    SELECT l.id, l.len, l.config, u.lexeme, cardinality(u.positions) AS tf
+    SELECT l.id, l.len, l.config, l.fields, u.lexeme, cardinality(u.positions) AS tf
     FROM lengths l
     CROSS JOIN LATERAL unnest(l.hits) u
-),
-fielded AS (
-    -- Each chunk's context field (bm25.py, "Fields"): the query's words it holds, weighed by where.
-    SELECT l.id, sum({bm25.field_weight("w.idf", "u.weights")} ORDER BY w.lexeme) AS fields
-    FROM lengths l
-    CROSS JOIN LATERAL unnest(l.context) u
-    JOIN weighted w ON w.cfg = l.config AND w.lexeme = u.lexeme
-    GROUP BY l.id
 ),
 scored AS (
     -- Okapi BM25 (bm25.py), summed in a fixed order so that a score is the same on every page, plus
     -- the chunk's context field.
-    SELECT f.id, sum({bm25.weight("w.idf", "f.tf", "f.len", "col.avglen")} ORDER BY w.lexeme)
-                 + coalesce(min(x.fields), 0) AS score
+    SELECT f.id, sum({bm25.weight("w.idf", "f.tf", "f.len", "col.avglen")} ORDER BY w.lexeme) + f.fields AS score
     FROM frequencies f
     JOIN weighted w ON w.cfg = f.config AND w.lexeme = f.lexeme
     CROSS JOIN collection col
-    LEFT JOIN fielded x ON x.id = f.id
-    GROUP BY f.id
+    GROUP BY f.id, f.fields
 )
 SELECT id, score, (
     SELECT jsonb_build_object(
