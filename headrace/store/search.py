@@ -5,7 +5,8 @@ asc) and a cursor is the last hit's (score, id), so a page never repeats or skip
 the cursor. Each hit carries its chunk's whole text for a RAG client, beside a `ts_headline` snippet.
 
 Keyword ranking is Okapi BM25 (bm25.py, one definition for every path): any query word matches, rarer
-words weigh more. A query is ranked on one of three paths, each there for a reason:
+words weigh more, and a word in the chunk's document title or heading path weighs more again (its
+context field). A query is ranked on one of three paths, each there for a reason:
 - **the search statistics** (lexicon.rank), when a bounded search's jobs have current ones: a few
   hundred postings per word instead of every match, which is what keeps common words fast at a
   million chunks. A query in websearch syntax ("a phrase", -word, or) adds a sample of its matches
