@@ -15,12 +15,27 @@ N and the total length are sums over the jobs' documents, one row each (`chunk_c
 `lexemes`, which the chunks' triggers keep: migration 0011), so no search reads every chunk for them.
 A statistics build stores the same sums; between builds the statistics path adds the chunks stored
 since to N (lexicon.py).
+
+Fields: a chunk is also ranked by where it stands. Each query word in its document's title adds
+TITLE_WEIGHT times the word's IDF, and each in its heading path HEADING_WEIGHT times it, to the
+chunk's BM25 over its text (a chunk's "context", `chunks.context_tsv`, migration 0016). A short
+field's words are present or not, so they add a share of IDF instead of a saturated frequency (BM25F
+with the field's term weight at its saturation). The field re-weighs the chunks the text matched; it
+makes no chunk a match by itself.
 """
 
 K1 = 1.2
 """Term-frequency saturation: Robertson and Zaragoza's usual value (bm25s's default is 1.5)."""
 B = 0.75
 """Length normalisation: 0 ignores a chunk's length, 1 divides by it in full."""
+
+
+TITLE_WEIGHT = 0.5
+"""A query word in the chunk's document title adds this much of its IDF. Chosen with HEADING_WEIGHT
+on the development halves of our evaluation sets (docs/benchmarks.md, "Fields"): 0.25 to 1 each
+scored within 0.005 MRR@10 of each other in hybrid mode, and all far above none."""
+HEADING_WEIGHT = 0.5
+"""A query word in the chunk's heading path adds this much of its IDF (see TITLE_WEIGHT)."""
 
 
 def term_weight(tf: str, length: str, avglen: str) -> str:
@@ -54,3 +69,39 @@ def collection(uids: str) -> str:
 def average_length(total_length: str, chunks: str) -> str:
     """The average length from the sums: at least 1, so that an empty collection divides by 1."""
     return f"greatest(({total_length})::float8 / greatest(({chunks}), 1), 1)::float8"
+
+
+CONTEXT_SQL = (
+    "setweight(to_tsvector({config}, coalesce({title}, '')), 'A') "
+    "|| setweight(to_tsvector({config}, coalesce({heading_path}, '')), 'B')"
+)
+"""A chunk's context field (the lexemes of its document's title, weight A, and of its heading path,
+weight B), from SQL expressions of its config, title and heading path: what `chunks.context_tsv` holds."""
+
+
+def context(chunk: str) -> str:
+    """The context field of the chunk aliased `chunk`, as SQL: its `context_tsv`, or, for a chunk
+    stored before migration 0016, the same computed from its document's title (looked up only then)
+    and its heading path."""
+    title = f"(SELECT d.title FROM headrace.documents d WHERE d.id = {chunk}.document_id)"
+    computed = CONTEXT_SQL.format(config=f"{chunk}.config", title=title, heading_path=f"{chunk}.heading_path")
+    return f"coalesce({chunk}.context_tsv, {computed})"
+
+
+def field_weight(idf: str, weights: str) -> str:
+    """A query word's addition to a chunk's score from its context field, given the word's IDF and
+    the weights of its positions there (`unnest(tsvector)`'s `weights`): IDF times TITLE_WEIGHT when
+    the title holds it (A), plus HEADING_WEIGHT when the heading path does (B). Every path sums these
+    over the query's words ordered by lexeme, so each adds the same float."""
+    title, heading = f"('A' = ANY({weights}))::int", f"('B' = ANY({weights}))::int"
+    return f"{idf} * ({TITLE_WEIGHT!r} * {title} + {HEADING_WEIGHT!r} * {heading})"
+
+
+def fields(context: str, config: str, terms: str) -> str:
+    """A chunk's whole addition from its context field (the SQL tsvector `context`): field_weight
+    summed over the query's words it holds (`terms`: a relation with `cfg`, `lexeme` and `idf`, whose
+    words of the chunk's `config` count) in a fixed order, so that every path adds the same float."""
+    return (
+        f"(SELECT coalesce(sum({field_weight('t.idf', 'u.weights')} ORDER BY t.lexeme), 0)::float8 "
+        f"FROM unnest({context}) u JOIN {terms} t ON t.cfg = {config} AND t.lexeme = u.lexeme)"
+    )

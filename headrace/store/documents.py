@@ -15,7 +15,7 @@ from typing import Any, Literal
 import asyncpg
 
 from headrace.redaction import redact
-from headrace.store import vectors
+from headrace.store import bm25, vectors
 from headrace.store.db import Connection, Pool
 
 Outcome = Literal["added", "updated", "unchanged", "failed"]
@@ -303,10 +303,12 @@ async def _insert_chunks(
     COPY: Postgres refuses COPY FROM into a table with row-level security for the roles it applies to,
     which tenant workers are. Vectors travel as one flat `real[]` sliced per chunk: binary floats, no
     text to format and parse."""
+    context = bm25.CONTEXT_SQL.format(config="j.config", title="d.title", heading_path="c.heading_path")
     insert = (
-        "INSERT INTO headrace.chunks (document_id, job_uid, ordinal, page, heading_path, content, config) "
-        "SELECT c.document_id, $1, c.ordinal, c.page, c.heading_path, c.content, "
-        "(SELECT text_search_config FROM headrace.jobs WHERE uid = $1) FROM c"
+        "INSERT INTO headrace.chunks (document_id, job_uid, ordinal, page, heading_path, content, config, context_tsv) "
+        f"SELECT c.document_id, $1, c.ordinal, c.page, c.heading_path, c.content, j.config, {context} FROM c "
+        "JOIN headrace.documents d ON d.id = c.document_id "
+        "LEFT JOIN (SELECT text_search_config AS config FROM headrace.jobs WHERE uid = $1) j ON true"
     )
     source = (
         "unnest($2::bigint[], $3::integer[], $4::integer[], $5::text[], $6::text[]) "

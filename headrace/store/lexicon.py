@@ -310,9 +310,11 @@ weights AS (
 bounded AS (
     -- Each candidate's score from the lists (a lower bound: exact unless a word's list was truncated),
     -- and an upper bound adding, for each truncated word whose list lacks it, that list's worst weight.
-    -- Both only choose and skip candidates (the scores come from `scored`), so they are summed in any
-    -- order.
-    SELECT id, sum(weight) AS lower, sum(weight - bound) + (SELECT sum(idf * bound) FROM weighted) AS upper
+    -- The upper bound adds the most a context field can (bm25.py, "Fields"). Both only choose and skip
+    -- candidates (the scores come from `scored`), so they are summed in any order.
+    SELECT id, sum(weight) AS lower,
+           sum(weight - bound) + (SELECT sum(idf * bound) + sum(idf) * {bm25.TITLE_WEIGHT + bm25.HEADING_WEIGHT!r}
+                                  FROM weighted) AS upper
     FROM weights
     GROUP BY id
 ),
@@ -352,20 +354,23 @@ scored AS (
     -- The best candidates by their upper bound, scored exactly from their tsvectors (deleted chunks
     -- drop out here), and, for a query in websearch syntax, only those it matches as written. The
     -- query's words are picked out of a tsvector by marking them (setweight) and keeping the marked
-    -- (ts_filter): binary searches, not a walk of every lexeme.
-    SELECT c.id, sum({_bm25("cardinality(u.positions)", "f.len")} ORDER BY w.lexeme) AS score
+    -- (ts_filter): binary searches, not a walk of every lexeme. The context field (bm25.py, "Fields")
+    -- adds to the score as on the exact path.
+    SELECT c.id, sum({_bm25("cardinality(u.positions)", "f.len")} ORDER BY w.lexeme) + f.fields AS score
     FROM candidates k
     JOIN headrace.chunks c ON c.id = k.id
     LEFT JOIN written q ON q.cfg = c.config
     LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = c.config
     CROSS JOIN LATERAL (
-        SELECT length(c.tsv) AS len, ts_filter(setweight(c.tsv, 'A', v.lexemes), '{{a}}') AS hits OFFSET 0
+        SELECT length(c.tsv) AS len, ts_filter(setweight(c.tsv, 'A', v.lexemes), '{{a}}') AS hits,
+               {bm25.fields(bm25.context("c"), "c.config", "weighted")} AS fields
+        OFFSET 0
     ) f
     CROSS JOIN LATERAL unnest(f.hits) AS u
     JOIN weighted w ON w.cfg = c.config AND w.lexeme = u.lexeme
     CROSS JOIN collection col
     WHERE NOT $10 OR c.tsv @@ q.query
-    GROUP BY c.id
+    GROUP BY c.id, f.fields
 ),
 page AS (
     SELECT id, score FROM scored

@@ -5,7 +5,8 @@ asc) and a cursor is the last hit's (score, id), so a page never repeats or skip
 the cursor. Each hit carries its chunk's whole text for a RAG client, beside a `ts_headline` snippet.
 
 Keyword ranking is Okapi BM25 (bm25.py, one definition for every path): any query word matches, rarer
-words weigh more. A query is ranked on one of three paths, each there for a reason:
+words weigh more, and a word in the chunk's document title or heading path weighs more again (its
+context field). A query is ranked on one of three paths, each there for a reason:
 - **the search statistics** (lexicon.rank), when a bounded search's jobs have current ones: a few
   hundred postings per word instead of every match, which is what keeps common words fast at a
   million chunks. A query in websearch syntax ("a phrase", -word, or) adds a sample of its matches
@@ -237,14 +238,15 @@ WITH pinned AS (
     SELECT $11::jsonb AS s
 ),
 terms AS (
-    -- The query's distinct words (its first MAX_QUERY_TERMS), normalised by each searched
+    -- The query's distinct words (its first MAX_QUERY_TERMS; $13: not those negated with -word,
+    -- lexicon.positive_words), normalised by each searched
     -- text-search config as its chunks were (stemmed, stop words dropped), each as a one-word
     -- tsquery (quoted, so that no word is read as an operator).
     SELECT cfg, lexeme, ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery AS query
     FROM (
         SELECT c.cfg, t.lexeme, row_number() OVER (PARTITION BY c.cfg ORDER BY t.positions[1], t.lexeme) AS nth
         FROM (SELECT DISTINCT unnest($2::text[])::regconfig AS cfg) c
-        CROSS JOIN LATERAL unnest(to_tsvector(c.cfg, $1)) AS t
+        CROSS JOIN LATERAL unnest(to_tsvector(c.cfg, $13)) AS t
     ) words
     WHERE nth <= $12
 ),
@@ -334,29 +336,36 @@ candidates AS (
         LIMIT $9::bigint
     ) found
 ),
-lengths AS (
+lengths AS MATERIALIZED (
     -- A chunk's length counts distinct words, which a tsvector knows without reading its positions.
     -- Each query word's frequency in the chunk is the count of its positions: setweight marks the
     -- query's words and ts_filter keeps them. setweight's result is a copy in memory, so the chunk's
     -- stored tsvector is fetched (and decompressed) once for both.
-    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{{a}}') AS hits
+    -- Its context field (bm25.py, "Fields") too, once per chunk (so materialized), and read word by
+    -- word only when it holds some query word (one `@@` with the words or'ed).
+    SELECT c.id, c.config, length(w.tsv) AS len, ts_filter(w.tsv, '{{a}}') AS hits,
+           CASE WHEN x.context @@ v.query THEN {bm25.fields("x.context", "c.config", "weighted")}
+                ELSE 0::float8 END AS fields
     FROM candidates k
     JOIN headrace.chunks c ON c.id = k.id
-    LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes FROM weighted GROUP BY cfg) v ON v.cfg = c.config
+    LEFT JOIN (SELECT cfg, array_agg(lexeme) AS lexemes, string_agg(query::text, ' | ')::tsquery AS query
+               FROM weighted GROUP BY cfg) v ON v.cfg = c.config
     CROSS JOIN LATERAL (SELECT coalesce(setweight(c.tsv, 'A', v.lexemes), c.tsv) AS tsv OFFSET 0) w
+    CROSS JOIN LATERAL (SELECT {bm25.context("c")} AS context OFFSET 0) x
 ),
 frequencies AS MATERIALIZED (
-    SELECT l.id, l.len, l.config, u.lexeme, cardinality(u.positions) AS tf
+    SELECT l.id, l.len, l.config, l.fields, u.lexeme, cardinality(u.positions) AS tf
     FROM lengths l
     CROSS JOIN LATERAL unnest(l.hits) u
 ),
 scored AS (
-    -- Okapi BM25 (bm25.py), summed in a fixed order so that a score is the same on every page.
-    SELECT f.id, sum({bm25.weight("w.idf", "f.tf", "f.len", "col.avglen")} ORDER BY w.lexeme) AS score
+    -- Okapi BM25 (bm25.py), summed in a fixed order so that a score is the same on every page, plus
+    -- the chunk's context field.
+    SELECT f.id, sum({bm25.weight("w.idf", "f.tf", "f.len", "col.avglen")} ORDER BY w.lexeme) + f.fields AS score
     FROM frequencies f
     JOIN weighted w ON w.cfg = f.config AND w.lexeme = f.lexeme
     CROSS JOIN collection col
-    GROUP BY f.id
+    GROUP BY f.id, f.fields
 )
 SELECT id, score, (
     SELECT jsonb_build_object(
@@ -606,6 +615,7 @@ async def _keyword(
         operators,
         statistics,
         MAX_QUERY_TERMS,
+        lexicon.positive_words(query),
     )
     ranked = [(r["id"], float(r["score"])) for r in rows]
     return ranked, (rows[0]["statistics"] if rows else statistics)

@@ -1,0 +1,11 @@
+-- compatible-from: 2
+--
+-- Expand only: a nullable column, which code of every earlier version ignores (its inserts name their
+-- columns and leave this one NULL).
+--
+-- The words of where a chunk stands, a second field for keyword ranking (headrace/store/bm25.py,
+-- "Fields"): its document's title (weight A) and its heading path (weight B), normalised by the
+-- chunk's text-search config. Written with the chunk. No chunk is rewritten here: for a chunk written
+-- before (NULL), search computes the same words from its document's title and its heading path, so a
+-- chunk ranks the same either way, and the column fills as documents are stored again.
+ALTER TABLE headrace.chunks ADD COLUMN IF NOT EXISTS context_tsv tsvector;
