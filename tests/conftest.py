@@ -154,7 +154,7 @@ SHIPPED_MIGRATIONS = migrate.available_migrations
 async def add_columns_this_release_writes(pool: Pool) -> None:
     """Give a database held at an older schema the columns this release's store writes, for tests that
     make an older version's data with today's worker: `chunks.heading_path` (0012) and
-    `chunks.context_tsv` (0016), each expand-only and idempotent, so the full migration later applies
+    `chunks.context_tsv` (0015), each expand-only and idempotent, so the full migration later applies
     them again unchanged."""
     for migration in SHIPPED_MIGRATIONS():
         if migration.version in (12, 16):

@@ -18,7 +18,7 @@ since to N (lexicon.py).
 
 Fields: a chunk is also ranked by where it stands. Each query word in its document's title adds
 TITLE_WEIGHT times the word's IDF, and each in its heading path HEADING_WEIGHT times it, to the
-chunk's BM25 over its text (a chunk's "context", `chunks.context_tsv`, migration 0016). A short
+chunk's BM25 over its text (a chunk's "context", `chunks.context_tsv`, migration 0015). A short
 field's words are present or not, so they add a share of IDF instead of a saturated frequency (BM25F
 with the field's term weight at its saturation). The field re-weighs the chunks the text matched; it
 makes no chunk a match by itself.
@@ -81,7 +81,7 @@ weight B), from SQL expressions of its config, title and heading path: what `chu
 
 def context(chunk: str) -> str:
     """The context field of the chunk aliased `chunk`, as SQL: its `context_tsv`, or, for a chunk
-    stored before migration 0016, the same computed from its document's title (looked up only then)
+    stored before migration 0015, the same computed from its document's title (looked up only then)
     and its heading path."""
     title = f"(SELECT d.title FROM headrace.documents d WHERE d.id = {chunk}.document_id)"
     computed = CONTEXT_SQL.format(config=f"{chunk}.config", title=title, heading_path=f"{chunk}.heading_path")

@@ -1,6 +1,6 @@
 """Keyword ranking by where a chunk stands (headrace/store/bm25.py, "Fields"): a query word in the
 chunk's document title or heading path lifts it above a chunk whose text alone holds the word, on the
-exact path and from the search statistics alike, and for chunks stored before migration 0016."""
+exact path and from the search statistics alike, and for chunks stored before migration 0015."""
 
 import pytest
 
@@ -100,7 +100,7 @@ async def test_a_chunk_stored_before_its_context_was_kept_ranks_the_same(pool: P
         build=False,
     )
     before = [(h.chunk_id, h.score) for h in await _search(pool, "proxy variable", "exact")]
-    # As a chunk written by a release before migration 0016 leaves it.
+    # As a chunk written by a release before migration 0015 leaves it.
     assert await pool.fetchval("SELECT count(*) FROM headrace.chunks WHERE context_tsv IS NOT NULL") > 0
     await pool.execute("UPDATE headrace.chunks SET context_tsv = NULL")
     assert [(h.chunk_id, h.score) for h in await _search(pool, "proxy variable", "exact")] == before
