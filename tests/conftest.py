@@ -157,7 +157,7 @@ async def add_columns_this_release_writes(pool: Pool) -> None:
     `chunks.context_tsv` (0015), each expand-only and idempotent, so the full migration later applies
     them again unchanged."""
     for migration in SHIPPED_MIGRATIONS():
-        if migration.version in (12, 16):
+        if migration.version in (12, 15):
             await pool.execute(migration.sql)
 
 
