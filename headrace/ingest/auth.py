@@ -82,7 +82,7 @@ def _admit_all() -> None:
     pass
 
 
-def _seconds_left(token: str, now: float) -> float | None:
+def seconds_left(token: str, now: float) -> float | None:
     """Seconds until the token's `exp` claim, or None when it has none.
 
     Read only after the API server accepted the token, so its payload is the issuer's; never used
@@ -143,7 +143,7 @@ class KubernetesWorkerAuthenticator:
             except (Unauthenticated, NotAWorker) as exc:
                 self._refused.put(key, exc)
                 raise
-            left = _seconds_left(token, time.time())
+            left = seconds_left(token, time.time())
             self._identities.put(key, identity, ttl=left)
             return identity
         raise type(refused)(refused.detail)  # a new exception: a raised one carries its first traceback
@@ -200,7 +200,8 @@ class KubernetesWorkerAuthenticator:
             pod_name=pod_name,
             pod_uid=pod_uid,
         )
-        log.info(
+        # DEBUG: asked again whenever the cache lets a decision go (every few seconds per worker pod).
+        log.debug(
             "Identified worker",
             extra={
                 "namespace": namespace,

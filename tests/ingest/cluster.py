@@ -2,11 +2,13 @@
 
 No operator and no kubelet: a test creates the IngestionJob, a batch Job controlled by it (as the operator
 would), and lets the real Job controller create the pod. Pods stay Pending, which is all a bound token needs.
-The worker API asks the API server as its own ServiceAccount, with exactly the rules the chart grants it.
+The worker API asks the API server as its own ServiceAccount, with exactly the rules the chart grants it
+(rendered by helm).
 """
 
 import asyncio
 import base64
+import functools
 import json
 import subprocess
 import uuid
@@ -17,19 +19,27 @@ from typing import Any
 from headrace.kubeapi import KubeSettings
 from headrace.model import API_VERSION, KIND, PLURAL
 from headrace.operator.kube import KubeError
+from tests.chart.conftest import RELEASE, parse, render_text
 from tests.kube.controlplane import ControlPlane
 
 AUDIENCE = "headrace-ingest"
 TOKEN_SECONDS = 600
 """The shortest expirationSeconds the API server grants (10 minutes)."""
 
-INGEST_RULES = [
-    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
-    {"apiGroups": ["headrace.io"], "resources": ["ingestionjobs"], "verbs": ["get"]},
-]
-"""What the worker API may do on the cluster: the chart's ClusterRole for it must grant no more."""
+
+@functools.cache
+def ingest_rules() -> list[dict[str, Any]]:
+    """The rules of the chart's ClusterRole for the worker API (`<release>-ingest`), rendered by helm:
+    tests ask the API server with exactly what the chart grants, so a rule the code needs and the chart
+    lacks fails here."""
+    roles = [
+        doc
+        for doc in parse(render_text())
+        if doc["kind"] == "ClusterRole" and doc["metadata"]["name"] == f"{RELEASE}-headrace-ingest"
+    ]
+    assert len(roles) == 1, "the chart renders no ClusterRole for the worker API"
+    rules: list[dict[str, Any]] = roles[0]["rules"]
+    return rules
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ async def ingest_account(control_plane: ControlPlane, folder: Path) -> Path:
     control_plane.kubectl("create", "serviceaccount", "headrace-ingest", "--namespace", namespace)
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}}
     await request(
-        control_plane, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", role | {"rules": INGEST_RULES}
+        control_plane, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", role | {"rules": ingest_rules()}
     )
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",

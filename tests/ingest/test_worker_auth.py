@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from headrace.api.auth import AuthUnavailable, Unauthenticated
-from headrace.ingest.auth import KubernetesWorkerAuthenticator, NotAWorker, WorkerIdentity, _seconds_left
+from headrace.ingest.auth import KubernetesWorkerAuthenticator, NotAWorker, WorkerIdentity, seconds_left
 from headrace.kubeapi import KubeApi, KubeSettings
 from headrace.operator.kube import MERGE_PATCH
 from tests.ingest.cluster import (
@@ -220,10 +220,10 @@ async def test_an_accepted_token_is_remembered_no_longer_than_it_lives(control_p
     pod = await create_pod(control_plane, namespace, "shell")
     issued = await token(control_plane, namespace, pod=pod, audiences=[AUDIENCE])
     now = time.time()
-    left = _seconds_left(issued, now)
+    left = seconds_left(issued, now)
     assert left is not None and TOKEN_SECONDS - 60 < left <= TOKEN_SECONDS
-    assert _seconds_left(resign(control_plane, issued, exp=int(now) - 1), now) == pytest.approx(-1, abs=1)
-    assert _seconds_left("not-a-jwt", now) is None
+    assert seconds_left(resign(control_plane, issued, exp=int(now) - 1), now) == pytest.approx(-1, abs=1)
+    assert seconds_left("not-a-jwt", now) is None
 
 
 async def test_the_api_server_unreachable_is_503_with_retry_after(settings: KubeSettings) -> None:

@@ -10,6 +10,7 @@ Each attempt must get a 4xx problem, and team-b's rows, searches and runs must b
 import asyncio
 import json
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from tests.ingest.cluster import (
     create_worker,
     delete_pod,
     ingest_kube_settings,
+    resign,
     token,
 )
 from tests.ingest.cluster import (
@@ -262,6 +264,7 @@ async def test_tokens_that_are_not_a_live_worker_of_the_job_are_refused(
         "no token": (None, 401),
         "not a token": ("Bearer not-a-token", 401),
         "a deleted pod's": (replayed, 401),
+        "an expired one": (resign(control_plane, world.wiki.token, exp=int(time.time()) - 60), 401),
         "the pod's default ServiceAccount token": (await token(control_plane, namespace, pod=shell), 401),
         "another audience": (await token(control_plane, namespace, pod=shell, audiences=["vault"]), 401),
         "not bound to a pod": (await token(control_plane, namespace, audiences=[AUDIENCE]), 403),
