@@ -345,6 +345,10 @@ async def queue_remote(admin: str, name: str, n: int, consumers: int) -> dict[st
                             beat.cancel()
 
                     try:
+                        # The peers' connections are open before their meters start; so are the service's
+                        # (steady state: a connection's start-up and type introspection are not per task).
+                        for _ in range(3):
+                            await asyncio.gather(*(store.is_drained() for store in stores))
                         service_cpu = sum(service.cpu_times()[:2])
                         with common.Meter(database) as meter:
                             await asyncio.gather(*(consume(i) for i in range(consumers)))
