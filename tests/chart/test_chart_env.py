@@ -11,6 +11,7 @@ from headrace.api.settings import ApiSettings
 from headrace.cli import main
 from headrace.model.contract import DATABASE_URL_ENV
 from headrace.operator.config import OperatorSettings
+from headrace.operator.leader import ElectionSettings
 from tests.chart.conftest import EVERYTHING, Render, by_kind
 
 
@@ -34,8 +35,7 @@ def settings_envvars(settings: type[BaseSettings]) -> set[str]:
 
 def read_by(role: str) -> set[str]:
     names = click_envvars(main.commands[role])
-    settings = {"api": ApiSettings, "operator": OperatorSettings}.get(role)
-    if settings is not None:
+    for settings in {"api": (ApiSettings,), "operator": (OperatorSettings, ElectionSettings)}.get(role, ()):
         names |= settings_envvars(settings)
     return names
 
