@@ -20,14 +20,21 @@ The rules, as client-go's `leaderelection` package has them:
   which is shorter than the lease: it has stopped before anyone may take over;
 - the leader exits on a lost Lease (the kubelet restarts it as a standby) rather than trying to unwind
   kopf's state in place.
+
+The leader renews from a thread of its own, with its own event loop: kopf's loop can be busy for
+seconds (a burst of new jobs, a resume of every object after a takeover), and a renewal that waits for
+it would let the Lease run out under a healthy leader.
 """
 
 import asyncio
+import copy
 import logging
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -132,42 +139,66 @@ class Elector:
         self.identity = settings.identity
         self._login = login
         self._clock = clock
-        # Each call is bounded by the retry period: a hung request must not outlive the renew deadline.
-        self.kube = KubeClient(login(), timeout=settings.retry_period)
+        self.kube = KubeClient()
         self._observed: Observed | None = None
         self._renewed_at: float | None = None
+        self._lease: dict[str, Any] | None = None  # as the server last answered this candidate's write
         LEADER.labels(self.identity).set(0)
+
+    @asynccontextmanager
+    async def _connected(self) -> AsyncIterator[None]:
+        """A client of this event loop's own (aiohttp sessions belong to one loop); a call may take up to
+        the renew deadline, and the renewal bounds the whole attempt by what is left of it."""
+        self.kube = KubeClient(self._login(), timeout=self.settings.renew_deadline)
+        try:
+            yield
+        finally:
+            await self.kube.close()
 
     async def acquire(self) -> None:
         """Return once this candidate holds the Lease, trying again every retry period (and right when the
         current holder's Lease runs out, as observed here)."""
         log.info("Standing by for the Lease", extra={"lease": self._name(), "identity": self.identity})
-        while not await self._attempt():
-            wait = self.settings.retry_period
-            if self._observed is not None and self._observed.holder:
-                expires_in = self._observed.at + self._observed.duration - self._clock()
-                wait = min(wait, max(expires_in, 0.0) + 0.05)
-            await asyncio.sleep(wait)
-        LEADER.labels(self.identity).set(1)
-        log.info("Became the leader", extra={"lease": self._name(), "identity": self.identity})
-        await self._event(f"{self.identity} became leader")
-
-    async def keep(self) -> None:
-        """Renew the Lease every retry period; return when it could not be renewed for the renew deadline
-        (or someone else holds it): from then on this candidate must not act as the leader."""
-        while True:
-            await asyncio.sleep(self.settings.retry_period)
-            renewed_at = self._renewed_at or self._clock()
+        async with self._connected():
             while not await self._attempt():
-                if self._clock() - renewed_at >= self.settings.renew_deadline:
-                    LEADER.labels(self.identity).set(0)
-                    log.error("Lost the Lease", extra={"lease": self._name(), "identity": self.identity})
-                    return
-                await asyncio.sleep(min(self.settings.retry_period, 0.5))
+                wait = self.settings.retry_period
+                if self._observed is not None and self._observed.holder:
+                    expires_in = self._observed.at + self._observed.duration - self._clock()
+                    wait = min(wait, max(expires_in, 0.0) + 0.05)
+                await asyncio.sleep(wait)
+            LEADER.labels(self.identity).set(1)
+            log.info("Became the leader", extra={"lease": self._name(), "identity": self.identity})
+            await self._event(f"{self.identity} became leader")
+
+    def hold(self, stopping: threading.Event) -> bool:
+        """Renew the Lease every retry period, in this thread's own event loop, until `stopping` is set
+        (True) or the Lease could not be renewed for the renew deadline (False): from then on this
+        candidate must not act as the leader."""
+        return asyncio.run(self._hold(stopping))
+
+    async def _hold(self, stopping: threading.Event) -> bool:
+        async with self._connected():
+            while True:
+                due = self._clock() + self.settings.retry_period
+                while self._clock() < due:
+                    if stopping.is_set():
+                        return True
+                    await asyncio.sleep(min(0.1, max(due - self._clock(), 0.0)))
+                renewed_at = self._renewed_at or self._clock()
+                while not await self._attempt(within=renewed_at + self.settings.renew_deadline - self._clock()):
+                    if self._clock() - renewed_at >= self.settings.renew_deadline:
+                        LEADER.labels(self.identity).set(0)
+                        log.error("Lost the Lease", extra={"lease": self._name(), "identity": self.identity})
+                        return False
+                    await asyncio.sleep(min(self.settings.retry_period, 0.5))
 
     async def release(self) -> None:
         """Give the Lease up (a clean exit), so a standby takes over at once instead of when it runs out."""
         LEADER.labels(self.identity).set(0)
+        async with self._connected():
+            await self._release()
+
+    async def _release(self) -> None:
         try:
             lease = await self.kube.get(LEASES, self.namespace, self.settings.lease_name)
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
@@ -180,13 +211,11 @@ class Elector:
         except (KubeError, kopf.TemporaryError) as exc:
             log.warning("Could not give up the Lease", extra={"lease": self._name(), "error": str(exc)})
 
-    async def close(self) -> None:
-        await self.kube.close()
-
-    async def _attempt(self) -> bool:
-        """One try to take or renew the Lease: whether this candidate holds it now."""
+    async def _attempt(self, *, within: float | None = None) -> bool:
+        """One try to take or renew the Lease (in at most `within` seconds): whether this candidate holds it."""
         try:
-            return await self._try_once()
+            async with asyncio.timeout(max(within, 0.0) if within is not None else None):
+                return await self._try_once()
         except KubeError as exc:
             if exc.status == 401:  # the token was rotated
                 self.kube.connect(self._login())
@@ -197,6 +226,15 @@ class Elector:
 
     async def _try_once(self) -> bool:
         now = datetime.now(UTC)
+        if self._lease is not None:
+            # Renewing: one write on the version this candidate wrote last, no read (409 if anyone else wrote).
+            renewal = copy.deepcopy(self._lease)
+            renewal["spec"]["renewTime"] = micro_time(now)
+            replaced = await self.kube.replace(LEASES, renewal)
+            if replaced is not None:
+                self._held(replaced)
+                return True
+            self._lease = None
         lease = await self.kube.get(LEASES, self.namespace, self.settings.lease_name)
         if lease is None:
             created = await self.kube.create(LEASES, self._new_lease(now))
@@ -229,6 +267,7 @@ class Elector:
         return replaced is not None
 
     def _held(self, lease: dict[str, Any]) -> None:
+        self._lease = lease
         self._renewed_at = self._clock()
         self._observed = Observed(
             version=lease["metadata"]["resourceVersion"],

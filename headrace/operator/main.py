@@ -4,6 +4,7 @@ leader of several replicas (`headrace.operator.leader`)."""
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
@@ -73,29 +74,33 @@ async def _elected(config: OperatorSettings, election: ElectionSettings) -> int:
         # A standby is alive and Ready (it can take over at any moment); a leader once kopf has started.
         return operator is None or (ready.is_set() and not operator.done())
 
+    stopping = threading.Event()
+    keeping: asyncio.Task[bool] | None = None
     async with _probes(config.liveness, healthy):
         try:
             await elector.acquire()
             operator = asyncio.create_task(_kopf(leading_config, liveness=None, stop=stop, ready=ready))
-            keeping = asyncio.create_task(elector.keep())
+            keeping = asyncio.create_task(asyncio.to_thread(elector.hold, stopping))
             await asyncio.wait({operator, keeping}, return_when=asyncio.FIRST_COMPLETED)
             if keeping.done():
                 stop.set()  # lost: stop handling now, before a standby may take over
                 await operator
                 return LOST_LEASE_EXIT
-            keeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeping
+            stopping.set()
+            await keeping
             await operator  # raises what kopf raised
             await elector.release()
             return 0
         finally:
+            stopping.set()
             if operator is not None and not operator.done():
                 stop.set()
                 with contextlib.suppress(BaseException):
                     await operator
+            if keeping is not None:
+                with contextlib.suppress(BaseException):
+                    await keeping
             LEADER.labels(elector.identity).set(0)
-            await elector.close()
             if stop_metrics is not None:
                 stop_metrics()
 
