@@ -123,9 +123,10 @@ def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-async def test_the_standby_takes_over_from_a_leader_killed_mid_burst(
+async def _setup(
     control_plane: ControlPlane, dsn: str, role_prefix: str, tmp_path: Path
-) -> None:
+) -> tuple[str, str, dict[str, str]]:
+    """The chart's RBAC on the server, no Lease yet, a namespace to serve: (lease name, namespace, env)."""
     control_plane.install_crd()
     kubeconfig = chart_operator_kubeconfig(control_plane, tmp_path / "kubeconfig")
     (lease_name,) = control_plane.kubectl(
@@ -145,6 +146,13 @@ async def test_the_standby_takes_over_from_a_leader_killed_mid_burst(
         "HEADRACE_LEADER_ELECTION_NAMESPACE": LEASE_NAMESPACE,
         "HEADRACE_LEADER_ELECTION_LEASE_NAME": lease_name,
     }
+    return lease_name, namespace, env
+
+
+async def test_the_standby_takes_over_from_a_leader_killed_mid_burst(
+    control_plane: ControlPlane, dsn: str, role_prefix: str, tmp_path: Path
+) -> None:
+    lease_name, namespace, env = await _setup(control_plane, dsn, role_prefix, tmp_path)
     kube = control_plane.client()
 
     async def lease() -> dict[str, Any]:
@@ -193,6 +201,7 @@ async def test_the_standby_takes_over_from_a_leader_killed_mid_burst(
             assert after["leaseTransitions"] == before["leaseTransitions"] + 1
             took = (_time(after["acquireTime"]) - killed_at).total_seconds()
             assert took <= TAKEOVER_BOUND, f"the standby took the Lease {took:.1f} s after the leader's SIGKILL"
+            print(f"the standby took the Lease {took:.1f} s after the leader's SIGKILL")
             assert await standby.leader_gauge() == 1.0
 
             # Every job gets its worker Job and HPA, exactly one of each, whoever started it.
@@ -210,6 +219,38 @@ async def test_the_standby_takes_over_from_a_leader_killed_mid_burst(
             standby.process.send_signal(signal.SIGTERM)
             assert await standby.process.wait() == 0, standby.log.read_text()[-4000:]
             assert not await holder()
+    finally:
+        await kube.close()
+
+
+async def test_a_leader_whose_lease_is_taken_stops_and_exits(
+    control_plane: ControlPlane, dsn: str, role_prefix: str, tmp_path: Path
+) -> None:
+    """Someone else holds the Lease now (a standby that saw it run out while this leader was paused): the
+    leader cannot renew, stops leading within the renew deadline, and exits 1 for the kubelet to restart."""
+    lease_name, namespace, env = await _setup(control_plane, dsn, role_prefix, tmp_path)
+    env |= {
+        "HEADRACE_LEADER_ELECTION_LEASE_DURATION": "4",
+        "HEADRACE_LEADER_ELECTION_RENEW_DEADLINE": "2",
+        "HEADRACE_LEADER_ELECTION_RETRY_PERIOD": "0.5",
+    }
+    kube = control_plane.client()
+    try:
+        async with replicas(env, namespace, tmp_path) as group:
+            leader = await group.start("op-a")
+
+            async def taken() -> bool:
+                lease = await kube.get(LEASES, LEASE_NAMESPACE, lease_name)
+                if lease is None or lease["spec"].get("holderIdentity") != "op-a":
+                    return False
+                lease["spec"] |= {"holderIdentity": "intruder", "leaseDurationSeconds": 3600}
+                return await kube.replace(LEASES, lease) is not None  # None: op-a renewed in between
+
+            await until(taken, group)
+            assert await leader.process.wait() == 1, leader.log.read_text()[-4000:]
+            assert "Lost the Lease" in leader.log.read_text()
+            found = await kube.get(LEASES, LEASE_NAMESPACE, lease_name)
+            assert found is not None and found["spec"]["holderIdentity"] == "intruder"
     finally:
         await kube.close()
 
