@@ -88,8 +88,10 @@ async def _elected(config: OperatorSettings, election: ElectionSettings) -> int:
                 return LOST_LEASE_EXIT
             stopping.set()
             await keeping
-            await operator  # raises what kopf raised
-            await elector.release()
+            try:
+                await operator  # raises what kopf raised
+            finally:
+                await elector.release()  # stopped or failed: the standby need not wait out the Lease
             return 0
         finally:
             stopping.set()
