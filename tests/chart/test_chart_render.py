@@ -212,6 +212,10 @@ def test_every_pod_has_a_tmp_emptydir(rendered: list[Manifest]) -> None:
         (("database.existingSecret=",), "database.existingSecret must name a Secret"),
         (("api.auth.mode=token",), "api.auth.mode=token needs api.auth.tokenSecret.name"),
         (("operator.watchNamespaces={Bad_NS}",), "/operator/watchNamespaces/0"),
+        (
+            ("operator.leaderElection.renewDeadlineSeconds=12",),
+            "operator.leaderElection needs retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds",
+        ),
     ],
 )
 def test_bad_values_are_rejected(sets: tuple[str, ...], message: str) -> None:
