@@ -23,6 +23,7 @@ from headrace.model.contract import WORKER_SECRETS_DIR
 
 if TYPE_CHECKING:
     from headrace.operator.config import OperatorSettings
+    from headrace.operator.leader import ElectionSettings
 
 T = TypeVar("T")
 
@@ -752,7 +753,9 @@ def operator(
     HEADRACE_WORKER_POD_SECURITY_CONTEXT, HEADRACE_WORKER_SECURITY_CONTEXT, HEADRACE_WORKER_RESOURCES,
     HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL, HEADRACE_BACKOFF_LIMIT,
     HEADRACE_TTL_SECONDS_AFTER_FINISHED, HEADRACE_MIGRATE,
-    HEADRACE_ALLOW_PRIVATE_NETWORKS, HEADRACE_METRICS_PORT, HEADRACE_DATABASE_POOL_SIZE.
+    HEADRACE_ALLOW_PRIVATE_NETWORKS, HEADRACE_METRICS_PORT, HEADRACE_DATABASE_POOL_SIZE, and leader election's
+    HEADRACE_LEADER_ELECTION_ENABLED, _NAMESPACE, _LEASE_NAME, _IDENTITY, _LEASE_DURATION, _RENEW_DEADLINE,
+    _RETRY_PERIOD.
     """
     from headrace.operator.main import run as run_operator
 
@@ -769,7 +772,27 @@ def operator(
         "migrate": migrate,
         "namespaces": list(namespaces) or ([] if all_namespaces else None),
     }
-    run_operator(operator_settings(**{key: value for key, value in given.items() if value is not None}))
+    run_operator(
+        operator_settings(**{key: value for key, value in given.items() if value is not None}), election_settings()
+    )
+
+
+def election_settings() -> "ElectionSettings":
+    """Leader election from HEADRACE_LEADER_ELECTION_* variables; a usage error names a refused one."""
+    import pydantic
+
+    from headrace.operator.leader import ElectionSettings
+
+    try:
+        return ElectionSettings()
+    except pydantic.ValidationError as exc:
+        problems = [
+            " ".join([*(f"HEADRACE_LEADER_ELECTION_{str(part).upper()}:" for part in error["loc"][:1]), error["msg"]])
+            for error in exc.errors()
+        ]
+        raise click.UsageError(
+            "leader election: " + "; ".join(p.replace("Value error, ", "") for p in problems)
+        ) from None
 
 
 def operator_settings(**given: Any) -> "OperatorSettings":

@@ -62,6 +62,8 @@ JOBS = Resource("batch/v1", "jobs")
 HPAS = Resource("autoscaling/v2", "horizontalpodautoscalers")
 SECRETS = Resource("v1", "secrets")
 NAMESPACES = Resource("v1", "namespaces", namespaced=False)
+LEASES = Resource("coordination.k8s.io/v1", "leases")
+EVENTS = Resource("v1", "events")
 
 
 class KubeClient:
@@ -153,6 +155,32 @@ class KubeClient:
         if existing is None:  # deleted between our create and get: the next reconcile creates it again
             raise kopf.TemporaryError(f"{name} was deleted while being created", delay=1)
         return existing, False
+
+    async def create(self, resource: Resource, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Create the object; None when one of that name exists already (409)."""
+        try:
+            result: dict[str, Any] = await self.request(
+                "POST", resource.path(manifest["metadata"]["namespace"]), manifest
+            )
+        except KubeError as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return result
+
+    async def replace(self, resource: Resource, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Replace the object as a whole (PUT), on condition that its `metadata.resourceVersion` is still the
+        server's; None when it is not (409: someone else wrote it in between)."""
+        metadata = manifest["metadata"]
+        try:
+            result: dict[str, Any] = await self.request(
+                "PUT", resource.path(metadata["namespace"], metadata["name"]), manifest
+            )
+        except KubeError as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return result
 
     async def patch(
         self,

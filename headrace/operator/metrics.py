@@ -35,6 +35,12 @@ KUBE_REQUESTS = Counter(
     ["verb", "code"],
 )
 
+LEADER = Gauge(
+    "headrace_operator_leader",
+    "1 while this operator replica holds the leader Lease and reconciles, 0 while it stands by.",
+    ["identity"],
+)
+
 VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 
 

@@ -12,6 +12,7 @@ from headrace.cli import main
 from headrace.ingest.settings import IngestSettings
 from headrace.model.contract import DATABASE_URL_ENV
 from headrace.operator.config import OperatorSettings
+from headrace.operator.leader import ElectionSettings
 from tests.chart.conftest import EVERYTHING, Render, by_kind
 
 
@@ -35,8 +36,8 @@ def settings_envvars(settings: type[BaseSettings]) -> set[str]:
 
 def read_by(role: str) -> set[str]:
     names = click_envvars(main.commands[role])
-    settings = {"api": ApiSettings, "ingest-api": IngestSettings, "operator": OperatorSettings}.get(role)
-    if settings is not None:
+    roles = {"api": (ApiSettings,), "ingest-api": (IngestSettings,), "operator": (OperatorSettings, ElectionSettings)}
+    for settings in roles.get(role, ()):
         names |= settings_envvars(settings)
     return names
 

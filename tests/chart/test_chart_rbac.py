@@ -70,10 +70,23 @@ def operator_calls() -> set[Call]:
 
 
 def test_operator_role_is_exactly_what_the_operator_calls(render: Render) -> None:
-    role = role_named(render(), "-operator")
+    objects = render()
+    # The ClusterRole, and the Role of leader election in the release namespace (its Lease).
+    (election,) = [r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-operator-leader")]
+    grants = granted(role_named(objects, "-operator")) | granted(election)
     needed = operator_calls()
-    assert sorted(needed - granted(role)) == [], "calls the chart does not allow"
-    assert sorted(granted(role) - needed) == [], "grants no code uses"
+    assert sorted(needed - grants) == [], "calls the chart does not allow"
+    assert sorted(grants - needed) == [], "grants no code uses"
+
+
+def test_the_operator_may_write_only_its_own_lease(render: Render) -> None:
+    objects = render()
+    (election,) = [r for r in by_kind(objects, "Role") if r["metadata"]["name"].endswith("-operator-leader")]
+    (deployment,) = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"].endswith("-operator")]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    by_verb = {verb: rule.get("resourceNames") for rule in election["rules"] for verb in rule["verbs"]}
+    assert by_verb == {"create": None, "get": [env["HEADRACE_LEADER_ELECTION_LEASE_NAME"]], "update": by_verb["get"]}
+    assert election["metadata"]["namespace"] == env["HEADRACE_LEADER_ELECTION_NAMESPACE"]
 
 
 def test_api_role_is_exactly_what_the_api_calls(render: Render) -> None:

@@ -60,7 +60,8 @@ def rendered_rules(objects: list[Manifest]) -> set[Rule]:
                         name.removeprefix(prefix),
                         group,
                         frozenset(rule["resources"]),
-                        frozenset(rule.get("resourceNames", [])),
+                        # A name the chart derives from the release (the Lease) is written `<release>-headrace-...`.
+                        frozenset(n.replace(prefix, "<release>-headrace-", 1) for n in rule.get("resourceNames", [])),
                         frozenset(rule["verbs"]),
                     )
                 )

@@ -38,6 +38,9 @@ def test_default_install_has_operator_ingest_api_crd_and_rbac(render: Render) ->
         "NetworkPolicy/hr-headrace-migrate",
         "NetworkPolicy/hr-headrace-operator",
         "PodDisruptionBudget/hr-headrace-ingest",
+        "PodDisruptionBudget/hr-headrace-operator",
+        "Role/hr-headrace-operator-leader",
+        "RoleBinding/hr-headrace-operator-leader",
         "Service/hr-headrace-api",
         "Service/hr-headrace-ingest",
         "Service/hr-headrace-operator-metrics",
@@ -62,18 +65,35 @@ def test_everything_on_renders_every_optional_part(render: Render) -> None:
         assert kind in kinds
 
 
-def test_operator_is_a_single_recreated_replica_probed_on_kopf_liveness(render: Render) -> None:
+def test_operator_runs_a_leader_and_a_standby_probed_on_its_liveness_endpoint(render: Render) -> None:
     (operator,) = [d for d in by_kind(render(), "Deployment") if d["metadata"]["name"].endswith("-operator")]
     spec = operator["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    # A rollout never has fewer pods than replicas: the standby (or the new pod) is there to take over.
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     container = spec["template"]["spec"]["containers"][0]
     assert container["args"][0] == "operator"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HEADRACE_LEADER_ELECTION_ENABLED"] == "true"
     liveness = next(a for a in container["args"] if a.startswith("--liveness="))
-    port = container["livenessProbe"]["httpGet"]["port"]
-    (declared,) = [p for p in container["ports"] if p["name"] == port]
-    assert liveness == f"--liveness=http://0.0.0.0:{declared['containerPort']}/healthz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in ("livenessProbe", "readinessProbe"):
+        port = container[probe]["httpGet"]["port"]
+        (declared,) = [p for p in container["ports"] if p["name"] == port]
+        assert liveness == f"--liveness=http://0.0.0.0:{declared['containerPort']}/healthz"
+        assert container[probe]["httpGet"]["path"] == "/healthz"
+    (spread,) = spec["template"]["spec"]["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+
+
+def test_a_single_operator_replica_has_no_spread(render: Render) -> None:
+    (operator,) = [
+        d
+        for d in by_kind(render(sets=("operator.replicas=1",)), "Deployment")
+        if d["metadata"]["name"].endswith("-operator")
+    ]
+    assert operator["spec"]["replicas"] == 1
+    assert "topologySpreadConstraints" not in operator["spec"]["template"]["spec"]
 
 
 def test_operator_hands_worker_settings_to_the_pods_it_creates(render: Render) -> None:
@@ -225,6 +245,10 @@ def test_every_pod_has_a_tmp_emptydir(rendered: list[Manifest]) -> None:
         (("database.existingSecret=",), "database.existingSecret must name a Secret"),
         (("api.auth.mode=token",), "api.auth.mode=token needs api.auth.tokenSecret.name"),
         (("operator.watchNamespaces={Bad_NS}",), "/operator/watchNamespaces/0"),
+        (
+            ("operator.leaderElection.renewDeadlineSeconds=12",),
+            "operator.leaderElection needs retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds",
+        ),
     ],
 )
 def test_bad_values_are_rejected(sets: tuple[str, ...], message: str) -> None:

@@ -232,8 +232,12 @@ def test_helm_install_runs_the_chart_under_pod_security_restricted(cluster: Clus
         "headrace-ingest",
         "headrace-ingest",
         "headrace-operator",
+        "headrace-operator",
     ], pods
     sh(GETTING_STARTED.command("kubectl get crd ingestionjobs.headrace.io"))
+    # One of the two operator replicas leads: it holds the Lease the chart's Role lets it write.
+    lease = json.loads(sh(GETTING_STARTED.command("kubectl -n headrace get lease headrace-operator") + " -o json"))
+    assert lease["spec"]["holderIdentity"], lease
     # Each pod is the built image's own process, as the chart's user, on a read-only root.
     for pod in cluster.kubelet.running(RELEASE):
         assert pod.process is not None

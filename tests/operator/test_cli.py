@@ -139,3 +139,22 @@ async def test_headrace_operator_serves_liveness_reconciles_and_stops_on_sigterm
         _, stderr = await process.communicate()
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert b"Created Job" in stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"HEADRACE_LEADER_ELECTION_RETRY_PERIOD": "8"}, "retry_period < renew_deadline < lease_duration"),
+        ({"HEADRACE_LEADER_ELECTION_LEASE_DURATION": "soon"}, "HEADRACE_LEADER_ELECTION_LEASE_DURATION"),
+    ],
+)
+def test_leader_election_settings_are_checked_at_start(
+    env: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("HEADRACE_LEADER_ELECTION_ENABLED", "true")
+    result = CliRunner().invoke(
+        main, ["operator", "--database-url", "postgresql://h@localhost/x", "--worker-image", "headrace:test"]
+    )
+    assert result.exit_code == 2 and named in result.output, result.output
