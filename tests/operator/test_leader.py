@@ -25,7 +25,7 @@ import pytest
 from headrace.operator.kube import HPAS, JOBS, LEASES, KubeClient
 from tests.kube.controlplane import RESTRICTED, ControlPlane
 from tests.operator.cluster import IJS, OPERATOR_RELEASE, chart_operator_kubeconfig
-from tests.operator.conftest import IMAGE, ij
+from tests.operator.conftest import IMAGE, INGEST_URL, ij
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
@@ -124,7 +124,7 @@ def _time(value: str) -> datetime:
 
 
 async def _setup(
-    control_plane: ControlPlane, dsn: str, role_prefix: str, tmp_path: Path
+    control_plane: ControlPlane, dsn: str, tmp_path: Path
 ) -> tuple[str, str, dict[str, str]]:
     """The chart's RBAC on the server, no Lease yet, a namespace to serve: (lease name, namespace, env)."""
     control_plane.install_crd()
@@ -141,7 +141,7 @@ async def _setup(
         "HEADRACE_DATABASE_URL": dsn,
         "HEADRACE_WORKER_IMAGE": IMAGE,
         "HEADRACE_OBSERVE_INTERVAL": "1",
-        "HEADRACE_TENANT_ROLE_PREFIX": role_prefix,
+        "HEADRACE_INGEST_URL": INGEST_URL,
         "HEADRACE_LEADER_ELECTION_ENABLED": "true",
         "HEADRACE_LEADER_ELECTION_NAMESPACE": LEASE_NAMESPACE,
         "HEADRACE_LEADER_ELECTION_LEASE_NAME": lease_name,
@@ -150,9 +150,9 @@ async def _setup(
 
 
 async def test_the_standby_takes_over_from_a_leader_killed_mid_burst(
-    control_plane: ControlPlane, dsn: str, role_prefix: str, tmp_path: Path
+    control_plane: ControlPlane, dsn: str, tmp_path: Path
 ) -> None:
-    lease_name, namespace, env = await _setup(control_plane, dsn, role_prefix, tmp_path)
+    lease_name, namespace, env = await _setup(control_plane, dsn, tmp_path)
     kube = control_plane.client()
 
     async def lease() -> dict[str, Any]:
@@ -224,11 +224,11 @@ async def test_the_standby_takes_over_from_a_leader_killed_mid_burst(
 
 
 async def test_a_leader_whose_lease_is_taken_stops_and_exits(
-    control_plane: ControlPlane, dsn: str, role_prefix: str, tmp_path: Path
+    control_plane: ControlPlane, dsn: str, tmp_path: Path
 ) -> None:
     """Someone else holds the Lease now (a standby that saw it run out while this leader was paused): the
     leader cannot renew, stops leading within the renew deadline, and exits 1 for the kubelet to restart."""
-    lease_name, namespace, env = await _setup(control_plane, dsn, role_prefix, tmp_path)
+    lease_name, namespace, env = await _setup(control_plane, dsn, tmp_path)
     env |= {
         "HEADRACE_LEADER_ELECTION_LEASE_DURATION": "4",
         "HEADRACE_LEADER_ELECTION_RENEW_DEADLINE": "2",
