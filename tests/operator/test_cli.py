@@ -155,6 +155,15 @@ def test_leader_election_settings_are_checked_at_start(
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("HEADRACE_LEADER_ELECTION_ENABLED", "true")
     result = CliRunner().invoke(
-        main, ["operator", "--database-url", "postgresql://h@localhost/x", "--worker-image", "headrace:test"]
+        main,
+        [
+            "operator",
+            "--database-url",
+            "postgresql://h@localhost/x",
+            "--worker-image",
+            "headrace:test",
+            "--ingest-url",
+            "http://headrace-ingest.headrace.svc:8081",
+        ],
     )
     assert result.exit_code == 2 and named in result.output, result.output
