@@ -170,6 +170,12 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
     """Lease and process the job's tasks until its queue is drained (exit 0), SIGTERM (exit 143) or Ctrl-C (130).
 
     Configured by HEADRACE_* environment variables (WorkerSettings); flags override them."""
+    # A signal before the loop is running (while the pool or the source opens) is noted, not raised: the
+    # loop then stops at once, as it would have, with 128 + the signal and no second message (`headrace
+    # run` stops its workers with SIGTERM and speaks for them).
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     import logging
 
     import pydantic
@@ -201,6 +207,8 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
             grace_seconds=settings.grace_seconds,
         )
         loop.install_signal_handlers()
+        if early:
+            loop.stop(early[0])
         try:
             return await loop.run()
         except IngestRefused as exc:  # a token that is not this job's worker's, a request the service refuses
@@ -208,6 +216,8 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
             return EXIT_REFUSED
 
     async def go() -> int:
+        if early:
+            return 128 + early[0]
         if settings.ingest_url is not None:
             remote = RemoteStore(settings.ingest_url, job_uid, token_file=settings.ingest_token_file)
             try:
