@@ -38,4 +38,3 @@ def serve(settings: ApiSettings) -> bool:
     finally:
         signal.signal(signal.SIGTERM, previous)
     return server.started
-
