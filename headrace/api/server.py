@@ -38,3 +38,4 @@ def serve(settings: ApiSettings) -> bool:
     finally:
         signal.signal(signal.SIGTERM, previous)
     return server.started
+

@@ -231,6 +231,7 @@ CROSS JOIN LATERAL (
 """
 
 
+
 def _bm25(tf: str, length: str) -> str:
     """A posting's BM25 weight for the word `w`, in the collection `col` (bm25.py)."""
     return bm25.weight("w.idf", tf, length, "col.avglen")
