@@ -225,6 +225,7 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
             finally:
                 await remote.aclose()
         assert settings.database_url is not None
+        cli_errors.remember_database(settings.database_url.get_secret_value())  # its address, should it stay down
         # The database may come up after the pod does, or be failing over: wait for it.
         pool = await ride_out(create_pool, settings.database_url.get_secret_value(), min_size=1, max_size=3)
         try:

@@ -93,8 +93,9 @@ def describe(error: BaseException) -> str | None:
     from headrace.local import LocalModeUnavailable
     from headrace.store.db import PoolExhausted
     from headrace.store.migrate import StaleSchema
+    from headrace.worker.remote import IngestUnreachable
 
-    if isinstance(error, EmbeddingError | PoolExhausted | StaleSchema | LocalModeUnavailable):
+    if isinstance(error, EmbeddingError | PoolExhausted | StaleSchema | LocalModeUnavailable | IngestUnreachable):
         return str(error)
     return None
 

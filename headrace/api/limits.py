@@ -1,5 +1,7 @@
-"""Bounds on what one caller can ask for: request body and query sizes, and a per-principal rate."""
+"""Bounds on what one caller can ask for: request body and query sizes, how long a body may take, and a
+per-principal rate."""
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -76,3 +78,40 @@ class SizeLimits:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class BodyDeadline:
+    """ASGI middleware: 408 when a request's body has not arrived `seconds` after its headers.
+
+    A client that sends headers and stalls would otherwise hold its socket, and the coroutine waiting for
+    the rest, for as long as it likes (uvicorn times out idle keep-alive connections only). The 408 says
+    `Connection: close`, so uvicorn closes the socket once it is sent. Once the body is complete, waiting
+    for a disconnect (as streaming responses do) has no deadline.
+    """
+
+    def __init__(self, app: ASGIApp, *, seconds: float) -> None:
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                # FastAPI re-raises HTTPExceptions from body reading; the problem handler answers it.
+                raise HTTPException(
+                    408, f"the request body did not arrive within {self.seconds:g} s", headers={"Connection": "close"}
+                ) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed_receive, send)

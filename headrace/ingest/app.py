@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from headrace.api import problems
-from headrace.api.limits import RateLimiter, SizeLimits
+from headrace.api.limits import BodyDeadline, RateLimiter, SizeLimits
 from headrace.api.metrics import RequestMetrics
 from headrace.api.problems import ProblemError, problem_response
 from headrace.ingest import routes
@@ -107,5 +107,6 @@ def create_app(settings: IngestSettings, pool: Pool, authenticator: WorkerAuthen
 
     app.include_router(routes.router)
     app.add_middleware(SizeLimits, max_body=settings.ingest_max_body_bytes, max_query=4096)
+    app.add_middleware(BodyDeadline, seconds=settings.ingest_body_timeout_seconds)
     app.add_middleware(RequestMetrics, quiet_success=True)
     return app

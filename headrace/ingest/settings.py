@@ -47,6 +47,18 @@ class IngestSettings(KubeSettings):
     ingest_max_body_bytes: Annotated[int, Field(ge=MAX_REQUEST_BYTES)] = 2 * MAX_REQUEST_BYTES
     """Largest request body; more is a 413. Workers send at most `MAX_REQUEST_BYTES` (16 MiB) per request."""
 
+    ingest_header_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Longest a request's line and headers may take to arrive, from the connection or the previous
+    answer on it; then the connection is closed."""
+
+    ingest_body_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    """Longest a request's body may take to arrive after its headers; then a 408 and the connection is
+    closed. A worker sends at most 16 MiB per request, from inside the cluster."""
+
+    ingest_max_connections: Annotated[int, Field(ge=1)] = 1000
+    """Open connections (or requests under way) past which a new request is answered 503 (workers ride
+    that out). Each worker holds a few connections; stalled ones are closed by the timeouts above."""
+
     ingest_rate_limit_per_second: Annotated[float, Field(ge=0)] = 2000.0
     """Sustained requests per second per job (all its workers together); 0 turns the limit off. A busy
     worker makes about 30 a second (small documents, docs/worker-api.md): this admits about 60 of them."""

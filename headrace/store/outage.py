@@ -71,19 +71,20 @@ BACKOFF = wait_exponential(multiplier=0.5, max=MAX_BACKOFF_SECONDS)
 
 def retrying(
     *,
-    give_up_after: float = OUTAGE_SECONDS,
+    give_up_after: float | None = None,
     is_outage: Callable[[BaseException], bool] = is_connection_error,
     wait: WaitBaseT = BACKOFF,
     message: str = "Lost database connection",
 ) -> AsyncRetrying:
-    """The policy: connection errors only, exponential backoff from 0.5 s up to 10 s, then reraise.
+    """The policy: connection errors only, exponential backoff from 0.5 s up to 10 s, then reraise after
+    `give_up_after` seconds (`OUTAGE_SECONDS`, read when the policy is made).
 
     The worker's client of the ingest service (`worker/remote.py`) keeps the same budget and backoff
     for its own outages (`is_outage`: the service unreachable or answering 502/503/504)."""
     return AsyncRetrying(
         retry=retry_if_exception(is_outage),
         wait=wait,
-        stop=stop_after_delay(give_up_after),
+        stop=stop_after_delay(OUTAGE_SECONDS if give_up_after is None else give_up_after),
         before_sleep=lambda state: _log_retry(state, message=message),
         reraise=True,
     )

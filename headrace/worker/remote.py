@@ -23,10 +23,10 @@ from tenacity import RetryCallState
 
 from headrace.model import IngestionJobSpec
 from headrace.model.contract import INGEST_TOKEN_PATH
-from headrace.store import queue, vectors
+from headrace.store import outage, queue, vectors
 from headrace.store.documents import DocumentRecord, KnownDocument, Outcome, Written
 from headrace.store.jobs import JobRecord
-from headrace.store.outage import BACKOFF, MAX_BACKOFF_SECONDS, OUTAGE_SECONDS, retrying
+from headrace.store.outage import BACKOFF, MAX_BACKOFF_SECONDS, retrying
 from headrace.worker import wire
 from headrace.worker.store import FailOutcome, ForeignId, RunSuperseded, Vectors
 
@@ -44,6 +44,17 @@ class IngestRefused(Exception):
         super().__init__(f"the ingest service answered {status} to {route}: {detail}")
         self.status = status
         self.detail = detail
+
+
+class IngestUnreachable(Exception):
+    """The service stayed unreachable, or unable to answer, for the whole outage budget."""
+
+    def __init__(self, base_url: str, seconds: float, last: BaseException) -> None:
+        reason = str(last) if isinstance(last, Unavailable) else f"{type(last).__name__}: {last}".rstrip(": ")
+        super().__init__(
+            f"cannot reach the ingest service at {base_url} for {seconds:g} s: {reason} "
+            "(is it running? check HEADRACE_INGEST_URL)"
+        )
 
 
 class Unavailable(Exception):
@@ -92,17 +103,18 @@ class RemoteStore:
         job_uid: uuid.UUID,
         *,
         token_file: Path = DEFAULT_TOKEN_FILE,
-        give_up_after: float = OUTAGE_SECONDS,
+        give_up_after: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_request_bytes: int = wire.MAX_REQUEST_BYTES,
     ) -> None:
         self._job_uid = job_uid
         self._token_file = token_file
         self._give_up_after = give_up_after
+        self._base_url = base_url.rstrip("/")
         self._max_request_bytes = max_request_bytes
         self._prefix = f"/{wire.API_VERSION}/jobs/{job_uid}"
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
+            base_url=self._base_url,
             transport=transport,
             # A store of a large group takes a while; the service's statements time out at 60 s.
             timeout=httpx.Timeout(10.0, read=120.0, write=60.0),
@@ -128,10 +140,12 @@ class RemoteStore:
     async def _call(self, method: str, path: str, body: wire.Body | bytes | None, answer: type[A]) -> A:
         """One request, retried under the outage policy; the answer parsed as `answer`."""
         content = body if isinstance(body, bytes | None) else body.model_dump_json(by_alias=True).encode()
-        policy = retrying(
-            give_up_after=self._give_up_after, is_outage=is_outage, wait=_wait, message="Lost ingest service"
-        )
-        response: httpx.Response = await policy(self._once, method, path, content)
+        budget = outage.OUTAGE_SECONDS if self._give_up_after is None else self._give_up_after
+        policy = retrying(give_up_after=budget, is_outage=is_outage, wait=_wait, message="Lost ingest service")
+        try:
+            response: httpx.Response = await policy(self._once, method, path, content)
+        except (httpx.TransportError, Unavailable) as exc:  # the budget is spent: `is_outage` retries only these
+            raise IngestUnreachable(self._base_url, budget, exc) from exc
         return answer.model_validate_json(response.content)
 
     async def _once(self, method: str, path: str, content: bytes | None) -> httpx.Response:

@@ -9,7 +9,6 @@ Each attempt must get a 4xx problem, and team-b's rows, searches and runs must b
 
 import asyncio
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -331,24 +330,29 @@ async def test_a_flood_is_limited_per_job_and_costs_the_api_server_nothing_past_
     assert await snapshot(pool, world.b.job) == before
 
 
-async def test_slow_clients_hold_no_database_connection(world: World, pool: Pool) -> None:
-    """Connections that send half a request and stall cost a socket each, not a database connection."""
+@pytest.mark.parametrize("world", [{"ingest_body_timeout_seconds": 3}], indirect=True)
+async def test_slow_clients_hold_no_database_connection_and_are_cut_off(world: World, pool: Pool) -> None:
+    """Connections that send half a request and stall cost a socket each, not a database connection,
+    and only until the body deadline: then each is answered 408 and closed."""
     before = await snapshot(pool, world.b.job)
     port = world.settings.ingest_port
     stalled = []
     for _ in range(30):  # more than the service's pool has connections
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
             f"POST /v1/jobs/{world.a.uid}/runs/1/documents HTTP/1.1\r\nHost: x\r\n"
             f"Authorization: Bearer {world.a.token}\r\nContent-Type: application/json\r\n"
             'Content-Length: 100000\r\n\r\n{"documents": ['.encode()
         )
-        stalled.append(sock)
+        await writer.drain()
+        stalled.append((reader, writer))
     try:
         for _ in range(3):
             response = await world.client.get(f"/v1/jobs/{world.b.uid}/drained", headers=world.b.headers())
             assert response.status_code == 200 and response.json() == {"drained": True}
+        for reader, _ in stalled:  # the service answers and closes each: read until it does
+            assert (await reader.read()).startswith(b"HTTP/1.1 408 ")
     finally:
-        for sock in stalled:
-            sock.close()
+        for _, writer in stalled:
+            writer.close()
     assert await snapshot(pool, world.b.job) == before
