@@ -172,10 +172,17 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
     Configured by HEADRACE_* environment variables (WorkerSettings); flags override them."""
     # A signal before the loop is running (while the pool or the source opens) is noted, not raised: the
     # loop then stops at once, as it would have, with 128 + the signal and no second message (`headrace
-    # run` stops its workers with SIGTERM and speaks for them).
+    # run` stops its workers with SIGTERM and speaks for them). A second one, say while the database is
+    # still not answering, interrupts the wait.
     early: list[int] = []
+
+    def note(signum: int, frame: Any) -> None:
+        if early:
+            cli_errors.raise_interrupted(signum, frame)
+        early.append(signum)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: early.append(signum))
+        signal.signal(sig, note)
     import logging
 
     import pydantic
