@@ -18,7 +18,8 @@ def serve(settings: ApiSettings) -> bool:
     `Last-Event-ID`), requests finish within the grace, and the process exits 0. uvicorn re-raises
     the signal it stopped on once it has drained; that re-raise lands on our handler, which only asks
     the (stopped) server to stop, where the default one would end the process as "terminated" (143)
-    after a stop that went well. A SIGTERM before uvicorn takes the signal over is not lost either.
+    after a stop that went well. Ctrl-C stops the same way, then raises KeyboardInterrupt (exit 130).
+    A signal before uvicorn takes the signals over is not lost either.
     """
     config = uvicorn.Config(
         create_app(settings),
@@ -32,9 +33,21 @@ def serve(settings: ApiSettings) -> bool:
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
     server = uvicorn.Server(config)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: setattr(server, "should_exit", True))
+    stopped_by: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if signal.SIGINT in stopped_by:
+        # Ctrl-C ends the command as an interrupt (exit 130), decided here: uvicorn's own re-raise would
+        # land on asyncio.run's SIGINT handler, which turns it into KeyboardInterrupt only when the task
+        # has not finished first, so under load the process sometimes exited 0 without a word.
+        raise KeyboardInterrupt
     return server.started
