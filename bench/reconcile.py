@@ -37,7 +37,7 @@ import psutil
 from bench import common
 
 if TYPE_CHECKING:
-    from headrace.operator.config import OperatorSettings
+    from headrace.operator.settings import OperatorSettings
 
 TARGETS: dict[int, dict[str, float]] = {1: {"all": 0.1}, 100: {"p50": 0.5, "all": 2.0}, 300: {"all": 5.0}}
 """Issue 15's targets on the real apiserver, seconds: the median (p50) and the slowest job (all)."""
@@ -170,8 +170,8 @@ async def _operator(dsn: str, kubeconfig: Path, scope: list[str]) -> AsyncIterat
     """The operator in a thread, logged in from `kubeconfig` as it would be anywhere outside a pod."""
     from kopf.testing import KopfRunner
 
-    from headrace.operator.config import OperatorSettings
     from headrace.operator.main import build_registry
+    from headrace.operator.settings import OperatorSettings
 
     os.environ["KUBECONFIG"] = str(kubeconfig)
     os.environ.pop("KUBERNETES_SERVICE_HOST", None)

@@ -22,8 +22,8 @@ from headrace.model.contract import DATABASE_URL_ENV as POD_DATABASE_URL_ENV
 from headrace.model.contract import WORKER_SECRETS_DIR
 
 if TYPE_CHECKING:
-    from headrace.operator.config import OperatorSettings
     from headrace.operator.leader import ElectionSettings
+    from headrace.operator.settings import OperatorSettings
 
 T = TypeVar("T")
 
@@ -819,7 +819,7 @@ def operator_settings(**given: Any) -> "OperatorSettings":
     from pydantic_settings import SettingsError
 
     from headrace.model import field_errors
-    from headrace.operator.config import OperatorSettings
+    from headrace.operator.settings import OperatorSettings
 
     try:
         return OperatorSettings(**given)

@@ -16,10 +16,10 @@ from headrace.model import IngestionJob
 from headrace.model.contract import INGEST_URL_ENV
 from headrace.model.events import Reason
 from headrace.operator import status as st
-from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import HPAS, JOBS, KubeClient, KubeError
 from headrace.operator.resources.hpa import build_hpa, hpa_name
 from headrace.operator.resources.job import build_worker_job, job_name, parallelism
+from headrace.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 

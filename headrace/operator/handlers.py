@@ -9,9 +9,9 @@ import kopf
 
 from headrace.model import GROUP, PLURAL, VERSION
 from headrace.operator import metrics, reconcile
-from headrace.operator.config import OperatorSettings
+from headrace.operator.kopf_setup import configure
 from headrace.operator.metrics import PHASES, reconciling
-from headrace.operator.settings import configure
+from headrace.operator.settings import OperatorSettings
 from headrace.operator.startup import open_operator
 from headrace.operator.status import Event
 from headrace.redaction import redact

@@ -12,10 +12,10 @@ import kopf
 from aiohttp import web
 
 from headrace.operator import metrics
-from headrace.operator.config import OperatorSettings
 from headrace.operator.handlers import register
 from headrace.operator.leader import ElectionSettings, Elector
 from headrace.operator.metrics import LEADER
+from headrace.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The operator's Prometheus metrics: reconcile time and errors, IngestionJobs by phase, Kubernetes API calls.
 
-Served on the operator's metrics port (`OperatorConfig.metrics_port`). Phases are what this operator
+Served on the operator's metrics port (`OperatorSettings.metrics_port`). Phases are what this operator
 last wrote or read in each IngestionJob's status; a restarted operator learns them again as kopf
 resumes every object.
 """

@@ -35,10 +35,10 @@ from headrace.model.events import STORE_RECORDED, Reason, run_started
 from headrace.model.run import RunState
 from headrace.operator import status as st
 from headrace.operator.children import Children, ensure_children
-from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import NAMESPACES, RETRY_DELAY, SECRETS, KubeClient, KubeError
 from headrace.operator.resources.job import InvalidSpec, check_cluster_spec, job_name, parallelism
 from headrace.operator.resources.labels import selector
+from headrace.operator.settings import OperatorSettings
 from headrace.store import documents, jobs, legacy_roles, lexicon, queue, runs, vectors
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord, UnknownTextSearchConfig

@@ -2,9 +2,9 @@
 
 import logging
 
-from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
+from headrace.operator.settings import OperatorSettings
 from headrace.store import legacy_roles, migrate
 from headrace.store.db import close_pool, create_pool
 from headrace.store.outage import ride_out

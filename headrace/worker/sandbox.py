@@ -2,7 +2,7 @@
 
 PDFium, lxml and the decompressors are C code: a deadline checked between Python statements cannot
 interrupt them, and their memory is not the worker's to reclaim. So every fetched object is handed to
-a long-lived child process (`python -m headrace.worker.sandbox`) that runs `pipeline.process` under
+a long-lived child process (`python -m headrace.worker.sandbox`) that runs `conversion.process` under
 its own address-space limit and streams messages back. If no message arrives within
 `limits.extractionTimeoutSeconds`, or the child dies, the worker kills it, records the document in
 progress as failed with the reason, and resumes the rest of the object in a fresh child.
@@ -34,7 +34,7 @@ import sys
 from collections.abc import AsyncGenerator
 from typing import BinaryIO
 
-from headrace.worker.pipeline import Message, Request, process
+from headrace.worker.conversion import Message, Request, process
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class Sandbox:
             await child.wait()
 
     async def process(self, request: Request, data: bytes, *, silence_seconds: float) -> AsyncGenerator[Message, None]:
-        """The messages of `pipeline.process` for this object, with a `failed` message in place of
+        """The messages of `conversion.process` for this object, with a `failed` message in place of
         whatever the child was doing when it stayed silent for `silence_seconds` or died."""
         skip = set(request.skip)
         while True:

@@ -16,10 +16,10 @@ from headrace.redaction import redact
 from headrace.store import documents, queue, vectors
 from headrace.store.documents import ChunkRecord, DocumentRecord, KnownDocument
 from headrace.store.jobs import JobRecord
+from headrace.worker.conversion import Message, Request, content_hash
 from headrace.worker.errors import DocumentError
 from headrace.worker.extract import ARCHIVE_FORMATS, looks_like_archive
 from headrace.worker.metadata import Metadata, document_metadata
-from headrace.worker.pipeline import Message, Request, content_hash
 from headrace.worker.sandbox import Sandbox
 from headrace.worker.sources import DocumentRef, Source
 from headrace.worker.store import RunSuperseded, WorkerStore

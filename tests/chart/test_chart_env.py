@@ -11,8 +11,8 @@ from headrace.api.settings import ApiSettings
 from headrace.cli import main
 from headrace.ingest.settings import IngestSettings
 from headrace.model.contract import DATABASE_URL_ENV
-from headrace.operator.config import OperatorSettings
 from headrace.operator.leader import ElectionSettings
+from headrace.operator.settings import OperatorSettings
 from tests.chart.conftest import EVERYTHING, Render, by_kind
 
 

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from headrace.model import IngestionJob, load_manifest
-from headrace.operator.config import OperatorSettings
 from headrace.operator.resources.hpa import EXTERNAL_METRIC, build_hpa
 from headrace.operator.resources.job import WorkerPodSettings, build_worker_job
 from headrace.operator.resources.podsecurity import restricted_violations
+from headrace.operator.settings import OperatorSettings
 from tests.chart.conftest import EVERYTHING, ROOT, Render
 from tests.chart.test_chart_security import KUBERNETES_VERSIONS
 

@@ -111,9 +111,7 @@ def test_the_analysis_sees_a_new_call(tmp_path: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(path.read_text())
     (copy / "extra.py").write_text(
-        "from headrace.operator.kube import SECRETS\n\n"
-        "async def snoop(op, ns):\n"
-        "    await op.kube.list(SECRETS, ns)\n"
+        "from headrace.operator.kube import SECRETS\n\nasync def snoop(op, ns):\n    await op.kube.list(SECRETS, ns)\n"
     )
     assert ("", "secrets", "list") in operator_application_calls(copy) - operator_application_calls(source)
 

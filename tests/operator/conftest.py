@@ -11,9 +11,9 @@ import pytest
 from kmock._internal import parsing as kmock_parsing
 
 from bench.common import with_cluster_namespaces
-from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
+from headrace.operator.settings import OperatorSettings
 from headrace.store.db import Pool
 
 IMAGE = "ghcr.io/example/headrace:test"

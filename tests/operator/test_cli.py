@@ -43,7 +43,7 @@ def test_operator_refuses_all_namespaces_with_a_namespace() -> None:
 
 def test_operator_help_names_its_environment() -> None:
     """Every setting of OperatorSettings is named in `--help`, by the variable it is read from."""
-    from headrace.operator.config import OperatorSettings
+    from headrace.operator.settings import OperatorSettings
 
     result = CliRunner().invoke(main, ["operator", "--help"], terminal_width=400)
     assert result.exit_code == 0

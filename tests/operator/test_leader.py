@@ -123,9 +123,7 @@ def _time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-async def _setup(
-    control_plane: ControlPlane, dsn: str, tmp_path: Path
-) -> tuple[str, str, dict[str, str]]:
+async def _setup(control_plane: ControlPlane, dsn: str, tmp_path: Path) -> tuple[str, str, dict[str, str]]:
     """The chart's RBAC on the server, no Lease yet, a namespace to serve: (lease name, namespace, env)."""
     control_plane.install_crd()
     kubeconfig = chart_operator_kubeconfig(control_plane, tmp_path / "kubeconfig")

@@ -22,10 +22,10 @@ from kopf.testing import KopfRunner
 from prometheus_client import REGISTRY
 
 from headrace.model import IngestionJob
-from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import HPAS, JOBS, MERGE_PATCH, SECRETS, KubeError
 from headrace.operator.main import build_registry
 from headrace.operator.resources.job import build_worker_job
+from headrace.operator.settings import OperatorSettings
 from headrace.store import documents, jobs, lexicon, queue
 from headrace.store.db import Pool
 from tests.kube.controlplane import RESTRICTED, ControlPlane
@@ -412,7 +412,7 @@ async def _gone(cluster: Cluster, path: str) -> bool:
 
 
 def test_kopf_is_configured_under_our_group() -> None:
-    from headrace.operator.settings import WATCH_CLIENT_TIMEOUT, WATCH_SERVER_TIMEOUT, configure
+    from headrace.operator.kopf_setup import WATCH_CLIENT_TIMEOUT, WATCH_SERVER_TIMEOUT, configure
 
     settings = kopf.OperatorSettings()
     configure(settings)

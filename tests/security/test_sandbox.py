@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from headrace.model import Chunking, Limits
-from headrace.worker.pipeline import Request
+from headrace.worker.conversion import Request
 from headrace.worker.sandbox import Sandbox, minimal_environment
 
 PR_GET_DUMPABLE = 3

@@ -7,9 +7,9 @@ import kopf
 import pytest
 
 from headrace.operator import reconcile
-from headrace.operator.config import OperatorSettings
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
+from headrace.operator.settings import OperatorSettings
 from headrace.store import history, jobs
 from headrace.store.db import Pool, open_pool
 from headrace.store.jobs import JobRecord

@@ -7,7 +7,7 @@ import pytest
 
 from headrace.model import Chunking, Limits
 from headrace.worker.archives import unsafe_name
-from headrace.worker.pipeline import Message, Request, process
+from headrace.worker.conversion import Message, Request, process
 from tests.worker.samples import pdf, tar_file, zip_file
 
 MiB = 1024 * 1024

@@ -5,7 +5,7 @@ import textwrap
 from pathlib import Path
 
 from headrace.model import Chunking, Limits
-from headrace.worker.pipeline import Message, Request
+from headrace.worker.conversion import Message, Request
 from headrace.worker.sandbox import Sandbox
 from tests.worker.samples import zip_file
 
@@ -13,9 +13,9 @@ from tests.worker.samples import zip_file
 MISBEHAVING_CHILD = textwrap.dedent(
     """
     import os, signal, sys, time
-    from headrace.worker import sandbox, pipeline
+    from headrace.worker import conversion, sandbox
 
-    real = pipeline.process
+    real = conversion.process
 
     def process(request, data):
         for message in real(request, data):
