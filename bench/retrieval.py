@@ -37,9 +37,10 @@ from bench.questions import Question
 from headrace.embedding import embedding_input
 from headrace.embedding.builtin import embed_sync
 from headrace.model import IngestionJobSpec
-from headrace.store import documents, jobs, lexicon, migrate, search, vectors
+from headrace.store import documents, jobs, migrate, search, vectors
 from headrace.store.db import Pool, create_pool
 from headrace.store.documents import ChunkRecord, DocumentRecord
+from headrace.store.search import statistics as search_statistics
 from headrace.worker.chunker import Chunk, Chunking, chunk_sections
 from headrace.worker.errors import DocumentError
 from headrace.worker.extract import extract
@@ -101,7 +102,7 @@ async def store(pool: Pool, name: str, docs: Docs) -> tuple[uuid.UUID, dict[str,
         )
         await documents.store_document(pool, job.uid, 1, record, space=space, embeddings=embedded)
     await pool.execute("VACUUM ANALYZE headrace.chunks")
-    built = await lexicon.build(pool, job.uid)
+    built = await search_statistics.build(pool, job.uid)
     assert built is not None
     return job.uid, {"pages": len(docs), "chunks": built.chunks, "seconds": time.perf_counter() - started}
 

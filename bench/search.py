@@ -42,7 +42,7 @@ from bench import common
 from bench.ingest import SMOKE_CORPUS, corpus
 from headrace.model import Chunking, IngestionJobSpec
 from headrace.model.spec import BUILTIN_EMBEDDING_MODEL
-from headrace.store import jobs, migrate, search
+from headrace.store import cursors, jobs, migrate, search
 from headrace.store.db import Pool, create_pool
 from headrace.worker.chunker import chunk_sections
 from headrace.worker.errors import DocumentError
@@ -240,20 +240,20 @@ async def embed_replicas(pool: Pool, docs: list[tuple[str, str, list[str]]], spe
 
 async def ensure_statistics(dsn: str) -> dict[str, Any]:
     """Build the search statistics of every job of the index that has none, or has them with another
-    cap than lexicon.CAP (a one-off, kept with the index, as the operator builds them after a run);
+    cap than search_statistics.CAP (a one-off, kept with the index, as the operator builds them after a run);
     their build time and size."""
-    from headrace.store import lexicon
+    from headrace.store.search import statistics as search_statistics
 
     pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
         missing = await pool.fetch(
             "SELECT uid FROM headrace.jobs j WHERE NOT EXISTS "
             "(SELECT FROM headrace.search_statistics s WHERE s.job_uid = j.uid AND s.cap = $1) ORDER BY uid",
-            lexicon.CAP,
+            search_statistics.CAP,
         )
         for row in missing:
             print(f"building the search statistics of job {row['uid']}", flush=True)
-            await lexicon.build(pool, row["uid"])
+            await search_statistics.build(pool, row["uid"])
         facts = await pool.fetchrow(
             """
             SELECT (SELECT sum(build_seconds) FROM headrace.search_statistics) AS seconds,
@@ -525,8 +525,8 @@ async def capped_overlap(pool: Pool, ranked: int) -> dict[str, float | None]:
         capped = await search.search(pool, q, mode="keyword", ranked_matches=ranked, timeout_ms=120_000)
         # Exact ranking of every match by the same collection statistics (N, average length, document
         # frequencies), which the bounded page's cursor carries: what differs is only which chunks are ranked.
-        pinned = search.cursor_statistics(capped.next_cursor)
-        above_all = search.encode_cursor(1e300, 0, pinned) if pinned is not None else None
+        pinned = cursors.decode_search(capped.next_cursor)[2] if capped.next_cursor else None
+        above_all = cursors.encode_search(1e300, 0, pinned) if pinned is not None else None
         try:
             exact = await search.search(
                 pool, q, mode="keyword", ranked_matches=None, timeout_ms=OVERLAP_TIMEOUT_MS, cursor=above_all
@@ -651,7 +651,7 @@ async def main() -> None:
         + (", ".join(f"{k} = {v}" for k, v in SERVER_SETTINGS.items()) if not opts.smoke else "pgserver's defaults")
         + ".",
         "",
-        f"Search statistics (headrace/store/lexicon.py, built as the operator does after a run): "
+        f"Search statistics (headrace/store/search/statistics.py, built as the operator does after a run): "
         f"{statistics['lexemes']:,} lexeme rows over {statistics['jobs']} jobs holding {statistics['postings']:,} "
         f"postings (at most {statistics['cap']} per lexeme and job), {statistics['size']}; built in "
         f"{statistics['seconds']:.0f} s, one transaction per job"

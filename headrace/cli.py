@@ -377,6 +377,7 @@ def search(
 
     Each hit names its job (namespace/name) and score; a hit with none of the query's words in it is
     marked weak (only its meaning ranked it)."""
+    from headrace.embedding.query import EndpointModel, query_vector
     from headrace.hits import print_hits
     from headrace.store import search as store_search
 
@@ -394,29 +395,20 @@ def search(
                     where=where,
                     limit=limit,
                     mode=chosen,
-                    embed=_embed_builtin_query,
+                    embed=query_vector,
                     ranked_matches=store_search.DEFAULT_RANKED_MATCHES,  # as the API ranks by default
                 ),
             )
         except store_search.SearchRefused as exc:
             raise click.UsageError(str(exc)) from exc
+        except EndpointModel as exc:
+            raise click.UsageError(
+                f"the jobs are embedded by the endpoint model {exc.model}; `headrace search` embeds queries with the "
+                "built-in model only: use --mode keyword, or the API with a `vector`"
+            ) from exc
     if output in ("text", "wide"):
         Console(stderr=True).print(f"[dim]mode: {page.mode}[/dim]")
     print_hits(Console(), query, page.hits, mode=page.mode, output=cast(Any, output), full=full)
-
-
-async def _embed_builtin_query(space: Any, text: str) -> list[float]:
-    """The query's vector for `headrace search`, which embeds with the built-in model only."""
-    from headrace.embedding.builtin import BuiltinEmbedder
-    from headrace.model.spec import BUILTIN_EMBEDDING_MODEL
-    from headrace.store.search import SearchRefused
-
-    if space.model != BUILTIN_EMBEDDING_MODEL:
-        raise SearchRefused(
-            f"the jobs are embedded by the endpoint model {space.model}; `headrace search` embeds queries with the "
-            "built-in model only: use --mode keyword, or the API with a `vector`"
-        )
-    return (await BuiltinEmbedder().embed([text]))[0]
 
 
 DEMO_QUERIES = ["politics", '"hacker ethic"', "marriage -divorce"]

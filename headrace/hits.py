@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from headrace.store.search import SearchHit
-from headrace.store.snippets import START, STOP, render
+from headrace.store.search.snippets import START, STOP, render
 
 Output = Literal["text", "wide", "json", "yaml"]
 OUTPUTS: tuple[Output, ...] = ("text", "wide", "json", "yaml")

@@ -24,8 +24,9 @@ from headrace.model import IngestionJob, InvalidManifest, load_manifest
 from headrace.model.contract import SECRETS_DIR_ENV
 from headrace.model.events import Reason
 from headrace.model.run import RunState
-from headrace.store import jobs, lexicon, migrate, runs
+from headrace.store import jobs, migrate, runs
 from headrace.store.db import Pool
+from headrace.store.search import statistics as search_statistics
 
 DEFAULT_DATA_DIR = Path(".headrace")
 LOCAL_GRACE_SECONDS = 5.0
@@ -248,7 +249,7 @@ async def run_job(
             )
     codes = list(await waiters)
     # Search statistics as the operator builds them after a run, so that local search is as fast.
-    await lexicon.refresh(pool, uid)
+    await search_statistics.refresh(pool, uid)
     state = await jobs.run_state(pool, uid, run)
     assert state is not None
     failures = await pool.fetch(

@@ -1,6 +1,6 @@
 """The API's Prometheus metrics: requests and search latency, and a snapshot of Postgres' totals.
 
-The totals (backlog, index, runs, documents, tasks by state) come from `store.stats`, read by a
+The totals (backlog, index, runs, documents, tasks by state) come from `store.metric_totals`, read by a
 background task every `metrics_refresh_seconds` into an immutable snapshot. A scrape only serialises
 the latest snapshot: scraping costs no query, however often and however many scrapers come.
 They are served on their own port (`metrics_port`), apart from the API's clients.
@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headrace.metrics import INGESTIONJOB_LABEL
-from headrace.store import stats
+from headrace.store import metric_totals
 from headrace.store.db import Pool
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ SNAPSHOT_ERRORS = Counter(
 _JOB = ["namespace", INGESTIONJOB_LABEL]
 
 
-def families(snapshot: stats.Stats | None, *, taken_at: float, seconds: float) -> list[Metric]:
+def families(snapshot: metric_totals.Stats | None, *, taken_at: float, seconds: float) -> list[Metric]:
     """The Postgres-backed metric families of one snapshot (empty families before the first one)."""
     pending = GaugeMetricFamily(
         "headrace_tasks_pending",
@@ -113,7 +113,7 @@ def families(snapshot: stats.Stats | None, *, taken_at: float, seconds: float) -
                 progressed.add_metric(key, job.last_progress.timestamp())
         spans = snapshot.run_durations
         for outcome, cumulative in sorted(spans.buckets.items()):
-            bounds = [str(b) for b in stats.RUN_DURATION_BUCKETS]
+            bounds = [str(b) for b in metric_totals.RUN_DURATION_BUCKETS]
             buckets = [*zip(bounds, cumulative, strict=True), ("+Inf", spans.count[outcome])]
             durations.add_metric([outcome], buckets, spans.sum[outcome])
     return [
@@ -148,7 +148,7 @@ class PostgresSnapshot(Collector):
 
     async def refresh(self, pool: Pool) -> None:
         started = time.perf_counter()
-        snapshot = await stats.read(pool)
+        snapshot = await metric_totals.read(pool)
         self._families = families(snapshot, taken_at=time.time(), seconds=time.perf_counter() - started)
 
 

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from headrace.store.cursors import InvalidCursor
 from headrace.store.db import PoolExhausted
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,10 @@ async def _on_invalid(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(422, detail, instance=request.url.path, errors=errors)
 
 
+async def _on_invalid_cursor(request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(400, str(exc), instance=request.url.path)
+
+
 async def _on_exhausted(request: Request, exc: Exception) -> JSONResponse:
     log.warning("Refused request", extra={"path": request.url.path, "reason": str(exc)})
     return problem_response(
@@ -140,6 +145,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_invalid)
+    app.add_exception_handler(InvalidCursor, _on_invalid_cursor)
     app.add_exception_handler(PoolExhausted, _on_exhausted)
     app.add_exception_handler(Exception, _on_crash)
 

@@ -39,11 +39,12 @@ from headrace.operator.kube import NAMESPACES, RETRY_DELAY, SECRETS, KubeClient,
 from headrace.operator.resources.job import InvalidSpec, check_cluster_spec, job_name, parallelism
 from headrace.operator.resources.labels import selector
 from headrace.operator.settings import OperatorSettings
-from headrace.store import documents, jobs, legacy_roles, lexicon, queue, runs, vectors
+from headrace.store import documents, jobs, legacy_roles, queue, runs, vectors
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord, UnknownTextSearchConfig
 from headrace.store.legacy_roles import LegacySecret
 from headrace.store.outage import ride_out
+from headrace.store.search import statistics as search_statistics
 
 log = logging.getLogger(__name__)
 
@@ -525,14 +526,14 @@ async def _scale_from_backlog(op: Operator, job: IngestionJob, record: JobRecord
 
 
 async def build_statistics_forever(op: Operator) -> None:
-    """Keep every job's search statistics current (headrace/store/lexicon.py): every observe interval,
+    """Keep every job's search statistics current (headrace/store/search/statistics.py): every observe interval,
     build those due (a finished run, no run in progress), one at a time. Level-triggered: a build cut
     short by a restart or an outage is simply due again, and a replica that finds another building a
     job skips it. Runs beside the handlers, so a long build never holds up a job's status."""
     while True:
         try:
-            for uid in await ride_out(lexicon.due, op.pool):
-                await ride_out(lexicon.refresh, op.pool, uid)
+            for uid in await ride_out(search_statistics.due, op.pool):
+                await ride_out(search_statistics.refresh, op.pool, uid)
         except Exception:  # the loop outlives any one failure; the next pass finds the job due again
             log.exception("Failed to build search statistics")
         await asyncio.sleep(op.config.observe_interval)

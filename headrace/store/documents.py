@@ -15,8 +15,9 @@ from typing import Any, Literal
 import asyncpg
 
 from headrace.redaction import redact
-from headrace.store import bm25, vectors
+from headrace.store import vectors
 from headrace.store.db import Connection, Pool
+from headrace.store.search import bm25
 
 Outcome = Literal["added", "updated", "unchanged", "failed"]
 

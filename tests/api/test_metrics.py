@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from headrace.api import metrics
 from headrace.api.app import create_app
 from headrace.api.settings import ApiSettings
-from headrace.store import lexicon
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
+from headrace.store.search import statistics as search_statistics
 from tests.api.conftest import bearer
 
 pytestmark = pytest.mark.postgres
@@ -98,7 +98,7 @@ async def test_metrics_are_served_on_their_own_port_from_a_snapshot(
 
             # Search statistics: missing (0) until built for team-a's finished run.
             assert value(found, "headrace_search_statistics_current", **team_a) == 0
-            await lexicon.build(pool, seeded["team-a"].uid)
+            await search_statistics.build(pool, seeded["team-a"].uid)
             await metrics.SNAPSHOT.refresh(pool)
             found = samples((await scraper.get("/metrics")).text)
             assert value(found, "headrace_search_statistics_current", **team_a) == 1

@@ -9,8 +9,10 @@ import pytest
 
 from headrace.api.settings import ApiSettings
 from headrace.embedding.builtin import BuiltinEmbedder
-from headrace.store import lexicon, search, vectors
+from headrace.store import cursors, search, vectors
 from headrace.store.db import Pool, create_pool
+from headrace.store.search import snippets as snippet_marks
+from headrace.store.search import statistics as search_statistics
 from tests.api.conftest import bearer, ingest, serve
 
 ADMIN = bearer("admin-token")
@@ -51,7 +53,7 @@ async def test_with_search_statistics_only_their_query_runs_on_a_generic_plan(
     # The statistics query is planned once (its plan does not depend on the values); the semantic
     # SQL that follows it in a hybrid search is still planned with its values every time.
     job = await ingest(pool, tmp_path, namespace="team-a", name="ferries", files=FILES)
-    await lexicon.build(pool, job.uid)
+    await search_statistics.build(pool, job.uid)
     one = await create_pool(dsn, min_size=1, max_size=1)
     try:
         for i in range(12):
@@ -83,7 +85,7 @@ async def test_settings_hold_in_the_search_transaction_and_end_with_it(dsn: str,
     one = await create_pool(dsn, min_size=1, max_size=1)
     try:
         assert (await search.search(one, "ferry", mode="hybrid", embed=_embed)).hits
-        with pytest.raises(search.InvalidCursor):
+        with pytest.raises(cursors.InvalidCursor):
             await search.search(one, "ferry", cursor="bm90IGEgY3Vyc29y")
         with pytest.raises(search.SearchRefused):  # refused inside the transaction: it must still end
             await search.search(one, "ferry", mode="semantic")
@@ -102,7 +104,7 @@ async def test_a_search_over_its_timeout_is_a_504(
 ) -> None:
     job = await ingest(pool, tmp_path, namespace="team-a", name="ferries", files=FILES)
     if statistics:
-        await lexicon.build(pool, job.uid)
+        await search_statistics.build(pool, job.uid)
     async with serve(settings(search_timeout_ms=200)) as client:
         assert (await client.get("/v1/search", params={"q": "ferry"}, headers=ADMIN)).status_code == 200
         # Another transaction holds the chunks table: the search waits, and its statement timeout ends it.
@@ -127,11 +129,11 @@ async def test_snippets_are_those_of_the_whole_text(pool: Pool, tmp_path: Path) 
     page = await search.search(pool, "lighthouse", mode="semantic", embed=_embed)
     snippets = {h.uri: h.snippet for h in page.hits}
     assert set(snippets) == set(files)
-    assert f"{search.SNIPPET_START}lighthouse{search.SNIPPET_STOP}" in snippets["late.txt"]
+    assert f"{snippet_marks.START}lighthouse{snippet_marks.STOP}" in snippets["late.txt"]
     whole = await pool.fetchval(
         "SELECT ts_headline(c.config, c.content, websearch_to_tsquery(c.config, 'lighthouse'), $1) "
         "FROM headrace.chunks c JOIN headrace.documents d ON d.id = c.document_id WHERE d.uri = 'none.txt'",
-        search._HEADLINE_OPTIONS,
+        snippet_marks.HEADLINE_OPTIONS,
     )
     assert len(await search_text(pool, "none.txt")) > 1000
     assert snippets["none.txt"] == whole

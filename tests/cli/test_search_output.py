@@ -2,11 +2,15 @@
 apart, -o json|yaml|wide, --full, weak hits marked, -n for the namespace and -l for the limit."""
 
 import json
+import uuid
 from pathlib import Path
 
 import yaml
 
+from headrace.model import IngestionJobSpec
+from headrace.store import vectors
 from headrace.store.db import Pool
+from headrace.store.jobs import register_job
 from tests.api.conftest import TEAM_A, TEAM_B, ingest
 from tests.cli.test_errors import headrace
 
@@ -80,3 +84,17 @@ async def test_every_output_says_under_which_headings_a_hit_stands(pool: Pool, d
     yaml_hits = yaml.safe_load(headrace("search", "zephyr", "-o", "yaml", "--database-url", dsn).stdout)["hits"]
     for hits in (json_hits, yaml_hits):
         assert {hit["uri"]: hit["headingPath"] for hit in hits} == {"guide.md": path, "plain.txt": None}
+
+
+async def test_a_job_embedded_by_an_endpoint_model_is_searched_by_keyword_only(
+    pool: Pool, dsn: str, tmp_path: Path
+) -> None:
+    # `headrace search` embeds queries as the API does (headrace.embedding.query): with the built-in
+    # model only, never by calling a tenant's endpoint.
+    endpoint = {"provider": "endpoint", "endpoint": {"url": "http://127.0.0.1:9/v1", "model": "tiny", "dimensions": 3}}
+    spec = IngestionJobSpec.model_validate({"source": {"volume": {"path": "."}}, "embedding": endpoint})
+    await register_job(pool, uid=uuid.uuid4(), namespace="team-b", name="remote", generation=1, spec=spec)
+    await vectors.ensure_space(pool, "tiny", 3)
+    done = headrace("search", "car", "--mode", "semantic", "--database-url", dsn)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "endpoint model tiny" in done.stderr and "built-in model only: use --mode keyword" in done.stderr

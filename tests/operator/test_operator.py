@@ -26,8 +26,9 @@ from headrace.operator.kube import HPAS, JOBS, MERGE_PATCH, SECRETS, KubeError
 from headrace.operator.main import build_registry
 from headrace.operator.resources.job import build_worker_job
 from headrace.operator.settings import OperatorSettings
-from headrace.store import documents, jobs, lexicon, queue
+from headrace.store import documents, jobs, queue
 from headrace.store.db import Pool
+from headrace.store.search import statistics as search_statistics
 from tests.kube.controlplane import RESTRICTED, ControlPlane
 from tests.operator.cluster import IJS, Cluster, chart_operator_kubeconfig, client_for, emulator_kubeconfig
 from tests.operator.conftest import IMAGE, INGEST_URL, Namespaces, ij
@@ -561,7 +562,7 @@ async def test_search_statistics_are_built_after_a_run_finishes(
         async with pool.acquire() as conn:
             await jobs.set_discovered(conn, uid, record.current_run, total=1, done=True)
         assert await queue.ack(pool, task)
-        assert not await lexicon.stale(pool, uid), "a run in progress: nothing to build yet"
+        assert not await search_statistics.stale(pool, uid), "a run in progress: nothing to build yet"
         assert await jobs.finish_run(pool, record, record.current_run) is not None
         # The operator's statistics loop builds them (its pass runs every observe interval).
         built = await until(
@@ -569,5 +570,5 @@ async def test_search_statistics_are_built_after_a_run_finishes(
         )
         assert (built["chunks"], built["run"]) == (1, record.current_run)
         assert await pool.fetchval("SELECT df FROM headrace.lexemes WHERE job_uid = $1 AND lexeme = 'lighthous'", uid)
-        assert not await lexicon.stale(pool, uid)
+        assert not await search_statistics.stale(pool, uid)
         await until(lambda: _is(phase(cluster), "Succeeded"))

@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from headrace.api.settings import ApiSettings
-from headrace.store import documents, jobs, lexicon, vectors
+from headrace.store import documents, jobs, vectors
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
+from headrace.store.search import statistics as search_statistics
 from tests.api.conftest import bearer, serve
 from tests.conftest import volume_spec
 
@@ -80,8 +81,8 @@ async def two_tenants(pool: Pool) -> AsyncIterator[tuple[Tenant, Tenant]]:
         embeddings=[[0.5] * space.dimensions],
     )
     await documents.record_failures(pool, b.job.uid, run, {"broken.pdf": "not a PDF"})
-    await lexicon.build(pool, a.job.uid)
-    await lexicon.build(pool, b.job.uid)
+    await search_statistics.build(pool, a.job.uid)
+    await search_statistics.build(pool, b.job.uid)
     yield a, b
 
 
@@ -177,7 +178,8 @@ async def test_a_planted_chunk_or_vector_reveals_nothing_through_the_api(
             str([0.5] * space.dimensions),
         )
 
-    await lexicon.build(pool, a.job.uid)  # as the operator does after a run: the planted chunk is in A's statistics
+    # As the operator does after a run: the planted chunk is in A's statistics.
+    await search_statistics.build(pool, a.job.uid)
 
     async with serve(settings()) as client:
         alice = bearer("alice-token")

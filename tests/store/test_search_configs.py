@@ -2,9 +2,10 @@
 
 import pytest
 
-from headrace.store import documents, search, snippets
+from headrace.store import documents, search
 from headrace.store.db import Pool
 from headrace.store.documents import ChunkRecord, DocumentRecord
+from headrace.store.search import snippets
 from tests.conftest import JobFactory, volume_spec
 
 

@@ -1,12 +1,13 @@
-"""Keyword ranking by where a chunk stands (headrace/store/bm25.py, "Fields"): a query word in the
+"""Keyword ranking by where a chunk stands (headrace/store/search/bm25.py, "Fields"): a query word in the
 chunk's document title or heading path lifts it above a chunk whose text alone holds the word, on the
 exact path and from the search statistics alike, and for chunks stored before migration 0015."""
 
 import pytest
 
-from headrace.store import documents, lexicon, search
+from headrace.store import documents, search
 from headrace.store.db import Pool
 from headrace.store.documents import ChunkRecord, DocumentRecord
+from headrace.store.search import statistics as search_statistics
 from tests.conftest import JobFactory
 
 BOUND = 10_000  # the API's default: bounded keyword ranking, which reads the statistics
@@ -36,7 +37,7 @@ async def _corpus(pool: Pool, make_job: JobFactory, *docs: DocumentRecord, build
     for doc in (*docs, *(_doc(f"log{i}.html", "Logging", (t, "Logging")) for i, t in enumerate(OTHER))):
         await documents.store_document(pool, job.uid, 1, doc)
     if build:
-        assert await lexicon.build(pool, job.uid) is not None
+        assert await search_statistics.build(pool, job.uid) is not None
 
 
 @pytest.mark.parametrize("path", ["exact", "statistics"])

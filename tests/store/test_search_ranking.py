@@ -2,7 +2,7 @@
 
 import pytest
 
-from headrace.store import documents, search
+from headrace.store import cursors, documents, search
 from headrace.store.db import Pool
 from tests.conftest import JobFactory
 from tests.store.test_search_configs import _doc
@@ -75,8 +75,8 @@ async def test_a_query_of_stop_words_is_refused_in_keyword_mode(pool: Pool, make
 
 
 async def test_a_forged_cursor_is_refused(pool: Pool, make_job: JobFactory) -> None:
-    for forged in ["bm90IGpzb24", search.encode_cursor(1.0, 1)[:-2] + "xx", "WzEsIDIsIDMsIDRd"]:
-        with pytest.raises(search.InvalidCursor):
+    for forged in ["bm90IGpzb24", cursors.encode_search(1.0, 1)[:-2] + "xx", "WzEsIDIsIDMsIDRd"]:
+        with pytest.raises(cursors.InvalidCursor):
             await search.search(pool, "heron", mode="keyword", cursor=forged)
 
 

@@ -1,12 +1,14 @@
-"""Keyword search from the search statistics (headrace/store/lexicon.py): the same hits as the exact
-path when every list is complete, the best chunk when lists are truncated, chunks stored or deleted
-since the build, and when the statistics are due."""
+"""Keyword search from the search statistics (headrace/store/search/statistics.py): the same hits as
+the exact path when every list is complete, the best chunk when lists are truncated, chunks stored or
+deleted since the build, and when the statistics are due."""
 
 import pytest
 
-from headrace.store import documents, jobs, lexicon, search
+from headrace.store import cursors, documents, jobs, search
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
+from headrace.store.search import query as parsing
+from headrace.store.search import statistics as search_statistics
 from tests.conftest import JobFactory, volume_spec
 from tests.store.test_search_configs import _doc
 
@@ -29,17 +31,17 @@ async def _corpus(pool: Pool, make_job: JobFactory, count: int = 60) -> JobRecor
 
 
 async def _exact_hits(pool: Pool, query: str, statistics: dict[str, object], limit: int) -> list[tuple[int, float]]:
-    """Exact ranking of every match (_KEYWORD_SQL over the GIN index) by the given statistics, which a
-    cursor above every score carries."""
-    cursor = search.encode_cursor(1e300, 0, statistics)
+    """Exact ranking of every match (keyword.EXACT_SQL over the GIN index) by the given statistics,
+    which a cursor above every score carries."""
+    cursor = cursors.encode_search(1e300, 0, statistics)
     page = await search.search(pool, query, mode="keyword", limit=limit, cursor=cursor, ranked_matches=None)
     return [(h.chunk_id, h.score) for h in page.hits]
 
 
-async def _fast(pool: Pool, job: JobRecord, query: str, limit: int) -> lexicon.Ranked:
+async def _fast(pool: Pool, job: JobRecord, query: str, limit: int) -> search_statistics.Ranked:
     async with pool.acquire() as conn:
         config = await conn.fetchval("SELECT text_search_config::text FROM headrace.jobs WHERE uid = $1", job.uid)
-        ranked = await lexicon.rank(
+        ranked = await search_statistics.rank(
             conn,
             query,
             [config],
@@ -47,9 +49,9 @@ async def _fast(pool: Pool, job: JobRecord, query: str, limit: int) -> lexicon.R
             (None, None),
             None,
             limit,
-            operators=bool(search._OPERATORS.search(query)),
+            operators=parsing.uses_operators(query),
             statistics=None,
-            max_terms=search.MAX_QUERY_TERMS,
+            max_terms=parsing.MAX_QUERY_TERMS,
         )
     assert ranked is not None, "the statistics path answered"
     return ranked
@@ -70,7 +72,7 @@ async def test_with_complete_lists_the_statistics_rank_as_the_exact_path(
     pool: Pool, make_job: JobFactory, query: str
 ) -> None:
     job = await _corpus(pool, make_job)
-    built = await lexicon.build(pool, job.uid)
+    built = await search_statistics.build(pool, job.uid)
     assert built is not None and built.chunks == 60
     fast = await _fast(pool, job, query, 10)
     assert fast.complete and fast.statistics is not None
@@ -88,7 +90,7 @@ async def test_a_query_scores_the_same_before_and_after_a_statistics_build(
     before = await search.search(pool, query, mode="keyword", limit=10, ranked_matches=None)
     bounded_before = await search.search(pool, query, mode="keyword", limit=10, ranked_matches=BOUND)
     assert before.hits, "the query matches"
-    await lexicon.build(pool, job.uid)
+    await search_statistics.build(pool, job.uid)
     # After: the bounded search reads the statistics; the unbounded one still ranks every match exactly.
     fast = await _fast(pool, job, query, 10)
     assert fast.complete
@@ -116,7 +118,7 @@ async def test_with_truncated_lists_the_best_chunk_still_ranks_first(pool: Pool,
     job = await _corpus(pool, make_job)
     # The one chunk holding both words often, among many holding one of them.
     await documents.store_document(pool, job.uid, 1, _doc("best.txt", "kettle kettle kettle compass compass"))
-    await lexicon.build(pool, job.uid, cap=3)
+    await search_statistics.build(pool, job.uid, cap=3)
     assert await pool.fetchval(
         "SELECT bool_and(cardinality(ids) = 3) FROM headrace.lexemes WHERE lexeme IN ('kettl', 'compass')"
     )
@@ -131,7 +133,7 @@ async def test_with_truncated_lists_the_best_chunk_still_ranks_first(pool: Pool,
 
 async def test_chunks_stored_after_the_build_are_found_at_once(pool: Pool, make_job: JobFactory) -> None:
     job = await _corpus(pool, make_job)
-    await lexicon.build(pool, job.uid)
+    await search_statistics.build(pool, job.uid)
     await documents.store_document(pool, job.uid, 2, _doc("new.txt", "a zeppelin over the harbour harbour harbour"))
     fast = await _fast(pool, job, "zeppelin", 10)
     assert fast.complete and len(fast.hits) == 1
@@ -146,14 +148,14 @@ async def test_too_many_new_chunks_take_the_exact_path(
     pool: Pool, make_job: JobFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = await _corpus(pool, make_job, count=10)
-    await lexicon.build(pool, job.uid)
-    monkeypatch.setattr(lexicon, "DELTA_LIMIT", 2)
+    await search_statistics.build(pool, job.uid)
+    monkeypatch.setattr(search_statistics, "DELTA_LIMIT", 2)
     for i in range(3):
         await documents.store_document(pool, job.uid, 2, _doc(f"new{i}.txt", f"zeppelin number {i}"))
     async with pool.acquire() as conn:
-        ranked = await lexicon.rank(
+        ranked = await search_statistics.rank(
             conn, "zeppelin", ["english"], [job.uid], (None, None), None, 10,
-            operators=False, statistics=None, max_terms=search.MAX_QUERY_TERMS,
+            operators=False, statistics=None, max_terms=parsing.MAX_QUERY_TERMS,
         )  # fmt: skip
     assert ranked is None
     assert len((await search.search(pool, "zeppelin", mode="keyword", ranked_matches=BOUND)).hits) == 3
@@ -162,7 +164,7 @@ async def test_too_many_new_chunks_take_the_exact_path(
 async def test_deleted_chunks_drop_out_at_once_and_from_the_next_build(pool: Pool, make_job: JobFactory) -> None:
     job = await _corpus(pool, make_job)
     await documents.store_document(pool, job.uid, 1, _doc("gone.txt", "kettle kettle kettle"))
-    await lexicon.build(pool, job.uid)
+    await search_statistics.build(pool, job.uid)
     gone = await pool.fetchval("SELECT c.id FROM headrace.chunks c JOIN headrace.documents d ON d.id = c.document_id "
                                "WHERE d.uri = 'gone.txt'")  # fmt: skip
     assert (await search.search(pool, "kettle", mode="keyword", ranked_matches=BOUND)).hits[0].chunk_id == gone
@@ -171,16 +173,16 @@ async def test_deleted_chunks_drop_out_at_once_and_from_the_next_build(pool: Poo
         h.chunk_id for h in (await search.search(pool, "kettle", mode="keyword", ranked_matches=BOUND, limit=100)).hits
     }
     df = await pool.fetchval("SELECT df FROM headrace.lexemes WHERE lexeme = 'kettl'")
-    await lexicon.build(pool, job.uid)
+    await search_statistics.build(pool, job.uid)
     assert await pool.fetchval("SELECT df FROM headrace.lexemes WHERE lexeme = 'kettl'") == df - 1
     assert not await pool.fetchval("SELECT $1 = ANY(ids) FROM headrace.lexemes WHERE lexeme = 'kettl'", gone)
 
 
-@pytest.mark.parametrize("cap", [lexicon.CAP, 4])
+@pytest.mark.parametrize("cap", [search_statistics.CAP, 4])
 async def test_pages_from_the_statistics_return_each_hit_once(pool: Pool, make_job: JobFactory, cap: int) -> None:
     job = await _corpus(pool, make_job)
     # With truncated lists, pages go on on the exact path once the lists run out, at the scores so far.
-    await lexicon.build(pool, job.uid, cap=cap)
+    await search_statistics.build(pool, job.uid, cap=cap)
     query = "kettle lantern compass"
     matching = await pool.fetchval(
         "SELECT count(*) FROM headrace.chunks WHERE tsv @@ to_tsquery('english', 'kettle | lantern | compass')"
@@ -195,7 +197,7 @@ async def test_pages_from_the_statistics_return_each_hit_once(pool: Pool, make_j
     ids = [chunk_id for chunk_id, _ in seen]
     assert len(ids) == len(set(ids)), "no hit twice"
     assert [score for _, score in seen] == sorted((score for _, score in seen), reverse=True)
-    if cap == lexicon.CAP:
+    if cap == search_statistics.CAP:
         assert len(ids) == matching
     else:  # the champion lists' approximation: a chunk in no list may be passed over on the first page
         assert len(ids) >= 7 * 3
@@ -203,7 +205,7 @@ async def test_pages_from_the_statistics_return_each_hit_once(pool: Pool, make_j
 
 async def test_filters_apply_to_the_statistics_path(pool: Pool, make_job: JobFactory) -> None:
     job = await _corpus(pool, make_job)
-    await lexicon.build(pool, job.uid)
+    await search_statistics.build(pool, job.uid)
     hits = (
         await search.search(
             pool, "kettle", mode="keyword", ranked_matches=BOUND, where=search.SearchFilter(uri_prefix="d01")
@@ -214,36 +216,38 @@ async def test_filters_apply_to_the_statistics_path(pool: Pool, make_job: JobFac
 
 async def test_statistics_are_due_after_a_finished_run_and_not_during_one(pool: Pool, make_job: JobFactory) -> None:
     job = await _corpus(pool, make_job, count=5)
-    assert not await lexicon.stale(pool, job.uid), "no run has finished: nothing to build"
+    assert not await search_statistics.stale(pool, job.uid), "no run has finished: nothing to build"
     run = await jobs.start_run(pool, job, reason="test")
-    assert not await lexicon.stale(pool, job.uid)
+    assert not await search_statistics.stale(pool, job.uid)
     await pool.execute("UPDATE headrace.runs SET finished_at = now() WHERE job_uid = $1 AND run = $2", job.uid, run)
-    assert await lexicon.stale(pool, job.uid)
-    built = await lexicon.refresh(pool, job.uid)
+    assert await search_statistics.stale(pool, job.uid)
+    built = await search_statistics.refresh(pool, job.uid)
     assert built is not None and built.chunks == 5
-    assert not await lexicon.stale(pool, job.uid)
-    assert await lexicon.refresh(pool, job.uid) is None
+    assert not await search_statistics.stale(pool, job.uid)
+    assert await search_statistics.refresh(pool, job.uid) is None
     again = await jobs.start_run(pool, job, reason="again")
-    assert not await lexicon.stale(pool, job.uid), "a run in progress: not yet"
+    assert not await search_statistics.stale(pool, job.uid), "a run in progress: not yet"
     # A run that changed no chunk: the statistics become its own without a rebuild.
     await pool.execute("UPDATE headrace.runs SET finished_at = now() WHERE job_uid = $1 AND run = $2", job.uid, again)
     before = await pool.fetchrow(
         "SELECT run, build_seconds FROM headrace.search_statistics WHERE job_uid = $1", job.uid
     )
-    assert await lexicon.refresh(pool, job.uid) is not None
+    assert await search_statistics.refresh(pool, job.uid) is not None
     after = await pool.fetchrow("SELECT run, build_seconds FROM headrace.search_statistics WHERE job_uid = $1", job.uid)
     assert (before["run"], after["run"]) == (run, again) and after["build_seconds"] == before["build_seconds"]
-    assert not await lexicon.stale(pool, job.uid)
+    assert not await search_statistics.stale(pool, job.uid)
 
 
 async def test_one_build_of_a_job_at_a_time(pool: Pool, make_job: JobFactory) -> None:
     job = await _corpus(pool, make_job, count=5)
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2::uuid::text))", lexicon._LOCK_CLASS, job.uid)
-        assert await lexicon.build(pool, job.uid) is None
-    assert await lexicon.build(pool, job.uid) is not None
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2::uuid::text))", search_statistics._LOCK_CLASS, job.uid
+        )
+        assert await search_statistics.build(pool, job.uid) is None
+    assert await search_statistics.build(pool, job.uid) is not None
     empty = await make_job(name="empty")
-    built = await lexicon.build(pool, empty.uid)
+    built = await search_statistics.build(pool, empty.uid)
     assert built is not None and (built.chunks, built.lexemes) == (0, 0)
 
 
@@ -254,7 +258,7 @@ async def test_a_phrase_outside_the_truncated_lists_is_found_from_a_sample(pool:
     texts |= {f"phrase{i}.txt": f"a copper kettle number {i} on a long shelf of old things" for i in range(5)}
     for uri, text in texts.items():
         await documents.store_document(pool, job.uid, 1, _doc(uri, text))
-    await lexicon.build(pool, job.uid, cap=2)  # each word's list holds two of its six heavy chunks
+    await search_statistics.build(pool, job.uid, cap=2)  # each word's list holds two of its six heavy chunks
     fast = await _fast(pool, job, '"copper kettle"', 10)
     assert fast.complete and fast.statistics is not None
     assert len(fast.hits) == 5

@@ -4,13 +4,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from headrace.api import cursors
 from headrace.api.deps import JobNamePath, NamespaceDep, PoolDep
 from headrace.api.problems import ProblemError, responses
 from headrace.api.schemas import Cursor, DocumentInfo, DocumentList, JobDetail, JobList, JobStatus, RunInfo
 from headrace.model import Progress, RunSummary
 from headrace.redaction import redact_optional
-from headrace.store import documents
+from headrace.store import cursors, documents
 from headrace.store import jobs as store
 from headrace.store.db import Pool
 

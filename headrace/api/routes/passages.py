@@ -4,11 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from headrace.api import cursors
 from headrace.api.deps import JobNamePath, NamespaceDep, PoolDep
 from headrace.api.problems import ProblemError, responses
 from headrace.api.routes.jobs import job_or_404
 from headrace.api.schemas import Cursor, DocumentPassages, Passage, PassageContext, UriPrefix
+from headrace.store import cursors
 from headrace.store import passages as store
 
 router = APIRouter(

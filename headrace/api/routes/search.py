@@ -1,7 +1,6 @@
 """Search over chunks of every namespace the caller may read."""
 
 import time
-from collections.abc import Sequence
 from functools import partial
 from typing import Annotated
 
@@ -24,12 +23,11 @@ from headrace.api.schemas import (
     SearchResults,
     UriPrefix,
 )
-from headrace.embedding.builtin import embed_query
-from headrace.model.spec import BUILTIN_EMBEDDING_MODEL
-from headrace.store import jobs, snippets
+from headrace.embedding.query import EndpointModel, WrongDimensions, query_vector
+from headrace.store import cursors, jobs
 from headrace.store import search as store
 from headrace.store.db import Pool
-from headrace.store.vectors import Space
+from headrace.store.search import snippets
 
 router = APIRouter(prefix="/v1/search", tags=["search"], responses=responses(400, 401, 403, 422, 429, 503, 504))
 
@@ -78,14 +76,20 @@ async def _search(
             cursor=request.cursor,
             timeout_ms=settings.search_timeout_ms,
             mode=request.mode,
-            embed=partial(_embed_query, request.vector),
+            embed=partial(query_vector, given=request.vector),
             candidates=settings.search_candidates,
             ef_search=settings.search_ef_search,
             ranked_matches=settings.search_ranked_matches,
         )
-    except store.SearchRefused as exc:
+    except (store.SearchRefused, WrongDimensions) as exc:
         raise ProblemError(400, str(exc)) from exc
-    except (store.InvalidCursor, DataError, OverflowError) as exc:
+    except EndpointModel as exc:
+        raise ProblemError(
+            400,
+            f"the searched jobs are embedded by the endpoint model {exc.model}: embed q with it and pass `vector` "
+            "(the API does not call tenants' endpoints), or use mode keyword",
+        ) from exc
+    except (cursors.InvalidCursor, DataError, OverflowError) as exc:
         # A cursor decodes to values Postgres must accept; a forged one can fail to, which is the caller's error.
         raise ProblemError(400, "cursor is not one this server returned") from exc
     except QueryCanceledError as exc:
@@ -113,24 +117,6 @@ async def _search(
         mode=page.mode,
         next_cursor=page.next_cursor,
     )
-
-
-async def _embed_query(given: list[float] | None, space: Space, text: str) -> Sequence[float]:
-    """The query's vector in `space`: the one the caller gave, else the built-in model's."""
-    if given is not None:
-        if len(given) != space.dimensions:
-            raise ProblemError(
-                400,
-                f"vector has {len(given)} dimensions; the searched jobs' model {space.model} has {space.dimensions}",
-            )
-        return given
-    if space.model != BUILTIN_EMBEDDING_MODEL:
-        raise ProblemError(
-            400,
-            f"the searched jobs are embedded by the endpoint model {space.model}: embed q with it and pass `vector` "
-            "(the API does not call tenants' endpoints), or use mode keyword",
-        )
-    return await embed_query(text)  # at most MAX_QUERY_BYTES: cheap enough for the event loop
 
 
 @router.get("", summary="Search passages", description=_SEARCH_DOC)

@@ -6,23 +6,24 @@ query time costs in proportion to the number of matches: a bitmap of every match
 then a read of thousands of tsvectors. These statistics are that work done once per run: per job and
 lexeme, its document frequency and its postings capped at `cap`, best first by the lexeme's BM25 term
 weight (the "champion list", Manning et al., Introduction to Information Retrieval 7.1.3); complete when
-the lexeme is in at most `cap` chunks. A search then reads one row per query word (search.py).
+the lexeme is in at most `cap` chunks. A search then reads one row per query word (`rank`, the
+statistics path of keyword.py).
 
 The statistics describe the job as it was at its last finished run. Chunks stored later (ids above the
 watermark, the "delta") are matched directly by search while they are few; deleted ones drop out when
 a list is joined to the chunks. They are rebuilt when a run finishes: by the operator (`refresh`, one
-build at a time per job across replicas) and at the end of `headrace run`.
+build at a time per job across replicas) and at the end of `headrace run`. Whether a job's
+statistics are current (`current`) is decided here only: the operator's builds and the metrics read it.
 """
 
 import logging
-import re
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from headrace.store import bm25
 from headrace.store.db import Connection, Pool
+from headrace.store.search import bm25, query
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +152,21 @@ async def build(pool: Pool, job_uid: uuid.UUID, *, cap: int = CAP) -> Built | No
     return built
 
 
-_STALE = """
-    -- No run in progress (a run's chunks are still changing), and statistics missing or older than
-    -- the last finished run.
+def current(job: str) -> str:
+    """Whether the statistics of the job aliased `job` (a `headrace.jobs` row) cover its last finished
+    run, as SQL: false when it has none, or no run has finished."""
+    return f"""coalesce(
+        (SELECT s.run FROM headrace.search_statistics s WHERE s.job_uid = {job}.uid)
+        >= (SELECT max(r.run) FROM headrace.runs r WHERE r.job_uid = {job}.uid AND r.finished_at IS NOT NULL),
+        false)"""
+
+
+_STALE = f"""
+    -- No run in progress (a run's chunks are still changing), a run finished, and statistics not
+    -- current: missing or older than the last finished run.
     NOT EXISTS (SELECT FROM headrace.runs r WHERE r.job_uid = j.uid AND r.finished_at IS NULL)
     AND EXISTS (SELECT FROM headrace.runs r WHERE r.job_uid = j.uid AND r.finished_at IS NOT NULL)
-    AND coalesce((SELECT s.run FROM headrace.search_statistics s WHERE s.job_uid = j.uid), -1)
-        < (SELECT max(r.run) FROM headrace.runs r WHERE r.job_uid = j.uid AND r.finished_at IS NOT NULL)
+    AND NOT {current("j")}
 """
 
 
@@ -183,7 +192,7 @@ async def refresh(pool: Pool, job_uid: uuid.UUID, *, cap: int = CAP) -> Built | 
 
 DELTA_LIMIT = 2000
 """The most chunks stored since a job's statistics were built (per search) that search matches directly;
-beyond it, a search of that job takes the exact path (search._KEYWORD_SQL) until the next build."""
+beyond it, a search of that job takes the exact path (keyword.EXACT_SQL) until the next build."""
 RESCORE_EXTRA = 32
 """Candidates beyond the page's hits whose scores are computed exactly from their tsvectors."""
 
@@ -241,7 +250,7 @@ WITH pinned AS (
     SELECT $11::jsonb AS s
 ),
 terms AS (
-    -- The query's distinct words as search._KEYWORD_SQL takes them, from its positive part ($13: the
+    -- The query's distinct words as keyword.EXACT_SQL takes them, from its positive part ($13: the
     -- words not negated with -word).
     SELECT cfg, lexeme FROM (
         SELECT c.cfg, t.lexeme, row_number() OVER (PARTITION BY c.cfg ORDER BY t.positions[1], t.lexeme) AS nth
@@ -257,7 +266,7 @@ lists AS MATERIALIZED (
     JOIN headrace.lexemes l ON l.job_uid = ANY($3::uuid[]) AND l.config = t.cfg AND l.lexeme = t.lexeme
 ),
 delta AS MATERIALIZED (
-    -- The chunks stored since each job's build (at most lexicon.DELTA_LIMIT, checked before), matched
+    -- The chunks stored since each job's build (at most DELTA_LIMIT, checked before), matched
     -- and counted directly: each word's frequency in them and their lengths.
     SELECT c.id, c.config AS cfg, u.lexeme, cardinality(u.positions) AS tf, length(c.tsv) AS len
     FROM headrace.search_statistics s
@@ -393,15 +402,6 @@ SELECT NULL, NULL, (SELECT count(*) FROM eligible), cardinality($15::bigint[]),
        set_config('plan_cache_mode', $16, true)
 """
 
-_NEGATED = re.compile(r'(?:^|\s)-(?:"[^"]*"?|\w\S*)|(?:^|\s)or(?=\s|$)', re.IGNORECASE)
-"""-word and -"a phrase", as search._OPERATORS reads them: an option such as --force is a word to find."""
-
-
-def positive_words(query: str) -> str:
-    """The query without its negated words (-word, -"a phrase") and `or`s: the words whose postings
-    can hold a match."""
-    return _NEGATED.sub(" ", query)
-
 
 @dataclass(frozen=True)
 class Ranked:
@@ -414,7 +414,7 @@ class Ranked:
 
 async def rank(
     conn: Connection,
-    query: str,
+    text: str,
     configs: list[str],
     uids: list[uuid.UUID],
     filters: tuple[str | None, dict[str, Any] | None],
@@ -441,7 +441,7 @@ async def rank(
     while True:
         rows = await conn.fetch(
             STATISTICS_SQL,
-            query,
+            text,
             configs,
             uids,
             *filters,
@@ -451,7 +451,7 @@ async def rank(
             operators,
             statistics,
             max_terms,
-            positive_words(query),
+            query.positive_words(text),
             int(ready["delta"]),
             sample,
             ready["previous"],
@@ -466,7 +466,7 @@ async def rank(
             return Ranked(hits, 0 < len(sample) < want, summary["statistics"])
         # A query in websearch syntax matches as written: its best list candidates held too few
         # matches, so rank a sample of its matches from the GIN index beside them.
-        sample = list(await conn.fetchval(SAMPLE_SQL, query, configs, uids, *filters, want))
+        sample = list(await conn.fetchval(SAMPLE_SQL, text, configs, uids, *filters, want))
         if not sample:
             return Ranked(hits, True, summary["statistics"])  # it matches nothing more
         sample += [chunk_id for chunk_id, _ in hits if chunk_id not in set(sample)]

@@ -1,8 +1,8 @@
-"""Okapi BM25, defined once: its parameters, its term weight, its IDF and its collection statistics.
+"""Ranking: Okapi BM25, defined once: its parameters, its term weight, its IDF and its collection statistics.
 
 Every keyword path ranks with these SQL expressions: the exact path over the GIN index
-(search._KEYWORD_SQL), the search statistics (lexicon.STATISTICS_SQL), their bounds, and the order of
-the statistics' postings lists (lexicon._POSTINGS_SQL). So a chunk scores the same whichever path
+(keyword.EXACT_SQL), the search statistics (statistics.STATISTICS_SQL), their bounds, and the order
+of the statistics' postings lists (statistics._POSTINGS_SQL). So a chunk scores the same whichever path
 ranked it, and a query scores the same before and after a statistics build.
 
 The collection statistics are those of the searched jobs' chunks, whoever may read them:
@@ -14,7 +14,7 @@ The collection statistics are those of the searched jobs' chunks, whoever may re
 N and the total length are sums over the jobs' documents, one row each (`chunk_count` and
 `lexemes`, which the chunks' triggers keep: migration 0011), so no search reads every chunk for them.
 A statistics build stores the same sums; between builds the statistics path adds the chunks stored
-since to N (lexicon.py).
+since to N (statistics.py).
 
 Fields: a chunk is also ranked by where it stands. Each query word in its document's title adds
 TITLE_WEIGHT times the word's IDF, and each in its heading path HEADING_WEIGHT times it, to the

@@ -12,6 +12,7 @@ from datetime import datetime
 from headrace.model.events import Reason
 from headrace.store.db import Pool
 from headrace.store.jobs import END_REASON
+from headrace.store.search import statistics as search_statistics
 
 RUN_DURATION_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
 """Upper bounds, in seconds, of the run-duration histogram: runs take minutes to hours."""
@@ -39,7 +40,7 @@ class JobStats:
     last_progress: datetime | None = None
     """When the active run last finished a task (its start when none has finished yet)."""
     search_statistics_current: bool = False
-    """Whether its search statistics cover its last finished run (headrace/store/lexicon.py)."""
+    """Whether its search statistics cover its last finished run (headrace/store/search/statistics.py)."""
 
 
 @dataclass(frozen=True)
@@ -69,15 +70,13 @@ async def read(pool: Pool) -> Stats:
     """Every job's numbers and the run-duration histogram, in one repeatable-read snapshot."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         jobs = await conn.fetch(
-            """
+            f"""
             SELECT j.uid, j.namespace, j.name, j.deleted_at IS NULL AS live, j.current_run,
                    count(d.id) FILTER (WHERE d.state = 'ingested') AS ingested,
                    count(d.id) FILTER (WHERE d.state = 'failed') AS failed,
                    coalesce(sum(d.chunk_count), 0) AS chunks,
                    coalesce(sum(d.bytes), 0) AS bytes,
-                   coalesce((SELECT s.run FROM headrace.search_statistics s WHERE s.job_uid = j.uid)
-                            >= (SELECT max(r.run) FROM headrace.runs r
-                                WHERE r.job_uid = j.uid AND r.finished_at IS NOT NULL), false) AS statistics
+                   {search_statistics.current("j")} AS statistics
             FROM headrace.jobs j
             LEFT JOIN headrace.documents d ON d.job_uid = j.uid
             GROUP BY j.uid
