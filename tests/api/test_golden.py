@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from headrace.store import jobs
+from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.worker.loop import Worker
 from headrace.worker.store import DirectStore
@@ -114,8 +114,8 @@ async def run_job(pool: Pool, root: Path, *, namespace: str, name: str, files: d
         generation=1,
         spec=volume_spec(f"{namespace}/{name}", workers={"batchSize": 2}, **spec),
     )
-    await jobs.start_run(pool, job, reason="created")
-    await jobs.start_run(pool, job, reason="spec changed")
+    await runs.start_run(pool, job, reason="created")
+    await runs.start_run(pool, job, reason="spec changed")
     code = await Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.02, lease_seconds=10).run()
     assert code == 0
 
