@@ -5,7 +5,6 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Annotated
 
-from asyncpg.exceptions import DataError, QueryCanceledError
 from fastapi import APIRouter, Query
 
 from headrace.api import auth
@@ -29,6 +28,7 @@ from headrace.model.spec import BUILTIN_EMBEDDING_MODEL
 from headrace.store import jobs, snippets
 from headrace.store import search as store
 from headrace.store.db import Pool
+from headrace.store.errors import DataError, QueryCanceledError
 from headrace.store.vectors import Space
 
 router = APIRouter(prefix="/v1/search", tags=["search"], responses=responses(400, 401, 403, 422, 429, 503, 504))
