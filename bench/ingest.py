@@ -268,7 +268,7 @@ async def profile_worker(admin: str, name: str, data: Corpus, path: Path) -> Non
     from pyinstrument import Profiler
 
     from headrace.local import local_uid
-    from headrace.store import jobs, migrate
+    from headrace.store import jobs, migrate, runs
     from headrace.worker.loop import Worker
     from headrace.worker.store import DirectStore
 
@@ -280,7 +280,7 @@ async def profile_worker(admin: str, name: str, data: Corpus, path: Path) -> Non
             record = await jobs.register_job(
                 pool, uid=local_uid(job), namespace="bench", name="bench-ingest", generation=1, spec=job.spec
             )
-            await jobs.start_run(pool, record, reason="profile")
+            await runs.start_run(pool, record, reason="profile")
             profiler = Profiler(async_mode="enabled")
             profiler.start()
             await Worker(DirectStore(pool, record.uid), volume_root=data.root.parent).run()

@@ -11,8 +11,9 @@ import sys
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
 
-import asyncpg
 import click
+
+from headrace.store import errors as db
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports Ctrl-C
@@ -72,18 +73,18 @@ def describe(error: BaseException) -> str | None:
         return f"Interrupted ({error.args[0]}){': ' + error.done if error.done else ''}."
     if isinstance(error, KeyboardInterrupt):
         return "Interrupted (SIGINT)."
-    if isinstance(error, asyncpg.exceptions.ClientConfigurationError):
+    if isinstance(error, db.InvalidDatabaseUrl):
         return f"the database URL is not valid: {error} ({_FIX_URL}; e.g. postgresql://user:password@host:5432/db)"
-    if isinstance(error, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+    if isinstance(error, db.CREDENTIALS_REFUSED):
         return f"{_database_place()} refused the credentials: {error} ({_FIX_URL})"
-    if isinstance(error, asyncpg.InvalidCatalogNameError):
+    if isinstance(error, db.NoSuchDatabase):
         return f"{_database_place()} does not exist: {error} ({_FIX_URL})"
-    if isinstance(error, asyncpg.UndefinedTableError | asyncpg.InvalidSchemaNameError):
+    if isinstance(error, db.NO_SCHEMA):
         return (
             f"{_database_place()} holds no Headrace index yet ({error}): ingest something first with "
             "`headrace run -f job.yaml` or `headrace demo`, or apply the schema with `headrace migrate`"
         )
-    if isinstance(error, asyncpg.CannotConnectNowError):
+    if isinstance(error, db.CannotConnectNow):
         return f"{_database_place()} is starting up or shutting down: try again in a moment"
     if isinstance(error, TimeoutError):
         return f"{_database_place()} did not answer in time: is it running and reachable? ({_FIX_URL})"

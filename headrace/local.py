@@ -24,7 +24,7 @@ from headrace.model import IngestionJob, InvalidManifest, load_manifest
 from headrace.model.contract import SECRETS_DIR_ENV
 from headrace.model.events import Reason
 from headrace.model.run import RunState
-from headrace.store import jobs, migrate, runs
+from headrace.store import documents, jobs, migrate, runs
 from headrace.store.db import Pool
 from headrace.store.search import statistics as search_statistics
 
@@ -233,7 +233,7 @@ async def run_job(
             )
         run = await runs.start_requested_run(pool, record, "retry", datetime.now(UTC).isoformat())
     else:
-        run = await jobs.start_run(pool, record, reason="started by headrace run")
+        run = await runs.start_run(pool, record, reason="started by headrace run")
     with _stop_signals() as stopped:
         processes = [await _spawn_worker(dsn, uid, volume_root, secrets_dir) for _ in range(workers)]
         waiters = asyncio.gather(*(p.wait() for p in processes))
@@ -252,13 +252,9 @@ async def run_job(
     await search_statistics.refresh(pool, uid)
     state = await jobs.run_state(pool, uid, run)
     assert state is not None
-    failures = await pool.fetch(
-        "SELECT uri, error FROM headrace.documents WHERE job_uid = $1 AND run = $2 AND state = 'failed' ORDER BY uri",
-        uid,
-        run,
-    )
-    chunks = await pool.fetchval("SELECT coalesce(sum(chunk_count), 0) FROM headrace.documents WHERE job_uid = $1", uid)
-    return LocalRun(uid, state, [(r["uri"], r["error"]) for r in failures], chunks, time.monotonic() - started, codes)
+    failures = await documents.failures(pool, uid, run)
+    chunks = await documents.chunk_total(pool, uid)
+    return LocalRun(uid, state, failures, chunks, time.monotonic() - started, codes)
 
 
 @contextmanager

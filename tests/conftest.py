@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from headrace.model import IngestionJobSpec
-from headrace.store import jobs, migrate
+from headrace.store import jobs, migrate, runs
 from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
 
@@ -142,7 +142,7 @@ async def ingest_demo_corpus(pool: Pool) -> JobRecord:
         record = await jobs.register_job(
             pool, uid=uuid.uuid4(), namespace="default", name="demo", generation=1, spec=job.spec
         )
-        await jobs.start_run(pool, record, reason="docs")
+        await runs.start_run(pool, record, reason="docs")
         assert await Worker(DirectStore(pool, record.uid), volume_root=manifest.parent, poll_seconds=0.02).run() == 0
     return record
 

@@ -5,7 +5,6 @@ and the authenticator."""
 import asyncio
 import logging
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,6 +19,7 @@ from headrace.ingest.deps import JobStores, Services
 from headrace.ingest.settings import IngestSettings
 from headrace.store import vectors
 from headrace.store.db import Pool
+from headrace.store.errors import MAYBE_CONNECTION_LOST
 from headrace.store.outage import is_connection_error
 from headrace.worker.store import ForeignId, RunSuperseded
 
@@ -52,19 +52,6 @@ async def _on_database_error(request: Request, exc: Exception) -> Response:
     )
 
 
-DATABASE_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
-"""What `store.outage.is_connection_error` may find to be a lost connection: answered 503 when it is."""
-
-
 def create_app(settings: IngestSettings, pool: Pool, authenticator: WorkerAuthenticator) -> FastAPI:
     """The app, serving with `pool` and `authenticator` (both the caller's to close)."""
     app = FastAPI(
@@ -84,7 +71,7 @@ def create_app(settings: IngestSettings, pool: Pool, authenticator: WorkerAuthen
     problems.install(app)
     app.add_exception_handler(ForeignId, _on_foreign)
     app.add_exception_handler(RunSuperseded, _on_superseded)
-    for error in DATABASE_ERRORS:
+    for error in MAYBE_CONNECTION_LOST:  # answered 503 when `is_connection_error` finds it is
         app.add_exception_handler(error, _on_database_error)
 
     @app.get("/livez", tags=["health"], summary="Liveness: the process answers")

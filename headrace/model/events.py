@@ -82,3 +82,8 @@ def run_finished(run: int, summary: RunSummary) -> str:
 def run_failed(run: int, cause: str) -> str:
     """RunFailed of a run closed before it drained (its worker Job failed, it was interrupted)."""
     return f"Run {run} failed: {cause}"
+
+
+def superseded_by(run: int) -> str:
+    """The error of a run closed as RunSuperseded when `run` started, and the last error of its cancelled tasks."""
+    return f"superseded by run {run}"

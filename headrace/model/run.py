@@ -1,8 +1,9 @@
 """A run's state and the one rule that turns it into a job's phase.
 
-The run's row in Postgres is the one owner of how a run ended (`finished_at`, `error`, `end_reason`).
-The store reads it into a `RunState`; the operator's status, the API and its event stream all derive
-the job's phase from that state with `phase_of`, and nothing else computes a phase.
+The run's row in Postgres is the one owner of how a run ended: `end_reason`, which the run service
+(`store/runs.py`) writes whenever it closes a run, with `error` saying it in words. The store reads it
+into a `RunState`; the operator's status, the API and its event stream all derive the job's phase from
+that state with `phase_of`, and nothing else computes a phase.
 """
 
 from dataclasses import dataclass
@@ -24,11 +25,21 @@ class RunState:
     finished_at: datetime | None
     error: str | None
     end_reason: str | None = None
-    """CamelCase cause of the end (RunSucceeded, RunFailed, BackoffLimitExceeded, ...); None while it runs."""
+    """How the run ended, set once it finished: a `Reason` (RunSucceeded, DiscoveryFailed, RunSuperseded, ...)
+    or the worker Job's Kubernetes reason (BackoffLimitExceeded, ...); None while it runs. `error` says
+    more in words."""
 
     @property
     def finished(self) -> bool:
         return self.finished_at is not None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.finished and self.end_reason == Reason.RUN_SUCCEEDED
+
+    @property
+    def interrupted(self) -> bool:
+        return self.finished and self.end_reason == Reason.RUN_INTERRUPTED
 
 
 def phase_of(state: RunState | None, *, suspended: bool, spec_error: str | None = None) -> Phase:
@@ -39,9 +50,9 @@ def phase_of(state: RunState | None, *, suspended: bool, spec_error: str | None 
     if spec_error is not None:
         return "Failed"
     if state is not None and state.finished:
-        if state.end_reason == Reason.RUN_INTERRUPTED:
+        if state.interrupted:
             return "Interrupted"
-        return "Failed" if state.error else "Succeeded"
+        return "Succeeded" if state.succeeded else "Failed"
     if suspended:
         return "Suspended"
     return "Pending" if state is None else "Running"

@@ -180,7 +180,7 @@ async def apply_spec(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: d
         reason = f"adopted the data of uid {adopted}"
     else:
         reason = "created" if record.current_run == 0 else "source, chunking or embedding changed"
-    run = await jobs.ensure_run(op.pool, record, reason=reason)
+    run = await runs.ensure_run(op.pool, record, reason=reason)
     if run != record.current_run:
         started.append(st.Event("Normal", Reason.RUN_STARTED, run_started(run, reason)))
     state = await jobs.run_state(op.pool, record.uid, run)
@@ -221,7 +221,7 @@ async def _observe(op: Operator, body: kopf.Body, patch: kopf.Patch, *, now: dat
     state = await jobs.run_state(op.pool, record.uid, run)
     if _schedule_due(job, state, now=now):
         reason = f"schedule {job.spec.schedule}"
-        run = await jobs.start_run(op.pool, record, reason=reason)
+        run = await runs.start_run(op.pool, record, reason=reason)
         fields["last_schedule_time"] = now
         started.append(st.Event("Normal", Reason.RUN_STARTED, run_started(run, reason)))
         state = await jobs.run_state(op.pool, record.uid, run)
@@ -345,7 +345,7 @@ async def _refuse(
 ) -> list[st.Event]:
     """An invalid spec: a condition on the object and a mark in Postgres, so the API says so too."""
     generation = body.metadata.get("generation")
-    await runs.record_invalid_spec(
+    await jobs.record_invalid_spec(
         op.pool,
         uid=uuid.UUID(body.metadata.uid),
         namespace=body.metadata.namespace or "",

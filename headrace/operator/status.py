@@ -150,7 +150,7 @@ def _run_conditions(job: IngestionJob, *, state: RunState | None, problem: Obser
     if state is None:
         return [ready, Observed("Progressing", "Unknown", Reason.RUN_STARTING, "The run is being set up.")]
     run = f"Run {state.run}"
-    if state.finished and state.end_reason == Reason.RUN_INTERRUPTED:
+    if state.interrupted:
         # Only local runs are interrupted (phase Interrupted): stopped, not failed.
         return [
             ready,
@@ -158,13 +158,13 @@ def _run_conditions(job: IngestionJob, *, state: RunState | None, problem: Obser
             Observed("Succeeded", "False", Reason.RUN_INTERRUPTED, f"{run} was interrupted."),
             Observed("Failed", "False", Reason.RUN_INTERRUPTED, state.error or ""),
         ]
-    if state.finished and state.error:
+    if state.finished and not state.succeeded:
         reason = _reason(state.end_reason, Reason.RUN_FAILED)
         return [
             ready,
             Observed("Progressing", "False", Reason.RUN_FINISHED, f"{run} finished."),
             Observed("Succeeded", "False", reason, f"{run} failed."),
-            Observed("Failed", "True", reason, state.error),
+            Observed("Failed", "True", reason, state.error or ""),
         ]
     if state.finished:
         message = f"{run_finished(state.run, state.summary)}."

@@ -559,3 +559,20 @@ async def first_failure(pool: Pool, job_uid: uuid.UUID, run: int) -> tuple[int, 
         run,
     )
     return (row["failed"], row["uri"], row["error"]) if row is not None else None
+
+
+async def failures(pool: Pool, job_uid: uuid.UUID, run: int) -> list[tuple[str, str]]:
+    """The documents that failed in `run`, as (uri, error), by uri."""
+    rows = await pool.fetch(
+        "SELECT uri, error FROM headrace.documents WHERE job_uid = $1 AND run = $2 AND state = 'failed' ORDER BY uri",
+        job_uid,
+        run,
+    )
+    return [(row["uri"], row["error"]) for row in rows]
+
+
+async def chunk_total(pool: Pool, job_uid: uuid.UUID) -> int:
+    """How many chunks the job's index holds."""
+    return int(
+        await pool.fetchval("SELECT coalesce(sum(chunk_count), 0) FROM headrace.documents WHERE job_uid = $1", job_uid)
+    )

@@ -1,4 +1,9 @@
-"""Jobs and their runs: registration, run lifecycle, progress and events."""
+"""Jobs: the `headrace.jobs` table and the job's event log, and the views the API and the operator read.
+
+Only this module writes a job's row. A run's row is written only by the run service (`store/runs.py`),
+which starts, supersedes and closes runs; this module reads runs back (`run_state`, `list_runs`) for the
+views, with the job's phase derived by `model.run.phase_of`.
+"""
 
 import uuid
 from collections.abc import Sequence
@@ -7,11 +12,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from headrace.model import IngestionJobSpec, Phase, Progress, RunSummary
-from headrace.model import events as messages
 from headrace.model.events import Reason
 from headrace.model.run import RunState, phase_of
 from headrace.redaction import redact
-from headrace.store import history, queue
+from headrace.store import history
 from headrace.store.db import Connection, Pool
 
 EventType = Literal["Normal", "Warning"]
@@ -151,87 +155,49 @@ async def current_run(conn: Pool | Connection, uid: uuid.UUID) -> int | None:
     return int(run) if run is not None else None
 
 
-@dataclass(frozen=True)
-class Retry:
-    """A run that re-processes only the documents that failed in run `of_run`, instead of discovering."""
-
-    of_run: int
-    uris: list[str]
-
-
-async def start_run(
-    pool: Pool, job: JobRecord, *, reason: str, request: str | None = None, retry: Retry | None = None
-) -> int:
-    """Begin a new run: supersede unfinished work of the previous one and enqueue discovery (or, for a
-    retry, the failed documents). `request` is the annotation value that asked for the run, if any."""
-    async with pool.acquire() as conn, conn.transaction():
-        run = await conn.fetchval(
-            "UPDATE headrace.jobs SET current_run = current_run + 1, updated_at = now() "
-            "WHERE uid = $1 RETURNING current_run",
-            job.uid,
-        )
-        if run is None:
-            raise JobGone(str(job.uid))
-        # Work of an older run is redone by this run's discovery; left alone it would record the old run.
-        await queue.cancel_superseded(conn, job.uid, run)
-        await conn.execute(
-            "UPDATE headrace.runs SET finished_at = now(), error = 'superseded by run ' || $2::int, end_reason = $3 "
-            "WHERE job_uid = $1 AND finished_at IS NULL",
-            job.uid,
-            run,
-            Reason.RUN_SUPERSEDED,
-        )
-        await conn.execute(
-            "INSERT INTO headrace.runs "
-            "(job_uid, run, reason, fingerprint, request, retry_of, discovered, discovery_done) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            job.uid,
-            run,
-            reason,
-            job.spec.run_fingerprint(),
-            request,
-            retry.of_run if retry else None,
-            len(retry.uris) if retry else 0,
-            retry is not None,
-        )
-        await queue.enqueue(conn, job.uid, run, _first_tasks(job, retry), max_attempts=job.spec.retries.max_attempts)
-        await record_event(conn, job.uid, run, "Normal", Reason.RUN_STARTED, messages.run_started(run, reason))
-    # Every run is started here, by the operator (or local mode) with the owner's connection: the one
-    # place to drop the runs before the last historyLimit, however those ended (drained, or closed by
-    # the operator when their worker Job failed). Workers hold a tenant credential that may not.
-    await history.prune_runs(pool, job.uid, keep=job.spec.history_limit)
-    return int(run)
-
-
-def _first_tasks(job: JobRecord, retry: Retry | None) -> list[queue.NewTask]:
-    if retry is None:
-        return [queue.NewTask("discover", "discover", {})]
-    size = job.spec.workers.batch_size
-    return [
-        queue.NewTask("ingest", f"retry:{n}", {"documents": [{"uri": uri} for uri in retry.uris[start : start + size]]})
-        for n, start in enumerate(range(0, len(retry.uris), size))
-    ]
-
-
-async def ensure_run(pool: Pool, job: JobRecord, *, reason: str) -> int:
-    """The current run if it was started for this spec's source and chunking, else a new run."""
-    fingerprint = await pool.fetchval(
-        "SELECT fingerprint FROM headrace.runs WHERE job_uid = $1 AND run = $2", job.uid, job.current_run
-    )
-    if fingerprint == job.spec.run_fingerprint():
-        return job.current_run
-    return await start_run(pool, job, reason=reason)
-
-
-async def set_discovered(conn: Connection, uid: uuid.UUID, run: int, *, total: int, done: bool) -> None:
-    """Record how many documents discovery has found so far, and whether it has finished."""
-    await conn.execute(
-        "UPDATE headrace.runs SET discovered = $3, discovery_done = $4 WHERE job_uid = $1 AND run = $2",
+async def advance_run(conn: Connection, uid: uuid.UUID) -> int | None:
+    """Make the job's next run its current one and return its number; None when there is no such job.
+    Only `runs.start_run` calls it, in the transaction that starts the run."""
+    run = await conn.fetchval(
+        "UPDATE headrace.jobs SET current_run = current_run + 1, updated_at = now() "
+        "WHERE uid = $1 RETURNING current_run",
         uid,
-        run,
-        total,
-        done,
     )
+    return None if run is None else int(run)
+
+
+async def touch(conn: Pool | Connection, uid: uuid.UUID) -> None:
+    """Note that the job changed (its run ended): `updatedAt` in the API."""
+    await conn.execute("UPDATE headrace.jobs SET updated_at = now() WHERE uid = $1", uid)
+
+
+async def record_invalid_spec(
+    pool: Pool, *, uid: uuid.UUID, namespace: str, name: str, generation: int, spec: object, error: str
+) -> None:
+    """Remember that the operator refused this spec, so the API shows the job as Failed with the reason.
+
+    A job seen for the first time is registered with its spec as given; a known one keeps its last valid
+    spec (what its workers and data were built from), marked with the error.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchval("SELECT spec_error FROM headrace.jobs WHERE uid = $1", uid)
+        await conn.execute(
+            """
+            INSERT INTO headrace.jobs (uid, namespace, name, generation, spec, spec_error)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (uid) DO UPDATE
+            SET generation = excluded.generation, spec_error = excluded.spec_error, updated_at = now()
+            """,
+            uid,
+            namespace,
+            name,
+            generation,
+            spec,
+            error,
+        )
+        if before != error:
+            run = await conn.fetchval("SELECT current_run FROM headrace.jobs WHERE uid = $1", uid)
+            await record_event(conn, uid, run, "Warning", Reason.INVALID_SPEC, error)
 
 
 async def run_state(conn: Pool | Connection, uid: uuid.UUID, run: int | None = None) -> RunState | None:
@@ -283,75 +249,6 @@ async def run_state(conn: Pool | Connection, uid: uuid.UUID, run: int | None = N
         error=row["error"],
         end_reason=row["end_reason"],
     )
-
-
-def violates_failure_policy(spec: IngestionJobSpec, progress: Progress) -> str | None:
-    """Why the run's failures fail the job under spec.failurePolicy, or None when they do not."""
-    policy = spec.failure_policy
-    if policy.max_failed_documents is not None and progress.failed > policy.max_failed_documents:
-        limit = policy.max_failed_documents
-        return f"{progress.failed} documents failed, more than failurePolicy.maxFailedDocuments ({limit})"
-    if policy.max_failed_percent is not None and progress.total:
-        percent = progress.failed * 100 / progress.total
-        if percent > policy.max_failed_percent:
-            limit = policy.max_failed_percent
-            return f"{percent:.1f}% of documents failed, more than failurePolicy.maxFailedPercent ({limit})"
-    return None
-
-
-async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
-    """Close a drained run exactly once: apply `sync: mirror`, record how it ended, record the event.
-
-    Returns the final state when this call closed the run, None when it was not drained or another
-    worker already closed it.
-    """
-    async with pool.acquire() as conn, conn.transaction():
-        if not await queue.is_drained(conn, job.uid):
-            return None
-        closed = await conn.fetchrow(
-            "UPDATE headrace.runs SET finished_at = now() WHERE job_uid = $1 AND run = $2 AND finished_at IS NULL "
-            "RETURNING discovery_done, retry_of",
-            job.uid,
-            run,
-        )
-        if closed is None:
-            return None
-        error = None
-        if not closed["discovery_done"]:
-            error = (
-                await conn.fetchval(
-                    "SELECT 'discovery failed: ' || coalesce(last_error, 'unknown error') FROM headrace.tasks "
-                    "WHERE job_uid = $1 AND run = $2 AND kind = 'discover' AND state = 'dead'",
-                    job.uid,
-                    run,
-                )
-                or "discovery did not finish"
-            )
-        elif job.spec.sync == "mirror" and closed["retry_of"] is None:  # a retry listed nothing: it deletes nothing
-            deleted = await history.delete_unseen(conn, job.uid, run)
-            await conn.execute(
-                "UPDATE headrace.runs SET deleted = $3 WHERE job_uid = $1 AND run = $2", job.uid, run, deleted
-            )
-        state = await run_state(conn, job.uid, run)
-        assert state is not None
-        end_reason = Reason.DISCOVERY_FAILED if error else Reason.RUN_SUCCEEDED
-        if error is None and (error := violates_failure_policy(job.spec, state.progress)):
-            end_reason = Reason.FAILURE_POLICY_EXCEEDED
-        # The run's row is the one owner of how it ended: status, API and stream all read it.
-        await conn.execute(
-            "UPDATE headrace.runs SET error = $3, end_reason = $4 WHERE job_uid = $1 AND run = $2",
-            job.uid,
-            run,
-            redact(error) if error else None,
-            end_reason,
-        )
-        await conn.execute("UPDATE headrace.jobs SET updated_at = now() WHERE uid = $1", job.uid)
-        message = messages.run_finished(run, state.summary)
-        if error:
-            await record_event(conn, job.uid, run, "Warning", Reason.RUN_FAILED, f"{message}; {error}")
-        else:
-            await record_event(conn, job.uid, run, "Normal", Reason.RUN_SUCCEEDED, message)
-        return await run_state(conn, job.uid, run)
 
 
 async def record_event(

@@ -212,8 +212,9 @@ async def ack_many(pool: Pool | Connection, tasks: list[Task], *, job_uid: uuid.
     return {row["id"] for row in rows}
 
 
-async def cancel_superseded(conn: Connection, job_uid: uuid.UUID, run: int) -> int:
-    """Cancel the unfinished tasks of runs older than `run` (called as `run` starts). Returns how many.
+async def cancel_superseded(conn: Connection, job_uid: uuid.UUID, run: int, why: str) -> int:
+    """Cancel the unfinished tasks of runs older than `run`, with `why` as their last error (called as
+    `run` starts, by `runs.start_run`). Returns how many.
 
     A leased one loses its lease token, so its worker's heartbeat, ack, fail and release all find it
     gone: the worker abandons it, and nothing hands it back to be leased again.
@@ -221,14 +222,33 @@ async def cancel_superseded(conn: Connection, job_uid: uuid.UUID, run: int) -> i
     status = await conn.execute(
         """
         UPDATE headrace.tasks
-        SET state = 'cancelled', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
-            last_error = format('superseded by run %s', $2::int)
+        SET state = 'cancelled', finished_at = now(), lease_token = NULL, lease_expires_at = NULL, last_error = $3
         WHERE job_uid = $1 AND run < $2 AND state IN ('pending', 'leased')
         """,
         job_uid,
         run,
+        why,
     )
     return int(status.split()[-1])
+
+
+async def drop_unfinished(conn: Connection, job_uid: uuid.UUID, run: int) -> None:
+    """Delete the pending and leased tasks of `run`, a run closed before it drained: nobody works on them
+    any more, and a lease would only make the job look busy."""
+    await conn.execute(
+        "DELETE FROM headrace.tasks WHERE job_uid = $1 AND run = $2 AND state IN ('pending', 'leased')", job_uid, run
+    )
+
+
+async def discovery_error(conn: Pool | Connection, job_uid: uuid.UUID, run: int) -> str | None:
+    """Why `run`'s discovery task died ('unknown error' when it recorded none), or None when it did not die."""
+    error: str | None = await conn.fetchval(
+        "SELECT coalesce(last_error, 'unknown error') FROM headrace.tasks "
+        "WHERE job_uid = $1 AND run = $2 AND kind = 'discover' AND state = 'dead'",
+        job_uid,
+        run,
+    )
+    return error
 
 
 async def lock_run_if_current(conn: Connection, job_uid: uuid.UUID, run: int) -> bool:

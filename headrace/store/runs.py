@@ -1,24 +1,189 @@
-"""How runs end when their workers cannot end them, and runs asked for by a person rather than a spec change.
+"""The run service: the one module that starts, supersedes and closes a job's runs.
 
-The workers close a run that drains (`jobs.finish_run`). A run whose worker Job failed never drains, so
-the operator closes it here, in the same row, with the Job's reason: that row stays the one owner of
-how the run ended. A run requested by annotation (run now, retry failed) is started here once per value.
+Every writer of a run's row goes through here, and every one of them records how the run ended in
+`end_reason` (`model.events.Reason`), from which the CR's conditions, the API, its event stream and the
+metrics all read it:
+
+- `start_run` begins a run, called by the operator (a new spec, a schedule, a request by annotation)
+  and by local mode (`headrace run`); it closes the job's unfinished run as RunSuperseded;
+- `finish_run` closes a drained run, called by the workers (through the ingest service in a cluster):
+  RunSucceeded, DiscoveryFailed or FailurePolicyExceeded;
+- `close_run` closes a run that cannot drain: the operator's when its worker Job failed (the Job's own
+  Kubernetes reason), local mode's when it was interrupted (RunInterrupted).
+
+The job's row (its current run) and its event log belong to `store/jobs.py`, the tasks to
+`store/queue.py`; this module calls them, in the transaction that makes the change true.
 """
 
 import uuid
+from dataclasses import dataclass
 from typing import Literal
 
-from headrace.model.events import Reason, run_failed
-from headrace.store import jobs
-from headrace.store.db import Pool
-from headrace.store.jobs import JobRecord
+from headrace.model import IngestionJobSpec, Progress
+from headrace.model import events as messages
+from headrace.model.events import Reason
+from headrace.model.run import RunState
+from headrace.redaction import redact
+from headrace.store import documents, history, jobs, queue
+from headrace.store.db import Connection, Pool
+from headrace.store.jobs import JobGone, JobRecord
 
 RequestKind = Literal["run", "retry"]
 
 
+@dataclass(frozen=True)
+class Retry:
+    """A run that re-processes only the documents that failed in run `of_run`, instead of discovering."""
+
+    of_run: int
+    uris: list[str]
+
+
+async def start_run(
+    pool: Pool, job: JobRecord, *, reason: str, request: str | None = None, retry: Retry | None = None
+) -> int:
+    """Begin a new run: supersede the unfinished one and its work, and enqueue discovery (or, for a
+    retry, the failed documents). `request` is the annotation value that asked for the run, if any."""
+    async with pool.acquire() as conn, conn.transaction():
+        run = await jobs.advance_run(conn, job.uid)
+        if run is None:
+            raise JobGone(str(job.uid))
+        await _supersede(conn, job.uid, run)
+        await conn.execute(
+            "INSERT INTO headrace.runs "
+            "(job_uid, run, reason, fingerprint, request, retry_of, discovered, discovery_done) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            job.uid,
+            run,
+            reason,
+            job.spec.run_fingerprint(),
+            request,
+            retry.of_run if retry else None,
+            len(retry.uris) if retry else 0,
+            retry is not None,
+        )
+        await queue.enqueue(conn, job.uid, run, _first_tasks(job, retry), max_attempts=job.spec.retries.max_attempts)
+        await jobs.record_event(conn, job.uid, run, "Normal", Reason.RUN_STARTED, messages.run_started(run, reason))
+    # Every run is started here, by the operator (or local mode) with the owner's connection: the one
+    # place to drop the runs before the last historyLimit, however those ended (drained, or closed by
+    # the operator when their worker Job failed). Workers hold a tenant credential that may not.
+    await history.prune_runs(pool, job.uid, keep=job.spec.history_limit)
+    return run
+
+
+async def _supersede(conn: Connection, uid: uuid.UUID, run: int) -> None:
+    """Close the job's unfinished run as RunSuperseded by `run`, and cancel the work of older runs: this
+    run's discovery redoes it, and left alone it would record the old run."""
+    superseded = messages.superseded_by(run)
+    await queue.cancel_superseded(conn, uid, run, superseded)
+    await conn.execute(
+        "UPDATE headrace.runs SET finished_at = now(), error = $2, end_reason = $3 "
+        "WHERE job_uid = $1 AND finished_at IS NULL",
+        uid,
+        superseded,
+        Reason.RUN_SUPERSEDED,
+    )
+
+
+def _first_tasks(job: JobRecord, retry: Retry | None) -> list[queue.NewTask]:
+    if retry is None:
+        return [queue.NewTask("discover", "discover", {})]
+    size = job.spec.workers.batch_size
+    return [
+        queue.NewTask("ingest", f"retry:{n}", {"documents": [{"uri": uri} for uri in retry.uris[start : start + size]]})
+        for n, start in enumerate(range(0, len(retry.uris), size))
+    ]
+
+
+async def ensure_run(pool: Pool, job: JobRecord, *, reason: str) -> int:
+    """The current run if it was started for this spec's source and chunking, else a new run."""
+    fingerprint = await pool.fetchval(
+        "SELECT fingerprint FROM headrace.runs WHERE job_uid = $1 AND run = $2", job.uid, job.current_run
+    )
+    if fingerprint == job.spec.run_fingerprint():
+        return job.current_run
+    return await start_run(pool, job, reason=reason)
+
+
+async def set_discovered(conn: Connection, uid: uuid.UUID, run: int, *, total: int, done: bool) -> None:
+    """Record how many documents discovery has found so far, and whether it has finished."""
+    await conn.execute(
+        "UPDATE headrace.runs SET discovered = $3, discovery_done = $4 WHERE job_uid = $1 AND run = $2",
+        uid,
+        run,
+        total,
+        done,
+    )
+
+
+def violates_failure_policy(spec: IngestionJobSpec, progress: Progress) -> str | None:
+    """Why the run's failures fail the job under spec.failurePolicy, or None when they do not."""
+    policy = spec.failure_policy
+    if policy.max_failed_documents is not None and progress.failed > policy.max_failed_documents:
+        limit = policy.max_failed_documents
+        return f"{progress.failed} documents failed, more than failurePolicy.maxFailedDocuments ({limit})"
+    if policy.max_failed_percent is not None and progress.total:
+        percent = progress.failed * 100 / progress.total
+        if percent > policy.max_failed_percent:
+            limit = policy.max_failed_percent
+            return f"{percent:.1f}% of documents failed, more than failurePolicy.maxFailedPercent ({limit})"
+    return None
+
+
+async def finish_run(pool: Pool, job: JobRecord, run: int) -> RunState | None:
+    """Close a drained run exactly once: apply `sync: mirror`, record how it ended, record the event.
+
+    Returns the final state when this call closed the run, None when it was not drained or another
+    worker already closed it.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        if not await queue.is_drained(conn, job.uid):
+            return None
+        closed = await conn.fetchrow(
+            "UPDATE headrace.runs SET finished_at = now() WHERE job_uid = $1 AND run = $2 AND finished_at IS NULL "
+            "RETURNING discovery_done, retry_of",
+            job.uid,
+            run,
+        )
+        if closed is None:
+            return None
+        error = None
+        if not closed["discovery_done"]:
+            failure = await queue.discovery_error(conn, job.uid, run)
+            error = f"discovery failed: {failure}" if failure is not None else "discovery did not finish"
+        elif job.spec.sync == "mirror" and closed["retry_of"] is None:  # a retry listed nothing: it deletes nothing
+            deleted = await history.delete_unseen(conn, job.uid, run)
+            await conn.execute(
+                "UPDATE headrace.runs SET deleted = $3 WHERE job_uid = $1 AND run = $2", job.uid, run, deleted
+            )
+        state = await jobs.run_state(conn, job.uid, run)
+        assert state is not None
+        end_reason = Reason.DISCOVERY_FAILED if error else Reason.RUN_SUCCEEDED
+        if error is None and (error := violates_failure_policy(job.spec, state.progress)):
+            end_reason = Reason.FAILURE_POLICY_EXCEEDED
+        # The run's row is the one owner of how it ended: status, API and stream all read it.
+        await conn.execute(
+            "UPDATE headrace.runs SET error = $3, end_reason = $4 WHERE job_uid = $1 AND run = $2",
+            job.uid,
+            run,
+            redact(error) if error else None,
+            end_reason,
+        )
+        await jobs.touch(conn, job.uid)
+        message = messages.run_finished(run, state.summary)
+        if error:
+            await jobs.record_event(conn, job.uid, run, "Warning", Reason.RUN_FAILED, f"{message}; {error}")
+        else:
+            await jobs.record_event(conn, job.uid, run, "Normal", Reason.RUN_SUCCEEDED, message)
+        return await jobs.run_state(conn, job.uid, run)
+
+
 async def close_run(pool: Pool, uid: uuid.UUID, run: int, *, reason: str, message: str) -> bool:
-    """Close an open run as failed with `reason` (a CamelCase word) and `message`; False when it was closed
-    already (a worker finished it, or an earlier call did). Its unfinished tasks are dropped."""
+    """Close an open run that cannot drain as failed with `reason` and `message`; False when it was closed
+    already (a worker finished it, or an earlier call did). Its unfinished tasks are dropped.
+
+    `reason` is RunInterrupted (a local run stopped by a signal), or the reason of the worker Job's Failed
+    condition (BackoffLimitExceeded, DeadlineExceeded, ...), which Kubernetes names, not us."""
     async with pool.acquire() as conn, conn.transaction():
         closed = await conn.fetchval(
             "UPDATE headrace.runs SET finished_at = now(), error = $3, end_reason = $4 "
@@ -31,40 +196,9 @@ async def close_run(pool: Pool, uid: uuid.UUID, run: int, *, reason: str, messag
         if closed is None:
             return False
         # Nobody works on them any more: a lease would only make the job look busy.
-        await conn.execute(
-            "DELETE FROM headrace.tasks WHERE job_uid = $1 AND run = $2 AND state IN ('pending', 'leased')", uid, run
-        )
-        await jobs.record_event(conn, uid, run, "Warning", Reason.RUN_FAILED, run_failed(run, message))
+        await queue.drop_unfinished(conn, uid, run)
+        await jobs.record_event(conn, uid, run, "Warning", Reason.RUN_FAILED, messages.run_failed(run, message))
     return True
-
-
-async def record_invalid_spec(
-    pool: Pool, *, uid: uuid.UUID, namespace: str, name: str, generation: int, spec: object, error: str
-) -> None:
-    """Remember that the operator refused this spec, so the API shows the job as Failed with the reason.
-
-    A job seen for the first time is registered with its spec as given; a known one keeps its last valid
-    spec (what its workers and data were built from), marked with the error.
-    """
-    async with pool.acquire() as conn, conn.transaction():
-        before = await conn.fetchval("SELECT spec_error FROM headrace.jobs WHERE uid = $1", uid)
-        await conn.execute(
-            """
-            INSERT INTO headrace.jobs (uid, namespace, name, generation, spec, spec_error)
-            VALUES ($1, $2, $3, $4, $5, $6)
-            ON CONFLICT (uid) DO UPDATE
-            SET generation = excluded.generation, spec_error = excluded.spec_error, updated_at = now()
-            """,
-            uid,
-            namespace,
-            name,
-            generation,
-            spec,
-            error,
-        )
-        if before != error:
-            run = await conn.fetchval("SELECT current_run FROM headrace.jobs WHERE uid = $1", uid)
-            await jobs.record_event(conn, uid, run, "Warning", Reason.INVALID_SPEC, error)
 
 
 async def started_for(pool: Pool, uid: uuid.UUID, kind: RequestKind, value: str) -> int | None:
@@ -85,22 +219,17 @@ async def start_requested_run(pool: Pool, job: JobRecord, kind: RequestKind, val
     if done is not None:
         return done
     if kind == "run":
-        return await jobs.start_run(pool, job, reason=f"requested at {value}", request=f"run:{value}")
+        return await start_run(pool, job, reason=f"requested at {value}", request=f"run:{value}")
     return await _start_retry(pool, job, value)
 
 
 async def failed_uris(pool: Pool, uid: uuid.UUID, run: int) -> list[str]:
     """What a retry of `run` fetches again: its failed documents (an archive entry's archive as a whole)."""
-    rows = await pool.fetch(
-        "SELECT uri FROM headrace.documents WHERE job_uid = $1 AND run = $2 AND state = 'failed' ORDER BY uri",
-        uid,
-        run,
-    )
-    return sorted({row["uri"].split("!/", 1)[0] for row in rows})
+    return sorted({uri.split("!/", 1)[0] for uri, _ in await documents.failures(pool, uid, run)})
 
 
 async def _start_retry(pool: Pool, job: JobRecord, value: str) -> int:
     last = job.current_run
     uris = await failed_uris(pool, job.uid, last)
     reason = f"retry of the {len(uris)} failed documents of run {last}, requested at {value}"
-    return await jobs.start_run(pool, job, reason=reason, request=f"retry:{value}", retry=jobs.Retry(last, uris))
+    return await start_run(pool, job, reason=reason, request=f"retry:{value}", retry=Retry(last, uris))

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal, ParamSpec, Protocol, TypeVar
 
 from headrace.model.events import Reason
-from headrace.store import documents, jobs, queue, vectors
+from headrace.store import documents, jobs, queue, runs, vectors
 from headrace.store.db import Pool
 from headrace.store.documents import DocumentRecord, KnownDocument, Outcome, Written
 from headrace.store.jobs import JobRecord
@@ -292,7 +292,7 @@ class DirectStore:
         job = await self.get_job()
         if job is None:
             return False
-        return await self._policy(jobs.finish_run, self.pool, job, run) is not None
+        return await self._policy(runs.finish_run, self.pool, job, run) is not None
 
     async def enqueue_discovered(
         self, run: int, batches: Sequence[queue.NewTask], *, max_attempts: int, total: int, done: bool
@@ -308,7 +308,7 @@ class DirectStore:
             if not await queue.lock_run_if_current(conn, self._job_uid, run):
                 raise RunSuperseded(f"run {run} was superseded by a newer run")
             await queue.enqueue(conn, self._job_uid, run, batches, max_attempts=max_attempts)
-            await jobs.set_discovered(conn, self._job_uid, run, total=total, done=done)
+            await runs.set_discovered(conn, self._job_uid, run, total=total, done=done)
             if done:
                 message = f"Discovered {total} documents"
                 await jobs.record_event(conn, self._job_uid, run, "Normal", Reason.DISCOVERED, message)

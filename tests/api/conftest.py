@@ -15,7 +15,7 @@ from asgi_lifespan import LifespanManager
 
 from headrace.api.app import create_app
 from headrace.api.settings import ApiSettings
-from headrace.store import jobs
+from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import Worker
@@ -187,7 +187,7 @@ async def ingest(
         generation=1,
         spec=volume_spec(f"{namespace}/{name}", workers={"batchSize": 2}, **spec),
     )
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     code = await Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.02, lease_seconds=10).run()
     assert code == 0
     found = await jobs.get_job(pool, job.uid)

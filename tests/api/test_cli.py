@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from headrace.store import jobs
+from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from tests.conftest import volume_spec, with_database
 
@@ -72,7 +72,7 @@ async def test_api_stops_gracefully_with_an_event_stream_open(dsn: str, pool: Po
     job = await jobs.register_job(
         pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec()
     )
-    await jobs.start_run(pool, job, reason="test")  # Running, and no worker: the stream stays open
+    await runs.start_run(pool, job, reason="test")  # Running, and no worker: the stream stays open
     port, grace = _free_port(), 2
     process = await _start_api(
         port,

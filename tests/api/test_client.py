@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from headrace.client import ApiError, AsyncClient, Client, Event
-from headrace.store import jobs, runs
+from headrace.store import runs
 from headrace.store.db import Pool
 from tests.api.conftest import TEAM_A, TEAM_B, ingest
 from tests.api.test_cli import _env, _free_port, _start_api
@@ -122,7 +122,7 @@ async def test_events_resume_on_another_api_process_without_repeating_or_losing_
     pool: Pool, dsn: str, make_job: JobFactory
 ) -> None:
     job = await make_job(name="live", namespace="team-a")
-    run = await jobs.start_run(pool, job, reason="test")  # Running with no worker: the stream stays open
+    run = await runs.start_run(pool, job, reason="test")  # Running with no worker: the stream stays open
     port = _free_port()
     env = _env(dsn, HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN=TOKEN, HEADRACE_SHUTDOWN_GRACE_SECONDS="1")
     first_api = await _start_api(port, env)

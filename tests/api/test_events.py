@@ -12,7 +12,7 @@ from asgi_lifespan import LifespanManager
 
 from headrace.api.app import create_app
 from headrace.api.settings import ApiSettings
-from headrace.store import jobs
+from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import Worker
@@ -85,7 +85,7 @@ async def test_stream_follows_a_running_job_to_its_end(
         generation=1,
         spec=volume_spec(".", workers={"batchSize": 1}),
     )
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     stream = asyncio.create_task(client.get(EVENTS, headers=ALICE))
     # The stream is open on a running job: it must not end before the work does. The work starts once
     # the stream said so (not after a fixed wait, which a loaded machine can outlast).
@@ -108,7 +108,7 @@ async def test_streams_over_the_cap_are_503(settings: Callable[..., ApiSettings]
     job = await jobs.register_job(
         pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec(".")
     )
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     app = create_app(settings(events_max_streams=1))
     async with (
         LifespanManager(app) as manager,

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from headrace.api import metrics
 from headrace.api.app import create_app
 from headrace.api.settings import ApiSettings
+from headrace.store import runs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.store.search import statistics as search_statistics
@@ -112,10 +113,9 @@ async def test_metrics_are_served_on_their_own_port_from_a_snapshot(
 async def test_an_active_run_reports_its_start_and_last_progress(
     settings: Callable[..., ApiSettings], seeded: dict[str, JobRecord], pool: Pool
 ) -> None:
-    from headrace.store import jobs
 
     job = seeded["team-a"]
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     await metrics.SNAPSHOT.refresh(pool)
     found = samples(generate_latest(REGISTRY).decode())
     team_a = {"namespace": "team-a", "ingestionjob": "docs"}

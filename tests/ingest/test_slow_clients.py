@@ -16,7 +16,7 @@ import pytest
 
 from headrace.ingest.app import create_app
 from headrace.ingest.server import server
-from headrace.store import jobs
+from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.remote import RemoteStore
@@ -32,7 +32,7 @@ Serve = Callable[..., AbstractAsyncContextManager[str]]
 async def job(pool: Pool) -> JobRecord:
     spec = volume_spec(".")
     record = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=spec)
-    await jobs.start_run(pool, record, reason="test")
+    await runs.start_run(pool, record, reason="test")
     return record
 
 

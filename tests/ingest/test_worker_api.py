@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from headrace.ingest.app import create_app
-from headrace.store import jobs, queue, vectors
+from headrace.store import jobs, queue, runs, vectors
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker import wire
@@ -76,7 +76,7 @@ async def world(pool: Pool, tmp_path: Path) -> World:
         await run_once(pool, job, secrets_dir=tmp_path)
         made[name] = job
     b = made["b"]
-    await jobs.start_run(pool, b, reason="second")
+    await runs.start_run(pool, b, reason="second")
     [leased] = await queue.lease(pool, b.uid, worker="b-0", lease_seconds=300)
     return World(pool, made["a"], b, made["c"], leased)
 

@@ -26,7 +26,7 @@ from headrace.operator.kube import HPAS, JOBS, MERGE_PATCH, SECRETS, KubeError
 from headrace.operator.main import build_registry
 from headrace.operator.resources.job import build_worker_job
 from headrace.operator.settings import OperatorSettings
-from headrace.store import documents, jobs, queue
+from headrace.store import documents, jobs, queue, runs
 from headrace.store.db import Pool
 from headrace.store.search import statistics as search_statistics
 from tests.kube.controlplane import RESTRICTED, ControlPlane
@@ -331,7 +331,7 @@ async def test_restart_after_a_partial_reconcile_converges(
     uid = uuid.UUID(created["metadata"]["uid"])
     name, namespace = "handbook", cluster.namespace
     record = await jobs.register_job(pool, uid=uid, namespace=namespace, name=name, generation=1, spec=job.spec)
-    await jobs.ensure_run(pool, record, reason="created")
+    await runs.ensure_run(pool, record, reason="created")
     manifest = build_worker_job(
         job,
         run=1,
@@ -560,10 +560,10 @@ async def test_search_statistics_are_built_after_a_run_finishes(
             ),
         )
         async with pool.acquire() as conn:
-            await jobs.set_discovered(conn, uid, record.current_run, total=1, done=True)
+            await runs.set_discovered(conn, uid, record.current_run, total=1, done=True)
         assert await queue.ack(pool, task)
         assert not await search_statistics.stale(pool, uid), "a run in progress: nothing to build yet"
-        assert await jobs.finish_run(pool, record, record.current_run) is not None
+        assert await runs.finish_run(pool, record, record.current_run) is not None
         # The operator's statistics loop builds them (its pass runs every observe interval).
         built = await until(
             lambda: pool.fetchrow("SELECT chunks, run FROM headrace.search_statistics WHERE job_uid = $1", uid)

@@ -11,7 +11,7 @@ import pytest
 
 from headrace.operator import reconcile
 from headrace.operator.reconcile import Operator
-from headrace.store import jobs, queue
+from headrace.store import jobs, queue, runs
 from tests.operator.conftest import ij, patched
 
 pytestmark = pytest.mark.postgres
@@ -48,9 +48,9 @@ async def drain(op: Operator, uid: str, *, total: int = 0) -> None:
     assert job is not None
     (task,) = await queue.lease(op.pool, job.uid, worker="test", lease_seconds=30)
     async with op.pool.acquire() as conn:
-        await jobs.set_discovered(conn, job.uid, job.current_run, total=total, done=True)
+        await runs.set_discovered(conn, job.uid, job.current_run, total=total, done=True)
     assert await queue.ack(op.pool, task)
-    assert await jobs.finish_run(op.pool, job, job.current_run) is not None
+    assert await runs.finish_run(op.pool, job, job.current_run) is not None
 
 
 async def test_create_makes_job_hpa_run_and_status(op: Operator, emulator: kmock.KubernetesEmulator) -> None:

@@ -19,7 +19,7 @@ from headrace.api.app import create_app
 from headrace.api.auth import KubernetesAuthenticator, Unauthenticated
 from headrace.api.settings import ApiSettings
 from headrace.kubeapi import KubeApi
-from headrace.store import jobs
+from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from tests.api.conftest import API_SA_TOKEN, Cluster, bearer, reviews
@@ -53,7 +53,7 @@ async def running_job(pool: Pool) -> JobRecord:
     job = await jobs.register_job(
         pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec(".")
     )
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     return job
 
 

@@ -24,7 +24,7 @@ from headrace.ingest.auth import KubernetesWorkerAuthenticator
 from headrace.ingest.server import server
 from headrace.ingest.settings import IngestSettings
 from headrace.kubeapi import KubeApi
-from headrace.store import jobs, search
+from headrace.store import jobs, runs, search
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker import wire
@@ -96,7 +96,7 @@ async def team(control_plane: ControlPlane, pool: Pool, namespace: str, name: st
     pod = await create_worker(control_plane, namespace, name)
     spec = volume_spec(".", workers={"batchSize": 2}, embedding={"provider": "builtin"})
     job = await jobs.register_job(pool, uid=pod.job_uid, namespace=namespace, name=name, generation=1, spec=spec)
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     return Team(pod, job, await token(control_plane, namespace, pod=pod.pod, audiences=[AUDIENCE]))
 
 

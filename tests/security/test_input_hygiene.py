@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from headrace.store import jobs
+from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.store.documents import MAX_URI_BYTES
 from headrace.store.jobs import JobRecord
@@ -112,7 +112,7 @@ async def test_uris_longer_than_an_index_key_fail_as_documents(
     job = await jobs.register_job(
         pool, uid=uuid.uuid4(), namespace="team-a", name="long", generation=1, spec=volume_spec(".")
     )
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     assert await Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.02, lease_seconds=10).run() == 0
 
     listed = await client.get(f"{JOBS}/long/documents", params={"limit": 50}, headers=ALICE)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from headrace.api.settings import ApiSettings
-from headrace.store import documents, jobs, vectors
+from headrace.store import documents, jobs, runs, vectors
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.store.search import statistics as search_statistics
@@ -62,7 +62,7 @@ async def _tenant(pool: Pool, namespace: str) -> Tenant:
 async def two_tenants(pool: Pool) -> AsyncIterator[tuple[Tenant, Tenant]]:
     """Team-a's job, and team-b's with a finished run: a document, its chunk and vector, a failure."""
     a, b = await _tenant(pool, "team-a"), await _tenant(pool, "team-b")
-    run = await jobs.start_run(pool, b.job, reason="test")
+    run = await runs.start_run(pool, b.job, reason="test")
     space = await _job_space(pool, b.job)
     await documents.store_document(
         pool,

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from headrace.model.run import RunState
-from headrace.store import jobs
+from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
@@ -12,7 +12,7 @@ from headrace.worker.store import DirectStore
 
 async def run_once(pool: Pool, job: JobRecord, *, secrets_dir: Path, reason: str = "test") -> RunState:
     """Start a run and drive it to the end with one in-process worker."""
-    run = await jobs.start_run(pool, job, reason=reason)
+    run = await runs.start_run(pool, job, reason=reason)
     worker = Worker(DirectStore(pool, job.uid), volume_root=Path("/"), secrets_dir=secrets_dir, poll_seconds=0.05)
     assert await worker.run() == EXIT_DRAINED
     state = await jobs.run_state(pool, job.uid, run)

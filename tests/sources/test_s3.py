@@ -9,7 +9,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from headrace.model import IngestionJobSpec
-from headrace.store import jobs
+from headrace.store import runs
 from headrace.store.db import Pool
 from headrace.worker.loop import EXIT_BAD_SOURCE, Worker
 from headrace.worker.secrets import MissingSecret, read_secret
@@ -143,7 +143,7 @@ async def test_a_missing_secret_stops_the_worker_with_a_reason(
 ) -> None:
     write_secret(tmp_path, "s3-creds", {"AWS_ACCESS_KEY_ID": "only-half"})
     job = await make_job(s3_spec(s3_endpoint))
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     worker = Worker(DirectStore(pool, job.uid), volume_root=Path("/"), secrets_dir=tmp_path)
     assert await worker.run() == EXIT_BAD_SOURCE
 

@@ -5,7 +5,7 @@ import uuid
 from pathlib import Path
 
 from headrace.model.run import RunState
-from headrace.store import jobs, search
+from headrace.store import jobs, runs, search
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
@@ -26,7 +26,7 @@ async def apply(pool: Pool, namespace_uid: uuid.UUID, *, name: str = "handbook")
     record = await jobs.register_job(
         pool, uid=uid, namespace="docs", name=name, generation=1, spec=volume_spec(), namespace_uid=namespace_uid
     )
-    await jobs.ensure_run(pool, record, reason="created")
+    await runs.ensure_run(pool, record, reason="created")
     job = await jobs.get_job(pool, uid)
     assert job is not None
     return job, adopted

@@ -10,7 +10,7 @@ from headrace.operator import reconcile
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
 from headrace.operator.settings import OperatorSettings
-from headrace.store import history, jobs
+from headrace.store import history, jobs, runs
 from headrace.store.db import Pool, open_pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
@@ -31,7 +31,7 @@ async def test_starting_a_run_prunes_all_but_the_last_history_limit_runs(
         (tmp_path / f"doc{i}.txt").write_text(f"Document {i} about millraces.")
     job = await make_job(volume_spec(historyLimit=2, workers={"batchSize": 1}))
     for _ in range(4):
-        await jobs.start_run(pool, job, reason="again")
+        await runs.start_run(pool, job, reason="again")
         assert await Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.05).run() == EXIT_DRAINED
 
     assert [r.run for r in await jobs.list_runs(pool, job.uid)] == [4, 3]
@@ -44,7 +44,7 @@ async def test_starting_a_run_prunes_all_but_the_last_history_limit_runs(
 async def test_pruning_never_touches_the_current_or_an_unfinished_run(pool: Pool, make_job: JobFactory) -> None:
     job = await make_job()
     for _ in range(3):
-        await jobs.start_run(pool, job, reason="again")  # each supersedes (and closes) the one before
+        await runs.start_run(pool, job, reason="again")  # each supersedes (and closes) the one before
     assert await history.prune_runs(pool, job.uid, keep=1) == 2
     assert [r.run for r in await jobs.list_runs(pool, job.uid)] == [3]
     assert await count(pool, "tasks", job, "run = 3 AND state = 'pending'") == 1  # its discover task
@@ -71,7 +71,7 @@ async def test_the_finalizer_deletes_a_job_of_fifty_thousand_documents(
     pool: Pool, dsn: str, make_job: JobFactory
 ) -> None:
     job = await make_job(volume_spec(retention="Delete"))
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     await pool.execute(
         "INSERT INTO headrace.documents (job_uid, uri, state, content_hash, run, outcome, chunk_count) "
         "SELECT $1, format('folder%s/doc%s.txt', g % 100, g), 'ingested', md5(g::text), 1, 'added', 2 "
@@ -115,11 +115,11 @@ async def test_the_finalizer_deletes_a_job_of_fifty_thousand_documents(
 async def test_writes_to_a_deleted_job_are_refused_by_name(pool: Pool, make_job: JobFactory) -> None:
     """What the operator's timer meets when the finalizer deleted the job under it: no foreign-key error."""
     job = await make_job()
-    await jobs.start_run(pool, job, reason="created")
+    await runs.start_run(pool, job, reason="created")
     assert await jobs.record_events(pool, job.uid, 1, [("Normal", "Checked", "a live job")])
     await jobs.retain_job_data(pool, job.uid)
     assert not await jobs.record_events(pool, job.uid, 1, [("Normal", "Checked", "a retained job")])
     await jobs.delete_job_data(pool, job.uid)
     assert not await jobs.record_events(pool, job.uid, 1, [("Normal", "Checked", "a deleted job")])
     with pytest.raises(jobs.JobGone):
-        await jobs.start_run(pool, job, reason="schedule")
+        await runs.start_run(pool, job, reason="schedule")

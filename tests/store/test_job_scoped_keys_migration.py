@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 import pytest
 
-from headrace.store import documents, jobs, migrate, vectors
+from headrace.store import documents, jobs, migrate, runs, vectors
 from headrace.store.db import create_pool
 from tests.conftest import add_columns_this_release_writes, volume_spec
 
@@ -40,7 +40,7 @@ async def test_the_migration_removes_forged_rows_keeps_the_rest_and_holds_afterw
         assert await vectors.available(pool)
         space = await vectors.space_for(pool, "test-model", 3)
         for job, text in ((a, "keepers trim the lamp"), (b, "the merger closes friday")):
-            run = await jobs.start_run(pool, job, reason="test")
+            run = await runs.start_run(pool, job, reason="test")
             await documents.store_document(
                 pool,
                 job.uid,

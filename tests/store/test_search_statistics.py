@@ -4,7 +4,7 @@ deleted since the build, and when the statistics are due."""
 
 import pytest
 
-from headrace.store import cursors, documents, jobs, search
+from headrace.store import cursors, documents, runs, search
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.store.search import query as parsing
@@ -217,7 +217,7 @@ async def test_filters_apply_to_the_statistics_path(pool: Pool, make_job: JobFac
 async def test_statistics_are_due_after_a_finished_run_and_not_during_one(pool: Pool, make_job: JobFactory) -> None:
     job = await _corpus(pool, make_job, count=5)
     assert not await search_statistics.stale(pool, job.uid), "no run has finished: nothing to build"
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     assert not await search_statistics.stale(pool, job.uid)
     await pool.execute("UPDATE headrace.runs SET finished_at = now() WHERE job_uid = $1 AND run = $2", job.uid, run)
     assert await search_statistics.stale(pool, job.uid)
@@ -225,7 +225,7 @@ async def test_statistics_are_due_after_a_finished_run_and_not_during_one(pool: 
     assert built is not None and built.chunks == 5
     assert not await search_statistics.stale(pool, job.uid)
     assert await search_statistics.refresh(pool, job.uid) is None
-    again = await jobs.start_run(pool, job, reason="again")
+    again = await runs.start_run(pool, job, reason="again")
     assert not await search_statistics.stale(pool, job.uid), "a run in progress: not yet"
     # A run that changed no chunk: the statistics become its own without a rebuild.
     await pool.execute("UPDATE headrace.runs SET finished_at = now() WHERE job_uid = $1 AND run = $2", job.uid, again)

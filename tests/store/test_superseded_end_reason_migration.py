@@ -22,14 +22,14 @@ async def test_superseded_runs_of_before_get_their_end_reason(empty_dsn: str, mo
             pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec(".")
         )
         for _ in range(3):
-            await jobs.start_run(pool, job, reason="test")
+            await runs.start_run(pool, job, reason="test")
         # As the code before 0013 closed them: the error alone. Run 3 then fails otherwise; run 4 is open.
         await pool.execute("UPDATE headrace.runs SET end_reason = NULL WHERE job_uid = $1", job.uid)
         assert await runs.close_run(pool, job.uid, 3, reason="BackoffLimitExceeded", message="the Job failed")
         await pool.execute(
             "UPDATE headrace.runs SET error = NULL, end_reason = NULL WHERE job_uid = $1 AND run = 2", job.uid
         )
-        await jobs.start_run(pool, job, reason="test")
+        await runs.start_run(pool, job, reason="test")
         await pool.execute("UPDATE headrace.runs SET end_reason = NULL WHERE job_uid = $1 AND run = 3", job.uid)
 
         monkeypatch.setattr(migrate, "available_migrations", lambda: shipped)

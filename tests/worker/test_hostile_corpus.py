@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from headrace.store import jobs
+from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from tests.conftest import JobFactory, volume_spec
 from tests.worker.samples import docx_file, pdf, tar_file, zip_file
@@ -128,7 +128,7 @@ async def test_hostile_corpus_ends_ingested_or_failed_with_reasons(
     assert len(expected) >= 200
     limits = {"maxDocumentBytes": 16 * MiB, "maxTotalUncompressedBytes": 64 * MiB, "extractionTimeoutSeconds": 10}
     job = await make_job(volume_spec(corpus, limits=limits, workers={"batchSize": 25}))
-    run = await jobs.start_run(pool, job, reason="hostile corpus")
+    run = await runs.start_run(pool, job, reason="hostile corpus")
 
     worker = await asyncio.create_subprocess_exec(
         sys.executable,

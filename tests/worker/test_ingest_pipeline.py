@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from headrace.store import jobs
+from headrace.store import runs
 from headrace.store.db import Pool
 from headrace.worker import loop
 from headrace.worker.loop import EXIT_DRAINED, EXIT_STOPPED, Worker
@@ -60,7 +60,7 @@ async def _started(pool: Pool, make_job: JobFactory, root: Path) -> Any:
     # One task of 300 documents. The embed stage runs and buffers as ever; without a model it is quick, so
     # the drain after the held stage lets go stays short on a busy machine.
     job = await make_job(volume_spec(workers={"batchSize": 300}, embedding={"provider": "none"}))
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     return job
 
 

@@ -4,7 +4,7 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from headrace.store import jobs, queue
+from headrace.store import jobs, queue, runs
 from headrace.store.db import Pool
 from headrace.worker.leases import MAX_PREFETCH, Holding, prefetch_limit
 from headrace.worker.loop import EXIT_DRAINED, EXIT_STOPPED, Worker
@@ -15,7 +15,7 @@ from tests.worker.test_worker import BIG_CORPUS, documents, wait_for, write
 
 async def _queue_of(pool: Pool, make_job: JobFactory, n: int) -> uuid.UUID:
     job = await make_job(volume_spec())
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     await pool.execute("DELETE FROM headrace.tasks WHERE job_uid = $1", job.uid)  # no discover task
     await queue.enqueue(pool, job.uid, run, [queue.NewTask("ingest", f"t{i}", {}) for i in range(n)], max_attempts=3)
     return job.uid
@@ -101,7 +101,7 @@ async def test_sigterm_with_prefetched_tasks_leaves_none_leased_and_a_rerun_stor
 ) -> None:
     write(tmp_path, BIG_CORPUS)
     job = await make_job(volume_spec(workers={"batchSize": 10}))  # 30 tasks, up to 32 held at once
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     worker = Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.05, grace_seconds=0)
     running = asyncio.create_task(worker.run())
     await wait_for(pool, "SELECT count(*) >= 25 FROM headrace.documents WHERE job_uid = $1", job.uid)

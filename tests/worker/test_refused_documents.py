@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from headrace.store import jobs
+from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from headrace.worker.loop import EXIT_DRAINED
 from tests.conftest import JobFactory, volume_spec
@@ -19,7 +19,7 @@ async def test_a_document_postgres_refuses_fails_with_the_reason_and_its_group_m
     corpus = {f"lock{i}.txt": f"Lock {i} lifts barges. " * 200 for i in range(6)}
     write(tmp_path, {**corpus, "late-nul.txt": LATE_NUL})
     job = await make_job(volume_spec(workers={"batchSize": 10}))  # one task, one or two groups
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     assert await run_worker(pool, job, tmp_path) == EXIT_DRAINED
 
     docs = await documents(pool, job)

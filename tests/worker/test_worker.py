@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from headrace.store import jobs, queue, search
+from headrace.store import jobs, queue, runs, search
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, EXIT_STOPPED, Worker
@@ -59,7 +59,7 @@ async def test_every_document_ends_ingested_or_failed_with_a_reason(
 ) -> None:
     write(tmp_path, HOSTILE)
     job = await make_job(volume_spec(limits={"maxDocumentBytes": 4096}, workers={"batchSize": 3}))
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     assert await run_worker(pool, job, tmp_path) == EXIT_DRAINED
 
     docs = await documents(pool, job)
@@ -84,13 +84,13 @@ async def test_second_run_skips_unchanged_and_replaces_changed(
 ) -> None:
     write(tmp_path, {f"doc{i}.txt": f"Document {i} about tides." for i in range(5)})
     job = await make_job(volume_spec(sync="mirror"))
-    await jobs.start_run(pool, job, reason="first")
+    await runs.start_run(pool, job, reason="first")
     await run_worker(pool, job, tmp_path)
 
     write(tmp_path, {"doc0.txt": "Document 0 now speaks of currents.", "new.txt": "A new document."})
     (tmp_path / "doc4.txt").unlink()
     os.utime(tmp_path / "doc1.txt")  # touched, same bytes: still unchanged
-    second = await jobs.start_run(pool, job, reason="second")
+    second = await runs.start_run(pool, job, reason="second")
     await run_worker(pool, job, tmp_path)
 
     state = await jobs.run_state(pool, job.uid, second)
@@ -106,7 +106,7 @@ async def test_second_run_skips_unchanged_and_replaces_changed(
 async def test_a_redelivered_task_stores_each_document_once(pool: Pool, make_job: JobFactory, tmp_path: Path) -> None:
     write(tmp_path, {f"d{i}.md": f"# Doc {i}\n\n" + "words " * 400 for i in range(4)})
     job = await make_job(volume_spec(workers={"batchSize": 10}, chunking={"targetSize": 500, "overlap": 50}))
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     worker = Worker(DirectStore(pool, job.uid), volume_root=tmp_path)
     # Process the ingest task twice, as after a lost ack, then let the worker drain the queue.
     from headrace.worker.sources import open_source
@@ -174,7 +174,7 @@ async def test_worker_killed_mid_task_loses_nothing_and_duplicates_nothing(
 ) -> None:
     write(tmp_path, BIG_CORPUS)
     job = await make_job(volume_spec(workers={"batchSize": 300}))
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     await kill_mid_task(pool, dsn, job, tmp_path, lease_seconds=2)
     stored = await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE job_uid = $1", job.uid)
     assert 5 <= stored < 300, "the worker was not killed mid-task"
@@ -198,7 +198,7 @@ async def test_a_task_that_kills_its_worker_every_time_fails_its_documents_with_
 ) -> None:
     write(tmp_path, BIG_CORPUS)
     job = await make_job(volume_spec(workers={"batchSize": 300}, retries={"maxAttempts": 1}))
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     await kill_mid_task(pool, dsn, job, tmp_path, lease_seconds=1)
     await asyncio.sleep(1.2)  # let the lease run out
     assert await run_worker(pool, job, tmp_path) == EXIT_DRAINED
@@ -219,7 +219,7 @@ async def test_sigterm_or_ctrl_c_hands_the_task_back_stops_the_sandbox_and_exits
     """143 on SIGTERM is what the worker Job's podFailurePolicy ignores; Ctrl-C gives 130, as `headrace run`."""
     write(tmp_path, BIG_CORPUS)
     job = await make_job(volume_spec(workers={"batchSize": 300}))
-    await jobs.start_run(pool, job, reason="test")
+    await runs.start_run(pool, job, reason="test")
     worker = _spawn(dsn, job, tmp_path, "--grace-seconds", "0")
     try:
         await wait_for(pool, "SELECT count(*) >= 5 FROM headrace.documents WHERE job_uid = $1", job.uid)
@@ -241,7 +241,7 @@ async def test_a_source_folder_that_is_not_there_fails_the_run_at_once_naming_it
     pool: Pool, make_job: JobFactory, tmp_path: Path
 ) -> None:
     job = await make_job(volume_spec("nosuchdir", retries={"maxAttempts": 5}))
-    run = await jobs.start_run(pool, job, reason="test")
+    run = await runs.start_run(pool, job, reason="test")
     assert await run_worker(pool, job, tmp_path) == EXIT_DRAINED
     # One attempt, not five: a folder that is not there will not appear on a retry.
     task = await pool.fetchrow("SELECT state, attempts, last_error FROM headrace.tasks WHERE job_uid = $1", job.uid)

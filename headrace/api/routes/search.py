@@ -4,7 +4,6 @@ import time
 from functools import partial
 from typing import Annotated
 
-from asyncpg.exceptions import DataError, QueryCanceledError
 from fastapi import APIRouter, Query
 
 from headrace.api import auth
@@ -27,6 +26,7 @@ from headrace.embedding.query import EndpointModel, WrongDimensions, query_vecto
 from headrace.store import cursors, jobs
 from headrace.store import search as store
 from headrace.store.db import Pool
+from headrace.store.errors import DataError, QueryCanceledError
 from headrace.store.search import snippets
 
 router = APIRouter(prefix="/v1/search", tags=["search"], responses=responses(400, 401, 403, 422, 429, 503, 504))
