@@ -435,7 +435,7 @@ async def retain_job_data(pool: Pool, uid: uuid.UUID) -> None:
     """Keep the job's documents after its IngestionJob is gone (retention: Retain), unserved: neither
     search nor the API shows them until a new IngestionJob of the same namespace and name adopts them."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("DELETE FROM headrace.tasks WHERE job_uid = $1 AND state IN ('pending', 'leased')", uid)
+        await queue.drop_open(conn, uid)
         await conn.execute("UPDATE headrace.jobs SET deleted_at = now() WHERE uid = $1", uid)
 
 
@@ -469,7 +469,7 @@ async def adopt_retained(pool: Pool, *, uid: uuid.UUID, namespace_uid: uuid.UUID
             "WHERE j.uid = $1 AND r.job_uid = j.uid AND r.run = j.current_run",
             uid,
         )
-        await conn.execute("DELETE FROM headrace.tasks WHERE job_uid = $1 AND state IN ('pending', 'leased')", uid)
+        await queue.drop_open(conn, uid)
         return uuid.UUID(str(old))
 
 

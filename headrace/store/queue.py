@@ -247,6 +247,42 @@ async def not_of_job(conn: Pool | Connection, job_uid: uuid.UUID, ids: list[int]
     return set(ids) - {row["id"] for row in rows}
 
 
+async def drop_open(conn: Pool | Connection, job_uid: uuid.UUID, *, run: int | None = None) -> None:
+    """Delete the job's pending and leased tasks (of `run` only, when given): nobody is to work on them
+    any more. A worker holding one finds its lease gone."""
+    if run is None:
+        await conn.execute("DELETE FROM headrace.tasks WHERE job_uid = $1 AND state IN ('pending', 'leased')", job_uid)
+    else:
+        await conn.execute(
+            "DELETE FROM headrace.tasks WHERE job_uid = $1 AND run = $2 AND state IN ('pending', 'leased')",
+            job_uid,
+            run,
+        )
+
+
+async def delete_some_finished(conn: Pool | Connection, job_uid: uuid.UUID, limit: int, *, up_to_run: int) -> int:
+    """Delete up to `limit` finished tasks (done, dead or cancelled) of the job's runs up to `up_to_run`;
+    returns how many."""
+    status = await conn.execute(
+        "DELETE FROM headrace.tasks WHERE id IN (SELECT id FROM headrace.tasks WHERE job_uid = $1 AND run <= $2 "
+        "AND state NOT IN ('pending', 'leased') LIMIT $3)",
+        job_uid,
+        up_to_run,
+        limit,
+    )
+    return int(status.split()[-1])
+
+
+async def delete_some(conn: Pool | Connection, job_uid: uuid.UUID, limit: int) -> int:
+    """Delete up to `limit` of the job's tasks, whatever their state; returns how many."""
+    status = await conn.execute(
+        "DELETE FROM headrace.tasks WHERE id IN (SELECT id FROM headrace.tasks WHERE job_uid = $1 LIMIT $2)",
+        job_uid,
+        limit,
+    )
+    return int(status.split()[-1])
+
+
 def backoff_seconds(attempts: int, *, base: float, cap: float) -> float:
     """Exponential backoff after the given number of attempts: base, 2·base, 4·base, ... up to cap."""
     return float(min(cap, base * 2 ** max(0, attempts - 1)))

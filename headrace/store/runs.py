@@ -9,7 +9,7 @@ import uuid
 from typing import Literal
 
 from headrace.model.events import Reason, run_failed
-from headrace.store import jobs
+from headrace.store import jobs, queue
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 
@@ -31,9 +31,7 @@ async def close_run(pool: Pool, uid: uuid.UUID, run: int, *, reason: str, messag
         if closed is None:
             return False
         # Nobody works on them any more: a lease would only make the job look busy.
-        await conn.execute(
-            "DELETE FROM headrace.tasks WHERE job_uid = $1 AND run = $2 AND state IN ('pending', 'leased')", uid, run
-        )
+        await queue.drop_open(conn, uid, run=run)
         await jobs.record_event(conn, uid, run, "Warning", Reason.RUN_FAILED, run_failed(run, message))
     return True
 
