@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -22,6 +23,16 @@ CORPUS = {
 }
 
 
+async def riding_out(workers: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+    """Wait until every worker has retried a lost database connection twice (its log says so), or one
+    has exited; the deadline is a failure bound, not a threshold."""
+    async with asyncio.timeout(120):
+        while all(w.poll() is None for w in workers) and any(  # noqa: ASYNC110 - a log file is no event
+            log.read_bytes().count(b"Lost database connection") < 2 for log in logs
+        ):
+            await asyncio.sleep(0.1)
+
+
 async def test_workers_ride_out_a_postgres_restart_mid_run(
     restartable_postgres: PostgresServer, tmp_path: Path
 ) -> None:
@@ -31,7 +42,9 @@ async def test_workers_ride_out_a_postgres_restart_mid_run(
     write(tmp_path, CORPUS)
     job = await JobFactory(pool)(volume_spec(workers={"batchSize": 5}))
     run = await jobs.start_run(pool, job, reason="test")
-    workers = [_spawn(dsn, job, tmp_path) for _ in range(3)]
+    logs = [tmp_path.parent / f"{tmp_path.name}-worker{i}.log" for i in range(3)]
+    outputs = [log.open("ab") for log in logs]
+    workers = [_spawn(dsn, job, tmp_path, stderr=output) for output in outputs]
     try:
         await wait_for(pool, "SELECT count(*) >= 10 FROM headrace.documents WHERE job_uid = $1", job.uid)
         stored_before = await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE job_uid = $1", job.uid)
@@ -40,7 +53,7 @@ async def test_workers_ride_out_a_postgres_restart_mid_run(
         await asyncio.to_thread(restartable_postgres.stop)  # pg_ctl stop: every connection is terminated
         with pytest.raises((OSError, asyncpg.PostgresError)):
             await asyncpg.connect(dsn)  # it really is down
-        await asyncio.sleep(4)
+        await riding_out(workers, logs)
         assert [w.poll() for w in workers] == [None] * 3, "a worker exited while Postgres was down"
         await asyncio.to_thread(restartable_postgres.start)
 
@@ -48,6 +61,8 @@ async def test_workers_ride_out_a_postgres_restart_mid_run(
     finally:
         for w in workers:
             w.kill()
+        for output in outputs:
+            output.close()
     assert stored_before < len(CORPUS), "the restart came after the run"
     assert codes == [EXIT_DRAINED] * 3  # no pod would count against backoffLimit
 
