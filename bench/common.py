@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psutil
+
+from headrace.model import IngestionJobSpec
+from headrace.store import jobs, migrate, queue
+from headrace.store.db import Pool, create_pool
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -338,3 +343,33 @@ def with_cluster_namespaces(parse_path: Callable[[str], Any]) -> Callable[[str],
         return parse_path(path)
 
     return parse
+
+
+# ------------------------------------------------------------------ a queue of no-op tasks in Headrace's store
+
+ENQUEUE_BATCH = 1000
+"""Tasks per enqueue call, for Headrace and its peers alike."""
+
+
+async def headrace_queue(dsn: str, consumers: int) -> tuple[Pool, uuid.UUID]:
+    """A migrated database with one job whose run 1 is current, and a pool of one connection per consumer."""
+    pool = await create_pool(dsn, min_size=consumers, max_size=consumers)
+    await migrate.migrate(pool)
+    spec = IngestionJobSpec.model_validate({"source": {"volume": {"path": "."}}})
+    job = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="bench", name="queue", generation=1, spec=spec)
+    await make_current(pool, job.uid, 1)
+    return pool, job.uid
+
+
+async def make_current(pool: Pool, uid: uuid.UUID, run: int) -> None:
+    """A lease takes only tasks of the job's current run."""
+    await pool.execute("UPDATE headrace.jobs SET current_run = $2 WHERE uid = $1", uid, run)
+
+
+async def enqueue_noops(pool: Pool, uid: uuid.UUID, n: int, *, run: int = 1, max_attempts: int = 3) -> float:
+    """Enqueue n no-op tasks into a run of the job; returns the seconds it took."""
+    started = time.perf_counter()
+    for start in range(0, n, ENQUEUE_BATCH):
+        batch = [queue.NewTask("ingest", f"t{i}", {}) for i in range(start, min(n, start + ENQUEUE_BATCH))]
+        await queue.enqueue(pool, uid, run, batch, max_attempts=max_attempts)
+    return time.perf_counter() - started

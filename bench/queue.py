@@ -28,8 +28,8 @@ import asyncpg
 
 from bench import common
 from headrace.model import IngestionJobSpec
-from headrace.store import jobs, migrate, queue
-from headrace.store.db import Pool, create_pool
+from headrace.store import queue
+from headrace.store.db import Pool
 from headrace.worker.leases import Holding, prefetch_limit
 from headrace.worker.store import DirectStore
 
@@ -38,7 +38,6 @@ PEERS = ("pgqueuer", "procrastinate")
 BATCH = 10
 TARGET_RATIO = 1.5
 TARGET_CONSUMERS = 16
-ENQUEUE_BATCH = 1000
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -76,29 +75,6 @@ def check_exactly_once(system: str, seen: list[Any], expected: int, finished_in_
 # ---------------------------------------------------------------------------------------------- headrace
 
 
-async def _headrace_setup(dsn: str, consumers: int) -> tuple[Pool, uuid.UUID]:
-    pool = await create_pool(dsn, min_size=consumers, max_size=consumers)
-    await migrate.migrate(pool)
-    spec = IngestionJobSpec.model_validate({"source": {"volume": {"path": "."}}})
-    job = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="bench", name="queue", generation=1, spec=spec)
-    await _make_current(pool, job.uid, 1)
-    return pool, job.uid
-
-
-async def _make_current(pool: Pool, uid: uuid.UUID, run: int) -> None:
-    """A lease takes only tasks of the job's current run."""
-    await pool.execute("UPDATE headrace.jobs SET current_run = $2 WHERE uid = $1", uid, run)
-
-
-async def _headrace_enqueue(pool: Pool, uid: uuid.UUID, n: int, *, run: int = 1, max_attempts: int = 3) -> float:
-    """Enqueue n no-op tasks into a run of the job; returns the seconds it took."""
-    started = time.perf_counter()
-    for start in range(0, n, ENQUEUE_BATCH):
-        batch = [queue.NewTask("ingest", f"t{i}", {}) for i in range(start, min(n, start + ENQUEUE_BATCH))]
-        await queue.enqueue(pool, uid, run, batch, max_attempts=max_attempts)
-    return time.perf_counter() - started
-
-
 async def _headrace_drain(pool: Pool, uid: uuid.UUID, consumers: int, *, lease_seconds: float = 30) -> list[int]:
     """C consumers, each holding tasks as `headrace worker` does (`worker.leases.Holding`: prefetch sized by
     the default `workers.batchSize`, one heartbeat for all held tasks, batched acks), running a no-op handler.
@@ -123,9 +99,9 @@ async def _headrace_drain(pool: Pool, uid: uuid.UUID, consumers: int, *, lease_s
 
 
 async def headrace_run(dsn: str, n: int, consumers: int, *, profile_to: Path | None = None) -> dict[str, float]:
-    pool, uid = await _headrace_setup(dsn, consumers)
+    pool, uid = await common.headrace_queue(dsn, consumers)
     try:
-        enqueue_s = await _headrace_enqueue(pool, uid, n)
+        enqueue_s = await common.enqueue_noops(pool, uid, n)
         profiler = _start_profiler() if profile_to else None
         with common.Meter(_database(dsn)) as meter:
             acked = await _headrace_drain(pool, uid, consumers)
@@ -140,19 +116,23 @@ async def headrace_run(dsn: str, n: int, consumers: int, *, profile_to: Path | N
 
 
 async def _lease_and_die(pool: Pool, uid: uuid.UUID, n: int) -> None:
-    """Lease all n tasks once with a short lease and let it lapse, as if their workers died."""
+    """Lease all n tasks once and let the leases lapse, as if their workers died (lapsed through SQL, at
+    once: the rescue is what is timed, not a wait for the clock)."""
     held = 0
     while held < n:
-        held += len(await queue.lease(pool, uid, worker="dies", lease_seconds=1, limit=500))
-    await asyncio.sleep(1.1)
+        held += len(await queue.lease(pool, uid, worker="dies", lease_seconds=30, limit=500))
+    await pool.execute(
+        "UPDATE headrace.tasks SET lease_expires_at = now() - interval '1 s' WHERE job_uid = $1 AND state = 'leased'",
+        uid,
+    )
 
 
 async def headrace_rescue(dsn: str, n: int, consumers: int) -> dict[str, float]:
     """Lease every task and let the lease lapse (dead workers); then rescue and ack them all.
     Then the same once more with attempts used up, and time `reap_expired` dead-lettering them."""
-    pool, uid = await _headrace_setup(dsn, consumers)
+    pool, uid = await common.headrace_queue(dsn, consumers)
     try:
-        await _headrace_enqueue(pool, uid, n)
+        await common.enqueue_noops(pool, uid, n)
         started = time.perf_counter()
         fresh = await _headrace_drain(pool, uid, consumers)
         fresh_s = time.perf_counter() - started
@@ -160,8 +140,8 @@ async def headrace_rescue(dsn: str, n: int, consumers: int) -> dict[str, float]:
 
         run = 2
         await pool.execute("INSERT INTO headrace.runs (job_uid, run, fingerprint) VALUES ($1, $2, '')", uid, run)
-        await _make_current(pool, uid, run)
-        await _headrace_enqueue(pool, uid, n, run=run, max_attempts=2)
+        await common.make_current(pool, uid, run)
+        await common.enqueue_noops(pool, uid, n, run=run, max_attempts=2)
         await _lease_and_die(pool, uid, n)
         started = time.perf_counter()
         rescued = await _headrace_drain(pool, uid, consumers)
@@ -170,8 +150,8 @@ async def headrace_rescue(dsn: str, n: int, consumers: int) -> dict[str, float]:
 
         run = 3
         await pool.execute("INSERT INTO headrace.runs (job_uid, run, fingerprint) VALUES ($1, $2, '')", uid, run)
-        await _make_current(pool, uid, run)
-        await _headrace_enqueue(pool, uid, n, run=run, max_attempts=1)
+        await common.make_current(pool, uid, run)
+        await common.enqueue_noops(pool, uid, n, run=run, max_attempts=1)
         await _lease_and_die(pool, uid, n)
         started = time.perf_counter()
         dead = await queue.reap_expired(pool, uid)
@@ -197,8 +177,8 @@ async def pgqueuer_run(dsn: str, n: int, consumers: int) -> dict[str, float]:
         queries = Queries(AsyncpgDriver(admin))
         await queries.install()
         started = time.perf_counter()
-        for start in range(0, n, ENQUEUE_BATCH):
-            size = min(n, start + ENQUEUE_BATCH) - start
+        for start in range(0, n, common.ENQUEUE_BATCH):
+            size = min(n, start + common.ENQUEUE_BATCH) - start
             await queries.enqueue(["noop"] * size, [None] * size, [0] * size)
         enqueue_s = time.perf_counter() - started
 
@@ -247,8 +227,8 @@ async def procrastinate_run(dsn: str, n: int, consumers: int) -> dict[str, float
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
         started = time.perf_counter()
-        for start in range(0, n, ENQUEUE_BATCH):
-            await noop.batch_defer_async(*({"i": i} for i in range(start, min(n, start + ENQUEUE_BATCH))))
+        for start in range(0, n, common.ENQUEUE_BATCH):
+            await noop.batch_defer_async(*({"i": i} for i in range(start, min(n, start + common.ENQUEUE_BATCH))))
         enqueue_s = time.perf_counter() - started
         with common.Meter(_database(dsn)) as meter:
             await app.run_worker_async(concurrency=consumers, wait=False, install_signal_handlers=False)

@@ -43,7 +43,7 @@ from rich.console import Console
 
 from bench import common
 from bench.ingest import Corpus, corpus, manifest
-from bench.queue import _headrace_enqueue, _headrace_setup, check_exactly_once, headrace_run, pgqueuer_run
+from bench.queue import check_exactly_once, headrace_run, pgqueuer_run
 from headrace.ingest.auth import WorkerIdentity
 from headrace.local import local_uid, run_job
 from headrace.model import IngestionJobSpec
@@ -321,9 +321,9 @@ async def queue_remote(admin: str, name: str, n: int, consumers: int) -> dict[st
 
     async with common.fresh_database(admin, name) as dsn:
         database = urlsplit(dsn).path.lstrip("/")
-        pool, uid = await _headrace_setup(dsn, 1)
+        pool, uid = await common.headrace_queue(dsn, 1)
         try:
-            await _headrace_enqueue(pool, uid, n)
+            await common.enqueue_noops(pool, uid, n)
             with tempfile.TemporaryDirectory(prefix="bench-worker-api-") as folder:
                 async with ingest_service(dsn, uid, Path(folder)) as (url, token_file, pid):
                     service = psutil.Process(pid)

@@ -195,6 +195,16 @@ async def make_current(pool: Pool, job: JobRecord, run: int = 1) -> None:
     await pool.execute("UPDATE headrace.jobs SET current_run = $2 WHERE uid = $1", job.uid, run)
 
 
+async def expire_leases(pool: Pool, job_uid: uuid.UUID) -> int:
+    """The holders died: every lease of the job's tasks lapses now, as it would once its time was up,
+    without a test waiting for it. Returns how many lapsed."""
+    status = await pool.execute(
+        "UPDATE headrace.tasks SET lease_expires_at = now() - interval '1 s' WHERE job_uid = $1 AND state = 'leased'",
+        job_uid,
+    )
+    return int(status.split()[-1])
+
+
 @pytest.fixture(scope="session")
 def built_image() -> Iterator["BuiltImage"]:
     """The image users deploy, built by `make image` (cached layers when nothing changed) and mounted."""

@@ -3,6 +3,9 @@
 A document's `run` is the newest run that recorded it, never an older one: a write from a superseded
 run (a worker that went on after a new run started) changes nothing of a document a newer run already
 recorded. `sync: mirror` deletes the documents whose `run` is older than the run that just finished.
+
+This module owns the SQL that writes `documents` and `chunks`; `vectors` owns the vectors'
+(`embeddings`). A statement that writes both is composed here from `vectors`' parts.
 """
 
 import hashlib
@@ -334,9 +337,7 @@ async def _insert_chunks(
         WITH c AS (SELECT * FROM {source}),
         v AS (SELECT * FROM unnest($7::bigint[]) WITH ORDINALITY AS v(position, slot)),
         inserted AS ({insert} RETURNING id, document_id, ordinal)
-        INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding)
-        SELECT i.id, $1, $8, ($9::real[])[(v.slot - 1) * $10 + 1 : v.slot * $10]::vector
-        FROM inserted i JOIN c USING (document_id, ordinal) JOIN v USING (position)
+        {vectors.INSERT_OF_INSERTED_CHUNKS}
         """,
         *args,
         [position for position, _ in with_vectors],
@@ -385,6 +386,11 @@ async def reembed_document(
         outcome = _next_outcome(previous, run, "updated")
         await vectors.store_embeddings(conn, job_uid, document_id, space, embeddings)
         await conn.execute(
+            "UPDATE headrace.documents SET embedding_space = $2 WHERE id = $1",
+            document_id,
+            space.id if space is not None and embeddings else None,
+        )
+        await conn.execute(
             "UPDATE headrace.documents SET run = $2, outcome = $3, updated_at = now() WHERE id = $1",
             document_id,
             run,
@@ -422,6 +428,24 @@ async def finish_reembed(pool: Pool, run: int, document_id: int, space: vectors.
             outcome,
         )
         return outcome
+
+
+async def drop_old_input(conn: Pool | Connection, document_id: int) -> None:
+    """Remove the vectors of a document that an earlier version computed from another input than this
+    one's (`embedding_input` set, see migration 0009), with its space and its mark, so that re-embedding
+    it is the same resumable work as bringing it from another space: its chunks then all lack a vector.
+    One statement, so an outage leaves the document as it was or without vectors, never half of each."""
+    await conn.execute(
+        f"""
+        WITH old AS (
+            UPDATE headrace.documents SET embedding_space = NULL, embedding_input = NULL
+            WHERE id = $1 AND embedding_input IS NOT NULL
+            RETURNING id
+        )
+        {vectors.delete_of_documents("old")}
+        """,
+        document_id,
+    )
 
 
 MAX_URI_BYTES = 2048
@@ -468,6 +492,52 @@ async def record_failures(pool: Pool, job_uid: uuid.UUID, run: int, failures: di
             [redact(reason)[:4000] for reason in failures.values()],
         )
         await conn.execute("DELETE FROM headrace.chunks WHERE document_id = ANY($1::bigint[])", [r["id"] for r in rows])
+
+
+async def delete_unseen_batch(
+    conn: Pool | Connection, job_uid: uuid.UUID, run: int, *, after: str, limit: int
+) -> tuple[str | None, int]:
+    """`sync: mirror`, one batch: of the job's next `limit` documents in URI order after `after` (its
+    unique index), delete those that `run` did not record. Returns the last URI scanned (None when
+    none was left) and how many were deleted; `history.delete_unseen` walks the job with it."""
+    row = await conn.fetchrow(
+        """
+        WITH scanned AS (
+            SELECT id, uri, run FROM headrace.documents
+            WHERE job_uid = $1 AND uri > $3 ORDER BY uri LIMIT $4
+        ),
+        gone AS (
+            DELETE FROM headrace.documents d USING scanned s WHERE d.id = s.id AND s.run < $2 RETURNING 1
+        )
+        SELECT (SELECT max(uri) FROM scanned) AS last, (SELECT count(*) FROM gone) AS deleted
+        """,
+        job_uid,
+        run,
+        after,
+        limit,
+    )
+    assert row is not None
+    return row["last"], int(row["deleted"])
+
+
+async def delete_some_chunks(conn: Pool | Connection, job_uid: uuid.UUID, limit: int) -> int:
+    """Delete up to `limit` of the job's chunks (with their vectors); returns how many."""
+    status = await conn.execute(
+        "DELETE FROM headrace.chunks WHERE id IN (SELECT id FROM headrace.chunks WHERE job_uid = $1 LIMIT $2)",
+        job_uid,
+        limit,
+    )
+    return int(status.split()[-1])
+
+
+async def delete_some(conn: Pool | Connection, job_uid: uuid.UUID, limit: int) -> int:
+    """Delete up to `limit` of the job's documents (with their chunks); returns how many."""
+    status = await conn.execute(
+        "DELETE FROM headrace.documents WHERE id IN (SELECT id FROM headrace.documents WHERE job_uid = $1 LIMIT $2)",
+        job_uid,
+        limit,
+    )
+    return int(status.split()[-1])
 
 
 async def stale_embeddings(

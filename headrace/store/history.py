@@ -4,10 +4,16 @@ A job that runs on a schedule would otherwise keep every run, every finished tas
 forever. And one `DELETE` of a big job (its documents cascading to their chunks) can run longer than
 the pool's `command_timeout`, which cancels it: the finalizer would fail on every retry and the
 IngestionJob could never go away. So each statement here touches at most a batch of rows.
+
+This module decides the batches; the statements that delete tasks, documents and chunks are their
+tables' owners' (`queue`, `documents`). Those of runs, events and the job row are still written here.
 """
 
+import functools
 import uuid
+from collections.abc import Awaitable, Callable
 
+from headrace.store import documents, queue
 from headrace.store.db import Connection, Pool
 
 DOCUMENT_BATCH = 1000
@@ -17,15 +23,35 @@ ROW_BATCH = 5000
 """Chunks, tasks or events per statement."""
 
 
-async def _in_batches(conn: Pool | Connection, sql: str, *args: object, batch: int) -> int:
-    """Run a `DELETE ... LIMIT $last` until it deletes fewer rows than a batch; returns the rows deleted."""
+async def _in_batches(delete: Callable[[int], Awaitable[int]], *, batch: int) -> int:
+    """Call `delete(batch)`, a statement deleting at most a batch of rows, until it deletes fewer rows than
+    a batch; returns the rows deleted."""
     total = 0
     while True:
-        status = await conn.execute(sql, *args, batch)
-        deleted = int(status.split()[-1])
+        deleted = await delete(batch)
         total += deleted
         if deleted < batch:
             return total
+
+
+async def _delete_some_events(conn: Pool | Connection, job_uid: uuid.UUID, limit: int, *, up_to_run: int | None) -> int:
+    """Delete up to `limit` of the job's events (of its runs up to `up_to_run`, when given)."""
+    if up_to_run is None:
+        status = await conn.execute(
+            "DELETE FROM headrace.job_events WHERE id IN "
+            "(SELECT id FROM headrace.job_events WHERE job_uid = $1 LIMIT $2)",
+            job_uid,
+            limit,
+        )
+    else:
+        status = await conn.execute(
+            "DELETE FROM headrace.job_events WHERE id IN "
+            "(SELECT id FROM headrace.job_events WHERE job_uid = $1 AND run <= $2 LIMIT $3)",
+            job_uid,
+            up_to_run,
+            limit,
+        )
+    return int(status.split()[-1])
 
 
 async def prune_runs(pool: Pool, job_uid: uuid.UUID, *, keep: int) -> int:
@@ -40,21 +66,9 @@ async def prune_runs(pool: Pool, job_uid: uuid.UUID, *, keep: int) -> int:
     if newest_pruned is None:
         return 0
     await _in_batches(
-        pool,
-        "DELETE FROM headrace.tasks WHERE id IN (SELECT id FROM headrace.tasks WHERE job_uid = $1 AND run <= $2 "
-        "AND state NOT IN ('pending', 'leased') LIMIT $3)",
-        job_uid,
-        newest_pruned,
-        batch=ROW_BATCH,
+        functools.partial(queue.delete_some_finished, pool, job_uid, up_to_run=newest_pruned), batch=ROW_BATCH
     )
-    await _in_batches(
-        pool,
-        "DELETE FROM headrace.job_events WHERE id IN "
-        "(SELECT id FROM headrace.job_events WHERE job_uid = $1 AND run <= $2 LIMIT $3)",
-        job_uid,
-        newest_pruned,
-        batch=ROW_BATCH,
-    )
+    await _in_batches(functools.partial(_delete_some_events, pool, job_uid, up_to_run=newest_pruned), batch=ROW_BATCH)
     status = await pool.execute(
         "DELETE FROM headrace.runs WHERE job_uid = $1 AND run <= $2 AND finished_at IS NOT NULL",
         job_uid,
@@ -71,27 +85,11 @@ async def delete_unseen(conn: Connection, job_uid: uuid.UUID, run: int) -> int:
     """
     total, after = 0, ""
     while True:
-        row = await conn.fetchrow(
-            """
-            WITH scanned AS (
-                SELECT id, uri, run FROM headrace.documents
-                WHERE job_uid = $1 AND uri > $3 ORDER BY uri LIMIT $4
-            ),
-            gone AS (
-                DELETE FROM headrace.documents d USING scanned s WHERE d.id = s.id AND s.run < $2 RETURNING 1
-            )
-            SELECT (SELECT max(uri) FROM scanned) AS last, (SELECT count(*) FROM gone) AS deleted
-            """,
-            job_uid,
-            run,
-            after,
-            DOCUMENT_BATCH,
-        )
-        assert row is not None
-        total += int(row["deleted"])
-        if row["last"] is None:
+        last, deleted = await documents.delete_unseen_batch(conn, job_uid, run, after=after, limit=DOCUMENT_BATCH)
+        total += deleted
+        if last is None:
             return total
-        after = row["last"]
+        after = last
 
 
 async def delete_job(pool: Pool, job_uid: uuid.UUID) -> int:
@@ -101,13 +99,12 @@ async def delete_job(pool: Pool, job_uid: uuid.UUID) -> int:
     with it (by cascade) anything a straggler wrote meanwhile. Safe to call again after a failure.
     """
     deleted = 0
-    for table, batch in (
-        ("tasks", ROW_BATCH),
-        ("chunks", ROW_BATCH),
-        ("documents", DOCUMENT_BATCH),
-        ("job_events", ROW_BATCH),
+    for delete, batch in (
+        (functools.partial(queue.delete_some, pool, job_uid), ROW_BATCH),
+        (functools.partial(documents.delete_some_chunks, pool, job_uid), ROW_BATCH),
+        (functools.partial(documents.delete_some, pool, job_uid), DOCUMENT_BATCH),
+        (functools.partial(_delete_some_events, pool, job_uid, up_to_run=None), ROW_BATCH),
     ):
-        sql = f"DELETE FROM headrace.{table} WHERE id IN (SELECT id FROM headrace.{table} WHERE job_uid = $1 LIMIT $2)"
-        deleted += await _in_batches(pool, sql, job_uid, batch=batch)
+        deleted += await _in_batches(delete, batch=batch)
     status = await pool.execute("DELETE FROM headrace.jobs WHERE uid = $1", job_uid)
     return deleted + int(status.split()[-1])

@@ -15,7 +15,7 @@ from headrace.model import IngestionJobSpec, Phase, Progress, RunSummary
 from headrace.model.events import Reason
 from headrace.model.run import RunState, phase_of
 from headrace.redaction import redact
-from headrace.store import history
+from headrace.store import history, queue
 from headrace.store.db import Connection, Pool
 
 EventType = Literal["Normal", "Warning"]
@@ -332,7 +332,7 @@ async def retain_job_data(pool: Pool, uid: uuid.UUID) -> None:
     """Keep the job's documents after its IngestionJob is gone (retention: Retain), unserved: neither
     search nor the API shows them until a new IngestionJob of the same namespace and name adopts them."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("DELETE FROM headrace.tasks WHERE job_uid = $1 AND state IN ('pending', 'leased')", uid)
+        await queue.drop_open(conn, uid)
         await conn.execute("UPDATE headrace.jobs SET deleted_at = now() WHERE uid = $1", uid)
 
 
@@ -366,7 +366,7 @@ async def adopt_retained(pool: Pool, *, uid: uuid.UUID, namespace_uid: uuid.UUID
             "WHERE j.uid = $1 AND r.job_uid = j.uid AND r.run = j.current_run",
             uid,
         )
-        await conn.execute("DELETE FROM headrace.tasks WHERE job_uid = $1 AND state IN ('pending', 'leased')", uid)
+        await queue.drop_open(conn, uid)
         return uuid.UUID(str(old))
 
 

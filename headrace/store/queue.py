@@ -232,14 +232,6 @@ async def cancel_superseded(conn: Connection, job_uid: uuid.UUID, run: int, why:
     return int(status.split()[-1])
 
 
-async def drop_unfinished(conn: Connection, job_uid: uuid.UUID, run: int) -> None:
-    """Delete the pending and leased tasks of `run`, a run closed before it drained: nobody works on them
-    any more, and a lease would only make the job look busy."""
-    await conn.execute(
-        "DELETE FROM headrace.tasks WHERE job_uid = $1 AND run = $2 AND state IN ('pending', 'leased')", job_uid, run
-    )
-
-
 async def discovery_error(conn: Pool | Connection, job_uid: uuid.UUID, run: int) -> str | None:
     """Why `run`'s discovery task died ('unknown error' when it recorded none), or None when it did not die."""
     error: str | None = await conn.fetchval(
@@ -265,6 +257,42 @@ async def not_of_job(conn: Pool | Connection, job_uid: uuid.UUID, ids: list[int]
     """Which of these task ids are not tasks of the job (whatever they are, or whether they exist)."""
     rows = await conn.fetch("SELECT id FROM headrace.tasks WHERE job_uid = $1 AND id = ANY($2::bigint[])", job_uid, ids)
     return set(ids) - {row["id"] for row in rows}
+
+
+async def drop_open(conn: Pool | Connection, job_uid: uuid.UUID, *, run: int | None = None) -> None:
+    """Delete the job's pending and leased tasks (of `run` only, when given): nobody is to work on them
+    any more. A worker holding one finds its lease gone."""
+    if run is None:
+        await conn.execute("DELETE FROM headrace.tasks WHERE job_uid = $1 AND state IN ('pending', 'leased')", job_uid)
+    else:
+        await conn.execute(
+            "DELETE FROM headrace.tasks WHERE job_uid = $1 AND run = $2 AND state IN ('pending', 'leased')",
+            job_uid,
+            run,
+        )
+
+
+async def delete_some_finished(conn: Pool | Connection, job_uid: uuid.UUID, limit: int, *, up_to_run: int) -> int:
+    """Delete up to `limit` finished tasks (done, dead or cancelled) of the job's runs up to `up_to_run`;
+    returns how many."""
+    status = await conn.execute(
+        "DELETE FROM headrace.tasks WHERE id IN (SELECT id FROM headrace.tasks WHERE job_uid = $1 AND run <= $2 "
+        "AND state NOT IN ('pending', 'leased') LIMIT $3)",
+        job_uid,
+        up_to_run,
+        limit,
+    )
+    return int(status.split()[-1])
+
+
+async def delete_some(conn: Pool | Connection, job_uid: uuid.UUID, limit: int) -> int:
+    """Delete up to `limit` of the job's tasks, whatever their state; returns how many."""
+    status = await conn.execute(
+        "DELETE FROM headrace.tasks WHERE id IN (SELECT id FROM headrace.tasks WHERE job_uid = $1 LIMIT $2)",
+        job_uid,
+        limit,
+    )
+    return int(status.split()[-1])
 
 
 def backoff_seconds(attempts: int, *, base: float, cap: float) -> float:

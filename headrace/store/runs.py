@@ -196,7 +196,7 @@ async def close_run(pool: Pool, uid: uuid.UUID, run: int, *, reason: str, messag
         if closed is None:
             return False
         # Nobody works on them any more: a lease would only make the job look busy.
-        await queue.drop_unfinished(conn, uid, run)
+        await queue.drop_open(conn, uid, run=run)
         await jobs.record_event(conn, uid, run, "Warning", Reason.RUN_FAILED, messages.run_failed(run, message))
     return True
 

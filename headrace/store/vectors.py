@@ -4,6 +4,10 @@ Every space has its own partial HNSW index (cosine) over `embedding::vector(dime
 of two models never meet in one index or one ranking. Vectors travel as pgvector's text form
 (`[0.1,0.2]`), which needs no client-side codec and works whether or not the extension existed when
 the connection was opened.
+
+This module owns the SQL that writes `embeddings` and `embedding_spaces`. Where one statement writes a
+document's rows and its vectors together, `documents` composes it from this module's parts
+(`INSERT_OF_INSERTED_CHUNKS`, `delete_of_documents`).
 """
 
 import uuid
@@ -84,12 +88,32 @@ async def find_spaces(conn: Pool | Connection, keys: Sequence[tuple[str, int]]) 
     return {(r["model"], r["dimensions"]): Space(r["id"], r["model"], r["dimensions"]) for r in rows}
 
 
+def delete_of_documents(documents: str) -> str:
+    """A DELETE of the vectors of the chunks of the documents that `documents` (a CTE with an `id` column)
+    lists, the last step of a statement that changes documents and drops their vectors at once
+    (`documents.drop_old_input`)."""
+    return (
+        f"DELETE FROM headrace.embeddings e USING headrace.chunks c, {documents} "
+        f"WHERE e.chunk_id = c.id AND c.document_id = {documents}.id"
+    )
+
+
+INSERT_OF_INSERTED_CHUNKS = """INSERT INTO headrace.embeddings (chunk_id, job_uid, space_id, embedding)
+        SELECT i.id, $1, $8, ($9::real[])[(v.slot - 1) * $10 + 1 : v.slot * $10]::vector
+        FROM inserted i JOIN c USING (document_id, ordinal) JOIN v USING (position)"""
+"""The vectors of chunks just written, as the last step of `documents`' one statement that writes chunks
+with their vectors (`documents._insert_chunks`). It reads the statement's CTEs `inserted` (id,
+document_id, ordinal of each chunk written), `c` (the chunks given, with their `position`) and `v`
+(`position`, `slot` of its vector), and its parameters $1 (the job), $8 (the space's id), $9 (every
+vector as one flat `real[]`) and $10 (their dimension)."""
+
+
 async def store_embeddings(
     conn: Connection, job_uid: uuid.UUID, document_id: int, space: Space | None, vectors: Sequence[Sequence[float]]
 ) -> None:
-    """Replace the vectors of a document's chunks with `vectors`, one per chunk in ordinal order, and
-    record the space on the document. With `space=None` the document's vectors are removed. Call it
-    in the transaction that writes the document's chunks, so a document is never half-embedded."""
+    """Replace the vectors of a document's chunks with `vectors`, one per chunk in ordinal order. With
+    `space=None` the document's vectors are removed. Call it in the transaction that records the space
+    on the document (`documents.reembed_document`), so a document is never half-embedded."""
     if await available(conn):
         await conn.execute(
             "DELETE FROM headrace.embeddings e USING headrace.chunks c WHERE e.chunk_id = c.id AND c.document_id = $1",
@@ -116,30 +140,6 @@ async def store_embeddings(
             )
             if inserted != len(vectors):
                 raise ValueError(f"{len(vectors)} vectors for {inserted} stored chunks of document {document_id}")
-    await conn.execute(
-        "UPDATE headrace.documents SET embedding_space = $2 WHERE id = $1",
-        document_id,
-        space.id if space is not None and vectors else None,
-    )
-
-
-async def drop_old_input(conn: Pool | Connection, document_id: int) -> None:
-    """Remove the vectors of a document that an earlier version computed from another input than this
-    one's (`embedding_input` set, see migration 0009), with its space and its mark, so that re-embedding
-    it is the same resumable work as bringing it from another space: its chunks then all lack a vector.
-    One statement, so an outage leaves the document as it was or without vectors, never half of each."""
-    await conn.execute(
-        """
-        WITH old AS (
-            UPDATE headrace.documents SET embedding_space = NULL, embedding_input = NULL
-            WHERE id = $1 AND embedding_input IS NOT NULL
-            RETURNING id
-        )
-        DELETE FROM headrace.embeddings e USING headrace.chunks c, old
-        WHERE e.chunk_id = c.id AND c.document_id = old.id
-        """,
-        document_id,
-    )
 
 
 async def chunks_lacking(conn: Pool | Connection, document_id: int, space: Space) -> tuple[str, list[tuple[int, str]]]:

@@ -379,7 +379,7 @@ class DirectStore:
 
     async def chunks_to_embed(self, document_id: int, space: vectors.Space) -> tuple[str, list[tuple[int, str]]]:
         await self._check_rows(document_ids=[document_id])
-        await self._policy(vectors.drop_old_input, self.pool, document_id)
+        await self._policy(documents.drop_old_input, self.pool, document_id)
         return await self._policy(vectors.chunks_lacking, self.pool, document_id, space)
 
     async def store_chunk_vectors(self, space: vectors.Space, chunk_ids: Sequence[int], vecs: Vectors) -> None:

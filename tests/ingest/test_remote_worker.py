@@ -5,6 +5,8 @@ service being killed mid-run."""
 import asyncio
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from headrace.worker.loop import EXIT_DRAINED, Worker
 from headrace.worker.remote import RemoteStore
 from headrace.worker.store import DirectStore
 from tests.conftest import volume_spec
-from tests.ingest.service import Identities, service_process, settings
+from tests.ingest.service import Identities, ServiceProcess, service_process, settings
 from tests.worker.embedserver import embedding_server
 from tests.worker.test_embedding import embedded, endpoint, make
 
@@ -57,19 +59,29 @@ async def demo_job(pool: Pool, name: str) -> tuple[JobRecord, Path]:
         return job, manifest.parent
 
 
+@asynccontextmanager
+async def through_service(
+    dsn: str, tmp_path: Path, job: JobRecord
+) -> AsyncIterator[tuple[RemoteStore, ServiceProcess]]:
+    """A worker pod's store for `job`: `RemoteStore` with the job's token, talking to the ingest service
+    in a process of its own (killable, startable again)."""
+    async with service_process(dsn, tmp_path) as (service, identities):
+        token = tmp_path / "token"
+        token.write_text(identities.issue(job))
+        store = RemoteStore(service.url, job.uid, token_file=token)
+        try:
+            yield store, service
+        finally:
+            await store.aclose()
+
+
 async def test_a_remote_worker_indexes_the_demo_corpus_as_a_direct_one(pool: Pool, dsn: str, tmp_path: Path) -> None:
     direct, root = await demo_job(pool, "direct")
     assert await Worker(DirectStore(pool, direct.uid), volume_root=root, poll_seconds=0.02).run() == EXIT_DRAINED
 
     remote, _ = await demo_job(pool, "remote")
-    async with service_process(dsn, tmp_path) as (service, identities):
-        token = tmp_path / "token"
-        token.write_text(identities.issue(remote))
-        store = RemoteStore(service.url, remote.uid, token_file=token)
-        try:
-            assert await Worker(store, volume_root=root, poll_seconds=0.02).run() == EXIT_DRAINED
-        finally:
-            await store.aclose()
+    async with through_service(dsn, tmp_path, remote) as (store, _):
+        assert await Worker(store, volume_root=root, poll_seconds=0.02).run() == EXIT_DRAINED
 
     expected, got = await indexed(pool, direct), await indexed(pool, remote)
     assert got == expected
@@ -78,41 +90,50 @@ async def test_a_remote_worker_indexes_the_demo_corpus_as_a_direct_one(pool: Poo
     assert (await jobs.run_state(pool, remote.uid)).finished_at is not None  # type: ignore[union-attr]
 
 
-def lay_out(root: Path, count: int) -> None:
-    root.mkdir()
-    for i in range(count):
-        (root / f"note{i:03}.txt").write_text(f"Note {i} on sluice gates.\n\n" + f"Paragraph about weir {i}. " * 40)
+NOTES = 120
+
+
+async def notes_job(pool: Pool, tmp_path: Path) -> JobRecord:
+    """A job of NOTES small notes under `tmp_path/docs`, two to a task, without vectors, its run started."""
+    (tmp_path / "docs").mkdir()
+    for i in range(NOTES):
+        text = f"Note {i} on sluice gates.\n\n" + f"Paragraph about weir {i}. " * 40
+        (tmp_path / "docs" / f"note{i:03}.txt").write_text(text)
+    spec = volume_spec("docs", workers={"batchSize": 2}, embedding={"provider": "none"})
+    job = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="team-a", name="notes", generation=1, spec=spec)
+    await runs.start_run(pool, job, reason="test")
+    return job
+
+
+async def a_quarter_stored(pool: Pool, job: JobRecord, worker: "asyncio.Task[int]") -> None:
+    """Wait until a quarter of the notes are stored (the test's timeout bounds the wait)."""
+    while await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE job_uid = $1", job.uid) < NOTES // 4:
+        assert not worker.done(), "the worker finished before the outage"
+        await asyncio.sleep(0.01)
+
+
+async def ran_to_the_end(pool: Pool, job: JobRecord) -> None:
+    """The run finished with every note ingested."""
+    state = await jobs.run_state(pool, job.uid)
+    assert state is not None and state.finished_at is not None and state.error is None
+    assert (state.progress.total, state.progress.succeeded, state.progress.failed) == (NOTES, NOTES, 0)
 
 
 async def test_a_worker_rides_out_the_service_killed_mid_run(
     pool: Pool, dsn: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="headrace.store.outage")
-    lay_out(tmp_path / "docs", 120)
-    spec = volume_spec("docs", workers={"batchSize": 2}, embedding={"provider": "none"})
-    job = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="team-a", name="notes", generation=1, spec=spec)
-    await runs.start_run(pool, job, reason="test")
-    async with service_process(dsn, tmp_path) as (service, identities):
-        token = tmp_path / "token"
-        token.write_text(identities.issue(job))
-        store = RemoteStore(service.url, job.uid, token_file=token)
-        try:
-            worker = asyncio.create_task(Worker(store, volume_root=tmp_path, poll_seconds=0.02).run())
-            # Once a quarter of the documents are in, the service is killed, and started again.
-            while await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE job_uid = $1", job.uid) < 30:
-                assert not worker.done(), "the worker finished before the service was killed"
-                await asyncio.sleep(0.01)
-            await service.kill()
-            await service.start()
-            assert await worker == EXIT_DRAINED
-            assert any(r.getMessage() == "Lost ingest service" for r in caplog.records), "no request was cut off"
-        finally:
-            await store.aclose()
-    state = await jobs.run_state(pool, job.uid)
-    assert state is not None and state.finished_at is not None and state.error is None
-    assert (state.progress.total, state.progress.succeeded, state.progress.failed) == (120, 120, 0)
+    job = await notes_job(pool, tmp_path)
+    async with through_service(dsn, tmp_path, job) as (store, service):
+        worker = asyncio.create_task(Worker(store, volume_root=tmp_path, poll_seconds=0.02).run())
+        await a_quarter_stored(pool, job, worker)  # then the service is killed, and started again
+        await service.kill()
+        await service.start()
+        assert await worker == EXIT_DRAINED
+        assert any(r.getMessage() == "Lost ingest service" for r in caplog.records), "no request was cut off"
+    await ran_to_the_end(pool, job)
     rows = await pool.fetch("SELECT uri, chunk_count FROM headrace.documents WHERE job_uid = $1", job.uid)
-    assert len(rows) == 120 and all(r["chunk_count"] > 0 for r in rows)
+    assert len(rows) == NOTES and all(r["chunk_count"] > 0 for r in rows)
     duplicates = await pool.fetchval(
         "SELECT count(*) FROM (SELECT document_id, ordinal FROM headrace.chunks WHERE job_uid = $1 "
         "GROUP BY 1, 2 HAVING count(*) > 1) d",
@@ -168,32 +189,19 @@ async def test_a_worker_rides_out_a_postgres_restart_behind_the_service(
     dsn = restartable_postgres.get_uri()
     pool = await create_pool(dsn)
     await migrate.migrate(pool)
-    lay_out(tmp_path / "docs", 120)
-    spec = volume_spec("docs", workers={"batchSize": 2}, embedding={"provider": "none"})
-    job = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="team-a", name="notes", generation=1, spec=spec)
-    await runs.start_run(pool, job, reason="test")
-    async with service_process(dsn, tmp_path) as (service, identities):
-        token = tmp_path / "token"
-        token.write_text(identities.issue(job))
-        store = RemoteStore(service.url, job.uid, token_file=token)
-        try:
-            worker = asyncio.create_task(Worker(store, volume_root=tmp_path, poll_seconds=0.02).run())
-            while await pool.fetchval("SELECT count(*) FROM headrace.documents WHERE job_uid = $1", job.uid) < 30:
-                assert not worker.done(), "the worker finished before Postgres went down"
-                await asyncio.sleep(0.01)
-            await pool.close()
-            await asyncio.to_thread(restartable_postgres.stop)  # pg_ctl stop: every connection is terminated
-            while not any("503" in getattr(r, "error", "") for r in caplog.records):  # the worker was told to wait
-                assert not worker.done(), "the worker finished while Postgres was down"
-                await asyncio.sleep(0.05)
-            await asyncio.to_thread(restartable_postgres.start)
-            assert await worker == EXIT_DRAINED
-        finally:
-            await store.aclose()
+    job = await notes_job(pool, tmp_path)
+    async with through_service(dsn, tmp_path, job) as (store, _):
+        worker = asyncio.create_task(Worker(store, volume_root=tmp_path, poll_seconds=0.02).run())
+        await a_quarter_stored(pool, job, worker)
+        await pool.close()
+        await asyncio.to_thread(restartable_postgres.stop)  # pg_ctl stop: every connection is terminated
+        while not any("503" in getattr(r, "error", "") for r in caplog.records):  # the worker was told to wait
+            assert not worker.done(), "the worker finished while Postgres was down"
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(restartable_postgres.start)
+        assert await worker == EXIT_DRAINED
     pool = await create_pool(dsn)
     try:
-        state = await jobs.run_state(pool, job.uid)
-        assert state is not None and state.finished_at is not None and state.error is None
-        assert (state.progress.total, state.progress.succeeded, state.progress.failed) == (120, 120, 0)
+        await ran_to_the_end(pool, job)
     finally:
         await pool.close()

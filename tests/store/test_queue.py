@@ -7,7 +7,7 @@ from datetime import timedelta
 from headrace.store import queue
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
-from tests.conftest import JobFactory, make_current
+from tests.conftest import JobFactory, expire_leases, make_current
 
 
 async def fill(pool: Pool, job: JobRecord, n: int, *, max_attempts: int = 5) -> None:
@@ -51,7 +51,7 @@ async def test_expired_lease_is_taken_over_and_the_old_holder_cannot_ack(pool: P
     await fill(pool, job, 1)
     (first,) = await queue.lease(pool, job.uid, worker="dies", lease_seconds=30)
     assert await queue.lease(pool, job.uid, worker="other", lease_seconds=30) == []
-    await _lease_runs_out(pool, first)
+    assert await expire_leases(pool, job.uid) == 1
     (second,) = await queue.lease(pool, job.uid, worker="other", lease_seconds=30)
     assert second.id == first.id and second.attempts == 2
     assert not await queue.ack(pool, first)
@@ -73,7 +73,7 @@ async def test_heartbeat_cannot_revive_a_lease_taken_over(pool: Pool, make_job: 
     job = await make_job()
     await fill(pool, job, 1)
     (task,) = await queue.lease(pool, job.uid, worker="stalled", lease_seconds=30)
-    await _lease_runs_out(pool, task)
+    assert await expire_leases(pool, job.uid) == 1
     (taken,) = await queue.lease(pool, job.uid, worker="other", lease_seconds=30)
     assert await queue.heartbeat(pool, [task], lease_seconds=30) == set()
     assert await queue.ack(pool, taken)
@@ -105,8 +105,8 @@ def test_backoff_doubles_up_to_the_cap() -> None:
 async def test_lease_expired_on_the_last_attempt_is_reaped_as_dead(pool: Pool, make_job: JobFactory) -> None:
     job = await make_job()
     await fill(pool, job, 1, max_attempts=1)
-    (task,) = await queue.lease(pool, job.uid, worker="crashes", lease_seconds=0.1)
-    await asyncio.sleep(0.3)
+    (task,) = await queue.lease(pool, job.uid, worker="crashes", lease_seconds=30)
+    assert await expire_leases(pool, job.uid) == 1
     assert await queue.lease(pool, job.uid, worker="w", lease_seconds=30) == []
     (reaped,) = await queue.reap_expired(pool, job.uid)
     assert reaped.id == task.id
@@ -154,8 +154,3 @@ async def test_a_cancelled_task_cannot_be_acked_failed_or_released(pool: Pool, m
     assert not await queue.release(pool, leased)
     assert await queue.heartbeat(pool, [leased], lease_seconds=30) == set()
     assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 0, "dead": 0, "cancelled": 2}
-
-
-async def _lease_runs_out(pool: Pool, task: queue.Task) -> None:
-    """The holder died: its lease lapses now, as it would once its time was up, without a test waiting for it."""
-    await pool.execute("UPDATE headrace.tasks SET lease_expires_at = now() - interval '1 s' WHERE id = $1", task.id)

@@ -6,7 +6,7 @@ import uuid
 
 from headrace.store import queue
 from headrace.store.db import Pool
-from tests.conftest import JobFactory, make_current
+from tests.conftest import JobFactory, expire_leases, make_current
 
 
 async def test_consumers_acking_batches_ack_every_task_exactly_once(pool: Pool, make_job: JobFactory) -> None:
@@ -32,8 +32,8 @@ async def test_ack_many_skips_tasks_whose_lease_was_taken_over(pool: Pool, make_
     job = await make_job()
     await make_current(pool, job)
     await queue.enqueue(pool, job.uid, 1, [queue.NewTask("ingest", f"t{i}", {}) for i in range(2)], max_attempts=3)
-    first, second = await queue.lease(pool, job.uid, worker="slow", lease_seconds=0.2, limit=2)
-    await asyncio.sleep(0.3)
+    first, second = await queue.lease(pool, job.uid, worker="slow", lease_seconds=30, limit=2)
+    assert await expire_leases(pool, job.uid) == 2
     (rescued, _) = await queue.lease(pool, job.uid, worker="other", lease_seconds=30, limit=2)
     assert rescued.id == first.id
     assert await queue.ack_many(pool, [first, second]) == set()  # both leases lapsed and were taken over

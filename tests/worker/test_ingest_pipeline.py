@@ -1,6 +1,7 @@
 """The pipelined ingest under a stalled stage: buffers stay bounded (counted, not timed), and it resumes."""
 
 import asyncio
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,51 @@ class Fetches:
 
         monkeypatch.setattr(loop, "open_source", counting_open)
 
-    async def reach(self, bound: int) -> int:
-        """The count once it reached `bound` and the stages had a while to read more, had they not been held."""
-        while self.count < bound:  # noqa: ASYNC110 - the test's own timeout bounds the wait
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(1.0)  # not a threshold: a chance for an unbounded buffer to show itself
-        return self.count
+
+class Buffers:
+    """The ingest task's stage buffers (the only `asyncio.Queue`s Headrace makes), watched: what the stage
+    after each has taken from it, and whether the stage before waits to put into it. The pipeline stands
+    still for good once the stalled stage has taken its item and every buffer before it is full with its
+    producer waiting: nothing can move then, so that is the event the tests wait for, not a time."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.made: list[_Watched] = []
+        monkeypatch.setattr(asyncio, "Queue", functools.partial(_Watched, made=self.made))
+
+    async def standing_still(self, *, stalled: int) -> None:
+        """Wait until the stage that takes from buffer `stalled` holds its item and every buffer up to it
+        is full with its producer waiting; the deadline is a failure, not a threshold."""
+
+        def still() -> bool:
+            before = self.made[: stalled + 1]
+            return len(before) == stalled + 1 and before[-1].taken >= 1 and all(q.full() and q.waiting for q in before)
+
+        async with asyncio.timeout(120):
+            while not still():  # noqa: ASYNC110 - the stages signal nothing a test could await
+                await asyncio.sleep(0.02)
+
+
+class _Watched(asyncio.Queue[Any]):
+    """An `asyncio.Queue` that counts what was taken from it and the puts waiting for room."""
+
+    def __init__(self, maxsize: int = 0, *, made: list["_Watched"]) -> None:
+        super().__init__(maxsize)
+        self.taken = 0
+        self.waiting = 0
+        made.append(self)
+
+    async def put(self, item: Any) -> None:
+        waits = int(self.full())
+        self.waiting += waits
+        try:
+            await super().put(item)
+        finally:
+            self.waiting -= waits
+
+    async def get(self) -> Any:
+        item = await super().get()
+        self.taken += 1
+        return item
 
 
 async def _started(pool: Pool, make_job: JobFactory, root: Path) -> Any:
@@ -67,15 +107,15 @@ async def _started(pool: Pool, make_job: JobFactory, root: Path) -> Any:
 async def test_a_hung_extraction_stops_reading_after_the_buffer_is_full(
     pool: Pool, make_job: JobFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fetches = Fetches(monkeypatch)
+    fetches, buffers = Fetches(monkeypatch), Buffers(monkeypatch)
     monkeypatch.setattr(loop, "Sandbox", lambda **_: Sandbox(command=HUNG_SANDBOX))
     job = await _started(pool, make_job, tmp_path)
     worker = Worker(DirectStore(pool, job.uid), volume_root=tmp_path, poll_seconds=0.05, grace_seconds=0)
     running = asyncio.create_task(worker.run())
     await wait_for(pool, "SELECT count(*) = 1 FROM headrace.tasks WHERE job_uid = $1 AND kind = 'ingest'", job.uid)
     # One object in the hung sandbox, STAGE_BUFFER waiting for it, one read and waiting to be queued.
-    bound = 1 + STAGE_BUFFER + 1
-    assert await fetches.reach(bound) == bound
+    await buffers.standing_still(stalled=0)  # the fetched objects' buffer: the sandbox took one and hung
+    assert fetches.count == 1 + STAGE_BUFFER + 1
     worker.stop()
     assert await asyncio.wait_for(running, 60) == EXIT_STOPPED
 
@@ -83,7 +123,7 @@ async def test_a_hung_extraction_stops_reading_after_the_buffer_is_full(
 async def test_a_slow_database_stops_extraction_and_reading_after_the_buffers_are_full(
     pool: Pool, make_job: JobFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fetches = Fetches(monkeypatch)
+    fetches, buffers = Fetches(monkeypatch), Buffers(monkeypatch)
     job = await _started(pool, make_job, tmp_path)
     async with pool.acquire() as blocker, blocker.transaction():
         await blocker.execute("LOCK TABLE headrace.chunks IN SHARE MODE")  # every write to chunks waits
@@ -100,7 +140,8 @@ async def test_a_slow_database_stops_extraction_and_reading_after_the_buffers_ar
         # between one document and STORE_GROUP_DOCUMENTS each: the count stops in that range.
         held = 3 * (STAGE_BUFFER + 1)
         least, most = 2 + STORE_GROUP_DOCUMENTS + held, 3 * STORE_GROUP_DOCUMENTS + held
-        assert least <= await fetches.reach(least) <= most < 300
+        await buffers.standing_still(stalled=3)  # the groups' buffer: the store took one and waits for the lock
+        assert least <= fetches.count <= most < 300
         assert await pool.fetchval("SELECT count(*) FROM headrace.chunks") == 0
     assert await asyncio.wait_for(running, 240) == EXIT_DRAINED  # the lock is gone: it goes on to the end
     docs = await documents(pool, job)

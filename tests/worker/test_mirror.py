@@ -1,6 +1,5 @@
 """`sync: mirror` deletes only what the source no longer has: retried discoveries and superseded runs."""
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from headrace.worker.loop import EXIT_DRAINED, Worker
 from headrace.worker.sources import DocumentRef, Fetched, Source, open_source, volume
 from headrace.worker.store import DirectStore
 from headrace.worker.tasks import Context, discover, ingest
-from tests.conftest import JobFactory, volume_spec
+from tests.conftest import JobFactory, expire_leases, volume_spec
 from tests.worker.test_worker import documents, write
 
 
@@ -58,7 +57,7 @@ async def test_discovery_killed_after_a_page_and_retried_on_a_changed_source_del
 
     second = await runs.start_run(pool, job, reason="second")
     job = await jobs.get_job(pool, job.uid) or job
-    (task,) = await queue.lease(pool, job.uid, worker="dies", lease_seconds=0.3)
+    (task,) = await queue.lease(pool, job.uid, worker="dies", lease_seconds=30)
     dying = Context(
         DirectStore(pool, job.uid), job, DiesAfterFirstPage(open_source(job.spec.source, volume_root=tmp_path))
     )
@@ -67,7 +66,7 @@ async def test_discovery_killed_after_a_page_and_retried_on_a_changed_source_del
     # The source changes before discovery is retried: every later file shifts one place in the listing.
     (tmp_path / "f00.txt").unlink()
     write(tmp_path, {"f05b.txt": "A new file between f05 and f06."})
-    await asyncio.sleep(0.4)  # the dead pod's lease runs out
+    assert await expire_leases(pool, job.uid) == 1  # the dead pod's lease runs out
     await run_to_end(pool, job, tmp_path)
 
     docs = await documents(pool, job)

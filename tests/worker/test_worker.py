@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import psutil
 import pytest
@@ -15,7 +16,7 @@ from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.loop import EXIT_DRAINED, EXIT_STOPPED, Worker
 from headrace.worker.store import DirectStore
-from tests.conftest import JobFactory, volume_spec
+from tests.conftest import JobFactory, expire_leases, volume_spec
 
 
 def write(folder: Path, files: dict[str, bytes | str]) -> None:
@@ -116,9 +117,9 @@ async def test_a_redelivered_task_stores_each_document_once(pool: Pool, make_job
     (disc,) = await queue.lease(pool, job.uid, worker="t", lease_seconds=30)
     await discover(ctx, disc)
     await queue.ack(pool, disc)
-    (task,) = await queue.lease(pool, job.uid, worker="t", lease_seconds=0.1)
+    (task,) = await queue.lease(pool, job.uid, worker="t", lease_seconds=30)
     await ingest(ctx, task)
-    await asyncio.sleep(0.2)
+    assert await expire_leases(pool, job.uid) == 1
     assert await worker.run() == EXIT_DRAINED  # re-leases the expired task and ingests it again
 
     docs = await documents(pool, job)
@@ -129,7 +130,9 @@ async def test_a_redelivered_task_stores_each_document_once(pool: Pool, make_job
     assert state is not None and state.summary.added == 4
 
 
-def _spawn(dsn: str, job: JobRecord, root: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _spawn(
+    dsn: str, job: JobRecord, root: Path, *extra: str, stderr: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -145,6 +148,7 @@ def _spawn(dsn: str, job: JobRecord, root: Path, *extra: str) -> subprocess.Pope
             *extra,
         ],
         env={**os.environ, "HEADRACE_DATABASE_URL": dsn},
+        stderr=stderr,
     )
 
 
@@ -199,8 +203,8 @@ async def test_a_task_that_kills_its_worker_every_time_fails_its_documents_with_
     write(tmp_path, BIG_CORPUS)
     job = await make_job(volume_spec(workers={"batchSize": 300}, retries={"maxAttempts": 1}))
     run = await runs.start_run(pool, job, reason="test")
-    await kill_mid_task(pool, dsn, job, tmp_path, lease_seconds=1)
-    await asyncio.sleep(1.2)  # let the lease run out
+    await kill_mid_task(pool, dsn, job, tmp_path, lease_seconds=30)
+    assert await expire_leases(pool, job.uid) == 1  # the dead worker's lease runs out
     assert await run_worker(pool, job, tmp_path) == EXIT_DRAINED
 
     state = await jobs.run_state(pool, job.uid, run)
