@@ -37,7 +37,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from headrace.model import Embedding
+from headrace.model import Embedding, search_defaults
 from headrace.store import bm25, lexicon, snippets, vectors
 from headrace.store.db import Connection, Pool
 
@@ -52,9 +52,6 @@ docs/benchmarks.md), among reciprocal rank fusion (k 10 to 60, keyword weight 1 
 to 0.9: the only choice there that beat keyword alone on every corpus (MRR@10 +0.03 to +0.06); RRF
 with weight 2, the previous default, trailed keyword alone by 0.04 overall. A form-adaptive weight
 (less keyword for questions) did no better."""
-DEFAULT_CANDIDATES = 100
-DEFAULT_RANKED_MATCHES = 10_000
-"""The API's and `headrace search`'s bound on keyword ranking work (HEADRACE_SEARCH_RANKED_MATCHES)."""
 _OPERATORS = re.compile(r'"|(?:^|\s)-\w|(?:^|\s)or(?:\s|$)', re.IGNORECASE)
 """Websearch syntax (a quoted phrase, -word, or): a keyword query that uses it matches as written."""
 MAX_QUERY_TERMS = 32
@@ -473,13 +470,13 @@ async def search(
     query: str,
     *,
     where: SearchFilter = SearchFilter(),
-    limit: int = 10,
+    limit: int = search_defaults.LIMIT,
     cursor: str | None = None,
-    timeout_ms: int = 5000,
+    timeout_ms: int = search_defaults.TIMEOUT_MS,
     mode: Mode | None = "keyword",
     embed: QueryEmbedder | None = None,
-    candidates: int = DEFAULT_CANDIDATES,
-    ef_search: int = 100,
+    candidates: int = search_defaults.CANDIDATES,
+    ef_search: int = search_defaults.EF_SEARCH,
     ranked_matches: int | None = None,
 ) -> SearchPage:
     """One page of chunks for `query`, best first. `mode=None` picks hybrid when the searched jobs
