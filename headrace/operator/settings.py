@@ -51,10 +51,12 @@ class OperatorSettings(DatabaseSettings):
     restricted with a read-only root filesystem."""
 
     worker_resources: Resources | None = None
-    """Resources (requests, limits) of a worker container (JSON), for IngestionJobs that set none."""
+    """Resources (requests, limits) of a worker container (JSON), for IngestionJobs that set none. Default:
+    requests cpu 500m, memory 512Mi; limits memory 1Gi."""
 
     worker_service_account: str | None = None
-    """ServiceAccount, in each IngestionJob's namespace, of the worker pods (e.g. for IRSA)."""
+    """ServiceAccount, in each IngestionJob's namespace, of the worker pods (e.g. for IRSA); unset, the
+    namespace's `default`."""
 
     database_pool_size: Annotated[int, Field(ge=1, le=100)] = 5
     """Most connections the operator holds to Postgres at once (each reconcile step borrows one per query)."""
