@@ -22,7 +22,7 @@ from rich.markup import escape
 
 from headrace import cli_errors, logs, signals
 from headrace.model.contract import WORKER_SECRETS_DIR
-from headrace.settings import DATABASE_URL_ENV, CliSettings, ListenSettings, LocalSettings, Settings, variables
+from headrace.settings import DATABASE_URL_VARIABLES, CliSettings, ListenSettings, LocalSettings, Settings, variables
 from headrace.settings import errors as settings_errors
 
 T = TypeVar("T")
@@ -73,6 +73,11 @@ class Configured(click.Command):
         super().format_epilog(ctx, formatter)
 
 
+def _default(settings: type[BaseSettings], field: str) -> str:
+    """A setting's default, for an option's help."""
+    return str(settings.model_fields[field].default)
+
+
 API_SETTINGS = "headrace.api.settings:ApiSettings"
 LOCAL_SETTINGS = "headrace.settings:LocalSettings"
 
@@ -94,7 +99,7 @@ def _settings(
     except SettingsError as exc:  # a variable that should hold JSON does not
         problems = [f"{exc}: {exc.__cause__}"]
     except ValidationError as exc:
-        missing = {str(error["loc"][0]) for error in exc.errors() if error["type"] == "missing" and error["loc"]}
+        missing = dict.fromkeys(str(e["loc"][0]) for e in exc.errors() if e["type"] == "missing" and e["loc"])
         problems = [_needs(cls, name) for name in missing]
         problems += [line for line in settings_errors(exc, cls) if not line.endswith(": Field required")]
     raise refusal(f"{what}: " * bool(what) + "; ".join(problems))
@@ -148,7 +153,7 @@ def _say_which_database(url: str) -> None:
         return
     parts = urlsplit(url)
     where = f"{parts.hostname or 'localhost'}{f':{parts.port}' if parts.port else ''}{parts.path}"
-    variable = next((name for name in DATABASE_URL_ENV if os.environ.get(name)), DATABASE_URL_ENV[0])
+    variable = next((name for name in DATABASE_URL_VARIABLES if os.environ.get(name)), DATABASE_URL_VARIABLES[0])
     click.echo(f"Using the database at {where} from ${variable}, not the embedded one (unset it for that).", err=True)
 
 
@@ -165,7 +170,7 @@ PERSONAL_COMMANDS = {"run", "demo", "search", "local"}
 @click.option(
     "--log-level",
     help="Least severe log records written: DEBUG, INFO, WARNING, ERROR (HEADRACE_LOG_LEVEL) "
-    f"[default: {Settings.model_fields['log_level'].default}].",
+    f"[default: {_default(Settings, 'log_level')}].",
 )
 @click.option("--debug", is_flag=True, help="Show the traceback of an error, not one line (HEADRACE_DEBUG).")
 @click.version_option(package_name="headrace")
@@ -495,7 +500,8 @@ DEMO_QUERIES = ["politics", '"hacker ethic"', "marriage -divorce"]
     "--port",
     "listen_port",
     type=click.IntRange(1, 65535),
-    help="Port of the API (HEADRACE_LISTEN_PORT, as for `headrace api`) [default: 8080].",
+    help="Port of the API (HEADRACE_LISTEN_PORT, as for `headrace api`) "
+    f"[default: {_default(ListenSettings, 'listen_port')}].",
 )
 def demo(workers: int, data_dir: Path, serve: bool, listen_port: int | None) -> None:
     """Ingest the bundled sample corpus into an embedded Postgres, search it, then serve the API on it."""
@@ -569,7 +575,7 @@ def _serve_local(
     "--port",
     "listen_port",
     type=click.IntRange(0, 65535),
-    help="Port to serve on (HEADRACE_LISTEN_PORT) [default: 8080].",
+    help=f"Port to serve on (HEADRACE_LISTEN_PORT) [default: {_default(ListenSettings, 'listen_port')}].",
 )
 @click.option(
     "--local",

@@ -15,19 +15,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from headrace.model.contract import DATABASE_URL_ENV as POD_DATABASE_URL_ENV
 
 ENV_PREFIX = "HEADRACE_"
-DATABASE_URL_ENV = ("HEADRACE_DATABASE_URL", POD_DATABASE_URL_ENV)
+DATABASE_URL_VARIABLES = ("HEADRACE_DATABASE_URL", POD_DATABASE_URL_ENV)
 """Where the database URL is read from, first found first: ours, then the name a Secret usually gives it."""
 
 LogFormat = Literal["json", "text"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
-DatabaseUrl = Annotated[SecretStr, Field(validation_alias=AliasChoices(*DATABASE_URL_ENV, "database_url"))]
-"""A Postgres URL, from `HEADRACE_DATABASE_URL` or `DATABASE_URL`; `DatabaseUrl | None` where a role can do
+_DATABASE_URL = AliasChoices(*DATABASE_URL_VARIABLES, "database_url")  # the field's name: a keyword argument
+
+DatabaseUrl = Annotated[SecretStr, Field(validation_alias=_DATABASE_URL)]
+"""A Postgres URL, from `HEADRACE_DATABASE_URL` or `DATABASE_URL`; `OptionalDatabaseUrl` where a role can do
 without one."""
 
-OptionalDatabaseUrl = Annotated[
-    SecretStr | None, Field(validation_alias=AliasChoices(*DATABASE_URL_ENV, "database_url"))
-]
+OptionalDatabaseUrl = Annotated[SecretStr | None, Field(validation_alias=_DATABASE_URL)]
 
 
 class Settings(BaseSettings):
