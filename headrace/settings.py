@@ -19,7 +19,8 @@ DATABASE_URL_VARIABLES = ("HEADRACE_DATABASE_URL", POD_DATABASE_URL_ENV)
 """Where the database URL is read from, first found first: ours, then the name a Secret usually gives it."""
 
 LogFormat = Literal["json", "text"]
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "WARN", "FATAL", "NOTSET"]
+"""The names Python's logging knows, in any case."""
 
 _DATABASE_URL = AliasChoices(*DATABASE_URL_VARIABLES, "database_url")  # the field's name: a keyword argument
 
