@@ -1,6 +1,7 @@
 """The `headrace` command: one entry point for every role (demo, run, worker, migrate, search, ...)."""
 
 import asyncio
+import importlib
 import os
 import signal
 import sys
@@ -10,28 +11,27 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import click
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsError
 from rich.console import Console
 from rich.markup import escape
 
-from headrace import cli_errors, logs
-from headrace.model.contract import DATABASE_URL_ENV as POD_DATABASE_URL_ENV
+from headrace import cli_errors, logs, signals
 from headrace.model.contract import WORKER_SECRETS_DIR
-
-if TYPE_CHECKING:
-    from headrace.operator.leader import ElectionSettings
-    from headrace.operator.settings import OperatorSettings
+from headrace.settings import DATABASE_URL_VARIABLES, CliSettings, ListenSettings, LocalSettings, Settings, variables
+from headrace.settings import errors as settings_errors
 
 T = TypeVar("T")
+S = TypeVar("S", bound=BaseSettings)
 
-DATABASE_URL_ENV = ["HEADRACE_DATABASE_URL", POD_DATABASE_URL_ENV]
+COMMANDLINE = click.core.ParameterSource.COMMANDLINE
+
 database_url_option = click.option(
-    "--database-url",
-    envvar=DATABASE_URL_ENV,
-    help="Postgres URL (env HEADRACE_DATABASE_URL or DATABASE_URL).",
+    "--database-url", help="Postgres URL (HEADRACE_DATABASE_URL or DATABASE_URL); unset, local mode's embedded one."
 )
 data_dir_option = click.option(
     "--data-dir",
@@ -46,9 +46,80 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
+class Configured(click.Command):
+    """A command configured by settings classes (`settings`: "module:Class" names, imported only when asked):
+    its `--help` ends with the variables they read, and docs/settings.md lists them under its name."""
+
+    def __init__(self, *args: Any, settings: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+
+    def settings_classes(self) -> list[type[BaseSettings]]:
+        found = []
+        for name in self.settings:
+            module, _, attribute = name.partition(":")
+            found.append(getattr(importlib.import_module(module), attribute))
+        return found
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = {
+            name: None
+            for cls in self.settings_classes()
+            for field in cls.model_fields
+            for name in variables(cls, field)
+        }
+        with formatter.section("Environment (flags override it; every setting in docs/settings.md)"):
+            formatter.write_text(", ".join(names))
+        super().format_epilog(ctx, formatter)
+
+
+def _default(settings: type[BaseSettings], field: str) -> str:
+    """A setting's default, for an option's help."""
+    return str(settings.model_fields[field].default)
+
+
+API_SETTINGS = "headrace.api.settings:ApiSettings"
+LOCAL_SETTINGS = "headrace.settings:LocalSettings"
+
+
+def _given(*names: str) -> dict[str, Any]:
+    """The current command's options that its command line gave: passed to a settings class, they win over
+    the environment, which the class reads for everything else."""
+    context = click.get_current_context()
+    return {name: context.params[name] for name in names if context.get_parameter_source(name) == COMMANDLINE}
+
+
+def _settings(
+    cls: type[S], given: dict[str, Any], *, what: str = "", refusal: type[click.ClickException] = click.UsageError
+) -> S:
+    """`cls` from the environment and `given`; a missing or refused setting is one line naming it (and the flag
+    that sets it), raised as `refusal`, after `what` when given."""
+    try:
+        return cls(**given)
+    except SettingsError as exc:  # a variable that should hold JSON does not
+        problems = [f"{exc}: {exc.__cause__}"]
+    except ValidationError as exc:
+        missing = dict.fromkeys(str(e["loc"][0]) for e in exc.errors() if e["type"] == "missing" and e["loc"])
+        problems = [_needs(cls, name) for name in missing]
+        problems += [line for line in settings_errors(exc, cls) if not line.endswith(": Field required")]
+    raise refusal(f"{what}: " * bool(what) + "; ".join(problems))
+
+
+def _needs(cls: type[BaseSettings], name: str) -> str:
+    """What to give for a missing setting `name` (a field, or the variable it is read from): its flag, if the
+    current command has one, or its variables."""
+    field = next((f for f in cls.model_fields if name == f or name in variables(cls, f)), name)
+    command = click.get_current_context().command
+    flags = [opt for param in command.params if param.name == field for opt in param.opts if opt.startswith("--")]
+    names = [*flags[:1], *(variables(cls, field) if field in cls.model_fields else [name])]
+    either = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+    return f"needs a database URL ({either})" if field == "database_url" else f"needs {either}"
+
+
 @contextmanager
-def _database(url: str | None, data_dir: Path) -> Iterator[str]:
-    """The given database, or the embedded one under data_dir."""
+def _database(settings: LocalSettings | None, data_dir: Path) -> Iterator[str]:
+    """The database of `settings`, or the embedded one under data_dir (always, when None)."""
+    url = settings.database_url.get_secret_value() if settings and settings.database_url else None
     if url:
         _say_which_database(url)
         cli_errors.remember_database(url)
@@ -78,43 +149,49 @@ def _say_which_database(url: str) -> None:
     """Say so when the database came from the environment: a DATABASE_URL left in the shell must not
     silently send local commands to another database than the embedded one."""
     context = click.get_current_context(silent=True)
-    if context is None or context.get_parameter_source("database_url") != click.core.ParameterSource.ENVIRONMENT:
+    if context is None or context.get_parameter_source("database_url") == COMMANDLINE:
         return
     parts = urlsplit(url)
     where = f"{parts.hostname or 'localhost'}{f':{parts.port}' if parts.port else ''}{parts.path}"
-    variable = next((name for name in DATABASE_URL_ENV if os.environ.get(name)), DATABASE_URL_ENV[0])
+    variable = next((name for name in DATABASE_URL_VARIABLES if os.environ.get(name)), DATABASE_URL_VARIABLES[0])
     click.echo(f"Using the database at {where} from ${variable}, not the embedded one (unset it for that).", err=True)
 
 
 PERSONAL_COMMANDS = {"run", "demo", "search", "local"}
 """Commands a person reads at a terminal: they log warnings only, unless --log-level asks for more."""
-DEFAULT = click.core.ParameterSource.DEFAULT
 
 
 @click.group(cls=cli_errors.Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-format",
     type=click.Choice(["json", "text"]),
-    envvar="HEADRACE_LOG_FORMAT",
-    default=None,
-    help="Log format; defaults to text on a terminal and JSON elsewhere.",
+    help="Log format (HEADRACE_LOG_FORMAT); defaults to text on a terminal and JSON elsewhere.",
 )
-@click.option("--log-level", envvar="HEADRACE_LOG_LEVEL", default="INFO", show_default=True)
-@click.option("--debug", is_flag=True, envvar="HEADRACE_DEBUG", help="Show the traceback of an error, not one line.")
+@click.option(
+    "--log-level",
+    help="Least severe log records written: DEBUG, INFO, WARNING, ERROR (HEADRACE_LOG_LEVEL) "
+    f"[default: {_default(Settings, 'log_level')}].",
+)
+@click.option("--debug", is_flag=True, help="Show the traceback of an error, not one line (HEADRACE_DEBUG).")
 @click.version_option(package_name="headrace")
 @click.pass_context
-def main(ctx: click.Context, log_format: str | None, log_level: str, debug: bool) -> None:
-    """Headrace: document ingestion on Kubernetes, and on your laptop."""
-    if ctx.invoked_subcommand in PERSONAL_COMMANDS and ctx.get_parameter_source("log_level") == DEFAULT:
-        log_level = "WARNING"  # their own output says what happened; INFO lines would cut into it
-    logs.configure(log_format or ("text" if sys.stderr.isatty() else "json"), log_level)  # type: ignore[arg-type]
-    ctx.meta["headrace.debug"] = debug
+def main(ctx: click.Context, log_format: str | None, log_level: str | None, debug: bool) -> None:
+    """Headrace: document ingestion on Kubernetes, and on your laptop.
+
+    Every command is configured by HEADRACE_* environment variables, which its flags override (each
+    command's --help names those it reads; docs/settings.md lists them all)."""
+    settings = _settings(CliSettings, _given("log_format", "log_level", "debug"))
+    level: str = settings.log_level
+    if ctx.invoked_subcommand in PERSONAL_COMMANDS and "log_level" not in settings.model_fields_set:
+        level = "WARNING"  # their own output says what happened; INFO lines would cut into it
+    logs.configure(settings.log_format or ("text" if sys.stderr.isatty() else "json"), level)
+    ctx.meta["headrace.debug"] = settings.debug
     if threading.current_thread() is threading.main_thread():  # not when a test invokes it from a thread
         # SIGTERM unwinds like Ctrl-C, so what a command started (the embedded Postgres) is stopped on the way out.
-        signal.signal(signal.SIGTERM, cli_errors.raise_interrupted)
+        signal.signal(signal.SIGTERM, signals.raise_interrupted)
 
 
-@main.command()
+@main.command(cls=Configured, settings=(LOCAL_SETTINGS,))
 @database_url_option
 @data_dir_option
 def migrate(database_url: str | None, data_dir: Path) -> None:
@@ -125,7 +202,7 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
         applied = await migrations.migrate(pool)
         return applied, await migrations.schema_state(pool)
 
-    with _database(database_url, data_dir) as dsn:
+    with _database(_settings(LocalSettings, _given("database_url")), data_dir) as dsn:
         applied, state = _with_pool(dsn, go)
     built_for = migrations.expected_version()
     click.echo(f"Applied {len(applied)} migrations; schema is at version {state.version}.")
@@ -140,9 +217,9 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
         click.echo(f"This headrace is built for version {built_for}, which the newer schema declares compatible.")
 
 
-@main.command()
+@main.command(cls=Configured, settings=("headrace.worker.settings:WorkerSettings",))
 @click.option("--job", "job_uid", required=True, type=click.UUID, help="uid of the IngestionJob to work on.")
-@click.option("--database-url", help="Postgres URL (HEADRACE_DATABASE_URL or DATABASE_URL).")
+@database_url_option
 @click.option(
     "--volume-root",
     type=click.Path(file_okay=False, path_type=Path),
@@ -174,20 +251,15 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
     # loop then stops at once, as it would have, with 128 + the signal and no second message (`headrace
     # run` stops its workers with SIGTERM and speaks for them). A second one, say while the database is
     # still not answering, interrupts the wait.
-    early: list[int] = []
+    with signals.stopping(interrupt_while_starting=True) as stop:
+        code = _work(job_uid, _given(*flags), stop)
+    sys.exit(code)
 
-    def note(signum: int, frame: Any) -> None:
-        if early:
-            cli_errors.raise_interrupted(signum, frame)
-        early.append(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, note)
+def _work(job_uid: uuid.UUID, given: dict[str, Any], stop: signals.Stopping) -> int:
+    """`headrace worker`'s work, with the stop signals taken over (`stop`); the exit code."""
     import logging
 
-    import pydantic
-
-    from headrace.model import field_errors
     from headrace.store.db import close_pool, create_pool
     from headrace.store.outage import ride_out
     from headrace.worker.loop import EXIT_REFUSED, Worker
@@ -195,10 +267,7 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
     from headrace.worker.settings import WorkerSettings
     from headrace.worker.store import DirectStore, WorkerStore
 
-    try:
-        settings = WorkerSettings(**{key: value for key, value in flags.items() if value is not None})
-    except pydantic.ValidationError as exc:
-        raise click.UsageError("; ".join(field_errors(exc))) from None
+    settings = _settings(WorkerSettings, given)
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -214,8 +283,7 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
             grace_seconds=settings.grace_seconds,
         )
         loop.install_signal_handlers()
-        if early:
-            loop.stop(early[0])
+        stop.then(loop.stop)  # at once, for a signal that came while starting
         try:
             return await loop.run()
         except IngestRefused as exc:  # a token that is not this job's worker's, a request the service refuses
@@ -223,8 +291,8 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
             return EXIT_REFUSED
 
     async def go() -> int:
-        if early:
-            return 128 + early[0]
+        if stop.first is not None:
+            return 128 + stop.first
         if settings.ingest_url is not None:
             remote = RemoteStore(settings.ingest_url, job_uid, token_file=settings.ingest_token_file)
             try:
@@ -240,13 +308,13 @@ def worker(job_uid: uuid.UUID, **flags: Any) -> None:
         finally:
             await close_pool(pool)
 
-    sys.exit(_run(go()))
+    return _run(go())
 
 
 def _run_manifest(
     manifest: Path,
     workers: int,
-    database_url: str | None,
+    database: LocalSettings | None,
     data_dir: Path,
     console: Console,
     secrets_dir: Path | None = None,
@@ -271,7 +339,7 @@ def _run_manifest(
             raise click.ClickException(
                 f"spec.source.volume.path: {folder} {what} (a relative path is taken from the manifest's folder)"
             )
-    with _database(database_url, data_dir) as dsn:
+    with _database(database, data_dir) as dsn:
         try:
             result = _with_pool(
                 dsn,
@@ -298,7 +366,7 @@ def _run_manifest(
     return result.job_uid
 
 
-@main.command()
+@main.command(cls=Configured, settings=(LOCAL_SETTINGS,))
 @click.option(
     "-f",
     "--filename",
@@ -335,10 +403,11 @@ def run(
 
     Every invocation is a new run, even with an unchanged manifest (what the headrace.io/run-requested-at
     annotation does in a cluster): unchanged documents are skipped by content hash."""
-    _run_manifest(manifest, workers, database_url, data_dir, Console(stderr=True), secrets_dir, retry_failed)
+    database = _settings(LocalSettings, _given("database_url"))
+    _run_manifest(manifest, workers, database, data_dir, Console(stderr=True), secrets_dir, retry_failed)
 
 
-@main.command()
+@main.command(cls=Configured, settings=(LOCAL_SETTINGS,))
 @click.argument("query")
 @click.option("-n", "--namespace", help="Only this namespace.")
 @click.option("--job", help="Only this IngestionJob (by name).")
@@ -379,13 +448,14 @@ def search(
     marked weak (only its meaning ranked it)."""
     from headrace.embedding.query import EndpointModel, query_vector
     from headrace.hits import print_hits
+    from headrace.model import search_defaults
     from headrace.store import search as store_search
 
     if not query.strip():
         raise click.UsageError('the query is empty: give words to search for, e.g. headrace search "hacker ethic"')
     where = store_search.SearchFilter(namespaces=[namespace] if namespace else None, job=job, uri_prefix=uri_prefix)
     chosen = cast(store_search.Mode | None, mode)
-    with _database(database_url, data_dir) as dsn:
+    with _database(_settings(LocalSettings, _given("database_url")), data_dir) as dsn:
         try:
             page = _with_pool(
                 dsn,
@@ -396,7 +466,7 @@ def search(
                     limit=limit,
                     mode=chosen,
                     embed=query_vector,
-                    ranked_matches=store_search.DEFAULT_RANKED_MATCHES,  # as the API ranks by default
+                    ranked_matches=search_defaults.RANKED_MATCHES,  # as the API ranks by default
                 ),
             )
         except store_search.SearchRefused as exc:
@@ -414,23 +484,24 @@ def search(
 DEMO_QUERIES = ["politics", '"hacker ethic"', "marriage -divorce"]
 
 
-@main.command()
+@main.command(cls=Configured, settings=(API_SETTINGS,))
 @click.option("-w", "--workers", type=click.IntRange(1, 64), default=2, show_default=True)
 @data_dir_option
 @click.option("--serve/--no-serve", default=True, show_default=True, help="Serve the API when the searches are done.")
 @click.option(
     "--port",
+    "listen_port",
     type=click.IntRange(1, 65535),
-    envvar="HEADRACE_LISTEN_PORT",
-    default=8080,
-    show_default=True,
-    help="Port of the API (HEADRACE_LISTEN_PORT, as for `headrace api`).",
+    help="Port of the API (HEADRACE_LISTEN_PORT, as for `headrace api`) "
+    f"[default: {_default(ListenSettings, 'listen_port')}].",
 )
-def demo(workers: int, data_dir: Path, serve: bool, port: int) -> None:
+def demo(workers: int, data_dir: Path, serve: bool, listen_port: int | None) -> None:
     """Ingest the bundled sample corpus into an embedded Postgres, search it, then serve the API on it."""
     from headrace.hits import print_hits
+    from headrace.model import search_defaults
     from headrace.store import search as store_search
 
+    port = _settings(ListenSettings, _given("listen_port")).listen_port
     console = Console()
     with resources.as_file(resources.files("headrace.samples") / "demo" / "job.yaml") as manifest:
         console.print(f"[bold]Ingesting the sample corpus[/bold] ({manifest.parent / 'corpus'})")
@@ -439,9 +510,7 @@ def demo(workers: int, data_dir: Path, serve: bool, port: int) -> None:
 
         async def searches(pool: Any) -> None:
             for query in DEMO_QUERIES:
-                page = await store_search.search(
-                    pool, query, limit=3, ranked_matches=store_search.DEFAULT_RANKED_MATCHES
-                )
+                page = await store_search.search(pool, query, limit=3, ranked_matches=search_defaults.RANKED_MATCHES)
                 print_hits(console, query, page.hits, mode=page.mode)
 
         _with_pool(dsn, searches)
@@ -481,7 +550,7 @@ def _serve_local(
     from headrace.api.server import serve
 
     base = f"http://{host}:{port}"
-    settings = _api_settings(database_url=dsn, auth_mode="none", listen_host=host, listen_port=port)
+    settings = _api_settings({"database_url": dsn, "auth_mode": "none", "listen_host": host, "listen_port": port})
     console.print(f"\n[bold]Serving the API on {base}[/bold] (no authentication: loopback only). Ctrl-C stops it.")
     for title, command in examples(base):
         console.print(f"  [dim]# {title}[/dim]\n  {escape(command)}", highlight=False, soft_wrap=True)
@@ -490,14 +559,16 @@ def _serve_local(
     console.print("Stopped the API.")
 
 
-@main.command()
+@main.command(cls=Configured, settings=(API_SETTINGS,))
 @click.option(
-    "--host",
-    envvar="HEADRACE_LISTEN_HOST",
-    default=None,
-    help="Address to bind [default: 0.0.0.0; 127.0.0.1 with --local].",
+    "--host", "listen_host", help="Address to bind (HEADRACE_LISTEN_HOST) [default: 0.0.0.0; 127.0.0.1 with --local]."
 )
-@click.option("--port", type=click.IntRange(0, 65535), envvar="HEADRACE_LISTEN_PORT", default=8080, show_default=True)
+@click.option(
+    "--port",
+    "listen_port",
+    type=click.IntRange(0, 65535),
+    help=f"Port to serve on (HEADRACE_LISTEN_PORT) [default: {_default(ListenSettings, 'listen_port')}].",
+)
 @click.option(
     "--local",
     is_flag=True,
@@ -506,23 +577,27 @@ def _serve_local(
 )
 @database_url_option
 @data_dir_option
-def api(host: str | None, port: int, local: bool, database_url: str | None, data_dir: Path) -> None:
-    """Serve the HTTP API: job status, live progress, search. Configured by HEADRACE_* variables (docs/api.md)."""
+def api(
+    listen_host: str | None, listen_port: int | None, local: bool, database_url: str | None, data_dir: Path
+) -> None:
+    """Serve the HTTP API: job status, live progress, search (docs/api.md)."""
+    given = _given("listen_host", "listen_port", "database_url")
     if local:
-        if database_url and click.get_current_context().get_parameter_source("database_url") == (
-            click.core.ParameterSource.COMMANDLINE
-        ):
+        if "database_url" in given:
             raise click.UsageError("--local serves the embedded Postgres: give --local or --database-url, not both")
+        listen = _settings(ListenSettings, given)
+        host = listen.listen_host if "listen_host" in listen.model_fields_set else "127.0.0.1"
         with _database(None, data_dir) as dsn:
             _with_pool(dsn, _migrate)  # local mode owns its database, as `headrace run` does
-            _serve_local(Console(), dsn, port, host or "127.0.0.1", examples=_local_examples)
+            _serve_local(Console(), dsn, listen.listen_port, host, examples=_local_examples)
         return
-    if not database_url:
+    if _settings(LocalSettings, given).database_url is None:
         raise click.UsageError(
             "a database URL is needed: --database-url, HEADRACE_DATABASE_URL or DATABASE_URL "
             "(or --local for the embedded Postgres of `headrace run`)"
         )
-    settings = _api_settings(database_url=database_url, listen_host=host or "0.0.0.0", listen_port=port)
+    settings = _api_settings(given)
+    database_url = settings.database_url.get_secret_value()
     if settings.auth_mode == "kubernetes":
         try:
             settings.kubernetes_url()
@@ -540,21 +615,12 @@ def api(host: str | None, port: int, local: bool, database_url: str | None, data
         sys.exit(3)
 
 
-@main.command("ingest-api")
+@main.command("ingest-api", cls=Configured, settings=("headrace.ingest.settings:IngestSettings",))
 def ingest_api() -> None:
-    """Serve the worker API (the ingest service) that worker pods call instead of the database.
-
-    Configured by HEADRACE_* variables (IngestSettings, docs/worker-api.md): HEADRACE_DATABASE_URL or
-    DATABASE_URL, HEADRACE_INGEST_PORT (8081), HEADRACE_INGEST_AUDIENCE (headrace-ingest), ..."""
-    from pydantic import ValidationError
-
+    """Serve the worker API (the ingest service) that worker pods call instead of the database (docs/worker-api.md)."""
     from headrace.ingest.settings import IngestSettings
-    from headrace.model import field_errors
 
-    try:
-        settings = IngestSettings()
-    except ValidationError as exc:
-        raise click.ClickException("invalid ingest service settings: " + "; ".join(field_errors(exc))) from None
+    settings = _settings(IngestSettings, {}, what="invalid ingest service settings", refusal=click.ClickException)
     try:
         settings.kubernetes_url()
     except ValueError as exc:
@@ -567,15 +633,10 @@ def ingest_api() -> None:
         sys.exit(3)
 
 
-def _api_settings(**given: Any) -> Any:
-    from pydantic import ValidationError
-
+def _api_settings(given: dict[str, Any]) -> Any:
     from headrace.api.settings import ApiSettings
 
-    try:
-        return ApiSettings(**given)
-    except (ValidationError, ValueError) as exc:
-        raise click.ClickException(f"invalid API settings: {exc}") from None
+    return _settings(ApiSettings, given, what="invalid API settings", refusal=click.ClickException)
 
 
 async def _check_schema(pool: Any) -> None:
@@ -661,7 +722,7 @@ def local_stop(data_dir: Path) -> None:
         click.echo(f"Stopped the embedded Postgres under {state.pgdata} (pid {state.pid}).")
 
 
-@main.command()
+@main.command(cls=Configured, settings=(LOCAL_SETTINGS,))
 @click.argument("namespace")
 @click.option(
     "--namespace-uid",
@@ -682,9 +743,12 @@ def adopt(namespace: str, namespace_uid: uuid.UUID, dry_run: bool, database_url:
     """
     from headrace.store import jobs
 
-    if not database_url:
+    url = _settings(LocalSettings, _given("database_url")).database_url
+    if url is None:
         raise click.UsageError("the installation's database URL is needed: --database-url or HEADRACE_DATABASE_URL")
-    found = _with_pool(database_url, lambda pool: jobs.adopt_namespace(pool, namespace, namespace_uid, dry_run=dry_run))
+    found = _with_pool(
+        url.get_secret_value(), lambda pool: jobs.adopt_namespace(pool, namespace, namespace_uid, dry_run=dry_run)
+    )
     if not found:
         click.echo(f"Nothing to adopt: no data of a former namespace {namespace!r} is retained.")
         return
@@ -698,7 +762,10 @@ def adopt(namespace: str, namespace_uid: uuid.UUID, dry_run: bool, database_url:
         click.echo(f"Apply IngestionJobs of these names in {namespace} to take the data over.")
 
 
-@main.command()
+@main.command(
+    cls=Configured,
+    settings=("headrace.operator.settings:OperatorSettings", "headrace.operator.leader:ElectionSettings"),
+)
 @click.option(
     "-A",
     "--all-namespaces",
@@ -712,7 +779,7 @@ def adopt(namespace: str, namespace_uid: uuid.UUID, dry_run: bool, database_url:
     multiple=True,
     help="Watch only this namespace (repeatable; HEADRACE_NAMESPACES).",
 )
-@click.option("--database-url", help="Postgres URL (HEADRACE_DATABASE_URL or DATABASE_URL).")
+@database_url_option
 @click.option("--worker-image", help="Image of the worker pods (HEADRACE_WORKER_IMAGE).")
 @click.option(
     "--liveness", help="Serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz (HEADRACE_LIVENESS)."
@@ -757,76 +824,24 @@ def operator(
 ) -> None:
     """Run the Kubernetes operator: IngestionJobs in, worker Jobs, HPAs and status out.
 
-    Configured by HEADRACE_* environment variables (flags override them), listed in docs/operator.md:
-    HEADRACE_DATABASE_URL, HEADRACE_WORKER_IMAGE, HEADRACE_INGEST_URL, HEADRACE_INGEST_AUDIENCE,
-    HEADRACE_NAMESPACES, HEADRACE_LIVENESS, HEADRACE_WORKER_IMAGE_PULL_POLICY, HEADRACE_WORKER_IMAGE_PULL_SECRETS,
-    HEADRACE_WORKER_POD_SECURITY_CONTEXT, HEADRACE_WORKER_SECURITY_CONTEXT, HEADRACE_WORKER_RESOURCES,
-    HEADRACE_WORKER_SERVICE_ACCOUNT, HEADRACE_OBSERVE_INTERVAL, HEADRACE_BACKOFF_LIMIT,
-    HEADRACE_TTL_SECONDS_AFTER_FINISHED, HEADRACE_MIGRATE,
-    HEADRACE_ALLOW_PRIVATE_NETWORKS, HEADRACE_METRICS_PORT, HEADRACE_DATABASE_POOL_SIZE, and leader election's
-    HEADRACE_LEADER_ELECTION_ENABLED, _NAMESPACE, _LEASE_NAME, _IDENTITY, _LEASE_DURATION, _RENEW_DEADLINE,
-    _RETRY_PERIOD.
-    """
+    Configured by HEADRACE_* environment variables, which flags override (below; docs/settings.md)."""
+    from headrace.operator.leader import ElectionSettings
     from headrace.operator.main import run as run_operator
+    from headrace.operator.settings import OperatorSettings
 
     if all_namespaces and namespaces:
         raise click.UsageError("-A and --namespace exclude each other")
-    given = {
-        "database_url": database_url,
-        "worker_image": worker_image,
-        "liveness": liveness,
-        "ingest_url": ingest_url,
-        "metrics_port": metrics_port,
-        "observe_interval": observe_interval,
-        "allow_private_networks": allow_private_networks,
-        "migrate": migrate,
-        "namespaces": list(namespaces) or ([] if all_namespaces else None),
-    }
-    run_operator(
-        operator_settings(**{key: value for key, value in given.items() if value is not None}), election_settings()
+    given = _given(
+        "database_url",
+        "worker_image",
+        "liveness",
+        "ingest_url",
+        "metrics_port",
+        "observe_interval",
+        "allow_private_networks",
+        "migrate",
     )
-
-
-def election_settings() -> "ElectionSettings":
-    """Leader election from HEADRACE_LEADER_ELECTION_* variables; a usage error names a refused one."""
-    import pydantic
-
-    from headrace.operator.leader import ElectionSettings
-
-    try:
-        return ElectionSettings()
-    except pydantic.ValidationError as exc:
-        problems = [
-            " ".join([*(f"HEADRACE_LEADER_ELECTION_{str(part).upper()}:" for part in error["loc"][:1]), error["msg"]])
-            for error in exc.errors()
-        ]
-        raise click.UsageError(
-            "leader election: " + "; ".join(p.replace("Value error, ", "") for p in problems)
-        ) from None
-
-
-def operator_settings(**given: Any) -> "OperatorSettings":
-    """The operator's settings from the environment and `given`; a usage error names what is missing or refused."""
-    import pydantic
-    from pydantic_settings import SettingsError
-
-    from headrace.model import field_errors
-    from headrace.operator.settings import OperatorSettings
-
-    try:
-        return OperatorSettings(**given)
-    except SettingsError as exc:  # a variable that should hold JSON does not
-        raise click.UsageError(f"{exc}: {exc.__cause__}") from None
-    except pydantic.ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else ""
-            if error["type"] == "missing":
-                flag = (
-                    "a database URL (--database-url or HEADRACE_DATABASE_URL)"
-                    if "database" in name.lower()
-                    else (f"--{name.replace('_', '-')} or HEADRACE_{name.upper()}")
-                )
-                problems.append(f"needs {flag}")
-        problems += [line for line in field_errors(exc) if "Field required" not in line]
-        raise click.UsageError("; ".join(problems)) from None
+    if namespaces or all_namespaces:
+        given["namespaces"] = list(namespaces)
+    settings = _settings(OperatorSettings, given)
+    run_operator(settings, _settings(ElectionSettings, {}, what="leader election"))

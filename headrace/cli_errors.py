@@ -8,11 +8,12 @@ instead. This is the one place that maps exception types to messages: commands r
 
 import signal
 import sys
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import click
 
+from headrace.signals import Interrupted
 from headrace.store import errors as db
 
 EXIT_FAILED = 1
@@ -21,25 +22,6 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 DATABASE_URL_KEY = "headrace.database_url"
 """Where a command notes the database URL it connects to (`remember_database`), so errors can name it."""
-
-
-class Interrupted(Exception):
-    """The command was stopped by a signal (Ctrl-C or SIGTERM) and has cleaned up; `done` says what it undid."""
-
-    def __init__(self, signum: int, done: str = "") -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.done = done
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-
-def raise_interrupted(signum: int, _frame: object) -> NoReturn:
-    """A `signal.signal` handler: SIGTERM unwinds the command like Ctrl-C does, so its `finally` blocks run
-    (the embedded Postgres is stopped, pools are closed) instead of the process dying on the spot."""
-    raise Interrupted(signum)
 
 
 def remember_database(url: str) -> None:

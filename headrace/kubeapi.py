@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from headrace.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,8 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class KubeSettings(BaseSettings):
-    """Where the API server is and how to reach it (env prefix `HEADRACE_`); services' settings extend it."""
-
-    model_config = SettingsConfigDict(env_prefix="HEADRACE_", extra="ignore", frozen=True)
+class KubeSettings(Settings):
+    """Where the API server is and how to reach it; the settings of services that ask it extend this."""
 
     kube_api_url: str | None = None
     """Kubernetes API server; defaults to the in-cluster address from KUBERNETES_SERVICE_HOST/PORT."""

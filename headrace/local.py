@@ -19,11 +19,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from headrace.cli_errors import Interrupted
 from headrace.model import IngestionJob, InvalidManifest, load_manifest
 from headrace.model.contract import SECRETS_DIR_ENV
 from headrace.model.events import Reason
 from headrace.model.run import RunState
+from headrace.signals import Interrupted
 from headrace.store import documents, jobs, migrate, runs
 from headrace.store.db import Pool
 from headrace.store.search import statistics as search_statistics

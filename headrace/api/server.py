@@ -1,10 +1,10 @@
 """Running the app under uvicorn, with graceful shutdown on SIGTERM and Ctrl-C."""
 
 import logging
-import signal
 
 import uvicorn
 
+from headrace import signals
 from headrace.api.app import create_app
 from headrace.api.settings import ApiSettings
 
@@ -16,10 +16,10 @@ def serve(settings: ApiSettings) -> bool:
 
     A SIGTERM stop is a clean one: open event streams end (their clients reconnect elsewhere with
     `Last-Event-ID`), requests finish within the grace, and the process exits 0. uvicorn re-raises
-    the signal it stopped on once it has drained; that re-raise lands on our handler, which only asks
-    the (stopped) server to stop, where the default one would end the process as "terminated" (143)
-    after a stop that went well. Ctrl-C stops the same way, then raises KeyboardInterrupt (exit 130).
-    A signal before uvicorn takes the signals over is not lost either.
+    the signal it stopped on once it has drained; that re-raise lands on our handler (`signals.stopping`),
+    which only asks the (stopped) server to stop, where the default one would end the process as
+    "terminated" (143) after a stop that went well. Ctrl-C stops the same way, then raises
+    KeyboardInterrupt (exit 130). A signal before uvicorn takes the signals over is not lost either.
     """
     config = uvicorn.Config(
         create_app(settings),
@@ -33,19 +33,10 @@ def serve(settings: ApiSettings) -> bool:
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
     server = uvicorn.Server(config)
-    stopped_by: list[int] = []
-
-    def stop(signum: int, _frame: object) -> None:
-        stopped_by.append(signum)
-        server.should_exit = True
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with signals.stopping() as stop:
+        stop.then(lambda _signum: setattr(server, "should_exit", True))
         server.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if signal.SIGINT in stopped_by:
+    if stop.interrupted:
         # Ctrl-C ends the command as an interrupt (exit 130), decided here: uvicorn's own re-raise would
         # land on asyncio.run's SIGINT handler, which turns it into KeyboardInterrupt only when the task
         # has not finished first, so under load the process sometimes exited 0 without a word.

@@ -4,11 +4,11 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
 
 from headrace.kubeapi import KubeSettings
-from headrace.store.search import DEFAULT_RANKED_MATCHES
+from headrace.model import search_defaults
+from headrace.settings import DatabaseSettings, ListenSettings
 
 AuthMode = Literal["kubernetes", "token", "none"]
 
@@ -23,27 +23,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class ApiSettings(KubeSettings):
-    """Everything `headrace api` can be told. Field `x_y` is read from `HEADRACE_X_Y`.
-
-    Names avoid `HEADRACE_PORT` and `HEADRACE_API_PORT`: Kubernetes injects variables of that
-    shape for Services named `headrace` or `headrace-api` into every pod of the namespace.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="HEADRACE_", extra="ignore", frozen=True)
-
-    database_url: SecretStr = Field(
-        validation_alias=AliasChoices("HEADRACE_DATABASE_URL", "DATABASE_URL", "database_url")
-    )
-    """Postgres URL, from `HEADRACE_DATABASE_URL` or `DATABASE_URL`."""
+class ApiSettings(DatabaseSettings, ListenSettings, KubeSettings):
+    """Everything `headrace api` can be told. Field `x_y` is read from `HEADRACE_X_Y`."""
 
     database_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    """Connections one API process opens to Postgres at most."""
 
     database_acquire_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
     """Longest a request waits for a free database connection before it is answered 503 with Retry-After."""
-
-    listen_host: str = "0.0.0.0"
-    listen_port: Annotated[int, Field(ge=0, le=65535)] = 8080
 
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     """Port of the Prometheus metrics, apart from the API's (None: not served; 0: any free port).
@@ -77,26 +64,28 @@ class ApiSettings(KubeSettings):
     """Requests a principal may make at once before the sustained rate applies."""
 
     max_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    """Largest request body (413), counted as it arrives, so a chunked body is cut off too."""
+
     max_query_chars: Annotated[int, Field(ge=256)] = 4096
     """Longest accepted URL query string."""
 
-    search_timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = 5000
+    search_timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = search_defaults.TIMEOUT_MS
     """Postgres `statement_timeout` of one search."""
 
-    search_max_limit: Annotated[int, Field(ge=1, le=1000)] = 100
+    search_max_limit: Annotated[int, Field(ge=1, le=1000)] = search_defaults.MAX_LIMIT
     """Most hits one search page may ask for (`limit`); more is a 400."""
 
-    search_candidates: Annotated[int, Field(ge=10, le=10_000)] = 100
+    search_candidates: Annotated[int, Field(ge=10, le=10_000)] = search_defaults.CANDIDATES
     """Hits of each ranking (keyword, semantic) that hybrid search fuses. Hybrid pages end there."""
 
-    search_ranked_matches: Annotated[int | None, Field(ge=100)] = DEFAULT_RANKED_MATCHES
+    search_ranked_matches: Annotated[int | None, Field(ge=100)] = search_defaults.RANKED_MATCHES
     """Most keyword candidates ranked per search, and the count past which a word gets the floor IDF
     (null: every match, counted exactly). A word found in half of a million chunks would otherwise
     have all of them read and ranked; capped, candidates come from the rarest words first. A bounded
     search ranks from the jobs' search statistics first, when they have current ones
     (operations.md, "Search statistics"). benchmarks.md measures what it costs in quality."""
 
-    search_ef_search: Annotated[int, Field(ge=10, le=1000)] = 100
+    search_ef_search: Annotated[int, Field(ge=10, le=1000)] = search_defaults.EF_SEARCH
     """pgvector `hnsw.ef_search`: candidates the HNSW index visits per semantic search; higher finds
     more of the true nearest neighbours, slower."""
 

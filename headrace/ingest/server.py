@@ -3,12 +3,12 @@ and the authenticator, refuse a stale schema, serve until SIGTERM, close both.""
 
 import asyncio
 import logging
-import signal
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from headrace import signals
 from headrace.ingest.app import create_app
 from headrace.ingest.auth import KubernetesWorkerAuthenticator, WorkerAuthenticator
 from headrace.ingest.settings import IngestSettings
@@ -80,7 +80,10 @@ def server(app: FastAPI, settings: IngestSettings, *, port: int | None = None) -
 
 
 async def run(settings: IngestSettings, authenticator: WorkerAuthenticator) -> bool:
-    """Serve until SIGTERM or SIGINT. False when the service failed to start. Closes `authenticator`."""
+    """Serve until SIGTERM or SIGINT. False when the service failed to start. Closes `authenticator`.
+
+    Stops as `headrace api` does (api/server.py): a SIGTERM stop that drained is a clean one (exit 0);
+    Ctrl-C stops the same way, then raises KeyboardInterrupt (exit 130)."""
     try:
         pool = await ride_out(
             create_pool,
@@ -92,13 +95,13 @@ async def run(settings: IngestSettings, authenticator: WorkerAuthenticator) -> b
             await migrate.ensure_current(pool)  # raises StaleSchema: never serve a schema we don't know
             serving = server(create_app(settings, pool, authenticator), settings)
             # uvicorn re-raises the signal it stopped on once it has drained; it lands here, on a handler
-            # that only asks the (stopped) server to stop, so a clean SIGTERM stop exits 0 (see api/server.py).
-            previous = signal.signal(signal.SIGTERM, lambda signum, frame: setattr(serving, "should_exit", True))
-            try:
+            # that only asks the (stopped) server to stop, so a clean SIGTERM stop exits 0.
+            with signals.stopping() as stop:
+                stop.then(lambda _signum: setattr(serving, "should_exit", True))
                 log.info("Started ingest service", extra={"port": settings.ingest_port})
                 await serving.serve()
-            finally:
-                signal.signal(signal.SIGTERM, previous)
+            if stop.interrupted:
+                raise KeyboardInterrupt
             return bool(serving.started)
         finally:
             await close_pool(pool)

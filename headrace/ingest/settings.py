@@ -2,22 +2,18 @@
 
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator
 
 from headrace.kubeapi import KubeSettings
+from headrace.settings import DatabaseSettings
 from headrace.worker.wire import MAX_REQUEST_BYTES
 
 
-class IngestSettings(KubeSettings):
-    """Everything the ingest service can be told. Field `x_y` is read from `HEADRACE_X_Y`."""
+class IngestSettings(DatabaseSettings, KubeSettings):
+    """Everything the ingest service can be told. Field `x_y` is read from `HEADRACE_X_Y`.
 
-    model_config = SettingsConfigDict(env_prefix="HEADRACE_", extra="ignore", frozen=True)
-
-    database_url: SecretStr = Field(
-        validation_alias=AliasChoices("HEADRACE_DATABASE_URL", "DATABASE_URL", "database_url")
-    )
-    """Postgres URL, from `HEADRACE_DATABASE_URL` or `DATABASE_URL` (the release's database Secret)."""
+    It listens on `ingest_host` and `ingest_port`, not the API's `listen_host` and `listen_port`: the chart
+    sets these names, and the one Kubernetes service link that collides with them is handled below."""
 
     database_pool_size: Annotated[int, Field(ge=1, le=200)] = 20
     """Connections this process opens at most, however many workers call it: the bound on Postgres
@@ -28,6 +24,8 @@ class IngestSettings(KubeSettings):
     (workers ride that out)."""
 
     ingest_host: str = "0.0.0.0"
+    """Address to bind."""
+
     ingest_port: Annotated[int, Field(ge=0, le=65535)] = 8081
     """The port served. Kubernetes gives every pod of a namespace `<SERVICE>_PORT=tcp://<ip>:<port>` for
     each Service there (unless `enableServiceLinks: false`): for a release named `headrace`, its Service

@@ -45,6 +45,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from headrace.operator.kube import EVENTS, LEASES, KubeClient, KubeError
 from headrace.operator.metrics import LEADER
+from headrace.settings import ENV_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,12 @@ def _default_identity() -> str:
 
 
 class ElectionSettings(BaseSettings):
-    """How the operator elects a leader. Field `x_y` is read from `HEADRACE_LEADER_ELECTION_X_Y`."""
+    """How the operator elects a leader. Field `x_y` is read from `HEADRACE_LEADER_ELECTION_X_Y`: a part of the
+    operator's settings with a prefix of its own (`OperatorSettings` holds the rest)."""
 
-    model_config = SettingsConfigDict(env_prefix="HEADRACE_LEADER_ELECTION_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix=f"{ENV_PREFIX}LEADER_ELECTION_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     enabled: bool = False
     """Run only while holding the Lease (the chart turns this on); off, the operator runs at once and alone."""

@@ -4,25 +4,20 @@ keyword arguments (the CLI's flags, tests): one pydantic-settings class, like th
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from headrace.model import Resources
 from headrace.model.contract import INGEST_AUDIENCE
 from headrace.operator.resources.job import PullPolicy, WorkerPodSettings
+from headrace.settings import DatabaseSettings
 
 SpaceSeparated = Annotated[list[str], NoDecode]
 
 
-class OperatorSettings(BaseSettings):
-    """Everything `headrace operator` can be told. Field `x_y` is read from `HEADRACE_X_Y`."""
-
-    model_config = SettingsConfigDict(env_prefix="HEADRACE_", extra="ignore", frozen=True)
-
-    database_url: SecretStr = Field(
-        validation_alias=AliasChoices("HEADRACE_DATABASE_URL", "DATABASE_URL", "database_url")
-    )
-    """Postgres URL the operator itself uses (registering jobs, reading progress)."""
+class OperatorSettings(DatabaseSettings):
+    """Everything `headrace operator` can be told. Field `x_y` is read from `HEADRACE_X_Y`; leader election
+    has its own (`ElectionSettings`)."""
 
     worker_image: str
     """Image of the worker pods (the headrace image; the chart passes its own)."""
@@ -56,10 +51,12 @@ class OperatorSettings(BaseSettings):
     restricted with a read-only root filesystem."""
 
     worker_resources: Resources | None = None
-    """Resources (requests, limits) of a worker container (JSON), for IngestionJobs that set none."""
+    """Resources (requests, limits) of a worker container (JSON), for IngestionJobs that set none. Default:
+    requests cpu 500m, memory 512Mi; limits memory 1Gi."""
 
     worker_service_account: str | None = None
-    """ServiceAccount, in each IngestionJob's namespace, of the worker pods (e.g. for IRSA)."""
+    """ServiceAccount, in each IngestionJob's namespace, of the worker pods (e.g. for IRSA); unset, the
+    namespace's `default`."""
 
     database_pool_size: Annotated[int, Field(ge=1, le=100)] = 5
     """Most connections the operator holds to Postgres at once (each reconcile step borrows one per query)."""

@@ -5,16 +5,14 @@ the API's `ApiSettings` and the operator's `OperatorSettings`."""
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, model_validator
 
 from headrace.model.contract import INGEST_TOKEN_PATH, WORKER_SECRETS_DIR
+from headrace.settings import OptionalDatabaseUrl, Settings
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(Settings):
     """Everything a worker can be told. Field `x_y` is read from `HEADRACE_X_Y`."""
-
-    model_config = SettingsConfigDict(env_prefix="HEADRACE_", extra="ignore", frozen=True)
 
     ingest_url: str | None = None
     """The ingest service (the worker API) a worker pod keeps its job's state through, e.g.
@@ -25,9 +23,7 @@ class WorkerSettings(BaseSettings):
     """The pod's projected ServiceAccount token for the ingest service (`HEADRACE_INGEST_TOKEN_FILE`), read
     again for every request: the kubelet replaces it before it expires."""
 
-    database_url: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("HEADRACE_DATABASE_URL", "DATABASE_URL", "database_url")
-    )
+    database_url: OptionalDatabaseUrl = None
     """Postgres URL, from `HEADRACE_DATABASE_URL` or `DATABASE_URL`: local mode's workers (`headrace run`),
     which keep their job's state in the database directly."""
 

@@ -2,44 +2,24 @@
 
 from typing import Any
 
-import click
 import pytest
-from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
-from headrace.api.settings import ApiSettings
-from headrace.cli import main
-from headrace.ingest.settings import IngestSettings
+from headrace.cli import Configured, main
 from headrace.model.contract import DATABASE_URL_ENV
-from headrace.operator.leader import ElectionSettings
-from headrace.operator.settings import OperatorSettings
+from headrace.settings import CliSettings, variables
 from tests.chart.conftest import EVERYTHING, Render, by_kind
 
 
-def click_envvars(command: click.Command) -> set[str]:
-    names: set[str] = set()
-    for param in [*main.params, *command.params]:
-        envvar: Any = getattr(param, "envvar", None)
-        names |= {envvar} if isinstance(envvar, str) else set(envvar or ())
-    return names
-
-
 def settings_envvars(settings: type[BaseSettings]) -> set[str]:
-    prefix = settings.model_config.get("env_prefix", "")
-    names = set()
-    for name, field in settings.model_fields.items():
-        names.add(f"{prefix}{name}".upper())
-        if isinstance(field.validation_alias, AliasChoices):
-            names |= {str(choice).upper() for choice in field.validation_alias.choices}
-    return names
+    return {name for field in settings.model_fields for name in variables(settings, field)}
 
 
 def read_by(role: str) -> set[str]:
-    names = click_envvars(main.commands[role])
-    roles = {"api": (ApiSettings,), "ingest-api": (IngestSettings,), "operator": (OperatorSettings, ElectionSettings)}
-    for settings in roles.get(role, ()):
-        names |= settings_envvars(settings)
-    return names
+    """What `headrace <role>` reads: the `headrace` command's own settings and those of the subcommand."""
+    command = main.commands[role]
+    classes = [CliSettings, *(command.settings_classes() if isinstance(command, Configured) else [])]
+    return {name for settings in classes for name in settings_envvars(settings)}
 
 
 def containers(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

@@ -30,15 +30,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from headrace.model import search_defaults
 from headrace.store import cursors, vectors
 from headrace.store.db import Connection, Pool
 from headrace.store.search import fusion, keyword, semantic, snippets
 from headrace.store.search.query import has_words
 from headrace.store.search.scope import Scope, scope
-
-DEFAULT_CANDIDATES = 100
-DEFAULT_RANKED_MATCHES = 10_000
-"""The API's and `headrace search`'s bound on keyword ranking work (HEADRACE_SEARCH_RANKED_MATCHES)."""
 
 Mode = Literal["keyword", "semantic", "hybrid"]
 MODES: tuple[Mode, ...] = ("keyword", "semantic", "hybrid")
@@ -149,13 +146,13 @@ async def search(
     query: str,
     *,
     where: SearchFilter = SearchFilter(),
-    limit: int = 10,
+    limit: int = search_defaults.LIMIT,
     cursor: str | None = None,
-    timeout_ms: int = 5000,
+    timeout_ms: int = search_defaults.TIMEOUT_MS,
     mode: Mode | None = "keyword",
     embed: QueryEmbedder | None = None,
-    candidates: int = DEFAULT_CANDIDATES,
-    ef_search: int = 100,
+    candidates: int = search_defaults.CANDIDATES,
+    ef_search: int = search_defaults.EF_SEARCH,
     ranked_matches: int | None = None,
 ) -> SearchPage:
     """One page of chunks for `query`, best first. `mode=None` picks hybrid when the searched jobs
