@@ -7,8 +7,9 @@ import kmock
 import kopf
 import pytest
 
+from headrace.kubeapi import KubeError
 from headrace.operator import reconcile
-from headrace.operator.kube import JOBS, RETRY_DELAY, KubeClient, KubeError
+from headrace.operator.kube import JOBS, RETRY_DELAY, KubeClient
 from headrace.operator.reconcile import Operator
 from tests.operator.conftest import ij
 
