@@ -7,7 +7,6 @@ ConnectionInfo, so the operator never has two ideas of which cluster it talks to
 plain dicts.
 """
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +14,6 @@ import kopf
 
 from headrace.kubeapi import JSON, KubeApi, KubeError, KubeUnavailable
 from headrace.operator.metrics import KUBE_REQUESTS, VERBS
-
-log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 # Merges lists by their key (ownerReferences by uid) on the server: adding an owner needs no read first.

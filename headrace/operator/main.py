@@ -120,7 +120,10 @@ def _login() -> kopf.ConnectionInfo:
 @contextlib.asynccontextmanager
 async def _probes(url: str | None, healthy: Callable[[], bool]) -> AsyncIterator[None]:
     """Serve the liveness/readiness endpoint at `url` (what `--liveness` names) for the whole process, standby
-    or leader: 200 while `healthy()`, 503 otherwise."""
+    or leader: 200 while `healthy()`, 503 otherwise.
+
+    With aiohttp's server, as kopf serves `--liveness` without election: in this event loop, so a hung
+    loop fails the probe here too (docs/architecture.md, "One Kubernetes client", says why not uvicorn)."""
     if url is None:
         yield
         return
