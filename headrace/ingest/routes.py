@@ -1,11 +1,13 @@
 """The worker API, version 1: one route per store call of `WorkerStore`, each on the caller's own job.
 
 Every route does what `DirectStore` does for a worker in local mode, on the job the caller's token
-belongs to (`deps.job_store`); every id in a path or body is checked to be that job's (`ForeignId`,
-answered 404). Bodies and answers are `headrace.worker.wire`'s models.
+belongs to (`deps.job_store`); every id in a path or body, run numbers included, is checked by
+`DirectStore` to be that job's (`ForeignId`, answered 404). Bodies and answers are `headrace.worker.wire`'s
+models: each route is its one store call, returning its answer's model, which `AnswerRoute` serializes.
 """
 
 import functools
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -56,7 +58,7 @@ async def _space(store: DirectStore, space_id: int | None) -> vectors.Space | No
     return await store.space(space_id) if space_id is not None else None
 
 
-def _held(store: DirectStore, task_id: int, lease_token: Any) -> queue.Task:
+def _held(store: DirectStore, task_id: int, lease_token: uuid.UUID) -> queue.Task:
     """The task of the path's id that the caller says it holds."""
     [task] = wire.held([wire.HeldTask(id=task_id, lease_token=lease_token)], store.job_uid)
     return task
