@@ -1,19 +1,22 @@
-"""Asking the Kubernetes API server from a Headrace service: where it is, how its certificate is trusted,
-and which token goes with each request (this pod's own ServiceAccount token, re-read as the kubelet rotates it).
+"""Asking the Kubernetes API server, from any Headrace process: where it is, how its certificate is
+trusted, which credentials go with each request, and which answers mean "later" and which "no".
 
 Two services ask it about their callers: the search API (who is this, may they read that namespace;
 `headrace/api/auth.py`) and the worker API (which IngestionJob does this worker pod work for;
-`headrace/ingest/auth.py`). Both keep answers briefly in a `TtlCache` and ask each question once however
-many requests wait for its answer (`Singleflight`).
+`headrace/ingest/auth.py`), each with this pod's own ServiceAccount token (re-read as the kubelet rotates
+it). Both keep answers briefly in a `TtlCache` and ask each question once however many requests wait for
+its answer (`Singleflight`). The operator manages the objects it owns through the same client
+(`headrace/operator/kube.py`, on the credentials kopf logged in with).
 """
 
 import asyncio
+import json
 import logging
 import os
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -65,71 +68,160 @@ class KubeConnection(Protocol):
     def kubernetes_url(self) -> str: ...
 
 
+JSON = "application/json"
+
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+"""Answers that say "try again later", not "this request is wrong": too many requests, and the 5xx."""
+
+
 class KubeUnavailable(Exception):
-    """The API server could not be asked, or did not answer the question (5xx, our own RBAC missing): retry shortly."""
+    """The API server could not be asked, or did not answer the question (a timeout, 429, 5xx): retry shortly.
+
+    `KubeApi.create` and `.get`, which services ask their questions with, raise it for a refusal too (a 403
+    when our own RBAC is missing): a service that may not ask cannot answer its caller either."""
+
+
+class KubeError(Exception):
+    """The API server refused the request (a 4xx other than 429): asking again will not change the answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
 
 
 class KubeApi:
-    """An httpx client of one API server, sending this pod's ServiceAccount token; JSON in, JSON out."""
+    """An async httpx client of one API server: JSON in, JSON out; the one Kubernetes client of every
+    Headrace process (the search API, the worker API, the operator; docs/architecture.md says why httpx).
+
+    Credentials are fixed headers (what kopf's login found, for the operator), or this pod's
+    ServiceAccount token file, read again as the kubelet rotates it. An httpx client belongs to the event
+    loop it was first used in: a caller with several loops opens one `KubeApi` in each.
+    """
 
     TOKEN_REFRESH_SECONDS = 60.0
     """Projected ServiceAccount tokens rotate: the file is read again this often."""
 
-    def __init__(self, client: httpx.AsyncClient, *, token_file: Path) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        token_file: Path | None = None,
+        timeout: float | None = None,
+        answered: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._client = client
         self._token_file = token_file
         self._token: tuple[float, str] | None = None
+        self._timeout = timeout
+        self._answered = answered
+
+    @classmethod
+    def open(
+        cls,
+        server: str,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        headers: Mapping[str, str] | None = None,
+        token_file: Path | None = None,
+        timeout: float = 5.0,
+        answered: Callable[[str, str], None] | None = None,
+        trust_env: bool = True,
+        proxy: str | None = None,
+    ) -> "KubeApi":
+        """A client of `server`. `timeout` bounds each call as a whole (connecting, sending, the answer);
+        `answered(method, code)` is told of each call's outcome, its HTTP status or `error` (no answer)."""
+        client = httpx.AsyncClient(
+            base_url=server.rstrip("/"),
+            verify=verify,
+            headers=dict(headers or {}),
+            timeout=httpx.Timeout(timeout),
+            trust_env=trust_env,
+            proxy=proxy,
+        )
+        return cls(client, token_file=token_file, timeout=timeout, answered=answered)
 
     @classmethod
     def from_settings(cls, settings: KubeConnection, *, timeout: float = 5.0) -> "KubeApi":
+        """A client of the configured API server (in a pod: the cluster's own) with this pod's token."""
         url = settings.kubernetes_url()
         verify: ssl.SSLContext | bool = True
         if url.startswith("https://") and settings.kube_ca_file.exists():
             verify = ssl.create_default_context(cafile=str(settings.kube_ca_file))
-        client = httpx.AsyncClient(base_url=url, verify=verify, timeout=httpx.Timeout(timeout))
-        return cls(client, token_file=settings.kube_token_file)
+        return cls.open(url, verify=verify, token_file=settings.kube_token_file, timeout=timeout)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    def _credentials(self) -> dict[str, str]:
+    async def _credentials(self) -> dict[str, str]:
+        if self._token_file is None:
+            return {}
         now = time.monotonic()
         if self._token is None or self._token[0] < now:
-            self._token = (now + self.TOKEN_REFRESH_SECONDS, self._token_file.read_text().strip())
+            token = (await asyncio.to_thread(self._token_file.read_text)).strip()
+            self._token = (now + self.TOKEN_REFRESH_SECONDS, token)
         return {"Authorization": f"Bearer {self._token[1]}"}
 
-    async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+    async def request(self, method: str, path: str, body: object = None, *, content_type: str = JSON) -> Any:
+        """One API call: the decoded answer (None for an empty one). KubeUnavailable when it got no answer
+        in time or one that says "later" (`TRANSIENT_STATUSES`); KubeError when the server refused it."""
+        headers = {"Content-Type": content_type}
+        content = None if body is None else json.dumps(body).encode()
         try:
-            headers = await asyncio.to_thread(self._credentials)
-            return await self._client.request(method, path, json=body, headers=headers)
-        except (httpx.HTTPError, OSError) as exc:
-            log.warning("Failed Kubernetes request", extra={"method": method, "path": path, "error": str(exc)})
+            headers.update(await self._credentials())
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.request(method, path, content=content, headers=headers)
+        except (httpx.HTTPError, OSError, TimeoutError) as exc:
+            self._tell(method, "error")
+            log.warning("Failed Kubernetes request", extra={"method": method, "path": path, "error": repr(exc)})
             raise KubeUnavailable(f"the Kubernetes API server could not be asked ({type(exc).__name__})") from exc
+        status = response.status_code
+        self._tell(method, str(status))
+        if status >= 400:
+            message = _message(response)
+            if status in TRANSIENT_STATUSES:
+                log.warning(
+                    "Failed Kubernetes request",
+                    extra={"method": method, "path": path, "status": status, "error": message},
+                )
+                raise KubeUnavailable(f"the Kubernetes API server refused a request ({status})")
+            raise KubeError(status, message)
+        return response.json() if response.content else None
 
-    @staticmethod
-    def _refused(method: str, path: str, response: httpx.Response) -> KubeUnavailable:
-        log.warning(
-            "Refused Kubernetes request", extra={"method": method, "path": path, "status": response.status_code}
-        )
-        return KubeUnavailable(f"the Kubernetes API server refused a request ({response.status_code})")
+    def _tell(self, method: str, code: str) -> None:
+        if self._answered is not None:
+            self._answered(method, code)
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST an object (a review) and return the server's answer."""
-        response = await self._send("POST", path, body)
-        if response.status_code not in (200, 201):
-            raise self._refused("POST", path, response)
-        answer: dict[str, Any] = response.json()
+        """POST an object (a review) and return the server's answer; KubeUnavailable for any refusal."""
+        try:
+            answer: dict[str, Any] = await self.request("POST", path, body)
+        except KubeError as exc:
+            raise self._refused("POST", path, exc) from exc
         return answer
 
     async def get(self, path: str) -> dict[str, Any] | None:
-        """GET an object; None when it does not exist (404)."""
-        response = await self._send("GET", path, None)
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise self._refused("GET", path, response)
-        answer: dict[str, Any] = response.json()
+        """GET an object; None when it does not exist (404), KubeUnavailable for any other refusal."""
+        try:
+            answer: dict[str, Any] = await self.request("GET", path)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise self._refused("GET", path, exc) from exc
         return answer
+
+    @staticmethod
+    def _refused(method: str, path: str, exc: KubeError) -> KubeUnavailable:
+        log.warning("Refused Kubernetes request", extra={"method": method, "path": path, "status": exc.status})
+        return KubeUnavailable(f"the Kubernetes API server refused a request ({exc.status})")
+
+
+def _message(response: httpx.Response) -> str:
+    """The `message` of a Kubernetes Status answer, else the answer's text."""
+    try:
+        found = response.json()
+    except ValueError:
+        return response.text
+    return str(found.get("message", response.text)) if isinstance(found, dict) else response.text
 
 
 class TtlCache(Generic[K, V]):

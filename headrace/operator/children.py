@@ -12,11 +12,12 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from headrace.kubeapi import KubeError
 from headrace.model import IngestionJob
 from headrace.model.contract import INGEST_URL_ENV
 from headrace.model.events import Reason
 from headrace.operator import status as st
-from headrace.operator.kube import HPAS, JOBS, KubeClient, KubeError
+from headrace.operator.kube import HPAS, JOBS, KubeClient
 from headrace.operator.resources.hpa import build_hpa, hpa_name
 from headrace.operator.resources.job import build_worker_job, job_name, parallelism
 from headrace.operator.settings import OperatorSettings

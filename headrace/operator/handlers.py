@@ -10,6 +10,7 @@ import kopf
 from headrace.model import GROUP, PLURAL, VERSION
 from headrace.operator import metrics, reconcile
 from headrace.operator.kopf_setup import configure
+from headrace.operator.kube import credentials
 from headrace.operator.metrics import PHASES, reconciling
 from headrace.operator.settings import OperatorSettings
 from headrace.operator.startup import open_operator
@@ -43,13 +44,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
 
     @kopf.on.login(registry=registry)
     def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
-        # In a pod: the service account. Elsewhere: $KUBECONFIG or ~/.kube/config, read at each login
-        # (kopf's reader handles tokens and certificates; the official client's also handles exec plugins).
-        connection = (
-            kopf.login_with_service_account(**kwargs)
-            or kopf.login_with_kubeconfig(**kwargs)
-            or kopf.login_via_client(**kwargs)
-        )
+        connection = credentials(**kwargs)
         if connection is not None:
             # Our own client for Jobs and HPAs talks to the same cluster with the same credentials.
             operator: reconcile.Operator = memo["operator"]

@@ -1,20 +1,19 @@
-"""A small async Kubernetes client for the objects the operator owns (Jobs, HPAs), on kopf's credentials.
+"""The operator's typed view of the Kubernetes API: the kinds it owns (`Resource`) and the verbs it uses on
+them, with 404 and 409 as answers, not errors. Calls go through Headrace's one Kubernetes client
+(`headrace.kubeapi.KubeApi`, httpx), on kopf's credentials.
 
-kopf logs in (service account in a pod, kubeconfig elsewhere) and we reuse the same ConnectionInfo, so
-the operator never has two ideas of which cluster it talks to. Manifests travel as plain dicts.
+kopf logs in (service account in a pod, kubeconfig elsewhere; `credentials`) and we reuse the same
+ConnectionInfo, so the operator never has two ideas of which cluster it talks to. Manifests travel as
+plain dicts.
 """
 
-import json
-import logging
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import kopf
 
+from headrace.kubeapi import JSON, KubeApi, KubeError, KubeUnavailable
 from headrace.operator.metrics import KUBE_REQUESTS, VERBS
-
-log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 # Merges lists by their key (ownerReferences by uid) on the server: adding an owner needs no read first.
@@ -30,16 +29,20 @@ Without it, such a failure is an arbitrary exception to kopf, which retries afte
 of 60 s: a job created while the API server is busy would get its worker Job a minute late.
 """
 
-# Answers that say "try again later", not "this request is wrong" (429 too many requests, 5xx).
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+def credentials(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The credentials kopf logs in with (kopf's `settings` and `logger` as keywords): in a pod, its
+    service account; elsewhere $KUBECONFIG or ~/.kube/config, read at each login (kopf's reader handles
+    tokens and certificates; the official client's, when installed, also exec plugins)."""
+    return (
+        kopf.login_with_service_account(**kwargs)
+        or kopf.login_with_kubeconfig(**kwargs)
+        or kopf.login_via_client(**kwargs)
+    )
 
 
-class KubeError(Exception):
-    """The API server answered with an error status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
+def _count(method: str, code: str) -> None:
+    KUBE_REQUESTS.labels(VERBS.get(method, method.lower()), code).inc()
 
 
 @dataclass(frozen=True)
@@ -67,53 +70,46 @@ EVENTS = Resource("v1", "events")
 
 
 class KubeClient:
-    """get, create, merge-patch and delete of namespaced objects, with 404 and 409 as answers, not errors."""
+    """get, create, merge-patch and delete of namespaced objects, with 404 and 409 as answers, not errors.
+
+    Each call is counted in `headrace_operator_kubernetes_requests_total`. The client opens its
+    `KubeApi` at the first call, in that call's event loop."""
 
     def __init__(self, connection: kopf.ConnectionInfo | None = None, *, timeout: float = REQUEST_TIMEOUT) -> None:
         self.connection = connection
         self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
-        self._retired: list[aiohttp.ClientSession] = []
+        self._api: KubeApi | None = None
+        self._retired: list[KubeApi] = []
 
     def connect(self, connection: kopf.ConnectionInfo) -> None:
         """Use these credentials from now on (kopf logs in again when the old ones expire)."""
         self.connection = connection
-        if self._session is not None:
-            self._retired.append(self._session)  # closed at close(): requests may still be using it
-        self._session = None  # the next request opens a session with the new credentials
+        if self._api is not None:
+            self._retired.append(self._api)  # closed at close(): requests may still be using it
+        self._api = None  # the next request opens a client with the new credentials
 
-    async def request(self, method: str, path: str, body: object = None, content_type: str = "application/json") -> Any:
+    def _open(self, connection: kopf.ConnectionInfo) -> KubeApi:
+        return KubeApi.open(
+            connection.server,
+            verify=connection.as_ssl_context(),
+            headers=connection.as_http_headers(),
+            timeout=self.timeout,
+            answered=_count,
+            trust_env=connection.trust_env,
+            proxy=connection.proxy_url,
+        )
+
+    async def request(self, method: str, path: str, body: object = None, content_type: str = JSON) -> Any:
         """One API call: the decoded answer; KubeError when the server refused it, kopf.TemporaryError (retry
         in RETRY_DELAY seconds) when it timed out, could not be reached or answered a transient status."""
         if self.connection is None:
             raise kopf.TemporaryError("not logged in to Kubernetes yet", delay=1)
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                base_url=self.connection.server.rstrip("/") + "/",
-                headers=self.connection.as_http_headers(),
-                connector=aiohttp.TCPConnector(ssl=self.connection.as_ssl_context()),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            )
-        data = None if body is None else json.dumps(body)
+        if self._api is None:
+            self._api = self._open(self.connection)
         try:
-            async with self._session.request(
-                method, path.lstrip("/"), data=data, headers={"Content-Type": content_type}
-            ) as response:
-                text = await response.text()
-                status = response.status
-        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            KUBE_REQUESTS.labels(VERBS.get(method, method.lower()), "error").inc()
-            raise kopf.TemporaryError(f"{method} {path}: {exc!r}", delay=RETRY_DELAY) from exc
-        KUBE_REQUESTS.labels(VERBS.get(method, method.lower()), str(status)).inc()
-        if status >= 400:
-            try:
-                message = json.loads(text).get("message", text)
-            except ValueError:
-                message = text
-            if status in TRANSIENT_STATUSES:
-                raise kopf.TemporaryError(f"{method} {path}: {status}: {message}", delay=RETRY_DELAY)
-            raise KubeError(status, message)
-        return json.loads(text) if text else None
+            return await self._api.request(method, path, body, content_type=content_type)
+        except KubeUnavailable as exc:
+            raise kopf.TemporaryError(f"{method} {path}: {exc}", delay=RETRY_DELAY) from exc
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when there is none."""
@@ -214,6 +210,7 @@ class KubeClient:
         return True
 
     async def close(self) -> None:
-        for session in [*self._retired, self._session]:
-            if session is not None:
-                await session.close()
+        for api in [*self._retired, self._api]:
+            if api is not None:
+                await api.aclose()
+        self._retired, self._api = [], None

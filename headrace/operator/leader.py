@@ -43,7 +43,8 @@ import kopf
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from headrace.operator.kube import EVENTS, LEASES, KubeClient, KubeError
+from headrace.kubeapi import KubeError
+from headrace.operator.kube import EVENTS, LEASES, KubeClient
 from headrace.operator.metrics import LEADER
 from headrace.settings import ENV_PREFIX
 
@@ -151,7 +152,7 @@ class Elector:
 
     @asynccontextmanager
     async def _connected(self) -> AsyncIterator[None]:
-        """A client of this event loop's own (aiohttp sessions belong to one loop); a call may take up to
+        """A client of this event loop's own (an httpx client belongs to one loop); a call may take up to
         the renew deadline, and the renewal bounds the whole attempt by what is left of it."""
         self.kube = KubeClient(self._login(), timeout=self.settings.renew_deadline)
         try:

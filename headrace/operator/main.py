@@ -13,6 +13,7 @@ from aiohttp import web
 
 from headrace.operator import metrics
 from headrace.operator.handlers import register
+from headrace.operator.kube import credentials
 from headrace.operator.leader import ElectionSettings, Elector
 from headrace.operator.metrics import LEADER
 from headrace.operator.settings import OperatorSettings
@@ -108,14 +109,9 @@ async def _elected(config: OperatorSettings, election: ElectionSettings) -> int:
 
 
 def _login() -> kopf.ConnectionInfo:
-    """The same credentials kopf logs in with: the pod's service account, else $KUBECONFIG."""
-    settings = kopf.OperatorSettings()
+    """The same credentials kopf logs in with (`kube.credentials`), for the Lease's own client."""
     logger = logging.getLogger("headrace.operator.login")
-    connection = (
-        kopf.login_with_service_account(settings=settings, logger=logger)
-        or kopf.login_with_kubeconfig(settings=settings, logger=logger)
-        or kopf.login_via_client(settings=settings, logger=logger)
-    )
+    connection = credentials(settings=kopf.OperatorSettings(), logger=logger)
     if connection is None:
         raise kopf.LoginError("no Kubernetes credentials: neither a service account nor a kubeconfig")
     return connection
@@ -124,7 +120,10 @@ def _login() -> kopf.ConnectionInfo:
 @contextlib.asynccontextmanager
 async def _probes(url: str | None, healthy: Callable[[], bool]) -> AsyncIterator[None]:
     """Serve the liveness/readiness endpoint at `url` (what `--liveness` names) for the whole process, standby
-    or leader: 200 while `healthy()`, 503 otherwise."""
+    or leader: 200 while `healthy()`, 503 otherwise.
+
+    With aiohttp's server, as kopf serves `--liveness` without election: in this event loop, so a hung
+    loop fails the probe here too (docs/architecture.md, "One Kubernetes client", says why not uvicorn)."""
     if url is None:
         yield
         return

@@ -22,6 +22,7 @@ from typing import Any
 import kopf
 from croniter import croniter
 
+from headrace.kubeapi import KubeError
 from headrace.model import (
     TERMINAL_PHASES,
     IngestionJob,
@@ -35,7 +36,7 @@ from headrace.model.events import STORE_RECORDED, Reason, run_started
 from headrace.model.run import RunState
 from headrace.operator import status as st
 from headrace.operator.children import Children, ensure_children
-from headrace.operator.kube import NAMESPACES, RETRY_DELAY, SECRETS, KubeClient, KubeError
+from headrace.operator.kube import NAMESPACES, RETRY_DELAY, SECRETS, KubeClient
 from headrace.operator.resources.job import InvalidSpec, check_cluster_spec, job_name, parallelism
 from headrace.operator.resources.labels import selector
 from headrace.operator.settings import OperatorSettings

@@ -177,7 +177,7 @@ class RemoteStore:
 
     async def vector_space(self) -> vectors.Space | None:
         answer = await self._call("GET", "/vector-space", None, wire.SpaceAnswer)
-        return answer.space.space() if answer.space is not None else None
+        return answer.space
 
     # --- the queue ---------------------------------------------------------------------------------------
 
@@ -188,7 +188,7 @@ class RemoteStore:
             acks=[wire.HeldTask.of(t) for t in done], worker=worker, lease_seconds=lease_seconds, limit=limit
         )
         answer = await self._call("POST", "/leases", request, wire.LeaseAnswer)
-        return set(answer.acked), [t.task() for t in answer.leased]
+        return set(answer.acked), answer.leased
 
     async def ack(self, tasks: Sequence[queue.Task]) -> set[int]:
         if not tasks:
@@ -217,7 +217,7 @@ class RemoteStore:
 
     async def reap_expired(self) -> list[queue.Task]:
         answer = await self._call("POST", "/expired-leases", None, wire.TasksAnswer)
-        return [t.task() for t in answer.tasks]
+        return answer.tasks
 
     async def is_drained(self) -> bool:
         return (await self._call("GET", "/drained", None, wire.DrainedAnswer)).drained
@@ -242,7 +242,7 @@ class RemoteStore:
         if not uris:
             return {}
         answer = await self._call("POST", "/documents/known", wire.UrisRequest(uris=list(uris)), wire.KnownAnswer)
-        return {d.uri: d.known() for d in answer.documents}
+        return {d.uri: d for d in answer.documents}
 
     async def processed_in_run(self, run: int, uris: Sequence[str]) -> set[str]:
         if not uris:

@@ -3,6 +3,11 @@
 camelCase on the wire and unknown fields refused, as everywhere in Headrace. Every list and string has
 a bound, so a request is checked before any of it reaches the database; vectors travel as base64 of
 little-endian float32 (what pgvector stores), a sixth of their JSON size and no float parsing.
+
+An answer that is exactly a store record (a leased `queue.Task`, a `vectors.Space`, a
+`documents.KnownDocument`) carries the store's dataclass itself, not a copy of its fields: pydantic
+validates and serializes a stdlib dataclass inside a model with the model's own config (camelCase,
+unknown fields ignored), so the record has one definition and the wire follows it.
 """
 
 import base64
@@ -81,26 +86,6 @@ def decode_vectors(encoded: str | None, count: int) -> list[list[float]]:
 # --- tasks ------------------------------------------------------------------------------------------------
 
 
-class TaskBody(Answer):
-    """A leased task."""
-
-    id: Id
-    job_uid: uuid.UUID
-    run: int
-    kind: queue.TaskKind
-    payload: dict[str, Any]
-    attempts: int
-    max_attempts: int
-    lease_token: uuid.UUID
-
-    @classmethod
-    def of(cls, task: queue.Task) -> "TaskBody":
-        return cls(**vars(task))
-
-    def task(self) -> queue.Task:
-        return queue.Task(**dict(self))
-
-
 class HeldTask(Body):
     """A task the worker holds: its id and the token of its lease."""
 
@@ -130,7 +115,7 @@ class LeaseRequest(Body):
 
 class LeaseAnswer(Answer):
     acked: list[int]
-    leased: list[TaskBody]
+    leased: list[queue.Task]
 
 
 class AckRequest(Body):
@@ -170,7 +155,7 @@ class ReleaseAnswer(Answer):
 
 
 class TasksAnswer(Answer):
-    tasks: list[TaskBody]
+    tasks: list[queue.Task]
 
 
 class DrainedAnswer(Answer):
@@ -212,21 +197,8 @@ class JobBody(Answer):
     namespace_uid: uuid.UUID | None = None
 
 
-class SpaceBody(Answer):
-    id: SpaceId
-    model: str
-    dimensions: int
-
-    @classmethod
-    def of(cls, space: vectors.Space) -> "SpaceBody":
-        return cls(id=space.id, model=space.model, dimensions=space.dimensions)
-
-    def space(self) -> vectors.Space:
-        return vectors.Space(self.id, self.model, self.dimensions)
-
-
 class SpaceAnswer(Answer):
-    space: SpaceBody | None
+    space: vectors.Space | None
     """None when the database cannot store vectors (no pgvector), or the job wants none."""
 
 
@@ -237,22 +209,8 @@ class UrisRequest(Body):
     uris: Uris
 
 
-class KnownBody(Answer):
-    uri: str
-    state: str
-    content_hash: str | None
-    fingerprint: str | None
-    source_version: str | None
-    run: int
-    format: str | None = None
-    embedding_space: int | None = None
-
-    def known(self) -> KnownDocument:
-        return KnownDocument(**dict(self))
-
-
 class KnownAnswer(Answer):
-    documents: list[KnownBody]
+    documents: list[KnownDocument]
 
 
 class UrisAnswer(Answer):

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from headrace.kubeapi import KubeSettings
+from headrace.kubeapi import KubeError, KubeSettings
 from headrace.model import API_VERSION, KIND, PLURAL
-from headrace.operator.kube import KubeError
 from tests.chart.conftest import RELEASE, parse, render_text
 from tests.kube.controlplane import ControlPlane
 

@@ -65,7 +65,8 @@ import kopf
 import pytest
 import yaml
 
-from headrace.operator.kube import KubeClient, KubeError
+from headrace.kubeapi import KubeError
+from headrace.operator.kube import KubeClient
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"

@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 
-from headrace.operator.kube import JOBS, KubeError
+from headrace.kubeapi import KubeError
+from headrace.operator.kube import JOBS
 from tests.kube.controlplane import RESTRICTED, ControlPlane
 
 pytestmark = pytest.mark.timeout(180)

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
+from headrace.kubeapi import KubeError
 from headrace.model.crd import PRINTER_COLUMNS, crd
-from headrace.operator.kube import KubeClient, KubeError
+from headrace.operator.kube import KubeClient
 from tests.kube.controlplane import ControlPlane
 from tests.operator.cluster import IJS
 from tests.operator.test_crd import SAMPLES, sample_manifests

@@ -5,7 +5,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from headrace.operator.kube import KubeClient, KubeError
+from headrace.kubeapi import KubeError
+from headrace.operator.kube import KubeClient
 from tests.kube.controlplane import ControlPlane
 from tests.operator.cluster import IJS
 

@@ -7,7 +7,7 @@ import socket
 import sys
 from pathlib import Path
 
-import aiohttp
+import httpx
 import kmock
 import pytest
 from click.testing import CliRunner
@@ -118,13 +118,12 @@ async def test_headrace_operator_serves_liveness_reconciles_and_stops_on_sigterm
         sys.executable, "-m", "headrace", "operator", env=env, stderr=asyncio.subprocess.PIPE
     )
     try:
-        async with aiohttp.ClientSession() as session:
+        async with httpx.AsyncClient() as client:
             while True:
                 try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
+                    if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.1)
         kube = client_for(str(emulator.url))

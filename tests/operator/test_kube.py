@@ -1,14 +1,17 @@
 """The operator's Kubernetes client against kmock's emulator: which answers are errors and which are "later"."""
 
 import asyncio
+import socket
 from datetime import UTC, datetime
 
 import kmock
 import kopf
 import pytest
+from prometheus_client import REGISTRY
 
+from headrace.kubeapi import KubeError
 from headrace.operator import reconcile
-from headrace.operator.kube import JOBS, RETRY_DELAY, KubeClient, KubeError
+from headrace.operator.kube import JOBS, RETRY_DELAY, KubeClient
 from headrace.operator.reconcile import Operator
 from tests.operator.conftest import ij
 
@@ -16,6 +19,12 @@ pytestmark = pytest.mark.postgres
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 JOBS_URL = "post /apis/batch/v1/namespaces/default/jobs"
+
+
+def requests_counted(verb: str, code: str) -> float:
+    """headrace_operator_kubernetes_requests_total for this verb and code so far."""
+    labels = {"verb": verb, "code": code}
+    return REGISTRY.get_sample_value("headrace_operator_kubernetes_requests_total", labels) or 0.0
 
 
 def slow_once(emulator: kmock.KubernetesEmulator, pattern: str, seconds: float) -> list[float]:
@@ -58,9 +67,41 @@ async def test_transient_status_is_a_temporary_error(
 ) -> None:
     emulator[JOBS_URL] << status
     manifest = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x", "namespace": "default"}}
+    before = requests_counted("create", str(status))
     with pytest.raises(kopf.TemporaryError) as caught:
         await op.kube.ensure(JOBS, manifest)
     assert caught.value.delay == RETRY_DELAY
+    assert requests_counted("create", str(status)) == before + 1
+
+
+async def test_no_answer_is_a_temporary_error_counted_as_error() -> None:
+    # A port bound but not listening: the connection is refused, so the call gets no answer at all.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        kube = KubeClient(kopf.ConnectionInfo(server=f"http://127.0.0.1:{closed.getsockname()[1]}"))
+        before = requests_counted("get", "error")
+        try:
+            with pytest.raises(kopf.TemporaryError) as caught:
+                await kube.get(JOBS, "default", "x")
+        finally:
+            await kube.close()
+    assert caught.value.delay == RETRY_DELAY
+    assert requests_counted("get", "error") == before + 1
+
+
+async def test_a_new_login_is_used_by_the_next_call(emulator: kmock.KubernetesEmulator) -> None:
+    # kopf logs in again when a token expires: the next call carries the new credentials.
+    kube = KubeClient(kopf.ConnectionInfo(server=str(emulator.url), token="old"))
+    try:
+        await kube.get(JOBS, "default", "x")
+        kube.connect(kopf.ConnectionInfo(server=str(emulator.url), token="new"))
+        await kube.get(JOBS, "default", "x")
+    finally:
+        await kube.close()
+    sent = [
+        request.headers.get("Authorization") for request in emulator["get /apis/batch/v1/namespaces/default/jobs/x"]
+    ]
+    assert sent[-2:] == ["Bearer old", "Bearer new"]
 
 
 async def test_refusal_is_an_error_not_a_retry(op: Operator, emulator: kmock.KubernetesEmulator) -> None:

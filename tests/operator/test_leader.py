@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+import httpx
 import pytest
 
 from headrace.operator.kube import HPAS, JOBS, LEASES, KubeClient
@@ -56,9 +56,10 @@ class Replica:
     async def status(self, path: str) -> tuple[int, str] | None:
         port = self.probe_port if path == "/healthz" else self.metrics_port
         try:
-            async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as response:
-                return response.status, await response.text()
-        except aiohttp.ClientConnectionError:
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"http://127.0.0.1:{port}{path}")
+                return response.status_code, response.text
+        except httpx.TransportError:
             return None
 
     async def leader_gauge(self) -> float | None:

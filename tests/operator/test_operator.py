@@ -21,8 +21,9 @@ import pytest
 from kopf.testing import KopfRunner
 from prometheus_client import REGISTRY
 
+from headrace.kubeapi import KubeError
 from headrace.model import IngestionJob
-from headrace.operator.kube import HPAS, JOBS, MERGE_PATCH, SECRETS, KubeError
+from headrace.operator.kube import HPAS, JOBS, MERGE_PATCH, SECRETS
 from headrace.operator.main import build_registry
 from headrace.operator.resources.job import build_worker_job
 from headrace.operator.settings import OperatorSettings
