@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from dataclasses import fields
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -21,7 +22,7 @@ from headrace.operator import status as st
 from headrace.operator.admission import admit
 from headrace.operator.kopf_setup import configure
 from headrace.operator.metrics import PHASES, reconciling
-from headrace.operator.observation import Observation
+from headrace.operator.observation import Glance, Observation
 from headrace.operator.reconcile import Operator, Reconciled
 from headrace.operator.resources.job import InvalidSpec
 from headrace.operator.settings import OperatorSettings
@@ -36,43 +37,48 @@ log = logging.getLogger(__name__)
 RESOURCE = (GROUP, VERSION, PLURAL)
 
 
+def glance(body: kopf.Body) -> Glance:
+    """What the handlers need of kopf's body but its spec's meaning, typed. (Read from the raw mappings:
+    kopf's views cost several times as much, and the timer's filter reads every job at every change.)"""
+    metadata = body.get("metadata") or {}
+    reported = body.get("status") or {}
+    annotations = metadata.get("annotations") or {}
+    return Glance(
+        namespace=metadata.get("namespace") or "",
+        name=metadata.get("name") or "",
+        uid=uuid.UUID(metadata["uid"]),
+        generation=metadata.get("generation"),
+        spec=MappingProxyType(dict(body.get("spec") or {})),
+        status=st.parse_status(reported),
+        reported=MappingProxyType(dict(reported)),
+        run_request=annotations.get(RUN_REQUEST_ANNOTATION),
+        retry_request=annotations.get(RETRY_FAILED_ANNOTATION),
+        deleting=bool(metadata.get("deletionTimestamp")),
+    )
+
+
 def observation(body: kopf.Body, config: OperatorSettings) -> Observation:
-    """What the handlers need of kopf's body, typed; the spec as a model, or the reason it is refused
-    (every bad field named), so a bad spec becomes a condition instead of a crash loop."""
-    metadata = body.metadata
+    """What the handlers need of kopf's body, typed: its `glance`, and the spec as a model or the reason it
+    is refused (every bad field named), so a bad spec becomes a condition instead of a crash loop."""
+    seen, metadata = glance(body), body.get("metadata") or {}
     document = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
         "metadata": {key: metadata.get(key) for key in ("name", "namespace", "uid", "generation") if metadata.get(key)},
-        "spec": dict(body.spec),
+        "spec": dict(seen.spec),
     }
     job, error = None, None
     try:
-        job = parse_manifest(document, origin=f"{metadata.namespace}/{metadata.name}")
+        job = parse_manifest(document, origin=f"{metadata.get('namespace')}/{metadata.get('name')}")
         admit(job, config)
     except InvalidManifest as exc:
         job, error = None, "; ".join(exc.problems)
     except InvalidSpec as exc:
         job, error = None, str(exc)
-    reported = body.get("status") or {}
-    annotations = metadata.annotations
-    return Observation(
-        namespace=metadata.namespace or "",
-        name=metadata.name or "",
-        uid=uuid.UUID(metadata.uid),
-        generation=metadata.get("generation"),
-        job=job,
-        spec_error=error,
-        spec=MappingProxyType(dict(body.spec)),
-        status=st.parse_status(reported),
-        reported=MappingProxyType(dict(reported)),
-        run_request=annotations.get(RUN_REQUEST_ANNOTATION),
-        retry_request=annotations.get(RETRY_FAILED_ANNOTATION),
-        deleting=bool(metadata.deletion_timestamp),
-    )
+    return Observation(**{field.name: getattr(seen, field.name) for field in fields(seen)}, job=job, spec_error=error)
 
 
-def write(patch: kopf.Patch, seen: Observation, reconciled: Reconciled) -> None:
+def write(patch: kopf.Patch, seen: Glance, reconciled: Reconciled) -> None:
     """Put what a step decided into kopf's patch: the replicas the builtin autoscaler wants, and the status
     fields whose value changed (a quiet job costs no API writes)."""
     if reconciled.replicas is not None:
@@ -93,7 +99,7 @@ def _post(body: kopf.Body, reconciled: Reconciled) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=redact(event.message))
 
 
-def _phase(seen: Observation, reconciled: Reconciled) -> str | None:
+def _phase(seen: Glance, reconciled: Reconciled) -> str | None:
     """The phase the object has once the patch is applied."""
     return (reconciled.status.phase if reconciled.status else None) or seen.reported.get("phase")
 
@@ -163,7 +169,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         _post(body, done)
 
     def needs_observe(body: kopf.Body, **_: Any) -> bool:
-        return reconcile.needs_observe(observation(body, config))
+        return reconcile.needs_observe(glance(body))
 
     # Only jobs with a run in progress, a schedule or a waiting request are looked at: kopf stops the timer
     # of a job that stops matching and starts it again when it matches (e.g. after a new annotation).
@@ -198,7 +204,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
         async with reconciling("delete"):
-            seen = observation(body, config)
+            seen = glance(body)
             outcome = await ride_out(reconcile.finalize, memo["operator"], seen)
         PHASES.forget(seen.namespace, seen.name)
         logger.info(f"{outcome} the indexed data of the IngestionJob (spec.retention)")

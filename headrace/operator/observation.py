@@ -14,16 +14,14 @@ from headrace.store.runs import RequestKind
 
 
 @dataclass(frozen=True)
-class Observation:
-    """One IngestionJob as kopf handed it over."""
+class Glance:
+    """What an IngestionJob says of itself, read without interpreting its spec: cheap enough for the
+    timer's filter, which kopf runs at every change of every job."""
 
     namespace: str
     name: str
     uid: uuid.UUID
     generation: int | None
-    job: IngestionJob | None
-    """The spec as a model; None when the operator refuses it (`spec_error` says why)."""
-    spec_error: str | None
     spec: Mapping[str, Any]
     """The spec as written: what is recorded of a refused spec, and its retention whatever else it says."""
     status: IngestionJobStatus
@@ -46,3 +44,12 @@ class Observation:
         if self.retry_request and self.retry_request != self.status.last_handled_retry_request:
             pending.append(("retry", self.retry_request))
         return pending
+
+
+@dataclass(frozen=True)
+class Observation(Glance):
+    """One IngestionJob as kopf handed it over to a handler, with its spec parsed."""
+
+    job: IngestionJob | None
+    """The spec as a model; None when the operator refuses it (`spec_error` says why)."""
+    spec_error: str | None

@@ -26,12 +26,12 @@ from headrace.model import TERMINAL_PHASES, IngestionJob, IngestionJobStatus, Wo
 from headrace.model.events import STORE_RECORDED, Reason, run_started
 from headrace.model.run import RunState
 from headrace.operator import status as st
-from headrace.operator.children import Children, ensure_children
+from headrace.operator.children import Children, ensure_children, wanted
 from headrace.operator.kube import KubeClient
 from headrace.operator.legacy_secrets import LegacySecrets
 from headrace.operator.namespaces import NamespaceLookups
-from headrace.operator.observation import Observation
-from headrace.operator.resources.job import job_name, parallelism
+from headrace.operator.observation import Glance, Observation
+from headrace.operator.resources.job import parallelism
 from headrace.operator.resources.labels import selector
 from headrace.operator.settings import OperatorSettings
 from headrace.store import documents, jobs, queue, runs, vectors
@@ -110,7 +110,7 @@ class _Run:
         return {name: value for name, value in fields.items() if value is not None}
 
 
-def needs_observe(seen: Observation) -> bool:
+def needs_observe(seen: Glance) -> bool:
     """Whether the observe timer has anything to look at: a run in progress or not yet reported, workers
     still exiting, a schedule, or a run request not handled yet. A finished job costs no API calls."""
     if seen.reported.get("observedGeneration") != seen.generation:
@@ -202,7 +202,7 @@ async def _observe(op: Operator, runtime: Runtime, seen: Observation, *, now: da
     return dataclasses.replace(reconciled, replicas=replicas)
 
 
-async def finalize(op: Operator, seen: Observation) -> str:
+async def finalize(op: Operator, seen: Glance) -> str:
     """Apply spec.retention to the job's data; returns what was done."""
     # The spec as written: one invalid in other ways still says what to do with its data.
     if seen.spec.get("retention") == "Delete":
@@ -247,15 +247,14 @@ async def _converge(
     # timer tick): read them first. A job's first reconcile, or a new run, creates them.
     run, state = current.number, current.state
     made = seen.status.observed_generation is not None and seen.status.run == run
-    children = await ensure_children(
-        op.kube, op.config, job, run, finished=state is not None and state.finished, made=made
-    )
+    want = wanted(job, run, op.config, finished=state is not None and state.finished)
+    children = await ensure_children(op.kube, want, made=made)
     state = await _close_if_job_failed(op, seen, current.record, run, state, children)
     status, changes = st.next_status(
         job,
         seen.status,
         run=run,
-        job_name=job_name(job.metadata.name, run),
+        job_name=want.worker_job_name,
         state=state,
         workers=_workers(job, children),
         problem=children.problem,

@@ -11,7 +11,7 @@ import kopf
 import pytest
 
 from headrace.operator import reconcile
-from headrace.operator.handlers import observation, write
+from headrace.operator.handlers import glance, observation, write
 from headrace.operator.reconcile import Operator, Reconciled, Runtime
 from headrace.store import jobs, queue
 from tests.operator.conftest import ij, patched
@@ -280,7 +280,7 @@ async def test_schedule_starts_a_new_run_after_the_last_one(op: Operator, emulat
 async def test_delete_applies_retention(op: Operator, retention: str) -> None:
     raw, _ = await apply(op, ij(spec={"source": {"volume": {"claimName": "d"}}, "retention": retention}))
     uid = uuid.UUID(raw["metadata"]["uid"])
-    outcome = await reconcile.finalize(op, observation(kopf.Body(raw), op.config))
+    outcome = await reconcile.finalize(op, glance(kopf.Body(raw)))
     assert outcome == {"Delete": "Deleted", "Retain": "Retained"}[retention]
     record = await op.pool.fetchrow("SELECT deleted_at FROM headrace.jobs WHERE uid = $1", uid)
     if retention == "Delete":

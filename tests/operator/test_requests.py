@@ -8,23 +8,19 @@ import kmock
 import kopf
 
 from headrace.operator import reconcile
-from headrace.operator.handlers import observation
+from headrace.operator.handlers import glance
 from headrace.operator.reconcile import Operator
-from headrace.operator.settings import OperatorSettings
 from headrace.store import documents, jobs, queue
-from tests.operator.conftest import IMAGE, INGEST_URL, ij
+from tests.operator.conftest import ij
 from tests.operator.test_reconcile import apply, drain, exists, observe
 
 RUN = "headrace.io/run-requested-at"
 RETRY = "headrace.io/retry-failed-requested-at"
 
 
-CONFIG = OperatorSettings(database_url="postgresql://h@db/headrace", worker_image=IMAGE, ingest_url=INGEST_URL)
-
-
 def needs_observe(raw: dict[str, Any]) -> bool:
     """Whether the observe timer's filter lets the timer look at `raw`."""
-    return reconcile.needs_observe(observation(kopf.Body(raw), CONFIG))
+    return reconcile.needs_observe(glance(kopf.Body(raw)))
 
 
 def annotate(raw: dict[str, Any], key: str, value: str) -> dict[str, Any]:
