@@ -237,7 +237,7 @@ async def _converge(
 
     `current.state` is the run's state as the caller just read it (the timer runs this for every job, every
     tick: each query less counts)."""
-    current = await _start_requested(op, seen, current)
+    current = await _start_requested(op, seen.pending_requests, current)
     has_vectors = await runtime.vectors_available(op.pool)
     embedding = job.spec.embedding
     if has_vectors and embedding.enabled and embedding.model_name is not None and embedding.dimensions is not None:
@@ -249,7 +249,7 @@ async def _converge(
     made = seen.status.observed_generation is not None and seen.status.run == run
     want = wanted(job, run, op.config, finished=state is not None and state.finished)
     children = await ensure_children(op.kube, want, made=made)
-    state = await _close_if_job_failed(op, seen, current.record, run, state, children)
+    state = await _close_if_job_failed(op, job, current.record, run, state, children)
     status, changes = st.next_status(
         job,
         seen.status,
@@ -270,10 +270,10 @@ async def _converge(
     return Reconciled(status=status, events=tuple(events))
 
 
-async def _start_requested(op: Operator, seen: Observation, current: _Run) -> _Run:
+async def _start_requested(op: Operator, requests: list[tuple[runs.RequestKind, str]], current: _Run) -> _Run:
     """Start the run the annotations ask for, unless a run is going on: one run at a time, so a request
     waits for the current run to end. Each value is acted on once (`runs.started_for`)."""
-    for kind, value in seen.pending_requests:
+    for kind, value in requests:
         if await runs.started_for(op.pool, current.record.uid, kind, value) is not None:
             current = current.handled(kind, value)  # started before a restart lost the status write: not again
             continue
@@ -291,7 +291,7 @@ async def _start_requested(op: Operator, seen: Observation, current: _Run) -> _R
 
 
 async def _close_if_job_failed(
-    op: Operator, seen: Observation, record: JobRecord, run: int, state: RunState | None, children: Children
+    op: Operator, job: IngestionJob, record: JobRecord, run: int, state: RunState | None, children: Children
 ) -> RunState | None:
     """Close a run in progress whose worker Job failed, with the Job's reason; the run's state after."""
     outcome = st.job_outcome(children.worker_job)
@@ -299,10 +299,8 @@ async def _close_if_job_failed(
         return state
     _, reason, message = outcome
     if await runs.close_run(op.pool, record.uid, run, reason=reason, message=f"the worker Job failed: {message}"):
-        log.info(
-            "Closed run",
-            extra={"namespace": seen.namespace, "ingestionjob": seen.name, "run": run, "reason": reason},
-        )
+        where = {"namespace": job.metadata.namespace, "ingestionjob": job.metadata.name}
+        log.info("Closed run", extra={**where, "run": run, "reason": reason})
     return await jobs.run_state(op.pool, record.uid, run)
 
 
