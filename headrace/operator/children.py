@@ -9,7 +9,7 @@ could have the operator re-point or delete an HPA or Job they may not touch them
 import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from headrace.model import IngestionJob
@@ -80,7 +80,7 @@ class Children:
     """What ensuring the children found: the run's worker Job, Events to post, and a Ready problem."""
 
     worker_job: dict[str, Any] | None = None
-    events: list[st.Event] = field(default_factory=list)
+    events: tuple[st.Event, ...] = ()
     problem: st.Observed | None = None
 
 
@@ -116,7 +116,7 @@ async def ensure_children(kube: KubeClient, want: Wanted, *, made: bool = False)
     assert not isinstance(hpa, Exception) and not isinstance(worker, Exception)
     hpa_problem, hpa_events = hpa
     worker_job, job_events, job_problem = worker
-    return Children(worker_job, [*hpa_events, *job_events], job_problem or hpa_problem)
+    return Children(worker_job, (*hpa_events, *job_events), job_problem or hpa_problem)
 
 
 async def _caught(step: Awaitable[T]) -> T | Exception:
