@@ -9,7 +9,7 @@ could have the operator re-point or delete an HPA or Job they may not touch them
 import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from headrace.kubeapi import KubeError
@@ -19,7 +19,7 @@ from headrace.model.events import Reason
 from headrace.operator import status as st
 from headrace.operator.kube import HPAS, JOBS, KubeClient
 from headrace.operator.resources.hpa import build_hpa, hpa_name
-from headrace.operator.resources.job import build_worker_job, job_name, parallelism
+from headrace.operator.resources.job import build_worker_job, job_name
 from headrace.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,57 @@ REFUSED = frozenset({400, 403, 422})
 
 
 @dataclass(frozen=True)
+class Wanted:
+    """The objects a run of an IngestionJob should have, as the pure builders make them."""
+
+    owner_uid: str | None
+    """The IngestionJob's uid: what an ownerReference of ours names."""
+    namespace: str
+    worker_job_name: str
+    worker_job: dict[str, Any] | None
+    """The run's worker Job; None once the run finished: its Job is then only read (and may be gone after
+    ttlSecondsAfterFinished)."""
+    superseded_job: str | None
+    """The previous run's Job, whose workers stop: they would otherwise go on leasing this run's tasks."""
+    hpa_name: str
+    hpa: dict[str, Any] | None
+    """The HPA in autoscaling mode hpa. None in builtin or none mode: only one writer may own the replica
+    count, so an HPA of ours is deleted."""
+    run: int
+
+
+def wanted(job: IngestionJob, run: int, config: OperatorSettings, *, finished: bool) -> Wanted:
+    """What `run` of `job` should have in the cluster. Pure: no API calls."""
+    worker_job = None
+    if not finished:
+        worker_job = build_worker_job(
+            job,
+            run=run,
+            image=config.worker_image,
+            pods=config.worker_pods(),
+            ingest_url=config.ingest_url,
+            ingest_audience=config.ingest_audience,
+            backoff_limit=config.backoff_limit,
+            ttl_seconds_after_finished=config.ttl_seconds_after_finished,
+        )
+    return Wanted(
+        owner_uid=job.metadata.uid,
+        namespace=job.metadata.namespace,
+        worker_job_name=job_name(job.metadata.name, run),
+        worker_job=worker_job,
+        superseded_job=job_name(job.metadata.name, run - 1) if run > 1 else None,
+        hpa_name=hpa_name(job.metadata.name),
+        hpa=build_hpa(job) if job.spec.workers.autoscaling.mode == "hpa" else None,
+        run=run,
+    )
+
+
+@dataclass(frozen=True)
 class Children:
     """What ensuring the children found: the run's worker Job, Events to post, and a Ready problem."""
 
     worker_job: dict[str, Any] | None = None
-    events: list[st.Event] = field(default_factory=list)
+    events: tuple[st.Event, ...] = ()
     problem: st.Observed | None = None
 
 
@@ -54,9 +100,7 @@ def _conflict(kind: str, name: str) -> st.Observed:
     )
 
 
-async def ensure_children(
-    kube: KubeClient, config: OperatorSettings, job: IngestionJob, run: int, *, finished: bool, made: bool = False
-) -> Children:
+async def ensure_children(kube: KubeClient, want: Wanted, *, made: bool = False) -> Children:
     """Create what is missing and correct what drifted, among the objects this IngestionJob owns.
 
     The HPA and the run's Job are independent, so they are ensured at once. `made`: the status says this
@@ -64,8 +108,8 @@ async def ensure_children(
     refused and then read).
     """
     hpa, worker = await asyncio.gather(
-        _caught(_ensure_hpa(kube, job, made=made)),
-        _caught(_ensure_worker_job(kube, config, job, run, finished=finished, made=made)),
+        _caught(_ensure_hpa(kube, want, made=made)),
+        _caught(_ensure_worker_job(kube, want, made=made)),
     )
     for outcome in (hpa, worker):
         if isinstance(outcome, Exception):
@@ -73,7 +117,7 @@ async def ensure_children(
     assert not isinstance(hpa, Exception) and not isinstance(worker, Exception)
     hpa_problem, hpa_events = hpa
     worker_job, job_events, job_problem = worker
-    return Children(worker_job, [*hpa_events, *job_events], job_problem or hpa_problem)
+    return Children(worker_job, (*hpa_events, *job_events), job_problem or hpa_problem)
 
 
 async def _caught(step: Awaitable[T]) -> T | Exception:
@@ -86,27 +130,18 @@ async def _caught(step: Awaitable[T]) -> T | Exception:
 
 
 async def _ensure_worker_job(
-    kube: KubeClient, config: OperatorSettings, job: IngestionJob, run: int, *, finished: bool, made: bool
+    kube: KubeClient, want: Wanted, *, made: bool
 ) -> tuple[dict[str, Any] | None, list[st.Event], st.Observed | None]:
     """The run's worker Job (None when it is not ours or was refused), its Events and a Ready problem."""
-    namespace, name = job.metadata.namespace, job_name(job.metadata.name, run)
-    if run > 1:
-        await _retire(kube, job, job_name(job.metadata.name, run - 1))
-    if finished:
+    namespace, name, run = want.namespace, want.worker_job_name, want.run
+    if want.superseded_job is not None:
+        await _retire(kube, want, want.superseded_job)
+    manifest = want.worker_job
+    if manifest is None:
         # A finished run's Job is left alone (and may be gone after ttlSecondsAfterFinished).
         found = await kube.get(JOBS, namespace, name)
-        mine = found if found is not None and owned_by(found, job.metadata.uid) else None
+        mine = found if found is not None and owned_by(found, want.owner_uid) else None
         return mine, [], None
-    manifest = build_worker_job(
-        job,
-        run=run,
-        image=config.worker_image,
-        pods=config.worker_pods(),
-        ingest_url=config.ingest_url,
-        ingest_audience=config.ingest_audience,
-        backoff_limit=config.backoff_limit,
-        ttl_seconds_after_finished=config.ttl_seconds_after_finished,
-    )
     try:
         worker_job, created = await kube.ensure(JOBS, manifest, read_first=made)
     except KubeError as exc:
@@ -117,18 +152,19 @@ async def _ensure_worker_job(
         message = f"The API server refused worker Job {name}: {exc}"
         log.warning("Refused Job", extra={"namespace": namespace, "job": name, "error": str(exc)})
         return None, [], st.Observed("Ready", "False", Reason.WORKER_JOB_REFUSED, message)
-    if not owned_by(worker_job, job.metadata.uid):
+    if not owned_by(worker_job, want.owner_uid):
         log.warning("Found foreign Job", extra={"namespace": namespace, "job": name})
         return None, [], _conflict("Job", name)
     if not created and _ingest_url(worker_job) != _ingest_url(manifest):
         return None, await _replace(kube, worker_job, run), None
     events = []
-    fields = {"namespace": namespace, "job": name, "parallelism": manifest["spec"]["parallelism"]}
+    parallelism = manifest["spec"]["parallelism"]
+    fields = {"namespace": namespace, "job": name, "parallelism": parallelism}
     if created:
         log.info("Created Job", extra=fields)
         events.append(st.Event("Normal", Reason.CREATED_JOB, f"Created worker Job {name} for run {run}"))
-    elif worker_job.get("spec", {}).get("parallelism") != manifest["spec"]["parallelism"]:
-        patched = await kube.patch(JOBS, namespace, name, {"spec": {"parallelism": parallelism(job)}})
+    elif worker_job.get("spec", {}).get("parallelism") != parallelism:
+        patched = await kube.patch(JOBS, namespace, name, {"spec": {"parallelism": parallelism}})
         worker_job = patched or worker_job
         log.info("Scaled Job", extra=fields)
     return worker_job, events, None
@@ -164,13 +200,13 @@ async def _replace(kube: KubeClient, worker_job: dict[str, Any], run: int) -> li
     return [st.Event("Normal", Reason.REPLACED_JOB, message)]
 
 
-async def _retire(kube: KubeClient, job: IngestionJob, name: str) -> None:
+async def _retire(kube: KubeClient, want: Wanted, name: str) -> None:
     """Stop the workers of a superseded run: they would otherwise go on leasing the new run's tasks."""
-    namespace = job.metadata.namespace
+    namespace = want.namespace
     previous = await kube.get(JOBS, namespace, name)
     if (
         previous is None
-        or not owned_by(previous, job.metadata.uid)
+        or not owned_by(previous, want.owner_uid)
         or st.job_outcome(previous) is not None
         or previous.get("spec", {}).get("parallelism") == 0
     ):
@@ -179,13 +215,13 @@ async def _retire(kube: KubeClient, job: IngestionJob, name: str) -> None:
     log.info("Scaled Job", extra={"namespace": namespace, "job": name, "parallelism": 0, "reason": "superseded"})
 
 
-async def _ensure_hpa(kube: KubeClient, job: IngestionJob, *, made: bool) -> tuple[st.Observed | None, list[st.Event]]:
-    namespace, name = job.metadata.namespace, hpa_name(job.metadata.name)
-    if job.spec.workers.autoscaling.mode != "hpa":
+async def _ensure_hpa(kube: KubeClient, want: Wanted, *, made: bool) -> tuple[st.Observed | None, list[st.Event]]:
+    namespace, name, manifest = want.namespace, want.hpa_name, want.hpa
+    if manifest is None:
         # Only one writer may own the replica count: no HPA of ours in builtin or none mode. Someone
         # else's HPA of that name is not in the way, and not ours to delete.
         existing = await kube.get(HPAS, namespace, name)
-        if existing is None or not owned_by(existing, job.metadata.uid):
+        if existing is None or not owned_by(existing, want.owner_uid):
             return None, []
         try:
             # A precondition on its uid: the server answers 409 if the name now belongs to another object.
@@ -195,12 +231,11 @@ async def _ensure_hpa(kube: KubeClient, job: IngestionJob, *, made: bool) -> tup
             if exc.status != 409:
                 raise
         return None, []
-    manifest = build_hpa(job)
     existing, created = await kube.ensure(HPAS, manifest, read_first=made)
     if created:
         log.info("Created HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
         return None, [st.Event("Normal", Reason.CREATED_HPA, f"Created HPA {name}")]
-    if not owned_by(existing, job.metadata.uid):
+    if not owned_by(existing, want.owner_uid):
         log.warning("Found foreign HorizontalPodAutoscaler", extra={"namespace": namespace, "hpa": name})
         return _conflict("HorizontalPodAutoscaler", name), []
     if not _contains(existing.get("spec"), manifest["spec"]):

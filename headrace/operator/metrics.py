@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
-import kopf
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
@@ -65,14 +64,13 @@ class Phases(Collector):
     def __init__(self) -> None:
         self._phases: dict[tuple[str, str], str] = {}
 
-    def observe(self, body: kopf.Body, patch: kopf.Patch) -> None:
-        """Remember the phase the handler wrote, or the one the object already had."""
-        phase = patch.get("status", {}).get("phase") or body.get("status", {}).get("phase")
+    def observe(self, namespace: str, name: str, phase: str | None) -> None:
+        """Remember the phase an IngestionJob has after a handler's patch (None: it has none yet)."""
         if phase:
-            self._phases[(body.metadata.namespace or "", body.metadata.name or "")] = str(phase)
+            self._phases[(namespace, name)] = phase
 
-    def forget(self, body: kopf.Body) -> None:
-        self._phases.pop((body.metadata.namespace or "", body.metadata.name or ""), None)
+    def forget(self, namespace: str, name: str) -> None:
+        self._phases.pop((namespace, name), None)
 
     def collect(self) -> Iterable[Metric]:
         family = self._family()

@@ -1,9 +1,11 @@
-"""Opening what the operator holds for its lifetime: the database pool (migrated) and the Kubernetes client."""
+"""Opening what the operator holds for its lifetime: the database pool (migrated) and the Kubernetes client,
+and what it starts out knowing (the Secrets an earlier release left in tenants' namespaces)."""
 
 import logging
 
 from headrace.operator.kube import KubeClient
-from headrace.operator.reconcile import Operator
+from headrace.operator.legacy_secrets import LegacySecrets
+from headrace.operator.reconcile import Operator, Runtime
 from headrace.operator.settings import OperatorSettings
 from headrace.store import legacy_roles, migrate
 from headrace.store.db import close_pool, create_pool
@@ -12,7 +14,7 @@ from headrace.store.outage import ride_out
 log = logging.getLogger(__name__)
 
 
-async def open_operator(config: OperatorSettings) -> Operator:
+async def open_operator(config: OperatorSettings) -> tuple[Operator, Runtime]:
     """Connect to Postgres (waiting up to two minutes for it), apply pending migrations, drop the database
     roles earlier releases made for workers, and wrap it all up."""
     pool = await ride_out(
@@ -31,4 +33,5 @@ async def open_operator(config: OperatorSettings) -> Operator:
     except BaseException:
         await close_pool(pool)
         raise
-    return Operator(pool=pool, kube=KubeClient(), config=config, legacy_secrets=legacy)
+    operator = Operator(pool=pool, kube=KubeClient(), config=config)
+    return operator, Runtime(legacy_secrets=LegacySecrets(legacy))

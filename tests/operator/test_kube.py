@@ -14,6 +14,7 @@ from headrace.operator import reconcile
 from headrace.operator.kube import JOBS, RETRY_DELAY, KubeClient
 from headrace.operator.reconcile import Operator
 from tests.operator.conftest import ij
+from tests.operator.test_reconcile import handle
 
 pytestmark = pytest.mark.postgres
 
@@ -51,11 +52,11 @@ async def test_timeout_is_a_temporary_error_with_a_short_delay(
     raw = ij()
     try:
         with pytest.raises(kopf.TemporaryError) as caught:
-            await reconcile.apply_spec(busy, kopf.Body(raw), kopf.Patch(), now=NOW)
+            await handle(reconcile.apply_spec, busy, raw, NOW)
         assert caught.value.delay == RETRY_DELAY
 
         # The retry, once the server answers again, creates the Job.
-        await reconcile.apply_spec(busy, kopf.Body(raw), kopf.Patch(), now=NOW)
+        await handle(reconcile.apply_spec, busy, raw, NOW)
     finally:
         await busy.kube.close()
     assert not emulator.objects["batch/v1/jobs", "default", "handbook-run-1"].deleted

@@ -9,7 +9,6 @@ Secret `headrace-worker-database` annotated with the role's name.
 """
 
 import base64
-import dataclasses
 import json
 import uuid
 from typing import Any
@@ -19,7 +18,8 @@ import asyncpg
 import kmock
 import pytest
 
-from headrace.operator.reconcile import Operator
+from headrace.operator.legacy_secrets import LegacySecrets
+from headrace.operator.reconcile import Operator, Runtime
 from headrace.store import legacy_roles
 from headrace.store.db import Pool
 from tests.operator.conftest import ij
@@ -113,13 +113,13 @@ async def test_the_roles_are_dropped_and_each_namespace_secret_deleted_once(
 
     legacy = await legacy_roles.legacy_secrets(pool)
     assert {found.namespace for found in legacy.values()} == {"default", "team-a"}  # team-b had no live job
-    op = dataclasses.replace(op, legacy_secrets=legacy)
-    await apply(op, first)
-    await apply(op, other)
+    runtime = Runtime(legacy_secrets=LegacySecrets(legacy))
+    await apply(op, first, runtime=runtime)
+    await apply(op, other, runtime=runtime)
     assert not exists(emulator, SECRETS, LEGACY_SECRET, "default")
     assert exists(emulator, SECRETS, LEGACY_SECRET, "team-a")
     assert await pool.fetchval("SELECT count(*) FROM headrace.tenants") == 0
-    assert op.legacy_secrets == {}
+    assert runtime.legacy_secrets.pending == {}
     # Done: another start finds nothing to drop and nothing to delete.
     assert await legacy_roles.drop_roles(pool) == []
     assert await legacy_roles.legacy_secrets(pool) == {}

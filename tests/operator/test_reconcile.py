@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,8 @@ import kopf
 import pytest
 
 from headrace.operator import reconcile
-from headrace.operator.reconcile import Operator
+from headrace.operator.handlers import glance, observation, write
+from headrace.operator.reconcile import Operator, Reconciled, Runtime
 from headrace.store import jobs, queue, runs
 from tests.operator.conftest import ij, patched
 
@@ -20,16 +22,33 @@ JOBS = "batch/v1/jobs"
 HPAS = "autoscaling/v2/horizontalpodautoscalers"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
+Step = Callable[..., Awaitable[Reconciled]]
 
-async def apply(op: Operator, raw: dict[str, Any], now: datetime = NOW) -> tuple[dict[str, Any], list[Any]]:
+
+async def handle(
+    step: Step, op: Operator, raw: dict[str, Any], now: datetime = NOW, *, runtime: Runtime | None = None
+) -> tuple[kopf.Patch, list[Any]]:
+    """What a handler running `step` does with `raw`: the patch it writes and the Events it posts."""
+    seen = observation(kopf.Body(raw), op.config)
+    done = await step(op, runtime or Runtime(), seen, now=now)
     patch = kopf.Patch()
-    events = await reconcile.apply_spec(op, kopf.Body(raw), patch, now=now)
+    write(patch, seen, done)
+    return patch, list(done.events)
+
+
+async def apply(
+    op: Operator, raw: dict[str, Any], now: datetime = NOW, *, runtime: Runtime | None = None
+) -> tuple[dict[str, Any], list[Any]]:
+    """The object after the apply handler's patch, and the Events it posts."""
+    patch, events = await handle(reconcile.apply_spec, op, raw, now, runtime=runtime)
     return patched(raw, patch), events
 
 
-async def observe(op: Operator, raw: dict[str, Any], now: datetime = NOW) -> tuple[dict[str, Any], list[Any]]:
-    patch = kopf.Patch()
-    events = await reconcile.observe(op, kopf.Body(raw), patch, now=now)
+async def observe(
+    op: Operator, raw: dict[str, Any], now: datetime = NOW, *, runtime: Runtime | None = None
+) -> tuple[dict[str, Any], list[Any]]:
+    """The object after the observe timer's patch, and the Events it posts."""
+    patch, events = await handle(reconcile.observe, op, raw, now, runtime=runtime)
     return patched(raw, patch), events
 
 
@@ -94,9 +113,8 @@ async def test_apply_is_idempotent(op: Operator, emulator: kmock.KubernetesEmula
     assert [key[2] for key in emulator.objects if key[0].plural == "jobs"] == ["handbook-run-1"]
     # A quiet job costs the timer no writes, from its first look on: never its own spec, which kopf would
     # take for a user's change and apply again (the API server fills in the replicas /scale reads).
-    patch = kopf.Patch()
-    assert await reconcile.observe(op, kopf.Body(again), patch, now=later) == []
-    assert dict(patch) == {}
+    patch, events = await handle(reconcile.observe, op, again, later)
+    assert dict(patch) == {} and events == []
     assert (await queue.counts(op.pool, uuid.UUID(raw["metadata"]["uid"])))["pending"] == 1
 
 
@@ -262,7 +280,8 @@ async def test_schedule_starts_a_new_run_after_the_last_one(op: Operator, emulat
 async def test_delete_applies_retention(op: Operator, retention: str) -> None:
     raw, _ = await apply(op, ij(spec={"source": {"volume": {"claimName": "d"}}, "retention": retention}))
     uid = uuid.UUID(raw["metadata"]["uid"])
-    assert await reconcile.finalize(op, kopf.Body(raw)) == {"Delete": "Deleted", "Retain": "Retained"}[retention]
+    outcome = await reconcile.finalize(op, glance(kopf.Body(raw)))
+    assert outcome == {"Delete": "Deleted", "Retain": "Retained"}[retention]
     record = await op.pool.fetchrow("SELECT deleted_at FROM headrace.jobs WHERE uid = $1", uid)
     if retention == "Delete":
         assert record is None
@@ -295,7 +314,8 @@ async def test_observe_leaves_creation_to_apply_until_it_finished(
     del emulator.objects[HPAS, "default", "handbook"]
     requests = len(list(emulator))
 
-    assert await reconcile.observe(op, kopf.Body(raw), kopf.Patch(), now=NOW) == []
+    patch, events = await handle(reconcile.observe, op, raw)
+    assert dict(patch) == {} and events == []
     assert not exists(emulator, JOBS, "handbook-run-1") and not exists(emulator, HPAS, "handbook")
     assert len(list(emulator)) == requests
 
@@ -363,8 +383,8 @@ async def test_a_job_deleted_while_the_timer_looks_is_gone_to_it(op: Operator, r
     assert "DocumentsFailed" not in logged
     # A tick that starts after the deletion began looks no further.
     deleting = {**raw, "metadata": {**raw["metadata"], "deletionTimestamp": "2026-11-23T12:00:00Z"}}
-    patch = kopf.Patch()
-    assert await reconcile.observe(op, kopf.Body(deleting), patch, now=NOW) == [] and dict(patch) == {}
+    patch, events = await handle(reconcile.observe, op, deleting)
+    assert dict(patch) == {} and events == []
 
 
 async def _waits_for_a_lock(op: Operator, holder: Any) -> bool:

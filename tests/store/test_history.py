@@ -7,6 +7,7 @@ import kopf
 import pytest
 
 from headrace.operator import reconcile
+from headrace.operator.handlers import glance
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
 from headrace.operator.settings import OperatorSettings
@@ -103,7 +104,7 @@ async def test_the_finalizer_deletes_a_job_of_fifty_thousand_documents(
             config=OperatorSettings(database_url=dsn, worker_image="w", ingest_url="http://ingest:8081"),
         )
         body = kopf.Body({"metadata": {"uid": str(job.uid)}, "spec": {"retention": "Delete"}})
-        assert await reconcile.finalize(op, body) == "Deleted"
+        assert await reconcile.finalize(op, glance(body)) == "Deleted"
 
     for table in ("jobs", "runs", "tasks", "documents", "chunks", "job_events"):
         assert await count(pool, table, job) == 0, table

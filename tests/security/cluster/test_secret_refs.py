@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kmock
-import kopf
 import pytest
 
 from headrace.operator import reconcile
 from headrace.operator.reconcile import Operator
 from headrace.store import jobs
 from tests.operator.conftest import ij, patched
+from tests.operator.test_reconcile import handle
 
 pytestmark = pytest.mark.postgres
 
@@ -43,8 +43,7 @@ FIELDS = [
 
 
 async def apply(op: Operator, raw: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
-    patch = kopf.Patch()
-    events = await reconcile.apply_spec(op, kopf.Body(raw), patch, now=NOW)
+    patch, events = await handle(reconcile.apply_spec, op, raw, NOW)
     return patched(raw, patch), events
 
 
