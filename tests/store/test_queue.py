@@ -4,6 +4,7 @@ import asyncio
 import collections
 from datetime import timedelta
 
+from headrace.model import events
 from headrace.store import queue
 from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
@@ -148,7 +149,9 @@ async def test_a_cancelled_task_cannot_be_acked_failed_or_released(pool: Pool, m
     (leased,) = await queue.lease(pool, job.uid, worker="old", lease_seconds=30, limit=1)  # and one pending
     await make_current(pool, job, 2)
     async with pool.acquire() as conn:
-        assert await queue.cancel_superseded(conn, job.uid, 2) == 2
+        assert await queue.cancel_superseded(conn, job.uid, 2, events.superseded_by(2)) == 2
+        errors = await conn.fetch("SELECT DISTINCT last_error FROM headrace.tasks WHERE job_uid = $1", job.uid)
+    assert [row["last_error"] for row in errors] == ["superseded by run 2"]
     assert not await queue.ack(pool, leased)
     assert await queue.fail(pool, leased, "late", backoff=0) == "lost"
     assert not await queue.release(pool, leased)
