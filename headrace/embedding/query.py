@@ -40,13 +40,23 @@ class WrongDimensions(ValueError):
         )
 
 
+class NoDirection(ValueError):
+    """The caller's vector is all zeros: it has no direction, so its cosine similarity to anything is
+    undefined (pgvector answers NaN)."""
+
+    def __init__(self) -> None:
+        super().__init__("vector is all zeros: it has no direction to compare passages by")
+
+
 async def query_vector(space: Space, text: str, *, given: Sequence[float] | None = None) -> Sequence[float]:
     """The query's vector in `space`: the one the caller gave, else the built-in model's. Raises
-    WrongDimensions for a given vector that does not fit, EndpointModel when only the caller can
-    embed the query."""
+    WrongDimensions for a given vector that does not fit, NoDirection for a given zero vector,
+    EndpointModel when only the caller can embed the query."""
     if given is not None:
         if len(given) != space.dimensions:
             raise WrongDimensions(len(given), space)
+        if not any(given):
+            raise NoDirection()
         return given
     if space.model != BUILTIN_EMBEDDING_MODEL:
         raise EndpointModel(space.model)

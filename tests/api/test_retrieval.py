@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 
 from headrace.model import IngestionJobSpec
+from headrace.model.spec import BUILTIN_EMBEDDING_DIMENSIONS
 from headrace.store import jobs, vectors
 from headrace.store.db import Pool
 from tests.api.conftest import bearer, ingest
@@ -137,6 +138,7 @@ async def test_refusals_are_problems(client: httpx.AsyncClient, pool: Pool, tmp_
         ({"q": "car", "mode": "semantic", "namespaces": ["team-b"]}, 400, "none of the searched jobs"),
         ({"q": "car", "mode": "fuzzy"}, 422, "mode"),
         ({"q": "car", "vector": [0.1, 0.2]}, 400, "dimensions"),
+        ({"q": "car", "mode": "semantic", "vector": [0.0] * BUILTIN_EMBEDDING_DIMENSIONS}, 400, "all zeros"),
     ]
     for body, status, words in cases:
         response = await search(client, **body)

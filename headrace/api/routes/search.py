@@ -22,7 +22,7 @@ from headrace.api.schemas import (
     SearchResults,
     UriPrefix,
 )
-from headrace.embedding.query import EndpointModel, WrongDimensions, query_vector
+from headrace.embedding.query import EndpointModel, NoDirection, WrongDimensions, query_vector
 from headrace.store import cursors, jobs
 from headrace.store import search as store
 from headrace.store.db import Pool
@@ -81,7 +81,7 @@ async def _search(
             ef_search=settings.search_ef_search,
             ranked_matches=settings.search_ranked_matches,
         )
-    except (store.SearchRefused, WrongDimensions) as exc:
+    except (store.SearchRefused, WrongDimensions, NoDirection) as exc:
         raise ProblemError(400, str(exc)) from exc
     except EndpointModel as exc:
         raise ProblemError(
