@@ -97,7 +97,10 @@ bench-smoke: $(BENCH_READY)
 
 # The image every chart pod runs (scripts/build-image.sh): IMAGE=registry/headrace:tag to name it,
 # BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm (or any registry base) instead of the Debian base it makes itself.
-IMAGE ?= localhost/headrace:dev
+# One name for it: the tests and benchmarks that run it (tests/kube/container.py) read HEADRACE_TEST_IMAGE,
+# which takes IMAGE's value here, and setting either one names the image that is both built and tested.
+IMAGE ?= $(or $(HEADRACE_TEST_IMAGE),localhost/headrace:dev)
+export HEADRACE_TEST_IMAGE := $(IMAGE)
 image: $(READY)
 	IMAGE=$(IMAGE) PYTHON=$(BIN)/python scripts/build-image.sh
 
