@@ -361,7 +361,7 @@ def _run_manifest(
             console.print(f"{exc}.")
             return local_uid(job)
     print_summary(result, console)
-    if result.state.error or any(code != 0 for code in result.worker_exit_codes):
+    if not result.state.succeeded or any(code != 0 for code in result.worker_exit_codes):
         raise click.ClickException(f"run did not finish cleanly (worker exit codes {result.worker_exit_codes})")
     return result.job_uid
 

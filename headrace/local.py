@@ -376,8 +376,8 @@ def print_summary(result: LocalRun, console: Console) -> None:
     ]:
         table.add_row(label, str(value))
     console.print(table)
-    if result.state.error:
-        console.print(f"[red]Run failed:[/red] {result.state.error}")
+    if not result.state.succeeded:
+        console.print(f"[red]Run failed:[/red] {result.state.error or result.state.end_reason}")
     for uri, reason in result.failures[:50]:
         console.print(f"[yellow]failed[/yellow] {uri}: {reason}")
     if len(result.failures) > 50:
