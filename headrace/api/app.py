@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from headrace.api import auth, problems
 from headrace.api import metrics as api_metrics
 from headrace.api.deps import Services, StreamSlots, reject_unknown_query
-from headrace.api.limits import RateLimiter, SizeLimits
+from headrace.api.limits import BodyDeadline, RateLimiter, SizeLimits
 from headrace.api.metrics import RequestMetrics
 from headrace.api.routes import events, health, jobs, passages, search
 from headrace.api.settings import ApiSettings
@@ -74,11 +74,12 @@ def _problem_openapi(app: FastAPI) -> dict[str, Any]:
     problem = {"content": {problems.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     for path in schema.get("paths", {}).values():
         for operation in path.values():
-            # The size limits and the crash handler answer for every route.
+            # The size limits, the body deadline and the crash handler answer for every route.
             answers = operation.setdefault("responses", {})
             answers.setdefault("414", {"description": "URI Too Long", **problem})
             answers.setdefault("500", {"description": "Internal Server Error", **problem})
             if "requestBody" in operation:
+                answers.setdefault("408", {"description": "Request Timeout", **problem})
                 answers.setdefault("413", {"description": "Content Too Large", **problem})
             for status, response in answers.items():
                 content = response.get("content", {})
@@ -104,6 +105,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     for router in (jobs.router, events.router, search.router, passages.router):
         app.include_router(router, dependencies=[Depends(reject_unknown_query)])
     app.add_middleware(SizeLimits, max_body=settings.max_body_bytes, max_query=settings.max_query_chars)
+    app.add_middleware(BodyDeadline, seconds=settings.body_timeout_seconds)
     app.add_middleware(RequestMetrics)
     app.openapi = lambda: _problem_openapi(app)  # type: ignore[method-assign]
     return app

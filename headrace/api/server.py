@@ -3,12 +3,29 @@
 import logging
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from headrace import signals
+from headrace.api import connections
 from headrace.api.app import create_app
 from headrace.api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
+
+
+def server(app: ASGIApp, settings: ApiSettings, *, port: int | None = None) -> uvicorn.Server:
+    """A uvicorn server of `app` on the settings' address (or `port`), its lifespan on (it opens the
+    pool and the authenticator): stalled heads and bodies are cut off, connections capped, and open
+    requests and event streams get the grace after SIGTERM, then are closed."""
+    return connections.bounded_server(
+        app,
+        host=settings.listen_host,
+        port=settings.listen_port if port is None else port,
+        head_seconds=settings.header_timeout_seconds,
+        max_connections=settings.max_connections,
+        grace_seconds=settings.shutdown_grace_seconds,
+        lifespan="on",
+    )
 
 
 def serve(settings: ApiSettings) -> bool:
@@ -21,24 +38,13 @@ def serve(settings: ApiSettings) -> bool:
     "terminated" (143) after a stop that went well. Ctrl-C stops the same way, then raises
     KeyboardInterrupt (exit 130). A signal before uvicorn takes the signals over is not lost either.
     """
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.listen_host,
-        port=settings.listen_port,
-        lifespan="on",
-        log_config=None,  # keep our own Kubernetes-style log format
-        access_log=False,
-        server_header=False,
-        # Open requests and event streams get this long after SIGTERM; then they are closed.
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
-    )
-    server = uvicorn.Server(config)
+    serving = server(create_app(settings), settings)
     with signals.stopping() as stop:
-        stop.then(lambda _signum: setattr(server, "should_exit", True))
-        server.run()
+        stop.then(lambda _signum: setattr(serving, "should_exit", True))
+        serving.run()
     if stop.interrupted:
         # Ctrl-C ends the command as an interrupt (exit 130), decided here: uvicorn's own re-raise would
         # land on asyncio.run's SIGINT handler, which turns it into KeyboardInterrupt only when the task
         # has not finished first, so under load the process sometimes exited 0 without a word.
         raise KeyboardInterrupt
-    return server.started
+    return serving.started

@@ -69,6 +69,18 @@ class ApiSettings(DatabaseSettings, ListenSettings, KubeSettings):
     max_query_chars: Annotated[int, Field(ge=256)] = 4096
     """Longest accepted URL query string."""
 
+    header_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Longest a request's line and headers may take to arrive, from the connection or the previous
+    answer on it; then the connection is closed."""
+
+    body_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    """Longest a request's body may take to arrive after its headers; then a 408 and the connection is
+    closed."""
+
+    max_connections: Annotated[int, Field(ge=1)] = 2000
+    """Open connections (or requests under way) past which a new request is answered 503. Open event
+    streams count: keep it above `events_max_streams`. Stalled connections are closed by the timeouts above."""
+
     search_timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = search_defaults.TIMEOUT_MS
     """Postgres `statement_timeout` of one search."""
 

@@ -6,9 +6,9 @@ import logging
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from headrace import signals
+from headrace.api import connections
 from headrace.ingest.app import create_app
 from headrace.ingest.auth import KubernetesWorkerAuthenticator, WorkerAuthenticator
 from headrace.ingest.settings import IngestSettings
@@ -19,64 +19,19 @@ from headrace.store.outage import ride_out
 log = logging.getLogger(__name__)
 
 
-class _HeadDeadline(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol (httptools), closing a connection whose request line and headers have
-    not arrived `head_seconds` after it opened or after its previous answer.
-
-    uvicorn times out a connection only while it idles after an answer, and any byte stops that timer, so
-    a client that opens connections and sends nothing, or a header a minute, would hold them for good.
-    Once the headers are in, `limits.BodyDeadline` bounds the body."""
-
-    head_seconds = 10.0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.head_seconds, self._head_late)
-
-    def on_headers_complete(self) -> None:
-        self._stop_head_timer()
-        super().on_headers_complete()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
-            self._stop_head_timer()  # no request under way (a pipelined one has its headers in already)
-            self._head_timer = self.loop.call_later(self.head_seconds, self._head_late)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
-        super().connection_lost(exc)
-
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_late(self) -> None:
-        self._head_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
-
-
 def server(app: FastAPI, settings: IngestSettings, *, port: int | None = None) -> uvicorn.Server:
-    """A uvicorn server of `app` on the settings' address (or `port`)."""
-    protocol = type("HeadDeadline", (_HeadDeadline,), {"head_seconds": settings.ingest_header_timeout_seconds})
-    config = uvicorn.Config(
+    """A uvicorn server of `app` on the settings' address (or `port`). Past the connection cap a request
+    is answered 503, which workers ride out; the head and body deadlines close stalled connections.
+    Requests under way get the grace after SIGTERM; workers retry whatever is cut off."""
+    return connections.bounded_server(
         app,
-        http=protocol,
-        # Past this many open connections (or requests under way) a request is answered 503, which
-        # workers ride out; the head and body deadlines close stalled connections.
-        limit_concurrency=settings.ingest_max_connections,
         host=settings.ingest_host,
         port=settings.ingest_port if port is None else port,
+        head_seconds=settings.ingest_header_timeout_seconds,
+        max_connections=settings.ingest_max_connections,
+        grace_seconds=settings.shutdown_grace_seconds,
         lifespan="off",  # the pool and the authenticator are opened around the server (`run`)
-        log_config=None,  # keep our own Kubernetes-style log format
-        access_log=False,
-        server_header=False,
-        # Requests under way get this long after SIGTERM; workers retry whatever is cut off.
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
-    return uvicorn.Server(config)
 
 
 async def run(settings: IngestSettings, authenticator: WorkerAuthenticator) -> bool:

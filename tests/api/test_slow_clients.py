@@ -1,0 +1,98 @@
+"""Clients of the search API that stall: the real API under uvicorn on a port, real sockets, real Postgres.
+
+Tenants call the search API and may run any code. A client that never finishes its request's headers is
+cut off once the head deadline passes; one that sends headers and half a body is answered 408 and cut
+off once the body deadline passes; past `max_connections` a request is answered 503. Other callers are
+served meanwhile. (tests/ingest/test_slow_clients.py holds the ingest service to the same bounds.)"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from headrace.api.app import create_app
+from headrace.api.server import server
+from headrace.api.settings import ApiSettings
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
+
+
+@asynccontextmanager
+async def serving(dsn: str, **limits: object) -> AsyncIterator[str]:
+    """The API on a free loopback port (authentication off, as loopback allows), until the block ends."""
+    settings = ApiSettings(database_url=dsn, listen_host="127.0.0.1", auth_mode="none", **limits)
+    uvicorn_server = server(create_app(settings), settings, port=0)
+    task = asyncio.create_task(uvicorn_server.serve())
+    try:
+        while not uvicorn_server.started:
+            assert not task.done(), "the API did not start"
+            await asyncio.sleep(0.02)
+        port = uvicorn_server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uvicorn_server.should_exit = True
+        await task
+
+
+async def connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("http://").split(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def answered(url: str) -> int:
+    async with httpx.AsyncClient(base_url=url) as client:
+        return (await client.get("/healthz")).status_code
+
+
+async def test_a_search_body_that_stalls_is_answered_408_and_its_connection_closed(dsn: str) -> None:
+    async with serving(dsn, body_timeout_seconds=1.5) as url:
+        reader, writer = await connect(url)
+        started = time.monotonic()
+        writer.write(
+            b"POST /v1/search HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"q": "sourdough'
+        )
+        await writer.drain()
+        assert await answered(url) == 200  # others are served meanwhile
+        answer = await reader.read()  # everything until the API closes the connection
+        waited = time.monotonic() - started
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), answer
+    assert b"content-type: application/problem+json" in head.lower() and b"connection: close" in head.lower()
+    assert b"did not arrive within 1.5 s" in body
+    assert waited >= 1.5
+
+
+async def test_a_request_head_that_never_ends_is_cut_off(dsn: str) -> None:
+    async with serving(dsn, header_timeout_seconds=1.0) as url:
+        silent_reader, silent = await connect(url)  # sends nothing at all
+        trickle_reader, trickle = await connect(url)  # sends a header line, then stalls
+        started = time.monotonic()
+        trickle.write(b"GET /v1/search?q=bread HTTP/1.1\r\nHost: api\r\n")
+        await trickle.drain()
+        assert await answered(url) == 200
+        assert await silent_reader.read() == b""  # closed without an answer
+        assert await trickle_reader.read() == b""
+        waited = time.monotonic() - started
+        silent.close()
+        trickle.close()
+    assert waited >= 1.0
+
+
+async def test_past_the_connection_cap_requests_are_503_until_connections_close(dsn: str) -> None:
+    async with serving(dsn, max_connections=4) as url:
+        held = [await connect(url) for _ in range(3)]  # the fourth connection is the request's own
+        assert await answered(url) == 503
+        for _, writer in held:
+            writer.close()
+            await writer.wait_closed()
+        for _ in range(100):  # the API notices the closed connections as their FINs arrive
+            if await answered(url) == 200:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the API still refused requests after the held connections closed")
