@@ -16,6 +16,7 @@ import pytest
 from headrace.api.app import create_app
 from headrace.api.server import server
 from headrace.api.settings import ApiSettings
+from tests.sockets import assert_body_deadline_answer, connect
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -37,11 +38,6 @@ async def serving(dsn: str, **limits: object) -> AsyncIterator[str]:
         await task
 
 
-async def connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    host, port = url.removeprefix("http://").split(":")
-    return await asyncio.open_connection(host, int(port))
-
-
 async def answered(url: str) -> int:
     async with httpx.AsyncClient(base_url=url) as client:
         return (await client.get("/healthz")).status_code
@@ -60,10 +56,7 @@ async def test_a_search_body_that_stalls_is_answered_408_and_its_connection_clos
         answer = await reader.read()  # everything until the API closes the connection
         waited = time.monotonic() - started
         writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 408 "), answer
-    assert b"content-type: application/problem+json" in head.lower() and b"connection: close" in head.lower()
-    assert b"did not arrive within 1.5 s" in body
+    assert_body_deadline_answer(answer, 1.5)
     assert waited >= 1.5
 
 
