@@ -18,7 +18,8 @@
 --
 -- Compatible with the last release (schema 2), which never made such roles. The unreleased code that
 -- did (schemas 5 to 14, `database.tenantCredentials: roles`) is what this retires: its workers are
--- refused here, as the operator of issue 21 refuses them at start.
+-- refused here, as the operator of issue 21 refuses them at start, and its operator, started on this
+-- schema, fails to grant a role. Going back to that code means the backup taken before this migration.
 
 DO $$
 DECLARE
