@@ -62,9 +62,9 @@ async def test_a_search_body_that_stalls_is_answered_408_and_its_connection_clos
 
 async def test_a_request_head_that_never_ends_is_cut_off(dsn: str) -> None:
     async with serving(dsn, header_timeout_seconds=1.0) as url:
+        started = time.monotonic()  # before the server starts either head deadline
         silent_reader, silent = await connect(url)  # sends nothing at all
         trickle_reader, trickle = await connect(url)  # sends a header line, then stalls
-        started = time.monotonic()
         trickle.write(b"GET /v1/search?q=bread HTTP/1.1\r\nHost: api\r\n")
         await trickle.drain()
         assert await answered(url) == 200

@@ -101,9 +101,9 @@ async def test_a_request_head_that_never_ends_is_cut_off(
     serve: Serve, job: JobRecord, identities: Identities, tmp_path: Path
 ) -> None:
     async with serve(ingest_header_timeout_seconds=1.0) as url:
+        started = time.monotonic()  # before the server starts either head deadline
         silent_reader, silent = await connect(url)  # sends nothing at all
         trickle_reader, trickle = await connect(url)  # sends a header line, then stalls
-        started = time.monotonic()
         trickle.write(f"GET /v1/jobs/{job.uid} HTTP/1.1\r\nHost: ingest\r\n".encode())
         await trickle.drain()
         async with worker(url, job, identities, tmp_path) as store:
