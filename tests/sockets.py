@@ -2,6 +2,7 @@
 (tests/api/test_slow_clients.py, tests/ingest/test_slow_clients.py)."""
 
 import asyncio
+import json
 
 
 async def connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -17,3 +18,36 @@ def assert_body_deadline_answer(answer: bytes, seconds: float) -> None:
     assert head.startswith(b"HTTP/1.1 408 "), answer
     assert b"content-type: application/problem+json" in head.lower() and b"connection: close" in head.lower()
     assert f"did not arrive within {seconds:g} s".encode() in body
+
+
+async def answer_to(url: str, request: bytes) -> bytes:
+    """Send `request` on a connection of its own and read everything until the service closes it."""
+    reader, writer = await connect(url)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close a connection that sent nothing, returning once the service has closed its side too: by then
+    it has let the connection go (uvicorn forgets a connection before its socket closes)."""
+    writer.write_eof()
+    assert await reader.read() == b""
+    writer.close()
+    await writer.wait_closed()
+
+
+def assert_connection_cap_answer(answer: bytes, cap: int, setting: str) -> None:
+    """`answer` is the connection cap's: a 503 problem+json naming the cap and its setting, with
+    `Retry-After`, and `Connection: close`."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode().lower().split("\r\n")
+    assert lines[0].startswith("http/1.1 503 "), answer
+    assert {"content-type: application/problem+json", "connection: close", "retry-after: 2"} <= set(lines), answer
+    problem = json.loads(body)
+    assert problem["status"] == 503 and problem["title"] == "Service Unavailable"
+    assert f"cap of {cap} open connections ({setting})" in problem["detail"]

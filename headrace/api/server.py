@@ -9,6 +9,7 @@ from headrace import signals
 from headrace.api import connections
 from headrace.api.app import create_app
 from headrace.api.settings import ApiSettings
+from headrace.settings import variables
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ def server(app: ASGIApp, settings: ApiSettings, *, port: int | None = None) -> u
         port=settings.listen_port if port is None else port,
         head_seconds=settings.header_timeout_seconds,
         max_connections=settings.max_connections,
+        cap_setting=variables(ApiSettings, "max_connections")[0],
         grace_seconds=settings.shutdown_grace_seconds,
         lifespan="on",
     )

@@ -78,8 +78,9 @@ class ApiSettings(DatabaseSettings, ListenSettings, KubeSettings):
     closed."""
 
     max_connections: Annotated[int, Field(ge=1)] = 2000
-    """Open connections (or requests under way) past which a new request is answered 503. Open event
-    streams count: keep it above `events_max_streams`. Stalled connections are closed by the timeouts above."""
+    """Open connections (or requests under way) past which a new request is answered 503 problem+json,
+    with Retry-After. Open event streams count: keep it above `events_max_streams`. Stalled connections are
+    closed by the timeouts above."""
 
     search_timeout_ms: Annotated[int, Field(ge=100, le=600_000)] = search_defaults.TIMEOUT_MS
     """Postgres `statement_timeout` of one search."""

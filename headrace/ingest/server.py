@@ -12,6 +12,7 @@ from headrace.api import connections
 from headrace.ingest.app import create_app
 from headrace.ingest.auth import KubernetesWorkerAuthenticator, WorkerAuthenticator
 from headrace.ingest.settings import IngestSettings
+from headrace.settings import variables
 from headrace.store import migrate
 from headrace.store.db import close_pool, create_pool
 from headrace.store.outage import ride_out
@@ -29,6 +30,7 @@ def server(app: FastAPI, settings: IngestSettings, *, port: int | None = None) -
         port=settings.ingest_port if port is None else port,
         head_seconds=settings.ingest_header_timeout_seconds,
         max_connections=settings.ingest_max_connections,
+        cap_setting=variables(IngestSettings, "ingest_max_connections")[0],
         grace_seconds=settings.shutdown_grace_seconds,
         lifespan="off",  # the pool and the authenticator are opened around the server (`run`)
     )

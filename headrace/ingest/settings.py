@@ -54,8 +54,9 @@ class IngestSettings(DatabaseSettings, KubeSettings):
     closed. A worker sends at most 16 MiB per request, from inside the cluster."""
 
     ingest_max_connections: Annotated[int, Field(ge=1)] = 1000
-    """Open connections (or requests under way) past which a new request is answered 503 (workers ride
-    that out). Each worker holds a few connections; stalled ones are closed by the timeouts above."""
+    """Open connections (or requests under way) past which a new request is answered 503 problem+json,
+    with Retry-After (workers ride that out). Each worker holds a few connections; stalled ones are closed
+    by the timeouts above."""
 
     ingest_rate_limit_per_second: Annotated[float, Field(ge=0)] = 2000.0
     """Sustained requests per second per job (all its workers together); 0 turns the limit off. A busy

@@ -303,10 +303,10 @@ async def _insert_chunks(
     chunks: list[tuple[int, ChunkRecord, Sequence[float] | None]],
     space: vectors.Space | None,
 ) -> None:
-    """Insert chunks from arrays, and with them their vectors in `space`, in one statement. INSERT, not
-    COPY: Postgres refuses COPY FROM into a table with row-level security for the roles it applies to,
-    which tenant workers are. Vectors travel as one flat `real[]` sliced per chunk: binary floats, no
-    text to format and parse."""
+    """Insert chunks from arrays, and with them their vectors in `space`, in one statement. INSERT ...
+    SELECT, not COPY: each chunk's context `tsvector` is computed from its document's title and its
+    job's text-search configuration, a join COPY cannot make. Vectors travel as one flat `real[]` sliced
+    per chunk: binary floats, no text to format and parse."""
     context = bm25.CONTEXT_SQL.format(config="j.config", title="d.title", heading_path="c.heading_path")
     insert = (
         "INSERT INTO headrace.chunks (document_id, job_uid, ordinal, page, heading_path, content, config, context_tsv) "

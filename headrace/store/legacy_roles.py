@@ -3,7 +3,8 @@
 Those releases gave each namespace's workers a login role of their own (`<prefix>ns_<namespace uid>`,
 a member of the group role `<prefix>tenant`), listed in `headrace.tenants`, and wrote its URL into a
 Secret in the namespace. Workers now hold no database credential (they call the ingest service), so
-the operator drops those roles when it starts: every copy of those URLs stops opening Postgres. The
+the operator drops those roles when it starts: every copy of those URLs stops opening Postgres (migration
+0016 already took every privilege they held on the schema, with the row-level security they lived under). The
 rows of `headrace.tenants` stay until the operator has deleted the namespace's Secret
 (`legacy_secrets`, `forget`), so an operator that restarts in between still knows where to look.
 
@@ -59,20 +60,18 @@ async def drop_roles(pool: Pool) -> list[str]:
 
 
 async def _groups(conn: Connection, logins: list[str]) -> list[str]:
-    """The group roles of earlier releases: those the tenant roles belong to, and any role granted the
-    tenant lookup function (only `headrace.grant_tenant_access` grants it), even with no member left."""
+    """The group roles of earlier releases: those the tenant roles belong to. One with no member left holds
+    nothing of ours (migration 0016 revoked every privilege the tenant roles had) and is left alone."""
     rows = await conn.fetch(
         """
-        SELECT pg_get_userbyid(m.roleid) AS name FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member
+        SELECT DISTINCT g.rolname AS name FROM pg_auth_members m
+        JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid
         WHERE r.rolname = ANY($1::text[])
-        UNION
-        SELECT pg_get_userbyid(a.grantee) FROM pg_proc p, aclexplode(p.proacl) a
-        WHERE p.oid = to_regprocedure('headrace.tenant_job_uids()') AND a.grantee NOT IN (0, p.proowner)
         ORDER BY 1
         """,
         logins,
     )
-    return [row["name"] for row in rows if row["name"] is not None]
+    return [row["name"] for row in rows]
 
 
 async def _drop(pool: Pool, role: str, *, group: bool) -> bool:

@@ -91,20 +91,27 @@ _LEASE = """
         UPDATE headrace.tasks t
         SET state = 'leased', attempts = t.attempts + 1, lease_token = gen_random_uuid(),
             leased_by = $3, lease_expires_at = now() + $4::interval
-        FROM ready WHERE t.id = ready.id
+        WHERE t.id = ANY (ARRAY(SELECT id FROM ready))
         RETURNING t.id, t.job_uid, t.run, t.kind, t.payload, t.attempts, t.max_attempts, t.lease_token
     )
     SELECT *{acked_ids} FROM leased{union}
 """
 
-_ACKED = """acked AS (
+_ACK_MANY = """
         UPDATE headrace.tasks a
         SET state = 'done', finished_at = coalesce(a.finished_at, now()), lease_expires_at = NULL
-        FROM unnest($5::bigint[], $6::uuid[]) AS held(id, token)
-        WHERE a.id = held.id AND a.lease_token = held.token AND a.state IN ('leased', 'done') AND a.job_uid = $1
+        FROM unnest({ids}::bigint[], {tokens}::uuid[]) AS held(id, token)
+        WHERE a.id = held.id AND a.lease_token = held.token AND a.state IN ('leased', 'done')
+          AND ({job}::uuid IS NULL OR a.job_uid::text = {job}::text)
         RETURNING a.id
-    ),
-    """
+"""
+"""Ack tasks by id and lease token (of the job, when it is not NULL). The job is compared as text so that
+no index serves the test, which leaves the primary key the only way in. Compared as uuids, a plan made
+while the table had no statistics (a new queue's first minute; asyncpg's prepared statement keeps such a
+plan for the connection's life) read every task of the job through `tasks_run_finished`, old row
+versions included, to ack ten: an ack cost more with every task the run had done."""
+
+_ACKED = "acked AS (" + _ACK_MANY.format(ids="$5", tokens="$6", job="$1") + "    ),\n    "
 
 
 async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: float, limit: int = 1) -> list[Task]:
@@ -115,6 +122,10 @@ async def lease(pool: Pool, job_uid: uuid.UUID, *, worker: str, lease_seconds: f
     Each kind is picked in the order of its own partial index (`tasks_leased`, `tasks_ready`), so a lease
     reads only the rows it takes, however many tasks of the job are already done. (One `OR` of the two
     made Postgres walk the primary key past every done task: the cost of a lease grew with the queue.)
+    The rows picked are updated by `id = ANY (ARRAY(...))`, which is a primary-key lookup in every plan.
+    A join to them was one only in the plans made for the parameters at hand: asyncpg prepares each
+    statement, and after five runs Postgres may keep a generic plan, which cannot see `LIMIT $2`, guessed
+    a tenth of the table's rows, and hash-joined them to a sequential scan of every task of every job.
     """
     rows = await pool.fetch(
         _LEASE.format(acked="", not_acked="", acked_ids="", union=""),
@@ -197,14 +208,7 @@ async def ack_many(pool: Pool | Connection, tasks: list[Task], *, job_uid: uuid.
     if not tasks:
         return set()
     rows = await pool.fetch(
-        """
-        UPDATE headrace.tasks t
-        SET state = 'done', finished_at = coalesce(t.finished_at, now()), lease_expires_at = NULL
-        FROM unnest($1::bigint[], $2::uuid[]) AS held(id, token)
-        WHERE t.id = held.id AND t.lease_token = held.token AND t.state IN ('leased', 'done')
-          AND ($3::uuid IS NULL OR t.job_uid = $3)
-        RETURNING t.id
-        """,
+        _ACK_MANY.format(ids="$1", tokens="$2", job="$3"),
         [t.id for t in tasks],
         [t.lease_token for t in tasks],
         job_uid,

@@ -296,8 +296,8 @@ async def _group(inbox: "asyncio.Queue[_Embedded | None]", out: "asyncio.Queue[l
 
 async def _store(ctx: Context, run: int, inbox: "asyncio.Queue[list[_Embedded] | None]", batch: _Batch) -> None:
     """Stage 5: store each group of documents with their vectors in one transaction (their chunks inserted
-    from arrays: row-level security refuses COPY into `chunks` for a tenant role). A document Postgres
-    refuses is recorded as failed and its group-mates are stored."""
+    from arrays, `store_documents`). A document Postgres refuses is recorded as failed and its group-mates
+    are stored."""
     while (group := await inbox.get()) is not None:
         written = await ctx.store.store_documents(
             run, [(item.record, item.embeddings) for item in group], space=ctx.space

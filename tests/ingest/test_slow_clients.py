@@ -2,7 +2,7 @@
 
 A client that sends a request's headers and half its body is answered 408 and cut off once the body
 deadline passes; one that never finishes its headers is cut off once the head deadline passes; past
-`ingest_max_connections` a request is answered 503. A worker's own requests succeed meanwhile."""
+`ingest_max_connections` a request is answered a problem+json 503. A worker's own requests succeed meanwhile."""
 
 import asyncio
 import time
@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from headrace.ingest.app import create_app
@@ -22,7 +21,7 @@ from headrace.store.jobs import JobRecord
 from headrace.worker.remote import RemoteStore
 from tests.conftest import volume_spec
 from tests.ingest.service import Identities, free_port, settings
-from tests.sockets import assert_body_deadline_answer, connect
+from tests.sockets import answer_to, assert_body_deadline_answer, assert_connection_cap_answer, connect, hang_up
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -102,9 +101,9 @@ async def test_a_request_head_that_never_ends_is_cut_off(
     serve: Serve, job: JobRecord, identities: Identities, tmp_path: Path
 ) -> None:
     async with serve(ingest_header_timeout_seconds=1.0) as url:
+        started = time.monotonic()  # before the server starts either head deadline
         silent_reader, silent = await connect(url)  # sends nothing at all
         trickle_reader, trickle = await connect(url)  # sends a header line, then stalls
-        started = time.monotonic()
         trickle.write(f"GET /v1/jobs/{job.uid} HTTP/1.1\r\nHost: ingest\r\n".encode())
         await trickle.drain()
         async with worker(url, job, identities, tmp_path) as store:
@@ -117,17 +116,19 @@ async def test_a_request_head_that_never_ends_is_cut_off(
     assert waited >= 1.0
 
 
-async def test_past_the_connection_cap_requests_are_503_until_connections_close(
+async def test_past_the_connection_cap_a_request_is_answered_503_problem_json_until_one_closes(
     serve: Serve, job: JobRecord, identities: Identities, tmp_path: Path
 ) -> None:
-    async with serve(ingest_max_connections=4) as url:
-        held = [await connect(url) for _ in range(3)]  # the fourth connection is the request's own
-        headers = {"Authorization": f"Bearer {identities.issue(job)}"}
-        async with httpx.AsyncClient(base_url=url) as client:
-            refused = await client.get(f"/v1/jobs/{job.uid}/drained", headers=headers)
-        assert refused.status_code == 503
-        for _, writer in held:
-            writer.close()
-        # A worker rides the 503 out until the service has seen those connections close.
-        async with worker(url, job, identities, tmp_path) as store:
+    async with serve(ingest_max_connections=3) as url:
+        held = [await connect(url) for _ in range(3)]  # the cap: three connections, sending nothing
+        request = (
+            f"GET /v1/jobs/{job.uid}/drained HTTP/1.1\r\nHost: ingest\r\n"
+            f"Authorization: Bearer {identities.issue(job)}\r\n\r\n"
+        )
+        answer = await answer_to(url, request.encode())
+        assert_connection_cap_answer(answer, 3, "HEADRACE_INGEST_MAX_CONNECTIONS")
+        await hang_up(*held.pop())
+        async with worker(url, job, identities, tmp_path) as store:  # one connection is free again
             assert (await store.get_job()) is not None
+        for reader, writer in held:
+            await hang_up(reader, writer)

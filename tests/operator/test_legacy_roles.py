@@ -5,7 +5,8 @@ replaces a worker Job whose pods still read a database URL. Real Postgres, kmock
 The roles and Secrets are made here exactly as those releases made them (`headrace/store/tenants.py` and
 `headrace/operator/resources/secret.py` before the ingest service): a NOLOGIN group role granted through
 `headrace.grant_tenant_access`, a LOGIN member per namespace UID listed in `headrace.tenants`, and a
-Secret `headrace-worker-database` annotated with the role's name.
+Secret `headrace-worker-database` annotated with the role's name. They are made on a database of schema 15
+(the newest with that function), which each test then migrates as the upgrade's migration hook does.
 """
 
 import base64
@@ -20,8 +21,8 @@ import pytest
 
 from headrace.operator.legacy_secrets import LegacySecrets
 from headrace.operator.reconcile import Operator, Runtime
-from headrace.store import legacy_roles
-from headrace.store.db import Pool
+from headrace.store import legacy_roles, migrate
+from headrace.store.db import Pool, create_pool
 from tests.operator.conftest import ij
 from tests.operator.test_reconcile import apply, exists
 
@@ -29,6 +30,20 @@ pytestmark = pytest.mark.postgres
 
 SECRETS, JOBS, NAMESPACES = "v1/secrets", "batch/v1/jobs", "v1/namespaces"
 LEGACY_SECRET = "headrace-worker-database"
+
+
+@pytest.fixture
+async def dsn(empty_dsn: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A database at schema 15: this module's `pool`, and the operator's, start there."""
+    shipped = migrate.available_migrations()
+    pool = await create_pool(empty_dsn, min_size=1, max_size=1)
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(migrate, "available_migrations", lambda: [m for m in shipped if m.version <= 15])
+            await migrate.migrate(pool)
+    finally:
+        await pool.close()
+    return empty_dsn
 
 
 @pytest.fixture
@@ -99,6 +114,9 @@ async def test_the_roles_are_dropped_and_each_namespace_secret_deleted_once(
     worker = await asyncpg.connect(role_url(dsn, roles["default"]))
     try:
         assert await worker.fetchval("SELECT count(*) FROM headrace.jobs") == 1  # its namespace's, under RLS
+        await migrate.migrate(pool)  # the upgrade's hook: the role keeps its login, and reads nothing
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await worker.fetchval("SELECT count(*) FROM headrace.jobs")
 
         dropped = await legacy_roles.drop_roles(pool)
         assert set(dropped) == {*roles.values(), f"{prefix}tenant"}
@@ -126,8 +144,9 @@ async def test_the_roles_are_dropped_and_each_namespace_secret_deleted_once(
 
 
 async def test_a_worker_job_of_an_earlier_release_is_replaced_by_one_that_calls_the_ingest_service(
-    op: Operator, emulator: kmock.KubernetesEmulator
+    op: Operator, pool: Pool, emulator: kmock.KubernetesEmulator
 ) -> None:
+    await migrate.migrate(pool)
     raw, _ = await apply(op, ij("first"))
     key = (kmock.resource(JOBS), "default", "first-run-1")
     earlier = json.loads(json.dumps(dict(emulator.objects[key]), default=dict))

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from headrace.model import events
 from headrace.store import queue
-from headrace.store.db import Pool
+from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
 from tests.conftest import JobFactory, expire_leases, make_current
 
@@ -157,3 +157,37 @@ async def test_a_cancelled_task_cannot_be_acked_failed_or_released(pool: Pool, m
     assert not await queue.release(pool, leased)
     assert await queue.heartbeat(pool, [leased], lease_seconds=30) == set()
     assert await queue.counts(pool, job.uid) == {"pending": 0, "leased": 0, "done": 0, "dead": 0, "cancelled": 2}
+
+
+async def test_a_lease_reads_the_tasks_it_acks_and_takes_however_many_the_run_has_done(
+    pool: Pool, dsn: str, make_job: JobFactory
+) -> None:
+    """What Postgres reads to ack ten tasks and lease ten does not grow with the run's done tasks, also in the
+    plan a connection's prepared statement keeps on a table without statistics (as a new queue's is). It
+    read every task of the job per ack before (`tasks_run_finished`), about 1 ms of Postgres CPU per task at
+    10,000 tasks (docs/benchmarks.md)."""
+    job = await make_job()
+    await fill(pool, job, 3000)
+    one = await create_pool(dsn, min_size=1, max_size=1)  # one connection: one prepared statement, reused
+    try:
+        held: list[queue.Task] = []
+        for _ in range(200):  # 2,000 tasks done; the statement has long had its generic plan
+            _, held = await queue.ack_and_lease(one, job.uid, held, worker="w", lease_seconds=60, limit=10)
+        before = await rows_read(one)
+        acked, held = await queue.ack_and_lease(one, job.uid, held, worker="w", lease_seconds=60, limit=10)
+        assert len(acked) == len(held) == 10
+        assert await rows_read(one) - before < 100
+    finally:
+        await one.close()
+
+
+async def rows_read(pool: Pool) -> int:
+    """Rows of `headrace.tasks` read so far (heap fetches through indexes, and sequential reads), once this
+    connection's statistics are flushed."""
+    await pool.execute("SELECT pg_stat_force_next_flush()")  # flushed as the backend goes idle after this
+    return int(
+        await pool.fetchval(
+            "SELECT coalesce(idx_tup_fetch, 0) + seq_tup_read FROM pg_stat_user_tables "
+            "WHERE relid = 'headrace.tasks'::regclass"
+        )
+    )
