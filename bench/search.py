@@ -491,8 +491,8 @@ async def explain(pool: Pool, query: str, mode: search.Mode, ranked: int | None)
             if "FROM headrace.jobs" in sql and "embedding_spaces" in sql:
                 continue  # the scope: a handful of jobs
             what = (
-                "hits (text, snippet)"
-                if "ts_headline" in sql
+                "hits (text, and the words to mark in snippets)"
+                if "WITH ORDINALITY" in sql
                 else "semantic"
                 if "<=>" in sql
                 else "keyword, from the search statistics"

@@ -8,8 +8,9 @@
   (bm25.py, one definition for every path) from the search statistics (statistics.py) or over the
   GIN index; semantic.py for cosine similarity over the HNSW index;
 - **fusion** (fusion.py): hybrid's weighted sum of the keyword and semantic scores;
-- **snippets** (snippets.py): the page's hits, each with a `ts_headline` snippet and its chunk's
-  whole text for a RAG client.
+- **snippets** (snippets.py): the page's hits read once (for hybrid, the fused page's, not each
+  half's), each with its chunk's whole text for a RAG client and a snippet highlighted from that text
+  in this process.
 
 Every mode takes the same filters and pages the same way: hits are ordered by (score desc, chunk id
 asc) and a cursor (store/cursors.py) is the last hit's (score, id), so a page never repeats or skips
@@ -34,7 +35,7 @@ from headrace.model import search_defaults
 from headrace.store import cursors, vectors
 from headrace.store.db import Connection, Pool
 from headrace.store.search import fusion, keyword, semantic, snippets
-from headrace.store.search.query import has_words
+from headrace.store.search.query import has_words, positive_words
 from headrace.store.search.scope import Scope, scope
 
 Mode = Literal["keyword", "semantic", "hybrid"]
@@ -205,13 +206,14 @@ async def search(
                 by_meaning = await semantic.rank(conn, space, vector, space_uids, filters, candidates, None)
                 ranked = fusion.hybrid(by_words, by_meaning, after, limit + 1)
         page = ranked[:limit]
-        rows = await snippets.hits(conn, [chunk_id for chunk_id, _ in page], query)
+        rows = await snippets.hits(conn, [chunk_id for chunk_id, _ in page], positive_words(query))
+    # Highlighted after the transaction: the connection goes back to the pool first.
     scores = dict(page)
     hits = [
         SearchHit(
             chunk_id=r["id"],
             score=scores[r["id"]],
-            snippet=r["snippet"],
+            snippet=snippets.snippet(r["content"], r["lexemes"], r["config"]),
             text=r["content"],
             uri=r["uri"],
             title=r["title"],

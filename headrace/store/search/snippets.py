@@ -1,16 +1,34 @@
-"""Snippets: a page's hits read with a `ts_headline` each, and rendered for their reader.
+"""Snippets: a page's hits read in one query, each highlighted in Python from its own text.
 
-ts_headline copies the document's text as it is, so marking matches with `<mark>` in SQL would hand
-any HTML in a crawled page (`<img onerror=...>`) to every UI that renders snippets. Instead matches
-are delimited by two Unicode private-use characters, stripped from the text first, and `render`
-escapes the text and only then adds the highlight tags (or none, for plain text).
+Postgres only says which words to mark: the query's positive words (query.positive_words) as the
+chunk's text-search config normalises them (`to_tsvector`, stemmed, stop words dropped), one short
+string per hit. The hit's text, read anyway for `text`, is then split into words here and a word is
+marked when its Snowball stem (the algorithm of the config of the same name, as Postgres's built-in
+configs use) is one of those lexemes. `ts_headline` did this in SQL by parsing and normalising every
+word of every hit: about 0.3 ms per hit, most of a semantic page's database time and a fifth of a
+keyword page's at a million chunks (docs/benchmarks.md); here it is a regular expression and a
+cached stem per word, in the process that asked, so floor and API do the same work.
 
-Only the page's rows get a snippet: it is most of a page's database time.
+A snippet is at most two fragments of at most MAX_WORDS words each, joined by FRAGMENT_DELIMITER, in
+text order: the window holding the most distinct query words (then the most matches), opening a few
+words before its first match, and a second, disjoint one only when it holds a query word the first
+lacks. A hit with no query word (a semantic neighbour) gets its opening MIN_WORDS words. Negated words
+(-word) are never marked. For a config Postgres has no Snowball stemmer for (`simple`, or one made by
+the user), a word is marked when its lowercase equals a lexeme.
+
+Matches are delimited by two Unicode private-use characters, stripped from the text first, and
+`render` escapes the text and only then adds the highlight tags (or none, for plain text): marking
+with `<mark>` directly would hand any HTML in a crawled page (`<img onerror=...>`) to every UI that
+renders snippets.
 """
 
+import functools
 import html
+import re
+from collections.abc import Iterable
 from typing import Literal
 
+import Stemmer
 from asyncpg import Record
 
 from headrace.store.db import Connection
@@ -20,26 +38,26 @@ STOP = "\ue001"
 
 Highlight = Literal["html", "none"]
 
-HEADLINE_OPTIONS = f"StartSel={START}, StopSel={STOP}, MaxWords=35, MinWords=15, MaxFragments=2"
+MAX_WORDS = 35
+"""The most words of one fragment."""
+MIN_WORDS = 15
+"""The opening words a hit holding no query word shows."""
+MAX_FRAGMENTS = 2
+LEAD_WORDS = 5
+"""Words of context a fragment shows before its first match."""
+FRAGMENT_DELIMITER = " ... "
 
-_NO_MATCH_HEADLINE_CHARS = 1000
-"""ts_headline parses the whole text it is given, and is most of a semantic page's database time
-(EXPLAIN at a million chunks: 2.2 ms of the hits query, against 0.5 ms for the HNSW search). A chunk
-holding none of the query's words gets its first words as its snippet, so it is given only the
-start of its text: the same snippet (checked on 4,046 such chunks of the Python docs) for less."""
+_WORD = re.compile(r"([^\W_]+)")
+"""A word as Postgres's default parser splits text: a run of letters and digits (`file_descriptor`,
+`don't` and `line-by-line` are each several words)."""
+_ASCII_WORD = re.compile(r"([A-Za-z0-9]+)")
+_STEMMERS = frozenset(Stemmer.algorithms())
 
-_HITS_SQL = f"""
+_HITS_SQL = """
 SELECT c.id, c.ordinal, c.page, c.heading_path, c.content, d.uri, d.title, d.metadata, j.namespace, j.name AS job,
-       ts_headline(
-           c.config,
-           translate(
-               CASE WHEN tsvector_to_array(c.tsv) && tsvector_to_array(to_tsvector(c.config, $2)) THEN c.content
-                    ELSE left(c.content, {_NO_MATCH_HEADLINE_CHARS}) END,
-               '{START}{STOP}', ''
-           ),
-           websearch_to_tsquery(c.config, $2),
-           '{HEADLINE_OPTIONS}'
-       ) AS snippet
+       c.config::text AS config,
+       -- The query's positive words as the chunk's config normalises them: the words to mark.
+       tsvector_to_array(to_tsvector(c.config, $2)) AS lexemes
 FROM unnest($1::bigint[]) WITH ORDINALITY AS p(id, position)
 JOIN headrace.chunks c ON c.id = p.id
 JOIN headrace.documents d ON d.id = c.document_id AND d.job_uid = c.job_uid
@@ -48,9 +66,119 @@ ORDER BY p.position
 """
 
 
-async def hits(conn: Connection, chunk_ids: list[int], query: str) -> list[Record]:
-    """The chunks `chunk_ids`, in that order, with their documents, jobs and snippets for `query`."""
-    return await conn.fetch(_HITS_SQL, chunk_ids, query) if chunk_ids else []
+async def hits(conn: Connection, chunk_ids: list[int], words: str) -> list[Record]:
+    """The chunks `chunk_ids`, in that order, with their documents, jobs, text-search configs and the
+    lexemes of `words` (the query's positive words) in each chunk's config: what `snippet` needs."""
+    return await conn.fetch(_HITS_SQL, chunk_ids, words) if chunk_ids else []
+
+
+_STEM_CACHE_WORDS = 200_000
+"""Words whose stems a config keeps in memory (about 20 MB at this count); beyond it the cache starts over."""
+
+
+class _Normaliser:
+    """Words as a text-search config of Postgres normalises them: lowercased, then stemmed by its
+    Snowball algorithm (none for `simple` and configs without one), each distinct word stemmed once
+    per process (PyStemmer's own cache costs 0.4 us a word; a dict lookup a tenth of it)."""
+
+    def __init__(self, config: str) -> None:
+        name = config.rsplit(".", 1)[-1].strip('"')  # `pg_catalog.english` and `english` alike
+        self.stemmer = Stemmer.Stemmer(name, 0) if name in _STEMMERS else None
+        self.stems: dict[str, str] = {}
+
+    def matching(self, words: set[str], wanted: set[str]) -> set[str]:
+        """Those of `words` (lowercase) that normalise to one of `wanted`: by their stem, or as
+        written (a word holding a digit goes to Postgres's `simple` dictionary, unstemmed)."""
+        if self.stemmer is None:
+            return words & wanted
+        new = words.difference(self.stems)
+        if new:
+            if len(self.stems) + len(new) > _STEM_CACHE_WORDS:
+                self.stems.clear()
+            listed = list(new)
+            self.stems.update(zip(listed, self.stemmer.stemWords(listed), strict=True))
+        stems = self.stems
+        return {word for word in words if stems[word] in wanted} | (words & wanted)
+
+
+@functools.lru_cache(maxsize=64)
+def _normaliser(config: str) -> _Normaliser:
+    return _Normaliser(config)
+
+
+def snippet(text: str, lexemes: Iterable[str], config: str) -> str:
+    """The snippet of `text` for a query whose words normalise to `lexemes` in `config`: the best
+    fragments with matches between START and STOP (see the module's docstring)."""
+    if START in text or STOP in text:
+        text = text.replace(START, "").replace(STOP, "")
+    # Text and words alternate: parts[2i + 1] is word i, parts[2i] what stands before it. ASCII text
+    # splits twice as fast without Unicode's letter classes, into the same words.
+    parts = (_ASCII_WORD if text.isascii() else _WORD).split(text)
+    words = parts[1::2]
+    wanted = set(lexemes)
+    matches: list[int] = []
+    if wanted:
+        lower = list(map(str.lower, words))
+        found = _normaliser(config).matching(set(lower), wanted)
+        if found:
+            matches = [i for i, word in enumerate(lower) if word in found]
+    if not matches:
+        return _show(parts, [], 0, min(len(words), MIN_WORDS))
+    if len(words) <= MAX_WORDS:
+        return _show(parts, matches, 0, len(words))
+    normaliser = _normaliser(config)
+    terms = [lower[i] if lower[i] in wanted else normaliser.stems.get(lower[i], lower[i]) for i in matches]
+    chosen: list[tuple[int, int]] = []
+    shown: set[str] = set()
+    for _ in range(MAX_FRAGMENTS):
+        best: tuple[tuple[int, int, int, int], tuple[int, int]] | None = None
+        for m in matches:
+            window = _window(m, len(words), chosen)
+            if window is None:
+                continue
+            inside = [t for i, t in zip(matches, terms, strict=True) if window[0] <= i < window[1]]
+            new = set(inside) - shown
+            if chosen and not new:
+                continue
+            key = (len(new), len(set(inside)), len(inside), -window[0])
+            if best is None or key > best[0]:
+                best = (key, window)
+        if best is None:
+            break
+        chosen.append(best[1])
+        shown |= {t for i, t in zip(matches, terms, strict=True) if best[1][0] <= i < best[1][1]}
+    return FRAGMENT_DELIMITER.join(_show(parts, matches, a, b) for a, b in sorted(chosen))
+
+
+def _window(match: int, count: int, taken: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """Words [a, b) of a fragment showing word `match`, LEAD_WORDS before it where it can, at most
+    MAX_WORDS long and overlapping none of `taken`; None when `match` is inside one of them."""
+    low, high = 0, count
+    for a, b in taken:
+        if a <= match < b:
+            return None
+        if b <= match:
+            low = max(low, b)
+        else:
+            high = min(high, a)
+    start = max(low, min(match - LEAD_WORDS, high - MAX_WORDS))
+    return start, min(high, start + MAX_WORDS)
+
+
+def _show(parts: list[str], matches: list[int], a: int, b: int) -> str:
+    """Words [a, b) of the text split into `parts` as written, the `matches` among them between START
+    and STOP; through the end of the text (its closing punctuation) when word b - 1 is its last word."""
+    if a >= b:
+        return "".join(parts).strip()
+    marked = set(matches)
+    out = []
+    for i in range(a, b):
+        if i > a:
+            out.append(parts[2 * i])
+        out += (START, parts[2 * i + 1], STOP) if i in marked else (parts[2 * i + 1],)
+    if 2 * b + 1 == len(parts):
+        out.append(parts[-1])
+    return "".join(out).rstrip()
 
 
 def render(raw: str, highlight: Highlight = "html") -> str:
