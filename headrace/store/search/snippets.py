@@ -22,6 +22,7 @@ with `<mark>` directly would hand any HTML in a crawled page (`<img onerror=...>
 renders snippets.
 """
 
+import bisect
 import functools
 import html
 import re
@@ -128,41 +129,60 @@ def snippet(text: str, lexemes: Iterable[str], config: str) -> str:
         return _show(parts, matches, 0, len(words))
     normaliser = _normaliser(config)
     terms = [lower[i] if lower[i] in wanted else normaliser.stems.get(lower[i], lower[i]) for i in matches]
-    chosen: list[tuple[int, int]] = []
-    shown: set[str] = set()
-    for _ in range(MAX_FRAGMENTS):
-        best: tuple[tuple[int, int, int, int], tuple[int, int]] | None = None
-        for m in matches:
-            window = _window(m, len(words), chosen)
-            if window is None:
-                continue
-            inside = [t for i, t in zip(matches, terms, strict=True) if window[0] <= i < window[1]]
-            new = set(inside) - shown
-            if chosen and not new:
-                continue
-            key = (len(new), len(set(inside)), len(inside), -window[0])
-            if best is None or key > best[0]:
-                best = (key, window)
-        if best is None:
-            break
-        chosen.append(best[1])
-        shown |= {t for i, t in zip(matches, terms, strict=True) if best[1][0] <= i < best[1][1]}
+    first = _best_window(matches, terms, 0, len(words), set())
+    assert first is not None  # some match, so some window
+    chosen = [first[1]]
+    a, b = first[1]
+    shown = set(terms[bisect.bisect_left(matches, a) : bisect.bisect_left(matches, b)])
+    # A second fragment, before or after the first, only for a query word the first lacks.
+    second = max(
+        (
+            w
+            for w in (_best_window(matches, terms, 0, a, shown), _best_window(matches, terms, b, len(words), shown))
+            if w
+        ),
+        default=None,
+    )
+    if second is not None and second[0][0] > 0 and MAX_FRAGMENTS > 1:
+        chosen.append(second[1])
     return FRAGMENT_DELIMITER.join(_show(parts, matches, a, b) for a, b in sorted(chosen))
 
 
-def _window(match: int, count: int, taken: list[tuple[int, int]]) -> tuple[int, int] | None:
-    """Words [a, b) of a fragment showing word `match`, LEAD_WORDS before it where it can, at most
-    MAX_WORDS long and overlapping none of `taken`; None when `match` is inside one of them."""
-    low, high = 0, count
-    for a, b in taken:
-        if a <= match < b:
-            return None
-        if b <= match:
-            low = max(low, b)
-        else:
-            high = min(high, a)
-    start = max(low, min(match - LEAD_WORDS, high - MAX_WORDS))
-    return start, min(high, start + MAX_WORDS)
+def _best_window(
+    matches: list[int], terms: list[str], low: int, high: int, shown: set[str]
+) -> tuple[tuple[int, int, int, int], tuple[int, int]] | None:
+    """The best fragment within words [low, high): of those opening LEAD_WORDS before a match (where
+    the bounds let them) and at most MAX_WORDS long, the one holding the most query words not in
+    `shown`, then the most query words, then the most matches, then the first; with its ranking key.
+    One pass over the matches (word indices, ascending; `terms` their lexemes): each window starts
+    and ends no earlier than the one before, so two pointers bound the matches inside it."""
+    first, stop = bisect.bisect_left(matches, low), bisect.bisect_left(matches, high)
+    left = right = first
+    inside: dict[str, int] = {}  # the query words in the window, with their counts
+    new = 0  # how many of them are not in `shown`
+    best: tuple[tuple[int, int, int, int], tuple[int, int]] | None = None
+    last = high - MAX_WORDS
+    for anchor in range(first, stop):
+        start = matches[anchor] - LEAD_WORDS
+        start = low if start < low or last < low else (last if last < start else start)
+        end = start + MAX_WORDS if start + MAX_WORDS < high else high
+        while right < stop and matches[right] < end:
+            term = terms[right]
+            count = inside.get(term, 0)
+            inside[term] = count + 1
+            new += not count and term not in shown
+            right += 1
+        while matches[left] < start:
+            term = terms[left]
+            inside[term] -= 1
+            if not inside[term]:
+                del inside[term]
+                new -= term not in shown
+            left += 1
+        key = (new, len(inside), right - left, -start)
+        if best is None or key > best[0]:
+            best = (key, (start, end))
+    return best
 
 
 def _show(parts: list[str], matches: list[int], a: int, b: int) -> str:
