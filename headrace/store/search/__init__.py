@@ -126,12 +126,12 @@ def transaction_settings(timeout_ms: int) -> str:
 
 
 @asynccontextmanager
-async def _read_only_transaction(pool: Pool, timeout_ms: int) -> AsyncIterator[Connection]:
-    """A pooled connection in a read-only transaction with the search's settings, begun in one round
-    trip (BEGIN and the SETs in one simple query): a round trip is a context switch into Postgres,
-    and on a busy machine each one costs the search about a millisecond."""
+async def _read_only_transaction(pool: Pool, timeout_ms: int, more: str | None = None) -> AsyncIterator[Connection]:
+    """A pooled connection in a read-only transaction with the search's settings (and `more` SQL
+    settings), begun in one round trip (BEGIN and the SETs in one simple query): a round trip is a
+    context switch into Postgres, and on a busy machine each one costs the search about a millisecond."""
     async with pool.acquire() as conn:
-        await conn.execute("BEGIN READ ONLY; " + transaction_settings(timeout_ms))
+        await conn.execute("; ".join(["BEGIN READ ONLY", transaction_settings(timeout_ms), *([more] if more else [])]))
         try:
             yield conn
         except BaseException:
@@ -168,7 +168,10 @@ async def search(
     if cursor:
         score, chunk_id, pinned = cursors.decode_search(cursor)
         after = (score, chunk_id)
-    async with _read_only_transaction(pool, timeout_ms) as conn:
+    # A search that may be semantic sets its HNSW scan as it begins (placeholders until pgvector
+    # loads, and unused if the scope makes it a keyword search).
+    hnsw = semantic.settings(ef_search) if mode != "keyword" and embed is not None else None
+    async with _read_only_transaction(pool, timeout_ms, hnsw) as conn:
         scoped = await scope(conn, namespaces=where.namespaces, job=where.job, job_uid=where.job_uid)
         chosen = choose_mode(mode if (mode is not None or embed is not None) else "keyword", scoped)
         if chosen != "keyword" and embed is None:
@@ -198,7 +201,6 @@ async def search(
             space = next(iter(scoped.spaces.values()))
             vector = vectors.vector_literal(await embed(space, query))
             space_uids = scoped.jobs_in(space.id)
-            await semantic.prepare(conn, ef_search)
             if chosen == "semantic":
                 ranked = await semantic.rank(conn, space, vector, space_uids, filters, limit + 1, after)
             else:
