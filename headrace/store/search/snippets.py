@@ -12,7 +12,8 @@ cached stem per word, in the process that asked, so floor and API do the same wo
 A snippet is at most two fragments of at most MAX_WORDS words each, joined by FRAGMENT_DELIMITER, in
 text order: the window holding the most distinct query words (then the most matches), opening a few
 words before its first match, and a second, disjoint one only when it holds a query word the first
-lacks. A hit with no query word (a semantic neighbour) gets its opening MIN_WORDS words. Negated words
+lacks. A hit with no query word (a semantic neighbour: Postgres finds none of the lexemes in its
+stored tsvector) gets its opening MIN_WORDS words, read no further. Negated words
 (-word) are never marked. For a config Postgres has no Snowball stemmer for (`simple`, or one made by
 the user), a word is marked when its lowercase equals a lexeme.
 
@@ -25,6 +26,7 @@ renders snippets.
 import bisect
 import functools
 import html
+import itertools
 import re
 from collections.abc import Iterable
 from typing import Literal
@@ -57,8 +59,11 @@ _STEMMERS = frozenset(Stemmer.algorithms())
 _HITS_SQL = """
 SELECT c.id, c.ordinal, c.page, c.heading_path, c.content, d.uri, d.title, d.metadata, j.namespace, j.name AS job,
        c.config::text AS config,
-       -- The query's positive words as the chunk's config normalises them: the words to mark.
-       tsvector_to_array(to_tsvector(c.config, $2)) AS lexemes
+       -- The query's positive words as the chunk's config normalises them, those the chunk holds (its
+       -- stored tsvector, the query's lexemes marked by setweight and kept by ts_filter): the words to
+       -- mark. A chunk holding none (a semantic neighbour) needs no look at its words beyond the first.
+       tsvector_to_array(ts_filter(setweight(c.tsv, 'A', tsvector_to_array(to_tsvector(c.config, $2))), '{a}'))
+           AS lexemes
 FROM unnest($1::bigint[]) WITH ORDINALITY AS p(id, position)
 JOIN headrace.chunks c ON c.id = p.id
 JOIN headrace.documents d ON d.id = c.document_id AND d.job_uid = c.job_uid
@@ -69,7 +74,7 @@ ORDER BY p.position
 
 async def hits(conn: Connection, chunk_ids: list[int], words: str) -> list[Record]:
     """The chunks `chunk_ids`, in that order, with their documents, jobs, text-search configs and the
-    lexemes of `words` (the query's positive words) in each chunk's config: what `snippet` needs."""
+    lexemes of `words` (the query's positive words) that each chunk holds: what `snippet` needs."""
     return await conn.fetch(_HITS_SQL, chunk_ids, words) if chunk_ids else []
 
 
@@ -112,19 +117,18 @@ def snippet(text: str, lexemes: Iterable[str], config: str) -> str:
     fragments with matches between START and STOP (see the module's docstring)."""
     if START in text or STOP in text:
         text = text.replace(START, "").replace(STOP, "")
+    wanted = set(lexemes)
+    if not wanted:
+        return _opening(text)
     # Text and words alternate: parts[2i + 1] is word i, parts[2i] what stands before it. ASCII text
     # splits twice as fast without Unicode's letter classes, into the same words.
     parts = (_ASCII_WORD if text.isascii() else _WORD).split(text)
     words = parts[1::2]
-    wanted = set(lexemes)
-    matches: list[int] = []
-    if wanted:
-        lower = list(map(str.lower, words))
-        found = _normaliser(config).matching(set(lower), wanted)
-        if found:
-            matches = [i for i, word in enumerate(lower) if word in found]
-    if not matches:
-        return _show(parts, [], 0, min(len(words), MIN_WORDS))
+    lower = list(map(str.lower, words))
+    found = _normaliser(config).matching(set(lower), wanted)
+    matches = [i for i, word in enumerate(lower) if word in found]
+    if not matches:  # Postgres's stemmer and this one disagree on a word (about 1 in 1,000 words)
+        return _opening(text)
     if len(words) <= MAX_WORDS:
         return _show(parts, matches, 0, len(words))
     normaliser = _normaliser(config)
@@ -185,11 +189,19 @@ def _best_window(
     return best
 
 
+def _opening(text: str) -> str:
+    """The text's opening MIN_WORDS words as written (all of it, closing punctuation too, when it has
+    no more), reading no further into it."""
+    found = list(itertools.islice(_WORD.finditer(text), MIN_WORDS + 1))
+    if not found:
+        return text.strip()
+    end = found[MIN_WORDS - 1].end() if len(found) > MIN_WORDS else len(text)
+    return text[found[0].start() : end].rstrip()
+
+
 def _show(parts: list[str], matches: list[int], a: int, b: int) -> str:
     """Words [a, b) of the text split into `parts` as written, the `matches` among them between START
     and STOP; through the end of the text (its closing punctuation) when word b - 1 is its last word."""
-    if a >= b:
-        return "".join(parts).strip()
     marked = set(matches)
     out = []
     for i in range(a, b):
