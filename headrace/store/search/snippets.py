@@ -1,13 +1,15 @@
 """Snippets: a page's hits read in one query, each highlighted in Python from its own text.
 
-Postgres only says which words to mark: the query's positive words (query.positive_words) as the
-chunk's text-search config normalises them (`to_tsvector`, stemmed, stop words dropped), one short
-string per hit. The hit's text, read anyway for `text`, is then split into words here and a word is
-marked when its Snowball stem (the algorithm of the config of the same name, as Postgres's built-in
-configs use) is one of those lexemes. `ts_headline` did this in SQL by parsing and normalising every
-word of every hit: about 0.3 ms per hit, most of a semantic page's database time and a fifth of a
-keyword page's at a million chunks (docs/benchmarks.md); here it is a regular expression and a
-cached stem per word, in the process that asked, so floor and API do the same work.
+Postgres only says which words to mark: the lexemes of the query's positive words
+(query.positive_words) in the chunk's text-search config that the chunk holds (its stored tsvector).
+The hit's text, read anyway for `text`, is then split into words here, and a word is marked when its
+Snowball stem (the algorithm of the config of the same name, as Postgres's built-in configs use) is
+one of those lexemes. `ts_headline` did this in SQL by parsing and normalising every word of every
+hit: 1.8-2.2 ms of a page's hits query at a million chunks, most of a semantic search's database
+time, against 0.2-0.5 ms now (EXPLAIN, docs/benchmarks.md, 2026-12-06). Here a hit holding a query
+word costs a regular expression, a cached stem per distinct word and one pass over its matches (about
+0.12 ms at load 5), a hit holding none a few microseconds, in the process that searched, so floor and
+API do the same work.
 
 A snippet is at most two fragments of at most MAX_WORDS words each, joined by FRAGMENT_DELIMITER, in
 text order: the window holding the most distinct query words (then the most matches), opening a few
