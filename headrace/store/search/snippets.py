@@ -140,6 +140,8 @@ def snippet(text: str, lexemes: Iterable[str], config: str) -> str:
     chosen = [first[1]]
     a, b = first[1]
     shown = set(terms[bisect.bisect_left(matches, a) : bisect.bisect_left(matches, b)])
+    if shown.issuperset(terms):
+        return _show(parts, matches, a, b)
     # A second fragment, before or after the first, only for a query word the first lacks.
     second = max(
         (
