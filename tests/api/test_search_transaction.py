@@ -11,7 +11,6 @@ from headrace.api.settings import ApiSettings
 from headrace.embedding.builtin import BuiltinEmbedder
 from headrace.store import cursors, search, vectors
 from headrace.store.db import Pool, create_pool
-from headrace.store.search import snippets as snippet_marks
 from headrace.store.search import statistics as search_statistics
 from tests.api.conftest import bearer, ingest, serve
 
@@ -118,32 +117,3 @@ async def test_a_search_over_its_timeout_is_a_504(
                 assert answer.headers["content-type"] == "application/problem+json"
                 assert "200 ms" in answer.json()["detail"]
         assert (await client.get("/v1/search", params={"q": "ferry"}, headers=ADMIN)).status_code == 200
-
-
-async def test_snippets_are_those_of_the_whole_text(pool: Pool, tmp_path: Path) -> None:
-    # A chunk without the query's words is given only the start of its text for its snippet (it
-    # shows its first words either way); one whose only match is far into it is highlighted there.
-    filler = " ".join(f"Harbour note {i}: the tug moored beside the grain barge at slack water." for i in range(20))
-    files = {"late.txt": filler + " At last the lighthouse keeper lit the lamp.", "none.txt": filler}
-    await ingest(pool, tmp_path, namespace="team-a", name="harbour", files=files)
-    page = await search.search(pool, "lighthouse", mode="semantic", embed=_embed)
-    snippets = {h.uri: h.snippet for h in page.hits}
-    assert set(snippets) == set(files)
-    assert f"{snippet_marks.START}lighthouse{snippet_marks.STOP}" in snippets["late.txt"]
-    whole = await pool.fetchval(
-        "SELECT ts_headline(c.config, c.content, websearch_to_tsquery(c.config, 'lighthouse'), $1) "
-        "FROM headrace.chunks c JOIN headrace.documents d ON d.id = c.document_id WHERE d.uri = 'none.txt'",
-        snippet_marks.HEADLINE_OPTIONS,
-    )
-    assert len(await search_text(pool, "none.txt")) > 1000
-    assert snippets["none.txt"] == whole
-
-
-async def search_text(pool: Pool, uri: str) -> str:
-    return str(
-        await pool.fetchval(
-            "SELECT c.content FROM headrace.chunks c JOIN headrace.documents d ON d.id = c.document_id "
-            "WHERE d.uri = $1",
-            uri,
-        )
-    )

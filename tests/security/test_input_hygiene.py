@@ -24,7 +24,7 @@ pytestmark = pytest.mark.postgres
 
 ALICE = bearer("alice-token")
 JOBS = "/v1/namespaces/team-a/ingestionjobs"
-# ts_headline drops well-formed tags itself, but passes an unclosed one, which a page's own markup closes.
+# Snippets are document text as written: a tag, closed or not, reaches them only HTML-escaped.
 HOSTILE = "The zephyr crossed the weir & 1 < 2 said <img src=x onerror=alert(1)//"
 
 

@@ -35,7 +35,7 @@ _SEARCH_DOC = """\
 Search passages by `mode`: `keyword` (Postgres full text: any of the words, ranked by BM25; `websearch_to_tsquery`
 operators match as written), `semantic` (cosine similarity of embeddings in pgvector) or `hybrid` (both, fused by
 a weighted sum of their scores), by default hybrid when the searched jobs have embeddings. Each hit carries the
-chunk's whole `text`, a `ts_headline` snippet, its position, document title, URI and metadata. Only namespaces the
+chunk's whole `text`, a highlighted snippet, its position, document title, URI and metadata. Only namespaces the
 caller may `get` `ingestionjobs` in are searched. Pages are keyset-paginated: pass `nextCursor` back as `cursor`.
 """
 

@@ -8,8 +8,9 @@
   (bm25.py, one definition for every path) from the search statistics (statistics.py) or over the
   GIN index; semantic.py for cosine similarity over the HNSW index;
 - **fusion** (fusion.py): hybrid's weighted sum of the keyword and semantic scores;
-- **snippets** (snippets.py): the page's hits, each with a `ts_headline` snippet and its chunk's
-  whole text for a RAG client.
+- **snippets** (snippets.py): the page's hits read once (for hybrid, the fused page's, not each
+  half's), each with its chunk's whole text for a RAG client and a snippet highlighted from that text
+  in this process.
 
 Every mode takes the same filters and pages the same way: hits are ordered by (score desc, chunk id
 asc) and a cursor (store/cursors.py) is the last hit's (score, id), so a page never repeats or skips
@@ -34,7 +35,7 @@ from headrace.model import search_defaults
 from headrace.store import cursors, vectors
 from headrace.store.db import Connection, Pool
 from headrace.store.search import fusion, keyword, semantic, snippets
-from headrace.store.search.query import has_words
+from headrace.store.search.query import has_words, positive_words
 from headrace.store.search.scope import Scope, scope
 
 Mode = Literal["keyword", "semantic", "hybrid"]
@@ -125,12 +126,12 @@ def transaction_settings(timeout_ms: int) -> str:
 
 
 @asynccontextmanager
-async def _read_only_transaction(pool: Pool, timeout_ms: int) -> AsyncIterator[Connection]:
-    """A pooled connection in a read-only transaction with the search's settings, begun in one round
-    trip (BEGIN and the SETs in one simple query): a round trip is a context switch into Postgres,
-    and on a busy machine each one costs the search about a millisecond."""
+async def _read_only_transaction(pool: Pool, timeout_ms: int, more: str | None = None) -> AsyncIterator[Connection]:
+    """A pooled connection in a read-only transaction with the search's settings (and `more` SQL
+    settings), begun in one round trip (BEGIN and the SETs in one simple query): a round trip is a
+    context switch into Postgres, and on a busy machine each one costs the search about a millisecond."""
     async with pool.acquire() as conn:
-        await conn.execute("BEGIN READ ONLY; " + transaction_settings(timeout_ms))
+        await conn.execute("; ".join(["BEGIN READ ONLY", transaction_settings(timeout_ms), *([more] if more else [])]))
         try:
             yield conn
         except BaseException:
@@ -167,7 +168,10 @@ async def search(
     if cursor:
         score, chunk_id, pinned = cursors.decode_search(cursor)
         after = (score, chunk_id)
-    async with _read_only_transaction(pool, timeout_ms) as conn:
+    # A search that may be semantic sets its HNSW scan as it begins (placeholders until pgvector
+    # loads, and unused if the scope makes it a keyword search).
+    hnsw = semantic.settings(ef_search) if mode != "keyword" and embed is not None else None
+    async with _read_only_transaction(pool, timeout_ms, hnsw) as conn:
         scoped = await scope(conn, namespaces=where.namespaces, job=where.job, job_uid=where.job_uid)
         chosen = choose_mode(mode if (mode is not None or embed is not None) else "keyword", scoped)
         if chosen != "keyword" and embed is None:
@@ -197,7 +201,6 @@ async def search(
             space = next(iter(scoped.spaces.values()))
             vector = vectors.vector_literal(await embed(space, query))
             space_uids = scoped.jobs_in(space.id)
-            await semantic.prepare(conn, ef_search)
             if chosen == "semantic":
                 ranked = await semantic.rank(conn, space, vector, space_uids, filters, limit + 1, after)
             else:
@@ -205,13 +208,14 @@ async def search(
                 by_meaning = await semantic.rank(conn, space, vector, space_uids, filters, candidates, None)
                 ranked = fusion.hybrid(by_words, by_meaning, after, limit + 1)
         page = ranked[:limit]
-        rows = await snippets.hits(conn, [chunk_id for chunk_id, _ in page], query)
+        rows = await snippets.hits(conn, [chunk_id for chunk_id, _ in page], positive_words(query))
+    # Highlighted after the transaction: the connection goes back to the pool first.
     scores = dict(page)
     hits = [
         SearchHit(
             chunk_id=r["id"],
             score=scores[r["id"]],
-            snippet=r["snippet"],
+            snippet=snippets.snippet(r["content"], r["lexemes"], r["config"]),
             text=r["content"],
             uri=r["uri"],
             title=r["title"],

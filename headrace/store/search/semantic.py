@@ -31,12 +31,10 @@ ORDER BY score DESC, id ASC
 """
 
 
-async def prepare(conn: Connection, ef_search: int) -> None:
-    """Set the transaction's HNSW scan: `ef_search` candidates per scan, scanned on in strict order
-    while filters drop them."""
-    await conn.execute(
-        f"SET LOCAL hnsw.ef_search = {max(int(ef_search), 1)}; SET LOCAL hnsw.iterative_scan = strict_order"
-    )
+def settings(ef_search: int) -> str:
+    """The transaction's HNSW scan, as SQL to send with its BEGIN (no round trip of its own):
+    `ef_search` candidates per scan, scanned on in strict order while filters drop them."""
+    return f"SET LOCAL hnsw.ef_search = {max(int(ef_search), 1)}; SET LOCAL hnsw.iterative_scan = strict_order"
 
 
 async def rank(
