@@ -47,6 +47,7 @@ async def run(settings: IngestSettings, authenticator: WorkerAuthenticator) -> b
             settings.database_url.get_secret_value(),
             max_size=settings.database_pool_size,
             acquire_timeout=settings.database_acquire_timeout_seconds,
+            reset_sessions=False,  # the worker API runs the store's statements only: nothing outlives a call
         )
         try:
             await migrate.ensure_current(pool)  # raises StaleSchema: never serve a schema we don't know

@@ -51,14 +51,32 @@ class _BoundedPool(asyncpg.Pool):
             raise PoolExhausted(f"no database connection became free within {self._acquire_timeout:g}s") from exc
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquire_timeout: float | None = None) -> Pool:
+async def _rollback_only(conn: Connection) -> None:
+    """A released connection's reset when its users leave no session state: asyncpg has already rolled back
+    an open transaction (and dropped its listeners) before calling this."""
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    acquire_timeout: float | None = None,
+    reset_sessions: bool = True,
+) -> Pool:
     """A pool whose connections speak jsonb as Python values.
 
     With `acquire_timeout`, waiting for a free connection longer than that raises PoolExhausted.
+
+    `reset_sessions=False` skips asyncpg's reset statement on release (advisory unlocks, `CLOSE ALL`,
+    `UNLISTEN *`, `RESET ALL`: a round trip to Postgres per release), keeping only its rollback of an open
+    transaction. Only for a pool whose every statement leaves no session state behind, such as the ingest
+    service's (the store's statements, transaction-scoped `SET LOCAL` and `set_config(..., true)` at most).
     """
+    reset = None if reset_sessions else _rollback_only
     if acquire_timeout is None:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60, reset=reset
         )
         assert pool is not None
         return pool
@@ -70,6 +88,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquir
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         init=_init_connection,
+        reset=reset,
         loop=None,
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,

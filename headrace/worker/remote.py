@@ -3,6 +3,10 @@
 The pod holds no database credential, only its projected ServiceAccount token (audience
 `headrace-ingest`), which the kubelet rotates: the file is read again for every request.
 
+Requests go straight to the HTTP transport's connection pool, not through `httpx.AsyncClient`: the
+client's own layers (URL merging, cookies, auth and redirect hooks) were about a third of the worker's
+CPU per request on a no-op lease (docs/benchmarks.md, "Worker API"), and this client uses none of them.
+
 Outages are ridden out as `DirectStore` rides out a Postgres restart (`store.outage`, same budget and
 backoff): the service unreachable, a connection broken mid-answer, or an answer of 502, 503 or 504
 (the service restarting, or its database failing over) is retried, and 429 after its Retry-After.
@@ -13,6 +17,7 @@ other 4xx is not retried: it is a clear error naming the route and the service's
 
 import json
 import logging
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 A = TypeVar("A", bound=wire.Answer)
 
 DEFAULT_TOKEN_FILE = Path(INGEST_TOKEN_PATH)
+MAX_TOKEN_BYTES = 64 * 1024
+"""More than any ServiceAccount token (a JWT of a few kilobytes); a longer file is cut, and refused."""
 
 
 class IngestRefused(Exception):
@@ -113,26 +120,28 @@ class RemoteStore:
         self._base_url = base_url.rstrip("/")
         self._max_request_bytes = max_request_bytes
         self._prefix = f"/{wire.API_VERSION}/jobs/{job_uid}"
-        self._client = httpx.AsyncClient(
-            base_url=self._base_url,
-            transport=transport,
-            # A store of a large group takes a while; the service's statements time out at 60 s.
-            timeout=httpx.Timeout(10.0, read=120.0, write=60.0),
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
-            headers={"User-Agent": "headrace-worker", "Content-Type": "application/json"},
+        self._transport = transport or httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8)
         )
+        # A store of a large group takes a while; the service's statements time out at 60 s.
+        self._timeout = httpx.Timeout(10.0, read=120.0, write=60.0).as_dict()
 
     @property
     def job_uid(self) -> uuid.UUID:
         return self._job_uid
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     def _token(self) -> str:
+        """The token in the file now (three system calls: pathlib's text read cost ~5% of a lease)."""
         try:
-            return self._token_file.read_text().strip()
-        except OSError as exc:
+            fd = os.open(self._token_file, os.O_RDONLY)
+            try:
+                return os.read(fd, MAX_TOKEN_BYTES + 1).decode("ascii").strip()
+            finally:
+                os.close(fd)
+        except (OSError, UnicodeDecodeError) as exc:
             raise IngestRefused(
                 401, "(no request)", f"cannot read the worker's token {self._token_file}: {exc}"
             ) from exc
@@ -140,19 +149,48 @@ class RemoteStore:
     async def _call(self, method: str, path: str, body: wire.Body | bytes | None, answer: type[A]) -> A:
         """One request, retried under the outage policy; the answer parsed as `answer`."""
         content = body if isinstance(body, bytes | None) else body.model_dump_json(by_alias=True).encode()
+        try:  # the first try outside the policy: making one costs more than a no-op lease's own work
+            response = await self._once(method, path, content)
+        except (httpx.TransportError, Unavailable) as exc:
+            response = await self._ride_out(exc, method, path, content)
+        return answer.model_validate_json(response.content)
+
+    async def _ride_out(self, first: BaseException, method: str, path: str, content: bytes | None) -> httpx.Response:
+        """The request again under the outage policy, which takes `first` as its first attempt's error (so it
+        logs and waits as for any other)."""
         budget = outage.OUTAGE_SECONDS if self._give_up_after is None else self._give_up_after
         policy = retrying(give_up_after=budget, is_outage=is_outage, wait=_wait, message="Lost ingest service")
+        failed = [first]
+
+        async def attempt() -> httpx.Response:
+            if failed:
+                raise failed.pop()
+            return await self._once(method, path, content)
+
         try:
-            response: httpx.Response = await policy(self._once, method, path, content)
+            response: httpx.Response = await policy(attempt)
         except (httpx.TransportError, Unavailable) as exc:  # the budget is spent: `is_outage` retries only these
             raise IngestUnreachable(self._base_url, budget, exc) from exc
-        return answer.model_validate_json(response.content)
+        return response
 
     async def _once(self, method: str, path: str, content: bytes | None) -> httpx.Response:
         route = f"{method} {self._prefix}{path}"
-        response = await self._client.request(
-            method, self._prefix + path, content=content, headers={"Authorization": f"Bearer {self._token()}"}
+        request = httpx.Request(
+            method,
+            self._base_url + self._prefix + path,
+            headers=[
+                ("User-Agent", "headrace-worker"),
+                ("Content-Type", "application/json"),
+                ("Authorization", f"Bearer {self._token()}"),
+            ],
+            content=content,
+            extensions={"timeout": self._timeout},
         )
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
         status = response.status_code
         if status < 300:
             return response
