@@ -27,6 +27,15 @@ async def _init_connection(conn: Connection) -> None:
     await conn.set_builtin_type_codec("regconfig", schema="pg_catalog", codec_name="oid")
 
 
+async def _keep_session(conn: Connection) -> None:
+    """What a connection released to the pool needs beyond asyncpg's own rollback of an open transaction:
+    nothing. asyncpg's default reset sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`
+    on every release, one more round trip per borrowed connection (a third of the operator's round trips
+    per new IngestionJob, docs/benchmarks.md). Headrace leaves no session state behind: settings are
+    `SET LOCAL`, cursors live in transactions, nothing LISTENs, and the one session-level advisory lock
+    (`migrate`) is released by its owner, or its connection closed."""
+
+
 class PoolExhausted(Exception):
     """No connection of the pool became free within its acquire timeout: the database is saturated or gone."""
 
@@ -58,7 +67,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquir
     """
     if acquire_timeout is None:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep_session, command_timeout=60
         )
         assert pool is not None
         return pool
@@ -70,6 +79,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquir
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         init=_init_connection,
+        reset=_keep_session,
         loop=None,
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
