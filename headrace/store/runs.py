@@ -48,7 +48,8 @@ async def start_run(
         run = await jobs.advance_run(conn, job.uid)
         if run is None:
             raise JobGone(str(job.uid))
-        await _supersede(conn, job.uid, run)
+        if run > 1:  # a first run has nothing to supersede
+            await _supersede(conn, job.uid, run)
         await conn.execute(
             "INSERT INTO headrace.runs "
             "(job_uid, run, reason, fingerprint, request, retry_of, discovered, discovery_done) "
@@ -67,7 +68,8 @@ async def start_run(
     # Every run is started here, by the operator (or local mode) with the owner's connection: the one
     # place to drop the runs before the last historyLimit, however those ended (drained, or closed by
     # the operator when their worker Job failed). Workers hold a tenant credential that may not.
-    await history.prune_runs(pool, job.uid, keep=job.spec.history_limit)
+    if run > max(job.spec.history_limit, 1):  # runs are numbered from 1: no more of them than `run` exist
+        await history.prune_runs(pool, job.uid, keep=job.spec.history_limit)
     return run
 
 
@@ -97,6 +99,8 @@ def _first_tasks(job: JobRecord, retry: Retry | None) -> list[queue.NewTask]:
 
 async def ensure_run(pool: Pool, job: JobRecord, *, reason: str) -> int:
     """The current run if it was started for this spec's source and chunking, else a new run."""
+    if job.current_run == 0:  # never run: a new job's first reconcile
+        return await start_run(pool, job, reason=reason)
     fingerprint = await pool.fetchval(
         "SELECT fingerprint FROM headrace.runs WHERE job_uid = $1 AND run = $2", job.uid, job.current_run
     )
