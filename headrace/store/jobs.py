@@ -270,13 +270,19 @@ async def record_event(
 ) -> None:
     """Append to the job's event log."""
     await conn.execute(
-        "INSERT INTO headrace.job_events (job_uid, run, type, reason, message) VALUES ($1, $2, $3, $4, $5)",
+        insert_events("VALUES ($1, $2, $3, $4, $5)"),
         uid,
         run,
         type_,
         reason,
         redact(message),
     )
+
+
+def insert_events(rows: str) -> str:
+    """The INSERT that appends to a job's event log, given its rows' (job_uid, run, type, reason, message):
+    `record_event` and `record_events` run it, `runs.start_run` inside a first run's one statement."""
+    return f"INSERT INTO headrace.job_events (job_uid, run, type, reason, message) {rows}"
 
 
 async def record_events(
@@ -293,11 +299,10 @@ async def record_events(
     if not events:
         return True
     found = await conn.fetchval(
-        """
+        f"""
         WITH job AS (SELECT uid FROM headrace.jobs WHERE uid = $1 AND deleted_at IS NULL FOR SHARE),
              written AS (
-                 INSERT INTO headrace.job_events (job_uid, run, type, reason, message)
-                 SELECT job.uid, $2, e.type, e.reason, e.message
+                 {insert_events("SELECT job.uid, $2, e.type, e.reason, e.message")}
                  FROM job, unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS e(type, reason, message, n)
                  ORDER BY e.n
                  RETURNING 1
