@@ -28,12 +28,11 @@ async def _init_connection(conn: Connection) -> None:
 
 
 async def _keep_session(conn: Connection) -> None:
-    """What a connection released to the pool needs beyond asyncpg's own rollback of an open transaction:
-    nothing. asyncpg's default reset sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`
-    on every release, one more round trip per borrowed connection (a third of the operator's round trips
-    per new IngestionJob, docs/benchmarks.md). Headrace leaves no session state behind: settings are
-    `SET LOCAL`, cursors live in transactions, nothing LISTENs, and the one session-level advisory lock
-    (`migrate`) is released by its owner, or its connection closed."""
+    """A released connection's reset for a pool whose users leave no session state (`create_pool`'s
+    `reset_sessions=False`): nothing beyond asyncpg's own rollback of an open transaction. asyncpg's default
+    sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release, one more round trip
+    per borrowed connection: a third of the operator's round trips per new IngestionJob
+    (docs/benchmarks.md, "Reconcile bursts")."""
 
 
 class PoolExhausted(Exception):
@@ -60,14 +59,26 @@ class _BoundedPool(asyncpg.Pool):
             raise PoolExhausted(f"no database connection became free within {self._acquire_timeout:g}s") from exc
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquire_timeout: float | None = None) -> Pool:
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    acquire_timeout: float | None = None,
+    reset_sessions: bool = True,
+) -> Pool:
     """A pool whose connections speak jsonb as Python values.
 
     With `acquire_timeout`, waiting for a free connection longer than that raises PoolExhausted.
+    `reset_sessions=False` skips asyncpg's reset query on every release (`_keep_session`), for a process
+    whose code sets nothing per session: the operator's (only `migrate`'s advisory lock, which it releases
+    or closes the connection). The search does not qualify: a connection it used can come back with
+    `jit = off` (tests/api/test_search_transaction.py), which the reset undoes.
     """
+    reset = None if reset_sessions else _keep_session
     if acquire_timeout is None:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep_session, command_timeout=60
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=reset, command_timeout=60
         )
         assert pool is not None
         return pool
@@ -79,7 +90,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, acquir
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         init=_init_connection,
-        reset=_keep_session,
+        reset=reset,
         loop=None,
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
