@@ -53,12 +53,14 @@ class Operator:
 
 class Runtime:
     """What the operator learns while it runs, each part with its owner: namespace lookups in flight, the
-    Secrets of an earlier release still to delete, and whether the database can store vectors."""
+    Secrets of an earlier release still to delete, whether the database can store vectors, and the
+    embedding spaces known to exist."""
 
     def __init__(self, *, legacy_secrets: LegacySecrets | None = None) -> None:
         self.namespaces = NamespaceLookups()
         self.legacy_secrets = legacy_secrets or LegacySecrets()
         self._vectors = False
+        self._spaces: set[tuple[str, int]] = set()
 
     async def vectors_available(self, pool: Pool) -> bool:
         """Whether vectors can be stored. Once they can, they stay so: the operator applied the migrations
@@ -67,6 +69,14 @@ class Runtime:
         if not self._vectors:
             self._vectors = await vectors.available(pool)
         return self._vectors
+
+    async def ensure_space(self, pool: Pool, model: str, dimensions: int) -> None:
+        """Make the embedding space exist (`vectors.space_for`), asking the database only until it does: spaces
+        are never deleted, and every job of a model and dimension shares one (each reconcile and each tick
+        of every job asked before)."""
+        if (model, dimensions) not in self._spaces:
+            await vectors.space_for(pool, model, dimensions)
+            self._spaces.add((model, dimensions))
 
 
 @dataclass(frozen=True)
@@ -242,7 +252,7 @@ async def _converge(
     embedding = job.spec.embedding
     if has_vectors and embedding.enabled and embedding.model_name is not None and embedding.dimensions is not None:
         # Before the workers start, so that no two of them race to create it.
-        await vectors.space_for(op.pool, embedding.model_name, embedding.dimensions)
+        await runtime.ensure_space(op.pool, embedding.model_name, embedding.dimensions)
     # This run's objects were made before when the status already reports the run (a later generation or a
     # timer tick): read them first. A job's first reconcile, or a new run, creates them.
     run, state = current.number, current.state

@@ -18,7 +18,11 @@ async def open_operator(config: OperatorSettings) -> tuple[Operator, Runtime]:
     """Connect to Postgres (waiting up to two minutes for it), apply pending migrations, drop the database
     roles earlier releases made for workers, and wrap it all up."""
     pool = await ride_out(
-        create_pool, config.database_url.get_secret_value(), min_size=1, max_size=config.database_pool_size
+        create_pool,
+        config.database_url.get_secret_value(),
+        min_size=1,
+        max_size=config.database_pool_size,
+        reset_sessions=False,  # the operator sets nothing per session: one round trip less per borrow
     )
     if config.migrate:
         applied = await migrate.migrate(pool)

@@ -27,6 +27,14 @@ async def _init_connection(conn: Connection) -> None:
     await conn.set_builtin_type_codec("regconfig", schema="pg_catalog", codec_name="oid")
 
 
+async def _keep_session(conn: Connection) -> None:
+    """A released connection's reset for a pool whose users leave no session state (`create_pool`'s
+    `reset_sessions=False`): nothing beyond asyncpg's own rollback of an open transaction. asyncpg's default
+    sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every release, one more round trip
+    per borrowed connection: a third of the operator's round trips per new IngestionJob
+    (docs/benchmarks.md, "Reconcile bursts")."""
+
+
 class PoolExhausted(Exception):
     """No connection of the pool became free within its acquire timeout: the database is saturated or gone."""
 
@@ -51,11 +59,6 @@ class _BoundedPool(asyncpg.Pool):
             raise PoolExhausted(f"no database connection became free within {self._acquire_timeout:g}s") from exc
 
 
-async def _rollback_only(conn: Connection) -> None:
-    """A released connection's reset when its users leave no session state: asyncpg has already rolled back
-    an open transaction (and dropped its listeners) before calling this."""
-
-
 async def create_pool(
     dsn: str,
     *,
@@ -67,16 +70,16 @@ async def create_pool(
     """A pool whose connections speak jsonb as Python values.
 
     With `acquire_timeout`, waiting for a free connection longer than that raises PoolExhausted.
-
-    `reset_sessions=False` skips asyncpg's reset statement on release (advisory unlocks, `CLOSE ALL`,
-    `UNLISTEN *`, `RESET ALL`: a round trip to Postgres per release), keeping only its rollback of an open
-    transaction. Only for a pool whose every statement leaves no session state behind, such as the ingest
-    service's (the store's statements, transaction-scoped `SET LOCAL` and `set_config(..., true)` at most).
+    `reset_sessions=False` skips asyncpg's reset query on every release (`_keep_session`), for a process
+    whose code sets nothing per session: the operator's (only `migrate`'s advisory lock, which it releases
+    or closes the connection) and the ingest service's (the store's statements, transaction-scoped
+    `SET LOCAL` and `set_config(..., true)` at most). The search does not qualify: a connection it used can
+    come back with `jit = off` (tests/api/test_search_transaction.py), which the reset undoes.
     """
-    reset = None if reset_sessions else _rollback_only
+    reset = None if reset_sessions else _keep_session
     if acquire_timeout is None:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60, reset=reset
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=reset, command_timeout=60
         )
         assert pool is not None
         return pool

@@ -68,54 +68,68 @@ async def register_job(
 
     `namespace_uid` (the namespace's identity in a cluster; None in local mode) is recorded on the row:
     tenant credentials and adoption go by it, never by the namespace's name alone.
+
+    In one statement (a round trip each, for every job of a burst): the text-search configuration looked
+    up by name (none: UnknownTextSearchConfig, nothing written), the row written, and live rows of former
+    namespaces of this name retired (`retire_former_namespaces`).
     """
-    async with pool.acquire() as conn:
-        known = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_ts_config WHERE cfgname = $1)", spec.text_search_config
-        )
-        if not known:
-            raise UnknownTextSearchConfig(
-                f"spec.textSearchConfig: Postgres has no text-search configuration {spec.text_search_config!r}"
-            )
-        await conn.execute(
-            """
+    row = await pool.fetchrow(
+        f"""
+        WITH config AS (
+            -- The config of that name on the search path, else Headrace's own (migration 0011).
+            SELECT c.oid FROM pg_ts_config c WHERE c.cfgname = $6::text
+            ORDER BY pg_ts_config_is_visible(c.oid) DESC, c.cfgnamespace = 'headrace'::regnamespace DESC LIMIT 1
+        ), registered AS (
             INSERT INTO headrace.jobs (uid, namespace, name, generation, spec, text_search_config, namespace_uid)
-            VALUES ($1, $2, $3, $4, $5, (
-                -- The config of that name on the search path, else Headrace's own (migration 0011).
-                SELECT c.oid FROM pg_ts_config c WHERE c.cfgname = $6::text
-                ORDER BY pg_ts_config_is_visible(c.oid) DESC, c.cfgnamespace = 'headrace'::regnamespace DESC LIMIT 1
-            )::regconfig, $7)
+            SELECT $1, $2, $3, $4, $5, config.oid::regconfig, $7 FROM config
             ON CONFLICT (uid) DO UPDATE
             SET generation = excluded.generation, spec = excluded.spec, spec_error = NULL,
                 text_search_config = excluded.text_search_config, updated_at = now(), deleted_at = NULL,
                 namespace_uid = coalesce(excluded.namespace_uid, headrace.jobs.namespace_uid)
-            """,
-            uid,
-            namespace,
-            name,
-            generation,
-            spec.to_wire(),
-            spec.text_search_config,
-            namespace_uid,
+            RETURNING current_run, namespace_uid
+        ), retired AS (
+            {_retire_former("$2", "$7")} AND $7::uuid IS NOT NULL AND uid <> $1 AND EXISTS (SELECT 1 FROM config)
         )
-        if namespace_uid is not None:
-            await retire_former_namespaces(conn, namespace=namespace, namespace_uid=namespace_uid)
-    job = await get_job(pool, uid)
-    assert job is not None
-    return job
+        SELECT current_run, namespace_uid FROM registered
+        """,
+        uid,
+        namespace,
+        name,
+        generation,
+        spec.to_wire(),
+        spec.text_search_config,
+        namespace_uid,
+    )
+    if row is None:
+        raise UnknownTextSearchConfig(
+            f"spec.textSearchConfig: Postgres has no text-search configuration {spec.text_search_config!r}"
+        )
+    return JobRecord(
+        uid=uid,
+        namespace=namespace,
+        name=name,
+        generation=generation,
+        spec=spec,
+        current_run=row["current_run"],
+        namespace_uid=row["namespace_uid"],
+    )
 
 
 async def retire_former_namespaces(conn: Pool | Connection, *, namespace: str, namespace_uid: uuid.UUID) -> int:
     """Stop serving live rows of former namespaces of this name (another UID): their IngestionJobs are gone
     without their finalizer having run (it was bypassed), and a namespace re-created under the name must
     see nothing of them. They become retained data. Returns how many."""
-    status = await conn.execute(
-        "UPDATE headrace.jobs SET deleted_at = now() "
-        "WHERE namespace = $1 AND namespace_uid <> $2 AND deleted_at IS NULL",
-        namespace,
-        namespace_uid,
-    )
+    status = await conn.execute(_retire_former("$1", "$2"), namespace, namespace_uid)
     return int(status.split()[-1])
+
+
+def _retire_former(namespace: str, namespace_uid: str) -> str:
+    """The UPDATE that retires live rows of former namespaces of a name, given the parameters holding the
+    name and the namespace's UID (`register_job` runs it inside its own statement)."""
+    return (
+        "UPDATE headrace.jobs SET deleted_at = now() "
+        f"WHERE namespace = {namespace} AND namespace_uid <> {namespace_uid}::uuid AND deleted_at IS NULL"
+    )
 
 
 async def retire_namespace(pool: Pool, namespace_uid: uuid.UUID) -> int:
@@ -256,13 +270,19 @@ async def record_event(
 ) -> None:
     """Append to the job's event log."""
     await conn.execute(
-        "INSERT INTO headrace.job_events (job_uid, run, type, reason, message) VALUES ($1, $2, $3, $4, $5)",
+        insert_events("VALUES ($1, $2, $3, $4, $5)"),
         uid,
         run,
         type_,
         reason,
         redact(message),
     )
+
+
+def insert_events(rows: str) -> str:
+    """The INSERT that appends to a job's event log, given its rows' (job_uid, run, type, reason, message):
+    `record_event` and `record_events` run it, `runs.start_run` inside a first run's one statement."""
+    return f"INSERT INTO headrace.job_events (job_uid, run, type, reason, message) {rows}"
 
 
 async def record_events(
@@ -279,11 +299,10 @@ async def record_events(
     if not events:
         return True
     found = await conn.fetchval(
-        """
+        f"""
         WITH job AS (SELECT uid FROM headrace.jobs WHERE uid = $1 AND deleted_at IS NULL FOR SHARE),
              written AS (
-                 INSERT INTO headrace.job_events (job_uid, run, type, reason, message)
-                 SELECT job.uid, $2, e.type, e.reason, e.message
+                 {insert_events("SELECT job.uid, $2, e.type, e.reason, e.message")}
                  FROM job, unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS e(type, reason, message, n)
                  ORDER BY e.n
                  RETURNING 1
@@ -348,6 +367,17 @@ async def adopt_retained(pool: Pool, *, uid: uuid.UUID, namespace_uid: uuid.UUID
     The current run's fingerprint is marked, so the next `ensure_run` starts a run even if the operator
     stops between this and starting it.
     """
+    # One read answers the common case (nothing to adopt, or `uid` registered already); only a move needs a
+    # transaction, where the same is asked again under the row lock.
+    candidate = await pool.fetchval(
+        "SELECT uid FROM headrace.jobs WHERE namespace_uid = $1 AND name = $2 AND uid <> $3 "
+        "AND NOT EXISTS (SELECT 1 FROM headrace.jobs WHERE uid = $3) LIMIT 1",
+        namespace_uid,
+        name,
+        uid,
+    )
+    if candidate is None:
+        return None
     async with pool.acquire() as conn, conn.transaction():
         if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM headrace.jobs WHERE uid = $1)", uid):
             return None

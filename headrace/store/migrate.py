@@ -138,7 +138,13 @@ async def migrate(pool: Pool) -> list[Migration]:
                 applied.append(migration)
             await ensure_vectors(conn)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)
+            try:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)
+            except BaseException:
+                # The operator's pool does not reset session state (`db._keep_session`): a connection that
+                # may still hold the lock is closed, never handed out again.
+                conn.terminate()
+                raise
     return applied
 
 

@@ -50,21 +50,32 @@ async def enqueue(
     if not tasks:
         return 0
     rows = await conn.fetch(
-        """
-        INSERT INTO headrace.tasks (job_uid, run, kind, dedupe_key, payload, max_attempts)
-        SELECT $1, $2, t.kind, t.dedupe_key, t.payload, $6
-        FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS t(kind, dedupe_key, payload)
-        ON CONFLICT (job_uid, run, dedupe_key) DO NOTHING
-        RETURNING id
-        """,
+        insert_tasks(
+            "SELECT $1, $2, t.kind, t.dedupe_key, t.payload, $6 "
+            "FROM unnest($3::text[], $4::text[], $5::jsonb[]) AS t(kind, dedupe_key, payload)"
+        )
+        + " RETURNING id",
         job_uid,
         run,
-        [t.kind for t in tasks],
-        [t.dedupe_key for t in tasks],
-        [t.payload for t in tasks],
+        *task_arrays(tasks),
         max_attempts,
     )
     return len(rows)
+
+
+def insert_tasks(rows: str) -> str:
+    """The INSERT that enqueues tasks, given a query of their (job_uid, run, kind, dedupe_key, payload,
+    max_attempts): a dedupe key the run has already is skipped. `enqueue` runs it alone; `runs.start_run`
+    inside the one statement that starts a job's first run."""
+    return (
+        "INSERT INTO headrace.tasks (job_uid, run, kind, dedupe_key, payload, max_attempts) "
+        f"{rows} ON CONFLICT (job_uid, run, dedupe_key) DO NOTHING"
+    )
+
+
+def task_arrays(tasks: list[NewTask]) -> tuple[list[str], list[str], list[Any]]:
+    """The tasks as the three arrays `insert_tasks`' rows unnest: kinds, dedupe keys and payloads."""
+    return [t.kind for t in tasks], [t.dedupe_key for t in tasks], [t.payload for t in tasks]
 
 
 _LEASE = """
