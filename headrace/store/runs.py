@@ -39,6 +39,19 @@ class Retry:
     uris: list[str]
 
 
+def _run_row(job: JobRecord, reason: str, request: str | None, retry: Retry | None) -> tuple[object, ...]:
+    """A new run's row after its job and number: reason, fingerprint, request, retry_of, discovered and
+    discovery_done (a retry starts with its documents known, so discovery is done)."""
+    return (
+        reason,
+        job.spec.run_fingerprint(),
+        request,
+        retry.of_run if retry else None,
+        len(retry.uris) if retry else 0,
+        retry is not None,
+    )
+
+
 async def start_run(
     pool: Pool, job: JobRecord, *, reason: str, request: str | None = None, retry: Retry | None = None
 ) -> int:
@@ -58,18 +71,13 @@ async def start_run(
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             job.uid,
             run,
-            reason,
-            job.spec.run_fingerprint(),
-            request,
-            retry.of_run if retry else None,
-            len(retry.uris) if retry else 0,
-            retry is not None,
+            *_run_row(job, reason, request, retry),
         )
         await queue.enqueue(conn, job.uid, run, _first_tasks(job, retry), max_attempts=job.spec.retries.max_attempts)
         await jobs.record_event(conn, job.uid, run, "Normal", Reason.RUN_STARTED, messages.run_started(run, reason))
     # Every run is started here, by the operator (or local mode) with the owner's connection: the one
     # place to drop the runs before the last historyLimit, however those ended (drained, or closed by
-    # the operator when their worker Job failed). Workers hold a tenant credential that may not.
+    # the operator when their worker Job failed).
     if run > max(job.spec.history_limit, 1):  # runs are numbered from 1: no more of them than `run` exist
         await history.prune_runs(pool, job.uid, keep=job.spec.history_limit)
     return run
@@ -106,12 +114,7 @@ async def _start_first_run(
         await pool.fetchval(
             _FIRST_RUN,
             job.uid,
-            reason,
-            job.spec.run_fingerprint(),
-            request,
-            retry.of_run if retry else None,
-            len(retry.uris) if retry else 0,
-            retry is not None,
+            *_run_row(job, reason, request, retry),
             *queue.task_arrays(_first_tasks(job, retry)),
             job.spec.retries.max_attempts,
             "Normal",
