@@ -19,8 +19,9 @@ measures them (its own functions), which embed nothing.
 `--smoke` runs one worker over 5 files of the demo corpus without embeddings, so `make test` stays short.
 
 CPU seconds per document count the worker pods' process trees (each worker and its extraction sandbox:
-the kubelet runs pods as children of this process, so their rusage is readable) and every Postgres
-backend serving the installation's database (the workers', and the operator's status reads), sampled by
+the kubelet runs pods as children of this process, so their rusage is readable), the ingest service the
+workers call (the workers' only way to the database; its CPU during the run) and every Postgres backend
+serving the installation's database (the service's, and the operator's status reads), sampled by
 `bench.ingest.RssSampler`. On 2 shared cores three workers cannot run three times as fast: scaling is
 judged by CPU seconds per document staying flat as workers are added, not by wall time.
 
@@ -58,6 +59,8 @@ from headrace.model import GROUP, PLURAL, VERSION
 HELM = common.ROOT / ".tools" / "bin" / "helm"
 RELEASE, TEAM, CLAIM = "headrace", "bench-team", "python-docs"
 DATABASE = "cluster_bench"
+INGEST_SERVICE = "ingest-api"
+"""The ingest service's command (its pod's args): the workers' only way to the database, so its CPU is the run's."""
 POLL_S = 0.5
 RUN_TIMEOUT_S = 900.0
 SMOKE_DOCUMENTS = 5
@@ -208,7 +211,7 @@ def one_run(inst: Installation, data: ingest.Corpus, workers: int, name: str, em
     """Apply a fresh job, wait for Succeeded and read what it cost."""
     load_before = os.getloadavg()[0]
     idle_backends = count_backends(inst.database)
-    with ingest.RssSampler(inst.database) as sampler:
+    with ingest.RssSampler(inst.database, services=(INGEST_SERVICE,)) as sampler:
         started = time.perf_counter()
         inst.apply(ingestion_job(name, data, workers, embedding))
         first_worker = last_worker = None
@@ -244,6 +247,7 @@ def one_run(inst: Installation, data: ingest.Corpus, workers: int, name: str, em
         "idle_backends": idle_backends,
         "cpu": sampler.cpu_seconds,
         "cpu_postgres": sum(cpu for pid, cpu in sampler.cpu.items() if pid < 0),  # RssSampler keys backends -pid
+        "cpu_service": sum(sampler.service_cpu.values()),
         "peak_rss_mib": [p / 2**20 for p in sampler.peaks.values()],
         "documents": progress.get("succeeded"),
         "load_average_1m": [load_before, load_after],
@@ -419,9 +423,10 @@ def _report(
         ["run", "seconds", "docs/s", "time ÷ floors", "workers' span (s)", "CPU ms/doc", "CPU ÷ floors"], rows
     )
     lines += [
-        "CPU counts each worker pod's process tree (the worker and its extraction sandbox) and every Postgres "
-        "backend of the installation's database (the workers' and the operator's), not the control plane, "
-        "the kubelet or the operator process. The workers' span runs from the first worker process seen "
+        "CPU counts each worker pod's process tree (the worker and its extraction sandbox), the ingest "
+        "service the workers call (its CPU during the run) and every Postgres backend of the installation's "
+        "database (the service's and the operator's), not the control plane, the kubelet or the operator "
+        "process. The workers' span runs from the first worker process seen "
         "to the last one gone; the rest of apply → Succeeded is the operator's reconcile, the Job "
         "controller, pod start-up and the status timer's next tick.",
         "",
@@ -439,6 +444,12 @@ def _report(
         f"({statistics.median(x['cpu_postgres'] / x['cpu'] for x in rs):.0%} of the run's CPU)"
         for w, rs in runs.items()
     )
+    service = "; ".join(
+        f"{w} worker{'s' if w > 1 else ''} {statistics.median(x['cpu_service'] for x in rs) * 1000 / docs:.1f} ms "
+        f"({statistics.median(x['cpu_service'] / x['cpu'] for x in rs):.0%} of the run's CPU)"
+        for w, rs in runs.items()
+    )
+    lines.append(f"- **The ingest service's CPU per document** (the workers' only way to the database): {service}.")
     store_ms = statistics.median(measured["store_cpu"]) * 1000 / chunks
     lines.append(
         f"- **Postgres CPU per chunk written** (its backends only): {postgres}; the store floor, client and "

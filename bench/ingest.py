@@ -295,14 +295,18 @@ async def _copy_vectors(conn: Any, dsn: str, records: list[tuple[Any, ...]], key
 
 
 class RssSampler:
-    """Peak resident memory of each worker process (and its sandbox child), and the CPU time of those and of
-    the Postgres backends serving `database`, sampled every 100 ms in a thread. A process's CPU time is its
-    last sample before it exited, so each is short by at most one interval's worth."""
+    """Peak resident memory of each worker process (and its sandbox child), and the CPU time of those, of
+    the Postgres backends serving `database` and of this process's children whose command line names one
+    of `services` (e.g. the ingest service's `ingest-api`), sampled every 100 ms in a thread. A process's
+    CPU time is its last sample before it exited, so each is short by at most one interval's worth; what
+    a backend or a service had used before the first sample is not counted."""
 
-    def __init__(self, database: str = "") -> None:
+    def __init__(self, database: str = "", services: tuple[str, ...] = ()) -> None:
         self.database = database
+        self.services = services
         self.peaks: dict[int, int] = {}
         self.cpu: dict[int, float] = {}
+        self.service_cpu: dict[int, float] = {}
         self._base: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -322,6 +326,12 @@ class RssSampler:
             for child in me.children(recursive=True):
                 try:
                     cmdline = child.cmdline()
+                    if any(service in cmdline for service in self.services):
+                        times = child.cpu_times()
+                        used = times.user + times.system
+                        self._base.setdefault(-child.pid, used if first else 0.0)
+                        self.service_cpu[child.pid] = used - self._base[-child.pid]
+                        continue
                     if not any("worker" in part for part in cmdline):
                         continue  # only `headrace worker` processes and their sandboxes, not a shell
                     rss = child.memory_info().rss
@@ -346,7 +356,8 @@ class RssSampler:
 
     @property
     def cpu_seconds(self) -> float:
-        return sum(self.cpu.values())
+        """Workers, their sandboxes, the backends and the services together."""
+        return sum(self.cpu.values()) + sum(self.service_cpu.values())
 
 
 def manifest_spec() -> Any:
