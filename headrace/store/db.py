@@ -74,7 +74,12 @@ async def create_pool(
     whose code sets nothing per session: the operator's (only `migrate`'s advisory lock, which it releases
     or closes the connection) and the ingest service's (the store's statements, transaction-scoped
     `SET LOCAL` and `set_config(..., true)` at most). The search does not qualify: a connection it used can
-    come back with `jit = off` (tests/api/test_search_transaction.py), which the reset undoes.
+    come back with `jit = off` for the session, which the reset undoes. asyncpg itself sets it: the first
+    time a connection meets a type it must introspect, it runs `set_config('jit', 'off', false)` around the
+    introspection and restores the setting only when it found it on, and inside a search's transaction
+    (`SET LOCAL jit = off`) it finds it off. A session-wide `jit = off` at connect would end that, but
+    PgBouncer refuses startup parameters it does not know, and a session `SET` under transaction pooling
+    reaches other clients.
     """
     reset = None if reset_sessions else _keep_session
     if acquire_timeout is None:
