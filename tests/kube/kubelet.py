@@ -238,7 +238,12 @@ class Kubelet:
         self.workdir = workdir
         self.images = images
         self.node = node
-        self.core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(config_file=str(kubeconfig)))
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+        # One pod thread each, and a namespace's deletion starts one per pod at once: the default pool (5 per
+        # core) would drop connections with a warning into whichever test's log capture is running then.
+        config.connection_pool_maxsize = 64
+        self.core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
         self.claims: dict[tuple[str, str], Path] = {}
         self.pods: dict[str, Pod] = {}
         self._lock = threading.Lock()
