@@ -119,7 +119,8 @@ async def close_pool(pool: Pool, *, timeout: float = CLOSE_TIMEOUT_SECONDS) -> N
     whatever such a connection was doing was already given up.
     """
     try:
-        await asyncio.wait_for(pool.close(), timeout)
+        async with asyncio.timeout(timeout):
+            await pool.close()
     except TimeoutError:
         log.warning("Dropped database connections still in use at close", extra={"seconds": timeout})
         pool.terminate()

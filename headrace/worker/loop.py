@@ -153,7 +153,8 @@ class Worker:
                 log.info("Drained queue", extra={"worker": self.name, "job": job.name})
                 return EXIT_DRAINED
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self.stopping.wait()
         await holding.flush()
         await holding.release_queued()
         return self.stopped_code

@@ -148,7 +148,8 @@ class Sandbox:
             )
             assert child.stdout is not None
             try:
-                ready = await asyncio.wait_for(_read_message(child.stdout), STARTUP_TIMEOUT_SECONDS)
+                async with asyncio.timeout(STARTUP_TIMEOUT_SECONDS):
+                    ready = await _read_message(child.stdout)
             except BaseException:
                 child.kill()
                 await child.wait()
@@ -186,7 +187,8 @@ class Sandbox:
                 child.stdin.write(data)
                 await child.stdin.drain()
                 while True:
-                    message = await asyncio.wait_for(_read_message(child.stdout), silence_seconds)
+                    async with asyncio.timeout(silence_seconds):
+                        message = await _read_message(child.stdout)
                     if message["type"] == "begin":
                         in_progress.append(message["uri"])
                         continue

@@ -1,10 +1,14 @@
 """The extraction sandbox: a child that hangs or dies costs one document, never the worker."""
 
+import asyncio
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from headrace.model import Chunking, Limits
+from headrace.worker import sandbox as sandbox_module
 from headrace.worker.conversion import Message, Request
 from headrace.worker.sandbox import Sandbox
 from tests.worker.samples import zip_file
@@ -44,6 +48,35 @@ async def test_real_child_extracts_and_is_reused() -> None:
     finally:
         await sandbox.close()
     assert first["a.txt"]["type"] == second["b.txt"]["type"] == "document"
+
+
+async def test_a_reader_cancelled_as_a_message_arrives_stops_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker told to stop cancels its ingest task whenever SIGTERM comes, also in the instant the sandbox's
+    next message has been read. That cancellation must stop the reader: asyncio.wait_for (Python 3.11) handed
+    it the message instead and dropped the cancellation, and the stopping worker waited for ever on stages
+    already cancelled (CPython gh-86296)."""
+    read = sandbox_module._read_message
+    reader: asyncio.Task[list[Message]] | None = None
+
+    async def read_then_cancel(stream: asyncio.StreamReader) -> Message:
+        message = await read(stream)
+        if message["type"] != "ready" and reader is not None:
+            reader.cancel()  # lands as the message does
+        return message
+
+    monkeypatch.setattr(sandbox_module, "_read_message", read_then_cancel)
+    sandbox = Sandbox(memory_bytes=768 * 1024 * 1024)
+    request = Request(uri="a.txt", limits=Limits(), chunking=Chunking())
+
+    async def consume() -> list[Message]:
+        return [m async for m in sandbox.process(request, b"Words about harbours.", silence_seconds=30)]
+
+    try:
+        reader = asyncio.create_task(consume())
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+    finally:
+        await sandbox.close()
 
 
 async def test_a_hanging_entry_fails_naming_the_timeout_and_the_rest_resume(tmp_path: Path) -> None:
