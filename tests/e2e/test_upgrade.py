@@ -46,7 +46,7 @@ from tests.e2e.test_cluster import (
     get,
 )
 from tests.kube.controlplane import CRD_FILE, ControlPlane
-from tests.kube.kubelet import HEADRACE_IMAGE, Kubelet
+from tests.kube.kubelet import Image, Kubelet
 from tests.release import PREVIOUS_RELEASE, ROLES_RELEASE, unpack_previous_release
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -125,8 +125,7 @@ def _release(
 ) -> Iterator[tuple[Cluster, Path]]:
     namespace, team, release = names
     previous = unpack_previous_release(tmp_path / "previous", "headrace", "charts/headrace", commit=commit)
-    image = dataclasses.replace(HEADRACE_IMAGE, env={**HEADRACE_IMAGE.env, "PYTHONPATH": str(previous)})
-    kubelet.add_image(tag, image)
+    kubelet.add_image(tag, earlier_release(kubelet.images[IMAGE_REPOSITORY], previous / "headrace"))
     database = f"upgrade_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(postgres_server, f"CREATE DATABASE {database}"))
     corpus = tmp_path / "corpus"
@@ -147,6 +146,18 @@ def _release(
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))  # whatever happened
     asyncio.run(_admin(postgres_server, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
     asyncio.run(_drop_roles(postgres_server))
+
+
+PREVIOUS_CODE = "/opt/previous"
+"""Where an earlier release's `headrace` package is bound in the image, first on PYTHONPATH."""
+
+
+def earlier_release(image: Image, package: Path) -> Image:
+    """This tree's image running an earlier release's code: its `headrace` package (`package`) bound
+    read-only at PREVIOUS_CODE and first on PYTHONPATH, so it runs on the image's Python and packages
+    (every module of both releases imports there, bar the LangChain and LlamaIndex integrations no pod runs)."""
+    env = {**image.env, "PYTHONPATH": PREVIOUS_CODE}
+    return dataclasses.replace(image, env=env, binds=((package, f"{PREVIOUS_CODE}/headrace"),))
 
 
 def without_cel_rules(crd: str) -> str:

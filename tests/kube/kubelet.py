@@ -112,6 +112,9 @@ class Image:
     workdir: str = "/"
     built: BuiltImage | None = None
     """The built image whose root filesystem the container runs in; None: a local process (see the module)."""
+    binds: tuple[tuple[Path, str], ...] = ()
+    """Folders of this machine bound read-only into the built image's root filesystem (folder, path in it),
+    e.g. an earlier release's code beside the image's own."""
 
     @classmethod
     def of(cls, built: BuiltImage) -> "Image":
@@ -552,6 +555,7 @@ class Kubelet:
                 raise CannotRun("CreateContainerError", f"executable {argv[0]!r} not found in the image's PATH")
             binds = [(pod.local(m), m, m in read_only) for m in pod.mounts]
             binds += [(path, str(path), False) for path in self.shared]
+            binds += [(source, target, True) for source, target in image.binds]
             in_container = image.built.command(
                 [found, *argv[1:]],
                 at=pod.root / "rootfs",
