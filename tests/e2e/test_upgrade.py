@@ -11,9 +11,15 @@ migration since 0003 (run history, run outcomes, per-namespace roles under row-l
 embeddings, the run-progress index) is pending at the upgrade. The previous release predates the
 `compatible-from` headers, so it is also the hardest case: its code accepts only its own schema.
 
-The stand-in kubelet runs the image tag `headrace:previous` from the unpacked previous code (first on
-PYTHONPATH, the worktree's .venv for the dependencies), and every other tag from this tree. The test
-reuses the session's control plane and kubelet and ingests one small folder (26 files).
+The previous release's pods run as every pod does, inside the image `make image` built (read-only root,
+the pod's uid, its /tmp emptyDir, volumes and env): for its tag (`:previous`, `:roles`) the stand-in kubelet
+binds the unpacked previous `headrace` package read-only into that image at /opt/previous, first on
+PYTHONPATH (`earlier_release`). So its code runs on this image's Python and packages. Why not the
+previous release's own image, from its own Dockerfile: that would add two image builds to every
+`make test`, the schema-2 release has no lock file to rebuild its packages from, and every module of
+both releases imports in this image (bar the LangChain and LlamaIndex integrations, which no pod runs);
+docs/testing.md says more. The test reuses the session's control plane and kubelet and ingests one
+small folder (26 files).
 """
 
 import asyncio
