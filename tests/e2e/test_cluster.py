@@ -5,7 +5,7 @@ A platform team installs the chart with `helm install --wait` into a namespace e
 with `kubectl get ij`; in-cluster callers search with their ServiceAccount tokens. The commands come
 from docs/getting-started.md and the README (see tests/e2e/docs.py), run by bash with the real kubectl,
 helm and curl, so a doc that stops working fails here. The chart's migration hook, operator, API and
-the operator's worker pods run as local processes on a stand-in kubelet (tests/kube/kubelet.py), with
+the operator's worker pods run inside the built image on a stand-in kubelet (tests/kube/kubelet.py), with
 the chart's ServiceAccounts and RBAC and nothing more.
 
 Anything the server refuses (a chart object, a pod under "restricted", an RBAC verb) fails with the

@@ -11,9 +11,15 @@ migration since 0003 (run history, run outcomes, per-namespace roles under row-l
 embeddings, the run-progress index) is pending at the upgrade. The previous release predates the
 `compatible-from` headers, so it is also the hardest case: its code accepts only its own schema.
 
-The stand-in kubelet runs the image tag `headrace:previous` from the unpacked previous code (first on
-PYTHONPATH, the worktree's .venv for the dependencies), and every other tag from this tree. The test
-reuses the session's control plane and kubelet and ingests one small folder (26 files).
+The previous release's pods run as every pod does, inside the image `make image` built (read-only root,
+the pod's uid, its /tmp emptyDir, volumes and env): for its tag (`:previous`, `:roles`) the stand-in kubelet
+binds the unpacked previous `headrace` package read-only into that image at /opt/previous, first on
+PYTHONPATH (`earlier_release`). So its code runs on this image's Python and packages. Why not the
+previous release's own image, from its own Dockerfile: that would add two image builds to every
+`make test`, the schema-2 release has no lock file to rebuild its packages from, and every module of
+both releases imports in this image (bar the LangChain and LlamaIndex integrations, which no pod runs);
+docs/testing.md says more. The test reuses the session's control plane and kubelet and ingests one
+small folder (26 files).
 """
 
 import asyncio
@@ -46,7 +52,7 @@ from tests.e2e.test_cluster import (
     get,
 )
 from tests.kube.controlplane import CRD_FILE, ControlPlane
-from tests.kube.kubelet import HEADRACE_IMAGE, Kubelet
+from tests.kube.kubelet import Image, Kubelet
 from tests.release import PREVIOUS_RELEASE, ROLES_RELEASE, unpack_previous_release
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -125,8 +131,7 @@ def _release(
 ) -> Iterator[tuple[Cluster, Path]]:
     namespace, team, release = names
     previous = unpack_previous_release(tmp_path / "previous", "headrace", "charts/headrace", commit=commit)
-    image = dataclasses.replace(HEADRACE_IMAGE, env={**HEADRACE_IMAGE.env, "PYTHONPATH": str(previous)})
-    kubelet.add_image(tag, image)
+    kubelet.add_image(tag, earlier_release(kubelet.images[IMAGE_REPOSITORY], previous / "headrace"))
     database = f"upgrade_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(postgres_server, f"CREATE DATABASE {database}"))
     corpus = tmp_path / "corpus"
@@ -147,6 +152,18 @@ def _release(
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))  # whatever happened
     asyncio.run(_admin(postgres_server, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
     asyncio.run(_drop_roles(postgres_server))
+
+
+PREVIOUS_CODE = "/opt/previous"
+"""Where an earlier release's `headrace` package is bound in the image, first on PYTHONPATH."""
+
+
+def earlier_release(image: Image, package: Path) -> Image:
+    """This tree's image running an earlier release's code: its `headrace` package (`package`) bound
+    read-only at PREVIOUS_CODE and first on PYTHONPATH, so it runs on the image's Python and packages
+    (every module of both releases imports there, bar the LangChain and LlamaIndex integrations no pod runs)."""
+    env = {**image.env, "PYTHONPATH": PREVIOUS_CODE}
+    return dataclasses.replace(image, env=env, binds=((package, f"{PREVIOUS_CODE}/headrace"),))
 
 
 def without_cel_rules(crd: str) -> str:

@@ -1,47 +1,41 @@
-"""A stand-in kubelet: runs a real control plane's pods as local processes, for end-to-end tests.
+"""A stand-in kubelet: runs a real control plane's pods in a built image on this machine, for end-to-end tests.
 
 The control plane in ../shared/kube has no kubelet, scheduler or container runtime. `Kubelet` plays one
-node: it binds every pod to itself (`pods/binding`), runs the pod's container as a local process, and
+node: it binds every pod to itself (`pods/binding`), runs the pod's container as a process in the image, and
 reports `Running`, readiness and `Succeeded`/`Failed` with the exit code through `pods/status`, so the
 Job, ReplicaSet and Deployment controllers and `helm --wait` see what they would see on a node. When a
 pod is deleted it stops the process (SIGTERM, then SIGKILL after the grace period) and removes the pod.
 
 What stands in for the container:
-- **Image:** an `Image` names the entrypoint, command and environment an image's Dockerfile declares.
-  `Image.of(built)` is the image `make image` built (tests/kube/container.py): its pods run inside
-  that image's root filesystem, read-only, as the pod's `runAsUser`/`runAsGroup` (else the image's
-  USER), with their volumes bound at their mount paths and `KUBERNETES_SERVICE_HOST`/`PORT` naming
-  the API server, as on a node. `HEADRACE_IMAGE` instead runs `headrace` from the worktree's
-  `.venv/bin` as a plain local process (an earlier release in the upgrade test).
-  Images are known by repository (any tag) or by a whole reference (`repo:tag`), which wins:
-  `add_image` can make `headrace:previous` an earlier release's code (the same `.venv`, that code
-  first on PYTHONPATH).
-- **Filesystem:** each pod gets a folder standing for its root (for an `Image.of` pod, the folder its
-  volumes live in, bound into the image's root filesystem). Every volumeMount is a folder at its
-  mountPath inside it: emptyDir, Secret, ConfigMap and projected volumes (the ServiceAccount token
-  the ServiceAccount admission plugin adds, with `ca.crt` and `namespace`) are written there, and a
-  PersistentVolumeClaim is a link to the folder given with `add_claim`. Env values, arguments and
-  the working directory naming a path under a mount are rewritten to the local folder, and paths a
-  program reads without being told (`DEFAULT_PATHS`) are passed in the variable that redirects each
-  (neither for an `Image.of` pod, which sees its volumes where the pod spec puts them). `shared`
-  files and folders of this machine (the tests' Postgres socket) are bound at the same path into such pods.
+- **Image:** `Image.of(built)` is the image `make image` built (tests/kube/container.py), with the
+  entrypoint, command, environment and working directory its Dockerfile declares. Every pod runs
+  inside that image's root filesystem, read-only, as the pod's `runAsUser`/`runAsGroup` (else the
+  image's USER), with its volumes bound at their mount paths and `KUBERNETES_SERVICE_HOST`/`PORT`
+  naming the API server, as on a node. Images are known by repository (any tag) or by a whole
+  reference (`repo:tag`), which wins: `add_image` can make `headrace:previous` the same image with
+  an earlier release's code bound into it (`Image.binds`, read-only) and first on PYTHONPATH.
+- **Filesystem:** each pod gets a folder of this machine holding its volumes, each at its mountPath
+  inside it, bound from there into the image's root filesystem: emptyDir, Secret, ConfigMap and
+  projected volumes (the ServiceAccount token the ServiceAccount admission plugin adds, with `ca.crt`
+  and `namespace`) are written there, and a PersistentVolumeClaim is a link to the folder given with
+  `add_claim`. `shared` files and folders of this machine (the tests' Postgres socket) are bound at
+  the same path into every pod.
 - **Network:** pods share this machine's loopback. Each containerPort gets a free local port: an env
   value equal to the port and a `:PORT` after a wildcard or loopback host (or alone) are renumbered,
   wildcard binds become 127.0.0.1, and probes and `port_forward` use the local port.
 - **Services:** an env value or argument naming a Service as `<service>.<namespace>.svc[.cluster.local][:port]`
   (other than the API server's) reaches the pods of that Service this kubelet runs: each such name and
   port gets a forwarder on a free loopback address, which at every connection picks a running pod behind
-  the Service's selector and connects to its local port for the Service's targetPort. An `Image.of` pod
-  finds the name in its /etc/hosts; a local process has the name replaced by the address.
+  the Service's selector and connects to its local port for the Service's targetPort. The pod finds the
+  name in its /etc/hosts.
 - **Projected ServiceAccount tokens** are requested with the volume's `audience` and `expirationSeconds`
   and bound to the pod, as the kubelet does, and written again at 80% of their lifetime.
-- **In-cluster API access:** `HEADRACE_KUBE_API_URL` names the API server (where a pod would read
-  `KUBERNETES_SERVICE_HOST`), and a pod that mounts a ServiceAccount token also gets a kubeconfig
-  holding it (`KUBECONFIG`), because kopf reads the in-cluster token only from its absolute path.
+- **In-cluster API access:** `kubernetes.default.svc` in the pod's /etc/hosts is a loopback address
+  whose port 443 forwards to the API server, so kopf's in-cluster login works unchanged.
 
-Not done: init and sidecar containers, liveness and exec probes, resource limits, user ids of `HEADRACE_IMAGE`
-pods (they run as the test's user). A pod the kubelet cannot run says why in its container status, as a real
-kubelet does (`CreateContainerConfigError`, `ErrImagePull`), and is retried until it can.
+Not done: init and sidecar containers, liveness and exec probes, resource limits. A pod the kubelet cannot
+run says why in its container status, as a real kubelet does (`CreateContainerConfigError`, `ErrImagePull`),
+and is retried until it can.
 """
 
 import base64
@@ -66,24 +60,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import kubernetes
-import yaml
 
-from headrace.model.contract import SECRETS_DIR_ENV, WORKER_SECRETS_DIR
 from tests.kube.container import BuiltImage
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-DEFAULT_PATHS = {
-    "/tmp": "TMPDIR",
-    f"{SERVICE_ACCOUNT_DIR}/token": "HEADRACE_KUBE_TOKEN_FILE",
-    f"{SERVICE_ACCOUNT_DIR}/ca.crt": "HEADRACE_KUBE_CA_FILE",
-    WORKER_SECRETS_DIR: SECRETS_DIR_ENV,
-}
-"""Paths headrace (and Python) read when not told otherwise, and the variable that points each elsewhere."""
-
-HOST_PATHS = ("PATH", "PYTHONPATH")
-"""Variables an `Image` sets to folders of this machine, never rewritten into a pod's folder."""
 
 IN_CLUSTER_API = "kubernetes.default.svc"
 """The API server's in-cluster name: kopf's in-cluster login always connects to https://kubernetes.default.svc."""
@@ -103,25 +83,28 @@ GRACE_CAP = 10.0
 
 @dataclass(frozen=True)
 class Image:
-    """What a container runtime takes from an image: ENTRYPOINT, CMD, ENV and WORKDIR. PATH (and
-    PYTHONPATH) in `env` name folders of this machine, where the image's executables (and code) are."""
+    """A built image as a container runtime runs it: its root filesystem, and the ENTRYPOINT, CMD, ENV
+    and WORKDIR it declares (`env` may be changed, e.g. PYTHONPATH for `binds`)."""
 
+    built: BuiltImage
+    """The built image whose root filesystem the container runs in."""
     entrypoint: list[str]
     cmd: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = "/"
-    built: BuiltImage | None = None
-    """The built image whose root filesystem the container runs in; None: a local process (see the module)."""
+    binds: tuple[tuple[Path, str], ...] = ()
+    """Folders of this machine bound read-only into the built image's root filesystem (folder, path in it),
+    e.g. an earlier release's code beside the image's own."""
 
     @classmethod
     def of(cls, built: BuiltImage) -> "Image":
         config = built.config
         return cls(
+            built=built,
             entrypoint=config.get("Entrypoint") or [],
             cmd=config.get("Cmd") or [],
             env=built.env,
             workdir=config.get("WorkingDir") or "/",
-            built=built,
         )
 
 
@@ -132,21 +115,6 @@ def postgres_socket(dsn: str) -> Path:
     (folder,) = parse_qs(urlsplit(dsn).query)["host"]
     (found,) = [path for path in Path(folder).glob(".s.PGSQL.*") if path.suffix != ".lock"]
     return found
-
-
-HEADRACE_IMAGE = Image(
-    entrypoint=["headrace"],
-    cmd=["--help"],
-    env={
-        "PATH": f"{ROOT / '.venv' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "HOME": "/tmp",
-        "HEADRACE_LOG_FORMAT": "json",
-    },
-    workdir="/tmp",
-)
-"""The Dockerfile's image, with the worktree's virtualenv in place of /opt/headrace."""
 
 
 class CannotRun(Exception):
@@ -185,7 +153,6 @@ class Pod:
     body: dict[str, Any]
     ports: dict[int, int] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
-    in_image: bool = False
     environment: dict[str, str] = field(default_factory=dict)
     """The environment its process was started with."""
     process: subprocess.Popen[bytes] | None = None
@@ -196,16 +163,12 @@ class Pod:
         return self.root / "container.log"
 
     def local(self, path: str) -> Path:
-        """Where a path of the container's filesystem is on this machine."""
+        """Where a path under one of the container's volume mounts is on this machine (bound from there)."""
         return self.root / path.lstrip("/")
 
     def localize(self, value: str) -> str:
-        """An env value or argument as this process must see it: paths, ports and binds made local."""
+        """An env value or argument as this process must see it: its own ports and binds made local."""
         prefix, sep, text = value.partition("=") if value.startswith("-") else ("", "", value)
-        for mount in [] if self.in_image else sorted(self.mounts, key=len, reverse=True):
-            if text == mount or text.startswith(mount.rstrip("/") + "/"):
-                text = str(self.local(text))
-                break
         for container_port, local_port in self.ports.items():
             if text == str(container_port):
                 text = str(local_port)
@@ -221,7 +184,7 @@ class Pod:
 
 
 class Kubelet:
-    """One node of the control plane at `api_url`, running its pods as local processes (see the module)."""
+    """One node of the control plane at `api_url`, running its pods in built images (see the module)."""
 
     def __init__(
         self,
@@ -502,7 +465,6 @@ class Kubelet:
             raise CannotRun("ErrImagePull", f"image {container['image']!r} is not one the stand-in kubelet knows")
         shutil.rmtree(pod.root, ignore_errors=True)
         pod.root.mkdir(parents=True)
-        pod.in_image = image.built is not None
         pod.ports = {p["containerPort"]: free_port() for p in container.get("ports", [])}
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         pod.mounts = []
@@ -513,60 +475,37 @@ class Kubelet:
             if mount.get("readOnly"):
                 read_only.add(mount["mountPath"])
 
-        env = {**image.env, "HOSTNAME": pod.name}
-        if pod.in_image:  # what a node's kubelet gives every pod: the API server's in-cluster address
-            env |= {"KUBERNETES_SERVICE_HOST": IN_CLUSTER_API, "KUBERNETES_SERVICE_PORT": "443"}
-        else:
-            env["HEADRACE_KUBE_API_URL"] = self.api_url
-            for path, variable in DEFAULT_PATHS.items():
-                under = any(path == m or path.startswith(m.rstrip("/") + "/") for m in pod.mounts)
-                if under and pod.local(path).exists():
-                    env[variable] = path
+        # What a node's kubelet gives every pod: its hostname and the API server's in-cluster address.
+        env = {**image.env, "HOSTNAME": pod.name, "KUBERNETES_SERVICE_HOST": IN_CLUSTER_API,
+               "KUBERNETES_SERVICE_PORT": "443"}  # fmt: skip
         for source in container.get("envFrom", []):
             env.update({source.get("prefix", "") + k: v for k, v in self._env_from(body, source).items()})
         for var in container.get("env", []):
             value = self._env_value(body, var, env)
             if value is not None:
                 env[var["name"]] = value
-        # Container paths become local ones; PATH and PYTHONPATH already name this machine's folders (see Image).
-        env = {
-            name: value if name in HOST_PATHS and not pod.in_image else pod.localize(value)
-            for name, value in env.items()
-        }
+        env = {name: pod.localize(value) for name, value in env.items()}
         services = self._service_addresses([*env.values(), *(container.get("args") or [])])
-        if not pod.in_image:
-            env = {name: self._to_service_address(value, services) for name, value in env.items()}
-        token = pod.local(f"{SERVICE_ACCOUNT_DIR}/token")
-        if token.exists() and not pod.in_image:
-            env["KUBECONFIG"] = str(self._kubeconfig(pod, token.read_text()))
 
         pod.environment = dict(env)
         command = container.get("command") or image.entrypoint
         args = container.get("args") if "args" in container or "command" in container else image.cmd
         argv = [pod.localize(expand(a, env)) for a in [*command, *(args or [])]]
-        if not pod.in_image:
-            argv = [self._to_service_address(a, services) for a in argv]
-        if image.built is not None:
-            found = image.built.which(argv[0], env.get("PATH", ""))
-            if found is None:
-                raise CannotRun("CreateContainerError", f"executable {argv[0]!r} not found in the image's PATH")
-            binds = [(pod.local(m), m, m in read_only) for m in pod.mounts]
-            binds += [(path, str(path), False) for path in self.shared]
-            in_container = image.built.command(
-                [found, *argv[1:]],
-                at=pod.root / "rootfs",
-                binds=binds,
-                user=self._user(body, container, image.built),
-                workdir=container.get("workingDir") or image.workdir,
-                hosts={IN_CLUSTER_API: self._api_address(), **services},
-            )
-            return in_container, env, pod.root, container
-        found = shutil.which(argv[0], path=env.get("PATH"))
+        found = image.built.which(argv[0], env.get("PATH", ""))
         if found is None:
             raise CannotRun("CreateContainerError", f"executable {argv[0]!r} not found in the image's PATH")
-        cwd = pod.local(container.get("workingDir") or image.workdir)
-        cwd.mkdir(parents=True, exist_ok=True)
-        return [found, *argv[1:]], env, cwd, container
+        binds = [(pod.local(m), m, m in read_only) for m in pod.mounts]
+        binds += [(path, str(path), False) for path in self.shared]
+        binds += [(source, target, True) for source, target in image.binds]
+        in_container = image.built.command(
+            [found, *argv[1:]],
+            at=pod.root / "rootfs",
+            binds=binds,
+            user=self._user(body, container, image.built),
+            workdir=container.get("workingDir") or image.workdir,
+            hosts={IN_CLUSTER_API: self._api_address(), **services},
+        )
+        return in_container, env, pod.root, container
 
     @staticmethod
     def _user(body: dict[str, Any], container: dict[str, Any], built: BuiltImage) -> tuple[int, int]:
@@ -632,20 +571,6 @@ class Kubelet:
         answer = self.core.create_namespaced_service_account_token(account, meta["namespace"], request)
         return str(answer.status.token)
 
-    def _kubeconfig(self, pod: Pod, token: str) -> Path:
-        ca = pod.local(f"{SERVICE_ACCOUNT_DIR}/ca.crt")
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "pod", "cluster": {"server": self.api_url, "certificate-authority": str(ca)}}],
-            "users": [{"name": "pod", "user": {"token": token}}],
-            "contexts": [{"name": "pod", "context": {"cluster": "pod", "user": "pod", "namespace": pod.namespace}}],
-            "current-context": "pod",
-        }
-        path = pod.root / "kubeconfig"
-        path.write_text(yaml.safe_dump(config))
-        return path
-
     def _service_addresses(self, values: list[str]) -> dict[str, str]:
         """`<service>.<namespace>.svc` names in `values` (with a port, else 80), each with the loopback
         address of a forwarder to the pods behind that Service (started on first use)."""
@@ -666,12 +591,6 @@ class Kubelet:
                     if found.setdefault(name, address) != address:
                         raise CannotRun("Unsupported", f"{name} is named with two ports; the stand-in serves one")
         return found
-
-    @staticmethod
-    def _to_service_address(value: str, services: dict[str, str]) -> str:
-        for name in sorted(services, key=len, reverse=True):
-            value = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", services[name], value)
-        return value
 
     def _service_target(self, namespace: str, service: str, port: int) -> tuple[str, int] | None:
         """The local address of a running pod behind the Service's `port`; None (noted) when there is none."""
