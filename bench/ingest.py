@@ -11,9 +11,10 @@ folder (`$HEADRACE_BENCH_CACHE`, default `~/.cache/headrace-bench`); it is never
   content hash) in this one process, with no database, no queue and no process start-up.
 - **Store floor:** the chunk rows the extract floor made, COPYed by this one process into the same schema
   (the same tables, indexes and triggers: the migrations the worker runs), with no worker logic: one
-  multi-row INSERT of the documents and one binary COPY of all their chunks, in one transaction. The floor
-  runs as the schema's owner: a worker's tenant role cannot COPY into `chunks` (row-level security refuses
-  it), so the worker inserts from arrays instead; the floor is the cheapest write Postgres offers at all.
+  multi-row INSERT of the documents and one binary COPY of all their chunks, in one transaction. The worker
+  inserts its chunks from arrays instead (`documents._insert_chunks`), because a chunk's context field joins
+  its document's title, which COPY cannot; the floor is the cheapest write Postgres offers at all, and
+  writes neither the context field nor the heading path.
 - **Embed floor:** the built-in model over the extract floor's chunks in this one process, one call of
   `embed_sync` (what the worker's `BuiltinEmbedder` runs) per document with the worker's input
   (`embedding_input`: title and chunk text), the model loaded beforehand; then one binary COPY of the
