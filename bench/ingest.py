@@ -396,7 +396,9 @@ def manifest(data: Corpus, embedding: str = "builtin") -> IngestionJob:
 async def profile_worker(admin: str, name: str, data: Corpus, path: Path) -> None:
     """One worker's loop run in this process under pyinstrument, on the whole corpus.
 
-    Extraction runs in a thread (`asyncio.to_thread`), so it shows up as time awaiting that thread.
+    Extraction runs in the sandbox's child process, which pyinstrument does not see: it shows up as time
+    awaiting the pipe. For the child, and for the split of CPU between the processes, see `RssSampler.by_role`
+    and the py-spy profile in docs/benchmarks.md ("Ingest (issue 26 item 3)").
     """
     from pyinstrument import Profiler
 
