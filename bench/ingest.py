@@ -11,9 +11,10 @@ folder (`$HEADRACE_BENCH_CACHE`, default `~/.cache/headrace-bench`); it is never
   content hash) in this one process, with no database, no queue and no process start-up.
 - **Store floor:** the chunk rows the extract floor made, COPYed by this one process into the same schema
   (the same tables, indexes and triggers: the migrations the worker runs), with no worker logic: one
-  multi-row INSERT of the documents and one binary COPY of all their chunks, in one transaction. The floor
-  runs as the schema's owner: a worker's tenant role cannot COPY into `chunks` (row-level security refuses
-  it), so the worker inserts from arrays instead; the floor is the cheapest write Postgres offers at all.
+  multi-row INSERT of the documents and one binary COPY of all their chunks, in one transaction. The worker
+  inserts its chunks from arrays instead (`documents._insert_chunks`), because a chunk's context field joins
+  its document's title, which COPY cannot; the floor is the cheapest write Postgres offers at all, and
+  writes neither the context field nor the heading path.
 - **Embed floor:** the built-in model over the extract floor's chunks in this one process, one call of
   `embed_sync` (what the worker's `BuiltinEmbedder` runs) per document with the worker's input
   (`embedding_input`: title and chunk text), the model loaded beforehand; then one binary COPY of the
@@ -38,10 +39,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlsplit
 
 import psutil
@@ -307,6 +310,9 @@ class RssSampler:
         self.peaks: dict[int, int] = {}
         self.cpu: dict[int, float] = {}
         self.service_cpu: dict[int, float] = {}
+        self.sandboxes: dict[int, bool] = {}
+        """Whether each worker-side process is a sandbox, as its command line said at its last sample (a
+        child sampled between fork and exec still shows its parent's)."""
         self._base: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -340,6 +346,7 @@ class RssSampler:
                     continue
                 if "worker" in cmdline:  # the worker itself; its sandbox has `headrace.worker.sandbox`
                     self.peaks[child.pid] = max(rss, self.peaks.get(child.pid, 0))
+                self.sandboxes[child.pid] = "headrace.worker.sandbox" in cmdline
                 self.cpu[child.pid] = times.user + times.system
             if self.database:
                 for proc in psutil.process_iter(["cmdline"]):
@@ -358,6 +365,13 @@ class RssSampler:
     def cpu_seconds(self) -> float:
         """Workers, their sandboxes, the backends and the services together."""
         return sum(self.cpu.values()) + sum(self.service_cpu.values())
+
+    def by_role(self) -> dict[str, float]:
+        """CPU seconds of the worker processes, their sandboxes, the Postgres backends and the services."""
+        roles = {"worker": 0.0, "sandbox": 0.0, "postgres": 0.0, "service": sum(self.service_cpu.values())}
+        for pid, cpu in self.cpu.items():
+            roles["postgres" if pid < 0 else "sandbox" if self.sandboxes.get(pid) else "worker"] += cpu
+        return roles
 
 
 def manifest_spec() -> Any:
@@ -382,7 +396,9 @@ def manifest(data: Corpus, embedding: str = "builtin") -> IngestionJob:
 async def profile_worker(admin: str, name: str, data: Corpus, path: Path) -> None:
     """One worker's loop run in this process under pyinstrument, on the whole corpus.
 
-    Extraction runs in a thread (`asyncio.to_thread`), so it shows up as time awaiting that thread.
+    Extraction runs in the sandbox's child process, which pyinstrument does not see: it shows up as time
+    awaiting the pipe. For the child, and for the split of CPU between the processes, see `RssSampler.by_role`
+    and the py-spy profile in docs/benchmarks.md ("Ingest (issue 26 item 3)").
     """
     from pyinstrument import Profiler
 
@@ -414,13 +430,38 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+@contextmanager
+def timed_statistics_build(database: str) -> Iterator[dict[str, float]]:
+    """Measure the search statistics build that `headrace run` makes after its workers have exited (as the
+    operator does after a run in a cluster): its wall time and the CPU of the backends serving `database`
+    meanwhile, in the dict yielded (empty when no build ran). No worker does this work and neither floor
+    does: the pipeline is judged without it, and it is reported on its own."""
+    from headrace.store.search import statistics
+
+    measured: dict[str, float] = {}
+    build = statistics.refresh
+
+    async def refresh(pool: Any, job_uid: Any, **kwargs: Any) -> Any:
+        with common.Meter(database) as meter:
+            built = await build(pool, job_uid, **kwargs)
+            used = meter.stop()
+        measured.update(seconds=used["seconds"], cpu=used["server_cpu"])  # the backends, as `RssSampler` counts
+        return built
+
+    with mock.patch.object(statistics, "refresh", refresh):
+        yield measured
+
+
 async def pipeline(admin: str, name: str, data: Corpus, workers: int, embedding: str = "builtin") -> dict[str, Any]:
-    """`headrace run` on the corpus with `workers` worker processes, in a fresh database."""
+    """`headrace run` on the corpus with `workers` worker processes, in a fresh database. `seconds` and `cpu`
+    are the workers' part: from the call until the workers have exited, without the search statistics build
+    that follows (`statistics_seconds`, `statistics_cpu`); `cpu_roles` splits `cpu` by process."""
     job = manifest(data, embedding)
     async with common.fresh_database(admin, name) as dsn:
+        database = urlsplit(dsn).path.lstrip("/")
         pool = await create_pool(dsn)
         try:
-            with RssSampler(urlsplit(dsn).path.lstrip("/")) as rss:
+            with RssSampler(database) as rss, timed_statistics_build(database) as statistics:
                 started = time.perf_counter()
                 result = await run_job(
                     pool, dsn, job, volume_root=data.root.parent, workers=workers, console=Console(file=io.StringIO())
@@ -432,13 +473,18 @@ async def pipeline(admin: str, name: str, data: Corpus, workers: int, embedding:
         raise RuntimeError(f"pipeline run failed: exit codes {result.worker_exit_codes}, error {result.state.error}")
     progress = result.state.progress
     peaks = list(rss.peaks.values())
+    roles = rss.by_role()
+    roles["postgres"] -= statistics.get("cpu", 0.0)
     return {
-        "seconds": elapsed,
+        "seconds": elapsed - statistics.get("seconds", 0.0),
         "chunks": result.chunks,
         "succeeded": progress.succeeded,
         "failed": progress.failed,
         "peak_rss_mib": [p / 2**20 for p in peaks],
-        "cpu": rss.cpu_seconds,
+        "cpu": rss.cpu_seconds - statistics.get("cpu", 0.0),
+        "cpu_roles": roles,
+        "statistics_seconds": statistics.get("seconds", 0.0),
+        "statistics_cpu": statistics.get("cpu", 0.0),
     }
 
 
@@ -544,7 +590,9 @@ async def main() -> None:
         f"Corpus: {source}, {docs:,} files, {total_mib:.1f} MiB, {floor_result['chunks']:,} chunks "
         f"(default chunking; {floor_result['failed']} files rejected by the extractor). "
         f"Ingest tasks of {BATCH_SIZE} documents. Median (min-max) of {opts.repeat} runs; the pipeline's time "
-        "includes starting the worker processes and the database work.",
+        "and CPU include starting the worker processes and the database work, up to the workers' exit; the "
+        "search statistics build that `headrace run` makes after it (the operator's work in a cluster, and no "
+        "floor's) is in its own column.",
         "",
     ]
 
@@ -562,6 +610,7 @@ async def main() -> None:
             f"{floor_s.median / both_s.median:.2f}×",
             common.Summary.of(floor_cpu).fmt(2),
             "—",
+            "—",
         ],
         [
             "floor: store (one COPY, same schema), 1 process",
@@ -569,6 +618,7 @@ async def main() -> None:
             f"{docs / store_s.median:,.0f}",
             f"{store_s.median / both_s.median:.2f}×",
             common.Summary.of(store_cpu).fmt(2),
+            "—",
             "—",
         ],
         [
@@ -578,9 +628,15 @@ async def main() -> None:
             f"{embed_s.median / both_s.median:.2f}×",
             common.Summary.of(embed_cpu).fmt(2),
             "—",
+            "—",
         ],
-        ["floors together", both_s.fmt(2), f"{docs / both_s.median:,.0f}", "1.00×", both_cpu.fmt(2), "—"],
+        ["floors together", both_s.fmt(2), f"{docs / both_s.median:,.0f}", "1.00×", both_cpu.fmt(2), "—", "—"],
     ]
+
+    def statistics_build(results: list[dict[str, Any]]) -> str:
+        wall = common.Summary.of([x["statistics_seconds"] for x in results])
+        return f"{wall.median:.2f} s / {common.Summary.of([x['statistics_cpu'] for x in results]).median:.2f} CPU s"
+
     for w in worker_counts:
         t = times[w]
         rows.append(
@@ -591,6 +647,7 @@ async def main() -> None:
                 f"{t.median / both_s.median:.2f}×",
                 cpus[w].fmt(2),
                 f"{rss[w]:.0f}",
+                statistics_build(runs[w]),
             ]
         )
     base_time = times[worker_counts[0]].median
@@ -605,14 +662,25 @@ async def main() -> None:
                 f"{t.median / both_s.median:.2f}×",
                 common.Summary.of([x["cpu"] for x in results]).fmt(2),
                 f"{peak:.0f}",
+                statistics_build(results),
             ]
         )
         report.results.setdefault("compared_embeddings", {})[provider] = {"seconds": t, "peak_rss_mib": peak}
         if worker_counts[0] == 1:
             report.results["compared_embeddings"][provider]["builtin_time_ratio"] = base_time / t.median
     lines += common.table(
-        ["run", "seconds", "docs/s", "time ÷ floors", "CPU seconds (all processes)", "peak RSS per worker (MiB)"], rows
+        [
+            "run",
+            "seconds",
+            "docs/s",
+            "time ÷ floors",
+            "CPU seconds (all processes)",
+            "peak RSS per worker (MiB)",
+            "search statistics build after the run",
+        ],
+        rows,
     )
+    lines += _roles(runs.get(1, []), compared.get("none", []), floor_cpu, store_cpu, embed_cpu)
     lines += [
         f"CPU ms per document: floors together {cpu_ms(both_cpu)}; "
         + "; ".join(f"{w} worker{'s' if w > 1 else ''} {cpu_ms(cpus[w])}" for w in worker_counts)
@@ -701,6 +769,50 @@ async def main() -> None:
     report.lines += lines
     _plot(report, both_s, times, docs)
     report.write()
+
+
+def _roles(
+    builtin: list[dict[str, Any]],
+    off: list[dict[str, Any]],
+    floor_cpu: list[float],
+    store_cpu: list[float],
+    embed_cpu: list[float],
+) -> list[str]:
+    """One worker's CPU by process, beside the floor that does the same work: the sandbox extracts and
+    chunks (the extract floor), the worker and the Postgres backends store (the store floor) and, with
+    the built-in model, embed (the embed floor, its model and its COPY into the indexed table)."""
+    if not builtin and not off:
+        return []
+
+    def median(results: list[dict[str, Any]], role: str) -> float:
+        return common.Summary.of([x["cpu_roles"][role] for x in results]).median
+
+    extract, store, embed = (common.Summary.of(x).median for x in (floor_cpu, store_cpu, embed_cpu))
+    rows: list[list[object]] = []
+    for label, results, floors in (("built-in embeddings", builtin, store + embed), ("`none`", off, store)):
+        if not results:
+            continue
+        worker, sandbox, postgres = (median(results, r) for r in ("worker", "sandbox", "postgres"))
+        rows.append(
+            [
+                label,
+                f"{sandbox:.2f} ({sandbox / extract:.2f}× the extract floor's {extract:.2f})",
+                f"{worker:.2f}",
+                f"{postgres:.2f}",
+                f"{worker + postgres:.2f} ({(worker + postgres) / floors:.2f}× {floors:.2f})",
+            ]
+        )
+    return [
+        "",
+        "One worker's CPU seconds by process (medians), beside the floors that do the same work: the sandbox "
+        "extracts and chunks; the worker and the Postgres backends store, and with the built-in model the "
+        "worker embeds (store floor, or store + embed floors).",
+        "",
+        *common.table(
+            ["pipeline, 1 worker", "sandbox (extract + chunk)", "worker", "Postgres", "worker + Postgres ÷ floors"],
+            rows,
+        ),
+    ]
 
 
 def _plot(report: common.Report, floor_s: common.Summary, times: dict[int, common.Summary], docs: int) -> None:
