@@ -11,10 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
+from headrace.api.app import create_app
 from headrace.api.settings import ApiSettings
+from headrace.client import AsyncClient
 from headrace.store.db import Pool
 from tests.api.conftest import bearer, ingest, serve
 from tests.api.rerankserver import Answer, overlap, rerank_server, tei
@@ -235,3 +238,16 @@ async def test_cohere_server_answering_tei_shape_is_read(settings: Callable[...,
             answer = await search(client, rerank="true", limit=2)
     assert answer.headers["Headrace-Rerank"] == "applied"
     assert uris(answer) == by_overlap(list(CORPUS))[:2]
+
+
+async def test_python_client_asks_for_reranking(settings: Callable[..., ApiSettings], corpus: None) -> None:
+    with rerank_server() as reranker:
+        app = create_app(settings(rerank_url=reranker.url))
+        async with (
+            LifespanManager(app) as manager,
+            AsyncClient("http://headrace", token="admin-token", transport=httpx.ASGITransport(manager.app)) as client,
+        ):
+            plain = await client.search(QUERY, mode="keyword")
+            reranked = await client.search(QUERY, mode="keyword", rerank=True, limit=2)
+    assert [h.uri for h in reranked.items] == by_overlap([h.uri for h in plain.items])[:2]
+    assert reranked.next_cursor is None and len(reranker.requests) == 1
