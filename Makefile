@@ -79,7 +79,7 @@ clean:
 
 # Benchmarks (bench/, docs/benchmarks.md). Their peers, plots and profiler live in the `bench` extra.
 BENCH_READY := $(VENV)/.bench-ready
-BENCHMARKS  := queue ingest worker_api search retrieval reconcile cluster
+BENCHMARKS  := queue ingest worker_api search retrieval reconcile cluster rerank
 
 $(BENCH_READY): pyproject.toml uv.lock $(READY)
 	$(SYNC) --extra test --extra local --extra bench

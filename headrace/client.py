@@ -160,8 +160,10 @@ class AsyncClient:
         limit: int = 10,
         cursor: str | None = None,
         highlight: str = "none",
+        rerank: bool | None = None,
     ) -> SearchResults:
-        """One page of hits (POST /v1/search). Snippets are plain text unless `highlight="html"`."""
+        """One page of hits (POST /v1/search). Snippets are plain text unless `highlight="html"`.
+        `rerank=True` has the platform's reranker re-score the first hits (one page, no next cursor)."""
         body = {
             "q": q,
             "namespaces": namespaces,
@@ -173,6 +175,7 @@ class AsyncClient:
             "limit": limit,
             "cursor": cursor,
             "highlight": highlight,
+            "rerank": rerank,
         }
         response = await self._http.post("/v1/search", json={k: v for k, v in body.items() if v is not None})
         _raise_for_problem(response)

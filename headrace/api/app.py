@@ -12,6 +12,7 @@ from headrace.api import metrics as api_metrics
 from headrace.api.deps import Services, StreamSlots, reject_unknown_query
 from headrace.api.limits import BodyDeadline, RateLimiter, SizeLimits
 from headrace.api.metrics import RequestMetrics
+from headrace.api.rerank import Reranker
 from headrace.api.routes import events, health, jobs, passages, search
 from headrace.api.settings import ApiSettings
 from headrace.store import migrate
@@ -39,6 +40,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         await migrate.ensure_current(pool)  # raises StaleSchema: never serve a schema we don't know
         authenticator = auth.build(settings)
+        reranker = Reranker(settings) if settings.rerank_url else None
         metrics_server = api_metrics.serving(
             pool,
             host=settings.metrics_host or settings.listen_host,
@@ -54,6 +56,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 streams=StreamSlots(
                     total=settings.events_max_streams, per_caller=settings.events_max_streams_per_caller
                 ),
+                reranker=reranker,
             )
             async with metrics_server as metrics_port:
                 app.state.metrics_port = metrics_port
@@ -61,6 +64,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
                 yield
         finally:
             await authenticator.aclose()
+            if reranker is not None:
+                await reranker.aclose()
     finally:
         await close_pool(pool)
         log.info("Stopped API")

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from headrace.api.auth import Authenticator, Forbidden, Principal
 from headrace.api.limits import RateLimiter
 from headrace.api.problems import ProblemError
+from headrace.api.rerank import Reranker
 from headrace.api.schemas import NAME_PATTERN, NAMESPACE_PATTERN
 from headrace.api.settings import ApiSettings
 from headrace.store.db import Pool
@@ -26,6 +27,8 @@ class Services:
     auth: Authenticator
     limiter: RateLimiter
     streams: "StreamSlots" = field(default_factory=lambda: StreamSlots(total=1000, per_caller=20))
+    reranker: Reranker | None = None
+    """The platform's reranker, when `rerank_url` is set."""
 
 
 class StreamSlots:

@@ -187,6 +187,11 @@ class SearchRequest(KubeModel):
     """`nextCursor` of the previous page."""
     highlight: Literal["html", "none"] = "html"
     """`html`: snippets are HTML-escaped text with matches in `<mark></mark>`; `none`: plain text."""
+    rerank: bool | None = None
+    """Re-score the first hits by the platform's reranker (a cross-encoder) and answer its best `limit`,
+    as one page (no `nextCursor`); by default as the API is configured. A 400 when the API has no
+    reranker. A slow or failing reranker never fails the search: the answer is then the search's own
+    order, and the `Headrace-Rerank` response header says which (docs/api.md, "Reranking")."""
 
 
 class SearchHit(KubeModel):
@@ -209,7 +214,8 @@ class SearchHit(KubeModel):
     """The chunk's id: fetch it with its neighbours from `.../ingestionjobs/{job}/chunks/{chunkId}`."""
     score: float
     """Higher is better; comparable within one query only. keyword: BM25; semantic: cosine
-    similarity; hybrid: the reciprocal-rank-fusion score."""
+    similarity; hybrid: the reciprocal-rank-fusion score; reranked (`Headrace-Rerank: applied`): the
+    reranker's relevance score."""
     snippet: str
     """The best passages. With `highlight=html` (the default) the text is HTML-escaped and matches are
     wrapped in <mark></mark>, the only tags it holds; with `highlight=none` it is plain text."""

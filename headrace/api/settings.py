@@ -4,13 +4,14 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, StringConstraints, model_validator
 
 from headrace.kubeapi import KubeSettings
 from headrace.model import search_defaults
 from headrace.settings import DatabaseSettings, ListenSettings
 
 AuthMode = Literal["kubernetes", "token", "none"]
+RerankApi = Literal["cohere", "tei"]
 
 
 def is_loopback(host: str) -> bool:
@@ -102,6 +103,31 @@ class ApiSettings(DatabaseSettings, ListenSettings, KubeSettings):
     """pgvector `hnsw.ef_search`: candidates the HNSW index visits per semantic search; higher finds
     more of the true nearest neighbours, slower."""
 
+    rerank_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=2048)] | None = None
+    """Base URL of the platform's reranker (a cross-encoder server: TEI, vLLM, Infinity, Jina, Cohere);
+    searches POST to `{url}/rerank`. None: reranking is unavailable, and asking for it is a 400.
+    Set here by the platform only, never by a request (docs/api.md, "Reranking")."""
+
+    rerank_api: RerankApi = "cohere"
+    """The reranker's request shape: `cohere` (`documents`, `top_n`, `model`: Cohere, Jina, vLLM, Infinity)
+    or `tei` (Hugging Face Text Embeddings Inference: `texts`). Both answer shapes are read either way."""
+
+    rerank_model: str | None = None
+    """The `model` sent with each rerank request (servers serving one model ignore it)."""
+
+    rerank_api_key: SecretStr | None = None
+    """Bearer token sent to the reranker, from a Secret (chart: `api.rerank.apiKeySecret`)."""
+
+    rerank_candidates: Annotated[int, Field(ge=1, le=1000)] = 30
+    """K: the search's first K hits (at least `limit`) are re-scored, and the page is their `limit` best."""
+
+    rerank_timeout_ms: Annotated[int, Field(ge=10, le=60_000)] = 1000
+    """Longest a search waits for the reranker; then it answers its own order, with a
+    `Headrace-Rerank: skipped` header."""
+
+    rerank_default: bool = False
+    """Whether searches that don't say `rerank` are reranked (needs `rerank_url`)."""
+
     events_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     """How often an event stream looks for news in Postgres."""
 
@@ -130,4 +156,6 @@ class ApiSettings(DatabaseSettings, ListenSettings, KubeSettings):
             )
         if self.auth_mode == "token" and not (self.auth_token or self.auth_token_file):
             raise ValueError("auth mode 'token' needs HEADRACE_AUTH_TOKEN or HEADRACE_AUTH_TOKEN_FILE")
+        if self.rerank_default and self.rerank_url is None:
+            raise ValueError("HEADRACE_RERANK_DEFAULT needs HEADRACE_RERANK_URL: there is no reranker to default to")
         return self

@@ -1,15 +1,18 @@
 """Search over chunks of every namespace the caller may read."""
 
+import json
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from headrace.api import auth
 from headrace.api.deps import PoolDep, PrincipalDep, ServicesDep
 from headrace.api.metrics import SEARCH_SECONDS
 from headrace.api.problems import ProblemError, responses
+from headrace.api.rerank import Reranker, Skipped
 from headrace.api.schemas import (
     MAX_QUERY_BYTES,
     Cursor,
@@ -28,6 +31,9 @@ from headrace.store import search as store
 from headrace.store.db import Pool
 from headrace.store.errors import DataError, QueryCanceledError
 from headrace.store.search import snippets
+
+RERANK_HEADER = "Headrace-Rerank"
+"""On a search that asked for reranking: `applied`, or `skipped; reason="..."` (then the order is the search's)."""
 
 router = APIRouter(prefix="/v1/search", tags=["search"], responses=responses(400, 401, 403, 422, 429, 503, 504))
 
@@ -52,8 +58,36 @@ async def _scope(
     return await auth.readable(services.auth, principal, partial(jobs.namespaces, pool))
 
 
+def _wants_rerank(services: ServicesDep, request: SearchRequest) -> bool:
+    """Whether to rerank: as asked, else the API's default. A page asked with a cursor continues an
+    unreranked list (a reranked answer is one page and returns none), so the default skips it."""
+    if request.rerank is None:
+        return services.settings.rerank_default and request.cursor is None
+    if request.rerank and services.reranker is None:
+        raise ProblemError(400, "rerank: this API has no reranker configured (HEADRACE_RERANK_URL); omit rerank")
+    if request.rerank and request.cursor is not None:
+        raise ProblemError(400, "rerank: a reranked search answers one page and takes no cursor")
+    return request.rerank
+
+
+async def _reranked(
+    reranker: Reranker, request: SearchRequest, hits: list[store.SearchHit], response: Response
+) -> list[store.SearchHit]:
+    """The `limit` best of `hits` by the reranker, scored by it; else the first `limit` as they are.
+    The `Headrace-Rerank` header says which."""
+    if not hits:
+        response.headers[RERANK_HEADER] = "applied"
+        return hits
+    verdict = await reranker.rerank(request.q, [h.text for h in hits], top_n=request.limit)
+    if isinstance(verdict, Skipped):
+        response.headers[RERANK_HEADER] = f"skipped; reason={json.dumps(verdict.reason)}"
+        return hits[: request.limit]
+    response.headers[RERANK_HEADER] = "applied"
+    return [replace(hits[index], score=score) for index, score in verdict.order[: request.limit]]
+
+
 async def _search(
-    services: ServicesDep, principal: auth.Principal, pool: Pool, request: SearchRequest
+    services: ServicesDep, principal: auth.Principal, pool: Pool, request: SearchRequest, response: Response
 ) -> SearchResults:
     settings = services.settings
     if request.limit > settings.search_max_limit:
@@ -62,6 +96,7 @@ async def _search(
         raise ProblemError(400, f"q is {len(request.q.encode())} bytes long; at most {MAX_QUERY_BYTES}")
     if not request.q.strip():
         raise ProblemError(400, "q is empty: give words or a question")
+    rerank = _wants_rerank(services, request)
     namespaces = await _scope(services, principal, pool, request.namespaces)
     where = store.SearchFilter(
         namespaces=namespaces, job=request.job, uri_prefix=request.uri_prefix, metadata=request.metadata
@@ -72,7 +107,7 @@ async def _search(
             pool,
             request.q,
             where=where,
-            limit=request.limit,
+            limit=max(request.limit, settings.rerank_candidates) if rerank else request.limit,
             cursor=request.cursor,
             timeout_ms=settings.search_timeout_ms,
             mode=request.mode,
@@ -96,6 +131,10 @@ async def _search(
         raise ProblemError(504, f"the search took longer than {settings.search_timeout_ms} ms; narrow it") from exc
     finally:
         SEARCH_SECONDS.observe(time.perf_counter() - started)
+    hits, next_cursor = page.hits, page.next_cursor
+    if rerank:
+        assert services.reranker is not None  # _wants_rerank said so
+        hits, next_cursor = await _reranked(services.reranker, request, hits, response), None
     return SearchResults(
         items=[
             SearchHit(
@@ -112,15 +151,16 @@ async def _search(
                 text=h.text,
                 metadata=h.metadata,
             )
-            for h in page.hits
+            for h in hits
         ],
         mode=page.mode,
-        next_cursor=page.next_cursor,
+        next_cursor=next_cursor,
     )
 
 
 @router.get("", summary="Search passages", description=_SEARCH_DOC)
 async def search_get(
+    response: Response,
     services: ServicesDep,
     principal: PrincipalDep,
     pool: PoolDep,
@@ -138,6 +178,13 @@ async def search_get(
         snippets.Highlight,
         Query(description="`html`: snippets HTML-escaped, matches in `<mark>`; `none`: plain text."),
     ] = "html",
+    rerank: Annotated[
+        bool | None,
+        Query(
+            description="Re-score the first hits by the platform's reranker and answer one page of its best "
+            "(default: as the API is configured); the `Headrace-Rerank` header says whether it was applied."
+        ),
+    ] = None,
 ) -> SearchResults:
     request = SearchRequest(
         q=q,
@@ -148,12 +195,13 @@ async def search_get(
         limit=limit,
         cursor=cursor,
         highlight=highlight,
+        rerank=rerank,
     )
-    return await _search(services, principal, pool, request)
+    return await _search(services, principal, pool, request, response)
 
 
 @router.post("", summary="Search passages with structured filters", description=_SEARCH_DOC)
 async def search_post(
-    services: ServicesDep, principal: PrincipalDep, pool: PoolDep, request: SearchRequest
+    response: Response, services: ServicesDep, principal: PrincipalDep, pool: PoolDep, request: SearchRequest
 ) -> SearchResults:
-    return await _search(services, principal, pool, request)
+    return await _search(services, principal, pool, request, response)
