@@ -2,14 +2,15 @@
 query's words it holds, per word of it, so a short passage that says the query beats a long one that
 mentions it. The test decides each answer; requests are logged, and `hold` keeps answers back."""
 
-import json
+import contextlib
 import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.loopback import QuietHandler, serving
 
 # (status, JSON body or raw bytes) for a request body
 Answer = tuple[int, Any]
@@ -53,25 +54,15 @@ class RerankServer:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _handler(server: RerankServer) -> type[BaseHTTPRequestHandler]:
-    class Handle(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
+def _handler(server: RerankServer) -> type[QuietHandler]:
+    class Handle(QuietHandler):
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.read_json()
             server.requests.append((body, dict(self.headers)))
             server.hold.wait()
             status, payload = server.answer(body) if self.path == "/rerank" else (404, {"error": "no such route"})
-            raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-            except OSError:
-                pass  # the API gave up waiting and closed the connection
+            with contextlib.suppress(OSError):  # the API gave up waiting and closed the connection
+                self.send_json(status, payload)
 
     return Handle
 
@@ -79,14 +70,9 @@ def _handler(server: RerankServer) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def rerank_server(answer: Callable[[dict[str, Any]], Answer] = cohere) -> Iterator[RerankServer]:
     state = RerankServer(answer)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    httpd.daemon_threads = True
-    state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        state.hold.set()
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_handler(state)) as port:
+        state.port = port
+        try:
+            yield state
+        finally:
+            state.hold.set()  # answers held back go out before the server shuts down

@@ -1,12 +1,13 @@
 """A real HTTP server on loopback for source tests: routes set by the test, ETags honoured, requests logged."""
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.loopback import QuietHandler, serving
 
 Handler = Callable[[BaseHTTPRequestHandler], None]
 
@@ -27,11 +28,8 @@ class Site:
         return [status for logged, status, _ in self.log if logged == path]
 
 
-def _serve(site: Site) -> type[BaseHTTPRequestHandler]:
-    class Handle(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
+def _serve(site: Site) -> type[QuietHandler]:
+    class Handle(QuietHandler):
         def reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
             site.log.append((self.path, status, dict(self.headers)))
             self.send_response(status)
@@ -61,16 +59,9 @@ def _serve(site: Site) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def serve(site: Site) -> Iterator[Site]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _serve(site))
-    server.daemon_threads = True
-    site.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_serve(site)) as port:
+        site.port = port
         yield site
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def redirect(location: str) -> Handler:

@@ -1,13 +1,12 @@
 """A real OpenAI-style embeddings server on loopback: the test decides each answer, requests are logged."""
 
-import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.loopback import QuietHandler, serving
 
 # (status, JSON body or raw bytes, headers) for a list of inputs
 Answer = tuple[int, Any, dict[str, str]]
@@ -34,25 +33,16 @@ class EmbeddingServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
 
-def _handler(server: EmbeddingServer) -> type[BaseHTTPRequestHandler]:
-    class Handle(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
+def _handler(server: EmbeddingServer) -> type[QuietHandler]:
+    class Handle(QuietHandler):
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = self.read_json()
             server.requests.append((time.monotonic(), body, dict(self.headers)))
             if self.path != "/v1/embeddings":
-                status, payload, headers = 404, {"error": "no such route"}, {}
-            else:
-                status, payload, headers = server.answer(body["input"])
-            raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            self.send_response(status)
-            for name, value in {"Content-Type": "application/json", **headers}.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
+                self.send_json(404, {"error": "no such route"})
+                return
+            status, payload, headers = server.answer(body["input"])
+            self.send_json(status, payload, headers)
 
     return Handle
 
@@ -60,12 +50,6 @@ def _handler(server: EmbeddingServer) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def embedding_server(answer: Callable[[list[str]], Answer] = ok) -> Iterator[EmbeddingServer]:
     state = EmbeddingServer(answer)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(state)) as port:
+        state.port = port
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
