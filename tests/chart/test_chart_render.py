@@ -249,6 +249,11 @@ def test_every_pod_has_a_tmp_emptydir(rendered: list[Manifest]) -> None:
             ("operator.leaderElection.renewDeadlineSeconds=12",),
             "operator.leaderElection needs retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds",
         ),
+        (("api.rerank.default=true",), "api.rerank.default needs api.rerank.url"),
+        (("api.rerank.url=ftp://reranker",), "/api/rerank/url"),
+        (("api.rerank.api=openai",), "/api/rerank/api"),
+        (("api.rerank.candidates=0",), "/api/rerank/candidates"),
+        (("api.rerank.bogus=1",), "additional properties 'bogus' not allowed"),
     ],
 )
 def test_bad_values_are_rejected(sets: tuple[str, ...], message: str) -> None:

@@ -3,7 +3,7 @@
 import pytest
 
 from headrace.api.settings import ApiSettings
-from tests.chart.conftest import CHART, ROOT, Render, by_kind, helm
+from tests.chart.conftest import ROOT, Render, by_kind
 
 EXAMPLE = ROOT / "examples" / "chart" / "rerank-values.yaml"
 
@@ -51,22 +51,3 @@ def test_no_key_and_no_model_render_none(render: Render) -> None:
     names = {e["name"] for e in env}
     assert "HEADRACE_RERANK_URL" in names
     assert not names & {"HEADRACE_RERANK_API_KEY", "HEADRACE_RERANK_MODEL"}
-
-
-@pytest.mark.parametrize(
-    ("sets", "message"),
-    [
-        (("api.rerank.default=true",), "api.rerank.default needs api.rerank.url"),
-        (("api.rerank.url=ftp://reranker",), "/api/rerank/url"),
-        (("api.rerank.api=openai",), "/api/rerank/api"),
-        (("api.rerank.candidates=0",), "/api/rerank/candidates"),
-        (("api.rerank.bogus=1",), "additional properties 'bogus' not allowed"),
-    ],
-)
-def test_bad_rerank_values_are_rejected(sets: tuple[str, ...], message: str) -> None:
-    args = ["template", "hr", str(CHART)]
-    for item in sets:
-        args += ["--set", item]
-    done = helm(*args)
-    assert done.returncode != 0
-    assert message in done.stderr
