@@ -114,7 +114,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        configure(settings)
+        configure(settings, observe_interval=config.observe_interval)
         memo["operator"], memo["runtime"] = await open_operator(config)
         if config.metrics_port is not None:
             memo["stop_metrics"] = metrics.serve(config.metrics_port)

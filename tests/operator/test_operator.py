@@ -417,7 +417,8 @@ def test_kopf_is_configured_under_our_group() -> None:
     from headrace.operator.kopf_setup import WATCH_CLIENT_TIMEOUT, WATCH_SERVER_TIMEOUT, configure
 
     settings = kopf.OperatorSettings()
-    configure(settings)
+    configure(settings, observe_interval=10)
+    assert settings.execution.default_backoff == settings.background.cancellation_polling == 10
     assert settings.persistence.finalizer == "headrace.io/finalizer"
     assert WATCH_SERVER_TIMEOUT < WATCH_CLIENT_TIMEOUT
     assert settings.watching.server_timeout == WATCH_SERVER_TIMEOUT
@@ -461,6 +462,47 @@ async def test_a_failed_job_closes_the_run_and_a_request_starts_the_next(
         status = (await cluster.get(IJS, "handbook"))["status"]  # type: ignore[index]
         assert status["run"] == 2 and status["lastHandledRunRequest"] == "2026-11-30T02:00:00+00:00"
     assert await pool.fetchval("SELECT count(*) FROM headrace.runs WHERE job_uid = $1", uid) == 2
+
+
+async def test_status_moves_on_at_the_next_observe_after_one_failed(
+    target: kmock.KubernetesEmulator | ControlPlane,
+    cluster: Cluster,
+    config: OperatorSettings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One look at the worker Job is answered 401 (a token that expired in flight): an error nothing inside
+    # the step retries. kopf's default would run the timer again only after a minute, with the job's
+    # status frozen meanwhile; the next observe tick must pick the run's end up instead.
+    if isinstance(target, ControlPlane):
+        pytest.skip("only the emulator can be made to refuse a single request")
+    job_path = f"get {JOBS.path(cluster.namespace, 'handbook-run-1')}"
+    async with running(config, cluster):
+        await cluster.create(IJS, ij())
+        await until(lambda: _is(phase(cluster), "Running"))
+        looked = len(target[job_path])
+        await until(lambda: _ready(len(target[job_path]) >= looked + 2))  # only the timer looks by now
+        refused = fail_once(target, job_path, 401)
+        await until(lambda: _ready(bool(refused)))
+        failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "backoff limit"}
+        path = JOBS.path(cluster.namespace, "handbook-run-1")
+        await cluster.kube.request("PATCH", path, {"status": {"conditions": [failed]}}, MERGE_PATCH)
+        async with asyncio.timeout(30):  # a bound well under kopf's default minute, not a threshold
+            await until(lambda: _is(phase(cluster), "Failed"))
+    assert any("Timer 'register.<locals>.observe' failed" in r.getMessage() for r in caplog.records)
+
+
+def fail_once(emulator: kmock.KubernetesEmulator, pattern: str, status: int) -> list[int]:
+    """Answer the first matching request with `status`; later ones reach the emulator as usual."""
+    served: list[int] = []
+
+    def failure() -> Any:
+        if served:
+            return NotImplemented  # kmock: this reaction does not apply, the emulator answers
+        served.append(status)
+        return {"kind": "Status", "status": "Failure", "message": "failed once", "code": status}
+
+    emulator[pattern] << status << failure
+    return served
 
 
 async def test_a_foreign_hpa_is_left_alone_and_named(cluster: Cluster, config: OperatorSettings) -> None:
