@@ -33,6 +33,7 @@ from headrace.store.search import statistics as search_statistics
 from tests.kube.controlplane import RESTRICTED, ControlPlane
 from tests.operator.cluster import IJS, Cluster, chart_operator_kubeconfig, client_for, emulator_kubeconfig
 from tests.operator.conftest import IMAGE, INGEST_URL, Namespaces, ij
+from tests.operator.test_kube import slow_once
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -489,6 +490,23 @@ async def test_status_moves_on_at_the_next_observe_after_one_failed(
         async with asyncio.timeout(30):  # a bound well under kopf's default minute, not a threshold
             await until(lambda: _is(phase(cluster), "Failed"))
     assert any("Timer 'register.<locals>.observe' failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_job_deleted_while_its_timer_runs_is_let_go_at_the_next_observe(
+    target: kmock.KubernetesEmulator | ControlPlane, cluster: Cluster, config: OperatorSettings
+) -> None:
+    # kopf keeps the finalizer until the object's timer has exited, and looks at a timer still running
+    # again only after `cancellation_polling` (a minute by default): the deleted job lingered that long.
+    if isinstance(target, ControlPlane):
+        pytest.skip("only the emulator can be made to hold a single request")
+    async with running(config, cluster):
+        await cluster.create(IJS, ij())
+        await until(lambda: _is(phase(cluster), "Running"))
+        held = slow_once(target, f"get {JOBS.path(cluster.namespace, 'handbook-run-1')}", seconds=2)
+        await until(lambda: _ready(bool(held)))  # the timer is mid-run
+        await cluster.kube.delete(IJS, cluster.namespace, "handbook")
+        async with asyncio.timeout(30):  # a bound well under kopf's default minute, not a threshold
+            await until(lambda: _is(cluster.get(IJS, "handbook"), None))
 
 
 def fail_once(emulator: kmock.KubernetesEmulator, pattern: str, status: int) -> list[int]:
