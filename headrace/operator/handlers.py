@@ -109,7 +109,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     """Put Headrace's handlers into `registry`, bound to `config`.
 
     Each reconcile step is idempotent, so one that lost its database connection is run again whole
-    (`ride_out`) once Postgres is back, instead of waiting out kopf's one-minute retry.
+    (`ride_out`) once Postgres is back, instead of failing the handler; any other failure is retried at
+    the next observe tick (`kopf_setup.configure`).
     """
 
     @kopf.on.startup(registry=registry)
