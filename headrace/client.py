@@ -32,6 +32,7 @@ from headrace.api.schemas import (
     SearchHit,
     SearchResults,
 )
+from headrace.keepalive import CONNECTIONS
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 """Where the kubelet mounts a pod's ServiceAccount token."""
@@ -109,7 +110,11 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), auth=_auth(token, token_file), timeout=timeout, transport=transport
+            base_url=base_url.rstrip("/"),
+            auth=_auth(token, token_file),
+            timeout=timeout,
+            transport=transport,
+            limits=CONNECTIONS,
         )
 
     async def __aenter__(self) -> "AsyncClient":

@@ -22,6 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 
+from headrace.keepalive import CONNECTIONS
 from headrace.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,6 @@ class KubeConnection(Protocol):
 
 
 JSON = "application/json"
-
-CONNECTIONS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-"""At most 100 requests in flight to the API server, and every connection kept for the next: httpx's default
-keeps only 20, so after a burst (the operator's 100 new IngestionJobs at once) most of the next burst's
-requests paid a new TLS handshake, on the API server's CPU as much as ours."""
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 """Answers that say "try again later", not "this request is wrong": too many requests, and the 5xx."""

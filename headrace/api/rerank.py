@@ -17,6 +17,7 @@ import httpx
 from prometheus_client import Counter, Histogram
 
 from headrace.api.settings import ApiSettings, RerankApi
+from headrace.keepalive import CONNECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Reranker:
             timeout=seconds,
             transport=transport,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            limits=CONNECTIONS,
         )
         self._failing: str | None = None  # the cause last logged, so an outage logs once
 

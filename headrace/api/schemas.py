@@ -214,7 +214,9 @@ class SearchHit(KubeModel):
     """The chunk's id: fetch it with its neighbours from `.../ingestionjobs/{job}/chunks/{chunkId}`."""
     score: float
     """Higher is better; comparable within one query only. keyword: BM25; semantic: cosine
-    similarity; hybrid: the reciprocal-rank-fusion score; reranked (`Headrace-Rerank: applied`): the
+    similarity; hybrid: 0 to 1, a weighted sum of the chunk's keyword and semantic scores, each scaled
+    to 0..1 within its ranking's candidates (the best 1, the last 0; 0 when the chunk is not among
+    them), the weights in docs/api.md ("Search"); reranked (`Headrace-Rerank: applied`): the
     reranker's relevance score."""
     snippet: str
     """The best passages. With `highlight=html` (the default) the text is HTML-escaped and matches are

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from headrace.embedding import EmbeddingError, Vector, check_vectors
+from headrace.keepalive import CONNECTIONS
 from headrace.model import EmbeddingEndpoint
 
 API_KEY = "apiKey"
@@ -63,7 +64,9 @@ class EndpointEmbedder:
         key = _read_api_key(spec, secrets_dir)
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self.client = client or httpx.AsyncClient(headers=headers, timeout=spec.timeout_seconds, follow_redirects=False)
+        self.client = client or httpx.AsyncClient(
+            headers=headers, timeout=spec.timeout_seconds, follow_redirects=False, limits=CONNECTIONS
+        )
         self.url = spec.url.rstrip("/") + "/embeddings"
 
     async def embed(self, texts: Sequence[str]) -> list[Vector]:

@@ -3,7 +3,9 @@ slow, down or wrong reranker answered by the search's own order with a header sa
 The reranker is a real HTTP server on loopback (tests/api/rerankserver.py) scoring by word overlap, so
 its order differs from BM25's."""
 
+import html
 import logging
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +21,7 @@ from headrace.api.app import create_app
 from headrace.api.settings import ApiSettings
 from headrace.client import AsyncClient
 from headrace.store.db import Pool
+from headrace.store.search.snippets import FRAGMENT_DELIMITER
 from tests.api.conftest import bearer, ingest, serve
 from tests.api.rerankserver import Answer, overlap, rerank_server, tei
 
@@ -91,6 +94,27 @@ async def test_reranked_search_answers_the_rerankers_best(settings: Callable[...
     assert count("applied") == before + 2
 
 
+async def test_reranked_page_carries_each_hits_own_snippet(settings: Callable[..., ApiSettings], corpus: None) -> None:
+    """Snippets are made for the page the reranker chose, not the search's first page: each hit's is
+    from its own passage, with every query word it shows marked, and plain text when asked."""
+    with rerank_server() as reranker:
+        async with serve(settings(rerank_url=reranker.url, rerank_candidates=4)) as client:
+            first = await search(client, limit=2)
+            marked = await search(client, rerank="true", limit=2)
+            plain = await search(client, rerank="true", limit=2, highlight="none")
+    assert marked.headers["Headrace-Rerank"] == "applied" and uris(marked) == uris(plain)
+    assert set(uris(marked)) - set(uris(first)), "the reranker must choose a candidate past the first page"
+    asked = set(QUERY.split())
+    for hit, unmarked in zip(marked.json()["items"], plain.json()["items"], strict=True):
+        snippet = hit["snippet"]
+        shown = html.unescape(snippet.replace("<mark>", "").replace("</mark>", ""))
+        assert unmarked["snippet"] == shown
+        assert all(fragment in hit["text"] for fragment in shown.split(FRAGMENT_DELIMITER)), hit["uri"]
+        marks = re.findall(r"<mark>(.*?)</mark>", snippet)
+        assert marks and {word.lower() for word in marks} <= asked, snippet
+        assert len(marks) == sum(word.lower() in asked for word in re.findall(r"\w+", shown)), snippet
+
+
 async def test_rerank_is_off_unless_asked_or_configured_on(settings: Callable[..., ApiSettings], corpus: None) -> None:
     with rerank_server() as reranker:
         async with serve(settings(rerank_url=reranker.url)) as client:
@@ -141,7 +165,7 @@ async def skipped(configured: ApiSettings, outcome: str) -> tuple[httpx.Response
         before = count(outcome)
         answer = await search(client, limit=3, rerank="true")
         assert count(outcome) == before + 1
-    assert uris(answer) == uris(plain) and answer.json()["nextCursor"] is None
+    assert answer.json()["items"] == plain.json()["items"] and answer.json()["nextCursor"] is None
     return plain, answer
 
 

@@ -10,7 +10,7 @@
 - **fusion** (fusion.py): hybrid's weighted sum of the keyword and semantic scores;
 - **snippets** (snippets.py): the page's hits read once (for hybrid, the fused page's, not each
   half's), each with its chunk's whole text for a RAG client and a snippet highlighted from that text
-  in this process.
+  in this process when it is first read (the API's reranking reads only the chosen page's).
 
 Every mode takes the same filters and pages the same way: hits are ordered by (score desc, chunk id
 asc) and a cursor (store/cursors.py) is the last hit's (score, id), so a page never repeats or skips
@@ -28,7 +28,7 @@ import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from headrace.model import search_defaults
@@ -62,7 +62,6 @@ class SearchFilter:
 class SearchHit:
     chunk_id: int
     score: float
-    snippet: str
     text: str
     uri: str
     title: str
@@ -73,6 +72,16 @@ class SearchHit:
     namespace: str
     job: str
     metadata: dict[str, Any]
+    lexemes: Sequence[str] = field(repr=False)
+    """The query's positive words as `config` normalises them, those the chunk holds: what `snippet` marks."""
+    config: str = field(repr=False)
+    """The chunk's text-search config."""
+
+    @functools.cached_property
+    def snippet(self) -> str:
+        """The hit's snippet (snippets.py), made when first read: a reranked search reads `limit` of
+        its K candidates' snippets, those of the page the reranker chose, and highlights no other."""
+        return snippets.snippet(self.text, self.lexemes, self.config)
 
 
 @dataclass(frozen=True)
@@ -209,13 +218,12 @@ async def search(
                 ranked = fusion.hybrid(by_words, by_meaning, after, limit + 1)
         page = ranked[:limit]
         rows = await snippets.hits(conn, [chunk_id for chunk_id, _ in page], positive_words(query))
-    # Highlighted after the transaction: the connection goes back to the pool first.
+    # Highlighted when a hit's snippet is read, after the transaction: the connection is back in the pool.
     scores = dict(page)
     hits = [
         SearchHit(
             chunk_id=r["id"],
             score=scores[r["id"]],
-            snippet=snippets.snippet(r["content"], r["lexemes"], r["config"]),
             text=r["content"],
             uri=r["uri"],
             title=r["title"],
@@ -225,6 +233,8 @@ async def search(
             namespace=r["namespace"],
             job=r["job"],
             metadata=r["metadata"],
+            lexemes=r["lexemes"],
+            config=r["config"],
         )
         for r in rows
     ]

@@ -1,4 +1,5 @@
-"""Snippets: a page's hits read in one query, each highlighted in Python from its own text.
+"""Snippets: a page's hits read in one query, each highlighted in Python from its own text when its
+snippet is first read (`SearchHit.snippet`: a reranked search's unreturned candidates never are).
 
 Postgres only says which words to mark: the lexemes of the query's positive words
 (query.positive_words) in the chunk's text-search config that the chunk holds (its stored tsvector).
