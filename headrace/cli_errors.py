@@ -76,7 +76,11 @@ def describe(error: BaseException) -> str | None:
     from headrace.local import LocalModeUnavailable
     from headrace.store.db import PoolExhausted
     from headrace.store.migrate import StaleSchema
+    from headrace.store.search import SearchTimedOut
     from headrace.worker.remote import IngestUnreachable
+
+    if isinstance(error, SearchTimedOut):
+        return f"{error}: narrow it to fewer jobs or documents with --namespace, --job or --prefix"
 
     if isinstance(error, EmbeddingError | PoolExhausted | StaleSchema | LocalModeUnavailable | IngestUnreachable):
         return str(error)

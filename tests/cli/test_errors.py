@@ -1,6 +1,7 @@
 """Bad input through the real `headrace` command: one line naming the problem and the fix, a non-zero exit,
 and never a traceback (`--debug` shows it)."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from headrace.model import search_defaults
+from headrace.store.db import Pool
 from tests.conftest import with_database
 
 
@@ -201,3 +204,15 @@ def test_a_manifest_whose_source_changed_is_warned_about(dsn: str, tmp_path: Pat
         done = headrace("run", "-f", str(manifest), "--workers", "1", "--database-url", dsn)
         assert done.returncode == 0, done.stderr
     assert "Warning: default/same was last run with another source" in " ".join(done.stderr.split())
+
+
+async def test_a_search_over_its_timeout_is_one_line_saying_how_to_narrow_it(dsn: str, pool: Pool) -> None:
+    # Another transaction holds the chunks table: the search waits, and its statement timeout ends it.
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute("LOCK TABLE headrace.chunks IN ACCESS EXCLUSIVE MODE")
+        result = await asyncio.to_thread(headrace, "search", "words", "--mode", "keyword", "--database-url", dsn)
+    line = one_line_error(result)
+    assert result.returncode == 1
+    assert f"the search took longer than its timeout of {search_defaults.TIMEOUT_MS} ms" in line
+    assert "--namespace, --job or --prefix" in line
+    assert "unexpected error" not in line

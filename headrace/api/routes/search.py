@@ -29,7 +29,7 @@ from headrace.embedding.query import EndpointModel, NoDirection, WrongDimensions
 from headrace.store import cursors, jobs
 from headrace.store import search as store
 from headrace.store.db import Pool
-from headrace.store.errors import DataError, QueryCanceledError
+from headrace.store.errors import DataError
 from headrace.store.search import snippets
 
 RERANK_HEADER = "Headrace-Rerank"
@@ -127,8 +127,8 @@ async def _search(
     except (cursors.InvalidCursor, DataError, OverflowError) as exc:
         # A cursor decodes to values Postgres must accept; a forged one can fail to, which is the caller's error.
         raise ProblemError(400, "cursor is not one this server returned") from exc
-    except QueryCanceledError as exc:
-        raise ProblemError(504, f"the search took longer than {settings.search_timeout_ms} ms; narrow it") from exc
+    except store.SearchTimedOut as exc:
+        raise ProblemError(504, f"the search took longer than {exc.timeout_ms} ms; narrow it") from exc
     finally:
         SEARCH_SECONDS.observe(time.perf_counter() - started)
     hits, next_cursor = page.hits, page.next_cursor

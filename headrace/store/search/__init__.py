@@ -34,6 +34,7 @@ from typing import Any, Literal
 from headrace.model import search_defaults
 from headrace.store import cursors, vectors
 from headrace.store.db import Connection, Pool
+from headrace.store.errors import QueryCanceledError
 from headrace.store.search import fusion, keyword, semantic, snippets
 from headrace.store.search.query import has_words, positive_words
 from headrace.store.search.scope import Scope, scope
@@ -45,6 +46,15 @@ QueryEmbedder = Callable[[vectors.Space, str], Awaitable[Sequence[float]]]
 
 class SearchRefused(ValueError):
     """A search that cannot run as asked, with the reason (the mode needs vectors the jobs lack, ...)."""
+
+
+class SearchTimedOut(Exception):
+    """A search whose statement ran past its `statement_timeout` (`timeout_ms`): the API answers 504,
+    the CLI one line saying how to narrow it."""
+
+    def __init__(self, timeout_ms: int) -> None:
+        super().__init__(f"the search took longer than its timeout of {timeout_ms} ms")
+        self.timeout_ms = timeout_ms
 
 
 @dataclass(frozen=True)
@@ -138,11 +148,15 @@ def transaction_settings(timeout_ms: int) -> str:
 async def _read_only_transaction(pool: Pool, timeout_ms: int, more: str | None = None) -> AsyncIterator[Connection]:
     """A pooled connection in a read-only transaction with the search's settings (and `more` SQL
     settings), begun in one round trip (BEGIN and the SETs in one simple query): a round trip is a
-    context switch into Postgres, and on a busy machine each one costs the search about a millisecond."""
+    context switch into Postgres, and on a busy machine each one costs the search about a millisecond.
+    A statement cancelled by the timeout raises SearchTimedOut."""
     async with pool.acquire() as conn:
         await conn.execute("; ".join(["BEGIN READ ONLY", transaction_settings(timeout_ms), *([more] if more else [])]))
         try:
-            yield conn
+            try:
+                yield conn
+            except QueryCanceledError as exc:
+                raise SearchTimedOut(timeout_ms) from exc
         except BaseException:
             if not conn.is_closed():
                 with contextlib.suppress(Exception):  # the pool's reset rolls back what this could not
