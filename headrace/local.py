@@ -25,6 +25,7 @@ from headrace.model.events import Reason
 from headrace.model.run import RunState
 from headrace.signals import Interrupted
 from headrace.store import documents, jobs, migrate, runs
+from headrace.store import search as store_search
 from headrace.store.db import Pool
 from headrace.store.search import statistics as search_statistics
 
@@ -242,14 +243,17 @@ async def run_job(
             await _stop_workers(processes, waiters, stopped)
             message = f"interrupted by {signal.Signals(stopped.result()).name}"
             await runs.close_run(pool, uid, run, reason=Reason.RUN_INTERRUPTED, message=message)
+            await store_search.analyze(pool)  # what the run wrote, for the searches that follow (as below)
             raise Interrupted(
                 stopped.result(),
                 f"stopped {len(processes)} workers, which handed their tasks back; run {run} of "
                 f"{job.metadata.namespace}/{job.metadata.name} is Interrupted ({Reason.RUN_INTERRUPTED})",
             )
     codes = list(await waiters)
-    # Search statistics as the operator builds them after a run, so that local search is as fast.
+    # Search statistics as the operator builds them after a run, so that local search is as fast; and the
+    # planner's, so that a search plans on what the run wrote before autovacuum gets to it.
     await search_statistics.refresh(pool, uid)
+    await store_search.analyze(pool)
     state = await jobs.run_state(pool, uid, run)
     assert state is not None
     failures = await documents.failures(pool, uid, run)
