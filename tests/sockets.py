@@ -1,8 +1,16 @@
-"""Raw sockets against an HTTP service on loopback, for the tests of clients that stall
-(tests/api/test_slow_clients.py, tests/ingest/test_slow_clients.py)."""
+"""Sockets on loopback: a free port for a server a test starts, and raw connections against an HTTP service
+for the tests of clients that stall (tests/api/test_slow_clients.py, tests/ingest/test_slow_clients.py)."""
 
 import asyncio
 import json
+import socket
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server the test is about to start."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -4,7 +4,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,16 +17,11 @@ import pytest
 from headrace.store import jobs, runs
 from headrace.store.db import Pool
 from tests.conftest import volume_spec, with_database
+from tests.sockets import free_port
 
 
 def _env(dsn: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "HEADRACE_DATABASE_URL": dsn, "HEADRACE_LOG_FORMAT": "json", **extra}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _start_api(port: int, env: dict[str, str], *, stderr: int | None = None) -> asyncio.subprocess.Process:
@@ -55,7 +49,7 @@ async def test_api_refuses_to_serve_an_unmigrated_database(postgres_server: str)
     await conn.execute(f"CREATE DATABASE {name}")
     await conn.close()
     process = await _start_api(
-        _free_port(),
+        free_port(),
         _env(with_database(postgres_server, name), HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN="t"),
         stderr=asyncio.subprocess.PIPE,
     )
@@ -73,7 +67,7 @@ async def test_api_stops_gracefully_with_an_event_stream_open(dsn: str, pool: Po
         pool, uid=uuid.uuid4(), namespace="team-a", name="docs", generation=1, spec=volume_spec()
     )
     await runs.start_run(pool, job, reason="test")  # Running, and no worker: the stream stays open
-    port, grace = _free_port(), 2
+    port, grace = free_port(), 2
     process = await _start_api(
         port,
         _env(dsn, HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN="t", HEADRACE_SHUTDOWN_GRACE_SECONDS=str(grace)),

@@ -12,8 +12,9 @@ from headrace.client import ApiError, AsyncClient, Client, Event
 from headrace.store import runs
 from headrace.store.db import Pool
 from tests.api.conftest import TEAM_A, TEAM_B, ingest
-from tests.api.test_cli import _env, _free_port, _start_api
+from tests.api.test_cli import _env, _start_api
 from tests.conftest import JobFactory
+from tests.sockets import free_port
 
 TOKEN = "client-test-token"
 
@@ -23,7 +24,7 @@ async def api(pool: Pool, dsn: str, tmp_path: Path) -> AsyncIterator[str]:
     """The base URL of a real API process serving two teams' jobs."""
     await ingest(pool, tmp_path, namespace="team-a", name="reports", files=TEAM_A)
     await ingest(pool, tmp_path, namespace="team-b", name="vault", files=TEAM_B)
-    port = _free_port()
+    port = free_port()
     process = await _start_api(port, _env(dsn, HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN=TOKEN))
     base = f"http://127.0.0.1:{port}"
     try:
@@ -123,7 +124,7 @@ async def test_events_resume_on_another_api_process_without_repeating_or_losing_
 ) -> None:
     job = await make_job(name="live", namespace="team-a")
     run = await runs.start_run(pool, job, reason="test")  # Running with no worker: the stream stays open
-    port = _free_port()
+    port = free_port()
     env = _env(dsn, HEADRACE_AUTH_MODE="token", HEADRACE_AUTH_TOKEN=TOKEN, HEADRACE_SHUTDOWN_GRACE_SECONDS="1")
     first_api = await _start_api(port, env)
     seen: list[Event] = []

@@ -20,7 +20,7 @@ from headrace.model import load_manifest
 from headrace.model.events import Reason
 from headrace.store import jobs
 from headrace.store.db import Pool
-from tests.api.test_cli import _free_port
+from tests.sockets import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +186,7 @@ def test_a_killed_command_does_not_keep_the_embedded_postgres_running_for_the_ne
 
 
 def test_api_local_serves_local_jobs_and_local_status_and_stop_see_it(tmp_path: Path, data_dir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     api = start("api", "--local", "--data-dir", str(data_dir), "--port", str(port), cwd=tmp_path)
 
     def ready() -> bool:

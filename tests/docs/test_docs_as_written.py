@@ -5,7 +5,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from headrace.store.db import Pool
 from tests.api.conftest import ingest
 from tests.chart.conftest import CHART, EVERYTHING, parse, tool
 from tests.docs.blocks import ROOT, block, commands, run
+from tests.sockets import free_port
 
 PAGES = [ROOT / "README.md", CHART / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # An object name: `headrace-...`, not followed by a dot and a word (a file such as headrace-restore.sql).
@@ -95,12 +95,6 @@ def test_a_database_url_in_the_environment_is_announced(tmp_path: Path, dsn: str
 TOKEN = "docs-test-token"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 async def local_api(dsn: str, pool: Pool, tmp_path: Path) -> AsyncIterator[int]:
     """`headrace api` on a loopback port (static-token auth) over a job docs-team/handbook."""
@@ -111,7 +105,7 @@ async def local_api(dsn: str, pool: Pool, tmp_path: Path) -> AsyncIterator[int]:
         name="handbook",
         files={"notes/ship.md": "# Shipping\n\nThe release notes of every release.", "drafts/x.md": "A draft."},
     )
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HEADRACE_DATABASE_URL": dsn, "HEADRACE_AUTH_MODE": "token", "HEADRACE_AUTH_TOKEN": TOKEN}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "headrace", "api", "--host", "127.0.0.1", "--port", str(port), env=env

@@ -20,8 +20,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.api.test_cli import _free_port
 from tests.cli.test_interrupts import assert_gone, long_job, one_line, postmaster, wait_until
+from tests.sockets import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def clone() -> Iterator[Path]:
 
 
 def test_a_newcomers_first_session_from_a_fresh_clone_leaves_nothing_running(clone: Path) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     clean = {k: v for k, v in os.environ.items() if k not in ("HEADRACE_DATABASE_URL", "DATABASE_URL")}
     env = {**clean, "PYTHONPATH": str(clone), "COLUMNS": "200", "HEADRACE_LISTEN_PORT": str(port)}

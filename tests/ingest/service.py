@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from headrace.api.auth import Admit, Unauthenticated
 from headrace.ingest.auth import WorkerIdentity
 from headrace.ingest.settings import IngestSettings
 from headrace.store.jobs import JobRecord
+from tests.sockets import free_port
 
 
 def _admit_all() -> None:
@@ -67,12 +67,6 @@ class Identities:
 
 def settings(dsn: str, **overrides: object) -> IngestSettings:
     return IngestSettings(database_url=dsn, kube_api_url="https://unused.invalid", **overrides)  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServiceProcess:

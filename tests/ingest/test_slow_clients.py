@@ -20,8 +20,15 @@ from headrace.store.db import Pool
 from headrace.store.jobs import JobRecord
 from headrace.worker.remote import RemoteStore
 from tests.conftest import volume_spec
-from tests.ingest.service import Identities, free_port, settings
-from tests.sockets import answer_to, assert_body_deadline_answer, assert_connection_cap_answer, connect, hang_up
+from tests.ingest.service import Identities, settings
+from tests.sockets import (
+    answer_to,
+    assert_body_deadline_answer,
+    assert_connection_cap_answer,
+    connect,
+    free_port,
+    hang_up,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 

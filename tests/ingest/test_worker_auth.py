@@ -34,7 +34,8 @@ from tests.ingest.cluster import (
     resign,
     token,
 )
-from tests.kube.controlplane import ControlPlane, free_port
+from tests.kube.controlplane import ControlPlane
+from tests.sockets import free_port
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -48,7 +48,6 @@ import asyncio
 import ctypes
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -67,6 +66,7 @@ import yaml
 
 from headrace.kubeapi import KubeError
 from headrace.operator.kube import KubeClient
+from tests.sockets import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
@@ -97,12 +97,6 @@ def assets_folder() -> Path | None:
     if missing:
         raise RuntimeError(f"KUBEBUILDER_ASSETS={folder} lacks {', '.join(missing)}")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _openssl(*args: str, cwd: Path) -> None:

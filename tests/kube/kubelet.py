@@ -62,6 +62,7 @@ from urllib.parse import parse_qs, urlsplit
 import kubernetes
 
 from tests.kube.container import BuiltImage
+from tests.sockets import free_port
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -127,12 +128,6 @@ class CannotRun(Exception):
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def repository(image: str) -> str:

@@ -3,7 +3,6 @@
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -17,12 +16,7 @@ from headrace.model.crd import crd_yaml
 from headrace.operator.kube import JOBS
 from tests.operator.cluster import IJS, client_for, emulator_kubeconfig
 from tests.operator.conftest import INGEST_URL, Namespaces, ij
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.sockets import free_port
 
 
 def test_operator_needs_a_database_and_an_image(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,7 +96,7 @@ def test_crd_to_stdout(tmp_path: Path) -> None:
 async def test_headrace_operator_serves_liveness_reconciles_and_stops_on_sigterm(
     dsn: str, emulator: kmock.KubernetesEmulator, namespaces: Namespaces, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     kubeconfig = emulator_kubeconfig(tmp_path / "kubeconfig", str(emulator.url).rstrip("/"))
     env = {
         **os.environ,

@@ -9,7 +9,6 @@ ClusterRole and the Role limited to the one Lease).
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +25,7 @@ from headrace.operator.kube import HPAS, JOBS, LEASES, KubeClient
 from tests.kube.controlplane import RESTRICTED, ControlPlane
 from tests.operator.cluster import IJS, OPERATOR_RELEASE, chart_operator_kubeconfig
 from tests.operator.conftest import IMAGE, INGEST_URL, ij
+from tests.sockets import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
@@ -35,12 +35,6 @@ TAKEOVER_BOUND = 15.0
 timings give at most retry period + lease duration (2 + 10 s); the rest is the margin for a loaded machine."""
 
 LEASE_NAMESPACE = f"{OPERATOR_RELEASE}-system"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -77,7 +71,7 @@ class Replicas:
         self.started: list[Replica] = []
 
     async def start(self, identity: str) -> Replica:
-        probe, metrics = _free_port(), _free_port()
+        probe, metrics = free_port(), free_port()
         log = self.logs / f"{identity}.log"
         env = {
             **self.env,

@@ -44,7 +44,8 @@ from tests.ingest.cluster import (
 from tests.ingest.cluster import (
     Worker as WorkerPod,
 )
-from tests.kube.controlplane import ControlPlane, free_port
+from tests.kube.controlplane import ControlPlane
+from tests.sockets import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from headrace.cli import main
 from headrace.model.contract import DATABASE_URL_ENV
 from headrace.store import outage
-from tests.kube.controlplane import free_port
+from tests.sockets import free_port
 
 JOB = "0b6f0c1e-1111-4c1e-8a52-5d0c9d4e0f5b"
 
