@@ -1,14 +1,17 @@
-"""bench/cluster.py without a cluster: the jobs it applies are valid IngestionJobs, the smoke corpus is a
-handful of real files, and without the control plane's binaries it says it skips instead of failing
-(`make test` runs its smoke on machines without them)."""
+"""bench/cluster.py: the jobs it applies are valid IngestionJobs, the smoke corpus is a handful of real files,
+without the control plane's binaries it says it skips instead of failing, and with them its smoke run works."""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench import cluster, common, ingest
 from headrace.model import IngestionJob
+from tests.bench.test_smoke import run_smoke
+from tests.kube.controlplane import assets_folder
 
 
 def test_the_jobs_it_applies_are_valid_with_a_fixed_worker_count() -> None:
@@ -37,3 +40,11 @@ def test_without_the_control_plane_it_says_it_skips() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "bench.cluster: skipped" in done.stdout and "KUBEBUILDER_ASSETS is unset" in done.stdout, done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_it_runs_at_its_smoke_size_on_the_control_plane() -> None:
+    if assets_folder() is None:
+        pytest.skip("KUBEBUILDER_ASSETS is not set: no control plane to run it on")
+    run_smoke("cluster")
