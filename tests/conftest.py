@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -29,6 +29,68 @@ pytest_plugins = ["tests.kube.controlplane"]
 
 _TEMPLATE = "headrace_template"
 _counter = itertools.count()
+
+
+# The session-scoped fixtures that stand up the cluster: the control plane (etcd, kube-apiserver,
+# controller-manager), the image `make image` built and the stand-in kubelet running it.
+_CLUSTER_FIXTURES = frozenset({"control_plane", "built_image", "kubelet"})
+
+CLUSTER_MODULES = frozenset(
+    {
+        "tests/bench/test_cluster.py",  # bench.cluster's smoke starts its own, and builds the image
+        "tests/chart/test_chart_database_secret.py",
+        "tests/e2e/test_cluster.py",
+        "tests/e2e/test_upgrade.py",
+        "tests/image/test_image.py",
+        "tests/ingest/test_worker_auth.py",
+        "tests/kube/test_chart_server.py",
+        "tests/kube/test_controlplane.py",
+        "tests/kube/test_crd_server.py",
+        "tests/kube/test_schedule_server.py",
+        "tests/operator/test_leader.py",
+        "tests/operator/test_operator.py",  # its `apiserver` target asks by name (request.getfixturevalue)
+        "tests/security/test_hostile_worker.py",
+        "tests/security/test_secret_refs_rbac.py",
+    }
+)
+"""The test modules that use the cluster. `make test` runs the suite on pytest-xdist workers a module at a time
+(a module's tests stay in order, on one worker, with their module fixtures: some e2e tests go on from the state
+the one before left), and these modules all on one worker, so the session starts one cluster, not one per worker
+(each costs a core for half a minute, and builds and mounts the image again). Collection refuses a module that
+asks for one of the cluster's fixtures without being listed here."""
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    strays = sorted(
+        {
+            _module(item.nodeid)
+            for item in items
+            if _CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            and _module(item.nodeid) not in CLUSTER_MODULES
+        }
+    )
+    if strays:
+        raise pytest.UsageError(
+            f"these modules use the cluster: add them to tests/conftest.py's CLUSTER_MODULES: {strays}"
+        )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Each worker takes a module at a time; the cluster's modules are one unit (CLUSTER_MODULES). (Not xdist's
+    `--dist loadgroup` marks: with pytest 9.2 its worker-side renaming of test ids no longer takes effect.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = _module(nodeid)
+            return "cluster" if module in CLUSTER_MODULES else module
+
+    return ByModule(config, log)
 
 
 def with_database(dsn: str, name: str) -> str:
