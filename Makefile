@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 READY  := $(VENV)/.ready
+BENCH_READY := $(VENV)/.bench-ready
 
 .PHONY: demo test lint help clean tools bench bench-smoke lock upgrade image audit
 
@@ -82,8 +83,6 @@ clean:
 	rm -rf .tools $(VENV) .headrace .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks (bench/, docs/benchmarks.md). Their peers, plots and profiler live in the `bench` extra.
-BENCH_READY := $(VENV)/.bench-ready
-
 $(BENCH_READY): pyproject.toml uv.lock $(READY)
 	$(SYNC) --extra test --extra local --extra bench
 	touch $@

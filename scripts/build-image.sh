@@ -73,9 +73,13 @@ secret=()
 [ -s "$CA_BUNDLE" ] && secret=(--secret "id=ca,src=$CA_BUNDLE")
 
 say "building $IMAGE from $BASE_IMAGE"
+# The revision is set on the image as well as by the Dockerfile's LABEL: buildah's layer cache reuses that
+# LABEL step from an earlier build whose REVISION differed when nothing above it changed (seen: an image built at
+# one commit labelled with another that was not its ancestor), and --label applies to the image built.
 mkdir -p "$OUT"
 buildah bud --isolation chroot --layers --quiet --format oci \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
+    --label "org.opencontainers.image.revision=$revision" \
     "${secret[@]}" --iidfile "$OUT/iid" -t "$IMAGE" . >/dev/null
 
 # The SBOM lists what the image's virtualenv holds: cyclonedx-py (from .venv, pure Python, mounted
