@@ -30,6 +30,9 @@ DataError = asyncpg.exceptions.DataError
 QueryCanceledError = asyncpg.exceptions.QueryCanceledError
 """A statement ran past its `statement_timeout`, or was cancelled."""
 
+DeadlockDetected = asyncpg.exceptions.DeadlockDetectedError
+"""Postgres ended this transaction to break a cycle of lock waits; it rolled back whole."""
+
 MAYBE_CONNECTION_LOST: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,

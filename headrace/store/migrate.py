@@ -22,11 +22,18 @@ from dataclasses import dataclass
 from importlib import resources
 
 from headrace.store.db import Connection, Pool
+from headrace.store.errors import DeadlockDetected
 
 log = logging.getLogger(__name__)
 
 # Any constant shared by every headrace process; "headrace" in ASCII.
 _ADVISORY_LOCK_KEY = 0x68656164726163
+
+DEADLOCK_ATTEMPTS = 3
+"""How often a migration's transaction runs when Postgres keeps choosing it as a deadlock's victim. Seen in a
+test: autovacuum analyzing a table just written waited for the migration's transaction (which had changed the
+table's catalog row) while holding the lock the migration's next ALTER TABLE needed. The transaction rolled
+back whole, so running it again is safe, and the other side has usually finished by then."""
 
 
 @dataclass(frozen=True)
@@ -126,14 +133,7 @@ async def migrate(pool: Pool) -> list[Migration]:
             for migration in available_migrations():
                 if migration.version in done:
                     continue
-                async with conn.transaction():
-                    await conn.execute(migration.sql)
-                    await conn.execute(
-                        "INSERT INTO headrace.schema_migrations (version, name, compatible_from) VALUES ($1, $2, $3)",
-                        migration.version,
-                        migration.name,
-                        migration.compatible_from,
-                    )
+                await _apply(conn, migration)
                 log.info("Applied migration", extra={"version": migration.version, "migration": migration.name})
                 applied.append(migration)
             await ensure_vectors(conn)
@@ -178,3 +178,22 @@ async def ensure_current(pool: Pool) -> SchemaState:
             extra={"schema": state.version, "built_for": want, "compatible_from": state.compatible_from},
         )
     return state
+
+
+async def _apply(conn: Connection, migration: Migration) -> None:
+    """Run `migration` and record it, in one transaction: again when it was a deadlock's victim (DEADLOCK_ATTEMPTS)."""
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO headrace.schema_migrations (version, name, compatible_from) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.compatible_from,
+                )
+            return
+        except DeadlockDetected:
+            if attempt == DEADLOCK_ATTEMPTS:
+                raise
+            log.warning("Migration ended by a deadlock; running it again", extra={"migration": migration.name})

@@ -7,6 +7,7 @@ import pytest
 
 from headrace.store import migrate
 from headrace.store.db import create_pool
+from tests.worker.test_worker import wait_for
 
 
 async def test_fresh_database_is_migrated_to_the_expected_version(empty_dsn: str) -> None:
@@ -141,4 +142,46 @@ async def test_migrate_command_fails_on_a_newer_schema_it_cannot_run_on(empty_ds
         assert refused.exit_code == 1
         assert "cannot run on it: migration 9998_expand needs code for schema 9998" in refused.output
     finally:
+        await pool.close()
+
+
+async def test_a_migration_a_deadlock_ended_runs_again_and_applies_once(
+    empty_dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = await create_pool(empty_dsn)
+    other = await asyncpg.connect(empty_dsn)
+    try:
+        await migrate.migrate(pool)
+        await pool.execute(
+            "CREATE TABLE public.pair (id int PRIMARY KEY, n int); INSERT INTO public.pair VALUES (1, 0), (2, 0)"
+        )
+        shipped = migrate.available_migrations()
+        probe = migrate.Migration(
+            shipped[-1].version + 1,
+            "deadlock_probe",
+            "UPDATE public.pair SET n = n + 1 WHERE id = 1; UPDATE public.pair SET n = n + 1 WHERE id = 2",
+        )
+        monkeypatch.setattr(migrate, "available_migrations", lambda: [*shipped, probe])
+        # The other session locks row 2, the migration row 1 and then waits for row 2, the other session asks for
+        # row 1: a cycle. The other session checks for deadlocks only after a minute, so the migration's backend
+        # (after its default second) finds the cycle and is its victim.
+        await other.execute("SET deadlock_timeout = '60s'")
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("UPDATE public.pair SET n = n + 1 WHERE id = 2")
+        migrating = asyncio.create_task(migrate.migrate(pool))
+        await wait_for(
+            pool,
+            "SELECT count(*) > 0 FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE public.pair%'",
+        )
+        await other.execute("UPDATE public.pair SET n = n + 1 WHERE id = 1")  # returns once the migration rolled back
+        await transaction.commit()
+
+        assert [m.name for m in await migrating] == ["deadlock_probe"]
+        assert [tuple(r) for r in await pool.fetch("SELECT id, n FROM public.pair ORDER BY id")] == [(1, 2), (2, 2)]
+        assert await pool.fetchval("SELECT count(*) FROM headrace.schema_migrations WHERE name = 'deadlock_probe'") == 1
+        assert "Migration ended by a deadlock; running it again" in caplog.messages
+    finally:
+        await other.close()
         await pool.close()
