@@ -30,10 +30,10 @@ log = logging.getLogger(__name__)
 _ADVISORY_LOCK_KEY = 0x68656164726163
 
 DEADLOCK_ATTEMPTS = 3
-"""How often a migration's transaction runs when Postgres keeps choosing it as a deadlock's victim. Seen in a
-test: autovacuum analyzing a table just written waited for the migration's transaction (which had changed the
-table's catalog row) while holding the lock the migration's next ALTER TABLE needed. The transaction rolled
-back whole, so running it again is safe, and the other side has usually finished by then."""
+"""How often a migration's transaction runs when Postgres keeps choosing it as a deadlock's victim. Seen once
+in a test: migration 0016, waiting for an ACCESS EXCLUSIVE lock, was the victim of a backend that held a lock on
+the table and waited for a row the migration had changed (which backend was not recorded; autovacuum analyzing
+the tables just written fits). The transaction rolled back whole, so running it again is safe."""
 
 
 @dataclass(frozen=True)
