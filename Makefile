@@ -60,8 +60,9 @@ FIND_KUBE_ASSETS = assets="$$KUBEBUILDER_ASSETS"; \
 		assets=$$("$(KUBE_SHARED)/unpack.sh" "$(CURDIR)/.tools/kube") || exit 1; \
 	fi
 
-# The suite mostly waits (for processes, pods, leases, timeouts), so it runs on pytest-xdist workers beside one
-# another, a module at a time; the modules that need the cluster share one worker (tests/conftest.py says why).
+# One test at a time, the suite kept 1.1 of 2 cores busy (it waits for processes, pods, leases, timeouts), so it
+# runs on pytest-xdist workers beside one another, a module at a time; the modules that need the cluster share
+# one worker (tests/conftest.py says why).
 TEST_WORKERS ?= auto
 
 # The benchmarks' smoke runs are tests (tests/bench/test_smoke.py), hence the bench extra.

@@ -47,5 +47,4 @@ def configure(settings: kopf.OperatorSettings, *, observe_interval: float) -> No
     # does not retry) is run again at the next observe tick, not after kopf's default minute of frozen
     # status. And a job deleted while its observe timer is mid-run keeps its finalizer until kopf looks
     # at the timer again (kopf's `cancellation_polling`, also a minute by default): the same cadence.
-    settings.execution.default_backoff = retry_delay(observe_interval)
-    settings.background.cancellation_polling = retry_delay(observe_interval)
+    settings.execution.default_backoff = settings.background.cancellation_polling = retry_delay(observe_interval)
