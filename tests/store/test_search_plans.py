@@ -8,6 +8,7 @@ from headrace.store import search
 from headrace.store.db import Pool
 from headrace.store.search import semantic
 from headrace.store.search.scope import scope
+from headrace.store.vectors import vector_literal
 from tests.conftest import ingest_demo_corpus
 
 
@@ -19,8 +20,14 @@ async def _semantic_plan(pool: Pool) -> str:
         )
         where = await scope(conn, namespaces=None, job=None, job_uid=None)
         (space,) = where.spaces.values()
-        vector = "[" + ",".join(["0.1"] * space.dimensions) + "]"
-        args: list[Any] = [vector, space.id, where.jobs_in(space.id), None, None, search_defaults.CANDIDATES]
+        args: list[Any] = [
+            vector_literal([0.1] * space.dimensions),
+            space.id,
+            where.jobs_in(space.id),
+            None,
+            None,
+            search_defaults.CANDIDATES,
+        ]
         rows = await conn.fetch("EXPLAIN " + semantic._semantic_sql(space), *args, None, None)
     return "\n".join(r[0] for r in rows)
 
