@@ -128,7 +128,7 @@ async def _search(
         # A cursor decodes to values Postgres must accept; a forged one can fail to, which is the caller's error.
         raise ProblemError(400, "cursor is not one this server returned") from exc
     except store.SearchTimedOut as exc:
-        raise ProblemError(504, f"the search took longer than {exc.timeout_ms} ms; narrow it") from exc
+        raise ProblemError(504, f"{exc}: narrow it to fewer jobs or documents with namespace, job or prefix") from exc
     finally:
         SEARCH_SECONDS.observe(time.perf_counter() - started)
     hits, next_cursor = page.hits, page.next_cursor
