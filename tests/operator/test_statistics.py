@@ -1,7 +1,6 @@
 """The operator's statistics loop (headrace/operator/statistics.py), one pass at a time, on real Postgres as
 the chart runs it: connected as the role that ran the migrations, so owning the tables it analyzes."""
 
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -10,37 +9,27 @@ import pytest
 from headrace.operator.statistics import build_due_statistics
 from headrace.store import migrate, search
 from headrace.store.db import Pool, create_pool
-from tests.conftest import ingest_demo_corpus, with_database
+from tests.conftest import ingest_demo_corpus, owned_database
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 async def owner_pool(postgres_server: str) -> AsyncIterator[Pool]:
-    """A pool as the chart's operator connects: a login role, no superuser, that migrated the database (the
-    migration hook and the operator read the same `DATABASE_URL`), after an admin created the vector extension."""
-    name = f"owner_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(postgres_server)
-    try:
-        await admin.execute(f"CREATE ROLE {name} LOGIN")
-        await admin.execute(f"CREATE DATABASE {name} OWNER {name}")
-        in_database = await asyncpg.connect(with_database(postgres_server, name))
+    """A pool as the chart's operator connects: as the owner, no superuser, who ran the migrations (the
+    migration hook and the operator read the same `DATABASE_URL`) after an admin created pgvector."""
+    async with owned_database(postgres_server) as (dsn, admin_dsn):
+        admin = await asyncpg.connect(admin_dsn)
         try:
-            await in_database.execute("CREATE EXTENSION vector")
+            await admin.execute("CREATE EXTENSION vector")
         finally:
-            await in_database.close()
-        dsn = with_database(postgres_server, name).replace("//postgres:", f"//{name}:", 1)
-        assert f"//{name}:" in dsn
+            await admin.close()
         pool = await create_pool(dsn)
         try:
             await migrate.migrate(pool)
             yield pool
         finally:
             await pool.close()
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.execute(f"DROP ROLE IF EXISTS {name}")
-        await admin.close()
 
 
 async def _analyzed(pool: Pool) -> dict[str, int]:
