@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,6 +128,25 @@ def postgres_server() -> Iterator[str]:
     yield admin
     server.cleanup()
     shutil.rmtree(home, ignore_errors=True)
+
+
+@asynccontextmanager
+async def owned_database(postgres_server: str) -> AsyncIterator[tuple[str, str]]:
+    """A database of its own, owned by a login role of its own that is no superuser: a production
+    database's owner, who runs the migrations and whom the operator, the API and the ingest service
+    connect as. Yields its URL as that owner and as the admin; dropped with the role after."""
+    name = f"owner_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f"CREATE ROLE {name} LOGIN")
+        await admin.execute(f"CREATE DATABASE {name} OWNER {name}")
+        dsn = with_database(postgres_server, name).replace("//postgres:", f"//{name}:", 1)
+        assert f"//{name}:" in dsn
+        yield dsn, with_database(postgres_server, name)
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.execute(f"DROP ROLE IF EXISTS {name}")
+        await admin.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from headrace.embedding.builtin import embed_query
 from headrace.store import documents, jobs, migrate, search, vectors
 from headrace.store.db import Pool, create_pool
 from headrace.store.jobs import JobRecord
-from tests.conftest import add_columns_this_release_writes, volume_spec, with_database
+from tests.conftest import add_columns_this_release_writes, owned_database, volume_spec, with_database
 from tests.sources.helpers import run_once, write_secret
 from tests.worker.embedserver import Answer, embedding_server, ok
 
@@ -254,35 +254,29 @@ async def test_without_pgvector_everything_works_keyword_only(postgres_server: s
     """A database owner who is not a superuser cannot create the untrusted extension: the migration
     carries on, ingestion stores no vectors, and search runs by keyword; once an admin creates the
     extension, the next migrate adds the table."""
-    name = f"novector_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(postgres_server)
-    try:
-        await admin.execute(f"CREATE ROLE {name} LOGIN")
-        await admin.execute(f"CREATE DATABASE {name} OWNER {name}")
-    finally:
-        await admin.close()
-    dsn = with_database(postgres_server, name).replace("//postgres:", f"//{name}:", 1)
-    assert f"//{name}:" in dsn
-    pool = await create_pool(dsn)
-    try:
-        await migrate.migrate(pool)
-        assert not await vectors.available(pool)
-        job = await make(pool, tmp_path / "docs", {})
-        state = await run_once(pool, job, secrets_dir=tmp_path)
-        assert state.summary.added == 2 and state.summary.failed == 0
-        page = await search.search(pool, "rivers", mode=None, embed=lambda space, text: pytest.fail("no vectors"))
-        assert page.mode == "keyword" and [h.uri for h in page.hits] == ["a.txt"]
-        with pytest.raises(search.SearchRefused, match="none of the searched jobs"):
-            await search.search(pool, "rivers", mode="semantic", embed=lambda space, text: pytest.fail("no vectors"))
-        admin = await asyncpg.connect(with_database(postgres_server, name))
+    async with owned_database(postgres_server) as (dsn, admin_dsn):
+        pool = await create_pool(dsn)
         try:
-            await admin.execute("CREATE EXTENSION vector")
+            await migrate.migrate(pool)
+            assert not await vectors.available(pool)
+            job = await make(pool, tmp_path / "docs", {})
+            state = await run_once(pool, job, secrets_dir=tmp_path)
+            assert state.summary.added == 2 and state.summary.failed == 0
+            page = await search.search(pool, "rivers", mode=None, embed=lambda space, text: pytest.fail("no vectors"))
+            assert page.mode == "keyword" and [h.uri for h in page.hits] == ["a.txt"]
+            with pytest.raises(search.SearchRefused, match="none of the searched jobs"):
+                await search.search(
+                    pool, "rivers", mode="semantic", embed=lambda space, text: pytest.fail("no vectors")
+                )
+            admin = await asyncpg.connect(admin_dsn)
+            try:
+                await admin.execute("CREATE EXTENSION vector")
+            finally:
+                await admin.close()
+            await migrate.migrate(pool)
+            assert await vectors.available(pool)
+            await run_once(pool, job, secrets_dir=tmp_path, reason="extension added")
+            assert await pool.fetchval("SELECT count(*) FROM headrace.embeddings") == 2
+            assert (await documents.known(pool, job.uid, ["a.txt"]))["a.txt"].embedding_space is not None
         finally:
-            await admin.close()
-        await migrate.migrate(pool)
-        assert await vectors.available(pool)
-        await run_once(pool, job, secrets_dir=tmp_path, reason="extension added")
-        assert await pool.fetchval("SELECT count(*) FROM headrace.embeddings") == 2
-        assert (await documents.known(pool, job.uid, ["a.txt"]))["a.txt"].embedding_space is not None
-    finally:
-        await pool.close()
+            await pool.close()

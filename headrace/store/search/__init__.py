@@ -150,8 +150,9 @@ PLANNED_TABLES = ("headrace.documents", "headrace.chunks", "headrace.embeddings"
 
 async def analyze(pool: Pool) -> None:
     """Refresh the planner's statistics of PLANNED_TABLES (ANALYZE reads a sample of each table, not
-    all of it), for a process that has just written many rows: `headrace run` as its run ends,
-    finished or interrupted.
+    all of it), after many rows were written: by `headrace run` as its run ends, finished or
+    interrupted, and in a cluster by the operator's statistics loop after a pass that built a job's
+    search statistics (operator/statistics.py: the job's run has just finished).
 
     Until autovacuum first analyzes them, Postgres guesses that `e.job_uid = ANY($3)` keeps 0.5% of a
     space's vectors per job, and plans the semantic SQL as the exact distance of every vector of the
@@ -159,7 +160,9 @@ async def analyze(pool: Pool) -> None:
     `headrace run` of the demo's job and another: 4,091 vectors, 25,351 buffers against 1,162 once
     analyzed; 8,571 vectors, 300 ms cold (2,427 buffers read, 525 dirtied) and 50 ms warm against
     4-8 ms. It grows with the jobs' vectors. A role that does not own the tables gets a warning from
-    Postgres, no error, and autovacuum's statistics later."""
+    Postgres ("permission denied to analyze"), no error, and autovacuum's statistics later; both
+    callers connect as the role that ran the migrations (the chart gives the operator and the
+    migration hook one `DATABASE_URL`), which owns them."""
     async with pool.acquire() as conn:
         await conn.execute(f"ANALYZE {', '.join(PLANNED_TABLES)}")
 
