@@ -358,9 +358,12 @@ def list_then_watch_emulator() -> type[Any]:
     (the finalizer's): it created such a job a second time (409s for the Job, the HPA and the Events),
     which a real API server never makes it do. Here a list takes a mark in the kind's event bus, under
     the same lock that changes take, and names it as its resourceVersion; a watch from that name
-    streams the bus from the mark. A watch from any other resourceVersion is kmock's own."""
+    streams the bus from the mark. A watch from any other resourceVersion is kmock's own.
+
+    kmock also ignores `generateName`, which names every Event kopf posts: all but the first Event of a
+    namespace were refused as existing. Here a create that asks for a generated name gets one."""
     import kmock
-    from kmock._internal import aiobus
+    from kmock._internal import aiobus, enums
     from kmock._internal.k8s import KubernetesResourceNotFoundError
 
     class ListThenWatch(kmock.KubernetesEmulator):  # type: ignore[misc]
@@ -369,6 +372,13 @@ def list_then_watch_emulator() -> type[Any]:
         def __attrs_post_init__(self) -> None:
             super().__attrs_post_init__()
             self._marks = {}
+
+        async def _handle(self, request: Any) -> Any:
+            data = request.data if request.action == enums.action.CREATE and isinstance(request.data, dict) else {}
+            metadata = data.get("metadata") or {}
+            if metadata.get("generateName") and not metadata.get("name"):
+                metadata["name"] = f"{metadata['generateName']}{uuid.uuid4().hex[:5]}"
+            return await super()._handle(request)
 
         async def _serve_list(self, request: Any) -> Any:
             if request.resource not in self._get_resources():

@@ -267,7 +267,9 @@ def _refused_creates() -> float:
     return found or 0.0
 
 
-async def test_jobs_present_at_start_are_applied_once(cluster: Cluster, config: OperatorSettings) -> None:
+async def test_jobs_present_at_start_are_applied_once(
+    cluster: Cluster, config: OperatorSettings, caplog: pytest.LogCaptureFixture
+) -> None:
     """Jobs made while the operator was down, and jobs made while it starts, are each applied once: one
     create of their Job and of their HPA, none refused as already there (a second pass over a job would
     meet 409s for its Job, HPA and Events, and cost a second round of requests and queries)."""
@@ -288,6 +290,7 @@ async def test_jobs_present_at_start_are_applied_once(cluster: Cluster, config: 
         await until(lambda: _ready(_calls("observe") >= ticks + 2 * len(before + during)))
         assert _calls("apply") - applied == len(before + during)
         assert _refused_creates() == refused
+        assert not [r.getMessage() for r in caplog.records if r.getMessage().startswith("Failed to post an event")]
         jobs = await cluster.kube.request("GET", JOBS.path(cluster.namespace))
         assert sorted(j["metadata"]["name"] for j in jobs["items"]) == [f"{n}-run-1" for n in sorted(before + during)]
 
