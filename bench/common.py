@@ -7,6 +7,7 @@ writes only to a temporary folder and appends nothing to the docs, so `make test
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -343,6 +344,70 @@ def with_cluster_namespaces(parse_path: Callable[[str], Any]) -> Callable[[str],
         return parse_path(path)
 
     return parse
+
+
+@functools.cache
+def list_then_watch_emulator() -> type[Any]:
+    """kmock 0.8's `KubernetesEmulator`, except that a watch from the `resourceVersion` a list answered
+    begins where that list ended, as on a real API server.
+
+    kmock answers every list with resourceVersion "..." and begins every watch with an ADDED for each
+    object it holds, whatever resourceVersion the watch asks from. kopf lists, then watches from the
+    list's resourceVersion, so it saw each object that existed when it started twice. And kmock keeps
+    no resourceVersions, so kopf cannot tell the second, older body from the one its own patch made
+    (the finalizer's): it created such a job a second time (409s for the Job, the HPA and the Events),
+    which a real API server never makes it do. Here a list takes a mark in the kind's event bus, under
+    the same lock that changes take, and names it as its resourceVersion; a watch from that name
+    streams the bus from the mark. A watch from any other resourceVersion is kmock's own.
+
+    kmock also ignores `generateName`, which names every Event kopf posts: all but the first Event of a
+    namespace were refused as existing. Here a create that asks for a generated name gets one."""
+    import kmock
+    from kmock._internal import aiobus, enums
+    from kmock._internal.k8s import KubernetesResourceNotFoundError
+
+    class ListThenWatch(kmock.KubernetesEmulator):  # type: ignore[misc]
+        _marks: dict[str, aiobus.BusMark[Any]]
+
+        def __attrs_post_init__(self) -> None:
+            super().__attrs_post_init__()
+            self._marks = {}
+
+        async def _handle(self, request: Any) -> Any:
+            data = request.data if request.action == enums.action.CREATE and isinstance(request.data, dict) else {}
+            metadata = data.get("metadata") or {}
+            if metadata.get("generateName") and not metadata.get("name"):
+                metadata["name"] = f"{metadata['generateName']}{uuid.uuid4().hex[:5]}"
+            return await super()._handle(request)
+
+        async def _serve_list(self, request: Any) -> Any:
+            if request.resource not in self._get_resources():
+                raise KubernetesResourceNotFoundError()
+            async with self._lock:
+                mark = await self._buses[request.resource].mark()
+                objects = self._KubernetesEmulator__get_objs(request, strict=False)
+            version = f"list-{len(self._marks) + 1}"
+            self._marks[version] = mark
+            return {"metadata": {"resourceVersion": version}, "items": [o.raw for o in objects if not o.deleted]}
+
+        async def _serve_watch(self, request: Any) -> Any:
+            mark = self._marks.pop(request.params.get("resourceVersion", ""), None)
+            if mark is None:
+                async for event in super()._serve_watch(request):
+                    yield event
+                return
+            yield b""  # the headers: the stream is open
+            bus = self._buses[request.resource]
+            try:
+                async for event in bus.stream(since=mark):
+                    metadata = event.get("object", {}).get("metadata", {})
+                    namespace, name = metadata.get("namespace"), metadata.get("name")
+                    if self._KubernetesEmulator__check(request, request.resource, namespace, name, strict=False):
+                        yield event
+            finally:
+                await bus.unmark(mark)
+
+    return ListThenWatch
 
 
 # ------------------------------------------------------------------ a queue of no-op tasks in Headrace's store

@@ -361,7 +361,8 @@ def _poll_store(emulator: Any, arrivals: Arrivals, stop: threading.Event) -> Non
 
 
 async def emulator_round(dsn: str, n: int) -> dict[str, Any]:
-    """Start an operator on kmock's emulator, create n jobs at once, time each until its Job and HPA exist."""
+    """Start an operator on kmock's emulator (its watches begin where kopf's lists ended, as on a real API
+    server: `common.list_then_watch_emulator`), create n jobs at once, time each until its Job and HPA exist."""
     import kmock
     import kopf
     from kmock._internal import parsing as kmock_parsing
@@ -370,7 +371,7 @@ async def emulator_round(dsn: str, n: int) -> dict[str, Any]:
     from tests.kube.controlplane import write_kubeconfig
 
     ijs = Resource("headrace.io/v1alpha1", "ingestionjobs")
-    async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator):
+    async with common.list_then_watch_emulator()() as emulator, kmock.Server(emulator):
         for key, (kind, namespaced, subresources) in RESOURCES.items():
             emulator.resources[key] = kmock.ResourceInfo(
                 kind=kind, namespaced=namespaced, verbs=VERBS, subresources=subresources

@@ -10,7 +10,7 @@ import kopf
 import pytest
 from kmock._internal import parsing as kmock_parsing
 
-from bench.common import with_cluster_namespaces
+from bench.common import list_then_watch_emulator, with_cluster_namespaces
 from headrace.operator.kube import KubeClient
 from headrace.operator.reconcile import Operator
 from headrace.operator.settings import OperatorSettings
@@ -37,6 +37,12 @@ _kmock_parse_path = kmock_parsing.parse_path
 def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
     for key, (kind, namespaced) in RESOURCES.items():
         emulator.resources[key] = kmock.ResourceInfo(kind=kind, namespaced=namespaced, verbs=VERBS)
+
+
+@pytest.fixture
+def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
+    """kmock's emulator, with a watch that begins where kopf's list ended (`list_then_watch_emulator`)."""
+    return {**kmock_options, "cls": list_then_watch_emulator()}
 
 
 @pytest.fixture
