@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import datetime as dt
 import functools
+import itertools
 import json
 import os
 import platform
@@ -357,8 +358,9 @@ def list_then_watch_emulator() -> type[Any]:
     no resourceVersions, so kopf cannot tell the second, older body from the one its own patch made
     (the finalizer's): it created such a job a second time (409s for the Job, the HPA and the Events),
     which a real API server never makes it do. Here a list takes a mark in the kind's event bus, under
-    the same lock that changes take, and names it as its resourceVersion; a watch from that name
-    streams the bus from the mark. A watch from any other resourceVersion is kmock's own.
+    the same lock that changes take, and names it as its resourceVersion, a name no other list is
+    given; a watch of the same kind from that name streams the bus from the mark. A watch from any other
+    resourceVersion is kmock's own.
 
     kmock also ignores `generateName`, which names every Event kopf posts: all but the first Event of a
     namespace were refused as existing. Here a create that asks for a generated name gets one."""
@@ -368,10 +370,12 @@ def list_then_watch_emulator() -> type[Any]:
 
     class ListThenWatch(kmock.KubernetesEmulator):  # type: ignore[misc]
         _marks: dict[str, aiobus.BusMark[Any]]
+        _lists: Iterator[int]
 
         def __attrs_post_init__(self) -> None:
             super().__attrs_post_init__()
             self._marks = {}
+            self._lists = itertools.count(1)
 
         async def _handle(self, request: Any) -> Any:
             data = request.data if request.action == enums.action.CREATE and isinstance(request.data, dict) else {}
@@ -386,18 +390,20 @@ def list_then_watch_emulator() -> type[Any]:
             async with self._lock:
                 mark = await self._buses[request.resource].mark()
                 objects = self._KubernetesEmulator__get_objs(request, strict=False)
-            version = f"list-{len(self._marks) + 1}"
+            # A name no list had before: one counted from the marks still waiting for their watch was
+            # given twice once a watch had taken one, and the second list's mark replaced the first's.
+            version = f"list-{next(self._lists)}"
             self._marks[version] = mark
             return {"metadata": {"resourceVersion": version}, "items": [o.raw for o in objects if not o.deleted]}
 
         async def _serve_watch(self, request: Any) -> Any:
+            bus = self._buses[request.resource]
             mark = self._marks.pop(request.params.get("resourceVersion", ""), None)
-            if mark is None:
+            if mark is None or mark.bus is not bus:
                 async for event in super()._serve_watch(request):
                     yield event
                 return
             yield b""  # the headers: the stream is open
-            bus = self._buses[request.resource]
             try:
                 async for event in bus.stream(since=mark):
                     metadata = event.get("object", {}).get("metadata", {})
