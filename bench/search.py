@@ -29,7 +29,6 @@ import logging
 import os
 import random
 import re
-import socket
 import sys
 import time
 import uuid
@@ -47,6 +46,7 @@ from headrace.store.db import Pool, create_pool
 from headrace.worker.chunker import chunk_sections
 from headrace.worker.errors import DocumentError
 from headrace.worker.extract import extract
+from tests.sockets import free_port
 
 QUERIES: dict[str, list[str]] = {
     "word": ["dictionary", "iterator", "decorator", "encoding", "subprocess", "exception"],
@@ -341,18 +341,12 @@ async def index_database(
                 await conn.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @asynccontextmanager
 async def api_server(dsn: str, pool_size: int, ranked: int) -> AsyncIterator[str]:
     """`headrace api` on a free loopback port; yields its base URL once /readyz answers."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "HEADRACE_DATABASE_URL": dsn,

@@ -26,7 +26,6 @@ import io
 import json
 import os
 import secrets
-import socket
 import sys
 import threading
 import time
@@ -52,6 +51,7 @@ from headrace.store import migrate, queue
 from headrace.store.db import create_pool
 from headrace.worker.leases import Holding, prefetch_limit
 from headrace.worker.remote import RemoteStore
+from tests.sockets import free_port
 
 TARGET_CPU_RATIO = 1.15
 TARGET_QUEUE_RATIO = 1.0
@@ -110,12 +110,6 @@ def serve(argv: list[str]) -> None:
     sys.exit(0 if asyncio.run(run(settings, StaticWorkers(known))) else 3)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @asynccontextmanager
 async def ingest_service(dsn: str, job_uid: uuid.UUID, folder: Path) -> AsyncIterator[tuple[str, Path, int]]:
     """The ingest service in a process of its own on `dsn`'s (migrated) database; yields its URL, a token file
@@ -137,7 +131,7 @@ async def ingest_service(dsn: str, job_uid: uuid.UUID, folder: Path) -> AsyncIte
     )
     token_file = folder / "token"
     token_file.write_text(token)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(common.ROOT), "HEADRACE_LOG_LEVEL": "WARNING"}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.worker_api", "serve", dsn, str(port), str(tokens), env=env
