@@ -6,7 +6,6 @@ its order differs from BM25's."""
 import html
 import logging
 import re
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from headrace.store.db import Pool
 from headrace.store.search.snippets import FRAGMENT_DELIMITER
 from tests.api.conftest import bearer, ingest, serve
 from tests.api.rerankserver import Answer, overlap, rerank_server, tei
+from tests.sockets import free_port
 
 ADMIN = bearer("admin-token")
 QUERY = "zephyr glacier"
@@ -179,10 +179,7 @@ async def test_slow_reranker_is_given_up_on(settings: Callable[..., ApiSettings]
 async def test_reranker_down_is_skipped_and_logged_once_without_passages(
     settings: Callable[..., ApiSettings], corpus: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    configured = settings(rerank_url=f"http://127.0.0.1:{port}")
+    configured = settings(rerank_url=f"http://127.0.0.1:{free_port()}")  # nothing listens there
     with caplog.at_level(logging.INFO, logger="headrace.api.rerank"):
         _, answer = await skipped(configured, "unreachable")
         async with serve(configured) as client:

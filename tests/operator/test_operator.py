@@ -34,6 +34,7 @@ from tests.kube.controlplane import RESTRICTED, ControlPlane
 from tests.operator.cluster import IJS, Cluster, chart_operator_kubeconfig, client_for, emulator_kubeconfig
 from tests.operator.conftest import IMAGE, INGEST_URL, Namespaces, ij
 from tests.operator.test_kube import slow_once
+from tests.sockets import free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -296,14 +297,10 @@ async def test_jobs_present_at_start_are_applied_once(
 
 
 async def test_operator_serves_its_metrics(cluster: Cluster, config: OperatorSettings) -> None:
-    import socket
-
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    with socket.socket() as probe:  # a free port for the metrics server
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # for the metrics server
 
     async def scrape() -> dict[str, list[Any]]:
         async with httpx.AsyncClient() as client:
