@@ -130,13 +130,19 @@ class KubeApi:
         proxy: str | None = None,
     ) -> "KubeApi":
         """A client of `server`. `timeout` bounds each call as a whole (connecting, sending, the answer);
-        `answered(method, code)` is told of each call's outcome, its HTTP status or `error` (no answer)."""
+        `answered(method, code)` is told of each call's outcome, its HTTP status or `error` (no answer).
+
+        It speaks HTTP/2 where the server offers it (every API server does, as client-go expects): one
+        connection carries every call in flight. Over HTTP/1.1 a burst of calls holds as many connections,
+        and httpcore checks each of them for every call it assigns, so a burst of 300 new IngestionJobs cost
+        the operator twice the CPU (docs/benchmarks.md, issue 26 item 1)."""
         client = httpx.AsyncClient(
             base_url=server.rstrip("/"),
             verify=verify,
             headers=dict(headers or {}),
             timeout=httpx.Timeout(timeout),
             limits=CONNECTIONS,
+            http2=True,
             trust_env=trust_env,
             proxy=proxy,
         )

@@ -45,6 +45,7 @@ CLUSTER_MODULES = frozenset(
         "tests/image/test_image.py",
         "tests/ingest/test_worker_auth.py",
         "tests/kube/test_chart_server.py",
+        "tests/kube/test_client_server.py",
         "tests/kube/test_controlplane.py",
         "tests/kube/test_crd_server.py",
         "tests/kube/test_schedule_server.py",
