@@ -348,7 +348,7 @@ def with_cluster_namespaces(parse_path: Callable[[str], Any]) -> Callable[[str],
 
 
 @functools.cache
-def list_then_watch_emulator() -> type[Any]:
+def list_then_watch_emulator(*, keep_requests: bool = True) -> type[Any]:
     """kmock 0.8's `KubernetesEmulator`, except that a watch from the `resourceVersion` a list answered
     begins where that list ended, as on a real API server.
 
@@ -363,7 +363,13 @@ def list_then_watch_emulator() -> type[Any]:
     resourceVersion is kmock's own.
 
     kmock also ignores `generateName`, which names every Event kopf posts: all but the first Event of a
-    namespace were refused as existing. Here a create that asks for a generated name gets one."""
+    namespace were refused as existing. Here a create that asks for a generated name gets one.
+
+    kmock keeps every request it served, for tests to look at, and routes each new one by filtering that
+    whole history once per reaction it holds (its own handlers are such reactions), so each request
+    costs more than the last: a burst of 100 IngestionJobs on it never finished (the benchmark's creates
+    waited past 30 s, its event loop busy in kmock's filters). Without `keep_requests` it holds only the
+    requests still being routed."""
     import kmock
     from kmock._internal import aiobus, enums
     from kmock._internal.k8s import KubernetesResourceNotFoundError
@@ -376,13 +382,21 @@ def list_then_watch_emulator() -> type[Any]:
             super().__attrs_post_init__()
             self._marks = {}
             self._lists = itertools.count(1)
+            self._routing: set[int] = set()
 
         async def _handle(self, request: Any) -> Any:
             data = request.data if request.action == enums.action.CREATE and isinstance(request.data, dict) else {}
             metadata = data.get("metadata") or {}
             if metadata.get("generateName") and not metadata.get("name"):
                 metadata["name"] = f"{metadata['generateName']}{uuid.uuid4().hex[:5]}"
-            return await super()._handle(request)
+            if keep_requests:
+                return await super()._handle(request)
+            self._routing.add(id(request))
+            try:
+                return await super()._handle(request)
+            finally:
+                self._routing.discard(id(request))
+                self._requests[:] = [served for served in self._requests if id(served) in self._routing]
 
         async def _serve_list(self, request: Any) -> Any:
             if request.resource not in self._get_resources():
