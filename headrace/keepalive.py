@@ -11,4 +11,4 @@ import httpx
 CONNECTIONS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 """At most 100 requests in flight to the service, and every connection kept for the next request: the
 operator's TLS handshakes for 100 new IngestionJobs went 214 -> 74 when the Kubernetes client kept them
-all (docs/benchmarks.md, issue 26 item 1). It now speaks HTTP/2 (`KubeApi.open`), over one connection."""
+all (docs/benchmarks.md, issue 26 item 1). It now speaks HTTP/2 (`KubeApi.open`): one connection carries its calls."""

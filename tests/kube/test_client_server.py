@@ -40,6 +40,6 @@ async def test_a_burst_of_calls_shares_one_connection(control_plane: ControlPlan
     finally:
         await kube.close()
     assert all(answer["kind"] == "ServiceAccountList" for answer in answers)
-    # One connection; a little room for the session's other clients in this process (the stand-in
-    # kubelet's), which may open one of their own meanwhile.
-    assert 1 <= len(opened) <= 3, f"{CALLS} calls at once opened {len(opened)} connections to the API server"
+    # One connection (HTTP/1.1 opened 100); room for the session's other clients in this process, the
+    # stand-in kubelet and its forwarders for the pods' API calls, which may open some meanwhile.
+    assert 1 <= len(opened) <= 10, f"{CALLS} calls at once opened {len(opened)} connections to the API server"
