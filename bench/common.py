@@ -382,21 +382,17 @@ def list_then_watch_emulator(*, keep_requests: bool = True) -> type[Any]:
             super().__attrs_post_init__()
             self._marks = {}
             self._lists = itertools.count(1)
-            self._routing: set[int] = set()
 
         async def _handle(self, request: Any) -> Any:
             data = request.data if request.action == enums.action.CREATE and isinstance(request.data, dict) else {}
             metadata = data.get("metadata") or {}
             if metadata.get("generateName") and not metadata.get("name"):
                 metadata["name"] = f"{metadata['generateName']}{uuid.uuid4().hex[:5]}"
-            if keep_requests:
-                return await super()._handle(request)
-            self._routing.add(id(request))
             try:
                 return await super()._handle(request)
             finally:
-                self._routing.discard(id(request))
-                self._requests[:] = [served for served in self._requests if id(served) in self._routing]
+                if not keep_requests:  # kmock appended it as it came in: it goes once it has been routed
+                    self._requests[:] = [served for served in self._requests if served is not request]
 
         async def _serve_list(self, request: Any) -> Any:
             if request.resource not in self._get_resources():

@@ -45,10 +45,16 @@ def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
     return {**kmock_options, "cls": list_then_watch_emulator()}
 
 
+def parse_cluster_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make kmock parse /api/v1/namespaces/<name> as the cluster-scoped object it is
+    (`with_cluster_namespaces`), for this test."""
+    monkeypatch.setattr(kmock_parsing, "parse_path", with_cluster_namespaces(_kmock_parse_path))
+
+
 @pytest.fixture
 def emulator(kmock: kmock.KubernetesEmulator, monkeypatch: pytest.MonkeyPatch) -> kmock.KubernetesEmulator:
     declare_resources(kmock)
-    monkeypatch.setattr(kmock_parsing, "parse_path", with_cluster_namespaces(_kmock_parse_path))
+    parse_cluster_namespaces(monkeypatch)
     return kmock
 
 

@@ -9,10 +9,9 @@ from typing import Any
 import httpx
 import kmock
 import pytest
-from kmock._internal import parsing as kmock_parsing
 
-from bench.common import list_then_watch_emulator, with_cluster_namespaces
-from tests.operator.conftest import Namespaces, declare_resources, ij
+from bench.common import list_then_watch_emulator
+from tests.operator.conftest import Namespaces, declare_resources, ij, parse_cluster_namespaces
 
 IJS = "/apis/headrace.io/v1alpha1/namespaces/default/ingestionjobs"
 JOBS = "/apis/batch/v1/namespaces/default/jobs"
@@ -62,7 +61,7 @@ async def test_a_watch_from_a_lists_version_begins_where_that_list_ended(
 async def test_an_emulator_that_forgets_its_requests_still_answers_each(monkeypatch: pytest.MonkeyPatch) -> None:
     # The reconcile benchmark's bursts: kmock routes each request by filtering every request it kept, so
     # a burst of 100 IngestionJobs never finished on an emulator that keeps them all.
-    monkeypatch.setattr(kmock_parsing, "parse_path", with_cluster_namespaces(kmock_parsing.parse_path))
+    parse_cluster_namespaces(monkeypatch)
     async with list_then_watch_emulator(keep_requests=False)() as emulator, kmock.Server(emulator):
         declare_resources(emulator)
         async with httpx.AsyncClient(base_url=str(emulator.url).rstrip("/")) as http:
