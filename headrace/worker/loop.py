@@ -35,6 +35,14 @@ EXIT_UNKNOWN_JOB = 2
 EXIT_BAD_SOURCE = 3  # the source cannot be opened: a Secret it references is missing or incomplete
 EXIT_REFUSED = 4  # the ingest service refused the worker (its token, or a request): not retried
 
+TASKS_AT_ONCE = 2
+"""Tasks one worker works on at once. Two, so that the end of one (its last documents embedded and its
+last group written while the sandbox has nothing to extract) overlaps the start of the next (its first
+objects fetched and extracted while the database has nothing to write). One at a time, each task
+boundary drained the worker's pipeline: a tenth of the wall time of an ingest of 10-document tasks
+(docs/benchmarks.md, "Ingest: tasks overlapping"). The two share the worker's sandbox and model, which
+serve one request at a time, and its database pool."""
+
 
 class Worker:
     """One worker process's loop over one job's queue, kept in `store` (scoped to that job)."""
@@ -130,34 +138,48 @@ class Worker:
             await _cancel(beat)
 
     async def _drain(self, ctx: Context, holding: Holding) -> int:
-        """Lease ahead, handle one task at a time, ack in batches; on stop, hand back what was not started."""
+        """Lease ahead, work on up to TASKS_AT_ONCE tasks, ack in batches; on stop, hand back what was not started."""
         job = ctx.job
-        while not self.stopping.is_set():
-            leased = await holding.lease()
-            if superseded := next((t.run for t in leased if t.run != job.current_run), None):
-                # A newer run started after this worker read the job: its spec may differ. The run's own
-                # worker Job takes the tasks; this one (of a superseded run) hands them back and stops.
-                await holding.release_queued()
-                log.info("Stopped worker", extra={"worker": self.name, "reason": f"run {superseded} started"})
-                return EXIT_STOPPED
-            if started := holding.start():
-                await self._handle(ctx, holding, *started)
-                continue
-            for dead in await self.store.reap_expired():
-                await self._give_up(ctx, dead, "the worker holding it died or hung on every attempt")
-            if await self.store.is_drained():
-                fresh = await self.store.get_job()
-                job = fresh or job
-                if await self.store.finish_run(job.current_run):
-                    log.info("Finished run", extra={"job": job.name, "run": job.current_run})
-                log.info("Drained queue", extra={"worker": self.name, "job": job.name})
-                return EXIT_DRAINED
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_seconds):
-                    await self.stopping.wait()
-        await holding.flush()
-        await holding.release_queued()
-        return self.stopped_code
+        working: set[asyncio.Task[None]] = set()
+        try:
+            while not self.stopping.is_set():
+                if len(working) < TASKS_AT_ONCE:
+                    leased = await holding.lease()
+                    if superseded := next((t.run for t in leased if t.run != job.current_run), None):
+                        # A newer run started after this worker read the job: its spec may differ. The run's
+                        # own worker Job takes the tasks; this one (of a superseded run) hands them back and
+                        # stops once the tasks it is working on have ended.
+                        await holding.release_queued()
+                        await _settle(working)
+                        log.info("Stopped worker", extra={"worker": self.name, "reason": f"run {superseded} started"})
+                        return EXIT_STOPPED
+                    if started := holding.start():
+                        working.add(asyncio.create_task(self._handle(ctx, holding, *started)))
+                        continue
+                if working:
+                    # Nothing more to start now: wait for a task to end (a stop ends each within its grace).
+                    done, working = await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
+                    for ended in done:
+                        ended.result()  # a task's own failure was handled; anything else stops the worker
+                    continue
+                for dead in await self.store.reap_expired():
+                    await self._give_up(ctx, dead, "the worker holding it died or hung on every attempt")
+                if await self.store.is_drained():
+                    fresh = await self.store.get_job()
+                    job = fresh or job
+                    if await self.store.finish_run(job.current_run):
+                        log.info("Finished run", extra={"job": job.name, "run": job.current_run})
+                    log.info("Drained queue", extra={"worker": self.name, "job": job.name})
+                    return EXIT_DRAINED
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self.stopping.wait()
+            await _settle(working)
+            await holding.flush()
+            await holding.release_queued()
+            return self.stopped_code
+        finally:
+            await _cancel(*working)  # only when the loop itself failed: the tasks' work stops with it
 
     async def _handle(self, ctx: Context, holding: Holding, task: queue.Task, lost: asyncio.Event) -> None:
         metrics.TASKS_LEASED.labels(task.kind).inc()
@@ -220,6 +242,16 @@ class Worker:
         message = f"gave up after {task.attempts} attempts: {reason}"
         failures = {u: message for u in uris if u not in done}
         await self.store.record_outcomes(task.run, failures=failures)
+
+
+async def _settle(working: "set[asyncio.Task[None]]") -> None:
+    """Wait for every task being worked on to end (each ends within its grace once the worker stops),
+    raising the first failure of the loop's own making."""
+    while working:
+        done, _ = await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
+        working.difference_update(done)
+        for ended in done:
+            ended.result()
 
 
 async def _cancel(*tasks: "asyncio.Task[Any]") -> None:
