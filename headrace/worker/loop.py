@@ -77,8 +77,8 @@ class Worker:
             loop.add_signal_handler(sig, self.stop, sig)
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
-        """Stop leasing; the current task gets `grace_seconds` to finish before it is released. The first
-        signal decides the exit code (128 + its number) of a worker stopped with work left."""
+        """Stop leasing; the tasks being worked on get `grace_seconds` to finish before they are released.
+        The first signal decides the exit code (128 + its number) of a worker stopped with work left."""
         if not self.stopping.is_set():
             log.info("Stopping worker", extra={"worker": self.name, "signal": signal.Signals(signum).name})
             self.stopped_code = 128 + signum
