@@ -743,14 +743,19 @@ async def main() -> None:
             f"{common.verdict(cpu_ratio <= TARGET_CPU_RATIO)}."
         )
     if 1 in times and 2 in times:
-        scaling = times[1].median / times[2].median
+        # Judged by CPU per document (issue 26): on cores enough for both, two workers ingest 2 × (one
+        # worker's CPU per document ÷ two workers') times as fast as one. The wall-time ratio says what
+        # this machine's cores, shared with Postgres and other work, gave them.
+        scaling = 2 * cpus[1].median / cpus[2].median
+        wall_scaling = times[1].median / times[2].median
         per_worker = 2 * times[2].median / both_s.median
-        targets["scaling"] = {"value": scaling, "met": scaling >= TARGET_SCALING}
+        targets["scaling"] = {"value": scaling, "met": scaling >= TARGET_SCALING, "wall": wall_scaling}
         lines.append(f"- 2 workers spend {per_worker:.2f}× the floors' time in worker-seconds.")
         lines.append(
-            f"- **Target** 2 workers ≥ {TARGET_SCALING}× one worker: {scaling:.2f}× — "
-            f"{common.verdict(scaling >= TARGET_SCALING)}. This machine has {report.machine['cores']} "
-            "cores shared with other work, and the Postgres server runs on the same cores."
+            f"- **Target** 2 workers ≥ {TARGET_SCALING}× one worker, judged by CPU per document (2 × one "
+            f"worker's ÷ two workers'): {scaling:.2f}× — {common.verdict(scaling >= TARGET_SCALING)}. By wall "
+            f"time on this machine: {wall_scaling:.2f}× ({report.machine['cores']} cores shared with other work "
+            "and the Postgres server)."
         )
     report.results["targets"] = targets
     if profile_path is not None:
