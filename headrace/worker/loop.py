@@ -40,7 +40,7 @@ TASKS_AT_ONCE = 2
 last group written while the sandbox has nothing to extract) overlaps the start of the next (its first
 objects fetched and extracted while the database has nothing to write). One at a time, each task
 boundary drained the worker's pipeline: a tenth of the wall time of an ingest of 10-document tasks
-(docs/benchmarks.md, "Ingest: tasks overlapping"). The two share the worker's sandbox and model, which
+(docs/benchmarks.md, "Ingest: two tasks at once"). The two share the worker's sandbox and model, which
 serve one request at a time, and its database pool."""
 
 
