@@ -40,8 +40,9 @@ TASKS_AT_ONCE = 2
 last group written while the sandbox has nothing to extract) overlaps the start of the next (its first
 objects fetched and extracted while the database has nothing to write). One at a time, each task
 boundary drained the worker's pipeline: a tenth of the wall time of an ingest of 10-document tasks
-(docs/benchmarks.md, "Ingest: two tasks at once"). The two share the worker's sandbox and model, which
-serve one request at a time, and its database pool."""
+(docs/benchmarks.md, "Ingest: two tasks at once"). They take turns at fetching and extracting
+(`tasks.Context.intake`), so a worker's memory holds one task's raw objects as before, and share its
+model and database pool."""
 
 
 class Worker:
@@ -58,6 +59,7 @@ class Worker:
         poll_seconds: float = 0.5,
         grace_seconds: float = 25.0,
         name: str | None = None,
+        tasks_at_once: int = TASKS_AT_ONCE,
     ) -> None:
         self.store = store
         self.job_uid: uuid.UUID = store.job_uid
@@ -68,6 +70,7 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.grace_seconds = grace_seconds
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.tasks_at_once = tasks_at_once
         self.stopping = asyncio.Event()
         self.stopped_code = EXIT_STOPPED
 
@@ -138,12 +141,13 @@ class Worker:
             await _cancel(beat)
 
     async def _drain(self, ctx: Context, holding: Holding) -> int:
-        """Lease ahead, work on up to TASKS_AT_ONCE tasks, ack in batches; on stop, hand back what was not started."""
+        """Lease ahead, work on up to `tasks_at_once` tasks, ack in batches; on stop, hand back what was not
+        started."""
         job = ctx.job
         working: set[asyncio.Task[None]] = set()
         try:
             while not self.stopping.is_set():
-                if len(working) < TASKS_AT_ONCE:
+                if len(working) < self.tasks_at_once:
                     leased = await holding.lease()
                     if superseded := next((t.run for t in leased if t.run != job.current_run), None):
                         # A newer run started after this worker read the job: its spec may differ. The run's
