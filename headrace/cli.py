@@ -240,8 +240,7 @@ def migrate(database_url: str | None, data_dir: Path) -> None:
 @click.option(
     "--grace-seconds",
     type=float,
-    help="On SIGTERM, how long the tasks being worked on may run before they are handed back "
-    "(HEADRACE_GRACE_SECONDS; default 25).",
+    help="On SIGTERM, how long the current task may run before it is handed back (HEADRACE_GRACE_SECONDS; default 25).",
 )
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port (HEADRACE_METRICS_PORT).")
 def worker(job_uid: uuid.UUID, **flags: Any) -> None:

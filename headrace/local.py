@@ -31,7 +31,7 @@ from headrace.store.search import statistics as search_statistics
 
 DEFAULT_DATA_DIR = Path(".headrace")
 LOCAL_GRACE_SECONDS = 5.0
-"""On Ctrl-C, how long a local worker's tasks may run on before they are handed back."""
+"""On Ctrl-C, how long a local worker's current task may finish before it is handed back."""
 
 
 LOCAL_EXTRA_MISSING = (

@@ -40,7 +40,7 @@ class WorkerSettings(Settings):
     """Lease length of a task; heartbeats renew it every third of it."""
 
     grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 25.0
-    """On SIGTERM, how long the tasks being worked on may run before they are handed back."""
+    """On SIGTERM, how long the current task may run before it is handed back."""
 
     metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     """Serve Prometheus metrics on this port."""

@@ -41,10 +41,6 @@ class Context:
     """The job's embedding model; None when embeddings are off or pgvector is missing."""
     space: vectors.Space | None = None
     """The vector space `embedder` writes to."""
-    intake: asyncio.Lock = field(default_factory=asyncio.Lock)
-    """Held by an ingest task while it fetches and extracts: the tasks a worker works on at once take
-    turns at the source and the sandbox (which serves one object at a time), so no more than one
-    task's raw objects are in memory while another's documents are embedded and stored."""
 
     @property
     def wanted_space(self) -> int | None:
@@ -147,7 +143,8 @@ async def ingest(ctx: Context, task: queue.Task) -> None:
     embedded: asyncio.Queue[_Embedded | None] = asyncio.Queue(STAGE_BUFFER)
     grouped: asyncio.Queue[list[_Embedded] | None] = asyncio.Queue(1)
     await _run_stages(
-        _intake(ctx, _read(ctx, refs, known, batch, fetched), _extract(ctx, fetched, extracted)),
+        _read(ctx, refs, known, batch, fetched),
+        _extract(ctx, fetched, extracted),
         _embed(ctx, extracted, embedded, batch),
         _group(embedded, grouped),
         _store(ctx, task.run, grouped, batch),
@@ -226,16 +223,6 @@ async def _run_stages(*stages: Coroutine[Any, Any, None]) -> None:
         for stage in running:
             stage.cancel()
         await asyncio.gather(*running, return_exceptions=True)
-
-
-async def _intake(ctx: Context, *stages: Coroutine[Any, Any, None]) -> None:
-    """Stages 1 and 2, once this task's turn at the intake has come (`Context.intake`)."""
-    try:
-        async with ctx.intake:
-            await _run_stages(*stages)
-    finally:
-        for stage in stages:
-            stage.close()  # never started when cancelled while waiting for the turn: no warning
 
 
 async def _read(
