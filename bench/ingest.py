@@ -27,7 +27,9 @@ folder (`$HEADRACE_BENCH_CACHE`, default `~/.cache/headrace-bench`); it is never
 
 Targets (issues 15 and 26): one worker's wall time ≤ 1.0× (extract + embed + store floors), and its CPU
 seconds per document across the worker, its extraction sandbox and its Postgres backends ≤ 1.25× the
-three floors' CPU seconds together. CPU time is the steadier of the two on a shared machine.
+three floors' CPU seconds together; two workers ≥ 1.8× one, judged by CPU per document (2 × one
+worker's ÷ two workers': what two would do with cores enough for both). CPU time is the steadier of
+the two on a shared machine.
 """
 
 import argparse
