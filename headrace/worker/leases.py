@@ -14,8 +14,8 @@ and acks finished ones with one `ack_many`, and keeps the guarantees of leasing 
 How many to hold is bounded twice: by documents (`workers.batchSize` documents per ingest task, at most
 `PREFETCH_DOCUMENTS` documents held), so one worker does not take a whole small queue from the others;
 and by the lease time, so a worker holds no more than it expects to finish within half a lease at the
-pace of its tasks so far (the heartbeat keeps them held regardless, but a worker that dies holding them
-delays them by a lease).
+pace of its tasks so far: their duration, divided by the tasks it works on at once (the heartbeat keeps
+them held regardless, but a worker that dies holding them delays them by a lease).
 """
 
 import asyncio
@@ -45,11 +45,14 @@ def prefetch_limit(batch_size: int) -> int:
 class Holding:
     """One worker's held tasks of one job: `next()` hands out the next to start, `done()` queues its ack."""
 
-    def __init__(self, store: WorkerStore, *, worker: str, lease_seconds: float, prefetch: int) -> None:
+    def __init__(
+        self, store: WorkerStore, *, worker: str, lease_seconds: float, prefetch: int, at_once: int = 1
+    ) -> None:
         self.store = store
         self.worker = worker
         self.lease_seconds = lease_seconds
         self.prefetch = max(1, prefetch)
+        self.at_once = max(1, at_once)  # tasks the worker works on at once: each takes longer, more finish
         self.queued: collections.deque[queue.Task] = collections.deque()
         self.running: dict[int, tuple[queue.Task, asyncio.Event]] = {}
         self.finished: list[queue.Task] = []
@@ -65,7 +68,7 @@ class Holding:
         """How many to lease now: the prefetch, less when tasks are slow enough to outlast half a lease."""
         if self._mean_seconds is None:
             return 1  # nothing known about these tasks yet: one, then as many as their pace allows
-        by_lease = int(self.lease_seconds / 2 / max(self._mean_seconds, 1e-6))
+        by_lease = int(self.lease_seconds / 2 * self.at_once / max(self._mean_seconds, 1e-6))
         return max(1, min(self.prefetch, by_lease))
 
     async def lease(self) -> list[queue.Task]:
@@ -134,7 +137,9 @@ class Holding:
         if not held:
             return
         kept = await self.store.heartbeat(held, lease_seconds=self.lease_seconds)
-        self._lose(lambda task: task.id not in kept)
+        # Only what was asked about: a task leased while the heartbeat was on its way holds a new lease.
+        asked = {task.id for task in held}
+        self._lose(lambda task: task.id in asked and task.id not in kept)
 
     def lose_all(self) -> None:
         """The leases could not be extended (the database stayed away): count every one of them lost."""

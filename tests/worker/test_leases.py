@@ -83,6 +83,41 @@ async def test_a_queued_task_whose_lease_was_lost_is_never_started(pool: Pool, m
     assert lost.is_set(), "the running task was not told its lease was lost"
 
 
+async def test_tasks_leased_while_a_heartbeat_is_under_way_keep_their_lease(pool: Pool, make_job: JobFactory) -> None:
+    uid = await _queue_of(pool, make_job, 3)
+    holding = Holding(DirectStore(pool, uid), worker="w", lease_seconds=30, prefetch=3, at_once=2)
+    (first,) = await holding.lease()  # nothing known of their pace yet: one
+    assert holding.start() is not None
+    async with pool.acquire() as blocker, blocker.transaction():
+        await blocker.execute("SELECT FROM headrace.tasks WHERE id = $1 FOR UPDATE", first.id)
+        beating = asyncio.create_task(holding.heartbeat())  # waits for the row lock
+        await wait_for(
+            pool,
+            "SELECT count(*) = 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+            "%SET lease_expires_at = now() +%",
+        )
+        # Meanwhile a worker working on two tasks at once leases for the second.
+        (second,) = await holding.lease()
+        started = holding.start()
+        assert started is not None and started[0].id == second.id
+    await asyncio.wait_for(beating, 30)
+    _, lost = started
+    assert not lost.is_set(), "a task leased during the heartbeat was told its lease was lost"
+    assert await holding.flush() == set()  # nothing finished yet; both still held:
+    assert {t.id for t in holding.held} == {first.id, second.id}
+    assert sorted(s for s, _ in (await _states(pool, uid)).values()) == ["leased", "leased", "pending"]
+
+
+def test_a_worker_working_on_two_tasks_at_once_holds_as_many_as_it_finishes_in_half_a_lease(
+    pool: Pool,
+) -> None:
+    one, two = (
+        Holding(DirectStore(pool, uuid.uuid4()), worker="w", lease_seconds=30, prefetch=10, at_once=n) for n in (1, 2)
+    )
+    one._mean_seconds = two._mean_seconds = 5.0  # each task takes 5 s; two at once finish two in that time
+    assert (one._limit(), two._limit()) == (3, 6)
+
+
 async def test_release_hands_back_every_unstarted_task_without_counting_the_attempt(
     pool: Pool, make_job: JobFactory
 ) -> None:
