@@ -35,6 +35,15 @@ EXIT_UNKNOWN_JOB = 2
 EXIT_BAD_SOURCE = 3  # the source cannot be opened: a Secret it references is missing or incomplete
 EXIT_REFUSED = 4  # the ingest service refused the worker (its token, or a request): not retried
 
+TASKS_AT_ONCE = 2
+"""Tasks one worker works on at once. Two, so that the end of one (its last documents embedded and its
+last group written while the sandbox has nothing to extract) overlaps the start of the next (its first
+objects fetched and extracted while the database has nothing to write). One at a time, each task
+boundary drained the worker's pipeline: a tenth of the wall time of an ingest of 10-document tasks
+(docs/benchmarks.md, "Ingest: two tasks at once"). They share one budget of raw objects
+(`tasks.RAW_OBJECTS`), so a worker's memory holds no more fetched bytes than one task's stages did, and
+share its sandbox, model and database pool."""
+
 
 class Worker:
     """One worker process's loop over one job's queue, kept in `store` (scoped to that job)."""
@@ -50,6 +59,7 @@ class Worker:
         poll_seconds: float = 0.5,
         grace_seconds: float = 25.0,
         name: str | None = None,
+        tasks_at_once: int = TASKS_AT_ONCE,
     ) -> None:
         self.store = store
         self.job_uid: uuid.UUID = store.job_uid
@@ -60,6 +70,7 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.grace_seconds = grace_seconds
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.tasks_at_once = tasks_at_once
         self.stopping = asyncio.Event()
         self.stopped_code = EXIT_STOPPED
 
@@ -69,8 +80,8 @@ class Worker:
             loop.add_signal_handler(sig, self.stop, sig)
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
-        """Stop leasing; the current task gets `grace_seconds` to finish before it is released. The first
-        signal decides the exit code (128 + its number) of a worker stopped with work left."""
+        """Stop leasing; the tasks being worked on get `grace_seconds` to finish before they are released.
+        The first signal decides the exit code (128 + its number) of a worker stopped with work left."""
         if not self.stopping.is_set():
             log.info("Stopping worker", extra={"worker": self.name, "signal": signal.Signals(signum).name})
             self.stopped_code = 128 + signum
@@ -122,6 +133,7 @@ class Worker:
             worker=self.name,
             lease_seconds=self.lease_seconds,
             prefetch=prefetch_limit(ctx.job.spec.workers.batch_size),
+            at_once=self.tasks_at_once,
         )
         beat = asyncio.create_task(holding.beat_forever())
         try:
@@ -130,34 +142,49 @@ class Worker:
             await _cancel(beat)
 
     async def _drain(self, ctx: Context, holding: Holding) -> int:
-        """Lease ahead, handle one task at a time, ack in batches; on stop, hand back what was not started."""
+        """Lease ahead, work on up to `tasks_at_once` tasks, ack in batches; on stop, hand back what was not
+        started."""
         job = ctx.job
-        while not self.stopping.is_set():
-            leased = await holding.lease()
-            if superseded := next((t.run for t in leased if t.run != job.current_run), None):
-                # A newer run started after this worker read the job: its spec may differ. The run's own
-                # worker Job takes the tasks; this one (of a superseded run) hands them back and stops.
-                await holding.release_queued()
-                log.info("Stopped worker", extra={"worker": self.name, "reason": f"run {superseded} started"})
-                return EXIT_STOPPED
-            if started := holding.start():
-                await self._handle(ctx, holding, *started)
-                continue
-            for dead in await self.store.reap_expired():
-                await self._give_up(ctx, dead, "the worker holding it died or hung on every attempt")
-            if await self.store.is_drained():
-                fresh = await self.store.get_job()
-                job = fresh or job
-                if await self.store.finish_run(job.current_run):
-                    log.info("Finished run", extra={"job": job.name, "run": job.current_run})
-                log.info("Drained queue", extra={"worker": self.name, "job": job.name})
-                return EXIT_DRAINED
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_seconds):
-                    await self.stopping.wait()
-        await holding.flush()
-        await holding.release_queued()
-        return self.stopped_code
+        working: set[asyncio.Task[None]] = set()
+        try:
+            while not self.stopping.is_set():
+                if len(working) < self.tasks_at_once:
+                    leased = await holding.lease()
+                    if superseded := next((t.run for t in leased if t.run != job.current_run), None):
+                        # A newer run started after this worker read the job: its spec may differ. The run's
+                        # own worker Job takes the tasks; this one (of a superseded run) hands them back and
+                        # stops once the tasks it is working on have ended.
+                        await holding.release_queued()
+                        await _settle(working)
+                        log.info("Stopped worker", extra={"worker": self.name, "reason": f"run {superseded} started"})
+                        return EXIT_STOPPED
+                    if started := holding.start():
+                        working.add(asyncio.create_task(self._handle(ctx, holding, *started)))
+                        continue
+                if working:
+                    # Nothing more to start now: wait for a task to end (a stop ends each within its grace).
+                    done, working = await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
+                    for ended in done:
+                        ended.result()  # a task's own failure was handled; anything else stops the worker
+                    continue
+                for dead in await self.store.reap_expired():
+                    await self._give_up(ctx, dead, "the worker holding it died or hung on every attempt")
+                if await self.store.is_drained():
+                    fresh = await self.store.get_job()
+                    job = fresh or job
+                    if await self.store.finish_run(job.current_run):
+                        log.info("Finished run", extra={"job": job.name, "run": job.current_run})
+                    log.info("Drained queue", extra={"worker": self.name, "job": job.name})
+                    return EXIT_DRAINED
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self.stopping.wait()
+            await _settle(working)
+            await holding.flush()
+            await holding.release_queued()
+            return self.stopped_code
+        finally:
+            await _cancel(*working)  # only when the loop itself failed: the tasks' work stops with it
 
     async def _handle(self, ctx: Context, holding: Holding, task: queue.Task, lost: asyncio.Event) -> None:
         metrics.TASKS_LEASED.labels(task.kind).inc()
@@ -220,6 +247,16 @@ class Worker:
         message = f"gave up after {task.attempts} attempts: {reason}"
         failures = {u: message for u in uris if u not in done}
         await self.store.record_outcomes(task.run, failures=failures)
+
+
+async def _settle(working: "set[asyncio.Task[None]]") -> None:
+    """Wait for every task being worked on to end (each ends within its grace once the worker stops),
+    raising the first failure of the loop's own making."""
+    while working:
+        done, _ = await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
+        working.difference_update(done)
+        for ended in done:
+            ended.result()
 
 
 async def _cancel(*tasks: "asyncio.Task[Any]") -> None:

@@ -122,13 +122,15 @@ def confine_network() -> str:
 
 
 class Sandbox:
-    """The worker's handle on its extraction child; the child is started on first use."""
+    """The worker's handle on its extraction child; the child is started on first use, and serves one
+    object at a time: a second caller waits until the first has read the object's last message."""
 
     def __init__(self, *, memory_bytes: int | None = None, command: list[str] | None = None) -> None:
         self.memory_bytes = memory_bytes
         self.command = command or [sys.executable, "-m", "headrace.worker.sandbox"]
         self._child: asyncio.subprocess.Process | None = None
         self._mid_request = False  # a caller stopped reading before `end`: the child's output is stale
+        self._turn = asyncio.Lock()  # the child's one request and reply stream
         self.network: str | None = None
         """What the last child said of its network: `blocked`, or why it is not."""
 
@@ -174,42 +176,43 @@ class Sandbox:
     async def process(self, request: Request, data: bytes, *, silence_seconds: float) -> AsyncGenerator[Message, None]:
         """The messages of `conversion.process` for this object, with a `failed` message in place of
         whatever the child was doing when it stayed silent for `silence_seconds` or died."""
-        skip = set(request.skip)
-        while True:
-            child = await self._start()
-            assert child.stdin is not None and child.stdout is not None
-            wire = Request(**{**request.__dict__, "skip": frozenset(skip)}).to_wire()
-            header = json.dumps(wire).encode()
-            in_progress: list[str] = []
-            self._mid_request = True
-            try:
-                child.stdin.write(_HEADER.pack(len(header)) + header + _DATA.pack(len(data)))
-                child.stdin.write(data)
-                await child.stdin.drain()
-                while True:
-                    async with asyncio.timeout(silence_seconds):
-                        message = await _read_message(child.stdout)
-                    if message["type"] == "begin":
-                        in_progress.append(message["uri"])
-                        continue
-                    if message["type"] == "end":
-                        self._mid_request = False
-                        return
-                    if in_progress and in_progress[-1] == message["uri"]:
-                        in_progress.pop()
-                    skip.add(message["uri"])
-                    yield message
-            except TimeoutError:
-                reason = f"extraction took longer than limits.extractionTimeoutSeconds ({silence_seconds:g}s)"
-            except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
-                reason = await self._death_reason(child)
-            await self.close()
-            current = in_progress[-1] if in_progress else request.uri
-            log.warning("Killed extraction sandbox", extra={"uri": current, "reason": reason})
-            skip.add(current)
-            yield {"type": "failed", "uri": current, "reason": reason}
-            if current == request.uri:
-                return
+        async with self._turn:
+            skip = set(request.skip)
+            while True:
+                child = await self._start()
+                assert child.stdin is not None and child.stdout is not None
+                wire = Request(**{**request.__dict__, "skip": frozenset(skip)}).to_wire()
+                header = json.dumps(wire).encode()
+                in_progress: list[str] = []
+                self._mid_request = True
+                try:
+                    child.stdin.write(_HEADER.pack(len(header)) + header + _DATA.pack(len(data)))
+                    child.stdin.write(data)
+                    await child.stdin.drain()
+                    while True:
+                        async with asyncio.timeout(silence_seconds):
+                            message = await _read_message(child.stdout)
+                        if message["type"] == "begin":
+                            in_progress.append(message["uri"])
+                            continue
+                        if message["type"] == "end":
+                            self._mid_request = False
+                            return
+                        if in_progress and in_progress[-1] == message["uri"]:
+                            in_progress.pop()
+                        skip.add(message["uri"])
+                        yield message
+                except TimeoutError:
+                    reason = f"extraction took longer than limits.extractionTimeoutSeconds ({silence_seconds:g}s)"
+                except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
+                    reason = await self._death_reason(child)
+                await self.close()
+                current = in_progress[-1] if in_progress else request.uri
+                log.warning("Killed extraction sandbox", extra={"uri": current, "reason": reason})
+                skip.add(current)
+                yield {"type": "failed", "uri": current, "reason": reason}
+                if current == request.uri:
+                    return
 
     async def _death_reason(self, child: asyncio.subprocess.Process) -> str:
         code = await child.wait()

@@ -41,6 +41,8 @@ class Context:
     """The job's embedding model; None when embeddings are off or pgvector is missing."""
     space: vectors.Space | None = None
     """The vector space `embedder` writes to."""
+    raw: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RAW_OBJECTS))
+    """The worker's budget of raw objects (RAW_OBJECTS), shared by the ingest tasks it works on at once."""
 
     @property
     def wanted_space(self) -> int | None:
@@ -114,6 +116,12 @@ documents before the embedding model, embedded documents before the database. Sm
 slowest stage sets the pace and a stalled one (a hung extraction, a slow endpoint, a slow database) holds
 the others still instead of letting memory grow."""
 
+RAW_OBJECTS = STAGE_BUFFER + 2
+"""Raw objects (fetched, not yet through the sandbox) a worker holds at once, across the tasks it works
+on: what one task's stages hold, one being read, STAGE_BUFFER waiting and one in the sandbox. Shared, so
+that a worker working on two tasks at once holds no more fetched bytes than one task did: at most
+RAW_OBJECTS × `limits.maxDocumentBytes`."""
+
 STORE_GROUP_CHUNKS = 64
 """Chunks a group of documents gathers before it goes to the database while another group is being
 written: a transaction's own cost (its round trips and commit) is shared by at least this many chunks,
@@ -138,17 +146,21 @@ async def ingest(ctx: Context, task: queue.Task) -> None:
     refs = [r for r in refs if r.uri not in done]
     known = await ctx.store.known([r.uri for r in refs])
     batch = _Batch()
+    share = _RawShare(ctx.raw)
     fetched: asyncio.Queue[_Fetched | None] = asyncio.Queue(STAGE_BUFFER)
     extracted: asyncio.Queue[_Extracted | None] = asyncio.Queue(STAGE_BUFFER)
     embedded: asyncio.Queue[_Embedded | None] = asyncio.Queue(STAGE_BUFFER)
     grouped: asyncio.Queue[list[_Embedded] | None] = asyncio.Queue(1)
-    await _run_stages(
-        _read(ctx, refs, known, batch, fetched),
-        _extract(ctx, fetched, extracted),
-        _embed(ctx, extracted, embedded, batch),
-        _group(embedded, grouped),
-        _store(ctx, task.run, grouped, batch),
-    )
+    try:
+        await _run_stages(
+            _read(ctx, refs, known, batch, share, fetched),
+            _extract(ctx, share, fetched, extracted),
+            _embed(ctx, extracted, embedded, batch),
+            _group(embedded, grouped),
+            _store(ctx, task.run, grouped, batch),
+        )
+    finally:
+        share.give_back()  # what a failed or stopped task still held: the objects it read are dropped
     await _reembed_kept(ctx, task.run, batch)
     await ctx.store.record_outcomes(
         task.run,
@@ -181,6 +193,28 @@ class _Batch:
             self.unchanged_archives.append(uri)
         if version is not None and version != previous.source_version:
             self.versions[uri] = version
+
+
+class _RawShare:
+    """One ingest task's part of the worker's raw-object budget (`Context.raw`): an object's place is taken
+    before it is read and given back once the sandbox has read it, or when it needed no extracting."""
+
+    def __init__(self, budget: asyncio.Semaphore) -> None:
+        self.budget = budget
+        self.held = 0
+
+    async def take(self) -> None:
+        await self.budget.acquire()
+        self.held += 1
+
+    def give(self) -> None:
+        self.held -= 1
+        self.budget.release()
+
+    def give_back(self) -> None:
+        """Give back every place still held."""
+        while self.held:
+            self.give()
 
 
 @dataclass(frozen=True)
@@ -230,17 +264,22 @@ async def _read(
     refs: list[DocumentRef],
     known: dict[str, KnownDocument],
     batch: _Batch,
+    share: _RawShare,
     out: "asyncio.Queue[_Fetched | None]",
 ) -> None:
-    """Stage 1: fetch each listed object that may have changed, for the sandbox."""
+    """Stage 1: fetch each listed object that may have changed, for the sandbox, once the worker's
+    raw-object budget has room for it."""
     for ref in refs:
-        if (item := await _fetch(ctx, ref, known.get(ref.uri), batch)) is not None:
-            await out.put(item)
+        await share.take()
+        if (item := await _fetch(ctx, ref, known.get(ref.uri), batch)) is None:
+            share.give()
+            continue
+        await out.put(item)
     await out.put(None)
 
 
 async def _extract(
-    ctx: Context, inbox: "asyncio.Queue[_Fetched | None]", out: "asyncio.Queue[_Extracted | None]"
+    ctx: Context, share: _RawShare, inbox: "asyncio.Queue[_Fetched | None]", out: "asyncio.Queue[_Extracted | None]"
 ) -> None:
     """Stage 2: turn each fetched object into messages in the sandbox, for the embedding model."""
     timeout = ctx.job.spec.limits.extraction_timeout_seconds
@@ -250,6 +289,8 @@ async def _extract(
             async for message in messages:
                 own = item.metadata if message["uri"] == item.request.uri else {}
                 await out.put(_Extracted(message, item.version, own))
+        del item, messages  # the object's bytes go before its place in the budget does
+        share.give()
     await out.put(None)
 
 

@@ -188,7 +188,9 @@ async def ingest(
         spec=volume_spec(f"{namespace}/{name}", workers={"batchSize": 2}, **spec),
     )
     await runs.start_run(pool, job, reason="test")
-    code = await Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.02, lease_seconds=10).run()
+    # One task at a time: the answers list documents and events in the order they were stored.
+    worker = Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.02, lease_seconds=10, tasks_at_once=1)
+    code = await worker.run()
     assert code == 0
     found = await jobs.get_job(pool, job.uid)
     assert found is not None

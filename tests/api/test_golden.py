@@ -116,7 +116,9 @@ async def run_job(pool: Pool, root: Path, *, namespace: str, name: str, files: d
     )
     await runs.start_run(pool, job, reason="created")
     await runs.start_run(pool, job, reason="spec changed")
-    code = await Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.02, lease_seconds=10).run()
+    # One task at a time: the answers list documents and events in the order they were stored.
+    worker = Worker(DirectStore(pool, job.uid), volume_root=root, poll_seconds=0.02, lease_seconds=10, tasks_at_once=1)
+    code = await worker.run()
     assert code == 0
 
 
