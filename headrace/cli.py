@@ -264,9 +264,11 @@ def _work(job_uid: uuid.UUID, given: dict[str, Any], stop: signals.Stopping) -> 
     from headrace.store.outage import ride_out
     from headrace.worker.loop import EXIT_REFUSED, Worker
     from headrace.worker.remote import IngestRefused, RemoteStore
+    from headrace.worker.sandbox import cap_malloc_arenas
     from headrace.worker.settings import WorkerSettings
     from headrace.worker.store import DirectStore, WorkerStore
 
+    cap_malloc_arenas()  # before the metrics server's thread, or any other
     settings = _settings(WorkerSettings, given)
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server

@@ -116,7 +116,7 @@ documents before the embedding model, embedded documents before the database. Sm
 slowest stage sets the pace and a stalled one (a hung extraction, a slow endpoint, a slow database) holds
 the others still instead of letting memory grow."""
 
-RAW_OBJECTS = STAGE_BUFFER + 2
+RAW_OBJECTS: int = STAGE_BUFFER + 2
 """Raw objects (fetched, not yet through the sandbox) a worker holds at once, across the tasks it works
 on: what one task's stages hold, one being read, STAGE_BUFFER waiting and one in the sandbox. Shared, so
 that a worker working on two tasks at once holds no more fetched bytes than one task did: at most
