@@ -81,7 +81,7 @@ def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
     any thread starts. By default it keeps up to eight per core, each reserving 64 MiB of address space
     when a thread first allocates: a worker's few threads (source reads, the embedding model, the
     metrics server) reserved over 100 MiB they never used (tests/worker/test_hostile_corpus.py runs the
-    worker under a 512 MiB address-space limit: 481 MiB at its peak, 353 MiB with two heaps). Does
+    worker under a 512 MiB address-space limit: 481 MiB at its peak, 355 MiB with two heaps). Does
     nothing where the C library has no such option."""
     if sys.platform == "linux" and (mallopt := getattr(_libc(), "mallopt", None)) is not None:
         mallopt(_M_ARENA_MAX, arenas)
