@@ -72,6 +72,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def job_spec(opts: argparse.Namespace) -> IngestionJobSpec:
     """A default job's spec, embedded by the built-in model or by the endpoint the options name."""
     spec: dict[str, Any] = {"source": {"volume": {"path": "."}}}
+    if opts.embedding_url and not (opts.embedding_model and opts.embedding_dimensions):
+        raise SystemExit("--embedding-url needs --embedding-model and --embedding-dimensions")
     if opts.embedding_url:
         endpoint = {"url": opts.embedding_url, "model": opts.embedding_model, "dimensions": opts.embedding_dimensions}
         spec["embedding"] = {"provider": "endpoint", "endpoint": endpoint}
